@@ -1,0 +1,127 @@
+// Package store keeps egressd's control-plane state: tenants' API keys, VMs, sessions and their
+// policies. Store is the one interface; package sqlite is the embedded implementation.
+//
+// Every mutation takes the next value of one store-wide revision counter, so that a reader can
+// tell what is newer and (in a fleet) catch up on what it missed. An acknowledged write is
+// durable: when a method returns nil the change survives a crash of the process.
+//
+// Every method that reads or changes a tenant's object takes the tenant, and an object of
+// another tenant is reported as ErrNotFound, exactly as if it did not exist.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+var (
+	// ErrNotFound: no such object for this tenant.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: an object with that ID exists already.
+	ErrConflict = errors.New("already exists")
+	// ErrNoPolicy: the object exists but has no policy of that scope set.
+	ErrNoPolicy = errors.New("no policy set")
+)
+
+// Scope is what a policy is attached to.
+type Scope string
+
+const (
+	ScopeSession Scope = "session"
+	ScopeVM      Scope = "vm"
+)
+
+// APIKey is one tenant's credential. Only a hash of the secret is kept.
+type APIKey struct {
+	ID        string
+	Tenant    string
+	Admin     bool
+	Hash      []byte // SHA-256 of the secret key
+	CreatedAt time.Time
+}
+
+// Network is how a VM is attached (DESIGN §3, §4).
+type Network struct {
+	Mode    string `json:"mode"` // "none" or "netns"
+	Netns   string `json:"netns,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Address string `json:"address,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+}
+
+// VM is one sandbox.
+type VM struct {
+	Tenant    string
+	ID        string
+	Network   Network
+	Revision  int64
+	CreatedAt time.Time
+}
+
+// Session is one use of a VM. TokenHash is the SHA-256 of its proxy token.
+type Session struct {
+	Tenant    string
+	ID        string
+	VMID      string
+	TokenHash []byte
+	Revision  int64
+	CreatedAt time.Time
+}
+
+// PolicyRecord is a stored policy and where it is attached.
+type PolicyRecord struct {
+	Tenant    string
+	Scope     Scope
+	ID        string // session_id or vm_id
+	Policy    policy.Policy
+	Revision  int64
+	UpdatedAt time.Time
+}
+
+// Store is the control-plane state. Implementations are safe for concurrent use.
+type Store interface {
+	// CreateAPIKey stores k; ErrConflict if its ID or hash exists.
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	// APIKeyByHash finds the key whose secret hashes to hash; ErrNotFound if none.
+	APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
+	// ListAPIKeys lists every tenant's keys, oldest first (admin only, enforced by the caller).
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// DeleteAPIKey removes a key by ID; ErrNotFound if none.
+	DeleteAPIKey(ctx context.Context, id string) error
+
+	// CreateVM stores a new VM, setting Revision and CreatedAt; ErrConflict if the tenant has one with that ID.
+	CreateVM(ctx context.Context, vm VM) (VM, error)
+	GetVM(ctx context.Context, tenant, id string) (VM, error)
+	// ListVMs lists the tenant's VMs, oldest first.
+	ListVMs(ctx context.Context, tenant string) ([]VM, error)
+	// DeleteVM removes the VM, its policy, its sessions and their policies in one transaction.
+	DeleteVM(ctx context.Context, tenant, id string) error
+
+	// CreateSession stores a new session on an existing VM of the tenant (ErrNotFound if the VM
+	// is not there), setting Revision and CreatedAt. Session IDs are unique store-wide.
+	CreateSession(ctx context.Context, s Session) (Session, error)
+	GetSession(ctx context.Context, tenant, id string) (Session, error)
+	// SessionByID finds a session whatever its tenant: for the proxy's credential check only.
+	SessionByID(ctx context.Context, id string) (Session, error)
+	// ListSessions lists the tenant's sessions on one VM (all VMs when vmID is ""), oldest first.
+	ListSessions(ctx context.Context, tenant, vmID string) ([]Session, error)
+	// DeleteSession ends a session and deletes its policy in one transaction.
+	DeleteSession(ctx context.Context, tenant, id string) error
+
+	// PutPolicy replaces the policy of a session or VM (ErrNotFound if the object is not the
+	// tenant's), setting Revision and UpdatedAt.
+	PutPolicy(ctx context.Context, r PolicyRecord) (PolicyRecord, error)
+	// GetPolicy reads it: ErrNotFound if the object is not there, ErrNoPolicy if it has none.
+	GetPolicy(ctx context.Context, tenant string, scope Scope, id string) (PolicyRecord, error)
+	// DeletePolicy clears it: ErrNotFound if the object is not there, ErrNoPolicy if it has none.
+	DeletePolicy(ctx context.Context, tenant string, scope Scope, id string) error
+
+	// Revision is the newest revision the store has handed out.
+	Revision(ctx context.Context) (int64, error)
+	// Ping reports whether the store can serve requests (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}

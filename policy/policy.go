@@ -112,6 +112,8 @@ func jsonKind(k string) string {
 		return "boolean (true or false)"
 	case "slice":
 		return "list of strings"
+	case "map", "struct":
+		return "object"
 	}
 	return k
 }

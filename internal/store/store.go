@@ -83,7 +83,8 @@ type PolicyRecord struct {
 
 // Store is the control-plane state. Implementations are safe for concurrent use.
 type Store interface {
-	// CreateAPIKey stores k; ErrConflict if its ID or hash exists.
+	// CreateAPIKey stores k; ErrConflict if its ID or hash exists. A zero CreatedAt is set to
+	// the current time.
 	CreateAPIKey(ctx context.Context, k APIKey) error
 	// APIKeyByHash finds the key whose secret hashes to hash; ErrNotFound if none.
 	APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
@@ -107,6 +108,7 @@ type Store interface {
 	// SessionByID finds a session whatever its tenant: for the proxy's credential check only.
 	SessionByID(ctx context.Context, id string) (Session, error)
 	// ListSessions lists the tenant's sessions on one VM (all VMs when vmID is ""), oldest first.
+	// A VM that is not the tenant's has no sessions: the list is empty, not ErrNotFound.
 	ListSessions(ctx context.Context, tenant, vmID string) ([]Session, error)
 	// DeleteSession ends a session and deletes its policy in one transaction.
 	DeleteSession(ctx context.Context, tenant, id string) error
@@ -125,3 +127,35 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// Change is one entry of a store's change log: one object that a mutation created, replaced or
+// deleted, and the revision it took. A fleet node that missed notifications reads the changes
+// after the last revision it saw and reloads the objects they name (DESIGN §5).
+//
+// A mutation that removes several objects (DeleteVM, DeleteSession) logs one Change for each of
+// them, in one transaction, so that a reader of the log never needs to know the cascade rules.
+type Change struct {
+	Revision int64
+	Tenant   string
+	Kind     string // one of the Kind constants
+	ID       string // the object's ID: key ID, vm_id or session_id
+	Op       string // one of the Op constants
+	At       time.Time
+}
+
+// Kinds of object in the change log. A policy's ID is the ID of the VM or session that it is
+// attached to, so its kind carries the scope.
+const (
+	KindAPIKey        = "api_key"
+	KindVM            = "vm"
+	KindSession       = "session"
+	KindVMPolicy      = "vm_policy"
+	KindSessionPolicy = "session_policy"
+)
+
+// Operations in the change log.
+const (
+	OpCreate  = "create"
+	OpReplace = "replace"
+	OpDelete  = "delete"
+)

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/policy"
+)
+
+// target is the --session or --vm whose policy a command reads or writes: exactly one.
+type target struct{ session, vm string }
+
+func (t *target) register(fs *flag.FlagSet, verb string) {
+	fs.StringVar(&t.session, "session", "", verb+" the policy of this `SESSION`")
+	fs.StringVar(&t.vm, "vm", "", verb+" the policy of this `VM` (it holds for all its sessions)")
+}
+
+func (t *target) validate() error {
+	if (t.session == "") == (t.vm == "") {
+		return usagef("give exactly one of --session and --vm")
+	}
+	return nil
+}
+
+// describe names the target in a message: "session ses_1".
+func (t *target) describe() string {
+	if t.session != "" {
+		return "session " + t.session
+	}
+	return "VM " + t.vm
+}
+
+// listFlag is a flag that can be repeated, each value one entry or several separated by
+// commas (which no domain or CIDR contains).
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			// Refuse rather than skip: --domain "$UNSET" must not quietly leave the list
+			// empty, which would allow every public host.
+			return errors.New("empty entry")
+		}
+		*l = append(*l, part)
+	}
+	return nil
+}
+
+var egressSetCmd = &command{
+	name:     "egress set",
+	synopsis: "(--session SESSION | --vm VM) [--http] [--https] [--package-managers] [--domain D]... [--cidr C]... [--deny-domain D]... [--monitor] [-f policy.json]",
+	summary:  "set (replace) the policy of a session or a VM",
+	help: `
+Sets the egress policy of a session or a VM, replacing the one it had: what is not given is
+off or empty. With no rule flags at all the policy denies everything.
+
+  --https alone allows HTTPS to any public host; add --domain to allow only those hosts.
+  --package-managers allows the registries of pip, npm, apt, Go and others (see
+  "egressctl egress package-managers") on ports 80 and 443, whatever --http and --https say.
+  --cidr allows a range on every port and protocol, e.g. an internal network.
+  --deny-domain denies a name whatever else allows it.
+  Domains are exact names or "*.example.com" for every name under example.com.
+
+A session's traffic must pass both its session policy and its VM policy. -f reads the
+policy as JSON (the API's fields; "-" for standard input); the flags add to it.
+
+Examples:
+  egressctl egress set --session S --https --domain api.openai.com --package-managers
+  egressctl egress set --vm V --cidr 10.0.0.0/8
+  egressctl egress set --session S            # deny everything`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		var t target
+		t.register(fs, "set")
+		var domains, cidrs, denied listFlag
+		var file string
+		allowHTTP := fs.Bool("http", false, "allow HTTP (TCP port 80)")
+		allowHTTPS := fs.Bool("https", false, "allow HTTPS (TCP port 443)")
+		pm := fs.Bool("package-managers", false, "allow the package managers' registries, on ports 80 and 443")
+		fs.Var(&domains, "domain", "allow HTTP/HTTPS only to this `domain` (repeatable)")
+		fs.Var(&cidrs, "cidr", "allow every port and protocol to this `CIDR` (repeatable)")
+		fs.Var(&denied, "deny-domain", "never allow this `domain` (repeatable)")
+		monitor := fs.Bool("monitor", false, "record would-be denials but let traffic through")
+		fs.StringVar(&file, "f", "", "read the policy from this JSON `file` (- for standard input)")
+		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
+			if err := wantArgs(args); err != nil {
+				return err
+			}
+			if err := t.validate(); err != nil {
+				return err
+			}
+			var p policy.Policy
+			if file != "" {
+				var err error
+				if p, err = readPolicyFile(file, a.stdin); err != nil {
+					return err
+				}
+			}
+			p.AllowHTTP = p.AllowHTTP || *allowHTTP
+			p.AllowHTTPS = p.AllowHTTPS || *allowHTTPS
+			p.AllowPackageManagers = p.AllowPackageManagers || *pm
+			p.AllowedDomains = append(p.AllowedDomains, domains...)
+			p.AllowedCIDRs = append(p.AllowedCIDRs, cidrs...)
+			p.DeniedDomains = append(p.DeniedDomains, denied...)
+			if *monitor {
+				p.Mode = policy.Monitor
+			}
+
+			var stored *client.Policy
+			var err error
+			if t.session != "" {
+				stored, err = c.SetSessionPolicy(ctx, t.session, p)
+			} else {
+				stored, err = c.SetVMPolicy(ctx, t.vm, p)
+			}
+			if err != nil {
+				return err
+			}
+			return a.printPolicy(stored)
+		}
+	},
+}
+
+// readPolicyFile reads a policy from JSON as strictly as egressd does: an unknown field (a
+// typo such as "allowed_domain") is an error here, not an entry silently dropped by the
+// decoder before the server could refuse it.
+func readPolicyFile(name string, stdin io.Reader) (policy.Policy, error) {
+	var data []byte
+	var err error
+	if name == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return policy.Policy{}, err
+	}
+	var p policy.Policy
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return policy.Policy{}, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return policy.Policy{}, fmt.Errorf("%s: unexpected data after the policy object", name)
+	}
+	return p, nil
+}
+
+var egressGetCmd = &command{
+	name:     "egress get",
+	synopsis: "(--session SESSION | --vm VM)",
+	summary:  "show the policy set on a session or a VM",
+	help: `
+Shows the policy set on a session or a VM, as egressd stored it (normalised). It fails when
+none is set; "egressctl egress effective" shows what applies to a session in any case.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		var t target
+		t.register(fs, "show")
+		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
+			if err := wantArgs(args); err != nil {
+				return err
+			}
+			if err := t.validate(); err != nil {
+				return err
+			}
+			var p *client.Policy
+			var err error
+			if t.session != "" {
+				p, err = c.GetSessionPolicy(ctx, t.session)
+			} else {
+				p, err = c.GetVMPolicy(ctx, t.vm)
+			}
+			if err != nil {
+				return err
+			}
+			return a.printPolicy(p)
+		}
+	},
+}
+
+var egressClearCmd = &command{
+	name:     "egress clear",
+	synopsis: "(--session SESSION | --vm VM)",
+	summary:  "delete the policy of a session or a VM",
+	help: `
+Deletes the policy set on a session or a VM. The session then runs under the other layer
+alone, or under the operator's default policy (deny-all out of the box) when neither is set.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		var t target
+		t.register(fs, "clear")
+		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
+			if err := wantArgs(args); err != nil {
+				return err
+			}
+			if err := t.validate(); err != nil {
+				return err
+			}
+			var err error
+			if t.session != "" {
+				err = c.DeleteSessionPolicy(ctx, t.session)
+			} else {
+				err = c.DeleteVMPolicy(ctx, t.vm)
+			}
+			if err != nil {
+				return err
+			}
+			return a.done("cleared the policy of %s", t.describe())
+		}
+	},
+}
+
+var egressEffectiveCmd = &command{
+	name:     "egress effective",
+	synopsis: "--session SESSION",
+	summary:  "show the policy that applies to a session's traffic",
+	help: `
+Shows the policy that applies to a session's traffic: its session policy AND its VM's, or
+the operator's default when neither is set, and which layer each part comes from.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		session := fs.String("session", "", "the `SESSION` (required)")
+		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
+			if err := wantArgs(args); err != nil {
+				return err
+			}
+			if *session == "" {
+				return usagef("--session is required")
+			}
+			e, err := c.Effective(ctx, *session)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, e)
+			}
+			return printFields(a.stdout, effectiveFields(e)...)
+		}
+	},
+}
+
+var egressPackageManagersCmd = &command{
+	name:    "egress package-managers",
+	summary: "list the registry hosts that --package-managers allows",
+	help: `
+Lists the package managers' registry hosts that a policy with allow_package_managers
+opens, as this egressd has them: the built-in list and the operator's additions.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
+			if err := wantArgs(args); err != nil {
+				return err
+			}
+			pm, err := c.PackageManagers(ctx)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, pm)
+			}
+			names := make([]string, 0, len(pm.Managers))
+			for name := range pm.Managers {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			var rows [][]string
+			for _, name := range names {
+				for i, host := range pm.Managers[name] {
+					if i == 0 {
+						rows = append(rows, []string{name, host})
+					} else {
+						rows = append(rows, []string{" ", host})
+					}
+				}
+			}
+			return printTable(a.stdout, []string{"MANAGER", "HOSTS"}, rows)
+		}
+	},
+}
+
+func (a *app) printPolicy(p *client.Policy) error {
+	if a.json() {
+		return printJSON(a.stdout, p)
+	}
+	return printFields(a.stdout, policyFields(p)...)
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// config is every flag of egressd. Each flag has an environment twin: --api-listen is
+// EGRESSD_API_LISTEN. A flag on the command line wins over its twin.
+type config struct {
+	apiListen       string
+	proxyListen     string
+	dataDir         string
+	storeURL        string
+	defaultPolicy   string
+	packageManagers string
+	publicCIDRs     prefixList
+	hardDenyCIDRs   prefixList
+	dnsUpstream     string
+	auditLog        string
+	sandboxCIDR     string
+	transparent     bool
+	rateLimit       float64
+	logLevel        string
+	logFormat       string
+}
+
+// prefixList is a comma-separated list of CIDRs.
+type prefixList []netip.Prefix
+
+func (l *prefixList) String() string {
+	parts := make([]string, len(*l))
+	for i, p := range *l {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *prefixList) Set(s string) error {
+	*l = nil
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			a, aerr := netip.ParseAddr(part)
+			if aerr != nil {
+				return fmt.Errorf("%q is not a CIDR", part)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Masked() != p {
+			return fmt.Errorf("%s has host bits set; did you mean %s?", p, p.Masked())
+		}
+		*l = append(*l, p)
+	}
+	return nil
+}
+
+func parseFlags(args []string) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("egressd", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "egressd: an egress firewall for code sandboxes.\n\nUsage: egressd [flags]\n\nEvery flag can also be set by its environment twin: --api-listen is EGRESSD_API_LISTEN.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.apiListen, "api-listen", "127.0.0.1:8470", "address of the HTTP API")
+	fs.StringVar(&c.proxyListen, "proxy-listen", "127.0.0.1:8471", "address of the explicit proxy (sessions' proxy_url points here)")
+	fs.StringVar(&c.dataDir, "data-dir", "./egressd-data", "directory of the embedded SQLite store and admin.key")
+	fs.StringVar(&c.storeURL, "store", "", "a postgres:// URL to use PostgreSQL instead of the embedded store")
+	fs.StringVar(&c.defaultPolicy, "default-policy", "", "JSON policy file for sessions whose session and VM have no policy (deny-all when unset)")
+	fs.StringVar(&c.packageManagers, "package-managers-file", "", `JSON file extending or replacing the package-manager preset: {"managers": {"npm": ["registry.npm.test"]}, "replace": false}`)
+	fs.Var(&c.publicCIDRs, "public-cidrs", "comma-separated ranges treated as public internet (labs and tests)")
+	fs.Var(&c.hardDenyCIDRs, "hard-deny-cidrs", "comma-separated ranges denied whatever any policy says, added to the built-in list")
+	fs.StringVar(&c.dnsUpstream, "dns-upstream", "", "resolver egressd asks (host:port; the system's when unset)")
+	fs.StringVar(&c.auditLog, "audit-log", "", "JSON-lines file of every decision")
+	fs.StringVar(&c.sandboxCIDR, "sandbox-cidr", "100.96.0.0/16", "range sandbox addresses are taken from (transparent mode)")
+	fs.BoolVar(&c.transparent, "transparent", false, "run the transparent gateway (Linux, root)")
+	fs.Float64Var(&c.rateLimit, "api-rate-limit", 100, "API requests per second allowed per key, bursts of twice that (0: unlimited)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+
+	// Environment twins first, so that the command line overrides them.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "EGRESSD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q; egressd takes only flags", fs.Arg(0))
+	}
+	return c, nil
+}

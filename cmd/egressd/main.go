@@ -1,0 +1,188 @@
+// Command egressd is the egress firewall for code sandboxes: the control-plane API and, in
+// later parts, the gateway. It is thin wiring; the work is done in the packages it imports.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/egressd/egressd/internal/api"
+	"github.com/egressd/egressd/internal/store/sqlite"
+	"github.com/egressd/egressd/policy"
+)
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "egressd:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "egressd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg *config) error {
+	log, err := newLogger(cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		return err
+	}
+	if err := notYet(cfg); err != nil {
+		return err
+	}
+	def, err := loadDefault(cfg.defaultPolicy)
+	if err != nil {
+		return err
+	}
+	preset := policy.BuiltinPreset()
+	if cfg.packageManagers != "" {
+		if preset, err = policy.LoadPresetFile(cfg.packageManagers); err != nil {
+			return err
+		}
+	}
+	self, err := listenAddrs(cfg.apiListen, cfg.proxyListen)
+	if err != nil {
+		return err
+	}
+
+	st, err := sqlite.Open(ctx, cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if path, err := api.BootstrapAdminKey(ctx, st, cfg.dataDir); err != nil {
+		return err
+	} else if path != "" {
+		log.Info("created the first admin API key", "file", path)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := api.New(api.Config{
+		Store:      st,
+		Default:    def,
+		Preset:     preset,
+		Classifier: &policy.Classifier{Public: cfg.publicCIDRs, HardDeny: cfg.hardDenyCIDRs, Self: self},
+		ProxyAddr:  cfg.proxyListen,
+		RateLimit:  cfg.rateLimit,
+		Logger:     log,
+		Registry:   reg,
+	})
+
+	ln, err := net.Listen("tcp", cfg.apiListen)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("egressd API listening", "addr", ln.Addr().String(), "data_dir", cfg.dataDir)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return hs.Shutdown(shutCtx)
+}
+
+// notYet refuses flags whose parts are not built yet, rather than ignoring them silently.
+func notYet(cfg *config) error {
+	switch {
+	case cfg.transparent:
+		return errors.New("--transparent: the transparent gateway is not part of this build yet")
+	case cfg.storeURL != "":
+		return errors.New("--store: only the embedded SQLite store (--data-dir) is part of this build yet")
+	case cfg.auditLog != "":
+		return errors.New("--audit-log: decision records are not part of this build yet")
+	}
+	return nil
+}
+
+func loadDefault(path string) (*policy.Policy, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--default-policy: %w", err)
+	}
+	p, _, err := policy.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("--default-policy %s: %w", path, err)
+	}
+	return &p, nil
+}
+
+// listenAddrs turns egressd's own listen addresses into the classifier's Self list: a
+// sandbox must never reach the API or the proxy's own port through the gateway.
+func listenAddrs(addrs ...string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("listen address %q: %w", a, err)
+		}
+		ip := netip.IPv4Unspecified()
+		if host != "" {
+			if ip, err = netip.ParseAddr(host); err != nil {
+				// A host name: resolve it once, as Listen will.
+				ips, lerr := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+				if lerr != nil || len(ips) == 0 {
+					return nil, fmt.Errorf("listen address %q: %v", a, lerr)
+				}
+				ip = ips[0]
+			}
+		}
+		var p uint16
+		if _, err := fmt.Sscan(port, &p); err != nil {
+			return nil, fmt.Errorf("listen address %q: bad port", a)
+		}
+		out = append(out, netip.AddrPortFrom(ip.Unmap(), p))
+	}
+	return out, nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}

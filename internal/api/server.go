@@ -1,0 +1,195 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/store"
+	"github.com/egressd/egressd/policy"
+)
+
+// Resolver looks names up for check requests with "resolve": true.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Config is what the server needs. Only Store is required.
+type Config struct {
+	Store store.Store
+	// Default is the policy of a session whose session and VM have none (deny-all when nil).
+	Default *policy.Policy
+	// Preset is the package-manager preset in force (the built-in one when nil).
+	Preset *policy.Preset
+	// Classifier holds the hard-deny list and public ranges of the gateway.
+	Classifier *policy.Classifier
+	// ProxyAddr is the explicit proxy's host:port, used to build sessions' proxy_url.
+	ProxyAddr string
+	// Transparent says whether VMs may ask for a netns network.
+	Transparent bool
+	// Resolver answers check requests with "resolve": true (net.DefaultResolver when nil).
+	Resolver Resolver
+	// RateLimit is the number of requests per second allowed per API key (0: unlimited);
+	// bursts of twice that are allowed.
+	RateLimit float64
+	Logger    *slog.Logger
+	// Registry receives the API's metrics and is served on /metrics (a new one when nil).
+	Registry *prometheus.Registry
+}
+
+// Server is the control-plane HTTP API.
+type Server struct {
+	store       store.Store
+	def         policy.Policy
+	preset      *policy.Preset
+	classifier  *policy.Classifier
+	proxyAddr   string
+	transparent bool
+	resolver    Resolver
+	log         *slog.Logger
+	limits      *limiter
+	mux         *http.ServeMux
+	metrics     *metrics
+}
+
+// New builds the server; it does not listen.
+func New(cfg Config) *Server {
+	s := &Server{
+		store:       cfg.Store,
+		def:         policy.DenyAll(),
+		preset:      cfg.Preset,
+		classifier:  cfg.Classifier,
+		proxyAddr:   cfg.ProxyAddr,
+		transparent: cfg.Transparent,
+		resolver:    cfg.Resolver,
+		log:         cfg.Logger,
+		limits:      newLimiter(cfg.RateLimit),
+		mux:         http.NewServeMux(),
+	}
+	if cfg.Default != nil {
+		s.def = *cfg.Default
+	}
+	if s.preset == nil {
+		s.preset = policy.BuiltinPreset()
+	}
+	if s.classifier == nil {
+		s.classifier = &policy.Classifier{}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(reg)
+	s.routes(reg)
+	return s
+}
+
+// handlerFunc is a handler that returns its error for writeError to answer.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, k store.APIKey) error
+
+func (s *Server) routes(reg *prometheus.Registry) {
+	authed := func(pattern string, admin bool, h handlerFunc) {
+		s.mux.Handle(pattern, s.instrument(pattern, s.authenticate(admin, h)))
+	}
+	authed("POST /v1/vms", false, s.createVM)
+	authed("GET /v1/vms", false, s.listVMs)
+	authed("GET /v1/vms/{vm_id}", false, s.getVM)
+	authed("DELETE /v1/vms/{vm_id}", false, s.deleteVM)
+
+	authed("POST /v1/sessions", false, s.createSession)
+	authed("GET /v1/sessions", false, s.listSessions)
+	authed("GET /v1/sessions/{session_id}", false, s.getSession)
+	authed("DELETE /v1/sessions/{session_id}", false, s.deleteSession)
+
+	authed("POST /v1/egress/session/{id}", false, s.putPolicy(store.ScopeSession))
+	authed("GET /v1/egress/session/{id}", false, s.getPolicy(store.ScopeSession))
+	authed("DELETE /v1/egress/session/{id}", false, s.deletePolicy(store.ScopeSession))
+	authed("POST /v1/egress/vm/{id}", false, s.putPolicy(store.ScopeVM))
+	authed("GET /v1/egress/vm/{id}", false, s.getPolicy(store.ScopeVM))
+	authed("DELETE /v1/egress/vm/{id}", false, s.deletePolicy(store.ScopeVM))
+	authed("GET /v1/egress/session/{id}/effective", false, s.effective)
+	authed("POST /v1/egress/session/{id}/check", false, s.check)
+	authed("GET /v1/egress/package-managers", false, s.packageManagers)
+
+	authed("POST /v1/api-keys", true, s.createKey)
+	authed("GET /v1/api-keys", true, s.listKeys)
+	authed("DELETE /v1/api-keys/{id}", true, s.deleteKey)
+
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Anything else: 404 or 405 in the API's error shape, not net/http's text.
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errorf(http.StatusNotFound, client.CodeNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// ServeHTTP makes the server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// ServeMux answers a known path with the wrong method by itself, in plain text; find
+	// that case first so that it gets the API's error shape.
+	if _, pattern := s.mux.Handler(r); pattern == "" || pattern == "/" {
+		if r2 := r.Clone(r.Context()); s.pathKnown(r2) {
+			s.writeError(w, r, errorf(http.StatusMethodNotAllowed, client.CodeMethodNotAllowed, "", "%s is not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// pathKnown reports whether some method is routed for r's path.
+func (s *Server) pathKnown(r *http.Request) bool {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		r.Method = m
+		if _, p := s.mux.Handler(r); p != "" && p != "/" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "store: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// statusWriter records the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		s.metrics.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}

@@ -1,0 +1,158 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"regexp"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/store"
+	"github.com/egressd/egressd/policy"
+)
+
+// idPattern is what a client may choose as a vm_id: it becomes part of file and interface
+// names later, so it is kept to a safe alphabet.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// createVMBody mirrors client.CreateVMRequest, keeping the policy raw so that it is decoded
+// by policy.Parse, strictly and with field names in its errors.
+type createVMBody struct {
+	VMID         string          `json:"vm_id"`
+	EgressPolicy json.RawMessage `json:"egress_policy"`
+	Network      *client.Network `json:"network"`
+}
+
+func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req createVMBody
+	if err := decodeStrict(body, &req, true); err != nil {
+		return err
+	}
+	vm := store.VM{Tenant: k.Tenant, ID: req.VMID, Network: store.Network{Mode: "none"}}
+	if vm.ID == "" {
+		vm.ID = randomID("vm_")
+	} else if !idPattern.MatchString(vm.ID) {
+		return badRequest("vm_id", "vm_id must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	}
+	if n := req.Network; n != nil {
+		switch n.Mode {
+		case "", "none":
+		case "netns":
+			if !s.transparent {
+				return badRequest("network.mode", `network mode "netns" needs the transparent gateway; start egressd with --transparent (Linux, root)`)
+			}
+			vm.Network.Mode = "netns"
+		default:
+			return badRequest("network.mode", `network mode %q is unknown; use "none" or "netns"`, n.Mode)
+		}
+		if n.Netns != "" || n.Path != "" || n.Address != "" || n.Gateway != "" {
+			return badRequest("network", "only network.mode may be set; egressd assigns the rest")
+		}
+	}
+	var pol *policy.Policy
+	var warnings []string
+	if len(req.EgressPolicy) > 0 && string(req.EgressPolicy) != "null" {
+		p, w, err := policy.Parse(req.EgressPolicy)
+		if err != nil {
+			return policyError(err, "egress_policy")
+		}
+		pol, warnings = &p, w
+	}
+	created, err := s.store.CreateVM(r.Context(), vm)
+	if errors.Is(err, store.ErrConflict) {
+		return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q exists already", vm.ID)
+	} else if err != nil {
+		return err
+	}
+	out := vmOut(created, 0)
+	if pol != nil {
+		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: store.ScopeVM, ID: created.ID, Policy: *pol})
+		if err != nil {
+			// Do not leave a VM without the policy its creator asked for.
+			_ = s.store.DeleteVM(r.Context(), k.Tenant, created.ID)
+			return err
+		}
+		out.EgressPolicy = policyOut(rec, warnings)
+	}
+	w.Header().Set("Location", "/v1/vms/"+url.PathEscape(created.ID))
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (s *Server) getVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	out, err := s.loadVM(r, k.Tenant, r.PathValue("vm_id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// loadVM reads a VM with its policy and session count, as the API shows it.
+func (s *Server) loadVM(r *http.Request, tenant, id string) (client.VM, error) {
+	vm, err := s.store.GetVM(r.Context(), tenant, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return client.VM{}, notFound("VM", id)
+	} else if err != nil {
+		return client.VM{}, err
+	}
+	sessions, err := s.store.ListSessions(r.Context(), tenant, id)
+	if err != nil {
+		return client.VM{}, err
+	}
+	out := vmOut(vm, len(sessions))
+	rec, err := s.store.GetPolicy(r.Context(), tenant, store.ScopeVM, id)
+	switch {
+	case err == nil:
+		out.EgressPolicy = policyOut(rec, nil)
+	case !errors.Is(err, store.ErrNoPolicy) && !errors.Is(err, store.ErrNotFound):
+		return client.VM{}, err
+	}
+	return out, nil
+}
+
+func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	vms, err := s.store.ListVMs(r.Context(), k.Tenant)
+	if err != nil {
+		return err
+	}
+	sessions, err := s.store.ListSessions(r.Context(), k.Tenant, "")
+	if err != nil {
+		return err
+	}
+	count := make(map[string]int)
+	for _, se := range sessions {
+		count[se.VMID]++
+	}
+	out := client.VMList{VMs: make([]client.VM, 0, len(vms))}
+	for _, vm := range vms {
+		out.VMs = append(out.VMs, vmOut(vm, count[vm.ID]))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	id := r.PathValue("vm_id")
+	if err := s.store.DeleteVM(r.Context(), k.Tenant, id); errors.Is(err, store.ErrNotFound) {
+		return notFound("VM", id)
+	} else if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func vmOut(vm store.VM, sessions int) client.VM {
+	return client.VM{
+		VMID:      vm.ID,
+		Network:   client.Network(vm.Network),
+		Sessions:  sessions,
+		CreatedAt: vm.CreatedAt,
+	}
+}

@@ -1,0 +1,326 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// Layer names where a decision came from.
+type Layer string
+
+const (
+	LayerSession Layer = "session" // the session's policy
+	LayerVM      Layer = "vm"      // the VM's policy
+	LayerDefault Layer = "default" // the operator's default policy, when neither is set
+	LayerHard    Layer = "hard"    // the gateway's own rules: hard denials and DNS query types
+)
+
+// Transport of a connection attempt.
+type Transport string
+
+const (
+	TCP  Transport = "tcp"
+	UDP  Transport = "udp"
+	ICMP Transport = "icmp"
+)
+
+// Conn is one connection attempt.
+type Conn struct {
+	// IP is the destination that would be dialled: for a name, an address the gateway
+	// resolved itself. The zero Addr judges Host as a name only: no hard denial, no
+	// allowed_cidrs and no public check (the check API without "resolve").
+	IP   netip.Addr
+	Port uint16
+	// Transport is TCP when empty.
+	Transport Transport
+	// Host is the host name the gateway sees (TLS SNI, HTTP Host, the CONNECT target), in
+	// NormalizeName form; "" when it sees none.
+	Host string
+	// IPLiteral says the client named the destination by address (CONNECT 192.0.2.1:443,
+	// http://192.0.2.1/), so that a denial says "IP literal" rather than "no host name".
+	IPLiteral bool
+}
+
+// Query is one DNS query: a name in NormalizeName form and a numeric type (1 = A, 28 = AAAA,
+// 65 = HTTPS...).
+type Query struct {
+	Name string
+	Type uint16
+}
+
+// Decision is the outcome for one attempt or query. Reason is one of the Reason constants
+// (a small fixed set, fit for a metrics label); Rule is the detail, such as
+// "allowed_domains *.example.com" or "loopback 127.0.0.0/8".
+type Decision struct {
+	Allow     bool
+	WouldDeny bool // a monitor layer would have denied it; Allow is true
+	Reason    string
+	Rule      string
+	Layer     Layer
+}
+
+// Reasons for allowing: the field of the policy that allows.
+const (
+	ReasonAllowedCIDRs         = "allowed_cidrs"
+	ReasonAllowedDomains       = "allowed_domains"
+	ReasonAllowHTTPS           = "allow_https"
+	ReasonAllowHTTP            = "allow_http"
+	ReasonAllowPackageManagers = "allow_package_managers"
+)
+
+// Reasons for denying.
+const (
+	ReasonHardDeny      = "address is always denied"         // step 1; Rule names the range
+	ReasonDeniedDomain  = "host is in denied_domains"        // Rule names the entry
+	ReasonHostNotListed = "host is not allowed"              // not in allowed_domains (nor the preset)
+	ReasonHTTPSOff      = "HTTPS is not allowed"             // 443 with allow_https off
+	ReasonHTTPOff       = "HTTP is not allowed"              // 80 with allow_http off
+	ReasonNotPublic     = "address is not public"            // allowed host, private address
+	ReasonPort          = "port is not allowed"              // not 80 or 443, outside allowed_cidrs
+	ReasonUDP           = "UDP is not allowed"               // outside allowed_cidrs
+	ReasonICMP          = "ICMP is not allowed"              // outside allowed_cidrs
+	ReasonTransport     = "transport is not allowed"         // unknown transport
+	ReasonIPLiteral     = "IP literal outside allowed_cidrs" // 80/443 by address
+	ReasonNoHost        = "no host name"                     // TLS without SNI, HTTP without Host
+	ReasonQueryType     = "query type is not answered"       // DNS: only A and AAAA
+	ReasonNameNotListed = "name is not allowed"              // DNS: no rule allows the name
+	ReasonNoPolicy      = "no policy allows it"              // a Set without layers
+)
+
+// Rules that carry no entry of a policy: fixed strings, so that denials allocate nothing.
+const (
+	ruleAnyHTTPS        = "allow_https (any host)"
+	ruleAnyHTTP         = "allow_http (any host)"
+	ruleNotListed       = "not in allowed_domains"
+	ruleNotListedPreset = "not in allowed_domains nor in the package manager preset"
+	ruleHTTPSOff        = "allow_https is off"
+	ruleHTTPSOffPreset  = "allow_https is off and the host is not in the package manager preset"
+	ruleHTTPOff         = "allow_http is off"
+	ruleHTTPOffPreset   = "allow_http is off and the host is not in the package manager preset"
+	ruleNotPublic       = "the address is not public and not in allowed_cidrs"
+	rulePort            = "only TCP 80 and 443 (with a host name) and allowed_cidrs destinations are open"
+	ruleUDP             = "UDP goes only to allowed_cidrs (QUIC falls back to TCP)"
+	ruleICMP            = "ICMP goes only to allowed_cidrs"
+	ruleTransport       = "only TCP, UDP and ICMP are known"
+	ruleIPLiteral       = "connect by host name, or add the address to allowed_cidrs"
+	ruleNoHost          = "TLS without SNI or HTTP without Host: the gateway needs a name to judge"
+	ruleNameNoWeb       = "allowed_domains is empty and allow_http and allow_https are off"
+	ruleNoPolicy        = "no layer is set: nothing is allowed"
+)
+
+// Layered is one layer of an effective policy. A nil Matcher allows nothing.
+type Layered struct {
+	Layer   Layer
+	Matcher *Matcher
+}
+
+// Set is the effective policy of one sandbox (DESIGN §2.4): the hard denials AND every layer.
+// In explicit-proxy mode the layers are the session's policy and its VM's; in transparent
+// mode, the VM's and every open session's on that VM. When neither is set the caller passes
+// the operator's default policy as LayerDefault. A Set with no layer denies everything: it
+// fails closed.
+//
+// A Set is immutable and safe for concurrent use; build a new one when a layer changes and
+// publish it through an atomic.Pointer. Its methods do not allocate.
+type Set struct {
+	class  *classes
+	layers []Layered // session layers first, then vm, then the rest, each in the given order
+}
+
+// NewSet builds the effective policy of the layers, with c's address classes (nil means the
+// zero Classifier). c must not change afterwards.
+func NewSet(c *Classifier, layers ...Layered) *Set {
+	s := &Set{class: compileClassifier(c), layers: slices.Clone(layers)}
+	rank := func(l Layer) int {
+		switch l {
+		case LayerSession:
+			return 0
+		case LayerVM:
+			return 1
+		}
+		return 2
+	}
+	// Reports prefer the session's denial, then the VM's: that is the layer a client changes.
+	slices.SortStableFunc(s.layers, func(a, b Layered) int { return rank(a.Layer) - rank(b.Layer) })
+	return s
+}
+
+// verdict is one layer's answer.
+type verdict struct {
+	allow        bool
+	reason, rule string
+}
+
+// Decide judges one connection attempt (DESIGN §2.2). The hard denials come first and no mode
+// lifts them. Then every layer decides on its own, and the decision is the AND of theirs:
+// a denial by an enforce layer denies (the session's is reported before the VM's); a denial
+// by a monitor layer only sets WouldDeny; when every layer allows, the first one's reason is
+// reported.
+func (s *Set) Decide(c Conn) Decision {
+	ip := c.IP.Unmap().WithZone("")
+	hasIP := ip.IsValid()
+	if hasIP {
+		if rule, denied := s.class.hardDeny(ip, c.Port); denied {
+			return Decision{Reason: ReasonHardDeny, Rule: rule, Layer: LayerHard}
+		}
+	}
+	public := hasIP && s.class.isPublic(ip)
+	return s.combine(func(m *Matcher) verdict { return m.decide(c, ip, public) })
+}
+
+// combine applies judge to every layer and ANDs the verdicts.
+func (s *Set) combine(judge func(*Matcher) verdict) Decision {
+	if len(s.layers) == 0 {
+		return Decision{Reason: ReasonNoPolicy, Rule: ruleNoPolicy, Layer: LayerDefault}
+	}
+	var first, monitorDeny Decision
+	haveMonitorDeny := false
+	for i, l := range s.layers {
+		var v verdict
+		monitor := false
+		if l.Matcher == nil {
+			v = verdict{reason: ReasonNoPolicy, rule: ruleNoPolicy}
+		} else {
+			v = judge(l.Matcher)
+			monitor = l.Matcher.monitor
+		}
+		d := Decision{Allow: v.allow, Reason: v.reason, Rule: v.rule, Layer: l.Layer}
+		switch {
+		case !v.allow && !monitor:
+			return d // layers are in report order: the first enforce denial is the one to show
+		case !v.allow && !haveMonitorDeny:
+			monitorDeny, haveMonitorDeny = d, true
+		case i == 0:
+			first = d
+		}
+	}
+	if haveMonitorDeny {
+		monitorDeny.Allow, monitorDeny.WouldDeny = true, true
+		return monitorDeny
+	}
+	return first // every layer allowed, the first one included
+}
+
+// decide is one layer's verdict on a connection; ip is unmapped (zero: judge the name only)
+// and public says whether it counts as public.
+func (m *Matcher) decide(c Conn, ip netip.Addr, public bool) verdict {
+	if c.Host != "" {
+		// denied_domains wins over everything, allowed_cidrs included, wherever a name is seen.
+		if rule, ok := m.denied.match(c.Host); ok {
+			return verdict{false, ReasonDeniedDomain, rule}
+		}
+	}
+	if ip.IsValid() {
+		if i := m.cidrs.lookup(ip); i >= 0 {
+			return verdict{true, ReasonAllowedCIDRs, m.cidrRules[i]}
+		}
+	}
+	switch c.Transport {
+	case TCP, "":
+	case UDP:
+		return verdict{false, ReasonUDP, ruleUDP}
+	case ICMP:
+		return verdict{false, ReasonICMP, ruleICMP}
+	default:
+		return verdict{false, ReasonTransport, ruleTransport}
+	}
+	if c.Port != 80 && c.Port != 443 {
+		return verdict{false, ReasonPort, rulePort}
+	}
+	if c.Host == "" {
+		if c.IPLiteral {
+			return verdict{false, ReasonIPLiteral, ruleIPLiteral}
+		}
+		return verdict{false, ReasonNoHost, ruleNoHost}
+	}
+	v := m.web(c.Host, c.Port)
+	if v.allow && ip.IsValid() && !public {
+		// The address was not in allowed_cidrs (step 2 would have allowed it): a name must not
+		// lead into a private network.
+		return verdict{false, ReasonNotPublic, ruleNotPublic}
+	}
+	return v
+}
+
+// web is step 3 for host on port 80 or 443, denied_domains already checked.
+func (m *Matcher) web(host string, port uint16) verdict {
+	flag := port == 443 && m.policy.AllowHTTPS || port == 80 && m.policy.AllowHTTP
+	if flag {
+		if m.allowed.empty() {
+			if port == 443 {
+				return verdict{true, ReasonAllowHTTPS, ruleAnyHTTPS}
+			}
+			return verdict{true, ReasonAllowHTTP, ruleAnyHTTP}
+		}
+		if rule, ok := m.allowed.match(host); ok {
+			return verdict{true, ReasonAllowedDomains, rule}
+		}
+	}
+	if rule, ok := m.matchPreset(host); ok {
+		return verdict{true, ReasonAllowPackageManagers, rule}
+	}
+	withPreset := m.preset != nil
+	switch {
+	case flag && withPreset:
+		return verdict{false, ReasonHostNotListed, ruleNotListedPreset}
+	case flag:
+		return verdict{false, ReasonHostNotListed, ruleNotListed}
+	case port == 443 && withPreset:
+		return verdict{false, ReasonHTTPSOff, ruleHTTPSOffPreset}
+	case port == 443:
+		return verdict{false, ReasonHTTPSOff, ruleHTTPSOff}
+	case withPreset:
+		return verdict{false, ReasonHTTPOff, ruleHTTPOffPreset}
+	}
+	return verdict{false, ReasonHTTPOff, ruleHTTPOff}
+}
+
+// KeepAnswer reports whether an address from a DNS answer may be given to the sandbox
+// (DESIGN §2.2): it is not hard-denied (egressd's own addresses included), and for every
+// enforce layer it is public or inside that layer's allowed_cidrs. Monitor layers strip
+// nothing: the connection that follows is judged, and recorded, by Decide. With no layer,
+// nothing is kept.
+func (s *Set) KeepAnswer(a netip.Addr) bool {
+	a = a.Unmap().WithZone("")
+	if !a.IsValid() || len(s.layers) == 0 {
+		return false
+	}
+	if _, denied := s.class.hardDeny(a, 0); denied {
+		return false
+	}
+	public := s.class.isPublic(a)
+	for _, l := range s.layers {
+		if l.Matcher == nil {
+			return false
+		}
+		if public || l.Matcher.monitor {
+			continue
+		}
+		if l.Matcher.cidrs.lookup(a) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// AllowedPrefixes returns the destinations that every layer allows by allowed_cidrs (the
+// intersection of the layers' lists), for the firewall rules that forward such traffic
+// without the proxy. Hard denials are not subtracted: the firewall puts them first. With no
+// layer, or a nil Matcher, the result is empty.
+func (s *Set) AllowedPrefixes() []netip.Prefix {
+	if len(s.layers) == 0 {
+		return []netip.Prefix{}
+	}
+	var out []netip.Prefix
+	for i, l := range s.layers {
+		if l.Matcher == nil {
+			return []netip.Prefix{}
+		}
+		if i == 0 {
+			out = minimalPrefixes(slices.Clone(l.Matcher.prefixes))
+		} else {
+			out = IntersectPrefixes(out, l.Matcher.prefixes)
+		}
+	}
+	return out
+}

@@ -1,0 +1,381 @@
+package policy
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// NamedPolicy is one stored layer, as Explain reads it.
+type NamedPolicy struct {
+	Layer     Layer
+	Policy    Policy
+	Revision  int64
+	UpdatedAt time.Time
+}
+
+// Effective is the effective policy of a session as one readable object (GET
+// /v1/egress/session/{id}/effective): the layers that are set, each field's effective value
+// with the layers it comes from, and notes on the interplay a reader could miss. It explains
+// Decide; it does not replace it.
+//
+// Values come from the enforce layers (every layer, if all are in monitor mode): a monitor
+// layer restricts nothing, and the notes say what it would deny.
+type Effective struct {
+	// Layers are the layers that are set, session first, with their whole policies.
+	Layers []EffectiveLayer `json:"layers"`
+	// Mode is enforce if any layer enforces.
+	Mode EffectiveMode `json:"mode"`
+	// The booleans are ANDed: From names the layers that turn a flag off, or, when it is on,
+	// every layer (they all turn it on).
+	AllowPackageManagers EffectiveBool `json:"allow_package_managers"`
+	AllowHTTP            EffectiveBool `json:"allow_http"`
+	AllowHTTPS           EffectiveBool `json:"allow_https"`
+	// AllowedDomains is the intersection of the layers' non-empty lists.
+	AllowedDomains EffectiveDomains `json:"allowed_domains"`
+	// AllowedCIDRs is the intersection of the layers' lists (by prefix containment).
+	AllowedCIDRs EffectiveList `json:"allowed_cidrs"`
+	// DeniedDomains is the union of the layers' lists.
+	DeniedDomains EffectiveList `json:"denied_domains"`
+	// PackageManagers names the preset's managers when allow_package_managers is in effect.
+	PackageManagers []string `json:"package_managers,omitempty"`
+	// Notes are sentences on what the values alone do not say.
+	Notes []string `json:"notes"`
+}
+
+// EffectiveLayer is one layer that is set.
+type EffectiveLayer struct {
+	Layer     Layer     `json:"layer"`
+	Revision  int64     `json:"revision,omitempty"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	Policy    Policy    `json:"policy"`
+}
+
+// EffectiveBool is an ANDed flag and the layers it comes from.
+type EffectiveBool struct {
+	Value bool    `json:"value"`
+	From  []Layer `json:"from"`
+}
+
+// EffectiveMode is the effective mode and the layers it comes from.
+type EffectiveMode struct {
+	Value Mode    `json:"value"`
+	From  []Layer `json:"from"`
+}
+
+// Values of EffectiveDomains.Hosts.
+const (
+	HostsAny    = "any"    // no layer lists domains: any public host (where a web flag is on)
+	HostsListed = "listed" // only the hosts that Value matches
+	HostsNone   = "none"   // the layers' lists have nothing in common: no host
+)
+
+// EffectiveDomains is the effective allowed_domains. An empty list in a policy means "any
+// host", so Hosts says which case applies rather than letting an empty Value be read either
+// way.
+type EffectiveDomains struct {
+	Hosts string   `json:"hosts"`
+	Value []string `json:"value"`
+	From  []Layer  `json:"from"`
+}
+
+// EffectiveList is an effective list and the layers it comes from.
+type EffectiveList struct {
+	Value []string `json:"value"`
+	From  []Layer  `json:"from"`
+}
+
+// Explain computes the effective policy of the given layers, with preset as the
+// package-manager list (nil means BuiltinPreset). When neither a session nor a VM policy is
+// set, the caller passes the default policy as LayerDefault; with no layer at all, everything
+// is denied and Explain says so.
+func Explain(preset *Preset, layers ...NamedPolicy) Effective {
+	if preset == nil {
+		preset = builtin()
+	}
+	layers = slices.Clone(layers)
+	rank := map[Layer]int{LayerSession: 0, LayerVM: 1}
+	slices.SortStableFunc(layers, func(a, b NamedPolicy) int {
+		ra, ok := rank[a.Layer]
+		if !ok {
+			ra = 2
+		}
+		rb, ok := rank[b.Layer]
+		if !ok {
+			rb = 2
+		}
+		return ra - rb
+	})
+	e := Effective{Layers: []EffectiveLayer{}, Notes: []string{}}
+	for i, l := range layers {
+		p, _, err := l.Policy.normalize(false)
+		if err != nil {
+			// A stored policy is normalised; should one be broken, it allows nothing, as the
+			// data path, which cannot compile it, does.
+			e.Notes = append(e.Notes, fmt.Sprintf("The %s policy is invalid (%v): it allows nothing.", l.Layer, err))
+			p = DenyAll()
+		}
+		layers[i].Policy = p
+		e.Layers = append(e.Layers, EffectiveLayer{Layer: l.Layer, Revision: l.Revision, UpdatedAt: l.UpdatedAt, Policy: p})
+	}
+	if len(layers) == 0 {
+		p := DenyAll()
+		e.Mode = EffectiveMode{Value: Enforce, From: []Layer{}}
+		e.AllowPackageManagers = EffectiveBool{From: []Layer{}}
+		e.AllowHTTP = EffectiveBool{From: []Layer{}}
+		e.AllowHTTPS = EffectiveBool{From: []Layer{}}
+		e.AllowedDomains = EffectiveDomains{Hosts: HostsNone, Value: p.AllowedDomains, From: []Layer{}}
+		e.AllowedCIDRs = EffectiveList{Value: p.AllowedCIDRs, From: []Layer{}}
+		e.DeniedDomains = EffectiveList{Value: p.DeniedDomains, From: []Layer{}}
+		e.Notes = append(e.Notes, "No policy is set, not even a default one: everything is denied.")
+		e.Notes = append(e.Notes, noteHard)
+		return e
+	}
+
+	// The layers whose rules are enforced; all of them if none is.
+	var enforcing []NamedPolicy
+	for _, l := range layers {
+		if l.Policy.Mode == Enforce {
+			enforcing = append(enforcing, l)
+		}
+	}
+	e.Mode = EffectiveMode{Value: Enforce, From: names(enforcing)}
+	if len(enforcing) == 0 {
+		enforcing = layers
+		e.Mode = EffectiveMode{Value: Monitor, From: names(layers)}
+	}
+
+	e.AllowPackageManagers = and(enforcing, func(p Policy) bool { return p.AllowPackageManagers })
+	e.AllowHTTP = and(enforcing, func(p Policy) bool { return p.AllowHTTP })
+	e.AllowHTTPS = and(enforcing, func(p Policy) bool { return p.AllowHTTPS })
+	e.AllowedDomains = intersectDomains(enforcing)
+	e.AllowedCIDRs = intersectCIDRs(enforcing)
+	e.DeniedDomains = unionDomains(enforcing)
+	if e.AllowPackageManagers.Value {
+		e.PackageManagers = slices.Sorted(maps.Keys(preset.Managers))
+	}
+	e.Notes = append(e.Notes, notes(&e, preset, layers, enforcing)...)
+	return e
+}
+
+func names(ls []NamedPolicy) []Layer {
+	out := make([]Layer, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, l.Layer)
+	}
+	return out
+}
+
+func and(ls []NamedPolicy, flag func(Policy) bool) EffectiveBool {
+	var off []NamedPolicy
+	for _, l := range ls {
+		if !flag(l.Policy) {
+			off = append(off, l)
+		}
+	}
+	if len(off) > 0 {
+		return EffectiveBool{Value: false, From: names(off)}
+	}
+	return EffectiveBool{Value: true, From: names(ls)}
+}
+
+func intersectDomains(ls []NamedPolicy) EffectiveDomains {
+	var from []NamedPolicy
+	var value []string
+	for _, l := range ls {
+		if len(l.Policy.AllowedDomains) == 0 {
+			continue // "any host": no constraint
+		}
+		if from == nil {
+			value = slices.Clone(l.Policy.AllowedDomains)
+		} else {
+			value = IntersectDomains(value, l.Policy.AllowedDomains)
+		}
+		from = append(from, l)
+	}
+	switch {
+	case from == nil:
+		return EffectiveDomains{Hosts: HostsAny, Value: []string{}, From: []Layer{}}
+	case len(value) == 0:
+		return EffectiveDomains{Hosts: HostsNone, Value: []string{}, From: names(from)}
+	}
+	return EffectiveDomains{Hosts: HostsListed, Value: value, From: names(from)}
+}
+
+func intersectCIDRs(ls []NamedPolicy) EffectiveList {
+	var empty []NamedPolicy
+	var value []netip.Prefix
+	for i, l := range ls {
+		ps := make([]netip.Prefix, 0, len(l.Policy.AllowedCIDRs))
+		for _, s := range l.Policy.AllowedCIDRs {
+			ps = append(ps, netip.MustParsePrefix(s)) // normalised above
+		}
+		if len(ps) == 0 {
+			empty = append(empty, l)
+		}
+		if i == 0 {
+			value = minimalPrefixes(ps)
+		} else {
+			value = IntersectPrefixes(value, ps)
+		}
+	}
+	strs := make([]string, len(value))
+	for i, p := range value {
+		strs[i] = p.String()
+	}
+	if len(empty) > 0 {
+		return EffectiveList{Value: strs, From: names(empty)}
+	}
+	return EffectiveList{Value: strs, From: names(ls)}
+}
+
+func unionDomains(ls []NamedPolicy) EffectiveList {
+	var from []NamedPolicy
+	var all []string
+	for _, l := range ls {
+		if len(l.Policy.DeniedDomains) > 0 {
+			all = append(all, l.Policy.DeniedDomains...)
+			from = append(from, l)
+		}
+	}
+	return EffectiveList{Value: minimalPatterns(append([]string{}, all...)), From: names(from)}
+}
+
+const noteHard = "Hard denials always apply, whatever the policies say: loopback, link-local and " +
+	"cloud metadata addresses, multicast, broadcast and unspecified addresses, and egressd's own addresses."
+
+// notes explains the interplay of the layers and fields of e.
+func notes(e *Effective, preset *Preset, layers, enforcing []NamedPolicy) []string {
+	var ns []string
+	add := func(format string, args ...any) { ns = append(ns, fmt.Sprintf(format, args...)) }
+	for _, l := range layers {
+		if l.Layer == LayerDefault {
+			add("Neither the session nor its VM has a policy: the operator's default policy applies.")
+		}
+	}
+	if len(layers) > 1 {
+		add("A connection is allowed only if every layer allows it: flags are ANDed, allowed_domains " +
+			"and allowed_cidrs are intersected, denied_domains are combined.")
+	}
+	monitorOnly := e.Mode.Value == Monitor
+	for _, l := range layers {
+		if l.Policy.Mode == Monitor && !monitorOnly {
+			add("The %s layer is in monitor mode: it does not restrict what the enforce layers allow; "+
+				"what it would deny is allowed and recorded with would_deny.", l.Layer)
+		}
+	}
+	if monitorOnly {
+		add("Every layer is in monitor mode: nothing is denied but hard denials; " +
+			"what these rules would deny is allowed and recorded with would_deny.")
+	}
+
+	pm, web := e.AllowPackageManagers, e.AllowHTTP.Value || e.AllowHTTPS.Value
+	if !pm.Value && len(pm.From) < len(enforcing) {
+		var on []string
+		for _, l := range enforcing {
+			if l.Policy.AllowPackageManagers {
+				on = append(on, string(l.Layer))
+			}
+		}
+		add("allow_package_managers is on in %s but off in %s: registry hosts are allowed only where "+
+			"every layer allows them by its other rules (allowed_domains with allow_http or allow_https); %s",
+			strings.Join(on, ", "), joinLayers(pm.From), presetLeft(preset, enforcing))
+	}
+	if pm.Value {
+		add("allow_package_managers: the preset's registries (%s) are allowed on ports 80 and 443, "+
+			"even outside allowed_domains and with allow_http and allow_https off.", strings.Join(e.PackageManagers, ", "))
+	}
+	switch {
+	case e.AllowedDomains.Hosts == HostsNone:
+		add("The allowed_domains of %s have no host in common: no host name is allowed by allowed_domains.",
+			joinLayers(e.AllowedDomains.From))
+	case e.AllowedDomains.Hosts == HostsAny && web:
+		add("allowed_domains is empty: %s any public host.", webPorts(e))
+	case e.AllowedDomains.Hosts == HostsListed && web:
+		add("%s only the hosts that allowed_domains matches; they also get DNS answers.", webPorts(e))
+	case e.AllowedDomains.Hosts == HostsListed:
+		add("allow_http and allow_https are off: the allowed_domains names get DNS answers, " +
+			"but connections to them need their addresses in allowed_cidrs.")
+	}
+	if web || pm.Value {
+		add("Hosts allowed by name are dialled only at addresses the gateway resolved itself, " +
+			"and only at public ones or ones inside allowed_cidrs.")
+	}
+	if len(e.AllowedCIDRs.Value) > 0 {
+		add("Destinations inside allowed_cidrs are allowed on every port, over TCP and UDP.")
+	} else if len(enforcing) > 1 && anyCIDRs(enforcing) {
+		add("The allowed_cidrs of %s have no range in common: no destination is allowed by address.",
+			joinLayers(e.AllowedCIDRs.From))
+	}
+	if len(e.DeniedDomains.Value) > 0 {
+		add("denied_domains win over every allow, the preset and allowed_cidrs included, wherever a host name is seen.")
+	}
+	if !web && !pm.Value && len(e.AllowedCIDRs.Value) == 0 && !monitorOnly {
+		add("Nothing is allowed: every web flag is off and allowed_cidrs is empty.")
+	}
+	add(noteHard)
+	return ns
+}
+
+// maxListed bounds the entries a note lists.
+const maxListed = 10
+
+// presetLeft says which preset patterns the layers without allow_package_managers still allow
+// by their web rules, as the end of a sentence.
+func presetLeft(preset *Preset, ls []NamedPolicy) string {
+	var left []string
+	for _, hosts := range preset.Managers {
+		left = append(left, hosts...)
+	}
+	left = minimalPatterns(left)
+	for _, l := range ls {
+		p := l.Policy
+		switch {
+		case p.AllowPackageManagers:
+		case !p.AllowHTTP && !p.AllowHTTPS:
+			left = nil
+		case len(p.AllowedDomains) > 0:
+			left = IntersectDomains(left, p.AllowedDomains)
+		}
+	}
+	switch {
+	case len(left) == 0:
+		return "none of the preset's hosts is."
+	case len(left) > maxListed:
+		return fmt.Sprintf("of the preset's hosts, %s and %d more are.", strings.Join(left[:maxListed], ", "), len(left)-maxListed)
+	case len(left) == 1:
+		return "of the preset's hosts, " + left[0] + " is."
+	}
+	return "of the preset's hosts, " + strings.Join(left, ", ") + " are."
+}
+
+func anyCIDRs(ls []NamedPolicy) bool {
+	for _, l := range ls {
+		if len(l.Policy.AllowedCIDRs) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func joinLayers(ls []Layer) string {
+	s := make([]string, len(ls))
+	for i, l := range ls {
+		s[i] = string(l)
+	}
+	return strings.Join(s, " and ")
+}
+
+// webPorts says which web ports are open, as the start of a sentence.
+func webPorts(e *Effective) string {
+	switch {
+	case e.AllowHTTP.Value && e.AllowHTTPS.Value:
+		return "HTTP (80) and HTTPS (443) reach"
+	case e.AllowHTTPS.Value:
+		return "HTTPS (443) reaches"
+	}
+	return "HTTP (80) reaches"
+}

@@ -1,0 +1,96 @@
+package policy
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func FuzzNormalizeName(f *testing.F) {
+	for _, s := range []string{
+		"example.com", "EXAMPLE.com.", "bücher.example", "ｅｘａｍｐｌｅ．ｃｏｍ", "xn--bcher-kva.example",
+		"a..b", ".", "", "1.2.3.4", "[::1]", "127.1", "0x7f.1", "under_score.test", "-a.test", "a-.test",
+		"r3---sn.test", "faß.example", "\u05d0.example", "xn--zz.test", "ex\u00adample.com", "*.a.test",
+		strings.Repeat("a", 64) + ".test", strings.Repeat("ab.", 90),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := NormalizeName(s)
+		if err != nil {
+			if n != "" {
+				t.Errorf("NormalizeName(%q) = %q with error %v", s, n, err)
+			}
+			return
+		}
+		if !isNormalName(n) {
+			t.Fatalf("NormalizeName(%q) = %q, not a lower-case LDH name of valid lengths", s, n)
+		}
+		again, err := NormalizeName(n)
+		if err != nil || again != n {
+			t.Fatalf("not idempotent: NormalizeName(%q) = %q, then %q, %v", s, n, again, err)
+		}
+		if up, err := NormalizeName(strings.ToUpper(n)); err != nil || up != n {
+			t.Fatalf("case matters: NormalizeName(%q) = %q, %v; want %q", strings.ToUpper(n), up, err, n)
+		}
+		if dot, err := NormalizeName(n + "."); err != nil || dot != n {
+			t.Fatalf("trailing dot matters: NormalizeName(%q) = %q, %v; want %q", n+".", dot, err, n)
+		}
+		if p, err := NormalizePattern(n); err != nil || p != n {
+			t.Fatalf("NormalizePattern(%q) = %q, %v; a name is a pattern", n, p, err)
+		}
+	})
+}
+
+// isNormalName is an independent statement of what NormalizeName may return.
+func isNormalName(s string) bool {
+	if s == "" || len(s) > maxNameLen {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > maxLabelLen || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return !ipLiteral(s)
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `{"allow_https": true, "allowed_domains": ["*.example.com", "PyPI.org."]}`,
+		`{"allowed_cidrs": ["10.0.0.1/8"]}`, `{"allowed_cidrs": ["::ffff:10.0.0.0/104", "192.0.2.1"]}`,
+		`{"mode": "monitor", "denied_domains": ["bücher.example"]}`, `{"allowed_domain": []}`,
+		`{} {}`, `null`, `{"allow_http": "yes"}`, `[]`, `{"allowed_domains": ["a.test", "A.TEST"]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, _, err := Parse(data)
+		if err != nil {
+			if _, ok := err.(*FieldError); !ok {
+				t.Fatalf("Parse error %v is %T, not *FieldError", err, err)
+			}
+			return
+		}
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, _, err := Parse(b)
+		if err != nil {
+			t.Fatalf("re-parsing %s: %v", b, err)
+		}
+		if !reflect.DeepEqual(p, q) {
+			t.Fatalf("round trip changed the policy:\n%#v\n%#v", p, q)
+		}
+		if _, err := Compile(p, nil); err != nil {
+			t.Fatalf("Compile of a parsed policy: %v", err)
+		}
+	})
+}

@@ -85,6 +85,7 @@ const (
 	ReasonQueryType     = "query type is not answered"       // DNS: only A and AAAA
 	ReasonNameNotListed = "name is not allowed"              // DNS: no rule allows the name
 	ReasonNoPolicy      = "no policy allows it"              // a Set without layers
+	ReasonBadName       = "host name is invalid"             // not a name NormalizeName accepts
 )
 
 // Rules that carry no entry of a policy: fixed strings, so that denials allocate nothing.
@@ -106,6 +107,7 @@ const (
 	ruleNoHost          = "TLS without SNI or HTTP without Host: the gateway needs a name to judge"
 	ruleNameNoWeb       = "allowed_domains is empty and allow_http and allow_https are off"
 	ruleNoPolicy        = "no layer is set: nothing is allowed"
+	ruleBadName         = "the name is not a valid host name (see NormalizeName)"
 )
 
 // Layered is one layer of an effective policy. A nil Matcher allows nothing.
@@ -121,7 +123,7 @@ type Layered struct {
 // fails closed.
 //
 // A Set is immutable and safe for concurrent use; build a new one when a layer changes and
-// publish it through an atomic.Pointer. Its methods do not allocate.
+// publish it through an atomic.Pointer. Decide, DecideQuery and KeepAnswer do not allocate.
 type Set struct {
 	class  *classes
 	layers []Layered // session layers first, then vm, then the rest, each in the given order
@@ -131,18 +133,21 @@ type Set struct {
 // zero Classifier). c must not change afterwards.
 func NewSet(c *Classifier, layers ...Layered) *Set {
 	s := &Set{class: compileClassifier(c), layers: slices.Clone(layers)}
-	rank := func(l Layer) int {
-		switch l {
-		case LayerSession:
-			return 0
-		case LayerVM:
-			return 1
-		}
-		return 2
-	}
-	// Reports prefer the session's denial, then the VM's: that is the layer a client changes.
-	slices.SortStableFunc(s.layers, func(a, b Layered) int { return rank(a.Layer) - rank(b.Layer) })
+	slices.SortStableFunc(s.layers, func(a, b Layered) int { return layerRank(a.Layer) - layerRank(b.Layer) })
 	return s
+}
+
+// layerRank orders layers for reports: the session first, then the VM, then the rest. A
+// denial is reported from the session before the VM because the session's policy is the
+// one a client most likely just set.
+func layerRank(l Layer) int {
+	switch l {
+	case LayerSession:
+		return 0
+	case LayerVM:
+		return 1
+	}
+	return 2
 }
 
 // verdict is one layer's answer.
@@ -157,15 +162,38 @@ type verdict struct {
 // by a monitor layer only sets WouldDeny; when every layer allows, the first one's reason is
 // reported.
 func (s *Set) Decide(c Conn) Decision {
+	if c.Host != "" {
+		host, d, ok := checkName(c.Host)
+		if !ok {
+			if !ipLiteral(c.Host) {
+				return d
+			}
+			host, c.IPLiteral = "", true // "CONNECT 192.0.2.1:443" passed as a host name
+		}
+		c.Host = host
+	}
 	ip := c.IP.Unmap().WithZone("")
-	hasIP := ip.IsValid()
-	if hasIP {
+	if ip.IsValid() {
 		if rule, denied := s.class.hardDeny(ip, c.Port); denied {
 			return Decision{Reason: ReasonHardDeny, Rule: rule, Layer: LayerHard}
 		}
 	}
-	public := hasIP && s.class.isPublic(ip)
-	return s.combine(func(m *Matcher) verdict { return m.decide(c, ip, public) })
+	return s.combine(func(m *Matcher) verdict { return m.decide(c, ip, s.class) })
+}
+
+// checkName makes sure a name from a caller is in normal form. Callers normalise names with
+// NormalizeName; should one forget, the name is normalised here (allocating, on this rare
+// path only), so that "EXAMPLE.com" cannot slip past a denied_domains entry "example.com".
+// A name that cannot be normalised is denied.
+func checkName(name string) (string, Decision, bool) {
+	if n, ok := fastName(name); ok {
+		return n, Decision{}, true
+	}
+	n, err := slowName(name)
+	if err != nil {
+		return "", Decision{Reason: ReasonBadName, Rule: ruleBadName, Layer: LayerHard}, false
+	}
+	return n, Decision{}, true
 }
 
 // combine applies judge to every layer and ANDs the verdicts.
@@ -202,8 +230,8 @@ func (s *Set) combine(judge func(*Matcher) verdict) Decision {
 }
 
 // decide is one layer's verdict on a connection; ip is unmapped (zero: judge the name only)
-// and public says whether it counts as public.
-func (m *Matcher) decide(c Conn, ip netip.Addr, public bool) verdict {
+// and cl says what counts as public.
+func (m *Matcher) decide(c Conn, ip netip.Addr, cl *classes) verdict {
 	if c.Host != "" {
 		// denied_domains wins over everything, allowed_cidrs included, wherever a name is seen.
 		if rule, ok := m.denied.match(c.Host); ok {
@@ -234,7 +262,7 @@ func (m *Matcher) decide(c Conn, ip netip.Addr, public bool) verdict {
 		return verdict{false, ReasonNoHost, ruleNoHost}
 	}
 	v := m.web(c.Host, c.Port)
-	if v.allow && ip.IsValid() && !public {
+	if v.allow && ip.IsValid() && !cl.isPublic(ip) {
 		// The address was not in allowed_cidrs (step 2 would have allowed it): a name must not
 		// lead into a private network.
 		return verdict{false, ReasonNotPublic, ruleNotPublic}

@@ -412,3 +412,27 @@ func TestReasonsAreFixed(t *testing.T) {
 		}
 	}
 }
+
+// TestUnnormalisedNames: a caller that forgets NormalizeName must not open a hole.
+func TestUnnormalisedNames(t *testing.T) {
+	s := NewSet(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, AllowPackageManagers: true, DeniedDomains: []string{"evil.test"}})})
+	pub := ip("8.8.8.8")
+	tests := []struct {
+		name string
+		c    Conn
+		w    want
+	}{
+		{"case and dot", Conn{IP: pub, Port: 443, Host: "EVIL.test."}, want{false, false, ReasonDeniedDomain, "denied_domains evil.test", ""}},
+		{"full width", Conn{IP: pub, Port: 443, Host: "ｅｖｉｌ．ｔｅｓｔ"}, want{false, false, ReasonDeniedDomain, "", ""}},
+		{"ip as host", Conn{IP: pub, Port: 443, Host: "8.8.8.8"}, want{false, false, ReasonIPLiteral, "", ""}},
+		{"bracketed ip as host", Conn{IP: ip("2606:4700::1111"), Port: 443, Host: "[2606:4700::1111]"}, want{false, false, ReasonIPLiteral, "", ""}},
+		{"invalid", Conn{IP: pub, Port: 443, Host: "bad_name.test"}, want{false, false, ReasonBadName, "", LayerHard}},
+		{"numeric", Conn{IP: pub, Port: 443, Host: "127.1"}, want{false, false, ReasonBadName, "", LayerHard}},
+	}
+	for _, tt := range tests {
+		check(t, tt.name, s.Decide(tt.c), tt.w)
+	}
+	check(t, "query case", s.DecideQuery(Query{Name: "PyPI.org.", Type: QTypeA}), want{true, false, ReasonAllowPackageManagers, "", ""})
+	check(t, "query denied", s.DecideQuery(Query{Name: "Evil.Test", Type: QTypeAAAA}), want{false, false, ReasonDeniedDomain, "", ""})
+	check(t, "query invalid", s.DecideQuery(Query{Name: "a..b", Type: QTypeA}), want{false, false, ReasonBadName, "", LayerHard})
+}

@@ -66,7 +66,11 @@ func (s *Set) DecideQuery(q Query) Decision {
 	if q.Name == "" {
 		return Decision{Reason: ReasonNameNotListed, Rule: "the root name has no address", Layer: LayerHard}
 	}
-	return s.combine(func(m *Matcher) verdict { return m.decideName(q.Name) })
+	name, d, ok := checkName(q.Name)
+	if !ok {
+		return d
+	}
+	return s.combine(func(m *Matcher) verdict { return m.decideName(name) })
 }
 
 // decideName is one layer's verdict on a name that a DNS query asks for.

@@ -97,18 +97,7 @@ func Explain(preset *Preset, layers ...NamedPolicy) Effective {
 		preset = builtin()
 	}
 	layers = slices.Clone(layers)
-	rank := map[Layer]int{LayerSession: 0, LayerVM: 1}
-	slices.SortStableFunc(layers, func(a, b NamedPolicy) int {
-		ra, ok := rank[a.Layer]
-		if !ok {
-			ra = 2
-		}
-		rb, ok := rank[b.Layer]
-		if !ok {
-			rb = 2
-		}
-		return ra - rb
-	})
+	slices.SortStableFunc(layers, func(a, b NamedPolicy) int { return layerRank(a.Layer) - layerRank(b.Layer) })
 	e := Effective{Layers: []EffectiveLayer{}, Notes: []string{}}
 	for i, l := range layers {
 		p, _, err := l.Policy.normalize(false)

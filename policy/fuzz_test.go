@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -91,6 +92,30 @@ func FuzzParse(f *testing.F) {
 		}
 		if _, err := Compile(p, nil); err != nil {
 			t.Fatalf("Compile of a parsed policy: %v", err)
+		}
+	})
+}
+
+func FuzzParseCIDR(f *testing.F) {
+	for _, s := range []string{"10.0.0.0/8", "10.0.0.1/8", "10.0.0.1", "::ffff:10.0.0.0/104", "::ffff:0:0/96",
+		"2001:db8::/32", "fe80::1%eth0", "::/0", "0.0.0.0/0", "example.com", "1.2.3.4/33"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseCIDR(s)
+		if err != nil {
+			return
+		}
+		if p.Masked() != p || p.Addr().Is4In6() && p.Bits() >= 96 || p.Addr().Zone() != "" {
+			t.Fatalf("ParseCIDR(%q) = %v: not canonical", s, p)
+		}
+		again, err := ParseCIDR(p.String())
+		if err != nil || again != p {
+			t.Fatalf("ParseCIDR(%q) = %v, then ParseCIDR(%q) = %v, %v", s, p, p.String(), again, err)
+		}
+		set := newPrefixSet([]netip.Prefix{p})
+		if set.lookup(p.Addr()) != 0 || set.lookup(lastAddr(p)) != 0 {
+			t.Fatalf("the set of %v does not hold its own ends", p)
 		}
 	})
 }

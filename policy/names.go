@@ -92,6 +92,11 @@ func slowName(orig string) (string, error) {
 	if ipLiteral(orig) {
 		return "", fmt.Errorf("%q is an IP address; put it in allowed_cidrs", orig)
 	}
+	if strings.Contains(orig, "/") {
+		if _, err := netip.ParsePrefix(orig); err == nil {
+			return "", fmt.Errorf("%q is a CIDR; put it in allowed_cidrs", orig)
+		}
+	}
 	if err := forbiddenChars(orig); err != nil {
 		return "", err
 	}
@@ -132,6 +137,9 @@ func slowName(orig string) (string, error) {
 func ipLiteral(s string) bool {
 	if len(s) >= 2 && s[0] == '[' && s[len(s)-1] == ']' {
 		s = s[1 : len(s)-1]
+	}
+	if strings.IndexByte(s, ':') < 0 && !numericLabel(lastLabel(s)) {
+		return false // neither IPv6 nor dotted IPv4; skip ParseAddr, whose error allocates
 	}
 	_, err := netip.ParseAddr(s)
 	return err == nil

@@ -65,7 +65,11 @@ func normalizePatterns(field string, in []string, limits bool) ([]string, error)
 	for i, s := range in {
 		n, err := NormalizePattern(s)
 		if err != nil {
-			return nil, &FieldError{Field: fmt.Sprintf("%s[%d]", field, i), Message: err.Error()}
+			msg := err.Error()
+			if _, perr := ParseCIDR(s); perr == nil && field == "denied_domains" {
+				msg = fmt.Sprintf("%q is an address, and denied_domains holds host names: an address is denied unless allowed_cidrs lists it", s)
+			}
+			return nil, &FieldError{Field: fmt.Sprintf("%s[%d]", field, i), Message: msg}
 		}
 		out[i] = n
 	}

@@ -73,6 +73,8 @@ func TestNormalizeErrors(t *testing.T) {
 		{"mode case", Policy{Mode: "Enforce"}, "mode", "not a mode"},
 		{"ip in domains", Policy{AllowedDomains: []string{"ok.example", "x.example", "y.example", "1.2.3.4"}}, "allowed_domains[3]", `"1.2.3.4" is an IP address; put it in allowed_cidrs`},
 		{"tld wildcard", Policy{AllowedDomains: []string{"*.com"}}, "allowed_domains[0]", `"*.com" is too broad: a wildcard needs at least two labels after "*."`},
+		{"cidr in domains", Policy{AllowedDomains: []string{"10.0.0.0/8"}}, "allowed_domains[0]", `"10.0.0.0/8" is a CIDR; put it in allowed_cidrs`},
+		{"ip in denied", Policy{DeniedDomains: []string{"192.0.2.1"}}, "denied_domains[0]", "denied_domains holds host names"},
 		{"bad denied", Policy{DeniedDomains: []string{"a.example", "bad_name.example"}}, "denied_domains[1]", "'_'"},
 		{"host bits", Policy{AllowedCIDRs: []string{"192.0.2.0/24", "10.0.0.1/8"}}, "allowed_cidrs[1]", "10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"},
 		{"name in cidrs", Policy{AllowedCIDRs: []string{"db.internal.example"}}, "allowed_cidrs[0]", "put it in allowed_domains"},

@@ -16,8 +16,9 @@ import (
 // in the NormalizePattern form. A policy with allow_package_managers allows these hosts on
 // ports 80 and 443, whatever its web flags say.
 //
-// A Preset is read-only once used: Match compiles it on first use. The zero value (no
-// managers) and a Preset decoded from JSON work as they are.
+// A Preset is read-only once used: Match compiles it on first use, so use it by pointer
+// (go vet reports copies). The zero value (no managers) and a Preset decoded from JSON work
+// as they are.
 type Preset struct {
 	Managers map[string][]string `json:"managers"`
 

@@ -35,16 +35,17 @@ func TestBuiltinPreset(t *testing.T) {
 		{"files.pythonhosted.org", "files.pythonhosted.org"},
 		{"crates.io", "crates.io"},
 		{"static.crates.io", "*.crates.io"},
-		{"x.golang.org", "*.golang.org"},
-		{"x.npmjs.org", "*.npmjs.org"},
-		{"x.debian.org", "*.debian.org"},
-		{"x.ubuntu.com", "*.ubuntu.com"},
 	} {
 		if got, ok := p.Match(tt.host); !ok || got != tt.pattern {
 			t.Errorf("Match(%q) = %q, %v; want %q", tt.host, got, ok, tt.pattern)
 		}
 	}
-	for _, host := range []string{"golang.org", "example.test", "pypi.org.evil.test", "evilpypi.org"} {
+	for m, pattern := range map[string]string{"go": "*.golang.org", "npm": "*.npmjs.org", "apt": "*.debian.org"} {
+		if !slices.Contains(p.Managers[m], pattern) {
+			t.Errorf("%s: %q, want %q among them", m, p.Managers[m], pattern)
+		}
+	}
+	for _, host := range []string{"pythonhosted.org", "example.test", "pypi.org.evil.test", "evilpypi.org"} {
 		if got, ok := p.Match(host); ok {
 			t.Errorf("Match(%q) = %q, want no match", host, got)
 		}

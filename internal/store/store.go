@@ -144,7 +144,8 @@ type Change struct {
 }
 
 // Kinds of object in the change log. A policy's ID is the ID of the VM or session that it is
-// attached to, so its kind carries the scope.
+// attached to, so its kind carries the scope. API keys are logged too, so that a fleet node
+// that caches keys learns of a revoked one.
 const (
 	KindAPIKey        = "api_key"
 	KindVM            = "vm"

@@ -13,11 +13,11 @@ const keyColumns = `id, tenant, admin, hash, created_at`
 
 // CreateAPIKey stores k. A zero CreatedAt is set to the current time.
 func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
-	now := s.timestamp()
-	if k.CreatedAt.IsZero() {
-		k.CreatedAt = now
-	}
 	return s.write(ctx, "create api key", func(tx *sql.Tx) error {
+		now := s.timestamp()
+		if k.CreatedAt.IsZero() {
+			k.CreatedAt = now
+		}
 		if _, err := logChange(ctx, tx, k.Tenant, store.KindAPIKey, k.ID, store.OpCreate, now); err != nil {
 			return err
 		}
@@ -29,7 +29,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 
 // APIKeyByHash finds the key whose secret hashes to hash.
 func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (store.APIKey, error) {
-	row := s.reader.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE hash = ?`, hash)
+	row := s.reads.keyByHash.QueryRowContext(ctx, hash)
 	k, err := scanKey(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.APIKey{}, fmt.Errorf("sqlite: api key by hash: %w", store.ErrNotFound)

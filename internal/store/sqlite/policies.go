@@ -19,7 +19,7 @@ type scopeSQL struct {
 	// objectExists: SELECT EXISTS, args tenant, id.
 	objectExists string
 	// get: one row if the object exists, with NULL policy columns if it has no policy;
-	// args tenant, id.
+	// args tenant, id. Prepared once, in readStmts.
 	get string
 }
 
@@ -56,8 +56,8 @@ func (s *Store) PutPolicy(ctx context.Context, r store.PolicyRecord) (store.Poli
 	if err != nil {
 		return store.PolicyRecord{}, fmt.Errorf("sqlite: put policy: encode: %w", err)
 	}
-	r.UpdatedAt = s.timestamp()
 	err = s.write(ctx, "put policy", func(tx *sql.Tx) error {
+		r.UpdatedAt = s.timestamp()
 		ok, err := exists(ctx, tx, q.objectExists, r.Tenant, r.ID)
 		if err != nil {
 			return err
@@ -95,13 +95,13 @@ func (s *Store) PutPolicy(ctx context.Context, r store.PolicyRecord) (store.Poli
 // GetPolicy reads the policy of one of the tenant's sessions or VMs. One statement answers
 // both questions (is the object there, has it a policy) from one snapshot of the database.
 func (s *Store) GetPolicy(ctx context.Context, tenant string, scope store.Scope, id string) (store.PolicyRecord, error) {
-	q, err := scopeQueries(scope)
-	if err != nil {
-		return store.PolicyRecord{}, fmt.Errorf("sqlite: get policy: %w", err)
+	stmt := s.reads.policy[scope]
+	if stmt == nil {
+		return store.PolicyRecord{}, fmt.Errorf("sqlite: get policy: unknown policy scope %q", scope)
 	}
 	var doc sql.NullString
 	var rev, updated sql.NullInt64
-	err = s.reader.QueryRowContext(ctx, q.get, tenant, id).Scan(&doc, &rev, &updated)
+	err := stmt.QueryRowContext(ctx, tenant, id).Scan(&doc, &rev, &updated)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.PolicyRecord{}, fmt.Errorf("sqlite: get policy: %s %q: %w", scope, id, store.ErrNotFound)
@@ -151,13 +151,11 @@ func (s *Store) DeletePolicy(ctx context.Context, tenant string, scope store.Sco
 		if !ok {
 			return fmt.Errorf("%s %q: %w", scope, id, store.ErrNotFound)
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM policies WHERE tenant = ? AND scope = ? AND id = ?`, tenant, string(scope), id)
+		n, err := deleteRows(ctx, tx, `DELETE FROM policies WHERE tenant = ? AND scope = ? AND id = ?`, tenant, string(scope), id)
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+		if n == 0 {
 			return fmt.Errorf("%s %q: %w", scope, id, store.ErrNoPolicy)
 		}
 		_, err = logChange(ctx, tx, tenant, q.kind, id, store.OpDelete, s.timestamp())

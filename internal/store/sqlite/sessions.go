@@ -14,8 +14,8 @@ const sessionColumns = `tenant, id, vm_id, token_hash, revision, created_at`
 // CreateSession stores a new session on one of the tenant's VMs, setting Revision and
 // CreatedAt.
 func (s *Store) CreateSession(ctx context.Context, se store.Session) (store.Session, error) {
-	se.CreatedAt = s.timestamp()
 	err := s.write(ctx, "create session", func(tx *sql.Tx) error {
+		se.CreatedAt = s.timestamp()
 		// Checked here rather than left to the foreign key, whose error would not say which
 		// object is missing.
 		ok, err := exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM vms WHERE tenant = ? AND id = ?)`, se.Tenant, se.VMID)
@@ -42,13 +42,13 @@ func (s *Store) CreateSession(ctx context.Context, se store.Session) (store.Sess
 
 // GetSession reads one of the tenant's sessions.
 func (s *Store) GetSession(ctx context.Context, tenant, id string) (store.Session, error) {
-	row := s.reader.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE tenant = ? AND id = ?`, tenant, id)
+	row := s.reads.session.QueryRowContext(ctx, tenant, id)
 	return oneSession(row, "get session", id)
 }
 
 // SessionByID finds a session whatever its tenant, for the proxy's credential check.
 func (s *Store) SessionByID(ctx context.Context, id string) (store.Session, error) {
-	row := s.reader.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = ?`, id)
+	row := s.reads.sessionByID.QueryRowContext(ctx, id)
 	return oneSession(row, "session by id", id)
 }
 
@@ -95,23 +95,19 @@ func (s *Store) ListSessions(ctx context.Context, tenant, vmID string) ([]store.
 // policy's deletion (if it had one) and then the session's.
 func (s *Store) DeleteSession(ctx context.Context, tenant, id string) error {
 	return s.write(ctx, "delete session", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE tenant = ? AND id = ?`, tenant, id)
+		n, err := deleteRows(ctx, tx, `DELETE FROM sessions WHERE tenant = ? AND id = ?`, tenant, id)
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+		if n == 0 {
 			return fmt.Errorf("session %q: %w", id, store.ErrNotFound)
 		}
-		res, err = tx.ExecContext(ctx, `DELETE FROM policies WHERE tenant = ? AND scope = 'session' AND id = ?`, tenant, id)
+		n, err = deleteRows(ctx, tx, `DELETE FROM policies WHERE tenant = ? AND scope = 'session' AND id = ?`, tenant, id)
 		if err != nil {
 			return err
 		}
 		now := s.timestamp()
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n > 0 {
+		if n > 0 {
 			if _, err := logChange(ctx, tx, tenant, store.KindSessionPolicy, id, store.OpDelete, now); err != nil {
 				return err
 			}

@@ -44,6 +44,7 @@ type Store struct {
 	path   string
 	writer *sql.DB // exactly one connection: every write is serialised through it
 	reader *sql.DB // read-only connections for everything else
+	reads  *readStmts
 	now    func() time.Time
 }
 
@@ -101,6 +102,9 @@ func (s *Store) open(ctx context.Context) error {
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.reader.SetMaxOpenConns(n)
 	s.reader.SetMaxIdleConns(n)
+	if s.reads, err = prepareReads(ctx, s.reader); err != nil {
+		return err
+	}
 	return s.Ping(ctx)
 }
 
@@ -165,6 +169,9 @@ func dsn(path string, readOnly bool) string {
 // Close closes both pools. Calling it again is harmless.
 func (s *Store) Close() error {
 	var errs []error
+	if s.reads != nil {
+		errs = append(errs, s.reads.close())
+	}
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())
 	}

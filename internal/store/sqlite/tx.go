@@ -65,6 +65,15 @@ func logDeletes(ctx context.Context, tx *sql.Tx, tenant, kind string, ids []stri
 	return nil
 }
 
+// deleteRows runs a DELETE and reports how many rows it removed.
+func deleteRows(ctx context.Context, tx *sql.Tx, query string, args ...any) (int64, error) {
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
 // exists reports whether query, a SELECT EXISTS (...), is true.
 func exists(ctx context.Context, q queryer, query string, args ...any) (bool, error) {
 	var ok bool
@@ -90,8 +99,10 @@ func ids(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]string, 
 	return out, rows.Err()
 }
 
-// timestamp is the time of a mutation: UTC, and exactly what a read of its unix nanoseconds gives
-// back, so the value a Create returns equals the value a later Get returns.
+// timestamp is the time of a mutation: UTC, and exactly what a read of its unix nanoseconds
+// gives back, so the value a Create returns equals the value a later Get returns. Mutations
+// take it inside their transaction, once they hold the write lock, so that times follow the
+// order of revisions (as far as the clock does).
 func (s *Store) timestamp() time.Time { return fromNanos(s.now().UnixNano()) }
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }

@@ -19,8 +19,8 @@ func (s *Store) CreateVM(ctx context.Context, vm store.VM) (store.VM, error) {
 	if err != nil {
 		return store.VM{}, fmt.Errorf("sqlite: create vm: encode network: %w", err)
 	}
-	vm.CreatedAt = s.timestamp()
 	err = s.write(ctx, "create vm", func(tx *sql.Tx) error {
+		vm.CreatedAt = s.timestamp()
 		rev, err := logChange(ctx, tx, vm.Tenant, store.KindVM, vm.ID, store.OpCreate, vm.CreatedAt)
 		if err != nil {
 			return err
@@ -38,7 +38,7 @@ func (s *Store) CreateVM(ctx context.Context, vm store.VM) (store.VM, error) {
 
 // GetVM reads one of the tenant's VMs.
 func (s *Store) GetVM(ctx context.Context, tenant, id string) (store.VM, error) {
-	row := s.reader.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE tenant = ? AND id = ?`, tenant, id)
+	row := s.reads.vm.QueryRowContext(ctx, tenant, id)
 	vm, err := scanVM(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.VM{}, fmt.Errorf("sqlite: get vm %q: %w", id, store.ErrNotFound)

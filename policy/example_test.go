@@ -1,0 +1,47 @@
+package policy_test
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/egressd/egressd/policy"
+)
+
+func Example() {
+	p, warnings, err := policy.Parse([]byte(`{"allow_https": true, "allowed_domains": ["*.Example.com"]}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(p.AllowedDomains, len(warnings))
+
+	m, err := policy.Compile(p, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// A lab classifier: 203.0.113.0/24 plays the public internet.
+	c := &policy.Classifier{Public: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+	set := policy.NewSet(c, policy.Layered{Layer: policy.LayerSession, Matcher: m})
+
+	host, _ := policy.NormalizeName("API.Example.com.")
+	resolved := netip.MustParseAddr("203.0.113.10")
+	fmt.Printf("%+v\n", set.Decide(policy.Conn{IP: resolved, Port: 443, Transport: policy.TCP, Host: host}))
+	fmt.Printf("%+v\n", set.Decide(policy.Conn{IP: resolved, Port: 80, Transport: policy.TCP, Host: host}))
+	fmt.Printf("%+v\n", set.Decide(policy.Conn{IP: netip.MustParseAddr("10.0.0.5"), Port: 443, Transport: policy.TCP, Host: host}))
+	fmt.Printf("%+v\n", set.DecideQuery(policy.Query{Name: host, Type: policy.QTypeHTTPS}))
+	// Output:
+	// [*.example.com] 0
+	// {Allow:true WouldDeny:false Reason:allowed_domains Rule:allowed_domains *.example.com Layer:session}
+	// {Allow:false WouldDeny:false Reason:HTTP is not allowed Rule:allow_http is off Layer:session}
+	// {Allow:false WouldDeny:false Reason:address is not public Rule:the address is not public and not in allowed_cidrs Layer:session}
+	// {Allow:false WouldDeny:false Reason:query type is not answered Rule:HTTPS: refused so that clients keep a readable SNI (no ECH); only A and AAAA are answered Layer:hard}
+}
+
+func ExampleExplain() {
+	session := policy.NamedPolicy{Layer: policy.LayerSession, Policy: policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"*.a.example"}}}
+	vm := policy.NamedPolicy{Layer: policy.LayerVM, Policy: policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"x.a.example", "b.example"}}}
+	e := policy.Explain(nil, session, vm)
+	fmt.Println(e.AllowedDomains.Hosts, e.AllowedDomains.Value, e.AllowedDomains.From)
+	// Output: listed [x.a.example] [session vm]
+}

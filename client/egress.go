@@ -57,7 +57,7 @@ func (c *Client) setPolicy(ctx context.Context, scope, id string, p policy.Polic
 		return nil, err
 	}
 	var out Policy
-	if err := c.do(ctx, http.MethodPost, path, nil, wirePolicy(p), &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, path, nil, p.WithDefaults(), &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -90,26 +90,6 @@ func policyPath(scope, id string) (string, error) {
 		kind = "VM"
 	}
 	return pathFor(kind, "/v1/egress/"+scope+"/", id)
-}
-
-// wirePolicy spells out the defaults of the fields a caller left at their zero value: nil
-// lists would be sent as null and an empty mode as "", which egressd reads as the defaults,
-// but a body that says [] and "enforce" is what DESIGN §2.1 writes and what a person reading a
-// request log expects. It only fills in; validation and normalisation are the server's.
-func wirePolicy(p policy.Policy) policy.Policy {
-	if p.AllowedDomains == nil {
-		p.AllowedDomains = []string{}
-	}
-	if p.AllowedCIDRs == nil {
-		p.AllowedCIDRs = []string{}
-	}
-	if p.DeniedDomains == nil {
-		p.DeniedDomains = []string{}
-	}
-	if p.Mode == "" {
-		p.Mode = policy.Enforce
-	}
-	return p
 }
 
 // Effective returns the policy that applies to a session's traffic (GET

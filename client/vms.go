@@ -11,7 +11,7 @@ import (
 // A taken VMID is a 409, see IsConflict.
 func (c *Client) CreateVM(ctx context.Context, req CreateVMRequest) (*VM, error) {
 	if req.EgressPolicy != nil {
-		p := wirePolicy(*req.EgressPolicy)
+		p := req.EgressPolicy.WithDefaults()
 		req.EgressPolicy = &p
 	}
 	var vm VM

@@ -41,9 +41,11 @@ type Policy struct {
 }
 
 // DenyAll is the policy that allows nothing: every field at its default.
-func DenyAll() Policy { return Policy{}.withDefaults() }
+func DenyAll() Policy { return Policy{}.WithDefaults() }
 
-func (p Policy) withDefaults() Policy {
+// WithDefaults fills the fields left at their zero value with their defaults (empty lists
+// rather than nil, mode enforce) and changes nothing else: no validation, no normalisation.
+func (p Policy) WithDefaults() Policy {
 	if p.AllowedDomains == nil {
 		p.AllowedDomains = []string{}
 	}

@@ -46,6 +46,7 @@ type Store struct {
 	reader *sql.DB // read-only connections for everything else
 	reads  *readStmts
 	now    func() time.Time
+	lock   *os.File // the exclusive lock on the data directory (see lockDir)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -61,7 +62,11 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	s := &Store{path: path, now: time.Now}
+	lock, err := lockDir(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	s := &Store{path: path, now: time.Now, lock: lock}
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -177,6 +182,10 @@ func (s *Store) Close() error {
 	}
 	if s.writer != nil {
 		errs = append(errs, s.writer.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close()) // releases the data directory
+		s.lock = nil
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)

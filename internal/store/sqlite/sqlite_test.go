@@ -319,3 +319,23 @@ func TestStoredPolicyWithUnknownField(t *testing.T) {
 		t.Errorf("GetPolicy of a policy with an unknown field: %v, want a decoding error", err)
 	}
 }
+
+func TestSecondOpenRefused(t *testing.T) {
+	dir := t.TempDir()
+	first, err := Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), dir); err == nil || !strings.Contains(err.Error(), "in use by another egressd") {
+		t.Fatalf("second Open on a directory in use: %v", err)
+	}
+	// Closing releases it.
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(context.Background(), dir)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	again.Close()
+}

@@ -121,6 +121,14 @@ type Store interface {
 	// DeletePolicy clears it: ErrNotFound if the object is not there, ErrNoPolicy if it has none.
 	DeletePolicy(ctx context.Context, tenant string, scope Scope, id string) error
 
+	// AllSessions lists every tenant's sessions, oldest first: for the gateway, which
+	// enforces every tenant's policies, never for an answer to a tenant.
+	AllSessions(ctx context.Context) ([]Session, error)
+	// ChangesSince lists up to limit changes with a revision greater than rev, oldest first
+	// (limit at most MaxChanges). A reader that has applied everything up to rev calls it
+	// until it returns fewer than limit changes, passing the last revision it got each time.
+	ChangesSince(ctx context.Context, rev int64, limit int) ([]Change, error)
+
 	// Revision is the newest revision the store has handed out.
 	Revision(ctx context.Context) (int64, error)
 	// Ping reports whether the store can serve requests (readiness).
@@ -142,6 +150,9 @@ type Change struct {
 	Op       string // one of the Op constants
 	At       time.Time
 }
+
+// MaxChanges is the most changes one ChangesSince call may ask for.
+const MaxChanges = 10000
 
 // Kinds of object in the change log. A policy's ID is the ID of the VM or session that it is
 // attached to, so its kind carries the scope. API keys are logged too, so that a fleet node

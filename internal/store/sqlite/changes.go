@@ -8,7 +8,7 @@ import (
 )
 
 // MaxChanges is the most changes one ChangesSince call returns.
-const MaxChanges = 10000
+const MaxChanges = store.MaxChanges
 
 // ChangesSince lists up to limit changes with a revision greater than rev, oldest first. A
 // reader that has applied everything up to rev calls it until it returns fewer than limit

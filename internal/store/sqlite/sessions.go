@@ -66,27 +66,33 @@ func oneSession(row *sql.Row, op, id string) (store.Session, error) {
 // ListSessions lists the tenant's sessions on one VM, or on all its VMs when vmID is "",
 // oldest first.
 func (s *Store) ListSessions(ctx context.Context, tenant, vmID string) ([]store.Session, error) {
-	query := `SELECT ` + sessionColumns + ` FROM sessions WHERE tenant = ? AND vm_id = ? ORDER BY revision`
-	args := []any{tenant, vmID}
 	if vmID == "" {
-		query = `SELECT ` + sessionColumns + ` FROM sessions WHERE tenant = ? ORDER BY revision`
-		args = args[:1]
+		return s.querySessions(ctx, "list sessions", `SELECT `+sessionColumns+` FROM sessions WHERE tenant = ? ORDER BY revision`, tenant)
 	}
+	return s.querySessions(ctx, "list sessions", `SELECT `+sessionColumns+` FROM sessions WHERE tenant = ? AND vm_id = ? ORDER BY revision`, tenant, vmID)
+}
+
+// AllSessions lists every tenant's sessions, oldest first: for the gateway's view only.
+func (s *Store) AllSessions(ctx context.Context) ([]store.Session, error) {
+	return s.querySessions(ctx, "all sessions", `SELECT `+sessionColumns+` FROM sessions ORDER BY revision`)
+}
+
+func (s *Store) querySessions(ctx context.Context, op, query string, args ...any) ([]store.Session, error) {
 	rows, err := s.reader.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, wrap("list sessions", err)
+		return nil, wrap(op, err)
 	}
 	defer rows.Close()
 	list := []store.Session{}
 	for rows.Next() {
 		se, err := scanSession(rows)
 		if err != nil {
-			return nil, wrap("list sessions", err)
+			return nil, wrap(op, err)
 		}
 		list = append(list, se)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrap("list sessions", err)
+		return nil, wrap(op, err)
 	}
 	return list, nil
 }

@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CanceledContext", testCanceledContext},
 		{"Concurrency", testConcurrency},
 		{"Ping", testPing},
+		{"AllSessions", testAllSessions},
+		{"ChangeLog", testChangeLog},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

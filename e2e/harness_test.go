@@ -142,13 +142,18 @@ func haveCmd(name string) bool {
 	return err == nil
 }
 
-// cleanProxyEnv is the environment without proxy variables, so that each client is told
-// exactly which proxy to use.
+// cleanProxyEnv is the environment without proxy and CA-bundle variables, so that each client
+// is told exactly which proxy to use and which CA to trust (a machine may set
+// REQUESTS_CA_BUNDLE, which would override pip's --cert).
 func cleanProxyEnv() []string {
+	drop := map[string]bool{
+		"http_proxy": true, "https_proxy": true, "all_proxy": true, "no_proxy": true,
+		"requests_ca_bundle": true, "curl_ca_bundle": true, "ssl_cert_file": true, "ssl_cert_dir": true,
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		k := strings.ToLower(strings.SplitN(kv, "=", 2)[0])
-		if k == "http_proxy" || k == "https_proxy" || k == "all_proxy" || k == "no_proxy" || strings.HasPrefix(k, "pip_") {
+		if drop[k] || strings.HasPrefix(k, "pip_") {
 			continue
 		}
 		env = append(env, kv)

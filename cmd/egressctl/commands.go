@@ -43,6 +43,7 @@ var commands = []*command{
 	vmCreateCmd, vmListCmd, vmGetCmd, vmDeleteCmd,
 	sessionCreateCmd, sessionListCmd, sessionGetCmd, sessionDeleteCmd,
 	egressSetCmd, egressGetCmd, egressClearCmd, egressEffectiveCmd, egressCheckCmd, egressPackageManagersCmd,
+	eventsCmd,
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
 	healthCmd, execCmd,
 }

@@ -24,6 +24,7 @@ type config struct {
 	sandboxCIDR     string
 	transparent     bool
 	rateLimit       float64
+	maxTunnels      int
 	logLevel        string
 	logFormat       string
 }
@@ -81,6 +82,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.auditLog, "audit-log", "", "JSON-lines file of every decision")
 	fs.StringVar(&c.sandboxCIDR, "sandbox-cidr", "100.96.0.0/16", "range sandbox addresses are taken from (transparent mode)")
 	fs.BoolVar(&c.transparent, "transparent", false, "run the transparent gateway (Linux, root)")
+	fs.IntVar(&c.maxTunnels, "proxy-max-tunnels", 1024, "open connections allowed per session through the proxy")
 	fs.Float64Var(&c.rateLimit, "api-rate-limit", 100, "API requests per second allowed per key, bursts of twice that (0: unlimited)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")

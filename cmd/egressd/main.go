@@ -21,7 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/egressd/egressd/internal/api"
+	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/store/sqlite"
+	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -64,6 +67,7 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	classifier := &policy.Classifier{Public: cfg.publicCIDRs, HardDeny: cfg.hardDenyCIDRs, Self: self}
 
 	st, err := sqlite.Open(ctx, cfg.dataDir)
 	if err != nil {
@@ -78,18 +82,36 @@ func run(ctx context.Context, cfg *config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer hub.Close()
+
+	// The gateway's live view of the store. Writes through the API kick it, so that a new
+	// policy is enforced on the very next connection.
+	v, err := view.New(st, view.Config{Classifier: classifier, Preset: preset, Default: def, Logger: log})
+	if err != nil {
+		return err
+	}
+	viewCtx, stopView := context.WithCancel(context.Background())
+	defer stopView()
+	if err := v.Start(viewCtx); err != nil {
+		return err
+	}
+
 	srv := api.New(api.Config{
-		Store:      st,
+		Store:      store.WithHook(st, v.Kick),
 		Default:    def,
 		Preset:     preset,
-		Classifier: &policy.Classifier{Public: cfg.publicCIDRs, HardDeny: cfg.hardDenyCIDRs, Self: self},
+		Classifier: classifier,
 		ProxyAddr:  cfg.proxyListen,
 		RateLimit:  cfg.rateLimit,
 		Logger:     log,
 		Registry:   reg,
+		Events:     hub,
 	})
-
-	ln, err := net.Listen("tcp", cfg.apiListen)
+	apiLn, err := net.Listen("tcp", cfg.apiListen)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
@@ -100,19 +122,31 @@ func run(ctx context.Context, cfg *config) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	log.Info("egressd API listening", "addr", ln.Addr().String(), "data_dir", cfg.dataDir)
+	hs.RegisterOnShutdown(srv.CloseStreams)
+
+	gw, err := startGateway(cfg, log, v, hub, classifier, reg)
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
+	go func() { errc <- gw.serve() }()
+	log.Info("egressd listening", "api", apiLn.Addr().String(), "proxy", cfg.proxyListen, "data_dir", cfg.dataDir)
 
 	select {
-	case err := <-errc:
-		return fmt.Errorf("api: %w", err)
+	case err = <-errc:
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return hs.Shutdown(shutCtx)
+	gw.shutdown(shutCtx)
+	if serr := hs.Shutdown(shutCtx); err == nil {
+		err = serr
+	}
+	return err
 }
 
 // notYet refuses flags whose parts are not built yet, rather than ignoring them silently.
@@ -122,8 +156,6 @@ func notYet(cfg *config) error {
 		return errors.New("--transparent: the transparent gateway is not part of this build yet")
 	case cfg.storeURL != "":
 		return errors.New("--store: only the embedded SQLite store (--data-dir) is part of this build yet")
-	case cfg.auditLog != "":
-		return errors.New("--audit-log: decision records are not part of this build yet")
 	}
 	return nil
 }

@@ -42,6 +42,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// Registry receives the API's metrics and is served on /metrics (a new one when nil).
 	Registry *prometheus.Registry
+	// Events serves GET /v1/egress/events (an *events.Hub); when nil that endpoint answers
+	// 503. Call CloseStreams on shutdown: see events.go.
+	Events EventSource
 }
 
 // Server is the control-plane HTTP API.
@@ -57,6 +60,7 @@ type Server struct {
 	limits      *limiter
 	mux         *http.ServeMux
 	metrics     *metrics
+	events      *eventStreams
 }
 
 // New builds the server; it does not listen.
@@ -72,6 +76,7 @@ func New(cfg Config) *Server {
 		log:         cfg.Logger,
 		limits:      newLimiter(cfg.RateLimit),
 		mux:         http.NewServeMux(),
+		events:      newEventStreams(cfg.Events),
 	}
 	if cfg.Default != nil {
 		s.def = *cfg.Default
@@ -120,6 +125,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("GET /v1/egress/session/{id}/effective", false, s.effective)
 	authed("POST /v1/egress/session/{id}/check", false, s.check)
 	authed("GET /v1/egress/package-managers", false, s.packageManagers)
+	authed("GET /v1/egress/events", false, s.listEvents)
 
 	authed("POST /v1/api-keys", true, s.createKey)
 	authed("GET /v1/api-keys", true, s.listKeys)
@@ -183,6 +189,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.code = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap gives http.ResponseController the connection's writer, for flushing and deadlines.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) instrument(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

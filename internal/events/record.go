@@ -7,11 +7,26 @@ package events
 import "time"
 
 // Kinds of record.
+//
+// The Hub keeps egressd_connections_active from the records alone, so a data-path component
+// keeps one contract: every KindConnect record with Decision "allow" is followed, once that
+// connection ends for whatever reason (a failed dial included), by exactly one KindClose
+// record, and KindClose is sent for nothing else.
 const (
 	KindConnect = "connect" // a tunnel or connection was decided (CONNECT, TLS by SNI, a TCP flow)
 	KindRequest = "request" // one plain-HTTP request on a kept-alive connection was decided
 	KindDNS     = "dns"     // a DNS query was decided
 	KindClose   = "close"   // an allowed connection ended: bytes each way and duration
+)
+
+// Kinds lists every kind, for validating filters and bounding metric labels: a new kind goes
+// here too.
+var Kinds = []string{KindConnect, KindRequest, KindDNS, KindClose}
+
+// Decisions.
+const (
+	Allow = "allow"
+	Deny  = "deny"
 )
 
 // Record is one decision or one closed connection. The JSON names are the wire format of

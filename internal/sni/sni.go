@@ -142,11 +142,11 @@ func (c *recorder) Read(p []byte) (int, error) {
 // anything from the gateway, and the destination will answer it.
 type readOnlyConn struct{ r io.Reader }
 
-func (c readOnlyConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
-func (readOnlyConn) Write(p []byte) (int, error)        { return 0, io.ErrClosedPipe }
-func (readOnlyConn) Close() error                       { return nil }
-func (readOnlyConn) LocalAddr() net.Addr                { return nil }
-func (readOnlyConn) RemoteAddr() net.Addr               { return nil }
-func (readOnlyConn) SetDeadline(time.Time) error        { return nil }
-func (readOnlyConn) SetReadDeadline(time.Time) error    { return nil }
-func (readOnlyConn) SetWriteDeadline(time.Time) error   { return nil }
+func (c readOnlyConn) Read(p []byte) (int, error)     { return c.r.Read(p) }
+func (readOnlyConn) Write(p []byte) (int, error)      { return 0, io.ErrClosedPipe }
+func (readOnlyConn) Close() error                     { return nil }
+func (readOnlyConn) LocalAddr() net.Addr              { return nil }
+func (readOnlyConn) RemoteAddr() net.Addr             { return nil }
+func (readOnlyConn) SetDeadline(time.Time) error      { return nil }
+func (readOnlyConn) SetReadDeadline(time.Time) error  { return nil }
+func (readOnlyConn) SetWriteDeadline(time.Time) error { return nil }

@@ -1,0 +1,185 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultBuffer is how many records a Hub keeps for queries when HubConfig.Buffer is zero.
+const DefaultBuffer = 10000
+
+// DefaultSubscriberBuffer is how many live records a subscriber may fall behind by before it
+// loses some, when HubConfig.SubscriberBuffer is zero.
+const DefaultSubscriberBuffer = 1024
+
+// DefaultAuditQueue is how many records may wait for the audit file's writer when
+// HubConfig.AuditQueue is zero.
+const DefaultAuditQueue = 8192
+
+// ErrClosed is returned by Subscribe and Reopen once the Hub is closed.
+var ErrClosed = errors.New("events: the hub is closed")
+
+// HubConfig configures NewHub. The zero value works: a 10,000-record buffer, no audit file,
+// metrics that are kept but not registered, and slog.Default for the few things worth a log
+// line.
+type HubConfig struct {
+	// Buffer is how many of the newest records are kept for Query and Subscribe.
+	Buffer int
+	// SubscriberBuffer is how far a subscriber may fall behind before it loses records.
+	SubscriberBuffer int
+	// AuditPath, when set, is a file that gets every record as one JSON line. It is opened
+	// O_APPEND|O_CREATE with mode 0600 (it names every host the sandboxes reached).
+	AuditPath string
+	// AuditQueue is how many records may wait for the audit writer before new ones are
+	// dropped (and counted) rather than slow the data path down.
+	AuditQueue int
+	// Registerer receives the metrics (see metrics.go); nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// Reasons are the data path's own fixed reasons (such as the proxy's refusals of
+	// malformed requests), which get a reason label of their own next to policy's Reason
+	// constants. Any other reason is counted as "other", so that labels stay a small set.
+	Reasons []string
+	Logger  *slog.Logger
+}
+
+// Hub is the Sink that the data path sends every decision to. It keeps the newest records in
+// a ring buffer for Query, fans them out to subscribers, queues them for the audit file and
+// counts them in Prometheus metrics. Record never blocks on any consumer: a slow subscriber
+// or a slow disk loses records, and the loss is counted.
+//
+// Make one with NewHub; it is safe for concurrent use. Close it to flush the audit file.
+type Hub struct {
+	metrics *metrics
+	audit   *auditLog // nil without an audit file
+	subBuf  int
+
+	// mu guards everything below. Record holds it for a few hundred nanoseconds: it orders
+	// sequence numbers, ring slots, subscriber channels and the audit queue alike, so that
+	// every consumer sees records in Seq order. Readers take it in short chunks (scan).
+	mu     sync.RWMutex
+	seq    uint64   // the Seq of the newest record
+	first  uint64   // the Seq the first record got
+	ring   []Record // the record with Seq s is in ring[s%len(ring)] while it is kept
+	subs   []*subscriber
+	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Sink = (*Hub)(nil)
+
+// NewHub makes a Hub; it opens the audit file when there is one. Close it when done.
+func NewHub(cfg HubConfig) (*Hub, error) {
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = DefaultBuffer
+	}
+	if cfg.SubscriberBuffer <= 0 {
+		cfg.SubscriberBuffer = DefaultSubscriberBuffer
+	}
+	if cfg.AuditQueue <= 0 {
+		cfg.AuditQueue = DefaultAuditQueue
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := newMetrics(cfg.Reasons)
+	// Sequence numbers start at the start time in microseconds rather than at 1, so that a
+	// client resuming a stream with a Seq from before a restart of egressd gets every record
+	// of the new run instead of waiting for the counter to catch up with its old one. They stay
+	// below 2^53 (exact in JavaScript) until the 2250s.
+	seed := uint64(max(time.Now().UnixMicro(), 1))
+	h := &Hub{
+		metrics: m,
+		subBuf:  cfg.SubscriberBuffer,
+		seq:     seed,
+		first:   seed + 1,
+		ring:    make([]Record, cfg.Buffer),
+	}
+	if cfg.AuditPath != "" {
+		var err error
+		if h.audit, err = openAudit(cfg.AuditPath, cfg.AuditQueue, m.droppedAudit, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.register(cfg.Registerer); err != nil {
+		if h.audit != nil {
+			_ = h.audit.close() // nothing was written
+		}
+		return nil, fmt.Errorf("events: registering metrics: %w", err)
+	}
+	return h, nil
+}
+
+// Record takes one record: it sets Seq, and Time when it is zero, and hands the record to
+// every consumer without waiting for any of them.
+func (h *Hub) Record(r Record) {
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	h.mu.Lock()
+	h.seq++
+	r.Seq = h.seq
+	h.ring[r.Seq%uint64(len(h.ring))] = r
+	for _, s := range h.subs {
+		if s.filter.match(&r) {
+			select {
+			case s.ch <- r:
+			default:
+				s.dropped.Add(1)
+				h.metrics.droppedSubscriber.Inc()
+			}
+		}
+	}
+	queued := h.audit == nil
+	if !queued && !h.closed {
+		// Sent under the lock so that the audit file is in Seq order too; the send never waits.
+		select {
+		case h.audit.queue <- r:
+			queued = true
+		default:
+		}
+	}
+	h.mu.Unlock()
+	if !queued {
+		h.audit.dropped(1, "the audit log's queue is full (or egressd is shutting down); records are being dropped")
+	}
+	h.metrics.observe(&r)
+}
+
+// Reopen makes the audit writer close its file and open AuditPath again, for log rotation:
+// call it on SIGHUP after logrotate has renamed the file. Records sent before the call go to
+// the old file, later ones to the new one, and none is lost to the rotation. Without an audit
+// file it does nothing.
+func (h *Hub) Reopen() error {
+	if h.audit == nil {
+		return nil
+	}
+	return h.audit.reopen()
+}
+
+// Close ends every subscription, writes what is queued to the audit file, syncs and closes it.
+// Records sent after Close are still counted and kept for Query, but reach no file. Close is
+// idempotent; it returns the audit file's error, if any.
+func (h *Hub) Close() error {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		for _, s := range h.subs {
+			close(s.ch)
+		}
+		h.subs = nil
+		h.mu.Unlock()
+		if h.audit != nil {
+			// No Record sends to the queue once closed is set (they send under mu), so the
+			// writer can be told that the queue is done.
+			h.closeErr = h.audit.close()
+		}
+	})
+	return h.closeErr
+}

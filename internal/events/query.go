@@ -1,0 +1,154 @@
+package events
+
+import "time"
+
+// Limits of one query.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 10000
+)
+
+// Filter selects records. Tenant is required: a Filter without one matches nothing, so that
+// a caller that forgets it fails closed rather than showing every tenant's records. Every
+// other field left empty matches everything.
+type Filter struct {
+	Tenant    string
+	VMID      string
+	SessionID string
+	Decision  string // Allow or Deny
+	Kind      string // one of Kinds
+	// Since keeps records whose Time is at or after it; AfterSeq keeps records whose Seq is
+	// above it. Either makes a start point (see Query).
+	Since    time.Time
+	AfterSeq uint64
+	// Limit is how many records at most: 0 means DefaultLimit, more than MaxLimit means
+	// MaxLimit, and a negative Limit means none (Subscribe then delivers only live records).
+	Limit int
+}
+
+func (f *Filter) match(r *Record) bool {
+	return f.Tenant != "" && r.Tenant == f.Tenant &&
+		r.Seq > f.AfterSeq &&
+		(f.VMID == "" || r.VMID == f.VMID) &&
+		(f.SessionID == "" || r.SessionID == f.SessionID) &&
+		(f.Decision == "" || r.Decision == f.Decision) &&
+		(f.Kind == "" || r.Kind == f.Kind) &&
+		(f.Since.IsZero() || !r.Time.Before(f.Since))
+}
+
+func (f *Filter) limit() int {
+	switch {
+	case f.Limit < 0:
+		return 0
+	case f.Limit == 0:
+		return DefaultLimit
+	case f.Limit > MaxLimit:
+		return MaxLimit
+	}
+	return f.Limit
+}
+
+func (f *Filter) hasStart() bool { return f.AfterSeq > 0 || !f.Since.IsZero() }
+
+// Query returns the buffered records that f matches, oldest first. With a start point (Since
+// or AfterSeq) they are the first Limit records after it, so that a client pages forward by
+// asking again after the last Seq it got; without one they are the newest Limit records, as
+// tail shows the end of a log.
+func (h *Hub) Query(f Filter) []Record {
+	if f.Tenant == "" {
+		return nil
+	}
+	n := f.limit()
+	if n == 0 {
+		return nil
+	}
+	newest, oldest := h.bounds()
+	var out []Record
+	if f.hasStart() {
+		h.scan(max(oldest, f.AfterSeq+1), newest, true, func(r *Record) bool {
+			if f.match(r) {
+				out = append(out, *r)
+			}
+			return len(out) < n
+		})
+		return out
+	}
+	return h.tail(&f, n, newest, oldest)
+}
+
+// tail returns the newest n records in [oldest, newest] that f matches, oldest first.
+func (h *Hub) tail(f *Filter, n int, newest, oldest uint64) []Record {
+	if n <= 0 {
+		return nil
+	}
+	var out []Record
+	h.scan(oldest, newest, false, func(r *Record) bool {
+		if f.match(r) {
+			out = append(out, *r)
+		}
+		return len(out) < n
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// bounds returns the Seq of the newest record and the lowest Seq that may still be kept.
+func (h *Hub) bounds() (newest, oldest uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.boundsLocked()
+}
+
+func (h *Hub) boundsLocked() (newest, oldest uint64) {
+	oldest = h.first
+	if size := uint64(len(h.ring)); h.seq >= oldest+size {
+		oldest = h.seq - size + 1
+	}
+	return h.seq, oldest
+}
+
+// scanChunk is how many slots a reader looks at per lock: a scan of the whole buffer then
+// holds up Record for a few microseconds at a time rather than for the whole scan.
+const scanChunk = 256
+
+// scan calls fn for every record with from <= Seq <= to that is still buffered, in Seq order
+// (forward) or in reverse, until fn returns false. It takes the lock one chunk at a time; a
+// slot overwritten meanwhile holds a newer Seq and is skipped (going forward) or ends the scan
+// (going back, since everything older is gone too).
+func (h *Hub) scan(from, to uint64, forward bool, fn func(*Record) bool) {
+	if from > to {
+		return
+	}
+	size := uint64(len(h.ring))
+	next := from
+	if !forward {
+		next = to
+	}
+	for {
+		h.mu.RLock()
+		for i := 0; i < scanChunk; i++ {
+			r := &h.ring[next%size]
+			if r.Seq != next {
+				if !forward {
+					h.mu.RUnlock()
+					return
+				}
+			} else if !fn(r) {
+				h.mu.RUnlock()
+				return
+			}
+			if (forward && next == to) || (!forward && next == from) {
+				h.mu.RUnlock()
+				return
+			}
+			if forward {
+				next++
+			} else {
+				next--
+			}
+		}
+		h.mu.RUnlock()
+	}
+}

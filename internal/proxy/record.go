@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/relay"
+	"github.com/egressd/egressd/policy"
+)
+
+// Reasons for the proxy's own refusals, for records and X-Egress-Reason. They complete the
+// policy package's Reason constants: a small fixed set, fit for a metrics label.
+const (
+	ReasonSNIMismatch  = "SNI does not match the CONNECT host"
+	ReasonNotTLS       = "not TLS"
+	ReasonHostMismatch = "Host header does not match the URL"
+	ReasonBadRequest   = "bad request"
+	ReasonTooMany      = "too many connections"
+)
+
+// Rules of the proxy's own refusals.
+const (
+	ruleSNI       = "after CONNECT host:443 the TLS server name must be that host"
+	ruleNoSNI     = "TLS without SNI: the gateway needs a name to judge"
+	ruleNotTLS    = "a CONNECT to port 443 by name must carry TLS"
+	ruleHost      = "the Host header must name the host of the absolute URL"
+	ruleBadTarget = "the request target must be host:port (CONNECT) or an http:// URL"
+)
+
+// deny is a refusal of the proxy's own, decided before or after the policy.
+func deny(reason, rule string) policy.Decision {
+	return policy.Decision{Reason: reason, Rule: rule, Layer: policy.LayerHard}
+}
+
+// record sends one decision record.
+func (c *clientConn) record(kind string, s *Session, conn policy.Conn, d policy.Decision, dial time.Duration) {
+	r := events.Record{
+		Time:      time.Now(),
+		Kind:      kind,
+		Tenant:    s.Tenant,
+		VMID:      s.VMID,
+		SessionID: s.ID,
+		Decision:  events.Deny,
+		WouldDeny: d.WouldDeny,
+		Reason:    d.Reason,
+		Rule:      d.Rule,
+		Layer:     string(d.Layer),
+		Mode:      string(policy.Enforce),
+		Transport: string(policy.TCP),
+		Host:      conn.Host,
+		Port:      int(conn.Port),
+	}
+	if d.Allow {
+		r.Decision = events.Allow
+	}
+	if d.WouldDeny {
+		r.Mode = string(policy.Monitor)
+	}
+	if conn.IP.IsValid() {
+		r.IP = conn.IP.String()
+	}
+	if dial > 0 {
+		r.DialMS = ms(dial)
+	}
+	c.p.cfg.Sink.Record(r)
+}
+
+// recordClose sends the KindClose record of a connection that a KindConnect allowed.
+func (c *clientConn) recordClose(s *Session, conn policy.Conn, res relay.Result) {
+	r := events.Record{
+		Time:        time.Now(),
+		Kind:        events.KindClose,
+		Tenant:      s.Tenant,
+		VMID:        s.VMID,
+		SessionID:   s.ID,
+		Decision:    events.Allow,
+		Transport:   string(policy.TCP),
+		Host:        conn.Host,
+		Port:        int(conn.Port),
+		BytesUp:     res.Up,
+		BytesDown:   res.Down,
+		DurationMS:  ms(res.Duration),
+		CloseReason: res.Reason,
+	}
+	if conn.IP.IsValid() {
+		r.IP = conn.IP.String()
+	}
+	c.p.cfg.Sink.Record(r)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// refuse answers a denial: 403 with the decision in headers and a line a person can act
+// on, e.g. "egressd: CONNECT api.example.com:22 denied for session ses_x: port is not
+// allowed (only TCP 80 and 443 ...) — change the session or VM policy".
+func (c *clientConn) refuse(what string, s *Session, d policy.Decision) {
+	status := http.StatusForbidden
+	fix := "change the session or VM policy"
+	switch d.Reason {
+	case ReasonTooMany:
+		status = http.StatusTooManyRequests
+		fix = "close some of the session's connections first"
+	case ReasonBadRequest:
+		status = http.StatusBadRequest
+		fix = "fix the request"
+	case ReasonHostMismatch:
+		fix = "send the Host of the URL, or no Host header"
+	}
+	if d.Layer == policy.LayerHard && d.Reason == policy.ReasonHardDeny {
+		fix = "no policy can allow this address"
+	}
+	layer := ""
+	if d.Layer != "" && d.Layer != policy.LayerHard {
+		layer = " by the " + string(d.Layer) + " policy"
+	}
+	body := "egressd: " + what + " denied for session " + s.ID + layer + ": " + d.Reason
+	if d.Rule != "" {
+		body += " (" + d.Rule + ")"
+	}
+	body += " — " + fix + "\n"
+	c.respond(status, []string{"X-Egress-Decision", "deny", "X-Egress-Reason", d.Reason, "X-Egress-Rule", d.Rule}, body)
+}
+
+// badGateway answers an allowed destination that could not be reached.
+func (c *clientConn) badGateway(what string, err error) {
+	status := http.StatusBadGateway
+	if isTimeout(err) {
+		status = http.StatusGatewayTimeout
+	}
+	c.respond(status, []string{"X-Egress-Decision", "allow"}, "egressd: "+what+" was allowed but could not be reached: "+err.Error()+"\n")
+}

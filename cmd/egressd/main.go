@@ -22,6 +22,7 @@ import (
 
 	"github.com/egressd/egressd/internal/api"
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/proxy"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/store/sqlite"
 	"github.com/egressd/egressd/internal/view"
@@ -82,11 +83,16 @@ func run(ctx context.Context, cfg *config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log})
+	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log, Reasons: proxyReasons})
 	if err != nil {
 		return err
 	}
-	defer hub.Close()
+	defer func() {
+		if err := hub.Close(); err != nil {
+			log.Error("closing the audit log", "err", err)
+		}
+	}()
+	reopenOnHangup(ctx, hub, log)
 
 	// The gateway's live view of the store. Writes through the API kick it, so that a new
 	// policy is enforced on the very next connection.
@@ -147,6 +153,31 @@ func run(ctx context.Context, cfg *config) error {
 		err = serr
 	}
 	return err
+}
+
+// proxyReasons are the proxy's own denial reasons, besides the policy's: fixed strings, fit
+// for metric labels.
+var proxyReasons = []string{proxy.ReasonSNIMismatch, proxy.ReasonNotTLS, proxy.ReasonHostMismatch, proxy.ReasonBadRequest, proxy.ReasonTooMany}
+
+// reopenOnHangup reopens the audit log on SIGHUP, so that logrotate can move it away.
+func reopenOnHangup(ctx context.Context, hub *events.Hub, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := hub.Reopen(); err != nil {
+					log.Error("reopening the audit log", "err", err)
+				} else {
+					log.Info("reopened the audit log")
+				}
+			}
+		}
+	}()
 }
 
 // notYet refuses flags whose parts are not built yet, rather than ignoring them silently.

@@ -45,11 +45,10 @@ func checkTarget(t *testing.T, in string, defaultPort uint16) {
 	if strings.ContainsAny(in, "@%/") {
 		t.Fatalf("%q: accepted a host with userinfo, escapes or a path", in)
 	}
-	hostPart := in
-	if i := strings.LastIndexByte(in, ':'); i >= 0 && !strings.HasSuffix(in, "]") {
-		hostPart = in[:i]
+	hostPart, _, _ := strings.Cut(in, ":")
+	if strings.HasPrefix(in, "[") {
+		hostPart = in[1:strings.IndexByte(in, ']')]
 	}
-	hostPart = strings.TrimSuffix(strings.TrimPrefix(hostPart, "["), "]")
 	switch {
 	case got.nameErr != nil:
 		if _, err := policy.NormalizeName(hostPart); err == nil {

@@ -15,9 +15,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/egressd/egressd/internal/relay"
+	"github.com/egressd/egressd/policy"
 )
 
 // Close reasons of the proxy's own, besides the relay's and the view's.
@@ -32,6 +34,10 @@ type clientConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer // to the client, for plain-HTTP responses
 	up   *upstream     // the kept-alive plain-HTTP upstream, if any
+
+	// idle is set while the connection waits for the first byte of a request: Shutdown
+	// closes such connections rather than wait for them.
+	idle atomic.Bool
 
 	mu      sync.Mutex
 	aborted string       // the reason of abort, once called
@@ -83,7 +89,7 @@ func (c *clientConn) serve() {
 	for first := true; ; first = false {
 		req, hdr, err := c.readRequest(first)
 		if err != nil {
-			c.readFailed(err, first)
+			c.readFailed(err)
 			return
 		}
 		sess, ok := c.authenticate(req)
@@ -101,18 +107,29 @@ func (c *clientConn) serve() {
 	}
 }
 
-// readRequest reads the next request's header. The first request's header must arrive
-// within HandshakeTimeout; a later one may wait KeepAliveTimeout for its first byte. It also
-// returns the raw header bytes: net/http drops the Host header of a request with an
-// absolute URL, and the proxy must see it to refuse one that contradicts the URL.
+// readRequest reads the next request's header. The first request must arrive within
+// HandshakeTimeout; a later one may wait KeepAliveTimeout for its first byte, and then
+// HandshakeTimeout for the rest of its header. It also returns the raw header bytes:
+// net/http drops the Host header of a request with an absolute URL, and the proxy must see
+// it to refuse one that contradicts the URL.
 func (c *clientConn) readRequest(first bool) (*http.Request, []byte, error) {
 	cfg := &c.p.cfg
-	if !first {
-		c.conn.SetReadDeadline(time.Now().Add(cfg.KeepAliveTimeout))
-		c.cr.mode = modeRaw
-		if _, err := c.br.Peek(1); err != nil {
-			return nil, nil, err
-		}
+	wait := cfg.KeepAliveTimeout
+	if first {
+		wait = cfg.HandshakeTimeout
+	}
+	c.conn.SetReadDeadline(time.Now().Add(wait))
+	c.cr.mode, c.cr.rec = modeRaw, c.cr.rec[:0]
+	// idle is set before the closed check, and Shutdown sets closed before it looks at
+	// idle: either this connection sees the shutdown, or Shutdown sees it idle.
+	c.idle.Store(true)
+	if c.p.isClosed() {
+		return nil, nil, net.ErrClosed
+	}
+	_, err := c.br.Peek(1)
+	c.idle.Store(false)
+	if err != nil {
+		return nil, nil, err
 	}
 	c.conn.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	c.cr.startHeader(cfg.MaxHeaderBytes, c.br)
@@ -123,14 +140,12 @@ func (c *clientConn) readRequest(first bool) (*http.Request, []byte, error) {
 }
 
 // readFailed answers a request that could not be read, when there is one to answer.
-func (c *clientConn) readFailed(err error, first bool) {
-	var ne net.Error
+func (c *clientConn) readFailed(err error) {
 	switch {
-	case errors.Is(err, io.EOF) && (!first || c.cr.total == 0):
-		// The client closed between requests (or connected and left).
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-	case errors.As(err, &ne) && ne.Timeout():
-		if c.cr.total > 0 && c.br.Buffered() > 0 {
+		// The client left, between requests or in the middle of one; or shutdown.
+	case isTimeout(err):
+		if len(c.cr.rec) > 0 { // part of a header came, too slowly
 			c.respond(http.StatusRequestTimeout, nil, "egressd: the request header did not arrive in time\n")
 		}
 	case errors.Is(err, errHeaderTooLarge):
@@ -158,6 +173,17 @@ func (c *clientConn) authenticate(req *http.Request) (*Session, bool) {
 	}
 	return sess, true
 }
+
+// policySet is the session's effective policy now; a session without one (which the view
+// never hands out) gets a Set without layers, which denies everything.
+func policySet(s *Session) *policy.Set {
+	if set := s.Live.Set(); set != nil {
+		return set
+	}
+	return emptySet
+}
+
+var emptySet = policy.NewSet(nil)
 
 // basicAuth decodes "Basic base64(id:token)".
 func basicAuth(h string) (id, token string, ok bool) {
@@ -238,7 +264,6 @@ type connReader struct {
 	mode   int
 	remain int    // header bytes still allowed
 	rec    []byte // header bytes read, buffered ones included
-	total  int64  // bytes read from the client, ever
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
@@ -254,7 +279,6 @@ func (r *connReader) Read(p []byte) (int, error) {
 		r.conn.SetReadDeadline(time.Now().Add(r.idle))
 	}
 	n, err := r.conn.Read(p)
-	r.total += int64(n)
 	if r.mode == modeHeader {
 		r.remain -= n
 		r.rec = append(r.rec, p[:n]...)

@@ -40,7 +40,7 @@ func (c *clientConn) connect(req *http.Request, s *Session) {
 	}
 	defer c.p.release(s.ID)
 
-	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, s.Live.Set(), conn)
+	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, policySet(s), conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
 		c.record(events.KindConnect, s, res.Target, res.Decision, 0)

@@ -116,7 +116,7 @@ func checkHost(hdr []byte, t target) (policy.Decision, bool) {
 // and the policy still allows it, or a new one. It records the decisions and answers the
 // client itself when it refuses.
 func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, bool) {
-	set := s.Live.Set()
+	set := policySet(s)
 	if u := c.up; u != nil {
 		if u.sess.ID == s.ID && u.target == t && u.cancelled() == "" {
 			if d := set.Decide(u.conn); d.Allow {

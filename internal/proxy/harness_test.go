@@ -364,6 +364,17 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 		brw.WriteString(strings.Repeat("z", 100000))
 		brw.Flush()
 	})
+	mux.HandleFunc("/then-close", func(rw http.ResponseWriter, r *http.Request) {
+		// A complete, kept-alive response, after which the server drops the connection, as
+		// a server whose keep-alive timeout ran out does.
+		c, brw, err := rw.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		brw.Flush()
+		c.Close()
+	})
 	logged := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.log(r.Host)
 		mux.ServeHTTP(rw, r)
@@ -390,4 +401,13 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 		t.Cleanup(func() { srv.Close() })
 	}
 	return w
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }

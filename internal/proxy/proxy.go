@@ -202,11 +202,17 @@ func (p *Proxy) stopAccepting() {
 	}
 }
 
-// Shutdown stops accepting, lets open connections finish until ctx ends, then closes
-// what is left as Close does. Tunnels rarely finish on their own: pass a deadline.
+// Shutdown stops accepting, closes connections that wait for a request, lets the others
+// finish their request or tunnel until ctx ends, then closes what is left as Close does.
+// Tunnels rarely finish on their own: pass a deadline.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.stopAccepting()
 	p.mu.Lock()
+	for c := range p.conns {
+		if c.idle.Load() {
+			c.conn.Close() // waiting for a request that it will not get
+		}
+	}
 	idle := make(chan struct{})
 	if len(p.conns) == 0 {
 		close(idle)

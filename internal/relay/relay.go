@@ -1,9 +1,10 @@
 // Package relay copies bytes both ways between a client and its destination once the
 // gateway has decided to let the connection through (DESIGN §4).
 //
-// Both ends are raw *net.TCPConn and the copy is io.Copy from one to the other, so that on
+// Both ends are raw *net.TCPConn and the copy is io.CopyN from one to the other, so that on
 // Linux the kernel moves the bytes with splice(2): the relay adds no per-byte work, and
-// never sees the bytes in user space. The only bytes it writes itself are a prefix the
+// never sees the bytes in user space. Each direction first waits for bytes with a MSG_PEEK
+// and then splices what is queued, so an idle tunnel holds no splice pipe. The only bytes it writes itself are a prefix the
 // gateway had to read before deciding (a peeked TLS ClientHello, bytes an HTTP parser
 // buffered past a CONNECT request), written to the destination first with a plain Write.
 //
@@ -138,8 +139,16 @@ func (r *Relay) copy(dst, src *net.TCPConn, self, other *direction) (int64, erro
 		if r.Idle > 0 {
 			src.SetReadDeadline(time.Now().Add(tick))
 		}
-		// io.Copy of a *net.TCPConn into a *net.TCPConn: splice on Linux.
-		n, err := io.Copy(dst, src)
+		// Wait for bytes without holding a splice pipe, then move exactly what is queued:
+		// io.CopyN of a *net.TCPConn into a *net.TCPConn is splice on Linux (see available).
+		var n int64
+		queued, err := available(src)
+		if err == nil && queued > 0 {
+			n, err = io.CopyN(dst, src, int64(queued))
+			if err == io.EOF {
+				err, queued = nil, 0 // the stream ended inside the copy (only off Linux)
+			}
+		}
 		total += n
 		now := time.Now().UnixNano()
 		if n > 0 {
@@ -147,6 +156,8 @@ func (r *Relay) copy(dst, src *net.TCPConn, self, other *direction) (int64, erro
 		}
 		self.checked.Store(now)
 		switch {
+		case err == nil && queued > 0:
+			continue
 		case err == nil: // EOF from src
 			dst.CloseWrite()
 			return total, nil

@@ -137,4 +137,3 @@ func hasClose(list []client.Event) bool {
 	}
 	return false
 }
-

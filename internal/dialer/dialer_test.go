@@ -50,13 +50,22 @@ type zone struct {
 func startZone(t *testing.T) *zone {
 	t.Helper()
 	z := &zone{records: make(map[string][]dns.RR)}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	// A UDP port whose TCP twin is free too: another test's connection may hold it, so
+	// try a few.
+	var pc net.PacketConn
+	var ln net.Listener
+	for i := 0; ; i++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
+		if i == 20 {
+			t.Fatalf("no port free for DNS over both UDP and TCP: %v", err)
+		}
 	}
 	z.addr = pc.LocalAddr().String()
 	udp := &dns.Server{PacketConn: pc, Handler: z}

@@ -121,6 +121,9 @@ type Store interface {
 	// DeletePolicy clears it: ErrNotFound if the object is not there, ErrNoPolicy if it has none.
 	DeletePolicy(ctx context.Context, tenant string, scope Scope, id string) error
 
+	// AllVMs lists every tenant's VMs, oldest first: for the gateway, which attaches every
+	// tenant's sandboxes, never for an answer to a tenant.
+	AllVMs(ctx context.Context) ([]VM, error)
 	// AllSessions lists every tenant's sessions, oldest first: for the gateway, which
 	// enforces every tenant's policies, never for an answer to a tenant.
 	AllSessions(ctx context.Context) ([]Session, error)

@@ -7,9 +7,14 @@
 // the same process, so a new policy applies to the next connection at once) and on a short
 // timer as a safety net (and, in a fleet, to learn of other nodes' writes).
 //
-// The view also knows every live connection the data path has open for a session (Track).
-// When a session's effective policy changes, each tracked connection is judged again, and
-// those the new policy denies are cancelled; when a session ends, all of its connections are.
+// It keeps two kinds of effective policy. A Session's is its own policy AND its VM's: the
+// explicit proxy knows which session a request comes from. A VM's is its policy AND every
+// open session's on it: the transparent gateway sees only the VM's address, and the
+// sessions that share a VM's network must all be obeyed.
+//
+// The view also knows every live connection the data path has open (Track). When an
+// effective policy changes, each tracked connection is judged again, and those the new
+// policy denies are cancelled; when a session or VM ends, all of its connections are.
 package view
 
 import (
@@ -19,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +38,8 @@ var ErrUnauthorized = errors.New("no open session has these credentials")
 
 // Store is what the view reads.
 type Store interface {
+	AllVMs(ctx context.Context) ([]store.VM, error)
+	GetVM(ctx context.Context, tenant, id string) (store.VM, error)
 	AllSessions(ctx context.Context) ([]store.Session, error)
 	GetSession(ctx context.Context, tenant, id string) (store.Session, error)
 	ListSessions(ctx context.Context, tenant, vmID string) ([]store.Session, error)
@@ -58,10 +66,13 @@ type View struct {
 
 	mu       sync.RWMutex
 	sessions map[string]*Session // by session ID (unique store-wide)
+	vms      map[vmKey]*VM       // every VM
+	byAddr   map[netip.Addr]*VM  // VMs with a sandbox network, by the sandbox's address
 	rev      int64               // every change up to rev is applied
 
 	kick    chan struct{}
-	synced  atomic.Bool // the last sync reached the store
+	changed chan struct{} // a VM came, went, or changed its effective policy
+	synced  atomic.Bool   // the last sync reached the store
 	started chan struct{}
 }
 
@@ -87,7 +98,10 @@ func New(st Store, cfg Config) (*View, error) {
 	return &View{
 		st: st, cfg: cfg, log: cfg.Logger, defSet: m,
 		sessions: make(map[string]*Session),
+		vms:      make(map[vmKey]*VM),
+		byAddr:   make(map[netip.Addr]*VM),
 		kick:     make(chan struct{}, 1),
+		changed:  make(chan struct{}, 1),
 		started:  make(chan struct{}),
 	}, nil
 }
@@ -137,6 +151,42 @@ func (v *View) Authenticate(sessionID, token string) (*Session, error) {
 	return s, nil
 }
 
+// VMByAddr returns the VM whose sandbox has address a, or nil.
+func (v *View) VMByAddr(a netip.Addr) *VM {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.byAddr[a.Unmap()]
+}
+
+// VM returns the tenant's VM with this ID, or nil.
+func (v *View) VM(tenant, id string) *VM {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.vms[vmKey{tenant, id}]
+}
+
+// VMs returns every VM, in no particular order.
+func (v *View) VMs() []*VM {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]*VM, 0, len(v.vms))
+	for _, vm := range v.vms {
+		out = append(out, vm)
+	}
+	return out
+}
+
+// Changed is signalled (without blocking, so signals merge) whenever a VM comes, goes or
+// changes its effective policy: the gateway then brings the firewall in line.
+func (v *View) Changed() <-chan struct{} { return v.changed }
+
+func (v *View) signal() {
+	select {
+	case v.changed <- struct{}{}:
+	default:
+	}
+}
+
 // Session returns the open session with this ID, or nil.
 func (v *View) Session(id string) *Session {
 	v.mu.RLock()
@@ -178,7 +228,16 @@ func (v *View) load(ctx context.Context) error {
 		return err
 	}
 	for _, se := range all {
-		if err := v.refresh(ctx, se.Tenant, se.ID); err != nil {
+		if _, err := v.refresh(ctx, se.Tenant, se.ID); err != nil {
+			return err
+		}
+	}
+	vms, err := v.st.AllVMs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, vm := range vms {
+		if err := v.refreshVM(ctx, vmKey{vm.Tenant, vm.ID}); err != nil {
 			return err
 		}
 	}
@@ -214,15 +273,19 @@ func (v *View) sync(ctx context.Context) error {
 	}
 }
 
-// apply refreshes each session a batch of changes touches, once.
+// apply refreshes each session and VM a batch of changes touches, once.
 func (v *View) apply(ctx context.Context, changes []store.Change) error {
 	type key struct{ tenant, id string }
 	sessions := make(map[key]bool)
+	vms := make(map[vmKey]bool)
 	for _, c := range changes {
 		switch c.Kind {
 		case store.KindSession, store.KindSessionPolicy:
 			sessions[key{c.Tenant, c.ID}] = true
+		case store.KindVM:
+			vms[vmKey{c.Tenant, c.ID}] = true
 		case store.KindVMPolicy:
+			vms[vmKey{c.Tenant, c.ID}] = true
 			list, err := v.st.ListSessions(ctx, c.Tenant, c.ID)
 			if err != nil {
 				return err
@@ -233,52 +296,121 @@ func (v *View) apply(ctx context.Context, changes []store.Change) error {
 		}
 	}
 	for k := range sessions {
-		if err := v.refresh(ctx, k.tenant, k.id); err != nil {
+		vmID, err := v.refresh(ctx, k.tenant, k.id)
+		if err != nil {
 			return err
 		}
+		if vmID != "" {
+			vms[vmKey{k.tenant, vmID}] = true // a session's policy is part of its VM's
+		}
+	}
+	for k := range vms {
+		if err := v.refreshVM(ctx, k); err != nil {
+			return err
+		}
+	}
+	if len(vms) > 0 {
+		v.signal()
 	}
 	return nil
 }
 
 // refresh reloads one session and its layers, compiles its effective policy and publishes it,
-// or ends the session if the store no longer has it.
-func (v *View) refresh(ctx context.Context, tenant, id string) error {
+// or ends the session if the store no longer has it. It returns the session's VM ID.
+func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 	se, err := v.st.GetSession(ctx, tenant, id)
 	if errors.Is(err, store.ErrNotFound) {
-		v.end(id)
-		return nil
+		return v.end(id), nil
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
-	set, err := v.compile(ctx, se)
+	set, err := v.compile(ctx, se.Tenant, []layerRef{{store.ScopeSession, se.ID, policy.LayerSession}, {store.ScopeVM, se.VMID, policy.LayerVM}})
 	if err != nil {
-		return err
+		return "", err
 	}
 	v.mu.Lock()
 	s := v.sessions[id]
 	if s == nil {
 		// Published before it is findable: Authenticate never returns a session without a policy.
-		s = newSession(se)
-		s.set.Store(set)
-		v.sessions[id] = s
+		v.sessions[id] = newSession(se, set)
+		v.mu.Unlock()
+		return se.VMID, nil
+	}
+	v.mu.Unlock()
+	s.publish(set)
+	return se.VMID, nil
+}
+
+type vmKey struct{ tenant, id string }
+
+// refreshVM reloads one VM: its network and its effective policy for the transparent
+// gateway (its own AND every open session's), or ends it if the store no longer has it.
+func (v *View) refreshVM(ctx context.Context, k vmKey) error {
+	vm, err := v.st.GetVM(ctx, k.tenant, k.id)
+	if errors.Is(err, store.ErrNotFound) {
+		v.endVM(k)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	refs := []layerRef{{store.ScopeVM, vm.ID, policy.LayerVM}}
+	sessions, err := v.st.ListSessions(ctx, vm.Tenant, vm.ID)
+	if err != nil {
+		return err
+	}
+	for _, se := range sessions {
+		refs = append(refs, layerRef{store.ScopeSession, se.ID, policy.LayerSession})
+	}
+	set, err := v.compile(ctx, vm.Tenant, refs)
+	if err != nil {
+		return err
+	}
+	addr, _ := netip.ParseAddr(vm.Network.Address)
+	v.mu.Lock()
+	cur := v.vms[k]
+	if cur == nil {
+		cur = newVM(vm, set)
+		v.vms[k] = cur
+		if addr.IsValid() {
+			v.byAddr[addr] = cur
+		}
 		v.mu.Unlock()
 		return nil
 	}
 	v.mu.Unlock()
-	s.publish(set)
+	cur.publish(set)
 	return nil
 }
 
-// compile builds a session's effective policy: its own policy AND its VM's, or the default.
-func (v *View) compile(ctx context.Context, se store.Session) (*policy.Set, error) {
+func (v *View) endVM(k vmKey) {
+	v.mu.Lock()
+	vm := v.vms[k]
+	delete(v.vms, k)
+	if vm != nil {
+		if addr, err := netip.ParseAddr(vm.Network.Address); err == nil && v.byAddr[addr] == vm {
+			delete(v.byAddr, addr)
+		}
+	}
+	v.mu.Unlock()
+	if vm != nil {
+		vm.end()
+	}
+}
+
+// layerRef names a stored policy that is one layer of an effective policy.
+type layerRef struct {
+	scope store.Scope
+	id    string
+	layer policy.Layer
+}
+
+// compile builds an effective policy from the layers that are set, or the default when none is.
+func (v *View) compile(ctx context.Context, tenant string, refs []layerRef) (*policy.Set, error) {
 	var layers []policy.Layered
-	for _, l := range []struct {
-		scope store.Scope
-		id    string
-		layer policy.Layer
-	}{{store.ScopeSession, se.ID, policy.LayerSession}, {store.ScopeVM, se.VMID, policy.LayerVM}} {
-		rec, err := v.st.GetPolicy(ctx, se.Tenant, l.scope, l.id)
+	for _, l := range refs {
+		rec, err := v.st.GetPolicy(ctx, tenant, l.scope, l.id)
 		if errors.Is(err, store.ErrNoPolicy) || errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -297,24 +429,30 @@ func (v *View) compile(ctx context.Context, se store.Session) (*policy.Set, erro
 	return policy.NewSet(v.cfg.Classifier, layers...), nil
 }
 
-func (v *View) end(id string) {
+// end ends a session and returns its VM ID ("" if the view did not know it).
+func (v *View) end(id string) string {
 	v.mu.Lock()
 	s := v.sessions[id]
 	delete(v.sessions, id)
 	v.mu.Unlock()
-	if s != nil {
-		s.end()
+	if s == nil {
+		return ""
 	}
+	s.end()
+	return s.VMID
 }
 
 // endAll cancels every tracked connection when the view stops following the store: with no
 // view there is nothing to enforce against, so nothing stays open (fail closed).
 func (v *View) endAll() {
 	v.mu.Lock()
-	all := v.sessions
-	v.sessions = make(map[string]*Session)
+	all, vms := v.sessions, v.vms
+	v.sessions, v.vms, v.byAddr = make(map[string]*Session), make(map[vmKey]*VM), make(map[netip.Addr]*VM)
 	v.mu.Unlock()
 	for _, s := range all {
 		s.end()
+	}
+	for _, vm := range vms {
+		vm.end()
 	}
 }

@@ -85,7 +85,7 @@ func (f *fixture) caughtUp() bool {
 
 var https = policy.Conn{Host: "api.example.com", IP: netip.MustParseAddr("8.8.8.8"), Port: 443, Transport: policy.TCP}
 
-func allows(s *view.Session, c policy.Conn) bool { return s.Set().Decide(c).Allow }
+func allows(s interface{ Set() *policy.Set }, c policy.Conn) bool { return s.Set().Decide(c).Allow }
 
 func TestAuthenticate(t *testing.T) {
 	f := newFixture(t, view.Config{})

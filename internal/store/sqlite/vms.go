@@ -52,21 +52,30 @@ func (s *Store) GetVM(ctx context.Context, tenant, id string) (store.VM, error) 
 // ListVMs lists the tenant's VMs, oldest first.
 func (s *Store) ListVMs(ctx context.Context, tenant string) ([]store.VM, error) {
 	// A VM's revision is the revision of its creation, so it orders VMs by age exactly.
-	rows, err := s.reader.QueryContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE tenant = ? ORDER BY revision`, tenant)
+	return s.queryVMs(ctx, "list vms", `SELECT `+vmColumns+` FROM vms WHERE tenant = ? ORDER BY revision`, tenant)
+}
+
+// AllVMs lists every tenant's VMs, oldest first: for the gateway only.
+func (s *Store) AllVMs(ctx context.Context) ([]store.VM, error) {
+	return s.queryVMs(ctx, "all vms", `SELECT `+vmColumns+` FROM vms ORDER BY revision`)
+}
+
+func (s *Store) queryVMs(ctx context.Context, op, query string, args ...any) ([]store.VM, error) {
+	rows, err := s.reader.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, wrap("list vms", err)
+		return nil, wrap(op, err)
 	}
 	defer rows.Close()
 	vms := []store.VM{}
 	for rows.Next() {
 		vm, err := scanVM(rows)
 		if err != nil {
-			return nil, wrap("list vms", err)
+			return nil, wrap(op, err)
 		}
 		vms = append(vms, vm)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrap("list vms", err)
+		return nil, wrap(op, err)
 	}
 	return vms, nil
 }

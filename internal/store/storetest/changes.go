@@ -7,7 +7,7 @@ import (
 	"github.com/egressd/egressd/internal/store"
 )
 
-// testAllSessions: the gateway's listing spans tenants, oldest first, and drops ended sessions.
+// testAllSessions: the gateway's listings span tenants, oldest first, and drops ended sessions.
 func testAllSessions(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	mustVM(t, s, tenantA, "vm")
@@ -28,6 +28,13 @@ func testAllSessions(t *testing.T, s store.Store) {
 	}
 	if want := []string{tenantB + "/sb1", tenantA + "/sa2"}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("AllSessions = %v, want %v", got, want)
+	}
+	vms, err := s.AllVMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vms) != 2 || vms[0].Tenant != tenantA || vms[1].Tenant != tenantB {
+		t.Errorf("AllVMs = %+v, want both tenants' VMs, oldest first", vms)
 	}
 }
 

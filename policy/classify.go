@@ -277,3 +277,36 @@ func (cl *classes) hardAddr(ip netip.Addr, f form) (string, bool) {
 	}
 	return "", false
 }
+
+// HardDenyPrefixes lists the ranges of step 1 for a packet filter, which cannot see names or
+// ports the way Decide does: the built-in ranges (those the operator's Public ranges
+// overlap are left out, as Decide lifts them there), the operator's HardDeny, and every
+// specified Self address. The transparent gateway's firewall never forwards to them.
+func (c *Classifier) HardDenyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	var public, hard []netip.Prefix
+	var self []netip.AddrPort
+	if c != nil {
+		public, hard, self = c.Public, c.HardDeny, c.Self
+	}
+	for _, r := range builtinHard {
+		lifted := false
+		for _, p := range public {
+			if r.liftable && p.Overlaps(r.prefix) {
+				lifted = true
+			}
+		}
+		if !lifted {
+			out = append(out, r.prefix)
+		}
+	}
+	for _, p := range hard {
+		out = append(out, unmapPrefix(p.Masked()))
+	}
+	for _, s := range self {
+		if a := s.Addr().Unmap().WithZone(""); a.IsValid() && !a.IsUnspecified() {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
+}

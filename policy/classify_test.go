@@ -234,3 +234,37 @@ func TestBuiltinHardRulesMentionRange(t *testing.T) {
 		}
 	}
 }
+
+func TestHardDenyPrefixes(t *testing.T) {
+	has := func(ps []netip.Prefix, s string) bool {
+		for _, p := range ps {
+			if p == netip.MustParsePrefix(s) {
+				return true
+			}
+		}
+		return false
+	}
+	def := (&Classifier{}).HardDenyPrefixes()
+	for _, want := range []string{"127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "fe80::/10", "fd00:ec2::254/128"} {
+		if !has(def, want) {
+			t.Errorf("default list lacks %s: %v", want, def)
+		}
+	}
+	c := &Classifier{
+		Public:   []netip.Prefix{netip.MustParsePrefix("127.0.0.0/26")},
+		HardDeny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+		Self:     []netip.AddrPort{netip.MustParseAddrPort("100.96.0.1:15001"), netip.MustParseAddrPort("0.0.0.0:8470")},
+	}
+	got := c.HardDenyPrefixes()
+	if has(got, "127.0.0.0/8") {
+		t.Error("loopback is listed although Public lifts part of it")
+	}
+	for _, want := range []string{"169.254.0.0/16", "198.51.100.0/24", "100.96.0.1/32"} {
+		if !has(got, want) {
+			t.Errorf("list lacks %s: %v", want, got)
+		}
+	}
+	if has(got, "0.0.0.0/32") {
+		t.Error("an unspecified Self address became a prefix")
+	}
+}

@@ -21,6 +21,13 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
+// Networks gives VMs their sandbox network. Attach must be idempotent for a VM that has one
+// already, and Detach must not fail for one that has none.
+type Networks interface {
+	Attach(ctx context.Context, tenant, vmID string) (store.Network, error)
+	Detach(ctx context.Context, tenant, vmID string, n store.Network) error
+}
+
 // Config is what the server needs. Only Store is required.
 type Config struct {
 	Store store.Store
@@ -32,8 +39,9 @@ type Config struct {
 	Classifier *policy.Classifier
 	// ProxyAddr is the explicit proxy's host:port, used to build sessions' proxy_url.
 	ProxyAddr string
-	// Transparent says whether VMs may ask for a netns network.
-	Transparent bool
+	// Networks attaches VMs that ask for a "netns" network (the transparent gateway); when
+	// nil, such VMs are refused with a message that says how to turn it on.
+	Networks Networks
 	// Resolver answers check requests with "resolve": true (net.DefaultResolver when nil).
 	Resolver Resolver
 	// RateLimit is the number of requests per second allowed per API key (0: unlimited);
@@ -54,7 +62,7 @@ type Server struct {
 	preset      *policy.Preset
 	classifier  *policy.Classifier
 	proxyAddr   string
-	transparent bool
+	networks    Networks
 	resolver    Resolver
 	log         *slog.Logger
 	limits      *limiter
@@ -71,7 +79,7 @@ func New(cfg Config) *Server {
 		preset:      cfg.Preset,
 		classifier:  cfg.Classifier,
 		proxyAddr:   cfg.ProxyAddr,
-		transparent: cfg.Transparent,
+		networks:    cfg.Networks,
 		resolver:    cfg.Resolver,
 		log:         cfg.Logger,
 		limits:      newLimiter(cfg.RateLimit),

@@ -43,7 +43,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 		switch n.Mode {
 		case "", "none":
 		case "netns":
-			if !s.transparent {
+			if s.networks == nil {
 				return badRequest("network.mode", `network mode "netns" needs the transparent gateway; start egressd with --transparent (Linux, root)`)
 			}
 			vm.Network.Mode = "netns"
@@ -63,7 +63,24 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 		}
 		pol, warnings = &p, w
 	}
+	if vm.Network.Mode == "netns" {
+		if _, err := s.store.GetVM(r.Context(), k.Tenant, vm.ID); err == nil {
+			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q exists already", vm.ID)
+		}
+		// The network exists before the VM is stored: a VM that a client can see is one it
+		// can run code in. If storing fails, the network goes again.
+		n, err := s.networks.Attach(r.Context(), k.Tenant, vm.ID)
+		if err != nil {
+			return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network", "could not attach the VM's network: %v", err)
+		}
+		vm.Network = n
+	}
 	created, err := s.store.CreateVM(r.Context(), vm)
+	if err != nil && vm.Network.Mode == "netns" {
+		if derr := s.networks.Detach(r.Context(), k.Tenant, vm.ID, vm.Network); derr != nil {
+			s.log.Error("removing the network of a VM that was not stored", "vm_id", vm.ID, "err", derr)
+		}
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q exists already", vm.ID)
 	} else if err != nil {
@@ -139,10 +156,23 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, k store.APIKey)
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
 	id := r.PathValue("vm_id")
+	vm, err := s.store.GetVM(r.Context(), k.Tenant, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("VM", id)
+	} else if err != nil {
+		return err
+	}
 	if err := s.store.DeleteVM(r.Context(), k.Tenant, id); errors.Is(err, store.ErrNotFound) {
 		return notFound("VM", id)
 	} else if err != nil {
 		return err
+	}
+	// The VM is gone from the store first, so its sessions' credentials stop working and the
+	// gateway drops it from the firewall; then its network goes.
+	if vm.Network.Mode == "netns" && s.networks != nil {
+		if err := s.networks.Detach(r.Context(), k.Tenant, id, vm.Network); err != nil {
+			s.log.Error("removing a deleted VM's network", "vm_id", id, "err", err)
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -21,8 +22,10 @@ type config struct {
 	hardDenyCIDRs   prefixList
 	dnsUpstream     string
 	auditLog        string
-	sandboxCIDR     string
+	sandboxCIDR     netip.Prefix
 	transparent     bool
+	transparentPort uint16
+	dnsPort         uint16
 	rateLimit       float64
 	maxTunnels      int
 	logLevel        string
@@ -63,6 +66,19 @@ func (l *prefixList) Set(s string) error {
 	return nil
 }
 
+// portFlag is a uint16 flag.
+func portFlag(fs *flag.FlagSet, p *uint16, name string, def uint16, usage string) {
+	*p = def
+	fs.Func(name, fmt.Sprintf("%s (default %d)", usage, def), func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%q is not a port (1 to 65535)", s)
+		}
+		*p = uint16(n)
+		return nil
+	})
+}
+
 func parseFlags(args []string) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("egressd", flag.ContinueOnError)
@@ -80,8 +96,18 @@ func parseFlags(args []string) (*config, error) {
 	fs.Var(&c.hardDenyCIDRs, "hard-deny-cidrs", "comma-separated ranges denied whatever any policy says, added to the built-in list")
 	fs.StringVar(&c.dnsUpstream, "dns-upstream", "", "resolver egressd asks (host:port; the system's when unset)")
 	fs.StringVar(&c.auditLog, "audit-log", "", "JSON-lines file of every decision")
-	fs.StringVar(&c.sandboxCIDR, "sandbox-cidr", "100.96.0.0/16", "range sandbox addresses are taken from (transparent mode)")
-	fs.BoolVar(&c.transparent, "transparent", false, "run the transparent gateway (Linux, root)")
+	c.sandboxCIDR = netip.MustParsePrefix("100.96.0.0/16")
+	fs.Func("sandbox-cidr", "IPv4 range sandbox networks are taken from, a /30 each (transparent mode) (default 100.96.0.0/16)", func(s string) error {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() || p.Masked() != p || p.Bits() > 28 {
+			return fmt.Errorf("%q is not an IPv4 range of at least /28 without host bits", s)
+		}
+		c.sandboxCIDR = p
+		return nil
+	})
+	fs.BoolVar(&c.transparent, "transparent", false, "run the transparent gateway: sandbox network namespaces, nftables, the transparent proxy and the DNS filter (Linux, root)")
+	portFlag(fs, &c.transparentPort, "transparent-port", 15001, "port of the transparent proxy on the sandboxes' gateway addresses")
+	portFlag(fs, &c.dnsPort, "dns-filter-port", 15353, "port of the DNS filter on the sandboxes' gateway addresses")
 	fs.IntVar(&c.maxTunnels, "proxy-max-tunnels", 1024, "open connections allowed per session through the proxy")
 	fs.Float64Var(&c.rateLimit, "api-rate-limit", 100, "API requests per second allowed per key, bursts of twice that (0: unlimited)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")

@@ -2,30 +2,55 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/egressd/egressd/internal/api"
 	"github.com/egressd/egressd/internal/dialer"
+	"github.com/egressd/egressd/internal/dnsfilter"
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/firewall"
+	"github.com/egressd/egressd/internal/gateway"
+	"github.com/egressd/egressd/internal/netns"
 	"github.com/egressd/egressd/internal/proxy"
+	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
 )
 
-// gateway is the data plane this process runs: the explicit proxy.
-type gateway struct {
-	ln net.Listener
-	px *proxy.Proxy
+// dataPlane is what this process serves besides the API: the explicit proxy always, and with
+// --transparent the transparent proxy, the DNS filter and the sandbox networks.
+type dataPlane struct {
+	log      *slog.Logger
+	explicit *proxy.Proxy
+	proxyLn  net.Listener
+
+	transparent *proxy.Proxy
+	tpLn        net.Listener
+	dns         *dnsfilter.Server
+	dnsUDP      net.PacketConn
+	dnsTCP      net.Listener
+	gw          *gateway.Gateway
 }
 
-func startGateway(cfg *config, log *slog.Logger, v *view.View, sink events.Sink, _ *policy.Classifier, _ prometheus.Registerer) (*gateway, error) {
-	d := &dialer.Dialer{Resolver: &dialer.DNS{Upstream: cfg.dnsUpstream}}
-	px, err := proxy.New(proxy.Config{
+// networks is the API's view of the sandbox networks: nil without --transparent.
+func (d *dataPlane) networks() api.Networks {
+	if d.gw == nil {
+		return nil
+	}
+	return d.gw
+}
+
+func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, classifier *policy.Classifier) (*dataPlane, error) {
+	d := &dataPlane{log: log}
+	dl := &dialer.Dialer{Resolver: &dialer.DNS{Upstream: cfg.dnsUpstream}}
+	var err error
+	d.explicit, err = proxy.New(proxy.Config{
 		Sessions:             proxy.FromView(v),
-		Dialer:               d,
+		Dialer:               dl,
 		Sink:                 sink,
 		Logger:               log,
 		MaxTunnelsPerSession: cfg.maxTunnels,
@@ -33,17 +58,98 @@ func startGateway(cfg *config, log *slog.Logger, v *view.View, sink events.Sink,
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.proxyListen)
-	if err != nil {
+	if d.proxyLn, err = net.Listen("tcp", cfg.proxyListen); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	return &gateway{ln: ln, px: px}, nil
+	if !cfg.transparent {
+		return d, nil
+	}
+	if err := d.startTransparent(ctx, cfg, log, st, v, dl, sink, classifier); err != nil {
+		d.proxyLn.Close()
+		d.closeTransparent()
+		return nil, err
+	}
+	return d, nil
 }
 
-func (g *gateway) serve() error { return fmt.Errorf("proxy: %w", g.px.Serve(g.ln)) }
+// startTransparent brings up the boundary: the listeners the firewall redirects to, then the
+// gateway, which re-adopts sandbox networks and applies the firewall.
+func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, sink events.Sink, classifier *policy.Classifier) error {
+	var err error
+	d.transparent, err = proxy.New(proxy.Config{
+		Sandboxes:            proxy.SandboxesFromView(v),
+		Dialer:               dl,
+		Sink:                 sink,
+		Logger:               log,
+		MaxTunnelsPerSession: cfg.maxTunnels,
+	})
+	if err != nil {
+		return err
+	}
+	// The listeners bind every address: the firewall redirects sandbox traffic to each
+	// sandbox's gateway address, and drops traffic to these ports from anywhere else.
+	tpAddr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(cfg.transparentPort)))
+	dnsAddr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(cfg.dnsPort)))
+	if d.tpLn, err = net.Listen("tcp4", tpAddr); err != nil {
+		return fmt.Errorf("transparent proxy: %w", err)
+	}
+	if d.dnsUDP, err = net.ListenPacket("udp4", dnsAddr); err != nil {
+		return fmt.Errorf("dns filter: %w", err)
+	}
+	if d.dnsTCP, err = net.Listen("tcp4", dnsAddr); err != nil {
+		return fmt.Errorf("dns filter: %w", err)
+	}
+	d.dns = &dnsfilter.Server{VMs: dnsfilter.FromView(v), Upstream: cfg.dnsUpstream, Sink: sink, Logger: log}
+	d.gw, err = gateway.New(st, v, netns.NewManager(), firewall.New(), gateway.Config{
+		SandboxCIDR: cfg.sandboxCIDR,
+		ProxyPort:   cfg.transparentPort,
+		DNSPort:     cfg.dnsPort,
+		Classifier:  classifier,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+	return d.gw.Run(ctx)
+}
 
-func (g *gateway) shutdown(ctx context.Context) {
-	if err := g.px.Shutdown(ctx); err != nil {
-		g.px.Close()
+// serve runs every listener until one fails.
+func (d *dataPlane) serve() error {
+	errc := make(chan error, 4)
+	go func() { errc <- fmt.Errorf("proxy: %w", d.explicit.Serve(d.proxyLn)) }()
+	if d.transparent != nil {
+		go func() { errc <- fmt.Errorf("transparent proxy: %w", d.transparent.ServeTransparent(d.tpLn)) }()
+		go func() { errc <- fmt.Errorf("dns filter: %w", d.dns.Serve(d.dnsUDP)) }()
+		go func() { errc <- fmt.Errorf("dns filter: %w", d.dns.ServeListener(d.dnsTCP)) }()
+	}
+	return <-errc
+}
+
+// shutdown stops serving. The firewall and the sandbox networks stay: with egressd gone,
+// sandbox traffic meets the same rules and stops (fail closed).
+func (d *dataPlane) shutdown(ctx context.Context) {
+	if err := d.explicit.Shutdown(ctx); err != nil {
+		d.explicit.Close()
+	}
+	if d.transparent != nil {
+		if err := d.transparent.Shutdown(ctx); err != nil {
+			d.transparent.Close()
+		}
+	}
+	if d.dns != nil {
+		if err := d.dns.Shutdown(ctx); err != nil && !errors.Is(err, dnsfilter.ErrServerClosed) {
+			d.log.Warn("dns filter shutdown", "err", err)
+		}
+	}
+}
+
+func (d *dataPlane) closeTransparent() {
+	for _, ln := range []net.Listener{d.tpLn, d.dnsTCP} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if d.dnsUDP != nil {
+		d.dnsUDP.Close()
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -64,7 +65,12 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
-	self, err := listenAddrs(cfg.apiListen, cfg.proxyListen)
+	listens := []string{cfg.apiListen, cfg.proxyListen}
+	if cfg.transparent {
+		// Sandboxes reach these ports only through the firewall's redirects.
+		listens = append(listens, fmt.Sprintf("0.0.0.0:%d", cfg.transparentPort), fmt.Sprintf("0.0.0.0:%d", cfg.dnsPort))
+	}
+	self, err := listenAddrs(listens...)
 	if err != nil {
 		return err
 	}
@@ -106,12 +112,19 @@ func run(ctx context.Context, cfg *config) error {
 		return err
 	}
 
+	// The data plane before the API: with --transparent, the sandbox networks are re-adopted
+	// and the firewall applied before anyone can create a VM.
+	dp, err := startDataPlane(viewCtx, cfg, log, st, v, hub, classifier)
+	if err != nil {
+		return err
+	}
 	srv := api.New(api.Config{
 		Store:      store.WithHook(st, v.Kick),
 		Default:    def,
 		Preset:     preset,
 		Classifier: classifier,
 		ProxyAddr:  cfg.proxyListen,
+		Networks:   dp.networks(),
 		RateLimit:  cfg.rateLimit,
 		Logger:     log,
 		Registry:   reg,
@@ -130,15 +143,9 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	hs.RegisterOnShutdown(srv.CloseStreams)
 
-	gw, err := startGateway(cfg, log, v, hub, classifier, reg)
-	if err != nil {
-		apiLn.Close()
-		return err
-	}
-
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
-	go func() { errc <- gw.serve() }()
+	go func() { errc <- dp.serve() }()
 	log.Info("egressd listening", "api", apiLn.Addr().String(), "proxy", cfg.proxyListen, "data_dir", cfg.dataDir)
 
 	select {
@@ -148,7 +155,7 @@ func run(ctx context.Context, cfg *config) error {
 	log.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	gw.shutdown(shutCtx)
+	dp.shutdown(shutCtx)
 	if serr := hs.Shutdown(shutCtx); err == nil {
 		err = serr
 	}
@@ -183,8 +190,8 @@ func reopenOnHangup(ctx context.Context, hub *events.Hub, log *slog.Logger) {
 // notYet refuses flags whose parts are not built yet, rather than ignoring them silently.
 func notYet(cfg *config) error {
 	switch {
-	case cfg.transparent:
-		return errors.New("--transparent: the transparent gateway is not part of this build yet")
+	case cfg.transparent && runtime.GOOS != "linux":
+		return errors.New("--transparent: the transparent gateway needs Linux (network namespaces and nftables)")
 	case cfg.storeURL != "":
 		return errors.New("--store: only the embedded SQLite store (--data-dir) is part of this build yet")
 	}

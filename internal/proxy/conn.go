@@ -77,15 +77,7 @@ func (c *clientConn) abortReason() string {
 
 // serve reads requests until the connection ends or becomes a tunnel.
 func (c *clientConn) serve() {
-	defer func() {
-		c.closeUpstream("")
-		c.mu.Lock()
-		tunnel := c.relay != nil
-		c.mu.Unlock()
-		if !tunnel {
-			c.lingeringClose()
-		}
-	}()
+	defer c.finish()
 	for first := true; ; first = false {
 		req, hdr, err := c.readRequest(first)
 		if err != nil {
@@ -104,6 +96,18 @@ func (c *clientConn) serve() {
 		if !c.forward(req, hdr, sess) {
 			return
 		}
+	}
+}
+
+// finish ends the connection: its kept-alive upstream, and the client connection unless
+// a relay owns (and has closed) it.
+func (c *clientConn) finish() {
+	c.closeUpstream("")
+	c.mu.Lock()
+	tunnel := c.relay != nil
+	c.mu.Unlock()
+	if !tunnel {
+		c.lingeringClose()
 	}
 }
 

@@ -31,27 +31,59 @@ func (c *clientConn) connect(req *http.Request, s *Session) {
 		return
 	}
 	what = "CONNECT " + t.String()
+	c.tunnel(s, conn, what, tunnelOps{
+		refuse:      func(d policy.Decision) { c.refuse(what, s, d) },
+		unreachable: func(err error) { c.badGateway(t.String(), err) },
+		established: func() ([]byte, policy.Decision, error) {
+			c.conn.SetWriteDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
+			_, err := io.WriteString(c.conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+			c.conn.SetWriteDeadline(time.Time{})
+			if err != nil || conn.Host == "" || conn.Port != 443 {
+				return nil, policy.Decision{Allow: true}, err
+			}
+			prefix, d := c.checkSNI(conn.Host)
+			return prefix, d, nil
+		},
+	})
+}
 
-	if !c.p.acquire(s.ID) {
-		d := deny(ReasonTooMany, "the session has "+itoa(c.p.cfg.MaxTunnelsPerSession)+" open connections through the proxy, the limit")
+// tunnelOps is what differs between a CONNECT tunnel and a transparent TLS connection.
+type tunnelOps struct {
+	// refuse answers a denial before the dial (the policy's, or the cap's).
+	refuse func(policy.Decision)
+	// unreachable answers an allowed destination that could not be reached.
+	unreachable func(error)
+	// established runs once the destination is connected, and before the allow is
+	// recorded. It returns what the destination gets first, or a denial that ends the
+	// tunnel before a byte reaches the destination, or the error of a client that left.
+	established func() (prefix []byte, d policy.Decision, err error)
+}
+
+// tunnel is the one path of the explicit and the transparent proxy from a decision to a
+// relay: take one of s's slots, decide conn and dial it (package dialer: to an address
+// the gateway resolved and judged itself), register it with s.Live, and relay until it
+// ends. The connection is the tunnel's from here.
+func (c *clientConn) tunnel(s *Session, conn policy.Conn, what string, ops tunnelOps) {
+	if !c.p.acquire(s) {
+		d := c.p.tooMany(s)
 		c.record(events.KindConnect, s, conn, d, 0)
-		c.refuse(what, s, d)
+		ops.refuse(d)
 		return
 	}
-	defer c.p.release(s.ID)
+	defer c.p.release(s)
 
 	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, policySet(s), conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
 		c.record(events.KindConnect, s, res.Target, res.Decision, 0)
-		c.refuse(what, s, res.Decision)
+		ops.refuse(res.Decision)
 		return
 	case err != nil:
 		// Allowed, but unreachable: an allowed connect is always followed by its close.
 		c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
 		c.recordClose(s, res.Target, relay.Result{Reason: relay.ReasonError})
-		c.p.log.Info("CONNECT destination unreachable", "session", s.ID, "target", t.String(), "err", err)
-		c.badGateway(t.String(), err)
+		c.p.log.Info("destination unreachable", "session", s.ID, "vm", s.VMID, "what", what, "err", err)
+		ops.unreachable(err)
 		return
 	}
 
@@ -66,23 +98,16 @@ func (c *clientConn) connect(req *http.Request, s *Session) {
 	untrack := s.Live.Track(res.Target, r.Cancel)
 	defer untrack()
 
-	c.conn.SetWriteDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
-	_, werr := io.WriteString(c.conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-	c.conn.SetWriteDeadline(time.Time{})
-
-	// The prefix is what the proxy read past the CONNECT request: bytes the client
-	// pipelined, and on port 443 the ClientHello. They go to the destination first.
-	var prefix []byte
-	if werr == nil && conn.Host != "" && conn.Port == 443 {
-		var d policy.Decision
-		if prefix, d = c.checkSNI(conn.Host); !d.Allow {
-			// The allow is recorded only now, so this CONNECT has one record: this denial.
-			d.Rule = sanitize(d.Rule)
-			c.record(events.KindConnect, s, res.Target, d, res.Latency())
-			c.p.log.Debug("CONNECT refused after the ClientHello", "session", s.ID, "target", t.String(), "reason", d.Reason, "rule", d.Rule)
-			r.Cancel(relay.ReasonError) // closes both sides: the client sees its TLS fail
-			return
-		}
+	// The prefix is what the proxy read before the relay: the ClientHello, and bytes the
+	// client sent past it or pipelined after a CONNECT. They go to the destination first.
+	prefix, d, werr := ops.established()
+	if werr == nil && !d.Allow {
+		// The allow is recorded only now, so this connection has one record: this denial.
+		d.Rule = sanitize(d.Rule)
+		c.record(events.KindConnect, s, res.Target, d, res.Latency())
+		c.p.log.Debug("tunnel refused after the ClientHello", "session", s.ID, "vm", s.VMID, "what", what, "reason", d.Reason, "rule", d.Rule)
+		r.Cancel(relay.ReasonError) // closes both sides: the client sees its TLS fail
+		return
 	}
 	if buffered := c.br.Buffered(); buffered > 0 {
 		b, _ := c.br.Peek(buffered)

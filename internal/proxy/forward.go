@@ -79,7 +79,14 @@ func (c *clientConn) forward(req *http.Request, hdr []byte, s *Session) bool {
 		c.refuse(what, s, d)
 		return false
 	}
+	return c.send(req, s, t, what)
+}
 
+// send forwards a request that was parsed and checked, for s to t: on the kept-alive
+// upstream connection or a new one, decided anew. It is the explicit and the transparent
+// proxy's one path for plain HTTP, and reports whether the client connection can carry
+// another request.
+func (c *clientConn) send(req *http.Request, s *Session, t target, what string) bool {
 	for attempt := 0; ; attempt++ {
 		u, ok := c.upstreamFor(s, t, what)
 		if !ok {
@@ -118,7 +125,7 @@ func checkHost(hdr []byte, t target) (policy.Decision, bool) {
 func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, bool) {
 	set := policySet(s)
 	if u := c.up; u != nil {
-		if u.sess.ID == s.ID && u.target == t && u.cancelled() == "" {
+		if u.sess.same(s) && u.target == t && u.cancelled() == "" {
 			if d := set.Decide(u.conn); d.Allow {
 				c.record(events.KindRequest, s, u.conn, d, 0)
 				return u, true
@@ -128,8 +135,8 @@ func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, 
 	}
 
 	conn := t.conn()
-	if !c.p.acquire(s.ID) {
-		d := deny(ReasonTooMany, "the session has "+itoa(c.p.cfg.MaxTunnelsPerSession)+" open connections through the proxy, the limit")
+	if !c.p.acquire(s) {
+		d := c.p.tooMany(s)
 		c.record(events.KindRequest, s, conn, d, 0)
 		c.refuse(what, s, d)
 		return nil, false
@@ -137,16 +144,16 @@ func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, 
 	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, set, conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
-		c.p.release(s.ID)
+		c.p.release(s)
 		c.record(events.KindRequest, s, res.Target, res.Decision, 0)
 		c.refuse(what, s, res.Decision)
 		return nil, false
 	case err != nil:
-		c.p.release(s.ID)
+		c.p.release(s)
 		c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
 		c.recordClose(s, res.Target, relay.Result{Reason: relay.ReasonError})
 		c.record(events.KindRequest, s, res.Target, res.Decision, 0)
-		c.p.log.Info("HTTP destination unreachable", "session", s.ID, "target", t.String(), "err", err)
+		c.p.log.Info("HTTP destination unreachable", "session", s.ID, "vm", s.VMID, "target", t.String(), "err", err)
 		c.badGateway(t.String(), err)
 		return nil, false
 	}
@@ -180,7 +187,7 @@ func (c *clientConn) closeUpstream(reason string) {
 	}
 	u.untrack()
 	u.tc.Close()
-	c.p.release(u.sess.ID)
+	c.p.release(u.sess)
 	if r := u.cancelled(); r != "" {
 		reason = r
 	}
@@ -258,7 +265,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 				return false, true
 			}
 		}
-		c.p.log.Info("HTTP upstream failed", "session", u.sess.ID, "target", t.String(), "err", err)
+		c.p.log.Info("HTTP upstream failed", "session", u.sess.ID, "vm", u.sess.VMID, "target", t.String(), "err", err)
 		if r := u.cancelled(); r != "" {
 			c.respond(http.StatusForbidden, []string{"X-Egress-Decision", "deny", "X-Egress-Reason", r},
 				"egressd: "+req.Method+" http://"+t.hostHeader(80)+"/ was cut: "+r+"\n")

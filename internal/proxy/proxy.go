@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/egressd/egressd/internal/dialer"
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/policy"
 )
 
 // Defaults of Config.
@@ -23,10 +25,17 @@ const (
 	DefaultMaxHeaderBytes       = 64 << 10
 )
 
-// Config is what the proxy needs. Sessions is required; every other zero value works.
+// Config is what the proxy needs. Sessions (for Serve) or Sandboxes (for ServeTransparent)
+// is required; every other zero value works.
 type Config struct {
-	// Sessions checks the Proxy-Authorization credentials of every request.
+	// Sessions checks the Proxy-Authorization credentials of every request (Serve).
 	Sessions Sessions
+	// Sandboxes finds the sandbox a transparent connection comes from (ServeTransparent).
+	Sandboxes Sandboxes
+	// OriginalDst returns where a transparent connection was going before the firewall
+	// redirected it to the proxy; nil means the socket's SO_ORIGINAL_DST (Linux). Tests
+	// inject their own.
+	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
 	// Dialer resolves, judges and dials destinations; nil means a zero dialer.Dialer (the
 	// system's first nameserver, 10-second timeout).
 	Dialer *dialer.Dialer
@@ -36,10 +45,11 @@ type Config struct {
 	Logger *slog.Logger
 
 	// MaxTunnelsPerSession bounds a session's open connections through the proxy (CONNECT
+	// tunnels and plain-HTTP upstream connections), and in transparent mode a VM's (TLS
 	// tunnels and plain-HTTP upstream connections); 0 means 1024.
 	MaxTunnelsPerSession int
-	// HandshakeTimeout bounds reading a request's header and, after a CONNECT to port 443,
-	// the TLS ClientHello; 0 means 10 seconds.
+	// HandshakeTimeout bounds reading a request's header and, after a CONNECT to port 443
+	// or on a transparent connection to port 443, the TLS ClientHello; 0 means 10 seconds.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a tunnel, or a plain-HTTP exchange, in which no byte moved for
 	// this long; 0 means 10 minutes.
@@ -51,8 +61,8 @@ type Config struct {
 	MaxHeaderBytes int
 }
 
-// Proxy is the explicit proxy. Create it with New, Serve it on listeners, and end it with
-// Shutdown or Close.
+// Proxy is the explicit proxy, and the transparent one. Create it with New, Serve (or
+// ServeTransparent) it on listeners, and end it with Shutdown or Close.
 type Proxy struct {
 	cfg Config
 	log *slog.Logger
@@ -64,15 +74,18 @@ type Proxy struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[*clientConn]struct{}
-	tunnels   map[string]int // open tunnels by session ID
+	tunnels   map[string]int // open tunnels by Session.key
 	idle      chan struct{}  // closed when conns becomes empty during Shutdown
 	wg        sync.WaitGroup
 }
 
-// New makes a proxy. It fails only on a Config without Sessions.
+// New makes a proxy. It fails only on a Config with neither Sessions nor Sandboxes.
 func New(cfg Config) (*Proxy, error) {
-	if cfg.Sessions == nil {
-		return nil, errors.New("proxy: Config.Sessions is required")
+	if cfg.Sessions == nil && cfg.Sandboxes == nil {
+		return nil, errors.New("proxy: Config.Sessions or Config.Sandboxes is required")
+	}
+	if cfg.OriginalDst == nil {
+		cfg.OriginalDst = originalDst
 	}
 	if cfg.Dialer == nil {
 		cfg.Dialer = &dialer.Dialer{}
@@ -115,6 +128,14 @@ var ErrClosed = errors.New("proxy: closed")
 // the proxy is shut down; it then returns ErrClosed. ln must hand out *net.TCPConn (a TCP
 // listener): tunnels splice the raw connections.
 func (p *Proxy) Serve(ln net.Listener) error {
+	if p.cfg.Sessions == nil {
+		return errors.New("proxy: Serve needs Config.Sessions")
+	}
+	return p.accept(ln, (*clientConn).serve)
+}
+
+// accept runs ln's accept loop, serving each connection with serve on its own goroutine.
+func (p *Proxy) accept(ln net.Listener, serve func(*clientConn)) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -159,7 +180,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		}
 		go func() {
 			defer p.remove(cc)
-			cc.serve()
+			serve(cc)
 		}()
 	}
 }
@@ -245,21 +266,28 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-// acquire takes one of the session's tunnel slots.
-func (p *Proxy) acquire(session string) bool {
+// acquire takes one of the session's (transparent: the VM's) tunnel slots.
+func (p *Proxy) acquire(s *Session) bool {
+	k := s.key()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tunnels[session] >= p.cfg.MaxTunnelsPerSession {
+	if p.tunnels[k] >= p.cfg.MaxTunnelsPerSession {
 		return false
 	}
-	p.tunnels[session]++
+	p.tunnels[k]++
 	return true
 }
 
-func (p *Proxy) release(session string) {
+func (p *Proxy) release(s *Session) {
+	k := s.key()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tunnels[session]--; p.tunnels[session] <= 0 {
-		delete(p.tunnels, session)
+	if p.tunnels[k]--; p.tunnels[k] <= 0 {
+		delete(p.tunnels, k)
 	}
+}
+
+// tooMany is the refusal of a connection over the cap.
+func (p *Proxy) tooMany(s *Session) policy.Decision {
+	return deny(ReasonTooMany, s.who()+" has "+itoa(p.cfg.MaxTunnelsPerSession)+" open connections through the proxy, the limit")
 }

@@ -93,7 +93,8 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // refuse answers a denial: 403 with the decision in headers and a line a person can act
 // on, e.g. "egressd: CONNECT api.example.com:22 denied for session ses_x: port is not
-// allowed (only TCP 80 and 443 ...) — change the session or VM policy".
+// allowed (only TCP 80 and 443 ...) — change the session or VM policy". In transparent
+// mode the line names the VM.
 func (c *clientConn) refuse(what string, s *Session, d policy.Decision) {
 	status := http.StatusForbidden
 	fix := "change the session or VM policy"
@@ -106,6 +107,11 @@ func (c *clientConn) refuse(what string, s *Session, d policy.Decision) {
 		fix = "fix the request"
 	case ReasonHostMismatch:
 		fix = "send the Host of the URL, or no Host header"
+		if s.ID == "" { // transparent: there is no URL but the connection's port
+			fix = "send one Host header, with no port or the port the connection went to"
+		}
+	case policy.ReasonNoHost:
+		fix = "send a Host header: the gateway judges HTTP by its host name"
 	}
 	if d.Layer == policy.LayerHard && d.Reason == policy.ReasonHardDeny {
 		fix = "no policy can allow this address"
@@ -114,7 +120,7 @@ func (c *clientConn) refuse(what string, s *Session, d policy.Decision) {
 	if d.Layer != "" && d.Layer != policy.LayerHard {
 		layer = " by the " + string(d.Layer) + " policy"
 	}
-	body := "egressd: " + what + " denied for session " + s.ID + layer + ": " + d.Reason
+	body := "egressd: " + what + " denied for " + s.who() + layer + ": " + d.Reason
 	if d.Rule != "" {
 		body += " (" + d.Rule + ")"
 	}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"net/netip"
+
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
 )
@@ -11,10 +13,33 @@ type Sessions interface {
 	Authenticate(sessionID, token string) (*Session, error)
 }
 
-// Session is an authenticated session as the proxy uses it.
+// Session is an authenticated session as the proxy uses it. In transparent mode it is the
+// sandbox a connection comes from: ID is empty, VMID names the VM, and Live is the VM,
+// whose policy is its own AND every open session's on it (DESIGN §2.4).
 type Session struct {
 	Tenant, ID, VMID string
 	Live             Live
+}
+
+// key identifies the session, or the VM in transparent mode, for the connection cap.
+func (s *Session) key() string {
+	if s.ID != "" {
+		return "session\x00" + s.ID
+	}
+	return "vm\x00" + s.Tenant + "\x00" + s.VMID
+}
+
+// who names the session, or the VM, in a message.
+func (s *Session) who() string {
+	if s.ID != "" {
+		return "session " + s.ID
+	}
+	return "VM " + s.VMID
+}
+
+// same reports whether a and b are one session, or one VM.
+func (s *Session) same(o *Session) bool {
+	return s.Tenant == o.Tenant && s.ID == o.ID && s.VMID == o.VMID
 }
 
 // Live is a session's policy as it is now, and the registry of its live connections.
@@ -39,4 +64,27 @@ func (s viewSessions) Authenticate(id, token string) (*Session, error) {
 		return nil, err
 	}
 	return &Session{Tenant: vs.Tenant, ID: vs.ID, VMID: vs.VMID, Live: vs}, nil
+}
+
+// Sandboxes finds the sandbox a transparent connection comes from by its source address,
+// the address egressd gave the VM's network. SandboxesFromView adapts the gateway's view;
+// tests pass their own.
+type Sandboxes interface {
+	// BySource returns the VM whose sandbox has the address src, as a Session with an
+	// empty ID, or false when no VM has it.
+	BySource(src netip.Addr) (*Session, bool)
+}
+
+// SandboxesFromView finds sandboxes in the gateway's live view of the store: a VM by its
+// network address, with its policy AND every open session's on it.
+func SandboxesFromView(v *view.View) Sandboxes { return viewSandboxes{v} }
+
+type viewSandboxes struct{ v *view.View }
+
+func (s viewSandboxes) BySource(src netip.Addr) (*Session, bool) {
+	vm := s.v.VMByAddr(src)
+	if vm == nil {
+		return nil, false
+	}
+	return &Session{Tenant: vm.Tenant, VMID: vm.ID, Live: vm}, true
 }

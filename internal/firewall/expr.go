@@ -1,0 +1,205 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// frag is one statement of a rule: the nft text that `nft list` would show for it and the
+// kernel expressions that implement it. Rules are sequences of fragments, so what Render
+// prints and what Apply installs come from the same place and cannot drift apart.
+// Fragments carry their protocol dependency, as nft adds it implicitly: meta l4proto
+// before a port load is part of the fragment; meta nfproto ipv4 (for an IPv4 header load)
+// is emitted once, first in the rule, as nft does.
+type frag struct {
+	text  string
+	exprs []expr.Any
+	ipv4  bool // needs "meta nfproto ipv4"; a rule emits it once, first
+}
+
+const ifnameLen = 16 // IFNAMSIZ
+
+func ifname(n string) []byte {
+	b := make([]byte, ifnameLen)
+	copy(b, n)
+	return b
+}
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+
+func ip4(a netip.Addr) []byte {
+	b := a.As4()
+	return b[:]
+}
+
+func meta(k expr.MetaKey) *expr.Meta { return &expr.Meta{Key: k, Register: 1} }
+
+func cmp(op expr.CmpOp, data []byte) *expr.Cmp {
+	return &expr.Cmp{Op: op, Register: 1, Data: data}
+}
+
+func lookup(set string, invert bool) *expr.Lookup {
+	return &expr.Lookup{SourceRegister: 1, SetName: set, Invert: invert}
+}
+
+// ifaceKey is "iifname" or "oifname".
+func ifaceKey(dir string) expr.MetaKey {
+	if dir == "oifname" {
+		return expr.MetaKeyOIFNAME
+	}
+	return expr.MetaKeyIIFNAME
+}
+
+// ifaceInSet: iifname @set / iifname != @set (or oifname).
+func ifaceInSet(dir, set string, negate bool) frag {
+	op := ""
+	if negate {
+		op = "!= "
+	}
+	return frag{fmt.Sprintf("%s %s@%s", dir, op, set), []expr.Any{meta(ifaceKey(dir)), lookup(set, negate)}, false}
+}
+
+// ifaceWildcard: iifname "eg*", a prefix match (the compare is as long as the prefix).
+func ifaceWildcard(dir, prefix string) frag {
+	return frag{fmt.Sprintf("%s %q", dir, prefix+"*"), []expr.Any{
+		meta(ifaceKey(dir)), cmp(expr.CmpOpEq, []byte(prefix)),
+	}, false}
+}
+
+// ifaceVmap: iifname vmap @map, the O(1) dispatch to a sandbox's chain.
+func ifaceVmap(dir, set string) frag {
+	return frag{fmt.Sprintf("%s vmap @%s", dir, set), []expr.Any{
+		meta(ifaceKey(dir)),
+		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: set},
+	}, false}
+}
+
+func nfprotoIPv4() []expr.Any {
+	return []expr.Any{meta(expr.MetaKeyNFPROTO), cmp(expr.CmpOpEq, []byte{unix.NFPROTO_IPV4})}
+}
+
+// notIPv4: meta nfproto != ipv4 (in the inet family that is IPv6).
+func notIPv4() frag {
+	return frag{"meta nfproto != ipv4", []expr.Any{
+		meta(expr.MetaKeyNFPROTO), cmp(expr.CmpOpNeq, []byte{unix.NFPROTO_IPV4}),
+	}, false}
+}
+
+const (
+	offSaddr = 12
+	offDaddr = 16
+)
+
+func loadIP(off uint32) []expr.Any {
+	return []expr.Any{&expr.Payload{
+		DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4,
+	}}
+}
+
+// ipSaddrNeq: ip saddr != A.
+func ipSaddrNeq(a netip.Addr) frag {
+	return frag{"ip saddr != " + a.String(), append(loadIP(offSaddr), cmp(expr.CmpOpNeq, ip4(a))), true}
+}
+
+// ipSaddrEq: ip saddr A.
+func ipSaddrEq(a netip.Addr) frag {
+	return frag{"ip saddr " + a.String(), append(loadIP(offSaddr), cmp(expr.CmpOpEq, ip4(a))), true}
+}
+
+// ipSaddrIn: ip saddr P (a prefix).
+func ipSaddrIn(p netip.Prefix) frag {
+	mask := make([]byte, 4)
+	binary.BigEndian.PutUint32(mask, ^uint32(0)<<(32-p.Bits()))
+	ex := append(loadIP(offSaddr),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+		cmp(expr.CmpOpEq, ip4(p.Addr())))
+	return frag{"ip saddr " + p.String(), ex, true}
+}
+
+// ipDaddrInSet: ip daddr @set.
+func ipDaddrInSet(set string) frag {
+	return frag{"ip daddr @" + set, append(loadIP(offDaddr), lookup(set, false)), true}
+}
+
+// dport: tcp dport N / udp dport N.
+func dport(proto string, port uint16) frag {
+	p := byte(unix.IPPROTO_TCP)
+	if proto == "udp" {
+		p = unix.IPPROTO_UDP
+	}
+	return frag{fmt.Sprintf("%s dport %d", proto, port), []expr.Any{
+		meta(expr.MetaKeyL4PROTO), cmp(expr.CmpOpEq, []byte{p}),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		cmp(expr.CmpOpEq, be16(port)),
+	}, false}
+}
+
+// ctEstablished: ct state established,related.
+func ctEstablished() frag {
+	bits := binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+	return frag{"ct state established,related", []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: make([]byte, 4)},
+		cmp(expr.CmpOpNeq, make([]byte, 4)),
+	}, false}
+}
+
+func verdict(k expr.VerdictKind, text string) frag {
+	return frag{text, []expr.Any{&expr.Verdict{Kind: k}}, false}
+}
+
+func accept() frag { return verdict(expr.VerdictAccept, "accept") }
+func drop() frag   { return verdict(expr.VerdictDrop, "drop") }
+func ret() frag    { return verdict(expr.VerdictReturn, "return") }
+
+// dnat: dnat ip to A:P. As with nft, no nfproto dependency: in the inet family the kernel
+// applies an IPv4 NAT to IPv4 packets only.
+func dnat(a netip.Addr, port uint16) frag {
+	ex := []expr.Any{
+		&expr.Immediate{Register: 1, Data: ip4(a)},
+		&expr.Immediate{Register: 2, Data: be16(port)},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+	}
+	return frag{fmt.Sprintf("dnat ip to %s:%d", a, port), ex, false}
+}
+
+func masquerade() frag { return frag{"masquerade", []expr.Any{&expr.Masq{}}, false} }
+
+// rule is one rule of a chain.
+type rule struct {
+	frags   []frag
+	comment string // stored in the rule's userdata: `nft list` shows it
+}
+
+func newRule(comment string, fs ...frag) rule { return rule{frags: fs, comment: comment} }
+
+func (r rule) text() string {
+	parts := make([]string, 0, len(r.frags)+1)
+	for _, f := range r.frags {
+		parts = append(parts, f.text)
+	}
+	if r.comment != "" {
+		parts = append(parts, fmt.Sprintf("comment %q", r.comment))
+	}
+	return strings.Join(parts, " ")
+}
+
+func (r rule) exprs() []expr.Any {
+	var ex []expr.Any
+	for _, f := range r.frags {
+		if f.ipv4 {
+			ex = nfprotoIPv4()
+			break
+		}
+	}
+	for _, f := range r.frags {
+		ex = append(ex, f.exprs...)
+	}
+	return ex
+}

@@ -1,0 +1,152 @@
+package firewall
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+// Firewall installs egressd's table. It holds no kernel state of its own: every Apply
+// rebuilds the whole table, so a restarted egressd needs no memory of what it installed.
+// It is safe for concurrent use; Applies are serialised.
+type Firewall struct {
+	netnsFd int // 0: the netns of the calling thread
+	mu      sync.Mutex
+}
+
+// Option configures a Firewall (and FlushConntrack).
+type Option func(*options)
+
+type options struct{ netnsFd int }
+
+// WithNetNSFd makes the firewall work in the network namespace that fd refers to, instead
+// of the caller's. The fd must stay open while the Firewall is used. Tests use it to work
+// in namespaces they created.
+func WithNetNSFd(fd int) Option { return func(o *options) { o.netnsFd = fd } }
+
+func collect(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// New returns a Firewall for the current network namespace, or the one named by WithNetNSFd.
+func New(opts ...Option) *Firewall {
+	return &Firewall{netnsFd: collect(opts).netnsFd}
+}
+
+func (f *Firewall) conn() (*nftables.Conn, error) {
+	var co []nftables.ConnOption
+	if f.netnsFd != 0 {
+		co = append(co, nftables.WithNetNSFd(f.netnsFd))
+	}
+	c, err := nftables.New(co...)
+	if err != nil {
+		return nil, fmt.Errorf("firewall: netlink: %w", err)
+	}
+	return c, nil
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+}
+
+// Apply makes the kernel hold exactly the table that d describes (see Render), in one
+// netlink batch: add the table (so that the delete cannot fail), delete it, add it again
+// with every chain, set, element and rule. The kernel commits the batch whole or not at
+// all, so no packet sees a half state, and a failed Apply leaves the previous table in
+// force. Apply is idempotent and goes from any state to any other. It touches no table but
+// inet egressd.
+func (f *Firewall) Apply(d Desired) error {
+	st, err := validate(d)
+	if err != nil {
+		return err
+	}
+	return f.install(build(st))
+}
+
+func (f *Firewall) install(p *plan) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	t := table()
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+
+	// Chains first: the dispatch maps' elements name them.
+	chains := make(map[string]*nftables.Chain, len(p.chains))
+	for _, pc := range p.chains {
+		nc := &nftables.Chain{Name: pc.name, Table: t}
+		if pc.base != nil {
+			policy := nftables.ChainPolicyAccept
+			nc.Type, nc.Hooknum, nc.Priority, nc.Policy = pc.base.typ, pc.base.hook, pc.base.prio, &policy
+		}
+		chains[pc.name] = c.AddChain(nc)
+	}
+	// Set IDs are our own, so that the library's global ID counter is not involved.
+	ids := make(map[string]uint32, len(p.sets))
+	for i, s := range p.sets {
+		ns := &nftables.Set{Table: t, ID: uint32(i + 1), Name: s.name}
+		switch {
+		case s.vmap:
+			ns.KeyType, ns.DataType, ns.IsMap = nftables.TypeIFName, nftables.TypeVerdict, true
+			ns.KeyByteOrder = binaryutil.NativeEndian
+		case s.ifname:
+			ns.KeyType, ns.KeyByteOrder = nftables.TypeIFName, binaryutil.NativeEndian
+		default:
+			ns.KeyType, ns.Interval, ns.KeyByteOrder = nftables.TypeIPAddr, true, binaryutil.BigEndian
+		}
+		if err := c.AddSet(ns, s.elems); err != nil {
+			return fmt.Errorf("firewall: set %s: %w", s.name, err)
+		}
+		ids[s.name] = ns.ID
+	}
+	for _, pc := range p.chains {
+		for _, r := range pc.rules {
+			ex := r.exprs()
+			for _, e := range ex {
+				if l, ok := e.(*expr.Lookup); ok {
+					l.SetID = ids[l.SetName]
+				}
+			}
+			nr := &nftables.Rule{Table: t, Chain: chains[pc.name], Exprs: ex}
+			if r.comment != "" {
+				nr.UserData = userdata.AppendString(nil, userdata.TypeComment, r.comment)
+			}
+			c.AddRule(nr)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("firewall: apply table inet %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// Remove deletes egressd's table, and nothing else; it is a no-op when there is none.
+// It is the operator's uninstall: egressd never calls it on a crash or a normal stop,
+// because the rules must stay so that sandbox traffic fails closed while egressd is down.
+func (f *Firewall) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	t := table()
+	c.AddTable(t) // so that the delete succeeds when there is no table
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("firewall: remove table inet %s: %w", TableName, err)
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/sni"
+	"github.com/egressd/egressd/policy"
+)
+
+// Reasons of the transparent proxy's own refusals.
+const (
+	ReasonUnknownSource = "unknown sandbox" // the source address is no VM's
+)
+
+// Rules of the transparent proxy's own refusals.
+const (
+	ruleUnknownSource  = "the source address belongs to no VM"
+	ruleTransparentTLS = "TCP 443 must carry TLS with a server name"
+	ruleNoHost         = "HTTP without a host: the gateway needs a Host header to judge"
+	ruleHostPort       = "the Host header must name the port the connection went to"
+	ruleTransparentReq = "a request on TCP 80 must be GET /path (origin form) or an http:// URL, with a Host"
+)
+
+// ServeTransparent accepts connections that the gateway's firewall redirected to ln (TCP
+// 80 and 443 from sandbox interfaces, "redirect to :port") and serves each on its own
+// goroutine until ln fails or the proxy is shut down; it then returns ErrClosed. The
+// sandbox is the VM that Config.Sandboxes finds for the source address, the destination
+// is the original one (Config.OriginalDst). ln must hand out *net.TCPConn.
+func (p *Proxy) ServeTransparent(ln net.Listener) error {
+	if p.cfg.Sandboxes == nil {
+		return errors.New("proxy: ServeTransparent needs Config.Sandboxes")
+	}
+	return p.accept(ln, (*clientConn).serveTransparent)
+}
+
+// serveTransparent serves one redirected connection: find its original destination and
+// its sandbox, then judge it by its TLS server name (443) or by each request's Host (80).
+func (c *clientConn) serveTransparent() {
+	defer c.finish()
+	dst, err := c.p.cfg.OriginalDst(c.conn)
+	if err != nil {
+		c.p.log.Warn("transparent connection without an original destination; closing", "client", c.conn.RemoteAddr().String(), "err", err)
+		return
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	src := netip.Addr{}
+	if a, ok := c.conn.RemoteAddr().(*net.TCPAddr); ok {
+		src = a.AddrPort().Addr().Unmap()
+	}
+	s, ok := c.sandbox(src, dst)
+	if !ok {
+		return
+	}
+	switch dst.Port() {
+	case 443:
+		c.transparentTLS(s, dst)
+	case 80:
+		c.transparentHTTP(s, src, dst)
+	default:
+		// The firewall redirects only 80 and 443: a bug, or someone else's rule.
+		d := deny(policy.ReasonPort, "the transparent proxy serves only TCP 80 and 443")
+		c.record(events.KindConnect, s, policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP, IPLiteral: true}, d, 0)
+	}
+}
+
+// sandbox finds the VM of a source address; an unknown one is recorded as a denial.
+func (c *clientConn) sandbox(src netip.Addr, dst netip.AddrPort) (*Session, bool) {
+	if s, ok := c.p.cfg.Sandboxes.BySource(src); ok && s != nil {
+		return s, true
+	}
+	c.p.log.Debug("transparent connection from an unknown source; closing", "src", src.String(), "dst", dst.String())
+	conn := policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP, IPLiteral: true}
+	c.record(events.KindConnect, &Session{}, conn, deny(ReasonUnknownSource, ruleUnknownSource+" ("+src.String()+")"), 0)
+	return nil, false
+}
+
+// transparentTLS reads the ClientHello, judges its server name on port 443, and relays to
+// an address the gateway resolved for that name itself: the address the client chose (the
+// original destination) is never dialled. A refusal closes the connection: the proxy does
+// not speak TLS, so it cannot answer one.
+func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
+	c.cr.mode = modeRaw
+	c.conn.SetReadDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
+	name, hello, err := sni.ServerName(c.br)
+	c.conn.SetReadDeadline(time.Time{})
+	var d policy.Decision
+	host := ""
+	switch {
+	case err == nil:
+		var nerr error
+		if host, nerr = policy.NormalizeName(name); nerr != nil {
+			d = deny(policy.ReasonBadName, "TLS server name "+clip(sanitize(name))+": "+nerr.Error())
+		}
+	case errors.Is(err, sni.ErrNoServerName):
+		d = deny(policy.ReasonNoHost, ruleNoSNI)
+	case len(hello) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)):
+		// The client left without a byte (an abandoned connect, a port probe), or shutdown:
+		// no attempt to judge.
+		return
+	default:
+		d = deny(ReasonNotTLS, ruleTransparentTLS+": "+err.Error())
+	}
+	if d.Reason != "" {
+		// Without a name, the record names the address the client chose: all there is.
+		c.record(events.KindConnect, s, policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP}, d, 0)
+		c.p.log.Debug("transparent TLS refused", "vm", s.VMID, "dst", dst.String(), "reason", d.Reason, "rule", d.Rule)
+		return
+	}
+	// The connection is judged as the name on the original port: the dialer resolves the
+	// name itself and dials only an address it judged. The client's chosen IP plays no part.
+	conn := policy.Conn{Host: host, Port: dst.Port(), Transport: policy.TCP}
+	closeIt := func() { c.conn.Close() }
+	c.tunnel(s, conn, "TLS "+host+" (to "+dst.String()+")", tunnelOps{
+		refuse:      func(policy.Decision) { closeIt() },
+		unreachable: func(error) { closeIt() },
+		established: func() ([]byte, policy.Decision, error) { return hello, policy.Decision{Allow: true}, nil },
+	})
+}
+
+// transparentHTTP serves the requests of a connection to port 80 one by one, as the
+// explicit proxy serves plain HTTP, each judged by its own Host.
+func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrPort) {
+	for first := true; ; first = false {
+		req, hdr, err := c.readRequest(first)
+		if err != nil {
+			if len(c.cr.rec) > 0 && !isTimeout(err) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+				d := deny(ReasonBadRequest, "malformed request: "+err.Error())
+				c.record(events.KindRequest, s, policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP}, d, 0)
+			}
+			c.readFailed(err)
+			return
+		}
+		if !first {
+			// The source's VM may have gone, or another may have its address by now.
+			var ok bool
+			if s, ok = c.sandbox(src, dst); !ok {
+				return
+			}
+		}
+		if !c.forwardOrigin(req, hdr, s, dst.Port()) {
+			return
+		}
+	}
+}
+
+// forwardOrigin checks and judges one request on a redirected port-80 connection and
+// forwards it on the explicit proxy's path. It reports whether the client connection can
+// carry another request.
+func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, port uint16) bool {
+	t, d, ok := originTarget(req, hdr, port)
+	if !ok {
+		conn := policy.Conn{Port: port, Transport: policy.TCP}
+		what := req.Method + " " + clip(sanitize(req.RequestURI))
+		if t.nameErr == nil && (t.host != "" || t.ip.IsValid()) {
+			conn, what = t.conn(), req.Method+" http://"+t.hostHeader(80)+"/"
+		}
+		c.record(events.KindRequest, s, conn, d, 0)
+		c.refuse(what, s, d)
+		return false
+	}
+	return c.send(req, s, t, req.Method+" http://"+t.hostHeader(80)+"/")
+}
+
+// originTarget is the destination of a request on a redirected connection: its Host (or
+// the host of an absolute http:// URL, which RFC 9112 lets any server get), on the port
+// the connection went to. A request without a host, or whose Host names another port, is
+// refused; so is CONNECT, which only the explicit proxy serves.
+func originTarget(req *http.Request, hdr []byte, port uint16) (target, policy.Decision, bool) {
+	bad := func(detail string) (target, policy.Decision, bool) {
+		return target{}, deny(ReasonBadRequest, ruleTransparentReq+": "+detail), false
+	}
+	uri := req.RequestURI
+	switch {
+	case req.Method == http.MethodConnect:
+		return bad("CONNECT is served by the explicit proxy only")
+	case strings.HasPrefix(uri, "/"), uri == "*" && req.Method == http.MethodOptions:
+		hosts, err := hostHeaders(hdr)
+		switch {
+		case err != nil:
+			return bad(err.Error())
+		case len(hosts) == 0:
+			return target{}, deny(policy.ReasonNoHost, ruleNoHost), false
+		case len(hosts) > 1:
+			return bad("more than one Host header")
+		}
+		return originAuthority(hosts[0], port)
+	default:
+		authority, err := absoluteAuthority(uri)
+		if err != nil {
+			return bad(strings.TrimPrefix(err.Error(), errBadTarget.Error()+": "))
+		}
+		t, d, ok := originAuthority(authority, port)
+		if !ok {
+			return t, d, ok
+		}
+		if d, ok := checkHost(hdr, t); !ok {
+			return t, d, false
+		}
+		return t, policy.Decision{}, true
+	}
+}
+
+// originAuthority parses a Host (or URL authority) for a connection to port.
+func originAuthority(authority string, port uint16) (target, policy.Decision, bool) {
+	t, err := parseAuthority(authority, port)
+	switch {
+	case err != nil:
+		return target{}, deny(ReasonBadRequest, strings.TrimPrefix(err.Error(), errBadTarget.Error()+": ")), false
+	case t.nameErr != nil:
+		return t, deny(policy.ReasonBadName, t.nameErr.Error()), false
+	case t.port != port:
+		return t, deny(ReasonHostMismatch, ruleHostPort+" ("+itoa(int(port))+"), not "+itoa(int(t.port))), false
+	}
+	return t, policy.Decision{}, true
+}

@@ -48,7 +48,8 @@ func TestQueries(t *testing.T) {
 		{"not allowed", "evil.test", dns.TypeA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonNameNotListed},
 		{"apex of wildcard", "example.test", dns.TypeA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonNameNotListed},
 		{"denied beats allowed", "bad.example.test", dns.TypeA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonDeniedDomain},
-		{"denied subdomain", "x.bad.example.test", dns.TypeAAAA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonNameNotListed},
+		{"denied entry is exact", "x.bad.example.test", dns.TypeA, dns.RcodeNameError, nil, 0xffff, true, policy.ReasonAllowedDomains},
+		{"denied wildcard", "x.y.secret.example.test", dns.TypeAAAA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonDeniedDomain},
 		{"TXT", "www.example.test", dns.TypeTXT, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonQueryType},
 		{"HTTPS", "www.example.test", dns.TypeHTTPS, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonQueryType},
 		{"SVCB", "www.example.test", dns.TypeSVCB, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonQueryType},
@@ -64,7 +65,7 @@ func TestQueries(t *testing.T) {
 		// and allowed, so it is forwarded (and the upstream answers NXDOMAIN).
 		{"long label under allowed wildcard", randomLabel(63) + ".example.test", dns.TypeA, dns.RcodeNameError, nil, 0xffff, true, policy.ReasonAllowedDomains},
 		{"underscore", "a_b.example.test", dns.TypeA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonBadName},
-		{"253-byte name", strings.Repeat(randomLabel(59)+".", 4) + "a.example.test", dns.TypeA, dns.RcodeNameError, nil, 0xffff, true, policy.ReasonAllowedDomains},
+		{"253-byte name", strings.Repeat(randomLabel(63)+".", 3) + randomLabel(48) + ".example.test", dns.TypeA, dns.RcodeNameError, nil, 0xffff, true, policy.ReasonAllowedDomains},
 		{"escaped dot", `a\.b.example.test`, dns.TypeA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonBadName},
 		{"binary label", `\000\255.example.test`, dns.TypeA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonBadName},
 		{"bad punycode", "xn--a.example.test", dns.TypeA, dns.RcodeRefused, nil, dns.ExtendedErrorCodeBlocked, false, policy.ReasonBadName},
@@ -338,6 +339,7 @@ func TestTruncation(t *testing.T) {
 			limit = min(int(size), 1232)
 		}
 		r, _ := e.ask("udp", m)
+		r.Compress = true // as it was sent
 		packed, err := r.Pack()
 		if err != nil {
 			t.Fatal(err)

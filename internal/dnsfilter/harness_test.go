@@ -34,7 +34,7 @@ var classifier = &policy.Classifier{Public: []netip.Prefix{
 var basePolicy = policy.Policy{
 	AllowHTTPS:     true,
 	AllowedDomains: []string{"*.example.test", "internal.corp.test"},
-	DeniedDomains:  []string{"bad.example.test"},
+	DeniedDomains:  []string{"bad.example.test", "*.secret.example.test"},
 	AllowedCIDRs:   []string{"198.51.100.0/24"},
 }
 
@@ -67,6 +67,7 @@ type upstream struct {
 	rcode   map[string]int      // "name TYPE" → an RCODE to answer instead
 	tc      map[string]bool     // "name TYPE" → truncated over UDP
 	gate    map[string]chan struct{}
+	wild    bool // answer every unknown name (fuzzing) instead of NXDOMAIN
 	seen    []seenQuery
 	arrived chan string // every query's name, for tests that wait for one
 }
@@ -150,6 +151,9 @@ func (u *upstream) serve(w dns.ResponseWriter, r *dns.Msg, network string) {
 	extra := u.extra[k]
 	rcode, hasRcode := u.rcode[k]
 	tc := u.tc[k] && network == "udp"
+	if !ok && u.wild {
+		lines, ok = wildAnswer(q.Name, q.Qtype), true
+	}
 	gate := u.gate[k]
 	u.mu.Unlock()
 	select {
@@ -179,10 +183,30 @@ func (u *upstream) serve(w dns.ResponseWriter, r *dns.Msg, network string) {
 			}
 		}
 	}
+	size := dns.MinMsgSize
 	if opt := r.IsEdns0(); opt != nil {
 		m.SetEdns0(opt.UDPSize(), false)
+		size = max(size, int(opt.UDPSize()))
 	}
+	if network == "tcp" {
+		size = dns.MaxMsgSize
+	}
+	m.Truncate(size) // compresses, as a real resolver does
 	_ = w.WriteMsg(m)
+}
+
+// wildAnswer is an answer for any name: a CNAME chain, and public and non-public addresses.
+func wildAnswer(name string, t uint16) []string {
+	switch t {
+	case dns.TypeA:
+		return []string{
+			name + " 600 IN CNAME x.cdn.test.", "x.cdn.test. 60 IN A 127.0.0.2",
+			"x.cdn.test. 60 IN A 127.0.0.100", name + " 4294967295 IN A 169.254.169.254",
+			"x.cdn.test. 60 IN AAAA 2001:db8:1::9", "x.cdn.test. 60 IN TXT \"data\""}
+	case dns.TypeAAAA:
+		return []string{name + " 60 IN AAAA ::1", name + " 60 IN AAAA 2001:db8:1::2", name + " 60 IN AAAA ::ffff:127.0.0.2"}
+	}
+	return []string{name + " 60 IN TXT \"what was asked\""}
 }
 
 func mustRR(s string) dns.RR {

@@ -135,7 +135,7 @@ func (s *Server) serve(srv *dns.Server) error {
 	srv.Handler = s
 	srv.UDPSize = dns.DefaultMsgSize // the read buffer: room for a query with EDNS options
 	srv.MsgAcceptFunc = acceptQuery
-	srv.MsgInvalidFunc = func([]byte, error) {} // garbage gets no answer: no amplification
+	srv.MsgInvalidFunc = func([]byte, error) {} // miekg/dns answers FORMERR (or nothing) itself
 	e := &served{srv: srv, started: make(chan struct{}), done: make(chan struct{})}
 	srv.NotifyStartedFunc = func() { close(e.started) }
 	s.mu.Lock()

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/netns"
 )
 
 var (
@@ -97,6 +99,11 @@ type Instance struct {
 	DataDir   string
 	Args      []string // the extra arguments it was started with
 
+	// Netns is the network namespace egressd runs in ("" for the test's own); HTTPClient
+	// reaches its API from the test either way.
+	Netns      string
+	HTTPClient *http.Client
+
 	t      testing.TB
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
@@ -109,12 +116,27 @@ type Instance struct {
 // failed.
 func Start(t testing.TB, extraArgs ...string) *Instance {
 	t.Helper()
+	return StartIn(t, "", extraArgs...)
+}
+
+// StartIn is Start with egressd inside the network namespace at nsPath (a test's gateway
+// namespace): only its network namespace is switched, so the namespaces it makes for
+// sandboxes are visible to the test. Its API listens on 127.0.0.1:8470 of that namespace,
+// the proxy on 127.0.0.1:8471, and HTTPClient dials them there.
+func StartIn(t testing.TB, nsPath string, extraArgs ...string) *Instance {
+	t.Helper()
 	in := &Instance{
-		t:         t,
-		APIAddr:   FreePort(t),
-		ProxyAddr: FreePort(t),
-		DataDir:   filepath.Join(t.TempDir(), "data"),
-		Args:      extraArgs,
+		t:          t,
+		Netns:      nsPath,
+		DataDir:    filepath.Join(t.TempDir(), "data"),
+		Args:       extraArgs,
+		HTTPClient: &http.Client{Timeout: 30 * time.Second},
+	}
+	if nsPath == "" {
+		in.APIAddr, in.ProxyAddr = FreePort(t), FreePort(t)
+	} else {
+		in.APIAddr, in.ProxyAddr = "127.0.0.1:8470", "127.0.0.1:8471"
+		in.HTTPClient.Transport = &http.Transport{DialContext: netns.DialIn(nsPath)}
 	}
 	in.URL = "http://" + in.APIAddr
 	in.start()
@@ -150,7 +172,13 @@ func (in *Instance) start() {
 	cmd.Env = cleanEnv()
 	in.cmd = cmd
 	in.mu.Unlock()
-	if err := cmd.Start(); err != nil {
+	var err error
+	if in.Netns == "" {
+		err = cmd.Start()
+	} else {
+		err = netns.StartIn(in.Netns, cmd)
+	}
+	if err != nil {
 		in.t.Fatalf("egressdtest: start egressd: %v", err)
 	}
 	exited := make(chan struct{})
@@ -163,7 +191,7 @@ func (in *Instance) start() {
 			in.t.Fatalf("egressdtest: egressd exited at start:\n%s", in.Log())
 		default:
 		}
-		resp, err := http.Get(in.URL + "/healthz")
+		resp, err := in.HTTPClient.Get(in.URL + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -23,23 +23,28 @@ type DNS struct {
 }
 
 // StartDNS listens on ip:0 (UDP and TCP, the same port) and serves until the test ends.
-func StartDNS(t testing.TB, ip string) *DNS {
+func StartDNS(t testing.TB, ip string) *DNS { return StartDNSOn(t, Loopback, ip, 0) }
+
+// StartDNSOn listens on ip:port of n (UDP and TCP; port 0 finds one free for both).
+func StartDNSOn(t testing.TB, n Net, ip string, port int) *DNS {
 	t.Helper()
 	d := &DNS{records: make(map[string][]netip.Addr)}
-	// Find a port free for both transports.
 	var pc net.PacketConn
 	var ln net.Listener
 	for i := 0; i < 20; i++ {
 		var err error
-		if pc, err = net.ListenPacket("udp", net.JoinHostPort(ip, "0")); err != nil {
+		if pc, err = n.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port))); err != nil {
 			t.Fatal(err)
 		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		if ln, err = net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
+		p := pc.LocalAddr().(*net.UDPAddr).Port
+		if ln, err = n.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p))); err == nil {
 			break
 		}
 		pc.Close()
 		pc = nil
+		if port != 0 {
+			t.Fatalf("testnet: DNS on %s:%d over TCP: %v", ip, port, err)
+		}
 	}
 	if pc == nil {
 		t.Fatal("testnet: no port free for DNS over both UDP and TCP")

@@ -24,6 +24,12 @@ type Web struct {
 // test ends. A nil handler serves Handler().
 func StartWeb(t testing.TB, ip string, ca *CA, handler http.Handler) *Web {
 	t.Helper()
+	return StartWebOn(t, Loopback, ip, ca, handler)
+}
+
+// StartWebOn is StartWeb with the sockets of n.
+func StartWebOn(t testing.TB, n Net, ip string, ca *CA, handler http.Handler) *Web {
+	t.Helper()
 	w := &Web{IP: ip}
 	if handler == nil {
 		handler = Handler()
@@ -35,7 +41,7 @@ func StartWeb(t testing.TB, ip string, ca *CA, handler http.Handler) *Web {
 		handler.ServeHTTP(rw, r)
 	})
 	for _, port := range []string{"80", "443"} {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
+		ln, err := n.Listen("tcp", net.JoinHostPort(ip, port))
 		if err != nil {
 			t.Fatalf("testnet: listen %s:%s: %v", ip, port, err)
 		}

@@ -1,0 +1,228 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/testnet"
+	"github.com/egressd/egressd/policy"
+)
+
+// The fake internet of the namespace tests (DESIGN §10): the gateway's uplink is
+// 198.18.0.0/30, public servers are on 203.0.113.0/24 (in --public-cidrs), a private
+// network on 198.51.100.0/24, and a metadata server on 169.254.169.254, all inside a
+// namespace the test made. Sandboxes get 100.96.0.0/16.
+const (
+	webAddr     = "203.0.113.10"
+	otherWeb    = "203.0.113.99" // an allowed SNI sent here must never arrive
+	dnsAddr     = "203.0.113.53"
+	privateAddr = "198.51.100.10"
+	metaAddr    = "169.254.169.254"
+)
+
+// gwLab is egressd in a test gateway namespace, with a fake internet namespace behind it.
+type gwLab struct {
+	t        *testing.T
+	in       *egressdtest.Instance
+	api      *client.Client
+	dns      *testnet.DNS
+	web      *testnet.Web
+	otherWeb *testnet.Web
+	caFile   string
+	gwNS     string
+	inetNS   string
+	udp443   atomic.Int64 // datagrams the internet got on UDP 443 (QUIC)
+	tcp22    atomic.Int64 // connections it got on port 22
+}
+
+func ipCmd(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newGWLab(t *testing.T, extraArgs ...string) *gwLab {
+	t.Helper()
+	testnet.RequireRoot(t)
+	testnet.Require(t, haveCmd("ip"), "ip (iproute2)")
+	b := make([]byte, 3)
+	rand.Read(b)
+	suffix := hex.EncodeToString(b)
+	l := &gwLab{t: t, gwNS: "egt-gw-" + suffix, inetNS: "egt-inet-" + suffix}
+	for _, ns := range []string{l.gwNS, l.inetNS} {
+		ipCmd(t, "netns", "add", ns)
+		ns := ns
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	}
+	ipCmd(t, "link", "add", "up0", "netns", l.gwNS, "type", "veth", "peer", "name", "up1", "netns", l.inetNS)
+	ipCmd(t, "-n", l.gwNS, "addr", "add", "198.18.0.2/30", "dev", "up0")
+	ipCmd(t, "-n", l.inetNS, "addr", "add", "198.18.0.1/30", "dev", "up1")
+	for _, ns := range []string{l.gwNS, l.inetNS} {
+		ipCmd(t, "-n", ns, "link", "set", "lo", "up")
+	}
+	ipCmd(t, "-n", l.gwNS, "link", "set", "up0", "up")
+	ipCmd(t, "-n", l.inetNS, "link", "set", "up1", "up")
+	ipCmd(t, "-n", l.gwNS, "route", "add", "default", "via", "198.18.0.1")
+	for _, a := range []string{webAddr, otherWeb, dnsAddr, privateAddr, metaAddr} {
+		ipCmd(t, "-n", l.inetNS, "addr", "add", a+"/32", "dev", "lo")
+	}
+
+	inet := testnet.In("/run/netns/" + l.inetNS)
+	ca := testnet.NewCA(t)
+	l.caFile = ca.WriteFile(t, t.TempDir())
+	site := testnet.NPM("registry.npm.test", "egressd-demo", "1.0.0", testnet.PyPI("egressd-demo", "1.0"))
+	l.web = testnet.StartWebOn(t, inet, webAddr, ca, site)
+	l.otherWeb = testnet.StartWebOn(t, inet, otherWeb, ca, nil)
+	testnet.StartWebOn(t, inet, privateAddr, ca, nil)
+	testnet.StartWebOn(t, inet, metaAddr, ca, nil)
+	l.dns = testnet.StartDNSOn(t, inet, dnsAddr, 53)
+	for _, name := range []string{"api.example.test", "other.example.test", "pypi.org", "files.pythonhosted.org", "registry.npm.test"} {
+		l.dns.Set(name, webAddr)
+	}
+	l.dns.Set("rebind.example.test", privateAddr) // a public name answering with a private address
+	l.dns.Set("meta.example.test", metaAddr)
+	l.serveCounters(inet)
+
+	// A raw TCP service on the private network, for allowed_cidrs.
+	ln, err := inet.Listen("tcp", privateAddr+":5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("private\n"))
+			c.Close()
+		}
+	}()
+
+	args := append([]string{"--transparent", "--sandbox-cidr", "100.96.0.0/16",
+		"--public-cidrs", "203.0.113.0/24", "--dns-upstream", dnsAddr + ":53"}, extraArgs...)
+	l.in = egressdtest.StartIn(t, "/run/netns/"+l.gwNS, args...)
+	if l.api, err = client.New(l.in.URL, l.in.AdminKey, client.WithHTTPClient(l.in.HTTPClient)); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// serveCounters counts what must never arrive: QUIC datagrams and SSH connections.
+func (l *gwLab) serveCounters(inet testnet.Net) {
+	pc, err := inet.ListenPacket("udp", webAddr+":443")
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			l.udp443.Add(1)
+		}
+	}()
+	ln, err := inet.Listen("tcp", webAddr+":22")
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l.tcp22.Add(1)
+			c.Close()
+		}
+	}()
+}
+
+// vm creates a VM with a sandbox network and the given VM policy; it is deleted (with its
+// namespace) when the test ends.
+func (l *gwLab) vm(id string, p *policy.Policy) *client.VM {
+	l.t.Helper()
+	vm, err := l.api.CreateVM(context.Background(), client.CreateVMRequest{VMID: id, EgressPolicy: p, Network: &client.Network{Mode: "netns"}})
+	if err != nil {
+		l.t.Fatalf("create VM: %v", err)
+	}
+	if vm.Network.Mode != "netns" || vm.Network.Netns == "" || vm.Network.Address == "" {
+		l.t.Fatalf("VM network: %+v", vm.Network)
+	}
+	name := vm.Network.Netns
+	l.t.Cleanup(func() {
+		l.api.DeleteVM(context.Background(), id)
+		exec.Command("ip", "netns", "del", name).Run() // in case egressd could not
+		os.RemoveAll(filepath.Join("/etc/netns", name))
+	})
+	return vm
+}
+
+func (l *gwLab) setVM(id string, p policy.Policy) {
+	l.t.Helper()
+	if _, err := l.api.SetVMPolicy(context.Background(), id, p); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// in runs a command inside a VM's namespace the way a sandbox's own process runs: no
+// proxy variables, the namespace's resolv.conf (ip netns exec), the test CA trusted.
+func (l *gwLab) run(vm *client.VM, timeout time.Duration, name string, args ...string) (string, int) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", vm.Network.Netns, name}, args...)...)
+	cmd.Env = append(cleanProxyEnv(), "SSL_CERT_FILE="+l.caFile, "CURL_CA_BUNDLE="+l.caFile)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+	}
+	if ctx.Err() != nil {
+		code = -2 // timed out
+	}
+	return string(out), code
+}
+
+// curl runs curl inside the VM with short timeouts.
+func (l *gwLab) curl(vm *client.VM, args ...string) (string, int) {
+	l.t.Helper()
+	return l.run(vm, 20*time.Second, "curl", append([]string{"-sS", "--connect-timeout", "3", "--max-time", "10", "--cacert", l.caFile}, args...)...)
+}
+
+// py runs a Python snippet inside the VM.
+func (l *gwLab) py(vm *client.VM, code string) (string, int) {
+	l.t.Helper()
+	return l.run(vm, 30*time.Second, "python3", "-c", code)
+}
+
+// tcpProbe is a Python snippet that connects to host:port and prints "open" or the error.
+func tcpProbe(host string, port int) string {
+	return fmt.Sprintf(`
+import socket
+s = socket.socket(); s.settimeout(2)
+try:
+    s.connect((%q, %d)); print("open")
+except Exception as e:
+    print("closed", type(e).__name__)
+`, host, port)
+}
+

@@ -31,23 +31,32 @@ import (
 // thread, and waits for it. fn reports whether it left the thread as it found it; if not
 // (or if it panicked), the thread is discarded. A panic in fn is raised again in the caller.
 func withThread(fn func() (clean bool, err error)) error {
-	type result struct {
-		err      error
-		panicked bool
-		value    any
+	r := <-onThread(fn)
+	if r.panicked {
+		panic(r.value)
 	}
-	done := make(chan result, 1)
+	return r.err
+}
+
+type threadResult struct {
+	err      error
+	panicked bool
+	value    any
+}
+
+func onThread(fn func() (clean bool, err error)) <-chan threadResult {
+	done := make(chan threadResult, 1)
 	go func() {
 		runtime.LockOSThread()
 		if unix.Gettid() == unix.Getpid() {
 			// The main thread. While this goroutine holds it, the nested goroutine
 			// cannot be scheduled on it: one level of nesting is enough.
-			err := withThread(fn)
+			r := <-onThread(fn)
 			runtime.UnlockOSThread()
-			done <- result{err: err}
+			done <- r
 			return
 		}
-		var r result
+		var r threadResult
 		clean := false
 		func() {
 			defer func() {
@@ -62,11 +71,7 @@ func withThread(fn func() (clean bool, err error)) error {
 		}
 		done <- r // the goroutine ends; if still locked, its thread goes with it
 	}()
-	r := <-done
-	if r.panicked {
-		panic(r.value)
-	}
-	return r.err
+	return done
 }
 
 // threadNS is the path of the current thread's network namespace.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/netns"
 	"github.com/egressd/egressd/internal/testnet"
 	"github.com/egressd/egressd/policy"
 )
@@ -36,6 +38,29 @@ func TestTransparentHTTPSAndHTTP(t *testing.T) {
 		if strings.HasPrefix(q, "other.example.test") {
 			t.Errorf("a refused name was forwarded upstream: %s", q)
 		}
+	}
+
+	// egressctl exec runs a command in the VM's network, with the VM's resolv.conf; it runs
+	// where egressd runs (here, the test's gateway namespace) and passes on the exit status.
+	ctl := func(args ...string) (string, int) {
+		cmd := exec.Command(egressdtest.Binary(t, "egressctl"), append([]string{"exec", "web", "--"}, args...)...)
+		cmd.Env = append(cleanProxyEnv(), "EGRESSD_URL="+l.in.URL, "EGRESSD_API_KEY="+l.in.AdminKey)
+		var buf strings.Builder
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		err := netns.RunIn("/run/netns/"+l.gwNS, cmd)
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("egressctl exec: %v", err)
+		}
+		return buf.String(), code
+	}
+	if out, code := ctl("curl", "-sS", "--max-time", "10", "--cacert", l.caFile, "https://api.example.test/"); code != 0 || out != "hello from api.example.test\n" {
+		t.Errorf("egressctl exec curl: exit %d, %q", code, out)
+	}
+	if _, code := ctl("curl", "-sS", "--max-time", "10", "--cacert", l.caFile, "https://other.example.test/"); code != 6 {
+		t.Errorf("egressctl exec curl to a refused name: exit %d, want curl's 6 (could not resolve)", code)
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 const (
 	exitOK          = 0
 	exitError       = 1 // the API answered an error, egressd is unreachable, or bad usage
-	exitUnavailable = 2 // the command exists but cannot work yet
 	exitDenied      = 3 // egress check: the decision is deny
 )
 

@@ -91,7 +91,7 @@ Global flags, accepted before or after the command:
 Exit status:
   0  success; for "egress check", the decision is allow
   1  the API answered an error, egressd could not be reached, or the command line is wrong
-  2  the command is not available yet
+  N  "exec" only: the exit status of the command it ran
   3  "egress check" only: the decision is deny
 
 Run 'egressctl <command> --help' for a command's flags, e.g. 'egressctl egress set --help'.

@@ -553,8 +553,9 @@ func TestHealthAndHelp(t *testing.T) {
 		t.Fatalf("health -o json: %q", out)
 	}
 
-	// exec is registered but not available yet: exit 2, and a message that says why.
-	c.fails(exitUnavailable, "not available until the transparent gateway exists", "exec", "vm-1", "--", "true")
+	// exec needs a VM with a sandbox network, and says how to make one.
+	c.ok("vm", "create", "--id", "plain")
+	c.fails(exitError, "has no sandbox network", "exec", "plain", "--", "true")
 
 	// Every command has --help, on stdout, exit 0, with its usage line.
 	for _, cmd := range commands {

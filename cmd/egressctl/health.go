@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/netns"
 )
 
 var healthCmd = &command{
@@ -38,19 +43,39 @@ Needs no API key.`,
 var execCmd = &command{
 	name:     "exec",
 	synopsis: "VM -- COMMAND [ARG...]",
-	summary:  "run a command inside a VM's network namespace (not yet available)",
+	summary:  "run a command inside a VM's sandbox network",
 	help: `
-Runs a command inside the network namespace of a VM created with --netns, so that its
-traffic goes through the transparent gateway.
+Runs a command inside the network namespace of a VM created with --netns, as the sandbox's
+own processes run: its traffic goes through the transparent gateway, and its DNS through the
+gateway's filter (the namespace's resolv.conf is mounted over /etc/resolv.conf for it, as
+ip netns exec does). It runs on the gateway's host, as root, like egressd. The exit status is
+the command's.
 
-Not available yet: it needs the transparent gateway, which this egressd does not have. It
-exits with status 2.`,
+  egressctl exec agent-vm -- curl https://pypi.org/simple/`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
-			return &exitCodeError{
-				code: exitUnavailable,
-				msg:  "not available until the transparent gateway exists; until then, give the sandbox a session's proxy URL (egressctl session create --vm VM)",
+			if len(args) < 2 {
+				return &usageError{msg: "give a VM and the command to run: egressctl exec VM -- COMMAND [ARG...]"}
 			}
+			vm, err := c.GetVM(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if vm.Network.Mode != "netns" || vm.Network.Path == "" {
+				return fmt.Errorf("VM %s has no sandbox network: create it with a netns network (egressctl vm create --netns)", vm.VMID)
+			}
+			cmd := exec.Command(args[1], args[2:]...)
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, a.stdout, a.stderr
+			resolv := filepath.Join("/etc/netns", vm.Network.Netns, "resolv.conf")
+			if err := netns.StartIn(vm.Network.Path, cmd, netns.WithResolvConf(resolv)); err != nil {
+				return fmt.Errorf("starting %s in VM %s: %w (egressctl exec needs root on the gateway's host)", args[1], vm.VMID, err)
+			}
+			err = cmd.Wait()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return &exitCodeError{code: ee.ExitCode()}
+			}
+			return err
 		}
 	},
 }

@@ -65,7 +65,7 @@ func TestHelpAndUsageExitCodes(t *testing.T) {
 		{[]string{"egress", "set", "--session", "s", "--domain", "a.test,"}, 1, "", "empty entry", "stdout"},
 		{[]string{"egress", "check", "--session", "s", "--port", "443", "https://a.test/"}, 1, "", "a URL carries its own port", "stdout"},
 		{[]string{"egress", "check", "--session", "s", "--dns", "a.test", "--transport", "udp"}, 1, "", "--transport goes with --ip", "stdout"},
-		{[]string{"exec", "vm-1", "--", "sh"}, 2, "", "transparent gateway", "stdout"},
+		{[]string{"exec", "vm-1"}, 1, "", "give a VM and the command", "stdout"},
 	}
 	for _, tc := range cases {
 		stdout, stderr, code := runHere(nil, tc.args...)

@@ -333,7 +333,7 @@ func TestCreateRepairs(t *testing.T) {
 	if err := gwH.LinkDel(mustLink(t, gwH, a.HostIface)); err != nil {
 		t.Fatal(err)
 	}
-	if err := runOut(a.Path, nil, "ip", "link", "add", "eth0", "type", "dummy"); err != nil {
+	if err := runOut(a.Path, nil, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "stray1"); err != nil {
 		t.Fatal(err)
 	}
 	repair("a stray eth0")
@@ -449,6 +449,42 @@ func TestList(t *testing.T) {
 	}
 }
 
+// Gateways that share /run/netns (tests, the end-to-end harness) leave each other's
+// sandboxes alone: List does not show them, and Create does not take them over.
+func TestOtherGatewaysSandboxes(t *testing.T) {
+	g1, g2 := newGateway(t), newGateway(t)
+	m1, m2 := g1.manager(t), g2.manager(t)
+	a := attachment(t, m1, 0)
+	if err := m1.Create(a); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := m2.List(); err != nil || slices.Contains(list, a.Name) {
+		t.Fatalf("the other gateway lists %v, %v", list, err)
+	}
+	if err := m2.Create(a); err == nil || !strings.Contains(err.Error(), "another gateway") {
+		t.Fatalf("the other gateway's Create: %v", err)
+	}
+	checkAttached(t, g1, m1, a)
+	if list, err := m1.List(); err != nil || !slices.Contains(list, a.Name) {
+		t.Fatalf("the owner lists %v, %v", list, err)
+	}
+	// An empty namespace of the right name (a Create cut short) is taken over.
+	b := attachment(t, m2, 1)
+	if err := CreateNS(b.Path); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := m2.List(); slices.Contains(list, b.Name) {
+		t.Fatalf("an unmarked empty namespace was listed: %v", list)
+	}
+	if err := m2.Create(b); err != nil {
+		t.Fatal(err)
+	}
+	checkAttached(t, g2, m2, b)
+	if list, _ := m1.List(); slices.Contains(list, b.Name) {
+		t.Fatalf("gateway 1 lists gateway 2's sandbox: %v", list)
+	}
+}
+
 // StartIn runs a process in the sandbox; with WithResolvConf it also sees the sandbox's
 // resolv.conf and /sys, as under `ip netns exec`, and the host's are untouched.
 func TestStartIn(t *testing.T) {
@@ -467,7 +503,16 @@ func TestStartIn(t *testing.T) {
 		t.Skip("the machine has no /etc/resolv.conf to cover")
 	}
 	opts := []ExecOption{WithResolvConf(m.ResolvConf(a.Name))}
-	out = mustOutput(t, a.Path, opts, "sh", "-c", "cat /etc/resolv.conf; ls /sys/class/net")
+	var buf bytes.Buffer
+	cmd := exec.Command("sh", "-c", "cat /etc/resolv.conf; ls /sys/class/net")
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := m.Start(a.Name, cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v: %s", err, buf.String())
+	}
+	out = buf.String()
 	if !strings.Contains(out, "nameserver "+a.Gateway.String()) || !strings.Contains(out, "eth0\nlo\n") || strings.Contains(out, a.HostIface) {
 		t.Fatalf("resolv.conf and /sys/class/net in the sandbox:\n%s", out)
 	}

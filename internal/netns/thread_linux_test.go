@@ -155,6 +155,36 @@ func TestDoLeavesNoThreadBehind(t *testing.T) {
 	}
 }
 
+// A thread whose state could not be restored is not reused: the runtime ends it.
+func TestDirtyThreadIsDiscarded(t *testing.T) {
+	requireRoot(t)
+	var tid int
+	var ino uint64
+	err := withThread(func() (bool, error) {
+		tid = unix.Gettid()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return true, err
+		}
+		ino = inode(t, "/proc/thread-self/ns/net")
+		return false, nil // "could not restore"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := fmt.Sprintf("/proc/self/task/%d", tid)
+	for i := 0; i < 500; i++ { // the thread exits asynchronously; up to 5 s
+		if _, err := os.Stat(task); os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(task); err == nil {
+		if got := inode(t, task+"/ns/net"); got == ino {
+			t.Fatalf("thread %d lives on in the namespace it was left in", tid)
+		}
+	}
+}
+
 func TestDoErrorAndPanic(t *testing.T) {
 	p := newNS(t)
 	boom := errors.New("boom")

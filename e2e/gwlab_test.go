@@ -33,7 +33,7 @@ const (
 
 // gwLab is egressd in a test gateway namespace, with a fake internet namespace behind it.
 type gwLab struct {
-	t        *testing.T
+	t        testing.TB
 	in       *egressdtest.Instance
 	api      *client.Client
 	dns      *testnet.DNS
@@ -46,14 +46,14 @@ type gwLab struct {
 	tcp22    atomic.Int64 // connections it got on port 22
 }
 
-func ipCmd(t *testing.T, args ...string) {
+func ipCmd(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
-func newGWLab(t *testing.T, extraArgs ...string) *gwLab {
+func newGWLab(t testing.TB, extraArgs ...string) *gwLab {
 	t.Helper()
 	testnet.RequireRoot(t)
 	testnet.Require(t, haveCmd("ip"), "ip (iproute2)")

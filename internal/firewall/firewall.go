@@ -2,19 +2,23 @@ package firewall
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Firewall installs egressd's table. It holds no kernel state of its own: every Apply
 // rebuilds the whole table, so a restarted egressd needs no memory of what it installed.
 // It is safe for concurrent use; Applies are serialised.
 type Firewall struct {
-	netnsFd int // 0: the netns of the calling thread
+	netnsFd int                    // 0: the netns of the calling thread
+	extra   []nftables.ConnOption // tests: nftables.WithTestDial
 	mu      sync.Mutex
 }
 
@@ -41,11 +45,14 @@ func New(opts ...Option) *Firewall {
 	return &Firewall{netnsFd: collect(opts).netnsFd}
 }
 
-func (f *Firewall) conn() (*nftables.Conn, error) {
-	var co []nftables.ConnOption
+// conn opens a netlink connection; objects is the number of chains, sets, elements and
+// rules of the batch, which sizes the socket buffers.
+func (f *Firewall) conn(objects int) (*nftables.Conn, error) {
+	co := slices.Clone(f.extra)
 	if f.netnsFd != 0 {
 		co = append(co, nftables.WithNetNSFd(f.netnsFd))
 	}
+	co = append(co, nftables.WithSockOptions(socketBuffers(objects)))
 	c, err := nftables.New(co...)
 	if err != nil {
 		return nil, fmt.Errorf("firewall: netlink: %w", err)
@@ -74,7 +81,7 @@ func (f *Firewall) Apply(d Desired) error {
 func (f *Firewall) install(p *plan) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.conn()
+	c, err := f.conn(p.objects())
 	if err != nil {
 		return err
 	}
@@ -138,7 +145,7 @@ func (f *Firewall) install(p *plan) error {
 func (f *Firewall) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.conn()
+	c, err := f.conn(0)
 	if err != nil {
 		return err
 	}
@@ -147,6 +154,49 @@ func (f *Firewall) Remove() error {
 	c.DelTable(t)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: remove table inet %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// A batch is one sendmsg, and the kernel answers every message of it (an ack, and an echo
+// for each rule) before the library reads anything: the default socket buffers (about
+// 200 KiB) hold the batch of some 45 sandboxes only. So the buffers are sized from the
+// batch, as nft does: about 185 bytes are sent and under 2 KiB are queued in answer per
+// object (measured). SO_*BUFFORCE needs CAP_NET_ADMIN, which Apply needs anyway; without
+// it the plain options apply, capped by net.core.wmem_max and rmem_max.
+const (
+	sendPerObject = 512
+	recvPerObject = 2048
+	bufferBase    = 256 << 10
+)
+
+func socketBuffers(objects int) nftables.SockOption {
+	snd, rcv := bufferBase+sendPerObject*objects, bufferBase+recvPerObject*objects
+	return func(c *netlink.Conn) error {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return nil // not a socket (tests' fake netlink)
+		}
+		var serr error
+		err = rc.Control(func(fd uintptr) {
+			serr = setBuffer(int(fd), unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, snd)
+			if serr == nil {
+				serr = setBuffer(int(fd), unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, rcv)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("firewall: netlink socket buffers: %w", err)
+		}
+		return serr
+	}
+}
+
+func setBuffer(fd, force, plain, size int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size); err == nil {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size); err != nil {
+		return fmt.Errorf("firewall: netlink socket buffer: %w", err)
 	}
 	return nil
 }

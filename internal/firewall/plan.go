@@ -205,3 +205,15 @@ func sandboxChains(st *state, s sandbox) []*chain {
 		}},
 	}
 }
+
+// objects counts what the batch adds: chains, rules, sets and set elements.
+func (p *plan) objects() int {
+	n := len(p.chains) + len(p.sets)
+	for _, c := range p.chains {
+		n += len(c.rules)
+	}
+	for _, s := range p.sets {
+		n += len(s.elems)
+	}
+	return n
+}

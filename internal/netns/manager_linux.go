@@ -86,14 +86,9 @@ func (m *Manager) configure(a Attachment, made bool) error {
 	if err != nil {
 		return err
 	}
-	// Gateway side: its address, up, no IPv6, strict reverse-path filtering (a sandbox
-	// that forges another's source address is dropped before the firewall sees it).
-	if err := ensureAddr(gwH, host, netip.PrefixFrom(a.Gateway, a.Prefix.Bits())); err != nil {
-		return fmt.Errorf("%s address: %w", a.HostIface, err)
-	}
-	if err := ensureUp(gwH, host); err != nil {
-		return err
-	}
+	// Gateway side: no IPv6 (before it is up: not even a link-local address), strict
+	// reverse-path filtering (a sandbox that forges another's source address is dropped
+	// before the firewall sees it), its address, up.
 	if err := m.inGateway(func() error {
 		if err := disableIPv6(a.HostIface); err != nil {
 			return err
@@ -101,6 +96,12 @@ func (m *Manager) configure(a Attachment, made bool) error {
 		return SetSysctl("net/ipv4/conf/"+a.HostIface+"/rp_filter", "1")
 	}); err != nil {
 		return fmt.Errorf("gateway sysctls: %w", err)
+	}
+	if err := ensureAddr(gwH, host, netip.PrefixFrom(a.Gateway, a.Prefix.Bits())); err != nil {
+		return fmt.Errorf("%s address: %w", a.HostIface, err)
+	}
+	if err := ensureUp(gwH, host); err != nil {
+		return err
 	}
 	// Sandbox side.
 	if err := doFd(sb, func() error { return disableIPv6(SandboxIface, "lo") }); err != nil {

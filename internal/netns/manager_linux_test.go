@@ -82,6 +82,11 @@ func checkAttached(t *testing.T, g gateway, m *Manager, a Attachment) {
 	if got := addrs(t, gwH, host, netlink.FAMILY_V6); len(got) > 0 {
 		t.Errorf("%s has IPv6 addresses %v", a.HostIface, got)
 	}
+	for name, want := range map[string]string{"disable_ipv6": "net/ipv6/conf/", "rp_filter": "net/ipv4/conf/"} {
+		if v, _ := sysctlIn(t, g.path, want+a.HostIface+"/"+name); v != "1" {
+			t.Errorf("gateway %s %s = %q, want 1", a.HostIface, name, v)
+		}
+	}
 	out := mustOutput(t, a.Path, nil, "cat",
 		"/proc/sys/net/ipv6/conf/all/disable_ipv6", "/proc/sys/net/ipv6/conf/default/disable_ipv6",
 		"/proc/sys/net/ipv6/conf/eth0/disable_ipv6")

@@ -225,4 +225,3 @@ except Exception as e:
     print("closed", type(e).__name__)
 `, host, port)
 }
-

@@ -17,7 +17,7 @@ import (
 // rebuilds the whole table, so a restarted egressd needs no memory of what it installed.
 // It is safe for concurrent use; Applies are serialised.
 type Firewall struct {
-	netnsFd int                    // 0: the netns of the calling thread
+	netnsFd int                   // 0: the netns of the calling thread
 	extra   []nftables.ConnOption // tests: nftables.WithTestDial
 	mu      sync.Mutex
 }
@@ -113,8 +113,18 @@ func (f *Firewall) install(p *plan) error {
 		default:
 			ns.KeyType, ns.Interval, ns.KeyByteOrder = nftables.TypeIPAddr, true, binaryutil.BigEndian
 		}
-		if err := c.AddSet(ns, s.elems); err != nil {
+		if err := c.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("firewall: set %s: %w", s.name, err)
+		}
+		// The element list is one netlink attribute, whose length is 16 bits: a long list
+		// would be cut short without an error. So elements go in chunks (an even number,
+		// so an interval's start and end stay together), all in the same batch.
+		for elems := s.elems; len(elems) > 0; {
+			n := min(len(elems), elementsPerMessage)
+			if err := c.SetAddElements(ns, elems[:n]); err != nil {
+				return fmt.Errorf("firewall: set %s: %w", s.name, err)
+			}
+			elems = elems[n:]
 		}
 		ids[s.name] = ns.ID
 	}
@@ -165,9 +175,10 @@ func (f *Firewall) Remove() error {
 // object (measured). SO_*BUFFORCE needs CAP_NET_ADMIN, which Apply needs anyway; without
 // it the plain options apply, capped by net.core.wmem_max and rmem_max.
 const (
-	sendPerObject = 512
-	recvPerObject = 2048
-	bufferBase    = 256 << 10
+	elementsPerMessage = 256 // × at most ~150 bytes (a vmap element): well under 64 KiB
+	sendPerObject      = 512
+	recvPerObject      = 2048
+	bufferBase         = 256 << 10
 )
 
 func socketBuffers(objects int) nftables.SockOption {

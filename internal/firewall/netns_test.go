@@ -101,7 +101,9 @@ func runErr(args ...string) (string, error) {
 }
 
 // ip runs `ip -n <ns> args...`.
-func (n *netNS) ip(t *testing.T, args ...string) { run(t, append([]string{"ip", "-n", n.name}, args...)...) }
+func (n *netNS) ip(t *testing.T, args ...string) {
+	run(t, append([]string{"ip", "-n", n.name}, args...)...)
+}
 
 // exec runs a command inside the namespace.
 func (n *netNS) exec(t *testing.T, args ...string) string {

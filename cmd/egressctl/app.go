@@ -15,9 +15,9 @@ import (
 
 // Exit codes. They are part of the interface: scripts branch on them.
 const (
-	exitOK          = 0
-	exitError       = 1 // the API answered an error, egressd is unreachable, or bad usage
-	exitDenied      = 3 // egress check: the decision is deny
+	exitOK     = 0
+	exitError  = 1 // the API answered an error, egressd is unreachable, or bad usage
+	exitDenied = 3 // egress check: the decision is deny
 )
 
 const defaultURL = "http://127.0.0.1:8470"

@@ -57,34 +57,34 @@ type Config struct {
 
 // Server is the control-plane HTTP API.
 type Server struct {
-	store       store.Store
-	def         policy.Policy
-	preset      *policy.Preset
-	classifier  *policy.Classifier
-	proxyAddr   string
-	networks    Networks
-	resolver    Resolver
-	log         *slog.Logger
-	limits      *limiter
-	mux         *http.ServeMux
-	metrics     *metrics
-	events      *eventStreams
+	store      store.Store
+	def        policy.Policy
+	preset     *policy.Preset
+	classifier *policy.Classifier
+	proxyAddr  string
+	networks   Networks
+	resolver   Resolver
+	log        *slog.Logger
+	limits     *limiter
+	mux        *http.ServeMux
+	metrics    *metrics
+	events     *eventStreams
 }
 
 // New builds the server; it does not listen.
 func New(cfg Config) *Server {
 	s := &Server{
-		store:       cfg.Store,
-		def:         policy.DenyAll(),
-		preset:      cfg.Preset,
-		classifier:  cfg.Classifier,
-		proxyAddr:   cfg.ProxyAddr,
-		networks:    cfg.Networks,
-		resolver:    cfg.Resolver,
-		log:         cfg.Logger,
-		limits:      newLimiter(cfg.RateLimit),
-		mux:         http.NewServeMux(),
-		events:      newEventStreams(cfg.Events),
+		store:      cfg.Store,
+		def:        policy.DenyAll(),
+		preset:     cfg.Preset,
+		classifier: cfg.Classifier,
+		proxyAddr:  cfg.ProxyAddr,
+		networks:   cfg.Networks,
+		resolver:   cfg.Resolver,
+		log:        cfg.Logger,
+		limits:     newLimiter(cfg.RateLimit),
+		mux:        http.NewServeMux(),
+		events:     newEventStreams(cfg.Events),
 	}
 	if cfg.Default != nil {
 		s.def = *cfg.Default

@@ -1,7 +1,10 @@
 package firewall
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -58,6 +61,7 @@ func sortedNames(m map[string]Desired) []string {
 // What Apply installs is exactly what Render prints: nft loading Render's text gives the
 // same table, rule for rule, element for element, comment for comment. Apply is idempotent.
 func TestApplyEqualsRender(t *testing.T) {
+	t.Parallel()
 	requireKernel(t)
 	for name, d := range goldenStates() {
 		t.Run(name, func(t *testing.T) {
@@ -81,6 +85,11 @@ func TestApplyEqualsRender(t *testing.T) {
 				t.Fatalf("second Apply changed the table:\n%s", again)
 			}
 			checkStructure(t, applied, d)
+			st, err := validate(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkElements(t, applied, build(st))
 		})
 	}
 }
@@ -155,6 +164,7 @@ func checkStructure(t *testing.T, ns *netNS, d Desired) {
 // a fresh Apply of the last state gives; foreign tables are never touched; Remove deletes
 // egressd's table only, and is idempotent.
 func TestTransitions(t *testing.T) {
+	t.Parallel()
 	requireKernel(t)
 	states := transitionStates()
 	refs := references(t, states)
@@ -272,6 +282,7 @@ func TestFailedApplyKeepsPreviousTable(t *testing.T) {
 
 // Concurrent Applies are serialised; the table ends as one of the applied states.
 func TestConcurrentApply(t *testing.T) {
+	t.Parallel()
 	requireKernel(t)
 	states := transitionStates()
 	refs := references(t, states)
@@ -303,4 +314,71 @@ func TestConcurrentApply(t *testing.T) {
 		}
 	}
 	t.Fatalf("after concurrent Applies the table is none of the states:\n%s", got)
+}
+
+// Large states install whole: hundreds of sandboxes (beyond what the default netlink
+// socket buffers carry in one batch) and allowed and hard-deny sets of 10,000 ranges (the
+// policy limit; an element list longer than a netlink attribute holds would otherwise be
+// cut short without an error). Every set holds exactly the elements of the plan.
+func TestLargeState(t *testing.T) {
+	t.Parallel()
+	requireKernel(t)
+	var many []Sandbox
+	for i := 0; i < 300; i++ {
+		many = append(many, sbx(i, fmt.Sprintf("vm%d", i), "198.51.100.0/24", "203.0.113.7/32"))
+	}
+	big := sbx(0, "big")
+	for i := 0; i < 10000; i++ {
+		big.Allowed = append(big.Allowed, netip.PrefixFrom(addr4(u32(ip("198.18.0.0"))+uint32(2*i)), 32))
+	}
+	bigDeny := withSandboxes(big)
+	bigDeny.HardDeny = append(bigDeny.HardDeny, big.Allowed...)
+	bigDeny.Sandboxes[0].Allowed = nil
+	for name, d := range map[string]Desired{"300 sandboxes": withSandboxes(many...), "10000 allowed": withSandboxes(big), "10000 denied": bigDeny} {
+		t.Run(name, func(t *testing.T) {
+			ns := newNetNS(t, "large")
+			if err := ns.firewall().Apply(d); err != nil {
+				t.Fatal(err)
+			}
+			st, err := validate(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkElements(t, ns, build(st))
+		})
+	}
+}
+
+// checkElements compares every set's elements in the kernel with the plan's.
+func checkElements(t *testing.T, ns *netNS, p *plan) {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keys only: the library does not decode a vmap element's verdict when reading
+	// (the nft dumps of TestApplyEqualsRender compare those).
+	key := func(e nftables.SetElement) string { return fmt.Sprintf("%x/%v", e.Key, e.IntervalEnd) }
+	for _, s := range p.sets {
+		set, err := c.GetSetByName(&nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}, s.name)
+		if err != nil {
+			t.Fatalf("set %s: %v", s.name, err)
+		}
+		got, err := c.GetSetElements(set)
+		if err != nil {
+			t.Fatalf("set %s: %v", s.name, err)
+		}
+		var g, w []string
+		for _, e := range got {
+			g = append(g, key(e))
+		}
+		for _, e := range s.elems {
+			w = append(w, key(e))
+		}
+		sort.Strings(g)
+		sort.Strings(w)
+		if !slices.Equal(g, w) {
+			t.Errorf("set %s: the kernel holds %d elements, the plan %d", s.name, len(g), len(w))
+		}
+	}
 }

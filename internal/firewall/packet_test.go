@@ -243,6 +243,7 @@ func query(ns *netNS, raddr string, timeout time.Duration) (string, error) {
 }
 
 func TestPackets(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	serve(t, l.inet, "tcp4", "198.51.100.10:5432", func(c net.Conn) string { return "db " + c.RemoteAddr().String() })
 	serve(t, l.inet, "tcp4", "203.0.113.10:80", serveText("direct"))

@@ -123,7 +123,7 @@ func build(st *state) *plan {
 
 	sbxIn := func(f ...frag) []frag { return append([]frag{ifaceInSet("iifname", setIfaces, false)}, f...) }
 	input := []rule{
-		newRule("", sbxIn(ctEstablished(), accept())...),
+		newRule("replies and related ICMP", sbxIn(ctEstablished(), accept())...),
 	}
 	if st.proxyPort != 0 {
 		input = append(input, newRule("transparent proxy", sbxIn(dport("tcp", st.proxyPort), accept())...))

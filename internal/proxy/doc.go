@@ -1,7 +1,9 @@
 // Package proxy is egressd's explicit proxy (DESIGN §4): an HTTP/1.1 proxy, with CONNECT,
-// that a sandbox reaches through HTTP_PROXY and HTTPS_PROXY set to its session's proxy_url.
-// Every connection it opens for a client has been decided by the session's effective
-// policy, dialled to an address the gateway resolved and judged itself, and is recorded.
+// that a sandbox reaches through HTTP_PROXY and HTTPS_PROXY set to its session's proxy_url;
+// and its transparent proxy, to which the gateway's firewall redirects a sandbox's TCP 80
+// and 443 (see Transparent mode below). Every connection it opens for a client has been
+// decided by the effective policy, dialled to an address the gateway resolved and judged
+// itself, and is recorded.
 //
 // The explicit proxy is a convenience: a sandbox can ignore proxy variables, so it is not
 // the security boundary (the transparent gateway is). It still never lets through what the
@@ -97,4 +99,53 @@
 // KindClose when the connection ends, a failed dial included, with the bytes each way,
 // the duration and the reason ("eof", "idle", "error", "policy", "session ended",
 // "shutdown").
+//
+// # Transparent mode
+//
+// ServeTransparent serves the gateway's transparent proxy (Linux, root): nftables
+// redirects ("redirect to :port") TCP 80 and 443 from sandbox interfaces to its listener,
+// and the sandbox needs no proxy settings. It reuses the explicit proxy's decision, dial
+// and relay path unchanged; what differs is how a connection says who and where.
+//
+//   - Where: the original destination is read from the socket (getsockopt
+//     SO_ORIGINAL_DST, or IP6T_SO_ORIGINAL_DST for IPv6; Config.OriginalDst in tests). A
+//     connection that was not redirected (its original destination is the listener, or
+//     conntrack has none) is closed without a record: it is no sandbox's attempt.
+//   - Who: the source address is a VM's (Config.Sandboxes; SandboxesFromView). The VM's
+//     policy AND every open session's on it decide (DESIGN §2.4): the sandbox's sessions
+//     share its network and cannot be told apart. There is no Proxy-Authorization. A source
+//     that is no VM's is closed, and recorded as a denial (ReasonUnknownSource) without a
+//     tenant. On port 80 the VM is looked up again for every request.
+//   - Port 443: the proxy reads the ClientHello (package sni, within HandshakeTimeout),
+//     normalises its server name with policy.NormalizeName and judges {name, 443, TCP}.
+//     TLS without SNI (policy.ReasonNoHost), an invalid name, or something other than TLS
+//     is refused. The proxy cannot speak TLS, so every refusal on 443 is a close: the
+//     client sees its handshake fail. The ClientHello is passed on untouched.
+//   - Port 80: requests are read one by one as in the explicit proxy, in origin form
+//     ("GET /path" with Host); an absolute http:// URL is served too, by its host, with a
+//     Host that must match it. Each request is judged by its Host on the connection's port,
+//     after NormalizeName; a kept-alive switch to another Host is decided anew and its
+//     upstream redialled. No Host is a denial (policy.ReasonNoHost, "HTTP without a host");
+//     a Host naming another port than the one the connection went to is refused
+//     (ReasonHostMismatch); CONNECT is a 400. Refusals are the explicit proxy's 403 (or
+//     400) with X-Egress-Decision and X-Egress-Reason, and a one-line body naming the VM.
+//     Requests stream on the explicit proxy's code, upstream connections kept alike.
+//   - Another original port should never arrive (the firewall redirects only 80 and 443):
+//     it is recorded as a denial (policy.ReasonPort) and closed.
+//
+// The client's chosen address is never dialled. On both ports the connection is judged
+// as the name the client sent, and the dialer resolves that name itself and dials only an
+// address it judged: an allowed name sent to another address reaches the name's address,
+// not the other one. This defeats domain fronting through a chosen IP (SNI
+// "allowed.example" sent to an unrelated server) and DNS tricks alike, and a redirected
+// connection to the metadata address or the gateway with an allowed Host goes to the
+// Host's real address, never to them. Destinations inside allowed_cidrs need no special
+// case here: the firewall forwards them without a redirect, so they never reach the proxy.
+//
+// Records, tracking (Live.Track: a new effective policy, or the VM's deletion, cuts a
+// live connection) and timeouts are the explicit proxy's, with SessionID empty and VMID
+// set; a denial without a name (no SNI, not TLS) names the original destination's address.
+// MaxTunnelsPerSession caps each VM's connections, apart from its sessions' in the
+// explicit proxy. TLS without SNI and HTTP without Host are refused in monitor mode too:
+// with no name the gateway would have to dial the address the client chose.
 package proxy

@@ -116,10 +116,10 @@ func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
 	// The connection is judged as the name on the original port: the dialer resolves the
 	// name itself and dials only an address it judged. The client's chosen IP plays no part.
 	conn := policy.Conn{Host: host, Port: dst.Port(), Transport: policy.TCP}
-	closeIt := func() { c.conn.Close() }
+	// A refusal has no answer but the close, which finish does.
 	c.tunnel(s, conn, "TLS "+host+" (to "+dst.String()+")", tunnelOps{
-		refuse:      func(policy.Decision) { closeIt() },
-		unreachable: func(error) { closeIt() },
+		refuse:      func(policy.Decision) {},
+		unreachable: func(error) {},
 		established: func() ([]byte, policy.Decision, error) { return hello, policy.Decision{Allow: true}, nil },
 	})
 }

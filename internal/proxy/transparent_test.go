@@ -317,7 +317,9 @@ func TestTransparentHTTPDenials(t *testing.T) {
 			continue
 		}
 		if tt.reason == "" {
-			te.sink.wait(t, "malformed", func(r events.Record) bool { return r.Reason == ReasonBadRequest && strings.Contains(r.Rule, "malformed") })
+			te.sink.wait(t, "malformed", func(r events.Record) bool {
+				return r.Reason == ReasonBadRequest && strings.Contains(r.Rule, "malformed")
+			})
 			continue
 		}
 		if !strings.HasPrefix(body, "egressd: ") || !strings.Contains(body, "VM vm_t") || strings.Count(body, "\n") != 1 {
@@ -450,7 +452,9 @@ func TestTransparentPolicyChange(t *testing.T) {
 	if d := time.Since(cut); d > time.Second {
 		t.Errorf("plain transfer went on for %v after the policy denied it", d)
 	}
-	te.sink.wait(t, "plain close by policy", func(r events.Record) bool { return r.Kind == events.KindClose && r.Port == 80 && r.CloseReason == "policy" })
+	te.sink.wait(t, "plain close by policy", func(r events.Record) bool {
+		return r.Kind == events.KindClose && r.Port == 80 && r.CloseReason == "policy"
+	})
 }
 
 // The connection cap counts per VM, apart from the explicit proxy's sessions.

@@ -74,7 +74,7 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	classifier := &policy.Classifier{Public: cfg.publicCIDRs, HardDeny: cfg.hardDenyCIDRs, Self: self}
+	classifier := &policy.Classifier{Public: cfg.publicCIDRs, HardDeny: ownRanges(cfg), Self: self}
 
 	st, err := sqlite.Open(ctx, cfg.dataDir)
 	if err != nil {
@@ -185,6 +185,29 @@ func reopenOnHangup(ctx context.Context, hub *events.Hub, log *slog.Logger) {
 			}
 		}
 	}()
+}
+
+// ownRanges is the operator's hard-deny list plus the gateway's own addresses: every address
+// of this host's interfaces at start, and with --transparent the whole sandbox range (the
+// gateway ends of every veth are in it). A name must never lead the gateway to dial itself.
+func ownRanges(cfg *config) []netip.Prefix {
+	out := append([]netip.Prefix(nil), cfg.hardDenyCIDRs...)
+	if cfg.transparent {
+		out = append(out, cfg.sandboxCIDR)
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return out
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && !ip.Unmap().IsLoopback() {
+				ip = ip.Unmap()
+				out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			}
+		}
+	}
+	return out
 }
 
 // notYet refuses flags whose parts are not built yet, rather than ignoring them silently.

@@ -50,7 +50,7 @@ type Record struct {
 	Port      int       `json:"port,omitempty"`
 	QType     string    `json:"qtype,omitempty"` // DNS only
 	// For KindClose: bytes from the sandbox to the destination and back, and how long the
-	// connection lived. CloseReason says why it ended ("eof", "policy", "session ended",
+	// connection lived. CloseReason says why it ended ("eof", "reset", "policy", "session ended",
 	// "idle", "error").
 	BytesUp     int64   `json:"bytes_up,omitempty"`
 	BytesDown   int64   `json:"bytes_down,omitempty"`

@@ -60,7 +60,9 @@ func TestConnectAllowedAndRelayed(t *testing.T) {
 	}
 	c.CloseIdleConnections()
 	cl := e.sink.wait(t, "close", func(r events.Record) bool { return r.Kind == events.KindClose })
-	if cl.BytesDown < 3000000 || cl.BytesUp == 0 || cl.CloseReason != "eof" || cl.Host != "api.example.test" || cl.IP != webIP || cl.DurationMS <= 0 {
+	// A TLS client that closes with the server's close_notify unread ends with a reset:
+	// both are ordinary ends.
+	if cl.BytesDown < 3000000 || cl.BytesUp == 0 || (cl.CloseReason != "eof" && cl.CloseReason != "reset") || cl.Host != "api.example.test" || cl.IP != webIP || cl.DurationMS <= 0 {
 		t.Errorf("close record %+v", cl)
 	}
 	if len(e.live.tracked()) != 0 {

@@ -32,6 +32,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -39,7 +40,8 @@ import (
 const (
 	ReasonEOF   = "eof"   // both sides ended their streams
 	ReasonIdle  = "idle"  // no byte moved either way for Idle
-	ReasonError = "error" // a read or write failed (a reset, say)
+	ReasonReset = "reset" // a side reset its connection: an abrupt but ordinary end
+	ReasonError = "error" // a read or write failed otherwise
 )
 
 // Relay is one relayed connection. Set Client and Upstream (and Idle), then call Run once;
@@ -61,7 +63,7 @@ type Result struct {
 	Up       int64         // bytes from the client to the destination, prefix included
 	Down     int64         // bytes from the destination to the client
 	Duration time.Duration // from Run to the end
-	// Reason says why it ended: ReasonEOF, ReasonIdle, ReasonError, or the reason given
+	// Reason says why it ended: ReasonEOF, ReasonReset, ReasonIdle, ReasonError, or the reason given
 	// to Cancel.
 	Reason string
 	// Err is the first error of a direction, for logs; nil when both ended with EOF.
@@ -169,6 +171,12 @@ func (r *Relay) copy(dst, src *net.TCPConn, self, other *direction) (int64, erro
 			continue
 		}
 		if r.reason.Load() == nil {
+			// Clients often end with a reset (closing with unread data does it); that is an
+			// end, not a fault of the relay, and is told apart for the records.
+			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+				r.close(ReasonReset)
+				return total, nil
+			}
 			r.close(ReasonError)
 			return total, err
 		}

@@ -207,8 +207,8 @@ func TestResetClosesBoth(t *testing.T) {
 	server.SetLinger(0) // Close sends RST
 	server.Close()
 	res := wait(t, done, 2*time.Second)
-	if res.Reason != ReasonError || res.Err == nil {
-		t.Errorf("reason %q err %v, want error", res.Reason, res.Err)
+	if res.Reason != ReasonReset || res.Err != nil {
+		t.Errorf("reason %q err %v, want reset without an error", res.Reason, res.Err)
 	}
 	app.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := io.ReadAll(app); err != nil {

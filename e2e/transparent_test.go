@@ -260,6 +260,27 @@ except Exception:
 			t.Errorf("the private network without allowed_cidrs: %q", out)
 		}
 	})
+	t.Run("the gateway itself", func(t *testing.T) {
+		// The API and the explicit proxy are dropped; the transparent listeners accept only
+		// what the firewall redirected, so a direct connection gets nothing.
+		for _, port := range []int{8470, 8471, 22} {
+			if out, _ := l.py(vm, tcpProbe(vm.Network.Gateway, port)); !strings.HasPrefix(out, "closed") {
+				t.Errorf("gateway port %d: %q", port, out)
+			}
+		}
+		out, _ := l.py(vm, fmt.Sprintf(`
+import socket
+try:
+    s = socket.create_connection((%q, 15001), timeout=3)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+    print("answer:", s.recv(100))
+except Exception as e:
+    print("closed", type(e).__name__)
+`, vm.Network.Gateway))
+		if strings.Contains(out, "200") || strings.Contains(out, "hello") {
+			t.Errorf("a direct connection to the transparent proxy was served: %q", out)
+		}
+	})
 	t.Run("spoofed source address", func(t *testing.T) {
 		l.run(vm, 10*time.Second, "ip", "addr", "add", "100.96.200.9/32", "dev", "eth0")
 		if out, code := l.curl(vm, "--interface", "100.96.200.9", "https://api.example.test/"); code == 0 {

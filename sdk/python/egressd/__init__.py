@@ -1,0 +1,90 @@
+"""egressd: the Python client of egressd, an egress firewall for code sandboxes.
+
+Standard library only, Python 3.9+::
+
+    import os
+    from egressd import Client
+
+    client = Client(os.environ["EGRESSD_API_KEY"], base_url=os.environ["EGRESSD_URL"])
+    client.egress.set_session(allow_package_managers=True, allow_https=True,
+                              allowed_domains=["api.github.com"])
+    print(client.session_id, client.proxy_url)
+
+See :class:`Client` for the current session, :mod:`egressd.errors` for the exceptions and
+:mod:`egressd.models` for the answers.
+"""
+
+from .client import DEFAULT_BASE_URL, Client
+from .egress import Egress
+from .errors import (
+    APIError,
+    BadRequestError,
+    ConflictError,
+    EgressdConnectionError,
+    EgressdError,
+    ForbiddenError,
+    InvalidPolicyError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PolicyNotSetError,
+    RateLimitedError,
+    ServerError,
+    UnauthorizedError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+)
+from .models import (
+    POLICY_FIELDS,
+    VM,
+    AddressResult,
+    APIKey,
+    CheckResult,
+    Effective,
+    Event,
+    Network,
+    Policy,
+    PolicyFields,
+    Session,
+)
+from .resources import APIKeys, Sessions, VMs
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "DEFAULT_BASE_URL",
+    "Egress",
+    "VMs",
+    "Sessions",
+    "APIKeys",
+    # errors
+    "EgressdError",
+    "APIError",
+    "BadRequestError",
+    "InvalidPolicyError",
+    "UnauthorizedError",
+    "ForbiddenError",
+    "NotFoundError",
+    "PolicyNotSetError",
+    "MethodNotAllowedError",
+    "ConflictError",
+    "PayloadTooLargeError",
+    "UnsupportedMediaTypeError",
+    "RateLimitedError",
+    "ServerError",
+    "UnavailableError",
+    "EgressdConnectionError",
+    # models
+    "POLICY_FIELDS",
+    "PolicyFields",
+    "Policy",
+    "Network",
+    "VM",
+    "Session",
+    "CheckResult",
+    "AddressResult",
+    "Effective",
+    "Event",
+    "APIKey",
+]

@@ -1,0 +1,361 @@
+"""Egress policies, checks and decision records: ``client.egress``."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Union
+
+from . import _sse
+from ._http import path_for
+from .errors import EgressdConnectionError, EgressdError
+from .models import CheckResult, Effective, Event, Policy, format_time
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
+
+__all__ = ["Egress", "policy_body"]
+
+#: A start point for events: a time (records at or after it) or a record's ``seq`` (after it).
+Since = Union[datetime, int, str, None]
+
+# Reconnecting a followed stream: the waits before each attempt.
+_FOLLOW_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _names(name: str, value: Optional[Iterable[str]]) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a list of strings, not a single string: use [{value!r}]")
+    out = list(value)
+    for i, item in enumerate(out):
+        if not isinstance(item, str):
+            raise TypeError(f"{name}[{i}] must be a string, not {type(item).__name__}")
+    return out
+
+
+def _flag(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def policy_body(
+    allow_package_managers: bool = False,
+    allow_http: bool = False,
+    allow_https: bool = False,
+    allowed_domains: Optional[Iterable[str]] = None,
+    allowed_cidrs: Optional[Iterable[str]] = None,
+    denied_domains: Optional[Iterable[str]] = None,
+    mode: str = "enforce",
+) -> Dict[str, Any]:
+    """The JSON body of a policy (DESIGN §2.1): every field, with its default when not given.
+
+    Only types are checked here; egressd validates the values (and names the entry to blame
+    in an :class:`~egressd.errors.InvalidPolicyError`).
+    """
+    if not isinstance(mode, str):
+        raise TypeError(f'mode must be "enforce" or "monitor", not {mode!r}')
+    return {
+        "allow_package_managers": _flag("allow_package_managers", allow_package_managers),
+        "allow_http": _flag("allow_http", allow_http),
+        "allow_https": _flag("allow_https", allow_https),
+        "allowed_domains": _names("allowed_domains", allowed_domains),
+        "allowed_cidrs": _names("allowed_cidrs", allowed_cidrs),
+        "denied_domains": _names("denied_domains", denied_domains),
+        "mode": mode,
+    }
+
+
+def _since(value: Since) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"since must be a datetime, a seq (int) or a string, not {value!r}")
+    return str(value)
+
+
+class Egress:
+    """Egress policies of sessions and VMs, checks, and the gateway's decision records.
+
+    Reached as ``client.egress``. A method that takes ``session_id=None`` works on the
+    client's current session, creating a VM and a session first when the client has none
+    (see :class:`~egressd.Client`); one that takes ``vm_id=None`` works on the client's
+    current VM, creating one when it has none.
+    """
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+        self._http = client._http
+
+    # -- session policy ---------------------------------------------------------------------
+
+    def set_session(
+        self,
+        allow_package_managers: bool = False,
+        allow_http: bool = False,
+        allow_https: bool = False,
+        allowed_domains: Optional[Iterable[str]] = None,
+        allowed_cidrs: Optional[Iterable[str]] = None,
+        denied_domains: Optional[Iterable[str]] = None,
+        mode: str = "enforce",
+        session_id: Optional[str] = None,
+    ) -> Policy:
+        """Set a session's policy (``POST /v1/egress/session/{id}``) and return it as stored.
+
+        Setting replaces the whole policy: a field left out takes its default, so
+        ``set_session()`` with no arguments denies everything. The answer is normalised
+        (domains in punycode and lower case) and carries ``revision``, ``updated_at`` and any
+        ``warnings``. An invalid policy raises :class:`~egressd.InvalidPolicyError` whose
+        ``field`` names the entry, e.g. ``allowed_cidrs[1]``.
+
+        Args:
+            allow_package_managers: allow the package registries of the preset, on 80 and 443.
+            allow_http: allow outbound HTTP (TCP 80).
+            allow_https: allow outbound HTTPS (TCP 443).
+            allowed_domains: when non-empty, web traffic only to these hosts; ``*.example.com``
+                matches every name under example.com (not example.com itself).
+            allowed_cidrs: ranges allowed on every port and protocol, e.g. ``["10.0.0.0/8"]``.
+            denied_domains: hosts never allowed, whatever else allows them.
+            mode: ``"enforce"``, or ``"monitor"`` to record would-be denials and block nothing.
+            session_id: the session; the client's current one when ``None``.
+        """
+        body = policy_body(
+            allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode
+        )
+        sid = self._client._session_or_current(session_id)
+        data = self._http.request("POST", path_for("/v1/egress/session/", sid), json_body=body)
+        return Policy.from_dict(data)
+
+    def get_session(self, session_id: Optional[str] = None) -> Policy:
+        """The policy set on a session (``GET /v1/egress/session/{id}``).
+
+        Raises :class:`~egressd.PolicyNotSetError` when the session has none (it then runs
+        under its VM's policy or the default: see :meth:`effective`).
+        """
+        sid = self._client._session_or_current(session_id)
+        return Policy.from_dict(self._http.request("GET", path_for("/v1/egress/session/", sid)))
+
+    def clear_session(self, session_id: Optional[str] = None) -> None:
+        """Remove a session's policy (``DELETE /v1/egress/session/{id}``).
+
+        Raises :class:`~egressd.PolicyNotSetError` when none is set.
+        """
+        sid = self._client._session_or_current(session_id)
+        self._http.request("DELETE", path_for("/v1/egress/session/", sid))
+
+    # -- VM policy ---------------------------------------------------------------------------
+
+    def set_vm(
+        self,
+        vm_id: Optional[str] = None,
+        allow_package_managers: bool = False,
+        allow_http: bool = False,
+        allow_https: bool = False,
+        allowed_domains: Optional[Iterable[str]] = None,
+        allowed_cidrs: Optional[Iterable[str]] = None,
+        denied_domains: Optional[Iterable[str]] = None,
+        mode: str = "enforce",
+    ) -> Policy:
+        """Set a VM's policy (``POST /v1/egress/vm/{id}``) and return it as stored.
+
+        It holds for every session of the VM, now and later; where a session has its own
+        policy too, a connection must pass both. Arguments as :meth:`set_session`; ``vm_id``
+        is the client's current VM when ``None``.
+        """
+        body = policy_body(
+            allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode
+        )
+        vid = self._client._vm_or_current(vm_id)
+        return Policy.from_dict(self._http.request("POST", path_for("/v1/egress/vm/", vid), json_body=body))
+
+    def get_vm(self, vm_id: Optional[str] = None) -> Policy:
+        """The policy set on a VM (``GET /v1/egress/vm/{id}``); raises
+        :class:`~egressd.PolicyNotSetError` when none is set."""
+        vid = self._client._vm_or_current(vm_id)
+        return Policy.from_dict(self._http.request("GET", path_for("/v1/egress/vm/", vid)))
+
+    def clear_vm(self, vm_id: Optional[str] = None) -> None:
+        """Remove a VM's policy (``DELETE /v1/egress/vm/{id}``)."""
+        vid = self._client._vm_or_current(vm_id)
+        self._http.request("DELETE", path_for("/v1/egress/vm/", vid))
+
+    # -- what applies --------------------------------------------------------------------------
+
+    def effective(self, session_id: Optional[str] = None) -> Effective:
+        """The policy that applies to a session's traffic (``GET .../effective``): its own AND
+        its VM's, or the operator's default when neither is set, with the layer each part
+        comes from."""
+        sid = self._client._session_or_current(session_id)
+        return Effective.from_dict(
+            self._http.request("GET", path_for("/v1/egress/session/", sid, "/effective"))
+        )
+
+    def check(
+        self,
+        url: Optional[str] = None,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        ip: Optional[str] = None,
+        transport: Optional[str] = None,
+        dns_query: Optional[str] = None,
+        qtype: Optional[str] = None,
+        resolve: bool = False,
+        session_id: Optional[str] = None,
+    ) -> CheckResult:
+        """The decision the gateway would take for a session, without any traffic.
+
+        Give one of: ``url``; ``host`` and ``port``; ``ip``, ``port`` and ``transport``
+        (``"tcp"`` or ``"udp"``); ``dns_query`` and ``qtype`` (``"A"``, ``"AAAA"``, ...).
+        A name is judged as a name, with no lookup, unless ``resolve=True``: egressd then
+        looks it up as the gateway would and judges each address too (``result.addresses``).
+
+        A deny is a result (``result.allowed`` is False), not an error; errors are for
+        requests egressd cannot judge (:class:`~egressd.BadRequestError`).
+        """
+        body: Dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("url", url),
+                ("host", host),
+                ("ip", ip),
+                ("port", port),
+                ("transport", transport),
+                ("dns_query", dns_query),
+                ("qtype", qtype),
+            )
+            if v is not None
+        }
+        if resolve:
+            body["resolve"] = True
+        sid = self._client._session_or_current(session_id)
+        return CheckResult.from_dict(
+            self._http.request("POST", path_for("/v1/egress/session/", sid, "/check"), json_body=body)
+        )
+
+    # -- decision records ----------------------------------------------------------------------
+
+    def events(
+        self,
+        vm_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        decision: Optional[str] = None,
+        kind: Optional[str] = None,
+        since: Since = None,
+        limit: Optional[int] = None,
+    ) -> List[Event]:
+        """The gateway's buffered decision records of this key's tenant, oldest first.
+
+        Every filter left ``None`` matches everything (this does not default to the current
+        session: pass ``session_id=client.session_id`` for that).
+
+        Args:
+            vm_id, session_id: only this VM's or session's records.
+            decision: ``"allow"`` or ``"deny"``.
+            kind: ``"connect"``, ``"request"``, ``"dns"`` or ``"close"``.
+            since: a datetime (records at or after it) or a record's ``seq`` (records after
+                it), to page forward; without it, the newest ``limit`` records.
+            limit: how many at most (the server's default is 100, its maximum 10,000).
+        """
+        query = self._events_query(vm_id, session_id, decision, kind, since, limit)
+        data = self._http.request("GET", "/v1/egress/events", query=query)
+        return [Event.from_dict(e) for e in (data or {}).get("events") or []]
+
+    def follow_events(
+        self,
+        vm_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        decision: Optional[str] = None,
+        kind: Optional[str] = None,
+        since: Since = None,
+        limit: Optional[int] = None,
+        *,
+        idle_timeout: float = 45.0,
+        max_reconnects: int = len(_FOLLOW_BACKOFF),
+    ) -> Iterator[Event]:
+        """Yield decision records as they happen (``follow=true``, a Server-Sent Events stream).
+
+        First come the buffered records that match (the newest ``limit``; ``limit=0`` for
+        none), then new ones, for as long as the caller keeps iterating: leave the loop (or
+        ``close()`` the generator) to end the stream. Filters are those of :meth:`events`.
+
+        A stream that breaks, ends, or stays silent longer than ``idle_timeout`` seconds
+        (egressd sends a heartbeat every 15 s) is reopened after the last record yielded, as
+        a browser's EventSource would; after ``max_reconnects`` failed attempts in a row the
+        last :class:`~egressd.EgressdConnectionError` is raised. API errors (a bad filter, a
+        revoked key, too many streams) are raised at once.
+        """
+        query: Dict[str, Any] = self._events_query(vm_id, session_id, decision, kind, since, limit)
+        query["follow"] = True
+        last_id: Optional[str] = None
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last_id} if last_id else None
+            cause: Exception
+            try:
+                resp = self._http.open(
+                    "GET",
+                    "/v1/egress/events",
+                    query=query,
+                    headers=headers,
+                    accept="text/event-stream",
+                    timeout=idle_timeout,
+                )
+            except EgressdConnectionError as err:
+                cause = err
+            else:
+                ctype = resp.headers.get("Content-Type", "")
+                if not ctype.startswith("text/event-stream"):
+                    resp.close()
+                    raise EgressdError(
+                        f"GET /v1/egress/events answered {resp.status} with Content-Type {ctype!r}, "
+                        "not an event stream",
+                        status=resp.status,
+                    )
+                cause = EgressdConnectionError("egressd ended the event stream")
+                with resp:
+                    try:
+                        for sse in _sse.parse(resp):
+                            if sse.event != "decision":
+                                continue
+                            event = Event.from_dict(json.loads(sse.data))
+                            if sse.id:
+                                last_id = sse.id
+                            failures = 0
+                            yield event
+                    except (OSError, http.client.HTTPException) as err:
+                        cause = EgressdConnectionError(f"reading the event stream: {err or type(err).__name__}")
+            if failures >= max_reconnects:
+                raise cause
+            time.sleep(_FOLLOW_BACKOFF[min(failures, len(_FOLLOW_BACKOFF) - 1)])
+            failures += 1
+
+    @staticmethod
+    def _events_query(
+        vm_id: Optional[str],
+        session_id: Optional[str],
+        decision: Optional[str],
+        kind: Optional[str],
+        since: Since,
+        limit: Optional[int],
+    ) -> Dict[str, Any]:
+        return {
+            "vm_id": vm_id,
+            "session_id": session_id,
+            "decision": decision,
+            "kind": kind,
+            "since": _since(since),
+            "limit": limit,
+        }
+
+    # -- the preset ----------------------------------------------------------------------------
+
+    def package_managers(self) -> Dict[str, List[str]]:
+        """The package-manager preset in force: registry hosts by manager (``"pip"``, ...)."""
+        data = self._http.request("GET", "/v1/egress/package-managers")
+        return {name: list(hosts) for name, hosts in ((data or {}).get("managers") or {}).items()}

@@ -1,0 +1,440 @@
+"""Typed views of the API's answers.
+
+Every model is a frozen dataclass built from the JSON object the API sent. Fields are read as
+attributes (``policy.allow_https``, ``vm.created_at``); the wire object itself is kept, so a
+model also reads like a dict (``policy["allow_https"]``, ``"warnings" in policy``) and
+:meth:`Model.to_dict` returns it as sent (times as RFC 3339 strings), including any field that
+a newer egressd adds and this client does not know yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Type, TypeVar
+
+__all__ = [
+    "POLICY_FIELDS",
+    "Model",
+    "PolicyFields",
+    "Policy",
+    "Network",
+    "VM",
+    "Session",
+    "CheckResult",
+    "AddressResult",
+    "EffectiveValue",
+    "EffectiveDomains",
+    "EffectiveList",
+    "EffectiveLayer",
+    "Effective",
+    "Event",
+    "APIKey",
+    "parse_time",
+    "format_time",
+]
+
+#: The policy fields of DESIGN §2.1, in the API's order.
+POLICY_FIELDS: Tuple[str, ...] = (
+    "allow_package_managers",
+    "allow_http",
+    "allow_https",
+    "allowed_domains",
+    "allowed_cidrs",
+    "denied_domains",
+    "mode",
+)
+
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_time(value: Optional[str]) -> Optional[datetime]:
+    """Parse an RFC 3339 time as Go writes it (nanoseconds, ``Z``) into an aware datetime.
+
+    Fractions past microseconds are truncated. ``None`` or ``""`` give ``None``; a string
+    that is not RFC 3339 raises :class:`ValueError`.
+    """
+    if not value:
+        return None
+    m = _TIME.match(value)
+    if not m:
+        raise ValueError(f"not an RFC 3339 time: {value!r}")
+    date, clock, frac, zone = m.groups()
+    micros = int(((frac or ".")[1:] + "000000")[:6])
+    dt = datetime.fromisoformat(f"{date}T{clock}")
+    if zone in ("Z", "z"):
+        tz = timezone.utc
+    else:
+        sign = 1 if zone[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    return dt.replace(microsecond=micros, tzinfo=tz)
+
+
+def format_time(value: datetime) -> str:
+    """Format a datetime as RFC 3339 in UTC, for query parameters; a naive one is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+M = TypeVar("M", bound="Model")
+
+
+@dataclass(frozen=True)
+class Model(Mapping[str, Any]):
+    """Base of every model: attribute access to typed fields, dict access to the wire object."""
+
+    def _wire(self) -> Dict[str, Any]:
+        raw = self.__dict__.get("_raw")
+        if raw is None:
+            # Made in Python rather than decoded: build the wire form from the fields.
+            raw = {
+                ("from" if f.name == "from_" else f.name): _to_json(getattr(self, f.name))
+                for f in fields(self)
+            }
+            object.__setattr__(self, "_raw", raw)
+        return raw
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The object as the API sent it (a deep copy: JSON types, times as strings)."""
+        return copy.deepcopy(self._wire())
+
+    def __getitem__(self, key: str) -> Any:
+        return self._wire()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._wire())
+
+    def __len__(self) -> int:
+        return len(self._wire())
+
+    @classmethod
+    def from_dict(cls: Type[M], data: Mapping[str, Any]) -> M:
+        """Build the model from a decoded JSON object; unknown keys are kept for to_dict()."""
+        obj = cls(**cls._convert(data))
+        object.__setattr__(obj, "_raw", dict(data))
+        return obj
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        """The constructor arguments for data; subclasses convert nested objects and times."""
+        names = {f.name for f in fields(cls)}
+        return {k: v for k, v in data.items() if k in names}
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Model):
+        return value.to_dict()
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _list(value: Any) -> List[Any]:
+    return list(value) if value else []
+
+
+@dataclass(frozen=True)
+class PolicyFields(Model):
+    """The policy fields of DESIGN §2.1, each with its default.
+
+    Attributes:
+        allow_package_managers: allow the package registries of the preset on 80 and 443.
+        allow_http: allow outbound HTTP (TCP 80).
+        allow_https: allow outbound HTTPS (TCP 443).
+        allowed_domains: when non-empty, HTTP/HTTPS only to these hosts (``*.x`` for subdomains).
+        allowed_cidrs: ranges allowed on every port and protocol.
+        denied_domains: hosts never allowed, whatever else allows them.
+        mode: ``"enforce"`` or ``"monitor"`` (record would-be denials, block nothing).
+    """
+
+    allow_package_managers: bool = False
+    allow_http: bool = False
+    allow_https: bool = False
+    allowed_domains: List[str] = field(default_factory=list)
+    allowed_cidrs: List[str] = field(default_factory=list)
+    denied_domains: List[str] = field(default_factory=list)
+    mode: str = "enforce"
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        for name in ("allowed_domains", "allowed_cidrs", "denied_domains"):
+            if name in out:
+                out[name] = _list(out[name])
+        return out
+
+    def policy_dict(self) -> Dict[str, Any]:
+        """Only the §2.1 fields, as a body for setting this policy elsewhere."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in POLICY_FIELDS}
+
+
+@dataclass(frozen=True)
+class Policy(PolicyFields):
+    """A stored policy, as ``POST``/``GET /v1/egress/{session,vm}/{id}`` answer it.
+
+    Attributes (besides the §2.1 fields of :class:`PolicyFields`):
+        scope: ``"session"`` or ``"vm"``.
+        id: the session's or VM's ID.
+        revision: the store-wide revision of this change (larger is newer).
+        updated_at: when it was set.
+        warnings: sentences about a policy that was accepted but probably not meant as it is.
+    """
+
+    scope: str = ""
+    id: str = ""
+    revision: int = 0
+    updated_at: Optional[datetime] = None
+    warnings: List[str] = field(default_factory=list)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["updated_at"] = parse_time(data.get("updated_at"))
+        out["warnings"] = _list(data.get("warnings"))
+        return out
+
+
+@dataclass(frozen=True)
+class Network(Model):
+    """How a VM is attached: mode ``"none"`` (explicit proxy only) or ``"netns"``."""
+
+    mode: str = "none"
+    netns: str = ""
+    path: str = ""
+    address: str = ""
+    gateway: str = ""
+
+
+@dataclass(frozen=True)
+class VM(Model):
+    """One sandbox. ``egress_policy`` is its VM policy, ``None`` when none is set."""
+
+    vm_id: str = ""
+    network: Network = field(default_factory=Network)
+    sessions: int = 0
+    created_at: Optional[datetime] = None
+    egress_policy: Optional[Policy] = None
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["network"] = Network.from_dict(data.get("network") or {})
+        out["created_at"] = parse_time(data.get("created_at"))
+        if data.get("egress_policy"):
+            out["egress_policy"] = Policy.from_dict(data["egress_policy"])
+        return out
+
+
+@dataclass(frozen=True)
+class Session(Model):
+    """One use of a VM. ``proxy_url`` (``http://<session_id>:<token>@host:port``) is set only
+    in the answer that creates the session: keep it."""
+
+    session_id: str = ""
+    vm_id: str = ""
+    proxy_url: Optional[str] = None
+    created_at: Optional[datetime] = None
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["proxy_url"] = data.get("proxy_url") or None
+        out["created_at"] = parse_time(data.get("created_at"))
+        return out
+
+
+@dataclass(frozen=True)
+class AddressResult(Model):
+    """The decision for one resolved address of a check with ``resolve=True``."""
+
+    ip: str = ""
+    decision: str = ""
+    reason: str = ""
+    rule: str = ""
+    layer: str = ""
+    would_deny: bool = False
+
+
+@dataclass(frozen=True)
+class CheckResult(Model):
+    """The decision the gateway would take.
+
+    Attributes:
+        decision: ``"allow"`` or ``"deny"``.
+        reason: why, in words.
+        rule: the rule that decided.
+        layer: ``"session"``, ``"vm"``, ``"default"`` or ``"hard"`` (built-in denials).
+        would_deny: in monitor mode, ``decision`` is ``"allow"`` and this says whether an
+            enforcing policy would have denied it.
+        addresses: with ``resolve=True``, the decision for each address the name resolved to.
+    """
+
+    decision: str = ""
+    reason: str = ""
+    rule: str = ""
+    layer: str = ""
+    would_deny: bool = False
+    addresses: List[AddressResult] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the gateway would let it through (``decision == "allow"``)."""
+        return self.decision == "allow"
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["addresses"] = [AddressResult.from_dict(a) for a in data.get("addresses") or []]
+        return out
+
+
+@dataclass(frozen=True)
+class EffectiveValue(Model):
+    """An effective flag or mode (``value``) and the layers it comes from (``from_``)."""
+
+    value: Any = None
+    from_: List[str] = field(default_factory=list)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        return {"value": data.get("value"), "from_": _list(data.get("from"))}
+
+
+@dataclass(frozen=True)
+class EffectiveList(Model):
+    """An effective list (``value``) and the layers it comes from (``from_``)."""
+
+    value: List[str] = field(default_factory=list)
+    from_: List[str] = field(default_factory=list)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        return {"value": _list(data.get("value")), "from_": _list(data.get("from"))}
+
+
+@dataclass(frozen=True)
+class EffectiveDomains(EffectiveList):
+    """The effective ``allowed_domains``: ``hosts`` is ``"any"`` (no layer lists domains),
+    ``"listed"`` (only what ``value`` matches) or ``"none"`` (the lists have nothing in common)."""
+
+    hosts: str = ""
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["hosts"] = data.get("hosts") or ""
+        return out
+
+
+@dataclass(frozen=True)
+class EffectiveLayer(Model):
+    """One layer that is set (``"session"``, ``"vm"`` or ``"default"``) with its whole policy."""
+
+    layer: str = ""
+    revision: int = 0
+    updated_at: Optional[datetime] = None
+    policy: PolicyFields = field(default_factory=PolicyFields)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["updated_at"] = parse_time(data.get("updated_at"))
+        out["policy"] = PolicyFields.from_dict(data.get("policy") or {})
+        return out
+
+
+@dataclass(frozen=True)
+class Effective(Model):
+    """What applies to a session's traffic: its policy AND its VM's, or the default.
+
+    Flags are ANDed, ``allowed_domains`` and ``allowed_cidrs`` intersected, ``denied_domains``
+    joined; each says in ``from_`` which layers it comes from. ``notes`` says in words what the
+    values alone do not.
+    """
+
+    session_id: str = ""
+    vm_id: str = ""
+    layers: List[EffectiveLayer] = field(default_factory=list)
+    mode: EffectiveValue = field(default_factory=EffectiveValue)
+    allow_package_managers: EffectiveValue = field(default_factory=EffectiveValue)
+    allow_http: EffectiveValue = field(default_factory=EffectiveValue)
+    allow_https: EffectiveValue = field(default_factory=EffectiveValue)
+    allowed_domains: EffectiveDomains = field(default_factory=EffectiveDomains)
+    allowed_cidrs: EffectiveList = field(default_factory=EffectiveList)
+    denied_domains: EffectiveList = field(default_factory=EffectiveList)
+    package_managers: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["layers"] = [EffectiveLayer.from_dict(x) for x in data.get("layers") or []]
+        for name in ("mode", "allow_package_managers", "allow_http", "allow_https"):
+            out[name] = EffectiveValue.from_dict(data.get(name) or {})
+        out["allowed_domains"] = EffectiveDomains.from_dict(data.get("allowed_domains") or {})
+        for name in ("allowed_cidrs", "denied_domains"):
+            out[name] = EffectiveList.from_dict(data.get(name) or {})
+        out["package_managers"] = _list(data.get("package_managers"))
+        out["notes"] = _list(data.get("notes"))
+        return out
+
+
+@dataclass(frozen=True)
+class Event(Model):
+    """One decision record of the gateway (or, ``kind == "close"``, one closed connection).
+
+    ``kind`` is ``"connect"``, ``"request"``, ``"dns"`` or ``"close"``; ``seq`` increases from
+    one record to the next and can be passed as ``since`` to page forward.
+    """
+
+    seq: int = 0
+    time: Optional[datetime] = None
+    kind: str = ""
+    tenant: str = ""
+    vm_id: str = ""
+    session_id: str = ""
+    decision: str = ""
+    would_deny: bool = False
+    reason: str = ""
+    rule: str = ""
+    layer: str = ""
+    mode: str = ""
+    transport: str = ""
+    host: str = ""
+    ip: str = ""
+    port: int = 0
+    qtype: str = ""
+    bytes_up: int = 0
+    bytes_down: int = 0
+    duration_ms: float = 0.0
+    close_reason: str = ""
+    dial_ms: float = 0.0
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["time"] = parse_time(data.get("time"))
+        return out
+
+
+@dataclass(frozen=True)
+class APIKey(Model):
+    """An API key. ``key``, the secret, is set only in the answer that creates it."""
+
+    id: str = ""
+    tenant: str = ""
+    admin: bool = False
+    key: Optional[str] = None
+    created_at: Optional[datetime] = None
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["key"] = data.get("key") or None
+        out["created_at"] = parse_time(data.get("created_at"))
+        return out

@@ -16,6 +16,7 @@ type config struct {
 	proxyListen     string
 	dataDir         string
 	storeURL        string
+	role            role
 	defaultPolicy   string
 	packageManagers string
 	publicCIDRs     prefixList
@@ -87,9 +88,15 @@ func parseFlags(args []string) (*config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.apiListen, "api-listen", "127.0.0.1:8470", "address of the HTTP API")
-	fs.StringVar(&c.proxyListen, "proxy-listen", "127.0.0.1:8471", "address of the explicit proxy (sessions' proxy_url points here)")
+	fs.StringVar(&c.proxyListen, "proxy-listen", "127.0.0.1:8471", "address of the explicit proxy (sessions' proxy_url points here; with --role api, only that)")
 	fs.StringVar(&c.dataDir, "data-dir", "./egressd-data", "directory of the embedded SQLite store and admin.key")
-	fs.StringVar(&c.storeURL, "store", "", "a postgres:// URL to use PostgreSQL instead of the embedded store")
+	fs.StringVar(&c.storeURL, "store", "", "a postgres:// URL to use PostgreSQL instead of the embedded store (a fleet's shared store)")
+	c.role = roleAll
+	fs.Func("role", "what this process serves: all, api (the HTTP API only) or gateway (the data plane, with /healthz, /readyz and /metrics) (default all)", func(s string) error {
+		r, err := parseRole(s)
+		c.role = r
+		return err
+	})
 	fs.StringVar(&c.defaultPolicy, "default-policy", "", "JSON policy file for sessions whose session and VM have no policy (deny-all when unset)")
 	fs.StringVar(&c.packageManagers, "package-managers-file", "", `JSON file extending or replacing the package-manager preset: {"managers": {"npm": ["registry.npm.test"]}, "replace": false}`)
 	fs.Var(&c.publicCIDRs, "public-cidrs", "comma-separated ranges treated as public internet (labs and tests)")

@@ -1,5 +1,7 @@
-// Command egressd is the egress firewall for code sandboxes: the control-plane API and, in
-// later parts, the gateway. It is thin wiring; the work is done in the packages it imports.
+// Command egressd is the egress firewall for code sandboxes: the control-plane API and the
+// gateway, in one process (--role all, the default) or apart in a fleet (--role api,
+// --role gateway, on a shared PostgreSQL --store). It is thin wiring; the work is done in the
+// packages it imports.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,7 +28,6 @@ import (
 	"github.com/egressd/egressd/internal/events"
 	"github.com/egressd/egressd/internal/proxy"
 	"github.com/egressd/egressd/internal/store"
-	"github.com/egressd/egressd/internal/store/sqlite"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
 )
@@ -55,6 +57,9 @@ func run(ctx context.Context, cfg *config) error {
 	if err := notYet(cfg); err != nil {
 		return err
 	}
+	if err := checkRole(cfg); err != nil {
+		return err
+	}
 	def, err := loadDefault(cfg.defaultPolicy)
 	if err != nil {
 		return err
@@ -76,15 +81,19 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	classifier := &policy.Classifier{Public: cfg.publicCIDRs, HardDeny: ownRanges(cfg), Self: self}
 
-	st, err := sqlite.Open(ctx, cfg.dataDir)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if path, err := api.BootstrapAdminKey(ctx, st, cfg.dataDir); err != nil {
-		return err
-	} else if path != "" {
-		log.Info("created the first admin API key", "file", path)
+	if cfg.role.servesAPI() {
+		// In a fleet the first API node to start finds no key and creates it; the others
+		// find it and write nothing (docs/fleet.md).
+		if path, err := api.BootstrapAdminKey(ctx, st, cfg.dataDir); err != nil {
+			return err
+		} else if path != "" {
+			log.Info("created the first admin API key", "file", path)
+		}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -100,42 +109,61 @@ func run(ctx context.Context, cfg *config) error {
 	}()
 	reopenOnHangup(ctx, hub, log)
 
-	// The gateway's live view of the store. Writes through the API kick it, so that a new
-	// policy is enforced on the very next connection.
-	v, err := view.New(st, view.Config{Classifier: classifier, Preset: preset, Default: def, Logger: log})
-	if err != nil {
-		return err
-	}
 	viewCtx, stopView := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	defer background.Wait() // after stopView, before the store closes
 	defer stopView()
-	if err := v.Start(viewCtx); err != nil {
-		return err
-	}
-
-	// The data plane before the API: with --transparent, the sandbox networks are re-adopted
-	// and the firewall applied before anyone can create a VM.
-	dp, err := startDataPlane(viewCtx, cfg, log, st, v, hub, classifier)
-	if err != nil {
-		return err
-	}
-	srv := api.New(api.Config{
-		Store:      store.WithHook(st, v.Kick),
+	apiCfg := api.Config{
+		Store:      st,
 		Default:    def,
 		Preset:     preset,
 		Classifier: classifier,
 		ProxyAddr:  cfg.proxyListen,
-		Networks:   dp.networks(),
 		RateLimit:  cfg.rateLimit,
 		Logger:     log,
 		Registry:   reg,
 		Events:     hub,
-	})
+	}
+	var dp *dataPlane
+	if cfg.role.servesGateway() {
+		// The gateway's live view of the store. Writes through this process's API kick it,
+		// so that a new policy is enforced on the very next connection; in a fleet, the
+		// other nodes' writes kick it through PostgreSQL's notifications.
+		v, err := view.New(st, view.Config{Classifier: classifier, Preset: preset, Default: def, Logger: log})
+		if err != nil {
+			return err
+		}
+		if err := v.Start(viewCtx); err != nil {
+			return err
+		}
+		if st.pg != nil {
+			background.Go(func() { st.pg.Listen(viewCtx, v.Kick, log) })
+			if cfg.transparent {
+				// The store does not record which host a VM's namespace lives on, and the
+				// gateway re-adopts every netns VM it finds (docs/fleet.md).
+				log.Warn("--transparent on a shared store: run exactly one transparent node per store, and create and delete netns VMs through its API")
+			}
+		}
+		// The data plane before the API: with --transparent, the sandbox networks are
+		// re-adopted and the firewall applied before anyone can create a VM.
+		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, hub, classifier); err != nil {
+			return err
+		}
+		apiCfg.Store = store.WithHook(st, v.Kick)
+		apiCfg.Networks = dp.networks()
+		apiCfg.Ready = viewReady(v)
+	}
+	srv := api.New(apiCfg)
+	var handler http.Handler = srv
+	if !cfg.role.servesAPI() {
+		handler = opsOnly(srv)
+	}
 	apiLn, err := net.Listen("tcp", cfg.apiListen)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -145,8 +173,12 @@ func run(ctx context.Context, cfg *config) error {
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
-	go func() { errc <- dp.serve() }()
-	log.Info("egressd listening", "api", apiLn.Addr().String(), "proxy", cfg.proxyListen, "data_dir", cfg.dataDir)
+	attrs := []any{"role", cfg.role, "api", apiLn.Addr().String(), "store", st.name}
+	if dp != nil {
+		go func() { errc <- dp.serve() }()
+		attrs = append(attrs, "proxy", cfg.proxyListen)
+	}
+	log.Info("egressd listening", attrs...)
 
 	select {
 	case err = <-errc:
@@ -155,7 +187,9 @@ func run(ctx context.Context, cfg *config) error {
 	log.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dp.shutdown(shutCtx)
+	if dp != nil {
+		dp.shutdown(shutCtx)
+	}
 	if serr := hs.Shutdown(shutCtx); err == nil {
 		err = serr
 	}
@@ -215,8 +249,6 @@ func notYet(cfg *config) error {
 	switch {
 	case cfg.transparent && runtime.GOOS != "linux":
 		return errors.New("--transparent: the transparent gateway needs Linux (network namespaces and nftables)")
-	case cfg.storeURL != "":
-		return errors.New("--store: only the embedded SQLite store (--data-dir) is part of this build yet")
 	}
 	return nil
 }

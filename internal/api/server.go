@@ -53,6 +53,9 @@ type Config struct {
 	// Events serves GET /v1/egress/events (an *events.Hub); when nil that endpoint answers
 	// 503. Call CloseStreams on shutdown: see events.go.
 	Events EventSource
+	// Ready, when set, is asked by /readyz besides the store's Ping: in a process that runs
+	// the gateway, whether its view of the store is current. An error makes /readyz 503.
+	Ready func(ctx context.Context) error
 }
 
 // Server is the control-plane HTTP API.
@@ -69,6 +72,7 @@ type Server struct {
 	mux        *http.ServeMux
 	metrics    *metrics
 	events     *eventStreams
+	ready      func(ctx context.Context) error
 }
 
 // New builds the server; it does not listen.
@@ -85,6 +89,7 @@ func New(cfg Config) *Server {
 		limits:     newLimiter(cfg.RateLimit),
 		mux:        http.NewServeMux(),
 		events:     newEventStreams(cfg.Events),
+		ready:      cfg.Ready,
 	}
 	if cfg.Default != nil {
 		s.def = *cfg.Default
@@ -183,6 +188,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.Ping(ctx); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "store: " + err.Error()})
 		return
+	}
+	if s.ready != nil {
+		if err := s.ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }

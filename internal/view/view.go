@@ -54,7 +54,11 @@ type Config struct {
 	Preset     *policy.Preset // nil: the built-in one
 	Default    *policy.Policy // nil: deny all
 	Poll       time.Duration  // how often to look for changes without a kick; 0: 500ms
-	Logger     *slog.Logger
+	// SyncTimeout bounds one sync; 0: 30s. A store connection that hangs (a database host
+	// that vanished without closing it) must turn into a failed sync, which marks the view
+	// not ready and is retried, rather than freeze the view until TCP gives up.
+	SyncTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // View is the live picture. Create it with New, then Start it.
@@ -83,6 +87,9 @@ func New(st Store, cfg Config) (*View, error) {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
+	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -205,14 +212,22 @@ func (v *View) follow(ctx context.Context) {
 		case <-v.kick:
 		case <-t.C:
 		}
-		if err := v.sync(ctx); err != nil && ctx.Err() == nil {
-			v.synced.Store(false)
+		syncCtx, cancel := context.WithTimeout(ctx, v.cfg.SyncTimeout)
+		err := v.sync(syncCtx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			// The last compiled policies stay in force: a store outage must not open or
-			// close anything by itself.
-			v.log.Warn("view: sync failed; enforcing the last known policies", "err", err)
+			// close anything by itself. Logged when it starts, not at every poll.
+			if v.synced.Swap(false) {
+				v.log.Warn("view: sync failed; enforcing the last known policies until the store answers", "err", err)
+			} else {
+				v.log.Debug("view: sync failed again", "err", err)
+			}
 			continue
 		}
-		v.synced.Store(true)
+		if !v.synced.Swap(true) {
+			v.log.Info("view: in sync with the store again", "revision", v.Revision())
+		}
 	}
 }
 

@@ -99,8 +99,9 @@
 //     in the host's mount namespace, or one whose /run/netns propagates to it: Create
 //     makes /run/netns a shared mount (as `ip netns add` does), so that namespaces appear
 //     in, and deletions reach, the mount namespaces of `ip netns exec` and of Start. Under
-//     systemd, do not give egressd PrivateMounts=, and with ProtectSystem= list /run/netns
-//     and /etc/netns in ReadWritePaths=.
+//     systemd, give egressd none of PrivateMounts=, ProtectSystem= or ReadWritePaths=: each
+//     puts it in a mount namespace whose mounts do not reach the host, so the namespaces it
+//     mounts under /run/netns would be invisible there (see deploy/egressd.service).
 //   - /etc/netns must be writable: `ip netns exec` looks for resolv.conf there and nowhere
 //     else. WithResolvDir moves the files for egressd's own use (Start), not for iproute2.
 //   - Root inside a sandbox can change its own namespace (addresses, routes, IPv6) but

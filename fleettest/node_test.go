@@ -42,6 +42,20 @@ type node struct {
 // test failed.
 func startNode(t testing.TB, name string, args ...string) *node {
 	t.Helper()
+	// FreePort's ports were free a moment ago; another process may take one before egressd
+	// binds it, so that collision is retried on new ports, a few times at most.
+	for attempt := 0; attempt < 5; attempt++ {
+		if n := startNodeOnce(t, name, args...); n != nil {
+			return n
+		}
+	}
+	t.Fatalf("egressd %s could not bind free ports in 5 attempts", name)
+	return nil
+}
+
+// startNodeOnce is one try of startNode; it returns nil when a port was taken.
+func startNodeOnce(t testing.TB, name string, args ...string) *node {
+	t.Helper()
 	n := &node{t: t, name: name, ProxyAddr: egressdtest.FreePort(t), DataDir: filepath.Join(t.TempDir(), name)}
 	apiAddr := egressdtest.FreePort(t)
 	n.URL = "http://" + apiAddr
@@ -68,6 +82,9 @@ func startNode(t testing.TB, name string, args ...string) *node {
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-n.exited:
+			if strings.Contains(n.Log(), "address already in use") {
+				return nil
+			}
 			t.Fatalf("egressd %s exited at start:\n%s", name, n.Log())
 		default:
 		}

@@ -104,11 +104,12 @@ type Instance struct {
 	Netns      string
 	HTTPClient *http.Client
 
-	t      testing.TB
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has been waited for
-	log    *bytes.Buffer
-	mu     sync.Mutex
+	t       testing.TB
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd has been waited for
+	started bool          // it has answered /healthz once: its ports are its own
+	log     *bytes.Buffer
+	mu      sync.Mutex
 }
 
 // Start runs egressd with a new data directory and free ports, plus extraArgs, and waits
@@ -154,7 +155,30 @@ func StartIn(t testing.TB, nsPath string, extraArgs ...string) *Instance {
 	return in
 }
 
+// start runs egressd until /healthz answers. FreePort's ports were free a moment ago, but
+// another test process may take one before egressd binds it: on a fresh instance in the
+// test's own namespace that collision is retried on new ports (a bounded number of times).
 func (in *Instance) start() {
+	in.t.Helper()
+	for attempt := 0; ; attempt++ {
+		ok := in.startOnce()
+		if ok {
+			return
+		}
+		fresh := in.Netns == "" && in.cmd != nil && !in.started
+		if !fresh || attempt == 4 || !strings.Contains(in.Log(), "address already in use") {
+			in.t.Fatalf("egressdtest: egressd exited at start:\n%s", in.Log())
+		}
+		in.APIAddr, in.ProxyAddr = FreePort(in.t), FreePort(in.t)
+		in.URL = "http://" + in.APIAddr
+		in.mu.Lock()
+		in.log.Reset()
+		in.mu.Unlock()
+	}
+}
+
+// startOnce starts egressd and waits for it; it returns false if egressd exited at start.
+func (in *Instance) startOnce() bool {
 	in.t.Helper()
 	args := append([]string{
 		"--api-listen", in.APIAddr,
@@ -188,19 +212,21 @@ func (in *Instance) start() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			in.t.Fatalf("egressdtest: egressd exited at start:\n%s", in.Log())
+			return false
 		default:
 		}
 		resp, err := in.HTTPClient.Get(in.URL + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				in.started = true
+				return true
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	in.t.Fatalf("egressdtest: egressd did not answer /healthz in 15s:\n%s", in.Log())
+	return false
 }
 
 // cleanEnv drops EGRESSD_* variables of the developer's shell, which would change flags.

@@ -78,6 +78,10 @@ def egressd_binary() -> str:
         return out
 
 
+class _PortTaken(Exception):
+    """egressd found a port taken at start."""
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -122,7 +126,23 @@ class EgressdServer:
         self._proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "EgressdServer":
-        """Start egressd and wait (15 s at most) until /healthz answers 200."""
+        """Start egressd and wait (15 s at most) until /healthz answers 200.
+
+        free_port's ports were free a moment ago; another process may take one before egressd
+        binds it, so that collision is retried on new ports, a few times at most.
+        """
+        for attempt in range(5):
+            try:
+                return self._start_once()
+            except _PortTaken:
+                self.api_addr = f"127.0.0.1:{free_port()}"
+                self.proxy_addr = f"127.0.0.1:{free_port()}"
+                self.url = f"http://{self.api_addr}"
+                self.args[1], self.args[3] = self.api_addr, self.proxy_addr
+        self._fail("egressd could not bind free ports in 5 attempts")
+        return self
+
+    def _start_once(self) -> "EgressdServer":
         binary = egressd_binary()
         log = open(self._log_path, "wb")
         try:
@@ -135,6 +155,9 @@ class EgressdServer:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                if "address already in use" in self.log():
+                    self._proc = None
+                    raise _PortTaken()
                 self._fail(f"egressd exited with {self._proc.returncode} at start")
             try:
                 with opener.open(self.url + "/healthz", timeout=2) as resp:

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/egressdtest"
 	"github.com/egressd/egressd/internal/netns"
 	"github.com/egressd/egressd/internal/testnet"
@@ -37,6 +39,39 @@ func TestTransparentHTTPSAndHTTP(t *testing.T) {
 	for _, q := range l.dns.Queries() {
 		if strings.HasPrefix(q, "other.example.test") {
 			t.Errorf("a refused name was forwarded upstream: %s", q)
+		}
+	}
+
+	// Two creations of one VM at once: one wins, the other is a conflict, and the winner's
+	// network is whole (the loser must not have shared, then deleted, its namespace).
+	results := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			_, err := l.api.CreateVM(context.Background(), client.CreateVMRequest{VMID: "dup", EgressPolicy: &policy.Policy{AllowHTTPS: true},
+				Network: &client.Network{Mode: "netns"}})
+			results <- err
+		}()
+	}
+	var conflicts, created int
+	for i := 0; i < 2; i++ {
+		switch err := <-results; {
+		case err == nil:
+			created++
+		case client.IsConflict(err):
+			conflicts++
+		default:
+			t.Errorf("concurrent create: %v", err)
+		}
+	}
+	if created != 1 || conflicts != 1 {
+		t.Errorf("concurrent creates of one VM: %d created, %d conflicts", created, conflicts)
+	}
+	if dup, err := l.api.GetVM(context.Background(), "dup"); err != nil {
+		t.Errorf("the winner: %v", err)
+	} else {
+		t.Cleanup(func() { l.api.DeleteVM(context.Background(), "dup") })
+		if out, code := l.curl(dup, "https://api.example.test/"); code != 0 || out != "hello from api.example.test\n" {
+			t.Errorf("the winner's network after a concurrent create: exit %d %q", code, out)
 		}
 	}
 

@@ -70,6 +70,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 		// The network exists before the VM is stored: a VM that a client can see is one it
 		// can run code in. If storing fails, the network goes again.
 		n, err := s.networks.Attach(r.Context(), k.Tenant, vm.ID)
+		if errors.Is(err, store.ErrConflict) {
+			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q exists already or is being created", vm.ID)
+		}
 		if err != nil {
 			return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network", "could not attach the VM's network: %v", err)
 		}

@@ -59,7 +59,7 @@ type Gateway struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex                // serialises Attach, Detach and applying
-	pending map[netip.Prefix]bool     // subnets taken by Attach calls whose VM is not stored yet
+	pending map[netip.Prefix]string   // subnets (and their namespace names) taken by Attach calls whose VM is not in the view yet
 	allowed map[string][]netip.Prefix // per sandbox name, what the firewall forwards now
 }
 
@@ -77,7 +77,7 @@ func New(st Store, v *view.View, nets *netns.Manager, fw *firewall.Firewall, cfg
 	}
 	return &Gateway{
 		cfg: cfg, st: st, view: v, nets: nets, fw: fw, alloc: alloc, log: cfg.Logger,
-		pending: make(map[netip.Prefix]bool),
+		pending: make(map[netip.Prefix]string),
 		allowed: make(map[string][]netip.Prefix),
 	}, nil
 }
@@ -100,13 +100,19 @@ func (g *Gateway) Attach(ctx context.Context, tenant, vmID string) (store.Networ
 	if err != nil {
 		return store.Network{}, err
 	}
+	// Two creations of one VM at once must not share (and then one delete) a namespace.
 	for _, vm := range g.view.VMs() {
 		if vm.Network.Netns == a.Name {
-			return store.Network{}, fmt.Errorf("gateway: namespace %s is in use by another VM", a.Name)
+			return store.Network{}, fmt.Errorf("gateway: namespace %s is in use: %w", a.Name, store.ErrConflict)
+		}
+	}
+	for _, name := range g.pending {
+		if name == a.Name {
+			return store.Network{}, fmt.Errorf("gateway: namespace %s is being attached: %w", a.Name, store.ErrConflict)
 		}
 	}
 	// The firewall first, so that the veth is never up without rules that name it.
-	g.pending[subnet] = true
+	g.pending[subnet] = a.Name
 	if err := g.applyLocked(extra(a)); err != nil {
 		delete(g.pending, subnet)
 		return store.Network{}, err

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/egressd/egressd/policy"
 )
 
 // config is every flag of egressd. Each flag has an environment twin: --api-listen is
@@ -51,16 +53,10 @@ func (l *prefixList) Set(s string) error {
 		if part == "" {
 			continue
 		}
-		p, err := netip.ParsePrefix(part)
+		// The one CIDR parser, so that flags and policies read ranges alike.
+		p, err := policy.ParseCIDR(part)
 		if err != nil {
-			a, aerr := netip.ParseAddr(part)
-			if aerr != nil {
-				return fmt.Errorf("%q is not a CIDR", part)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		if p.Masked() != p {
-			return fmt.Errorf("%s has host bits set; did you mean %s?", p, p.Masked())
+			return err
 		}
 		*l = append(*l, p)
 	}

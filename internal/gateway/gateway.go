@@ -58,9 +58,9 @@ type Gateway struct {
 	alloc *netns.Allocator
 	log   *slog.Logger
 
-	mu      sync.Mutex                // serialises Attach, Detach and applying
-	pending map[netip.Prefix]string   // subnets (and their namespace names) taken by Attach calls whose VM is not in the view yet
-	allowed map[string][]netip.Prefix // per sandbox name, what the firewall forwards now
+	mu      sync.Mutex              // serialises Attach, Detach and applying
+	pending map[netip.Prefix]string // subnets (and their namespace names) taken by Attach calls whose VM is not in the view yet
+	applied *firewall.Desired       // the state last applied, nil before the first
 }
 
 // New makes a gateway. nets and fw operate in the process's own network namespace.
@@ -78,7 +78,6 @@ func New(st Store, v *view.View, nets *netns.Manager, fw *firewall.Firewall, cfg
 	return &Gateway{
 		cfg: cfg, st: st, view: v, nets: nets, fw: fw, alloc: alloc, log: cfg.Logger,
 		pending: make(map[netip.Prefix]string),
-		allowed: make(map[string][]netip.Prefix),
 	}, nil
 }
 
@@ -113,7 +112,7 @@ func (g *Gateway) Attach(ctx context.Context, tenant, vmID string) (store.Networ
 	}
 	// The firewall first, so that the veth is never up without rules that name it.
 	g.pending[subnet] = a.Name
-	if err := g.applyLocked(extra(a)); err != nil {
+	if err := g.applyLocked(extra(a), false); err != nil {
 		delete(g.pending, subnet)
 		return store.Network{}, err
 	}
@@ -138,7 +137,7 @@ func (g *Gateway) Detach(ctx context.Context, tenant, vmID string, n store.Netwo
 	if p, err := subnetOf(n); err == nil {
 		delete(g.pending, p)
 	}
-	return g.applyLocked(nil)
+	return g.applyLocked(nil, false)
 }
 
 // Run re-adopts the store's sandbox networks, applies the firewall, and then keeps it in
@@ -150,15 +149,18 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() {
 		t := time.NewTicker(g.cfg.Resync)
 		defer t.Stop()
+		var force bool
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-g.view.Changed():
+				force = false
 			case <-t.C:
+				force = true // re-apply even unchanged: it repairs a table changed by hand
 			}
 			g.mu.Lock()
-			err := g.applyLocked(nil)
+			err := g.applyLocked(nil, force)
 			g.mu.Unlock()
 			if err != nil {
 				g.log.Error("gateway: applying the firewall failed; the previous rules stay", "err", err)
@@ -207,13 +209,16 @@ func (g *Gateway) adopt(ctx context.Context) error {
 			}
 		}
 	}
-	return g.applyLocked(nil)
+	return g.applyLocked(nil, true)
 }
 
 // applyLocked builds the desired firewall state from the view (plus attachments not stored
-// yet) and applies it; then it removes conntrack entries that a tightened policy no longer
-// allows, so that established forwarded flows are cut too.
-func (g *Gateway) applyLocked(more []firewall.Sandbox) error {
+// yet) and applies it, unless it is the state applied last and force is off: the view
+// signals every VM change, most of which (sessions of VMs without a sandbox network, policy
+// changes that do not touch allowed_cidrs) leave the table as it is. Then it removes
+// conntrack entries that a tightened policy no longer allows, so that established
+// forwarded flows are cut too.
+func (g *Gateway) applyLocked(more []firewall.Sandbox, force bool) error {
 	d := firewall.Desired{
 		ProxyPort:   g.cfg.ProxyPort,
 		DNSPort:     g.cfg.DNSPort,
@@ -243,21 +248,26 @@ func (g *Gateway) applyLocked(more []firewall.Sandbox) error {
 		}
 	}
 	slices.SortFunc(d.Sandboxes, func(a, b firewall.Sandbox) int { return a.Addr.Compare(b.Addr) })
+	if !force && g.applied != nil && firewall.Render(d) == firewall.Render(*g.applied) {
+		return nil
+	}
 	if err := g.fw.Apply(d); err != nil {
 		return fmt.Errorf("gateway: firewall: %w", err)
 	}
+	before := make(map[string][]netip.Prefix)
+	if g.applied != nil {
+		for _, s := range g.applied.Sandboxes {
+			before[s.Name] = s.Allowed
+		}
+	}
 	for _, s := range d.Sandboxes {
-		before, ok := g.allowed[s.Name]
-		if ok && !covers(s.Allowed, before) {
+		if prev, ok := before[s.Name]; ok && !covers(s.Allowed, prev) {
 			if _, err := firewall.FlushConntrack(s.Addr, s.Allowed); err != nil {
 				g.log.Warn("gateway: removing conntrack entries of a tightened policy", "netns", s.Name, "err", err)
 			}
 		}
 	}
-	g.allowed = make(map[string][]netip.Prefix, len(d.Sandboxes))
-	for _, s := range d.Sandboxes {
-		g.allowed[s.Name] = s.Allowed
-	}
+	g.applied = &d
 	return nil
 }
 

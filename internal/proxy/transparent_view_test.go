@@ -2,15 +2,12 @@ package proxy
 
 import (
 	"context"
-	"crypto/sha256"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/internal/events"
 	"github.com/egressd/egressd/internal/store"
-	"github.com/egressd/egressd/internal/store/sqlite"
-	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -20,37 +17,12 @@ import (
 func TestTransparentWithView(t *testing.T) {
 	te := newTransparentEnv(t, policy.Policy{}) // the fake internet; its fake VM is not used
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	// The sandbox's address is the test client's, 127.0.0.1.
-	if _, err := st.CreateVM(ctx, store.VM{Tenant: "t1", ID: "vmn", Network: store.Network{Mode: "netns", Address: "127.0.0.1", Gateway: "127.0.0.2"}}); err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.Sum256([]byte("tok"))
-	if _, err := st.CreateSession(ctx, store.Session{Tenant: "t1", ID: "ses_n", VMID: "vmn", TokenHash: h[:]}); err != nil {
-		t.Fatal(err)
-	}
-	put := func(scope store.Scope, id string, p policy.Policy) {
-		t.Helper()
-		if _, err := st.PutPolicy(ctx, store.PolicyRecord{Tenant: "t1", Scope: scope, ID: id, Policy: p.WithDefaults()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put(store.ScopeVM, "vmn", policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"*.example.test"}})
-	put(store.ScopeSession, "ses_n", policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}})
+	live := newLiveStore(t, te.tp.log, store.VM{ID: "vmn", Network: store.Network{Mode: "netns", Address: "127.0.0.1", Gateway: "127.0.0.2"}}, "ses_n", "tok",
+		policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"*.example.test"}},
+		policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}})
+	st, v, put := live.st, live.view, live.put
 
-	v, err := view.New(st, view.Config{Classifier: classifier, Poll: 20 * time.Millisecond, Logger: te.tp.log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	if err := v.Start(vctx); err != nil {
-		t.Fatal(err)
-	}
 	cfg := te.tp.cfg
 	cfg.Sandboxes = SandboxesFromView(v)
 	p, err := New(cfg)

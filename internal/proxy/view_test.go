@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/sha256"
 	"io"
 	"net/http"
 	"testing"
@@ -10,8 +9,6 @@ import (
 
 	"github.com/egressd/egressd/internal/events"
 	"github.com/egressd/egressd/internal/store"
-	"github.com/egressd/egressd/internal/store/sqlite"
-	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -21,36 +18,11 @@ import (
 func TestWithView(t *testing.T) {
 	e := newEnv(t, policy.Policy{}) // the fake internet; its fake sessions are not used
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.CreateVM(ctx, store.VM{Tenant: "t1", ID: "vm1", Network: store.Network{Mode: "none"}}); err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.Sum256([]byte("tok_v"))
-	if _, err := st.CreateSession(ctx, store.Session{Tenant: "t1", ID: "ses_v", VMID: "vm1", TokenHash: h[:]}); err != nil {
-		t.Fatal(err)
-	}
-	put := func(scope store.Scope, id string, p policy.Policy) {
-		t.Helper()
-		if _, err := st.PutPolicy(ctx, store.PolicyRecord{Tenant: "t1", Scope: scope, ID: id, Policy: p.WithDefaults()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put(store.ScopeSession, "ses_v", policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test", "other.example.test"}})
-	put(store.ScopeVM, "vm1", policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"*.example.test"}, DeniedDomains: []string{"other.example.test"}})
+	live := newLiveStore(t, e.p.log, store.VM{ID: "vm1", Network: store.Network{Mode: "none"}}, "ses_v", "tok_v",
+		policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"*.example.test"}, DeniedDomains: []string{"other.example.test"}},
+		policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test", "other.example.test"}})
+	st, v, put := live.st, live.view, live.put
 
-	v, err := view.New(st, view.Config{Classifier: classifier, Poll: 20 * time.Millisecond, Logger: e.p.log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	if err := v.Start(vctx); err != nil {
-		t.Fatal(err)
-	}
 	// A second proxy on the same fake internet, over the view.
 	cfg := e.p.cfg
 	cfg.Sessions = FromView(v)

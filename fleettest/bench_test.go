@@ -19,7 +19,7 @@ func BenchmarkPropagation(b *testing.B) {
 	one, two := startSite(b, webA), startSite(b, webB)
 	a := startNode(b, "a", "--store", db, "--role", "all", "--public-cidrs", publicLab)
 	gw := startNode(b, "b", "--store", db, "--role", "gateway", "--public-cidrs", publicLab)
-	api, err := client.New(a.URL, a.AdminKey())
+	api, err := client.New(a.URL, a.AdminKey)
 	if err != nil {
 		b.Fatal(err)
 	}

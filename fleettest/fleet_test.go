@@ -115,7 +115,7 @@ func TestFleet(t *testing.T) {
 	pgA, pgB := startForwarder(t, hostOf(t, db)), startForwarder(t, hostOf(t, db))
 	a := startNode(t, "a", "--store", via(t, db, pgA), "--role", "all", "--public-cidrs", publicLab)
 	b := startNode(t, "b", "--store", via(t, db, pgB), "--role", "gateway", "--public-cidrs", publicLab)
-	api, err := client.New(a.URL, a.AdminKey())
+	api, err := client.New(a.URL, a.AdminKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestFleet(t *testing.T) {
 	// A third process, which still reaches the database, changes things meanwhile: the
 	// session's policy is flipped, and a new session is opened.
 	c := startNode(t, "c", "--store", db, "--role", "api")
-	thirdAPI, err := client.New(c.URL, a.AdminKey())
+	thirdAPI, err := client.New(c.URL, a.AdminKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,12 @@
 package fleettest
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,118 +15,17 @@ import (
 
 func TestMain(m *testing.M) { egressdtest.Main(m) }
 
-// node is one egressd process. egressdtest.Start expects every instance to create its own
-// admin key, but in a fleet only the first node to start does; so nodes are started here,
-// with the same binary.
+// node is one egressd process of a fleet.
 type node struct {
-	t         testing.TB
-	name      string
-	URL       string // the API's (or, for a gateway, the ops endpoints') base URL
-	ProxyAddr string
-	DataDir   string
-
-	cmd    *exec.Cmd
-	exited chan struct{}
-	mu     sync.Mutex
-	log    bytes.Buffer
+	*egressdtest.Instance
+	name string
 }
 
-// startNode runs egressd with free loopback ports and its own data directory, plus args, and
-// waits until /healthz answers. It is stopped when the test ends; its log is printed if the
-// test failed.
+// startNode runs egressd with free loopback ports and its own data directory, plus args
+// (egressdtest.Start); it is stopped when the test ends.
 func startNode(t testing.TB, name string, args ...string) *node {
 	t.Helper()
-	// FreePort's ports were free a moment ago; another process may take one before egressd
-	// binds it, so that collision is retried on new ports, a few times at most.
-	for attempt := 0; attempt < 5; attempt++ {
-		if n := startNodeOnce(t, name, args...); n != nil {
-			return n
-		}
-	}
-	t.Fatalf("egressd %s could not bind free ports in 5 attempts", name)
-	return nil
-}
-
-// startNodeOnce is one try of startNode; it returns nil when a port was taken.
-func startNodeOnce(t testing.TB, name string, args ...string) *node {
-	t.Helper()
-	n := &node{t: t, name: name, ProxyAddr: egressdtest.FreePort(t), DataDir: filepath.Join(t.TempDir(), name)}
-	apiAddr := egressdtest.FreePort(t)
-	n.URL = "http://" + apiAddr
-	all := append([]string{
-		"--api-listen", apiAddr,
-		"--proxy-listen", n.ProxyAddr,
-		"--data-dir", n.DataDir,
-		"--api-rate-limit", "0",
-	}, args...)
-	n.cmd = exec.Command(egressdtest.Binary(t, "egressd"), all...)
-	n.cmd.Stdout, n.cmd.Stderr = n, n
-	n.cmd.Env = cleanEnv()
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("start egressd %s: %v", name, err)
-	}
-	n.exited = make(chan struct{})
-	go func() { n.cmd.Wait(); close(n.exited) }()
-	t.Cleanup(func() {
-		n.stop()
-		if t.Failed() {
-			t.Logf("egressd %s log:\n%s", name, n.Log())
-		}
-	})
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-n.exited:
-			if strings.Contains(n.Log(), "address already in use") {
-				return nil
-			}
-			t.Fatalf("egressd %s exited at start:\n%s", name, n.Log())
-		default:
-		}
-		if code, _ := n.get("/healthz"); code == http.StatusOK {
-			return n
-		}
-	}
-	t.Fatalf("egressd %s did not answer /healthz in 20s:\n%s", name, n.Log())
-	return nil
-}
-
-// Write collects the process's output.
-func (n *node) Write(p []byte) (int, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.log.Write(p)
-}
-
-// Log is what the process has written so far.
-func (n *node) Log() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.log.String()
-}
-
-func (n *node) stop() {
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(10 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.exited
-	}
-}
-
-// AdminKey is the key the node wrote to its data directory (only the first API node does).
-func (n *node) AdminKey() string {
-	n.t.Helper()
-	b, err := os.ReadFile(filepath.Join(n.DataDir, "admin.key"))
-	if err != nil {
-		n.t.Fatalf("egressd %s: admin key: %v", n.name, err)
-	}
-	return strings.TrimSpace(string(b))
+	return &node{Instance: egressdtest.Start(t, args...), name: name}
 }
 
 // get fetches path from the node's API address and returns the status and body (0 when
@@ -146,17 +39,6 @@ func (n *node) get(path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// cleanEnv drops EGRESSD_* variables of the developer's shell, which would change flags.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "EGRESSD_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 // forwarder relays TCP connections from a loopback port to a target (the PostgreSQL

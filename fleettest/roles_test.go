@@ -19,7 +19,7 @@ func TestRoles(t *testing.T) {
 	apiNode := startNode(t, "api", "--store", db, "--role", "api")
 	gw := startNode(t, "gateway", "--store", db, "--role", "gateway")
 
-	api, err := client.New(apiNode.URL, apiNode.AdminKey())
+	api, err := client.New(apiNode.URL, apiNode.AdminKey)
 	if err != nil {
 		t.Fatal(err)
 	}

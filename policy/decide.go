@@ -48,45 +48,22 @@ type Query struct {
 	Type uint16
 }
 
-// Decision is the outcome for one attempt or query. Reason is one of the Reason constants
-// (a small fixed set, fit for a metrics label); Rule is the detail, such as
-// "allowed_domains *.example.com" or "loopback 127.0.0.0/8".
+// Decision is the outcome for one attempt or query. Reason is a code of the one list
+// (reasons.go), fit for a metrics label; Rule is the detail, such as
+// "allowed_domains *.example.com" or "loopback 127.0.0.0/8". Mode is the mode of the layer
+// whose verdict is reported (enforce for the gateway's own rules): monitor when a monitor
+// layer would have denied, or when the only layer that allows is in monitor mode.
 type Decision struct {
 	Allow     bool
 	WouldDeny bool // a monitor layer would have denied it; Allow is true
-	Reason    string
+	Reason    Reason
 	Rule      string
 	Layer     Layer
+	Mode      Mode
 }
 
-// Reasons for allowing: the field of the policy that allows.
-const (
-	ReasonAllowedCIDRs         = "allowed_cidrs"
-	ReasonAllowedDomains       = "allowed_domains"
-	ReasonAllowHTTPS           = "allow_https"
-	ReasonAllowHTTP            = "allow_http"
-	ReasonAllowPackageManagers = "allow_package_managers"
-)
-
-// Reasons for denying.
-const (
-	ReasonHardDeny      = "address is always denied"         // step 1; Rule names the range
-	ReasonDeniedDomain  = "host is in denied_domains"        // Rule names the entry
-	ReasonHostNotListed = "host is not allowed"              // not in allowed_domains (nor the preset)
-	ReasonHTTPSOff      = "HTTPS is not allowed"             // 443 with allow_https off
-	ReasonHTTPOff       = "HTTP is not allowed"              // 80 with allow_http off
-	ReasonNotPublic     = "address is not public"            // allowed host, private address
-	ReasonPort          = "port is not allowed"              // not 80 or 443, outside allowed_cidrs
-	ReasonUDP           = "UDP is not allowed"               // outside allowed_cidrs
-	ReasonICMP          = "ICMP is not allowed"              // outside allowed_cidrs
-	ReasonTransport     = "transport is not allowed"         // unknown transport
-	ReasonIPLiteral     = "IP literal outside allowed_cidrs" // 80/443 by address
-	ReasonNoHost        = "no host name"                     // TLS without SNI, HTTP without Host
-	ReasonQueryType     = "query type is not answered"       // DNS: only A and AAAA
-	ReasonNameNotListed = "name is not allowed"              // DNS: no rule allows the name
-	ReasonNoPolicy      = "no policy allows it"              // a Set without layers
-	ReasonBadName       = "host name is invalid"             // not a name NormalizeName accepts
-)
+// Message is the sentence for people that goes with the decision's Reason.
+func (d Decision) Message() string { return d.Reason.Message() }
 
 // Rules that carry no entry of a policy: fixed strings, so that denials allocate nothing.
 const (
@@ -152,8 +129,9 @@ func layerRank(l Layer) int {
 
 // verdict is one layer's answer.
 type verdict struct {
-	allow        bool
-	reason, rule string
+	allow  bool
+	reason Reason
+	rule   string
 }
 
 // Decide judges one connection attempt (DESIGN §2.2). The hard denials come first and no mode
@@ -175,7 +153,7 @@ func (s *Set) Decide(c Conn) Decision {
 	ip := c.IP.Unmap().WithZone("")
 	if ip.IsValid() {
 		if rule, denied := s.class.hardDeny(ip, c.Port); denied {
-			return Decision{Reason: ReasonHardDeny, Rule: rule, Layer: LayerHard}
+			return Decision{Reason: ReasonHardDeny, Rule: rule, Layer: LayerHard, Mode: Enforce}
 		}
 	}
 	return s.combine(func(m *Matcher) verdict { return m.decide(c, ip, s.class) })
@@ -191,7 +169,7 @@ func checkName(name string) (string, Decision, bool) {
 	}
 	n, err := slowName(name)
 	if err != nil {
-		return "", Decision{Reason: ReasonBadName, Rule: ruleBadName, Layer: LayerHard}, false
+		return "", Decision{Reason: ReasonBadName, Rule: ruleBadName, Layer: LayerHard, Mode: Enforce}, false
 	}
 	return n, Decision{}, true
 }
@@ -199,7 +177,7 @@ func checkName(name string) (string, Decision, bool) {
 // combine applies judge to every layer and ANDs the verdicts.
 func (s *Set) combine(judge func(*Matcher) verdict) Decision {
 	if len(s.layers) == 0 {
-		return Decision{Reason: ReasonNoPolicy, Rule: ruleNoPolicy, Layer: LayerDefault}
+		return Decision{Reason: ReasonNoPolicy, Rule: ruleNoPolicy, Layer: LayerDefault, Mode: Enforce}
 	}
 	var first, monitorDeny Decision
 	haveMonitorDeny := false
@@ -212,7 +190,10 @@ func (s *Set) combine(judge func(*Matcher) verdict) Decision {
 			v = judge(l.Matcher)
 			monitor = l.Matcher.monitor
 		}
-		d := Decision{Allow: v.allow, Reason: v.reason, Rule: v.rule, Layer: l.Layer}
+		d := Decision{Allow: v.allow, Reason: v.reason, Rule: v.rule, Layer: l.Layer, Mode: Enforce}
+		if monitor {
+			d.Mode = Monitor
+		}
 		switch {
 		case !v.allow && !monitor:
 			return d // layers are in report order: the first enforce denial is the one to show

@@ -61,10 +61,10 @@ func (s *Set) DecideQuery(q Query) Decision {
 		if !ok {
 			rule = qtypeRule(q.Type, QTypeString(q.Type))
 		}
-		return Decision{Reason: ReasonQueryType, Rule: rule, Layer: LayerHard}
+		return Decision{Reason: ReasonQueryType, Rule: rule, Layer: LayerHard, Mode: Enforce}
 	}
 	if q.Name == "" {
-		return Decision{Reason: ReasonNameNotListed, Rule: "the root name has no address", Layer: LayerHard}
+		return Decision{Reason: ReasonNameNotListed, Rule: "the root name has no address", Layer: LayerHard, Mode: Enforce}
 	}
 	name, d, ok := checkName(q.Name)
 	if !ok {

@@ -295,7 +295,7 @@ func notes(e *Effective, preset *Preset, layers, enforcing []NamedPolicy) []stri
 	}
 	if len(e.AllowedCIDRs.Value) > 0 {
 		add("Destinations inside allowed_cidrs are allowed on every port, over TCP and UDP.")
-	} else if len(enforcing) > 1 && anyCIDRs(enforcing) {
+	} else if len(enforcing) > 1 && everyLayerHasCIDRs(enforcing) {
 		add("The allowed_cidrs of %s have no range in common: no destination is allowed by address.",
 			joinLayers(e.AllowedCIDRs.From))
 	}
@@ -341,7 +341,7 @@ func presetLeft(preset *Preset, ls []NamedPolicy) string {
 	return "of the preset's hosts, " + strings.Join(left, ", ") + " are."
 }
 
-func anyCIDRs(ls []NamedPolicy) bool {
+func everyLayerHasCIDRs(ls []NamedPolicy) bool {
 	for _, l := range ls {
 		if len(l.Policy.AllowedCIDRs) == 0 {
 			return false

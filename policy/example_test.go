@@ -32,10 +32,10 @@ func Example() {
 	fmt.Printf("%+v\n", set.DecideQuery(policy.Query{Name: host, Type: policy.QTypeHTTPS}))
 	// Output:
 	// [*.example.com] 0
-	// {Allow:true WouldDeny:false Reason:allowed_domains Rule:allowed_domains *.example.com Layer:session}
-	// {Allow:false WouldDeny:false Reason:HTTP is not allowed Rule:allow_http is off Layer:session}
-	// {Allow:false WouldDeny:false Reason:address is not public Rule:the address is not public and not in allowed_cidrs Layer:session}
-	// {Allow:false WouldDeny:false Reason:query type is not answered Rule:HTTPS: refused so that clients keep a readable SNI (no ECH); only A and AAAA are answered Layer:hard}
+	// {Allow:true WouldDeny:false Reason:allowed_domains Rule:allowed_domains *.example.com Layer:session Mode:enforce}
+	// {Allow:false WouldDeny:false Reason:http_off Rule:allow_http is off Layer:session Mode:enforce}
+	// {Allow:false WouldDeny:false Reason:not_public Rule:the address is not public and not in allowed_cidrs Layer:session Mode:enforce}
+	// {Allow:false WouldDeny:false Reason:query_type Rule:HTTPS: refused so that clients keep a readable SNI (no ECH); only A and AAAA are answered Layer:hard Mode:enforce}
 }
 
 func ExampleExplain() {

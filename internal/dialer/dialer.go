@@ -4,19 +4,21 @@
 // A client names a destination; a policy allows names; but a connection goes to an address.
 // Between the two lies DNS, which a client (or whoever controls a zone) can point anywhere:
 // at the gateway's own metadata endpoint, at a private network, at loopback (DNS
-// rebinding). So the Dialer never dials what the client resolved, nor what the system's
-// resolver would pick. For a destination given by name it:
+// rebinding). So the Dialer never dials what the client resolved, nor an address it did
+// not judge. For a destination given by name it:
 //
 //  1. judges the name alone (policy.Set.Decide with no address) and stops there if that
 //     denies, so a denied name is not even looked up;
-//  2. resolves the name itself, A and AAAA, with its own Resolver;
+//  2. resolves the name itself, A and AAAA, with egressd's one resolver (package resolve);
 //  3. judges every address it got, as the connection it would be (the name, that address,
 //     the port), and keeps the ones the policy allows;
 //  4. dials the allowed addresses in order until one connects, within one timeout.
 //
-// When no address is allowed, the denial of the first one is the answer ("address is not
-// public", say). An address that was not judged is never dialled. A destination given as
-// an IP literal is judged and dialled as it is.
+// Steps 1 to 3 are Plan, step 4 is Connect, and Dial does both. The check endpoint calls
+// Plan with the same resolver, so what it answers is what Dial would do. When no address is
+// allowed, the denial of the first one is the answer (not_public, say). An address that was
+// not judged is never dialled. A destination given as an IP literal is judged and dialled as
+// it is.
 //
 // Monitor mode needs nothing special: the policy answers Allow with WouldDeny, and such an
 // address is dialled, after every address the policy allows outright. Hard denials
@@ -35,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -49,11 +52,11 @@ const (
 	maxAttempts    = 4  // allowed addresses tried before giving up
 )
 
-// Dialer dials destinations that a policy allows. The zero value resolves with a DNS
-// against the system's first nameserver and times out after 10 seconds. A Dialer is safe
+// Dialer dials destinations that a policy allows. The zero value resolves the system's way
+// (package resolve) and times out after 10 seconds. A Dialer is safe
 // for concurrent use; do not change its fields once it is in use.
 type Dialer struct {
-	// Resolver looks names up; nil means a DNS with the default settings.
+	// Resolver looks names up; nil means a resolve.Resolver that resolves the system's way.
 	Resolver Resolver
 	// Timeout bounds a Dial as a whole, resolving included; 0 means 10 seconds.
 	Timeout time.Duration
@@ -61,7 +64,7 @@ type Dialer struct {
 	// the transparent gateway marks its own connections with it.
 	Control func(network, address string, c syscall.RawConn) error
 
-	defaultResolver DNS
+	defaultResolver resolve.Resolver
 }
 
 // Result is what Dial did.
@@ -82,88 +85,151 @@ type Result struct {
 // Latency is the time from the decision to a connection: resolving and connecting.
 func (r Result) Latency() time.Duration { return r.Resolve + r.Connect }
 
-// Dial judges c with set and connects to an address that set allows. c is a TCP
-// connection attempt: Host (in policy.NormalizeName form) and Port, or IP and Port for an
-// IP literal (with IPLiteral set). An IP given together with a Host is ignored: the
-// gateway resolves names itself.
-//
-// The error wraps ErrDenied when the policy denies, ErrNotFound or ErrNoAddress when the
-// name leads nowhere, and otherwise the resolver's or the last connect's error.
-func (d *Dialer) Dial(ctx context.Context, set *policy.Set, c policy.Conn) (Result, error) {
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = defaultTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c.Transport = policy.TCP
+// Judged is one address that was judged, as the connection it would be, with its decision.
+type Judged struct {
+	Conn     policy.Conn
+	Decision policy.Decision
+}
 
+// Plan is a destination judged before any connection: what Dial would dial, in order, and
+// why. The check endpoint answers from a Plan and Dial connects one, so the two cannot
+// disagree.
+type Plan struct {
+	// Target is the connection attempt as judged and Decision the decision on it: the first
+	// address to dial and its decision when there is one, else the denial (of the name
+	// alone, or of the first address resolved). On a resolver error they are the name's.
+	Target   policy.Conn
+	Decision policy.Decision
+	// Addresses are the addresses the name resolved to, each judged, in the resolver's
+	// order (at most 64); empty for an IP literal or a name denied as a name.
+	Addresses []Judged
+	// Resolve is the time spent looking the name up.
+	Resolve time.Duration
+
+	dial []Judged // what Connect tries: allowed outright first, then monitored
+}
+
+// Plan judges c with set: the name alone, then, if that passes, every address the name
+// resolves to (judge, resolve, judge). c is a TCP connection attempt: Host (in
+// policy.NormalizeName form) and Port, or IP and Port for an IP literal. An IP given
+// together with a Host is ignored: the gateway resolves names itself.
+//
+// A name on a port that is not a web port is denied as a name (port_not_allowed) unless its
+// addresses are inside allowed_cidrs: such a name is resolved only when the DNS filter
+// would answer it (DecideQuery allows it, denied_domains included), so that a sandbox
+// cannot make the gateway look up names that carry data out, and then every address is
+// judged as usual (DESIGN §2.3: internal services by name).
+//
+// The error wraps ErrDenied when the policy denies, ErrNotFound or ErrNoAddress (of package
+// resolve) when the name leads nowhere, and otherwise the resolver's error.
+func (d *Dialer) Plan(ctx context.Context, set *policy.Set, c policy.Conn) (Plan, error) {
+	c.Transport = policy.TCP
 	if c.Host == "" {
 		c.IP = c.IP.Unmap().WithZone("") // the address Decide judges is the one dialled
-		res := Result{Target: c, Decision: set.Decide(c)}
-		if !res.Decision.Allow {
-			return res, denied(c, res.Decision)
+		p := Plan{Target: c, Decision: set.Decide(c)}
+		if !p.Decision.Allow {
+			return p, denied(c, p.Decision)
 		}
-		return d.connect(ctx, res, []candidate{{c, res.Decision}})
+		p.dial = []Judged{{c, p.Decision}}
+		return p, nil
 	}
 
 	c.IP = netip.Addr{}
-	res := Result{Target: c, Decision: set.Decide(c)}
-	if !res.Decision.Allow {
-		return res, denied(c, res.Decision)
+	p := Plan{Target: c, Decision: set.Decide(c)}
+	if !p.Decision.Allow && !resolvesForCIDRs(set, c, p.Decision) {
+		return p, denied(c, p.Decision)
 	}
+	ctx, cancel := context.WithTimeout(ctx, d.timeout())
+	defer cancel()
 	start := time.Now()
 	addrs, err := d.resolver().LookupNetIP(ctx, c.Host)
-	res.Resolve = time.Since(start)
+	p.Resolve = time.Since(start)
 	if err != nil {
-		return res, fmt.Errorf("dialer: %w", err)
+		return p, fmt.Errorf("dialer: %w", err)
 	}
 	if len(addrs) > maxJudged {
 		addrs = addrs[:maxJudged]
 	}
 	// Addresses the policy allows outright go first, those a monitor layer would deny
 	// after them; the resolver's order is kept within each group.
-	var clean, monitored []candidate
-	var firstDenied *candidate
+	var monitored []Judged
+	var firstDenied *Judged
 	for _, a := range addrs {
 		t := c
 		t.IP = a.Unmap()
-		dec := set.Decide(t)
+		j := Judged{t, set.Decide(t)}
+		p.Addresses = append(p.Addresses, j)
 		switch {
-		case !dec.Allow:
+		case !j.Decision.Allow:
 			if firstDenied == nil {
-				firstDenied = &candidate{t, dec}
+				firstDenied = &p.Addresses[len(p.Addresses)-1]
 			}
-		case dec.WouldDeny:
-			monitored = append(monitored, candidate{t, dec})
+		case j.Decision.WouldDeny:
+			monitored = append(monitored, j)
 		default:
-			clean = append(clean, candidate{t, dec})
+			p.dial = append(p.dial, j)
 		}
 	}
-	cands := append(clean, monitored...)
-	if len(cands) == 0 {
-		res.Target, res.Decision = firstDenied.conn, firstDenied.dec
-		return res, denied(res.Target, res.Decision)
+	p.dial = append(p.dial, monitored...)
+	if len(p.dial) == 0 {
+		p.Target, p.Decision = firstDenied.Conn, firstDenied.Decision
+		return p, denied(p.Target, p.Decision)
 	}
-	return d.connect(ctx, res, cands)
+	p.Target, p.Decision = p.dial[0].Conn, p.dial[0].Decision
+	return p, nil
 }
 
-// candidate is an address that was judged, with its decision.
-type candidate struct {
-	conn policy.Conn
-	dec  policy.Decision
+// resolvesForCIDRs reports whether a name denied as a name may still lead into
+// allowed_cidrs: it was denied only for its port, every layer allows some range, and the DNS
+// filter would answer the name. (AllowedPrefixes allocates: this path is the rare one.)
+func resolvesForCIDRs(set *policy.Set, c policy.Conn, byName policy.Decision) bool {
+	return byName.Reason == policy.ReasonPort &&
+		len(set.AllowedPrefixes()) > 0 &&
+		set.DecideQuery(policy.Query{Name: c.Host, Type: policy.QTypeA}).Allow
+}
+
+// Dial plans c (see Plan) and connects to the first address that the plan allows and that
+// answers, within the Dialer's timeout.
+func (d *Dialer) Dial(ctx context.Context, set *policy.Set, c policy.Conn) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout())
+	defer cancel()
+	p, err := d.Plan(ctx, set, c)
+	res := Result{Target: p.Target, Decision: p.Decision, Resolve: p.Resolve}
+	if err != nil {
+		return res, err
+	}
+	return d.Connect(ctx, p)
+}
+
+// Connect tries the plan's allowed addresses in order until one connects. An address that
+// the plan did not allow is never dialled.
+func (d *Dialer) Connect(ctx context.Context, p Plan) (Result, error) {
+	res := Result{Target: p.Target, Decision: p.Decision, Resolve: p.Resolve}
+	if len(p.dial) == 0 {
+		return res, denied(p.Target, p.Decision)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.timeout())
+	defer cancel()
+	return d.connect(ctx, res, p.dial)
+}
+
+func (d *Dialer) timeout() time.Duration {
+	if d.Timeout > 0 {
+		return d.Timeout
+	}
+	return defaultTimeout
 }
 
 // connect tries the candidates in order, sharing what is left of ctx's time among them as
 // net.Dialer does, so that one black-holed address cannot use up the whole timeout.
-func (d *Dialer) connect(ctx context.Context, res Result, cands []candidate) (Result, error) {
+func (d *Dialer) connect(ctx context.Context, res Result, cands []Judged) (Result, error) {
 	if len(cands) > maxAttempts {
 		cands = cands[:maxAttempts]
 	}
 	start := time.Now()
 	var lastErr error
 	for i, cand := range cands {
-		res.Target, res.Decision = cand.conn, cand.dec
+		res.Target, res.Decision = cand.Conn, cand.Decision
 		actx := ctx
 		if dl, ok := ctx.Deadline(); ok && i < len(cands)-1 {
 			share := time.Until(dl) / time.Duration(len(cands)-i)
@@ -171,7 +237,7 @@ func (d *Dialer) connect(ctx context.Context, res Result, cands []candidate) (Re
 			actx, cancel = context.WithTimeout(ctx, share)
 			defer cancel()
 		}
-		addr := net.JoinHostPort(cand.conn.IP.String(), strconv.Itoa(int(cand.conn.Port)))
+		addr := net.JoinHostPort(cand.Conn.IP.String(), strconv.Itoa(int(cand.Conn.Port)))
 		nd := net.Dialer{Control: d.Control}
 		conn, err := nd.DialContext(actx, "tcp", addr)
 		if err == nil {
@@ -193,6 +259,11 @@ func (d *Dialer) resolver() Resolver {
 		return d.Resolver
 	}
 	return &d.defaultResolver
+}
+
+// Resolver looks up the addresses of a host name; *resolve.Resolver is the one egressd uses.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 func denied(c policy.Conn, dec policy.Decision) error {

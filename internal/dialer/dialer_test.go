@@ -6,14 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/internal/testnet"
 	"github.com/egressd/egressd/policy"
 )
@@ -35,102 +32,6 @@ func set(t *testing.T, p policy.Policy) *policy.Set {
 		t.Fatal(err)
 	}
 	return policy.NewSet(classifier, policy.Layered{Layer: policy.LayerSession, Matcher: m})
-}
-
-// zone is a DNS server on 127.0.0.1 answering from a table, over UDP and TCP.
-type zone struct {
-	addr    string
-	mu      sync.Mutex
-	records map[string][]dns.RR // by lower-case FQDN
-	queries atomic.Int64
-	// truncateUDP answers every UDP query with TC set and no records.
-	truncateUDP atomic.Bool
-}
-
-func startZone(t *testing.T) *zone {
-	t.Helper()
-	z := &zone{records: make(map[string][]dns.RR)}
-	// A UDP port whose TCP twin is free too: another test's connection may hold it, so
-	// try a few.
-	var pc net.PacketConn
-	var ln net.Listener
-	for i := 0; ; i++ {
-		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if i == 20 {
-			t.Fatalf("no port free for DNS over both UDP and TCP: %v", err)
-		}
-	}
-	z.addr = pc.LocalAddr().String()
-	udp := &dns.Server{PacketConn: pc, Handler: z}
-	tcp := &dns.Server{Listener: ln, Handler: z}
-	go udp.ActivateAndServe()
-	go tcp.ActivateAndServe()
-	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
-	return z
-}
-
-// add adds records in zone-file syntax: "a.test. 60 IN A 127.0.0.43".
-func (z *zone) add(t *testing.T, lines ...string) {
-	t.Helper()
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	for _, l := range lines {
-		rr, err := dns.NewRR(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := strings.ToLower(rr.Header().Name)
-		z.records[name] = append(z.records[name], rr)
-	}
-}
-
-func (z *zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	z.queries.Add(1)
-	m := new(dns.Msg)
-	m.SetReply(req)
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && z.truncateUDP.Load() {
-		m.Truncated = true
-		w.WriteMsg(m)
-		return
-	}
-	q := req.Question[0]
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	name, found := strings.ToLower(q.Name), false
-	for range 10 {
-		rrs, ok := z.records[name]
-		if !ok {
-			break
-		}
-		found = true
-		next := ""
-		for _, rr := range rrs {
-			switch r := rr.(type) {
-			case *dns.CNAME:
-				m.Answer = append(m.Answer, rr)
-				next = strings.ToLower(r.Target)
-			default:
-				if rr.Header().Rrtype == q.Qtype {
-					m.Answer = append(m.Answer, rr)
-				}
-			}
-		}
-		if next == "" {
-			break
-		}
-		name = next
-	}
-	if !found {
-		m.Rcode = dns.RcodeNameError
-	}
-	w.WriteMsg(m)
 }
 
 // listen opens ip:port and counts the connections it accepts.
@@ -162,14 +63,14 @@ func listen(t *testing.T, ip string, port int) *listener {
 
 func port(l net.Listener) uint16 { return uint16(l.Addr().(*net.TCPAddr).Port) }
 
-func newDialer(z *zone) *Dialer {
-	return &Dialer{Resolver: &DNS{Upstream: z.addr}, Timeout: 3 * time.Second}
+func newDialer(z *testnet.Zone) *Dialer {
+	return &Dialer{Resolver: &resolve.Resolver{Upstream: z.Addr}, Timeout: 3 * time.Second}
 }
 
 func TestDialByName(t *testing.T) {
 	testnet.RequireRoot(t) // the web rule opens ports 80 and 443 only
-	z := startZone(t)
-	z.add(t,
+	z := testnet.StartZone(t)
+	z.Add(t,
 		"ok.test. 60 IN A "+publicIP,
 		"rebind.test. 60 IN A "+privateIP,
 		"mixed.test. 60 IN A "+privateIP,
@@ -190,15 +91,15 @@ func TestDialByName(t *testing.T) {
 		set        *policy.Set
 		wantErr    error
 		wantIP     string
-		wantReason string
+		wantReason policy.Reason
 	}{
 		{"allowed", "ok.test", allowHTTP, nil, publicIP, policy.ReasonAllowHTTP},
 		{"CNAME followed", "alias.test", allowHTTP, nil, publicIP, policy.ReasonAllowHTTP},
 		{"rebinding to loopback", "rebind.test", allowHTTP, ErrDenied, privateIP, policy.ReasonHardDeny},
 		{"denied address skipped", "mixed.test", allowHTTP, nil, publicIP, policy.ReasonAllowHTTP},
 		{"next address after a refusal", "fallback.test", allowHTTP, nil, publicIP, policy.ReasonAllowHTTP},
-		{"no such name", "nx.test", allowHTTP, ErrNotFound, "", policy.ReasonAllowHTTP},
-		{"no address", "empty.test", allowHTTP, ErrNoAddress, "", policy.ReasonAllowHTTP},
+		{"no such name", "nx.test", allowHTTP, resolve.ErrNotFound, "", policy.ReasonAllowHTTP},
+		{"no address", "empty.test", allowHTTP, resolve.ErrNoAddress, "", policy.ReasonAllowHTTP},
 		{"name denied", "ok.test", set(t, policy.Policy{AllowHTTPS: true}), ErrDenied, "", policy.ReasonHTTPOff},
 	}
 	for _, tt := range tests {
@@ -241,8 +142,8 @@ func addrString(a netip.Addr) string {
 
 // A name the policy denies is not looked up: a denied name cannot carry data out in DNS.
 func TestDeniedNameIsNotResolved(t *testing.T) {
-	z := startZone(t)
-	z.add(t, "secret.test. 60 IN A "+publicIP)
+	z := testnet.StartZone(t)
+	z.Add(t, "secret.test. 60 IN A "+publicIP)
 	s := set(t, policy.Policy{AllowHTTPS: true, DeniedDomains: []string{"secret.test"}})
 	for _, c := range []policy.Conn{{Host: "secret.test", Port: 443}, {Host: "ok.test", Port: 22}} {
 		res, err := newDialer(z).Dial(context.Background(), s, c)
@@ -250,14 +151,14 @@ func TestDeniedNameIsNotResolved(t *testing.T) {
 			t.Errorf("%+v: %v %+v, want a denial", c, err, res.Decision)
 		}
 	}
-	if n := z.queries.Load(); n != 0 {
+	if n := z.Queries.Load(); n != 0 {
 		t.Errorf("%d DNS queries for denied names", n)
 	}
 }
 
 func TestDialIPLiteral(t *testing.T) {
 	ln := listen(t, publicIP, 0) // allowed_cidrs opens every port: no root needed
-	z := startZone(t)
+	z := testnet.StartZone(t)
 	d := newDialer(z)
 	lit := policy.Conn{IP: netip.MustParseAddr("::ffff:" + publicIP), Port: port(ln), IPLiteral: true}
 
@@ -282,7 +183,7 @@ func TestDialIPLiteral(t *testing.T) {
 	if !errors.Is(err, ErrDenied) || res.Decision.Reason != policy.ReasonHardDeny {
 		t.Errorf("loopback literal: %v %+v", err, res.Decision)
 	}
-	if z.queries.Load() != 0 {
+	if z.Queries.Load() != 0 {
 		t.Error("an IP literal was looked up")
 	}
 }
@@ -291,8 +192,8 @@ func TestDialIPLiteral(t *testing.T) {
 // address that is allowed outright.
 func TestDialMonitor(t *testing.T) {
 	testnet.RequireRoot(t)
-	z := startZone(t)
-	z.add(t, "other.test. 60 IN A "+publicIP, "rebind.test. 60 IN A "+privateIP)
+	z := testnet.StartZone(t)
+	z.Add(t, "other.test. 60 IN A "+publicIP, "rebind.test. 60 IN A "+privateIP)
 	listen(t, publicIP, 443)
 	priv := listen(t, privateIP, 443)
 	s := set(t, policy.Policy{Mode: policy.Monitor, AllowHTTPS: true, AllowedDomains: []string{"api.test"}})
@@ -314,63 +215,13 @@ func TestDialMonitor(t *testing.T) {
 	}
 }
 
-func TestDNSCacheAndTruncation(t *testing.T) {
-	z := startZone(t)
-	z.add(t, "cached.test. 60 IN A "+publicIP, "cached.test. 60 IN AAAA 2001:db8::1", "zero.test. 0 IN A "+publicIP)
-	r := &DNS{Upstream: z.addr}
-	want := []netip.Addr{netip.MustParseAddr(publicIP), netip.MustParseAddr("2001:db8::1")}
-	for i := 0; i < 3; i++ {
-		got, err := r.LookupNetIP(context.Background(), "cached.test")
-		if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
-			t.Fatalf("lookup %d: %v %v, want %v (IPv4 first)", i, got, err, want)
-		}
-	}
-	if n := z.queries.Load(); n != 2 {
-		t.Errorf("%d queries for three lookups, want 2 (A and AAAA, then the cache)", n)
-	}
-	z.queries.Store(0)
-	for i := 0; i < 2; i++ {
-		if _, err := r.LookupNetIP(context.Background(), "zero.test"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := z.queries.Load(); n != 3 { // A twice (TTL 0), the empty AAAA once
-		t.Errorf("TTL 0: %d queries, want 3", n)
-	}
-
-	z.truncateUDP.Store(true)
-	got, err := (&DNS{Upstream: z.addr}).LookupNetIP(context.Background(), "cached.test")
-	if err != nil || len(got) != 2 {
-		t.Fatalf("after truncation: %v %v, want the answer over TCP", got, err)
-	}
-}
-
-func TestDNSCacheBound(t *testing.T) {
-	z := startZone(t)
-	r := &DNS{Upstream: z.addr, CacheSize: 8}
-	for i := 0; i < 40; i++ {
-		name := "n" + strconv.Itoa(i) + ".test"
-		z.add(t, name+". 60 IN A "+publicIP)
-		if _, err := r.LookupNetIP(context.Background(), name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.mu.Lock()
-	n := len(r.cache)
-	r.mu.Unlock()
-	if n > 8 {
-		t.Errorf("cache holds %d entries, bound 8", n)
-	}
-}
-
-// A resolver that never answers: Dial gives up within its timeout.
 func TestDialTimeout(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	d := &Dialer{Resolver: &DNS{Upstream: pc.LocalAddr().String()}, Timeout: 300 * time.Millisecond}
+	d := &Dialer{Resolver: &resolve.Resolver{Upstream: pc.LocalAddr().String()}, Timeout: 300 * time.Millisecond}
 	done := make(chan error, 1)
 	go func() {
 		_, err := d.Dial(context.Background(), set(t, policy.Policy{AllowHTTPS: true}), policy.Conn{Host: "slow.test", Port: 443})
@@ -391,10 +242,58 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func TestUpstreamDefaultPort(t *testing.T) {
-	for in, want := range map[string]string{"127.0.0.1": "127.0.0.1:53", "127.0.0.1:5353": "127.0.0.1:5353", "::1": "[::1]:53"} {
-		if got, err := (&DNS{Upstream: in}).upstream(); got != want || err != nil {
-			t.Errorf("Upstream %q: %q %v, want %q", in, got, err, want)
+// A name on a port that is not a web port leads into allowed_cidrs (issue 9): it is resolved
+// when the DNS filter would answer it, and only addresses inside allowed_cidrs are dialled.
+func TestNameOnOtherPortIntoCIDRs(t *testing.T) {
+	inside := listen(t, publicIP, 0) // any port inside allowed_cidrs: no root needed
+	z := testnet.StartZone(t)
+	z.Add(t,
+		"db.internal.test. 60 IN A "+publicIP,
+		"mixed.internal.test. 60 IN A "+deadIP,
+		"mixed.internal.test. 60 IN A "+publicIP,
+		"outside.internal.test. 60 IN A "+deadIP,
+		"secret.internal.test. 60 IN A "+publicIP,
+		"unlisted.test. 60 IN A "+publicIP,
+	)
+	cidr := publicIP + "/32"
+	s := set(t, policy.Policy{
+		AllowedDomains: []string{"*.internal.test"},
+		AllowedCIDRs:   []string{cidr},
+		DeniedDomains:  []string{"secret.internal.test"},
+	})
+	p := port(inside)
+	tests := []struct {
+		host     string
+		allow    bool
+		reason   policy.Reason
+		resolved bool
+	}{
+		{"db.internal.test", true, policy.ReasonAllowedCIDRs, true},
+		{"mixed.internal.test", true, policy.ReasonAllowedCIDRs, true},
+		{"outside.internal.test", false, policy.ReasonPort, true},
+		{"secret.internal.test", false, policy.ReasonDeniedDomain, false},
+		{"unlisted.test", false, policy.ReasonPort, false}, // the DNS filter would not answer it
+	}
+	for _, tt := range tests {
+		before := z.Queries.Load()
+		res, err := newDialer(z).Dial(context.Background(), s, policy.Conn{Host: tt.host, Port: p})
+		if tt.allow {
+			if err != nil {
+				t.Errorf("%s: %v", tt.host, err)
+				continue
+			}
+			res.Conn.Close()
+			if res.Target.IP.String() != publicIP {
+				t.Errorf("%s: dialled %v, want only the address inside allowed_cidrs", tt.host, res.Target.IP)
+			}
+		} else if !errors.Is(err, ErrDenied) {
+			t.Errorf("%s: %v, want a denial", tt.host, err)
+		}
+		if res.Decision.Allow != tt.allow || res.Decision.Reason != tt.reason {
+			t.Errorf("%s: %+v, want allow=%v %s", tt.host, res.Decision, tt.allow, tt.reason)
+		}
+		if got := z.Queries.Load() > before; got != tt.resolved {
+			t.Errorf("%s: looked up %v, want %v", tt.host, got, tt.resolved)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -40,7 +41,7 @@ func TestQueries(t *testing.T) {
 		answer  []string // "TYPE data"; nil: none
 		ede     uint16   // expected EDE code when the client sent EDNS; 0xffff: none
 		forward bool     // the upstream was asked
-		reason  string
+		reason  policy.Reason
 	}{
 		{"allowed A", "www.example.test", dns.TypeA, dns.RcodeSuccess, []string{"A 127.0.0.2"}, 0xffff, true, policy.ReasonAllowedDomains},
 		{"allowed AAAA", "www.example.test", dns.TypeAAAA, dns.RcodeSuccess, []string{"AAAA 2001:db8:1::2"}, 0xffff, true, policy.ReasonAllowedDomains},
@@ -120,7 +121,7 @@ func TestQueries(t *testing.T) {
 				case hasEDE && !strings.HasPrefix(x.ExtraText, "egressd: "):
 					t.Errorf("EDE text %q", x.ExtraText)
 				}
-				if hasEDE && tt.rcode == dns.RcodeRefused && !strings.Contains(x.ExtraText, tt.reason) {
+				if hasEDE && tt.rcode == dns.RcodeRefused && !strings.Contains(x.ExtraText, string(tt.reason)) {
 					t.Errorf("EDE text %q does not give the reason %q", x.ExtraText, tt.reason)
 				}
 				sent := e.up.queries()[before:]
@@ -163,7 +164,7 @@ func TestRecord(t *testing.T) {
 	rec.Time = time.Time{}
 	want := events.Record{
 		Kind: events.KindDNS, Tenant: "t1", VMID: "vm1", Decision: events.Allow,
-		Reason: policy.ReasonAllowedDomains, Rule: "allowed_domains *.example.test", Layer: "vm", Mode: "enforce",
+		Reason: policy.ReasonAllowedDomains, Message: policy.ReasonAllowedDomains.Message(), Rule: "allowed_domains *.example.test", Layer: "vm", Mode: "enforce",
 		Transport: "udp", Host: "mixed.example.test", IP: "127.0.0.2", QType: "A",
 	}
 	if rec != want {
@@ -173,7 +174,7 @@ func TestRecord(t *testing.T) {
 	rec.Time = time.Time{}
 	want = events.Record{
 		Kind: events.KindDNS, Tenant: "t1", VMID: "vm1", Decision: events.Deny,
-		Reason: policy.ReasonNameNotListed, Rule: "not in allowed_domains", Layer: "vm", Mode: "enforce",
+		Reason: policy.ReasonNameNotListed, Message: policy.ReasonNameNotListed.Message(), Rule: "not in allowed_domains", Layer: "vm", Mode: "enforce",
 		Transport: "tcp", Host: "evil.test", QType: "AAAA",
 	}
 	if rec != want {
@@ -235,7 +236,7 @@ func TestUnknownSource(t *testing.T) {
 	if x, ok := ede(r); !ok || x.InfoCode != dns.ExtendedErrorCodeProhibited {
 		t.Errorf("EDE %v, want Prohibited", x)
 	}
-	if rec.Decision != events.Deny || rec.Layer != "hard" || rec.Reason != ReasonUnknownSource ||
+	if rec.Decision != events.Deny || rec.Layer != "hard" || rec.Reason != policy.ReasonUnknownSandbox ||
 		rec.Rule != "no sandbox has the source address 127.0.0.1" || rec.Tenant != "" || rec.VMID != "" {
 		t.Errorf("record %+v", rec)
 	}
@@ -466,7 +467,7 @@ func TestUpstreamDown(t *testing.T) {
 	}
 	dead := pc.LocalAddr().String()
 	pc.Close()
-	e := newEnv(t, mkSet(t, basePolicy), func(s *Server) { s.Upstream = dead; s.Timeout = 500 * time.Millisecond })
+	e := newEnv(t, mkSet(t, basePolicy), func(s *Server) { s.Resolver = &resolve.Resolver{Upstream: dead}; s.Timeout = 500 * time.Millisecond })
 	for _, network := range []string{"udp", "tcp"} {
 		r, rec := e.ask(network, query("www.example.test", dns.TypeA, true))
 		if r.Rcode != dns.RcodeServerFailure {
@@ -503,7 +504,7 @@ func TestSaturated(t *testing.T) {
 		t.Fatal("the slow query never reached the upstream")
 	}
 	r, rec := e.ask("udp", query("www.example.test", dns.TypeA, true))
-	if r.Rcode != dns.RcodeServerFailure || rec.Decision != events.Deny || rec.Reason != ReasonBusy {
+	if r.Rcode != dns.RcodeServerFailure || rec.Decision != events.Deny || rec.Reason != policy.ReasonBusy {
 		t.Errorf("saturated: rcode %s, record %+v", dns.RcodeToString[r.Rcode], rec)
 	}
 	if r, _ := e.ask("udp", query("evil.test", dns.TypeA, false)); r.Rcode != dns.RcodeRefused {
@@ -568,7 +569,7 @@ func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 func TestZeroServer(t *testing.T) {
 	var s Server
 	r, rec := s.handle(query("www.example.test", dns.TypeA, false), mustAddr("127.0.0.1"), policy.UDP)
-	if r.Rcode != dns.RcodeRefused || rec.Reason != ReasonUnknownSource {
+	if r.Rcode != dns.RcodeRefused || rec.Reason != policy.ReasonUnknownSandbox {
 		t.Fatalf("%s %+v", dns.RcodeToString[r.Rcode], rec)
 	}
 }

@@ -32,7 +32,11 @@ func TestFromView(t *testing.T) {
 		Policy: policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"www.example.test"}}.WithDefaults()}); err != nil {
 		t.Fatal(err)
 	}
-	v, err := view.New(st, view.Config{Classifier: classifier, Poll: time.Hour})
+	env, err := policy.NewEnv(classifier, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := view.New(st, view.Config{Env: env, Poll: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,23 +5,13 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/policy"
-)
-
-// Reasons of the DNS filter's own refusals, for records and for the text of the Extended
-// DNS Error. They complete the policy package's Reason constants: a small fixed set, fit
-// for a metrics label.
-const (
-	ReasonUnknownSource = "unknown source"              // no sandbox has the query's source address
-	ReasonMalformed     = "malformed query"             // not one question of opcode QUERY, or EDNS version > 0
-	ReasonQueryClass    = "query class is not answered" // only class IN
-	ReasonBusy          = "too many queries in flight"  // MaxInFlight queries are being forwarded
 )
 
 // Rules of the DNS filter's own refusals.
@@ -85,13 +75,7 @@ func udpSize(req *dns.Msg) int {
 // handle decides one query and builds its answer (not yet truncated) and its record.
 func (s *Server) handle(req *dns.Msg, src netip.Addr, transport policy.Transport) (*dns.Msg, events.Record) {
 	s.init()
-	rec := events.Record{
-		Time:      time.Now(),
-		Kind:      events.KindDNS,
-		Decision:  events.Deny,
-		Mode:      string(policy.Enforce),
-		Transport: string(transport),
-	}
+	rec := events.Record{Transport: string(transport)}
 	if len(req.Question) > 0 {
 		rec.Host = strings.TrimSuffix(req.Question[0].Name, ".")
 		rec.QType = policy.QTypeString(req.Question[0].Qtype)
@@ -106,29 +90,29 @@ func (s *Server) handle(req *dns.Msg, src netip.Addr, transport policy.Transport
 	}
 	if !known {
 		rule := "no sandbox has the source address " + src.String()
-		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeProhibited, hard(ReasonUnknownSource, rule), &rec), rec
+		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeProhibited, policy.Refused(policy.ReasonUnknownSandbox, rule), &rec), rec
 	}
 	rec.Tenant, rec.VMID = tenant, vmID
 	switch opt := req.IsEdns0(); {
 	case req.Opcode != dns.OpcodeQuery:
-		return refuse(req, dns.RcodeNotImplemented, dns.ExtendedErrorCodeNotSupported, hard(ReasonMalformed, ruleOpcode), &rec), rec
+		return refuse(req, dns.RcodeNotImplemented, dns.ExtendedErrorCodeNotSupported, policy.Refused(policy.ReasonMalformedQuery, ruleOpcode), &rec), rec
 	case len(req.Question) != 1:
-		return refuse(req, dns.RcodeFormatError, dns.ExtendedErrorCodeOther, hard(ReasonMalformed, ruleQuestions), &rec), rec
+		return refuse(req, dns.RcodeFormatError, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonMalformedQuery, ruleQuestions), &rec), rec
 	case opt != nil && opt.Version() != 0:
-		return refuse(req, dns.RcodeBadVers, dns.ExtendedErrorCodeOther, hard(ReasonMalformed, ruleEDNSVersion), &rec), rec
+		return refuse(req, dns.RcodeBadVers, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonMalformedQuery, ruleEDNSVersion), &rec), rec
 	}
 	q := req.Question[0]
 	if q.Qclass != dns.ClassINET {
-		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeNotSupported, hard(ReasonQueryClass, ruleClass), &rec), rec
+		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeNotSupported, policy.Refused(policy.ReasonQueryClass, ruleClass), &rec), rec
 	}
 	if set == nil {
-		d := policy.Decision{Reason: policy.ReasonNoPolicy, Rule: ruleNoSet, Layer: policy.LayerDefault}
+		d := policy.Decision{Reason: policy.ReasonNoPolicy, Rule: ruleNoSet, Layer: policy.LayerDefault, Mode: policy.Enforce}
 		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeBlocked, d, &rec), rec
 	}
 	name, err := policy.NormalizeName(q.Name)
 	var d policy.Decision
 	if err != nil && (q.Qtype == policy.QTypeA || q.Qtype == policy.QTypeAAAA) {
-		d = hard(policy.ReasonBadName, "not a valid host name: "+err.Error())
+		d = policy.Refused(policy.ReasonBadName, "not a valid host name: "+err.Error())
 	} else {
 		// For another type the name does not matter: DecideQuery refuses the type first.
 		d = set.DecideQuery(policy.Query{Name: name, Type: q.Qtype})
@@ -149,23 +133,24 @@ func (s *Server) resolve(req *dns.Msg, name string, set *policy.Set, rec *events
 	qname := dns.Fqdn(name)
 	resp, err := s.forward(qname, q.Qtype)
 	if errors.Is(err, errBusy) {
-		m := refuse(req, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, hard(ReasonBusy, ruleBusy), rec)
+		m := refuse(req, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonBusy, ruleBusy), rec)
 		return m
 	}
-	if err != nil {
+	var rcodeErr *resolve.RcodeError
+	switch {
+	case errors.As(err, &rcodeErr):
+		// REFUSED (and anything else) from upstream would read as a policy refusal: a
+		// sandbox sees REFUSED only when egressd's policy refused.
+		m := reply(req, dns.RcodeServerFailure)
+		addEDE(m, dns.ExtendedErrorCodeOther, "egressd: the upstream resolver answered "+dns.RcodeToString[rcodeErr.Rcode])
+		return m
+	case err != nil:
 		s.warn("dnsfilter: upstream failed", "err", err)
 		m := reply(req, dns.RcodeServerFailure)
 		addEDE(m, dns.ExtendedErrorCodeNetworkError, "egressd: the upstream resolver did not answer")
 		return m
 	}
 	rcode := resp.Rcode
-	if rcode != dns.RcodeSuccess && rcode != dns.RcodeNameError {
-		// REFUSED (and anything else) from upstream would read as a policy refusal: a
-		// sandbox sees REFUSED only when egressd's policy refused.
-		m := reply(req, dns.RcodeServerFailure)
-		addEDE(m, dns.ExtendedErrorCodeOther, "egressd: the upstream resolver answered "+dns.RcodeToString[rcode])
-		return m
-	}
 	m := reply(req, rcode)
 	ans := filterAnswer(resp, qname, q.Qtype, set, s.maxTTL)
 	for _, rr := range ans.records {
@@ -183,23 +168,13 @@ func (s *Server) resolve(req *dns.Msg, name string, set *policy.Set, rec *events
 	return m
 }
 
-// hard is a refusal by the gateway itself.
-func hard(reason, rule string) policy.Decision {
-	return policy.Decision{Reason: reason, Rule: rule, Layer: policy.LayerHard}
-}
-
-// decided copies a decision into a record.
+// decided fills a record with a decision: the fields of the query the handler set (tenant,
+// VM, transport, the name and type asked) stay, the rest comes from events.Decided, the one
+// builder of decision records.
 func decided(rec *events.Record, d policy.Decision) {
-	rec.Decision = events.Deny
-	if d.Allow {
-		rec.Decision = events.Allow
-	}
-	rec.WouldDeny = d.WouldDeny
-	rec.Reason, rec.Rule, rec.Layer = d.Reason, d.Rule, string(d.Layer)
-	rec.Mode = string(policy.Enforce)
-	if d.WouldDeny {
-		rec.Mode = string(policy.Monitor)
-	}
+	r := events.Decided(events.KindDNS, events.Source{Tenant: rec.Tenant, VMID: rec.VMID}, policy.Conn{Transport: policy.Transport(rec.Transport), Host: rec.Host}, d)
+	r.QType, r.IP = rec.QType, rec.IP
+	*rec = r
 }
 
 // refuse answers rcode, with an Extended DNS Error saying why when the client sent EDNS,
@@ -208,14 +183,7 @@ func refuse(req *dns.Msg, rcode int, ede uint16, d policy.Decision, rec *events.
 	d.Allow, d.WouldDeny = false, false
 	decided(rec, d)
 	m := reply(req, rcode)
-	text := "egressd: " + d.Reason
-	if d.Rule != "" {
-		text += " (" + d.Rule + ")"
-	}
-	if d.Layer != "" && d.Layer != policy.LayerHard {
-		text += " by the " + string(d.Layer) + " policy"
-	}
-	addEDE(m, ede, text)
+	addEDE(m, ede, "egressd: "+string(d.Reason)+": "+events.Refusal(d))
 	return m
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -263,7 +264,7 @@ func newEnv(t testing.TB, set *policy.Set, opts ...func(*Server)) *env {
 			}
 			return "t1", "vm1", e.set.Load(), true
 		}),
-		Upstream: e.up.addr,
+		Resolver: &resolve.Resolver{Upstream: e.up.addr, Timeout: 2 * time.Second},
 		Sink:     e.recs,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Timeout:  2 * time.Second,

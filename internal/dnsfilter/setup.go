@@ -13,12 +13,13 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/policy"
 )
 
 // Defaults of the Server's zero-valued fields.
 const (
-	// DefaultTimeout bounds one upstream exchange (UDP, and TCP after a truncated answer):
+	// DefaultTimeout bounds forwarding one query, whichever servers the resolver asks:
 	// under the 5 seconds a glibc stub waits, so that the sandbox gets SERVFAIL rather
 	// than a timeout of its own.
 	DefaultTimeout = 4 * time.Second
@@ -54,19 +55,19 @@ func (f VMsFunc) VMByAddr(src netip.Addr) (string, string, *policy.Set, bool) { 
 // Server is the transparent gateway's filtering DNS server; see the package documentation.
 // It is a dns.Handler. Set the fields before the first Serve or ServeListener and do not
 // change them afterwards. The zero value refuses every query (no VMs: every source is
-// unknown) and forwards to the first nameserver of /etc/resolv.conf.
+// unknown) and resolves the system's way (package resolve).
 type Server struct {
 	// VMs identifies the sandbox behind a query's source address; nil knows none.
 	VMs VMs
-	// Upstream is the resolver that allowed queries go to, host:port (--dns-upstream);
-	// a bare host means port 53; "" means the first nameserver of /etc/resolv.conf.
-	Upstream string
+	// Resolver answers the allowed queries; nil means a resolve.Resolver that resolves the
+	// system's way. egressd passes its one resolver (--dns-upstream, or the system's).
+	Resolver Exchanger
 	// Sink takes one record per query; nil means events.Discard.
 	Sink events.Sink
 	// Logger reports upstream failures (at most one line every 10 seconds); nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// Timeout bounds one upstream exchange; 0 means DefaultTimeout.
+	// Timeout bounds forwarding one query; 0 means DefaultTimeout.
 	Timeout time.Duration
 	// MaxInFlight bounds the queries forwarded upstream at once; a query beyond it is
 	// answered SERVFAIL at once. 0 means DefaultMaxInFlight.
@@ -79,11 +80,8 @@ type Server struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	maxTTL   uint32
-	udp, tcp *dns.Client
 
-	upOnce sync.Once
-	up     string
-	upErr  error
+	defaultResolver resolve.Resolver
 
 	lastWarn atomic.Int64 // unix nanoseconds of the last upstream warning
 
@@ -112,10 +110,6 @@ func (s *Server) init() {
 			ttl = DefaultMaxTTL
 		}
 		s.maxTTL = uint32(min(ttl/time.Second, 1<<31-1))
-		// One client per transport: dns.Client keeps no state between exchanges, and
-		// each exchange dials its own socket (a fresh random source port).
-		s.udp = &dns.Client{Net: "udp", UDPSize: maxUDPSize}
-		s.tcp = &dns.Client{Net: "tcp"}
 	})
 }
 

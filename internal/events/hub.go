@@ -40,11 +40,7 @@ type HubConfig struct {
 	AuditQueue int
 	// Registerer receives the metrics (see metrics.go); nil keeps them unregistered.
 	Registerer prometheus.Registerer
-	// Reasons are the data path's own fixed reasons (such as the proxy's refusals of
-	// malformed requests), which get a reason label of their own next to policy's Reason
-	// constants. Any other reason is counted as "other", so that labels stay a small set.
-	Reasons []string
-	Logger  *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Hub is the Sink that the data path sends every decision to. It keeps the newest records in
@@ -88,7 +84,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := newMetrics(cfg.Reasons)
+	m := newMetrics()
 	// Sequence numbers start at the start time in microseconds rather than at 1, so that a
 	// client resuming a stream with a Seq from before a restart of egressd gets every record
 	// of the new run instead of waiting for the counter to catch up with its old one. They stay

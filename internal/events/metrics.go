@@ -3,7 +3,6 @@ package events
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,23 +28,21 @@ const (
 )
 
 // otherLabel replaces a label value outside its known set. Labels come only from fixed sets
-// (kinds, decisions, policy's Reason constants and HubConfig.Reasons, layers), so a bug that
-// put a host name in a reason cannot give Prometheus a new series per host.
+// (kinds, decisions, the codes of policy.Reasons, layers), so a bug that put a host name in a
+// reason cannot give Prometheus a new series per host.
 const otherLabel = "other"
 
 var (
 	knownKinds     = setOf(Kinds...)
 	knownDecisions = setOf(Allow, Deny)
 	knownLayers    = setOf("", string(policy.LayerSession), string(policy.LayerVM), string(policy.LayerDefault), string(policy.LayerHard))
-	policyReasons  = []string{"",
-		policy.ReasonAllowedCIDRs, policy.ReasonAllowedDomains, policy.ReasonAllowHTTPS,
-		policy.ReasonAllowHTTP, policy.ReasonAllowPackageManagers,
-		policy.ReasonHardDeny, policy.ReasonDeniedDomain, policy.ReasonHostNotListed,
-		policy.ReasonHTTPSOff, policy.ReasonHTTPOff, policy.ReasonNotPublic, policy.ReasonPort,
-		policy.ReasonUDP, policy.ReasonICMP, policy.ReasonTransport, policy.ReasonIPLiteral,
-		policy.ReasonNoHost, policy.ReasonQueryType, policy.ReasonNameNotListed,
-		policy.ReasonNoPolicy, policy.ReasonBadName,
-	}
+	knownReasons   = func() map[policy.Reason]bool {
+		m := map[policy.Reason]bool{"": true}
+		for _, r := range policy.Reasons() {
+			m[r.Reason] = true
+		}
+		return m
+	}()
 )
 
 func setOf(values ...string) map[string]bool {
@@ -56,9 +53,9 @@ func setOf(values ...string) map[string]bool {
 	return m
 }
 
-func label(known map[string]bool, v string) string {
+func label[T ~string](known map[T]bool, v T) string {
 	if known[v] {
-		return v
+		return string(v)
 	}
 	return otherLabel
 }
@@ -74,7 +71,6 @@ type metrics struct {
 	droppedAudit      prometheus.Counter
 	droppedSubscriber prometheus.Counter
 	collectors        []prometheus.Collector
-	reasons           map[string]bool // the reason label's values; others are "other"
 
 	// counters caches the child of decisions for each label set: WithLabelValues validates
 	// and hashes four strings on every call, a cache hit only hashes them.
@@ -83,9 +79,8 @@ type metrics struct {
 
 type decisionLabels struct{ kind, decision, reason, layer string }
 
-func newMetrics(extraReasons []string) *metrics {
+func newMetrics() *metrics {
 	m := &metrics{
-		reasons: setOf(append(slices.Clone(policyReasons), extraReasons...)...),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricDecisions,
 			Help: "Decisions taken by the gateway (connect, request and dns records), by kind, decision, reason and deciding layer.",
@@ -166,7 +161,7 @@ func (m *metrics) observe(r *Record) {
 			}
 		}
 	}
-	l := decisionLabels{label(knownKinds, r.Kind), label(knownDecisions, r.Decision), label(m.reasons, r.Reason), label(knownLayers, r.Layer)}
+	l := decisionLabels{label(knownKinds, r.Kind), label(knownDecisions, r.Decision), label(knownReasons, r.Reason), label(knownLayers, r.Layer)}
 	c, ok := m.counters.Load(l)
 	if !ok {
 		c, _ = m.counters.LoadOrStore(l, m.decisions.WithLabelValues(l.kind, l.decision, l.reason, l.layer))

@@ -64,7 +64,7 @@ func histogramSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	h := newHub(t, events.HubConfig{Registerer: reg, Reasons: []string{"bad request"}})
+	h := newHub(t, events.HubConfig{Registerer: reg})
 
 	allow := events.Record{Kind: events.KindConnect, Tenant: "a", Decision: events.Allow, Reason: policy.ReasonAllowHTTPS, Layer: "session", Host: "a.test", Port: 443, DialMS: 12}
 	h.Record(allow)
@@ -75,7 +75,8 @@ func TestMetrics(t *testing.T) {
 	// A reason outside the fixed set (here a host name, which a bug could put there) is
 	// counted as "other": a label never takes an unbounded value.
 	h.Record(events.Record{Kind: events.KindConnect, Tenant: "a", Decision: events.Deny, Reason: "evil.example.com", Layer: "weird"})
-	// A reason the data path declared keeps its own label.
+	// A code of the data plane's own, from the one list, keeps its own label; a sentence does not.
+	h.Record(events.Record{Kind: events.KindRequest, Tenant: "a", Decision: events.Deny, Reason: policy.ReasonBadRequest})
 	h.Record(events.Record{Kind: events.KindRequest, Tenant: "a", Decision: events.Deny, Reason: "bad request"})
 
 	for _, tc := range []struct {
@@ -83,13 +84,14 @@ func TestMetrics(t *testing.T) {
 		labels []string
 		want   float64
 	}{
-		{events.MetricDecisions, []string{"kind", "connect", "decision", "allow", "reason", policy.ReasonAllowHTTPS, "layer", "session"}, 2},
-		{events.MetricDecisions, []string{"kind", "connect", "decision", "deny", "reason", policy.ReasonHostNotListed, "layer", "session"}, 1},
-		{events.MetricDecisions, []string{"kind", "dns", "decision", "allow", "reason", policy.ReasonNameNotListed, "layer", "vm"}, 1},
+		{events.MetricDecisions, []string{"kind", "connect", "decision", "allow", "reason", string(policy.ReasonAllowHTTPS), "layer", "session"}, 2},
+		{events.MetricDecisions, []string{"kind", "connect", "decision", "deny", "reason", string(policy.ReasonHostNotListed), "layer", "session"}, 1},
+		{events.MetricDecisions, []string{"kind", "dns", "decision", "allow", "reason", string(policy.ReasonNameNotListed), "layer", "vm"}, 1},
 		{events.MetricDecisions, []string{"kind", "connect", "decision", "deny", "reason", "other", "layer", "other"}, 1},
-		{events.MetricDecisions, []string{"kind", "request", "decision", "deny", "reason", "bad request", "layer", ""}, 1},
+		{events.MetricDecisions, []string{"kind", "request", "decision", "deny", "reason", string(policy.ReasonBadRequest), "layer", ""}, 1},
+		{events.MetricDecisions, []string{"kind", "request", "decision", "deny", "reason", "other", "layer", ""}, 1},
 		{events.MetricDecisions, []string{"kind", "close"}, 0}, // a close is not a decision
-		{events.MetricWouldDeny, []string{"kind", "dns", "reason", policy.ReasonNameNotListed}, 1},
+		{events.MetricWouldDeny, []string{"kind", "dns", "reason", string(policy.ReasonNameNotListed)}, 1},
 		{events.MetricConnectionsActive, nil, 1}, // two allowed connects, one close
 		{events.MetricConnectionBytes, []string{"direction", "up"}, 100},
 		{events.MetricConnectionBytes, []string{"direction", "down"}, 2000},

@@ -4,7 +4,11 @@
 // JSON-lines audit file and Prometheus metrics.
 package events
 
-import "time"
+import (
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
 
 // Kinds of record.
 //
@@ -32,23 +36,25 @@ const (
 // Record is one decision or one closed connection. The JSON names are the wire format of
 // the events API and the audit file.
 type Record struct {
-	Seq       uint64    `json:"seq"` // set by the Hub: increasing, for resuming a stream
-	Time      time.Time `json:"time"`
-	Kind      string    `json:"kind"`
-	Tenant    string    `json:"tenant"`
-	VMID      string    `json:"vm_id,omitempty"`
-	SessionID string    `json:"session_id,omitempty"`
-	Decision  string    `json:"decision"` // "allow" or "deny"
-	WouldDeny bool      `json:"would_deny,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-	Rule      string    `json:"rule,omitempty"`
-	Layer     string    `json:"layer,omitempty"`
-	Mode      string    `json:"mode,omitempty"`      // "enforce" or "monitor": the mode that decided
-	Transport string    `json:"transport,omitempty"` // "tcp", "udp", "icmp"
-	Host      string    `json:"host,omitempty"`
-	IP        string    `json:"ip,omitempty"`
-	Port      int       `json:"port,omitempty"`
-	QType     string    `json:"qtype,omitempty"` // DNS only
+	Seq       uint64        `json:"seq"` // set by the Hub: increasing, for resuming a stream
+	Time      time.Time     `json:"time"`
+	Kind      string        `json:"kind"`
+	Tenant    string        `json:"tenant"`
+	VMID      string        `json:"vm_id,omitempty"`
+	SessionID string        `json:"session_id,omitempty"`
+	Decision  string        `json:"decision"` // "allow" or "deny"
+	WouldDeny bool          `json:"would_deny,omitempty"`
+	Reason    policy.Reason `json:"reason,omitempty"`
+	// Message is the Reason's sentence for people.
+	Message   string `json:"message,omitempty"`
+	Rule      string `json:"rule,omitempty"`
+	Layer     string `json:"layer,omitempty"`
+	Mode      string `json:"mode,omitempty"`      // "enforce" or "monitor": the mode that decided
+	Transport string `json:"transport,omitempty"` // "tcp", "udp", "icmp"
+	Host      string `json:"host,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	Port      int    `json:"port,omitempty"`
+	QType     string `json:"qtype,omitempty"` // DNS only
 	// For KindClose: bytes from the sandbox to the destination and back, and how long the
 	// connection lived. CloseReason says why it ended ("eof", "reset", "policy", "session ended",
 	// "idle", "error").
@@ -58,6 +64,93 @@ type Record struct {
 	CloseReason string  `json:"close_reason,omitempty"`
 	// DialMS is how long the dial to the destination took (allowed connect records).
 	DialMS float64 `json:"dial_ms,omitempty"`
+}
+
+// Source is whom a record is about: the sandbox a connection or query came from. SessionID
+// is empty in transparent mode, where the gateway sees only the VM.
+type Source struct {
+	Tenant, VMID, SessionID string
+}
+
+// Decided is the record of one decision d on c from src: the one builder of decision
+// records for every part of the data plane (the proxies and the DNS filter), so that each
+// record says the same things the same way. The mode is the decision's own (enforce for a
+// decision without one: the gateway's own refusals).
+func Decided(kind string, src Source, c policy.Conn, d policy.Decision) Record {
+	r := Record{
+		Time:      time.Now(),
+		Kind:      kind,
+		Tenant:    src.Tenant,
+		VMID:      src.VMID,
+		SessionID: src.SessionID,
+		Decision:  Deny,
+		WouldDeny: d.WouldDeny,
+		Reason:    d.Reason,
+		Message:   d.Reason.Message(),
+		Rule:      d.Rule,
+		Layer:     string(d.Layer),
+		Mode:      string(d.Mode),
+		Transport: string(c.Transport),
+		Host:      c.Host,
+		Port:      int(c.Port),
+	}
+	if d.Allow {
+		r.Decision = Allow
+	}
+	if r.Mode == "" {
+		r.Mode = string(policy.Enforce)
+	}
+	if r.Transport == "" {
+		r.Transport = string(policy.TCP)
+	}
+	if c.IP.IsValid() {
+		r.IP = c.IP.String()
+	}
+	return r
+}
+
+// Closed is the KindClose record of a connection to c that a KindConnect record allowed.
+func Closed(src Source, c policy.Conn, up, down int64, lived time.Duration, reason string) Record {
+	r := Record{
+		Time:        time.Now(),
+		Kind:        KindClose,
+		Tenant:      src.Tenant,
+		VMID:        src.VMID,
+		SessionID:   src.SessionID,
+		Decision:    Allow,
+		Transport:   string(c.Transport),
+		Host:        c.Host,
+		Port:        int(c.Port),
+		BytesUp:     up,
+		BytesDown:   down,
+		DurationMS:  Millis(lived),
+		CloseReason: reason,
+	}
+	if r.Transport == "" {
+		r.Transport = string(policy.TCP)
+	}
+	if c.IP.IsValid() {
+		r.IP = c.IP.String()
+	}
+	return r
+}
+
+// Millis is a duration in milliseconds, to the microsecond, as records carry durations.
+func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Refusal is the sentence that tells a person why d denied: the reason's message, the rule,
+// and the layer whose policy denied, e.g. "the host is not allowed (not in allowed_domains)
+// by the session policy". The proxies' refusals and the DNS filter's Extended DNS Errors
+// both say it this way.
+func Refusal(d policy.Decision) string {
+	s := d.Reason.Message()
+	if d.Rule != "" {
+		s += " (" + d.Rule + ")"
+	}
+	if d.Layer != "" && d.Layer != policy.LayerHard {
+		s += " by the " + string(d.Layer) + " policy"
+	}
+	return s
 }
 
 // Sink takes records. Record must not block the data path: a slow consumer loses records

@@ -50,10 +50,9 @@ type Store interface {
 
 // Config is what the view needs besides the store.
 type Config struct {
-	Classifier *policy.Classifier
-	Preset     *policy.Preset // nil: the built-in one
-	Default    *policy.Policy // nil: deny all
-	Poll       time.Duration  // how often to look for changes without a kick; 0: 500ms
+	// Env is the operator's setting every effective policy is built in; nil: the built-in one.
+	Env  *policy.Env
+	Poll time.Duration // how often to look for changes without a kick; 0: 500ms
 	// SyncTimeout bounds one sync; 0: 30s. A store connection that hangs (a database host
 	// that vanished without closing it) must turn into a failed sync, which marks the view
 	// not ready and is retried, rather than freeze the view until TCP gives up.
@@ -63,10 +62,9 @@ type Config struct {
 
 // View is the live picture. Create it with New, then Start it.
 type View struct {
-	st     Store
-	cfg    Config
-	log    *slog.Logger
-	defSet *policy.Matcher
+	st  Store
+	cfg Config
+	log *slog.Logger
 
 	mu       sync.RWMutex
 	sessions map[string]*Session // by session ID (unique store-wide)
@@ -82,9 +80,6 @@ type View struct {
 
 // New makes a view; nothing is loaded until Start.
 func New(st Store, cfg Config) (*View, error) {
-	if cfg.Classifier == nil {
-		cfg.Classifier = &policy.Classifier{}
-	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
 	}
@@ -94,16 +89,8 @@ func New(st Store, cfg Config) (*View, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	def := policy.DenyAll()
-	if cfg.Default != nil {
-		def = *cfg.Default
-	}
-	m, err := policy.Compile(def, cfg.Preset)
-	if err != nil {
-		return nil, fmt.Errorf("view: default policy: %w", err)
-	}
 	return &View{
-		st: st, cfg: cfg, log: cfg.Logger, defSet: m,
+		st: st, cfg: cfg, log: cfg.Logger,
 		sessions: make(map[string]*Session),
 		vms:      make(map[vmKey]*VM),
 		byAddr:   make(map[netip.Addr]*VM),
@@ -340,7 +327,7 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	set, err := v.compile(ctx, se.Tenant, []layerRef{{store.ScopeSession, se.ID, policy.LayerSession}, {store.ScopeVM, se.VMID, policy.LayerVM}})
+	set, err := v.compile(ctx, se.Tenant, store.SessionLayers(se))
 	if err != nil {
 		return "", err
 	}
@@ -370,15 +357,15 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	if err != nil {
 		return err
 	}
-	refs := []layerRef{{store.ScopeVM, vm.ID, policy.LayerVM}}
 	sessions, err := v.st.ListSessions(ctx, vm.Tenant, vm.ID)
 	if err != nil {
 		return err
 	}
-	for _, se := range sessions {
-		refs = append(refs, layerRef{store.ScopeSession, se.ID, policy.LayerSession})
+	ids := make([]string, len(sessions))
+	for i, se := range sessions {
+		ids[i] = se.ID
 	}
-	set, err := v.compile(ctx, vm.Tenant, refs)
+	set, err := v.compile(ctx, vm.Tenant, store.VMLayers(vm.ID, ids))
 	if err != nil {
 		return err
 	}
@@ -414,34 +401,13 @@ func (v *View) endVM(k vmKey) {
 	}
 }
 
-// layerRef names a stored policy that is one layer of an effective policy.
-type layerRef struct {
-	scope store.Scope
-	id    string
-	layer policy.Layer
-}
-
 // compile builds an effective policy from the layers that are set, or the default when none is.
-func (v *View) compile(ctx context.Context, tenant string, refs []layerRef) (*policy.Set, error) {
-	var layers []policy.Layered
-	for _, l := range refs {
-		rec, err := v.st.GetPolicy(ctx, tenant, l.scope, l.id)
-		if errors.Is(err, store.ErrNoPolicy) || errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		m, err := policy.Compile(rec.Policy, v.cfg.Preset)
-		if err != nil {
-			return nil, fmt.Errorf("compile %s policy of %s: %w", l.layer, l.id, err)
-		}
-		layers = append(layers, policy.Layered{Layer: l.layer, Matcher: m})
+func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef) (*policy.Set, error) {
+	layers, err := store.LoadLayers(ctx, v.st, tenant, refs...)
+	if err != nil {
+		return nil, err
 	}
-	if len(layers) == 0 {
-		layers = append(layers, policy.Layered{Layer: policy.LayerDefault, Matcher: v.defSet})
-	}
-	return policy.NewSet(v.cfg.Classifier, layers...), nil
+	return v.cfg.Env.Effective(layers...)
 }
 
 // end ends a session and returns its VM ID ("" if the view did not know it).

@@ -122,7 +122,11 @@ func TestPolicyChangesApplyAtOnce(t *testing.T) {
 
 func TestDefaultPolicy(t *testing.T) {
 	def := policy.Policy{AllowHTTPS: true}.WithDefaults()
-	f := newFixture(t, view.Config{Default: &def})
+	env, err := policy.NewEnv(nil, nil, &def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, view.Config{Env: env})
 	s, _ := f.v.Authenticate("early", "early-token")
 	if d := s.Set().Decide(https); !d.Allow || d.Layer != policy.LayerDefault {
 		t.Fatalf("default policy: %+v", d)

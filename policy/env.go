@@ -1,0 +1,101 @@
+package policy
+
+import "fmt"
+
+// Env is the operator's setting in which every effective policy is built: which addresses
+// are public or always denied (the Classifier), the package-manager preset, and the default
+// policy of a sandbox that has no layer set. egressd builds one at start and hands the same
+// value to the API and to the gateway, so that the check endpoint and the data path judge
+// alike. An Env is immutable; a nil *Env is the built-in setting (the zero Classifier, the
+// built-in preset, deny all).
+type Env struct {
+	classifier *Classifier
+	preset     *Preset
+	def        Policy
+	defMatcher *Matcher
+}
+
+// NewEnv validates the operator's setting and compiles the default policy once. nil
+// arguments take the built-in values: the zero Classifier, BuiltinPreset, DenyAll.
+func NewEnv(c *Classifier, preset *Preset, def *Policy) (*Env, error) {
+	e := &Env{classifier: c, preset: preset, def: DenyAll()}
+	if e.classifier == nil {
+		e.classifier = &Classifier{}
+	}
+	if e.preset == nil {
+		e.preset = builtin()
+	} else if err := e.preset.Validate(); err != nil {
+		return nil, fmt.Errorf("package-manager preset: %w", err)
+	}
+	if def != nil {
+		e.def = *def
+	}
+	m, err := Compile(e.def, e.preset)
+	if err != nil {
+		return nil, fmt.Errorf("default policy: %w", err)
+	}
+	e.defMatcher = m
+	return e, nil
+}
+
+var builtinEnv = func() *Env {
+	e, err := NewEnv(nil, nil, nil)
+	if err != nil {
+		panic(err) // the built-in preset and DenyAll are valid: a test proves it
+	}
+	return e
+}()
+
+func (e *Env) orBuiltin() *Env {
+	if e == nil {
+		return builtinEnv
+	}
+	return e
+}
+
+// Classifier is the address classes in force.
+func (e *Env) Classifier() *Classifier { return e.orBuiltin().classifier }
+
+// Preset is the package-manager preset in force.
+func (e *Env) Preset() *Preset { return e.orBuiltin().preset }
+
+// Default is the policy of a sandbox with no layer set.
+func (e *Env) Default() Policy { return e.orBuiltin().def }
+
+// Compile compiles one layer's policy with the preset in force.
+func (e *Env) Compile(p Policy) (*Matcher, error) { return Compile(p, e.orBuiltin().preset) }
+
+// Set is the effective policy of compiled layers: the layers given, or the default policy
+// (as LayerDefault) when none is given.
+func (e *Env) Set(layers ...Layered) *Set {
+	e = e.orBuiltin()
+	if len(layers) == 0 {
+		layers = []Layered{{Layer: LayerDefault, Matcher: e.defMatcher}}
+	}
+	return NewSet(e.classifier, layers...)
+}
+
+// Effective compiles the layers that are set into the effective policy (DESIGN §2.4): the
+// one way the API and the gateway turn stored policies into a Set. With no layer, the
+// default policy applies.
+func (e *Env) Effective(layers ...NamedPolicy) (*Set, error) {
+	ls := make([]Layered, 0, len(layers))
+	for _, l := range layers {
+		m, err := e.Compile(l.Policy)
+		if err != nil {
+			return nil, fmt.Errorf("compile the %s policy: %w", l.Layer, err)
+		}
+		ls = append(ls, Layered{Layer: l.Layer, Matcher: m})
+	}
+	return e.Set(ls...), nil
+}
+
+// Explain is the effective policy of the layers as one readable object (see Explain); with
+// no layer, the default policy's.
+func (e *Env) Explain(layers ...NamedPolicy) Effective {
+	e = e.orBuiltin()
+	if len(layers) == 0 {
+		layers = []NamedPolicy{{Layer: LayerDefault, Policy: e.def}}
+	}
+	return Explain(e.preset, layers...)
+}

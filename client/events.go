@@ -36,7 +36,8 @@ type Event struct {
 	Decision  string    `json:"decision"` // "allow" or "deny"
 	// WouldDeny: a monitor-mode policy let it through but would have denied it.
 	WouldDeny bool   `json:"would_deny,omitempty"`
-	Reason    string `json:"reason,omitempty"`
+	Reason    string `json:"reason,omitempty"` // a code of docs/reasons.md
+	Message   string `json:"message,omitempty"`
 	Rule      string `json:"rule,omitempty"`
 	Layer     string `json:"layer,omitempty"`
 	Mode      string `json:"mode,omitempty"`      // "enforce" or "monitor"

@@ -83,8 +83,10 @@ type CheckRequest struct {
 // CheckResult is the decision the gateway would take. In monitor mode Decision is "allow"
 // and WouldDeny says whether an enforcing policy would have denied it.
 type CheckResult struct {
-	Decision  string          `json:"decision"`
+	Decision string `json:"decision"`
+	// Reason is a stable snake_case code (docs/reasons.md); Message is its sentence.
 	Reason    string          `json:"reason"`
+	Message   string          `json:"message,omitempty"`
 	Rule      string          `json:"rule"`
 	Layer     string          `json:"layer"`
 	WouldDeny bool            `json:"would_deny"`
@@ -96,6 +98,7 @@ type AddressResult struct {
 	IP        string `json:"ip"`
 	Decision  string `json:"decision"`
 	Reason    string `json:"reason"`
+	Message   string `json:"message,omitempty"`
 	Rule      string `json:"rule"`
 	Layer     string `json:"layer"`
 	WouldDeny bool   `json:"would_deny"`

@@ -73,7 +73,7 @@ func TestDecisionEvents(t *testing.T) {
 	if allowConnect == nil || allowConnect.Port != 443 || allowConnect.IP != webIP || allowConnect.VMID != l.vm || allowConnect.Layer != "session" {
 		t.Errorf("allowed connect record: %+v", allowConnect)
 	}
-	if deny == nil || deny.Reason != policy.ReasonHostNotListed || deny.Rule == "" {
+	if deny == nil || deny.Reason != string(policy.ReasonHostNotListed) || deny.Rule == "" {
 		t.Errorf("deny record: %+v", deny)
 	}
 	if closeRec == nil || closeRec.BytesDown < 5000 || closeRec.BytesUp == 0 || closeRec.DurationMS <= 0 {

@@ -86,3 +86,16 @@ func TestEveryReasonConstantIsListed(t *testing.T) {
 		t.Errorf("found %d Reason constants, the list has %d", found, len(reasonList))
 	}
 }
+
+// TestReasonsAreDocumented: docs/reasons.md lists every code, so the docs cannot fall behind.
+func TestReasonsAreDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "reasons.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range Reasons() {
+		if !strings.Contains(string(doc), "| `"+string(r.Reason)+"` |") {
+			t.Errorf("docs/reasons.md does not list %q", r.Reason)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/internal/gateway"
 	"github.com/egressd/egressd/internal/netns"
 	"github.com/egressd/egressd/internal/proxy"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
@@ -44,9 +45,9 @@ func (d *dataPlane) networks() api.Networks {
 	return d.gw
 }
 
-func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, classifier *policy.Classifier) (*dataPlane, error) {
+func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, classifier *policy.Classifier) (*dataPlane, error) {
 	d := &dataPlane{log: log}
-	dl := &dialer.Dialer{Resolver: &dialer.DNS{Upstream: cfg.dnsUpstream}}
+	dl := &dialer.Dialer{Resolver: res}
 	var err error
 	d.explicit, err = proxy.New(proxy.Config{
 		Sessions:             proxy.FromView(v),
@@ -64,7 +65,7 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 	if !cfg.transparent {
 		return d, nil
 	}
-	if err := d.startTransparent(ctx, cfg, log, st, v, dl, sink, classifier); err != nil {
+	if err := d.startTransparent(ctx, cfg, log, st, v, dl, res, sink, classifier); err != nil {
 		d.proxyLn.Close()
 		d.closeTransparent()
 		return nil, err
@@ -74,7 +75,7 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 
 // startTransparent brings up the boundary: the listeners the firewall redirects to, then the
 // gateway, which re-adopts sandbox networks and applies the firewall.
-func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, sink events.Sink, classifier *policy.Classifier) error {
+func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, res *resolve.Resolver, sink events.Sink, classifier *policy.Classifier) error {
 	var err error
 	d.transparent, err = proxy.New(proxy.Config{
 		Sandboxes:            proxy.SandboxesFromView(v),
@@ -99,7 +100,7 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 	if d.dnsTCP, err = net.Listen("tcp4", dnsAddr); err != nil {
 		return fmt.Errorf("dns filter: %w", err)
 	}
-	d.dns = &dnsfilter.Server{VMs: dnsfilter.FromView(v), Upstream: cfg.dnsUpstream, Sink: sink, Logger: log}
+	d.dns = &dnsfilter.Server{VMs: dnsfilter.FromView(v), Resolver: res, Sink: sink, Logger: log}
 	d.gw, err = gateway.New(st, v, netns.NewManager(), firewall.New(), gateway.Config{
 		SandboxCIDR: cfg.sandboxCIDR,
 		ProxyPort:   cfg.transparentPort,

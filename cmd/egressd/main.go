@@ -25,8 +25,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/egressd/egressd/internal/api"
+	"github.com/egressd/egressd/internal/dialer"
 	"github.com/egressd/egressd/internal/events"
-	"github.com/egressd/egressd/internal/proxy"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
@@ -80,6 +81,13 @@ func run(ctx context.Context, cfg *config) error {
 		return err
 	}
 	classifier := &policy.Classifier{Public: cfg.publicCIDRs, HardDeny: ownRanges(cfg), Self: self}
+	// One setting, one resolver and one planner for the API and the gateway alike: what
+	// /check answers is what the data path does (DESIGN §4).
+	env, err := policy.NewEnv(classifier, preset, def)
+	if err != nil {
+		return err
+	}
+	res := &resolve.Resolver{Upstream: cfg.dnsUpstream}
 
 	st, err := openStore(ctx, cfg)
 	if err != nil {
@@ -98,7 +106,7 @@ func run(ctx context.Context, cfg *config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log, Reasons: proxyReasons})
+	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -114,22 +122,21 @@ func run(ctx context.Context, cfg *config) error {
 	defer background.Wait() // after stopView, before the store closes
 	defer stopView()
 	apiCfg := api.Config{
-		Store:      st,
-		Default:    def,
-		Preset:     preset,
-		Classifier: classifier,
-		ProxyAddr:  cfg.proxyListen,
-		RateLimit:  cfg.rateLimit,
-		Logger:     log,
-		Registry:   reg,
-		Events:     hub,
+		Store:     st,
+		Env:       env,
+		Planner:   &dialer.Dialer{Resolver: res},
+		ProxyAddr: cfg.proxyListen,
+		RateLimit: cfg.rateLimit,
+		Logger:    log,
+		Registry:  reg,
+		Events:    hub,
 	}
 	var dp *dataPlane
 	if cfg.role.servesGateway() {
 		// The gateway's live view of the store. Writes through this process's API kick it,
 		// so that a new policy is enforced on the very next connection; in a fleet, the
 		// other nodes' writes kick it through PostgreSQL's notifications.
-		v, err := view.New(st, view.Config{Classifier: classifier, Preset: preset, Default: def, Logger: log})
+		v, err := view.New(st, view.Config{Env: env, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -146,7 +153,7 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, hub, classifier); err != nil {
+		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, hub, res, classifier); err != nil {
 			return err
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)
@@ -195,10 +202,6 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	return err
 }
-
-// proxyReasons are the proxy's own denial reasons, besides the policy's: fixed strings, fit
-// for metric labels.
-var proxyReasons = []string{proxy.ReasonSNIMismatch, proxy.ReasonNotTLS, proxy.ReasonHostMismatch, proxy.ReasonBadRequest, proxy.ReasonTooMany}
 
 // reopenOnHangup reopens the audit log on SIGHUP, so that logrotate can move it away.
 func reopenOnHangup(ctx context.Context, hub *events.Hub, log *slog.Logger) {

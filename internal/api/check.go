@@ -2,18 +2,18 @@ package api
 
 import (
 	"context"
-	"fmt"
-	"net"
+	"errors"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/dialer"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/policy"
 )
@@ -32,7 +32,7 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) e
 	if err != nil {
 		return err
 	}
-	set, err := s.compile(layers)
+	set, err := s.env.Effective(layers...)
 	if err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) e
 		writeJSON(w, http.StatusOK, result(set.DecideQuery(q)))
 		return nil
 	}
-	conn, field, err := parseConn(req)
+	conn, _, err := parseConn(req)
 	if err != nil {
 		return err
 	}
@@ -52,67 +52,37 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) e
 		writeJSON(w, http.StatusOK, result(set.Decide(conn)))
 		return nil
 	}
-	out, err := s.resolveAndDecide(r.Context(), set, conn)
-	if err != nil {
-		return badRequest(field, "%v", err)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, s.plan(r.Context(), set, conn))
 	return nil
 }
 
-// compile turns stored layers into the set the gateway would use.
-func (s *Server) compile(layers []policy.NamedPolicy) (*policy.Set, error) {
-	ls := make([]policy.Layered, 0, len(layers))
-	for _, l := range layers {
-		m, err := policy.Compile(l.Policy, s.preset)
-		if err != nil {
-			return nil, fmt.Errorf("compile %s policy: %w", l.Layer, err)
-		}
-		ls = append(ls, policy.Layered{Layer: l.Layer, Matcher: m})
+// plan answers as the gateway would decide before it dials: it asks the gateway's own
+// planner (judge the name, resolve it with the gateway's resolver, judge every address), so
+// the answer is the decision the gateway would record. A name that leads nowhere is denied
+// here (name_not_found, resolve_failed): the gateway could connect to nothing.
+func (s *Server) plan(ctx context.Context, set *policy.Set, conn policy.Conn) client.CheckResult {
+	p, err := s.planner.Plan(ctx, set, conn)
+	var out client.CheckResult
+	switch {
+	case err == nil, errors.Is(err, dialer.ErrDenied):
+		out = result(p.Decision)
+	case errors.Is(err, resolve.ErrNotFound), errors.Is(err, resolve.ErrNoAddress):
+		out = result(policy.Refused(policy.ReasonNameNotFound, conn.Host))
+	default:
+		out = result(policy.Refused(policy.ReasonResolveFailed, err.Error()))
 	}
-	return policy.NewSet(s.classifier, ls...), nil
-}
-
-// resolveAndDecide judges the name, then every address it resolves to, as the gateway
-// would before it dials: the name must pass, and it dials only an address that passes too.
-func (s *Server) resolveAndDecide(ctx context.Context, set *policy.Set, conn policy.Conn) (client.CheckResult, error) {
-	byName := set.Decide(conn)
-	out := result(byName)
-	if !byName.Allow && !byName.WouldDeny {
-		return out, nil
+	for _, a := range p.Addresses {
+		d := a.Decision
+		out.Addresses = append(out.Addresses, client.AddressResult{
+			IP: a.Conn.IP.String(), Decision: decisionWord(d), Reason: string(d.Reason), Message: d.Message(),
+			Rule: d.Rule, Layer: string(d.Layer), WouldDeny: d.WouldDeny,
+		})
 	}
-	res := s.resolver
-	if res == nil {
-		res = net.DefaultResolver
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	addrs, err := res.LookupNetIP(ctx, "ip", conn.Host)
-	if err != nil || len(addrs) == 0 {
-		return client.CheckResult{Decision: "deny", Reason: "name does not resolve", Rule: conn.Host, Layer: string(policy.LayerHard)}, nil
-	}
-	var firstAllowed *client.AddressResult
-	for _, a := range addrs {
-		c := conn
-		c.IP = a.Unmap()
-		d := set.Decide(c)
-		ar := client.AddressResult{IP: c.IP.String(), Decision: decisionWord(d), Reason: d.Reason, Rule: d.Rule, Layer: string(d.Layer), WouldDeny: d.WouldDeny}
-		out.Addresses = append(out.Addresses, ar)
-		if d.Allow && !d.WouldDeny && firstAllowed == nil {
-			firstAllowed = &out.Addresses[len(out.Addresses)-1]
-		}
-	}
-	if firstAllowed != nil {
-		return out, nil
-	}
-	// No address the gateway could dial: the first address's verdict stands for the whole.
-	first := out.Addresses[0]
-	out.Decision, out.Reason, out.Rule, out.Layer, out.WouldDeny = first.Decision, first.Reason, first.Rule, first.Layer, first.WouldDeny
-	return out, nil
+	return out
 }
 
 func result(d policy.Decision) client.CheckResult {
-	return client.CheckResult{Decision: decisionWord(d), Reason: d.Reason, Rule: d.Rule, Layer: string(d.Layer), WouldDeny: d.WouldDeny}
+	return client.CheckResult{Decision: decisionWord(d), Reason: string(d.Reason), Message: d.Message(), Rule: d.Rule, Layer: string(d.Layer), WouldDeny: d.WouldDeny}
 }
 
 func decisionWord(d policy.Decision) string {

@@ -78,8 +78,8 @@ func policyOut(rec store.PolicyRecord, warnings []string) *client.Policy {
 	}
 }
 
-// layers loads the policies that apply to a session: its own and its VM's, or the operator's
-// default when neither is set. The session must be the tenant's.
+// layers loads the policies that are set for a session: its own and its VM's (none: the
+// operator's default applies). The session must be the tenant's.
 func (s *Server) layers(ctx context.Context, tenant, sessionID string) (store.Session, []policy.NamedPolicy, error) {
 	se, err := s.store.GetSession(ctx, tenant, sessionID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -87,25 +87,8 @@ func (s *Server) layers(ctx context.Context, tenant, sessionID string) (store.Se
 	} else if err != nil {
 		return se, nil, err
 	}
-	var out []policy.NamedPolicy
-	for _, l := range []struct {
-		scope store.Scope
-		id    string
-		layer policy.Layer
-	}{{store.ScopeSession, se.ID, policy.LayerSession}, {store.ScopeVM, se.VMID, policy.LayerVM}} {
-		rec, err := s.store.GetPolicy(ctx, tenant, l.scope, l.id)
-		switch {
-		case err == nil:
-			out = append(out, policy.NamedPolicy{Layer: l.layer, Policy: rec.Policy, Revision: rec.Revision, UpdatedAt: rec.UpdatedAt})
-		case errors.Is(err, store.ErrNoPolicy):
-		default:
-			return se, nil, err
-		}
-	}
-	if len(out) == 0 {
-		out = append(out, policy.NamedPolicy{Layer: policy.LayerDefault, Policy: s.def})
-	}
-	return se, out, nil
+	layers, err := store.LoadLayers(ctx, s.store, tenant, store.SessionLayers(se)...)
+	return se, layers, err
 }
 
 func (s *Server) effective(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
@@ -113,11 +96,11 @@ func (s *Server) effective(w http.ResponseWriter, r *http.Request, k store.APIKe
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, client.Effective{SessionID: se.ID, VMID: se.VMID, Effective: policy.Explain(s.preset, layers...)})
+	writeJSON(w, http.StatusOK, client.Effective{SessionID: se.ID, VMID: se.VMID, Effective: s.env.Explain(layers...)})
 	return nil
 }
 
 func (s *Server) packageManagers(w http.ResponseWriter, r *http.Request, _ store.APIKey) error {
-	writeJSON(w, http.StatusOK, client.PackageManagers{Managers: s.preset.Managers})
+	writeJSON(w, http.StatusOK, client.PackageManagers{Managers: s.env.Preset().Managers})
 	return nil
 }

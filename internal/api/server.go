@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -12,13 +11,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/dialer"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/policy"
 )
 
-// Resolver looks names up for check requests with "resolve": true.
-type Resolver interface {
-	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+// Planner judges a destination as the gateway would before it dials: judge the name,
+// resolve it with the gateway's resolver, judge every address. *dialer.Dialer is the one the
+// gateway uses; the check endpoint answers "resolve": true from its Plan, so that /check
+// and the data path cannot disagree.
+type Planner interface {
+	Plan(ctx context.Context, set *policy.Set, c policy.Conn) (dialer.Plan, error)
 }
 
 // Networks gives VMs their sandbox network. Attach must be idempotent for a VM that has one
@@ -31,19 +34,17 @@ type Networks interface {
 // Config is what the server needs. Only Store is required.
 type Config struct {
 	Store store.Store
-	// Default is the policy of a session whose session and VM have none (deny-all when nil).
-	Default *policy.Policy
-	// Preset is the package-manager preset in force (the built-in one when nil).
-	Preset *policy.Preset
-	// Classifier holds the hard-deny list and public ranges of the gateway.
-	Classifier *policy.Classifier
+	// Env is the setting every effective policy is built in: the address classes, the
+	// preset, the default policy. It must be the gateway's own (nil: the built-in one).
+	Env *policy.Env
 	// ProxyAddr is the explicit proxy's host:port, used to build sessions' proxy_url.
 	ProxyAddr string
 	// Networks attaches VMs that ask for a "netns" network (the transparent gateway); when
 	// nil, such VMs are refused with a message that says how to turn it on.
 	Networks Networks
-	// Resolver answers check requests with "resolve": true (net.DefaultResolver when nil).
-	Resolver Resolver
+	// Planner answers check requests with "resolve": true; nil means a zero
+	// dialer.Dialer, which resolves the system's way. Pass the gateway's dialer.
+	Planner Planner
 	// RateLimit is the number of requests per second allowed per API key (0: unlimited);
 	// bursts of twice that are allowed.
 	RateLimit float64
@@ -60,45 +61,35 @@ type Config struct {
 
 // Server is the control-plane HTTP API.
 type Server struct {
-	store      store.Store
-	def        policy.Policy
-	preset     *policy.Preset
-	classifier *policy.Classifier
-	proxyAddr  string
-	networks   Networks
-	resolver   Resolver
-	log        *slog.Logger
-	limits     *limiter
-	mux        *http.ServeMux
-	metrics    *metrics
-	events     *eventStreams
-	ready      func(ctx context.Context) error
+	store     store.Store
+	env       *policy.Env
+	proxyAddr string
+	networks  Networks
+	planner   Planner
+	log       *slog.Logger
+	limits    *limiter
+	mux       *http.ServeMux
+	metrics   *metrics
+	events    *eventStreams
+	ready     func(ctx context.Context) error
 }
 
 // New builds the server; it does not listen.
 func New(cfg Config) *Server {
 	s := &Server{
-		store:      cfg.Store,
-		def:        policy.DenyAll(),
-		preset:     cfg.Preset,
-		classifier: cfg.Classifier,
-		proxyAddr:  cfg.ProxyAddr,
-		networks:   cfg.Networks,
-		resolver:   cfg.Resolver,
-		log:        cfg.Logger,
-		limits:     newLimiter(cfg.RateLimit),
-		mux:        http.NewServeMux(),
-		events:     newEventStreams(cfg.Events),
-		ready:      cfg.Ready,
+		store:     cfg.Store,
+		env:       cfg.Env,
+		proxyAddr: cfg.ProxyAddr,
+		networks:  cfg.Networks,
+		planner:   cfg.Planner,
+		log:       cfg.Logger,
+		limits:    newLimiter(cfg.RateLimit),
+		mux:       http.NewServeMux(),
+		events:    newEventStreams(cfg.Events),
+		ready:     cfg.Ready,
 	}
-	if cfg.Default != nil {
-		s.def = *cfg.Default
-	}
-	if s.preset == nil {
-		s.preset = policy.BuiltinPreset()
-	}
-	if s.classifier == nil {
-		s.classifier = &policy.Classifier{}
+	if s.planner == nil {
+		s.planner = &dialer.Dialer{}
 	}
 	if s.log == nil {
 		s.log = slog.Default()

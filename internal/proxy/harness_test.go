@@ -21,6 +21,7 @@ import (
 
 	"github.com/egressd/egressd/internal/dialer"
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/internal/testnet"
 	"github.com/egressd/egressd/policy"
 )
@@ -64,7 +65,7 @@ func newEnv(t *testing.T, pol policy.Policy, opts ...func(*Config)) *env {
 
 	cfg := Config{
 		Sessions:         e.auth,
-		Dialer:           &dialer.Dialer{Resolver: &dialer.DNS{Upstream: e.dns.Addr}, Timeout: 3 * time.Second},
+		Dialer:           &dialer.Dialer{Resolver: &resolve.Resolver{Upstream: e.dns.Addr}, Timeout: 3 * time.Second},
 		Sink:             e.sink,
 		Logger:           slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		HandshakeTimeout: 3 * time.Second,

@@ -134,7 +134,7 @@ func TestSecondRequestToDeniedHostOnKeptAliveConnection(t *testing.T) {
 		t.Fatalf("first request: %s %q", resp.Status, body)
 	}
 	resp, body = e.roundTrip(c, br, "GET http://other.example.test/ HTTP/1.1\r\nHost: other.example.test\r\nProxy-Authorization: "+e.authHeader()+"\r\n\r\n")
-	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Reason") != policy.ReasonHostNotListed {
+	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Reason") != string(policy.ReasonHostNotListed) {
 		t.Errorf("second request to a denied host: %s %v %q", resp.Status, resp.Header, body)
 	}
 	if slices.Contains(e.web.seen(), "other.example.test") {

@@ -42,7 +42,11 @@ func newLiveStore(t *testing.T, log *slog.Logger, vm store.VM, sessionID, token 
 	}
 	l.put(store.ScopeVM, vm.ID, vmPolicy)
 	l.put(store.ScopeSession, sessionID, sessionPolicy)
-	if l.view, err = view.New(st, view.Config{Classifier: classifier, Poll: 20 * time.Millisecond, Logger: log}); err != nil {
+	env, err := policy.NewEnv(classifier, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.view, err = view.New(st, view.Config{Env: env, Poll: 20 * time.Millisecond, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
 	vctx, cancel := context.WithCancel(ctx)

@@ -124,34 +124,34 @@ func TestDenials(t *testing.T) {
 		status  int
 		reason  string
 	}{
-		{"CONNECT api.example.test:22", 403, policy.ReasonPort},
-		{"CONNECT 127.0.0.50:443", 403, policy.ReasonIPLiteral},
-		{"CONNECT [::ffff:127.0.0.50]:443", 403, policy.ReasonIPLiteral},
-		{"CONNECT rebind.example.test:443", 403, policy.ReasonHardDeny},
-		{"CONNECT secret.example.test:443", 403, policy.ReasonDeniedDomain},
-		{"CONNECT SECRET.Example.TEST.:443", 403, policy.ReasonDeniedDomain},
-		{"CONNECT xn--bcher-kva.example.test:443", 403, policy.ReasonDeniedDomain},
-		{"CONNECT BÜCHER.example.test:443", 403, policy.ReasonDeniedDomain},
-		{"CONNECT ｓｅｃｒｅｔ.example.test:443", 403, policy.ReasonDeniedDomain},
-		{"CONNECT 127.1:443", 403, policy.ReasonBadName},
-		{"CONNECT exa_mple.example.test:443", 403, policy.ReasonBadName},
-		{"CONNECT user@api.example.test:443", 400, ReasonBadRequest},
-		{"CONNECT api.example.test", 400, ReasonBadRequest},
-		{"CONNECT api.example.test:0", 400, ReasonBadRequest},
+		{"CONNECT api.example.test:22", 403, string(policy.ReasonPort)},
+		{"CONNECT 127.0.0.50:443", 403, string(policy.ReasonIPLiteral)},
+		{"CONNECT [::ffff:127.0.0.50]:443", 403, string(policy.ReasonIPLiteral)},
+		{"CONNECT rebind.example.test:443", 403, string(policy.ReasonHardDeny)},
+		{"CONNECT secret.example.test:443", 403, string(policy.ReasonDeniedDomain)},
+		{"CONNECT SECRET.Example.TEST.:443", 403, string(policy.ReasonDeniedDomain)},
+		{"CONNECT xn--bcher-kva.example.test:443", 403, string(policy.ReasonDeniedDomain)},
+		{"CONNECT BÜCHER.example.test:443", 403, string(policy.ReasonDeniedDomain)},
+		{"CONNECT ｓｅｃｒｅｔ.example.test:443", 403, string(policy.ReasonDeniedDomain)},
+		{"CONNECT 127.1:443", 403, string(policy.ReasonBadName)},
+		{"CONNECT exa_mple.example.test:443", 403, string(policy.ReasonBadName)},
+		{"CONNECT user@api.example.test:443", 400, string(ReasonBadRequest)},
+		{"CONNECT api.example.test", 400, string(ReasonBadRequest)},
+		{"CONNECT api.example.test:0", 400, string(ReasonBadRequest)},
 		{"CONNECT api.example.test%2f:443", 400, ""}, // net/http refuses it before the proxy reads it
-		{"CONNECT [fe80::1%25eth0]:443", 400, ReasonBadRequest},
-		{"GET http://secret.example.test/", 403, policy.ReasonDeniedDomain},
-		{"GET http://SECRET.example.test./", 403, policy.ReasonDeniedDomain},
-		{"GET http://api.example.test:8080/", 403, policy.ReasonPort},
-		{"GET http://127.0.0.50/", 403, policy.ReasonIPLiteral},
-		{"GET http://rebind.example.test/", 403, policy.ReasonHardDeny},
-		{"GET http://user@api.example.test/", 400, ReasonBadRequest},
-		{"GET https://api.example.test/", 400, ReasonBadRequest},
-		{"GET ftp://api.example.test/", 400, ReasonBadRequest},
-		{"GET /path", 400, ReasonBadRequest},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, ReasonHostMismatch},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test:8080", 403, ReasonHostMismatch},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test@secret.example.test", 403, ReasonHostMismatch},
+		{"CONNECT [fe80::1%25eth0]:443", 400, string(ReasonBadRequest)},
+		{"GET http://secret.example.test/", 403, string(policy.ReasonDeniedDomain)},
+		{"GET http://SECRET.example.test./", 403, string(policy.ReasonDeniedDomain)},
+		{"GET http://api.example.test:8080/", 403, string(policy.ReasonPort)},
+		{"GET http://127.0.0.50/", 403, string(policy.ReasonIPLiteral)},
+		{"GET http://rebind.example.test/", 403, string(policy.ReasonHardDeny)},
+		{"GET http://user@api.example.test/", 400, string(ReasonBadRequest)},
+		{"GET https://api.example.test/", 400, string(ReasonBadRequest)},
+		{"GET ftp://api.example.test/", 400, string(ReasonBadRequest)},
+		{"GET /path", 400, string(ReasonBadRequest)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(ReasonHostMismatch)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test:8080", 403, string(ReasonHostMismatch)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test@secret.example.test", 403, string(ReasonHostMismatch)},
 	}
 	parserRefused := 0
 	for _, tt := range tests {
@@ -224,15 +224,15 @@ func TestSNIMustMatchConnectHost(t *testing.T) {
 	}{
 		{"other SNI", func(c net.Conn) error {
 			return tls.Client(c, &tls.Config{ServerName: "other.example.test", RootCAs: e.ca.Pool}).Handshake()
-		}, ReasonSNIMismatch},
+		}, string(ReasonSNIMismatch)},
 		{"no SNI", func(c net.Conn) error {
 			return tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Handshake()
-		}, policy.ReasonNoHost},
+		}, string(policy.ReasonNoHost)},
 		{"not TLS", func(c net.Conn) error {
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
 			_, err := http.ReadResponse(bufio.NewReader(c), nil)
 			return err
-		}, ReasonNotTLS},
+		}, string(ReasonNotTLS)},
 	} {
 		c, _, resp, _ := e.connect("api.example.test:443")
 		if resp.StatusCode != 200 {
@@ -241,7 +241,7 @@ func TestSNIMustMatchConnectHost(t *testing.T) {
 		if err := tc.hello(c); err == nil {
 			t.Errorf("%s: the exchange succeeded", tc.name)
 		}
-		r := e.sink.wait(t, tc.name, func(r events.Record) bool { return r.Decision == "deny" && r.Reason == tc.reason })
+		r := e.sink.wait(t, tc.name, func(r events.Record) bool { return r.Decision == "deny" && string(r.Reason) == tc.reason })
 		if r.Kind != events.KindConnect || r.Host != "api.example.test" || r.IP != webIP {
 			t.Errorf("%s: record %+v", tc.name, r)
 		}
@@ -326,7 +326,7 @@ func TestMonitorMode(t *testing.T) {
 	}
 	// Hard denials hold in monitor mode.
 	_, _, resp, _ := e.connect("rebind.example.test:443")
-	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Reason") != policy.ReasonHardDeny {
+	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Reason") != string(policy.ReasonHardDeny) {
 		t.Errorf("monitor mode, loopback answer: %s", resp.Status)
 	}
 }
@@ -342,7 +342,7 @@ func TestTunnelCap(t *testing.T) {
 		open = append(open, c)
 	}
 	_, _, resp, body := e.connect("api.example.test:80")
-	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-Egress-Reason") != ReasonTooMany || !strings.Contains(body, "2 open connections") {
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-Egress-Reason") != string(ReasonTooMany) || !strings.Contains(body, "2 open connections") {
 		t.Fatalf("third tunnel: %s %q", resp.Status, body)
 	}
 	// Plain HTTP counts too.

@@ -9,14 +9,13 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Reasons for the proxy's own refusals, for records and X-Egress-Reason. They complete the
-// policy package's Reason constants: a small fixed set, fit for a metrics label.
+// Reasons of the proxy's own refusals: codes of the one list (policy.Reasons).
 const (
-	ReasonSNIMismatch  = "SNI does not match the CONNECT host"
-	ReasonNotTLS       = "not TLS"
-	ReasonHostMismatch = "Host header does not match the URL"
-	ReasonBadRequest   = "bad request"
-	ReasonTooMany      = "too many connections"
+	ReasonSNIMismatch  = policy.ReasonSNIMismatch
+	ReasonNotTLS       = policy.ReasonNotTLS
+	ReasonHostMismatch = policy.ReasonHostMismatch
+	ReasonBadRequest   = policy.ReasonBadRequest
+	ReasonTooMany      = policy.ReasonTooMany
 )
 
 // Rules of the proxy's own refusals.
@@ -29,67 +28,26 @@ const (
 )
 
 // deny is a refusal of the proxy's own, decided before or after the policy.
-func deny(reason, rule string) policy.Decision {
-	return policy.Decision{Reason: reason, Rule: rule, Layer: policy.LayerHard}
+func deny(reason policy.Reason, rule string) policy.Decision { return policy.Refused(reason, rule) }
+
+// source is whom s's records are about.
+func (s *Session) source() events.Source {
+	return events.Source{Tenant: s.Tenant, VMID: s.VMID, SessionID: s.ID}
 }
 
 // record sends one decision record.
 func (c *clientConn) record(kind string, s *Session, conn policy.Conn, d policy.Decision, dial time.Duration) {
-	r := events.Record{
-		Time:      time.Now(),
-		Kind:      kind,
-		Tenant:    s.Tenant,
-		VMID:      s.VMID,
-		SessionID: s.ID,
-		Decision:  events.Deny,
-		WouldDeny: d.WouldDeny,
-		Reason:    d.Reason,
-		Rule:      d.Rule,
-		Layer:     string(d.Layer),
-		Mode:      string(policy.Enforce),
-		Transport: string(policy.TCP),
-		Host:      conn.Host,
-		Port:      int(conn.Port),
-	}
-	if d.Allow {
-		r.Decision = events.Allow
-	}
-	if d.WouldDeny {
-		r.Mode = string(policy.Monitor)
-	}
-	if conn.IP.IsValid() {
-		r.IP = conn.IP.String()
-	}
+	r := events.Decided(kind, s.source(), conn, d)
 	if dial > 0 {
-		r.DialMS = ms(dial)
+		r.DialMS = events.Millis(dial)
 	}
 	c.p.cfg.Sink.Record(r)
 }
 
 // recordClose sends the KindClose record of a connection that a KindConnect allowed.
 func (c *clientConn) recordClose(s *Session, conn policy.Conn, res relay.Result) {
-	r := events.Record{
-		Time:        time.Now(),
-		Kind:        events.KindClose,
-		Tenant:      s.Tenant,
-		VMID:        s.VMID,
-		SessionID:   s.ID,
-		Decision:    events.Allow,
-		Transport:   string(policy.TCP),
-		Host:        conn.Host,
-		Port:        int(conn.Port),
-		BytesUp:     res.Up,
-		BytesDown:   res.Down,
-		DurationMS:  ms(res.Duration),
-		CloseReason: res.Reason,
-	}
-	if conn.IP.IsValid() {
-		r.IP = conn.IP.String()
-	}
-	c.p.cfg.Sink.Record(r)
+	c.p.cfg.Sink.Record(events.Closed(s.source(), conn, res.Up, res.Down, res.Duration, res.Reason))
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // refuse answers a denial: 403 with the decision in headers and a line a person can act
 // on, e.g. "egressd: CONNECT api.example.com:22 denied for session ses_x: port is not
@@ -116,16 +74,8 @@ func (c *clientConn) refuse(what string, s *Session, d policy.Decision) {
 	if d.Layer == policy.LayerHard && d.Reason == policy.ReasonHardDeny {
 		fix = "no policy can allow this address"
 	}
-	layer := ""
-	if d.Layer != "" && d.Layer != policy.LayerHard {
-		layer = " by the " + string(d.Layer) + " policy"
-	}
-	body := "egressd: " + what + " denied for " + s.who() + layer + ": " + d.Reason
-	if d.Rule != "" {
-		body += " (" + d.Rule + ")"
-	}
-	body += " — " + fix + "\n"
-	c.respond(status, []string{"X-Egress-Decision", "deny", "X-Egress-Reason", d.Reason, "X-Egress-Rule", d.Rule}, body)
+	body := "egressd: " + what + " denied for " + s.who() + ": " + string(d.Reason) + ": " + events.Refusal(d) + " — " + fix + "\n"
+	c.respond(status, []string{"X-Egress-Decision", "deny", "X-Egress-Reason", string(d.Reason), "X-Egress-Rule", d.Rule}, body)
 }
 
 // badGateway answers an allowed destination that could not be reached.

@@ -16,7 +16,7 @@ import (
 
 // Reasons of the transparent proxy's own refusals.
 const (
-	ReasonUnknownSource = "unknown sandbox" // the source address is no VM's
+	ReasonUnknownSource = policy.ReasonUnknownSandbox // the source address is no VM's
 )
 
 // Rules of the transparent proxy's own refusals.

@@ -188,15 +188,15 @@ func TestTransparentTLSRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name, sni, reason string
 	}{
-		{"denied SNI", "secret.example.test", policy.ReasonDeniedDomain},
-		{"SNI outside allowed_domains", "api.other.test", policy.ReasonHostNotListed},
-		{"SNI that resolves to loopback", "rebind.example.test", policy.ReasonHardDeny},
-		{"no SNI", "", policy.ReasonNoHost},
+		{"denied SNI", "secret.example.test", string(policy.ReasonDeniedDomain)},
+		{"SNI outside allowed_domains", "api.other.test", string(policy.ReasonHostNotListed)},
+		{"SNI that resolves to loopback", "rebind.example.test", string(policy.ReasonHardDeny)},
+		{"no SNI", "", string(policy.ReasonNoHost)},
 	} {
 		if _, err := te.tlsGet(addr, tc.sni, "/"); err == nil {
 			t.Errorf("%s: the handshake succeeded", tc.name)
 		}
-		r := te.sink.wait(t, tc.name, func(r events.Record) bool { return r.Reason == tc.reason })
+		r := te.sink.wait(t, tc.name, func(r events.Record) bool { return string(r.Reason) == tc.reason })
 		vmRecord(t, r)
 		if r.Kind != events.KindConnect || r.Decision != "deny" || r.Port != 443 {
 			t.Errorf("%s: record %+v", tc.name, r)
@@ -273,7 +273,7 @@ func TestTransparentHTTP(t *testing.T) {
 	}
 	// A switch to a denied host on the same connection is refused, and never sent.
 	resp, body = te.roundTrip(c, br, "GET / HTTP/1.1\r\nHost: secret.example.test\r\n\r\n")
-	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Decision") != "deny" || resp.Header.Get("X-Egress-Reason") != policy.ReasonHostNotListed {
+	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Decision") != "deny" || resp.Header.Get("X-Egress-Reason") != string(policy.ReasonHostNotListed) {
 		t.Fatalf("denied host: %s %v", resp.Status, resp.Header)
 	}
 	if want := "egressd: GET http://secret.example.test/ denied for VM vm_t by the session policy: host is not allowed"; !strings.HasPrefix(body, want) || strings.Count(body, "\n") != 1 {
@@ -302,21 +302,21 @@ func TestTransparentHTTPDenials(t *testing.T) {
 		status  int
 		reason  string
 	}{
-		{"GET / HTTP/1.1\r\nHost: secret.example.test", 403, policy.ReasonDeniedDomain},
-		{"GET / HTTP/1.1\r\nHost: SECRET.example.test.", 403, policy.ReasonDeniedDomain},
-		{"GET / HTTP/1.1\r\nHost: api.other.test", 403, policy.ReasonHostNotListed},
-		{"GET / HTTP/1.1\r\nHost: rebind.example.test", 403, policy.ReasonHardDeny},
-		{"GET / HTTP/1.1\r\nHost: " + webIP, 403, policy.ReasonIPLiteral},
-		{"GET / HTTP/1.1\r\nHost: exa_mple.example.test", 403, policy.ReasonBadName},
-		{"GET / HTTP/1.1\r\nHost: api.example.test:8080", 403, ReasonHostMismatch},
-		{"GET / HTTP/1.0", 403, policy.ReasonNoHost},
-		{"GET / HTTP/1.1\r\nUser-Agent: x", 403, policy.ReasonNoHost},
+		{"GET / HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)},
+		{"GET / HTTP/1.1\r\nHost: SECRET.example.test.", 403, string(policy.ReasonDeniedDomain)},
+		{"GET / HTTP/1.1\r\nHost: api.other.test", 403, string(policy.ReasonHostNotListed)},
+		{"GET / HTTP/1.1\r\nHost: rebind.example.test", 403, string(policy.ReasonHardDeny)},
+		{"GET / HTTP/1.1\r\nHost: " + webIP, 403, string(policy.ReasonIPLiteral)},
+		{"GET / HTTP/1.1\r\nHost: exa_mple.example.test", 403, string(policy.ReasonBadName)},
+		{"GET / HTTP/1.1\r\nHost: api.example.test:8080", 403, string(ReasonHostMismatch)},
+		{"GET / HTTP/1.0", 403, string(policy.ReasonNoHost)},
+		{"GET / HTTP/1.1\r\nUser-Agent: x", 403, string(policy.ReasonNoHost)},
 		{"GET / HTTP/1.1\r\nHost: api.example.test\r\nHost: secret.example.test", 400, ""}, // net/http refuses it
-		{"GET / HTTP/1.1\r\nHost: user@api.example.test", 400, ReasonBadRequest},
-		{"GET http://secret.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, policy.ReasonDeniedDomain},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, ReasonHostMismatch},
-		{"GET https://api.example.test/ HTTP/1.1\r\nHost: api.example.test", 400, ReasonBadRequest},
-		{"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443", 400, ReasonBadRequest},
+		{"GET / HTTP/1.1\r\nHost: user@api.example.test", 400, string(ReasonBadRequest)},
+		{"GET http://secret.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(ReasonHostMismatch)},
+		{"GET https://api.example.test/ HTTP/1.1\r\nHost: api.example.test", 400, string(ReasonBadRequest)},
+		{"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443", 400, string(ReasonBadRequest)},
 	} {
 		c, br := te.dialFrom("127.0.0.1", addr)
 		resp, body := te.roundTrip(c, br, tt.request+"\r\n\r\n")
@@ -334,7 +334,7 @@ func TestTransparentHTTPDenials(t *testing.T) {
 		if !strings.HasPrefix(body, "egressd: ") || !strings.Contains(body, "VM vm_t") || strings.Count(body, "\n") != 1 {
 			t.Errorf("%q: body %q", line, body)
 		}
-		r := te.sink.wait(t, tt.reason, func(r events.Record) bool { return r.Reason == tt.reason && r.Kind == events.KindRequest })
+		r := te.sink.wait(t, tt.reason, func(r events.Record) bool { return string(r.Reason) == tt.reason && r.Kind == events.KindRequest })
 		vmRecord(t, r)
 	}
 	if seen := te.web.seen(); len(seen) != 0 {
@@ -414,7 +414,7 @@ func TestTransparentMonitorMode(t *testing.T) {
 	}
 	// Hard denials, and the lack of a name, hold in monitor mode.
 	resp, _ = te.roundTrip(c, br, "GET / HTTP/1.1\r\nHost: rebind.example.test\r\n\r\n")
-	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Reason") != policy.ReasonHardDeny {
+	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Reason") != string(policy.ReasonHardDeny) {
 		t.Errorf("monitor mode, loopback answer: %s", resp.Status)
 	}
 	if _, err := te.tlsGet(te.listen(webIP+":443"), "", "/"); err == nil {

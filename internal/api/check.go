@@ -206,7 +206,7 @@ func hostConn(host string, port uint16, field string) (policy.Conn, error) {
 		return policy.Conn{}, badRequest(field, "no host name")
 	}
 	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return policy.Conn{IP: ip.Unmap(), Port: port, Transport: policy.TCP}, nil
+		return policy.Conn{IP: ip.Unmap(), Port: port, Transport: policy.TCP, IPLiteral: true}, nil
 	}
 	name, err := policy.NormalizeName(host)
 	if err != nil {

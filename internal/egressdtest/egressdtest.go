@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,6 +104,10 @@ type Instance struct {
 	// reaches its API from the test either way.
 	Netns      string
 	HTTPClient *http.Client
+	// Wrapper, when set, is a command that runs egressd: egressd's path and arguments are
+	// appended to it, and the wrapper must exec egressd (keep its PID), as
+	// `unshare --mount sh -c '...; exec "$0" "$@"'` does.
+	Wrapper []string
 
 	t       testing.TB
 	cmd     *exec.Cmd
@@ -120,15 +125,27 @@ func Start(t testing.TB, extraArgs ...string) *Instance {
 	return StartIn(t, "", extraArgs...)
 }
 
+// StartWrapped is Start with egressd run by wrapper (see Instance.Wrapper).
+func StartWrapped(t testing.TB, wrapper []string, extraArgs ...string) *Instance {
+	t.Helper()
+	return startInstance(t, "", wrapper, extraArgs)
+}
+
 // StartIn is Start with egressd inside the network namespace at nsPath (a test's gateway
 // namespace): only its network namespace is switched, so the namespaces it makes for
 // sandboxes are visible to the test. Its API listens on 127.0.0.1:8470 of that namespace,
 // the proxy on 127.0.0.1:8471, and HTTPClient dials them there.
 func StartIn(t testing.TB, nsPath string, extraArgs ...string) *Instance {
 	t.Helper()
+	return startInstance(t, nsPath, nil, extraArgs)
+}
+
+func startInstance(t testing.TB, nsPath string, wrapper, extraArgs []string) *Instance {
+	t.Helper()
 	in := &Instance{
 		t:          t,
 		Netns:      nsPath,
+		Wrapper:    wrapper,
 		DataDir:    filepath.Join(t.TempDir(), "data"),
 		Args:       extraArgs,
 		HTTPClient: &http.Client{Timeout: 30 * time.Second},
@@ -192,7 +209,8 @@ func (in *Instance) startOnce() bool {
 	if in.log == nil {
 		in.log = &bytes.Buffer{}
 	}
-	cmd := exec.Command(Binary(in.t, "egressd"), args...)
+	argv := append(append(slices.Clone(in.Wrapper), Binary(in.t, "egressd")), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = lockedWriter{&in.mu, in.log}
 	cmd.Stderr = lockedWriter{&in.mu, in.log}
 	cmd.Env = cleanEnv()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"flag"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -121,6 +122,7 @@ func newWorld(t *testing.T, resync time.Duration) *world {
 		ProxyPort:   15001,
 		DNSPort:     15353,
 		Classifier:  &policy.Classifier{HardDeny: pfx("198.51.100.53/32")},
+		Logger:      slog.New(slog.DiscardHandler),
 		Resync:      resync,
 	})
 	if err != nil {

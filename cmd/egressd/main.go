@@ -158,7 +158,7 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)
 		apiCfg.Networks = dp.networks()
-		apiCfg.Ready = viewReady(v)
+		apiCfg.Ready = viewReady(v, dp.ready)
 	}
 	srv := api.New(apiCfg)
 	var handler http.Handler = srv

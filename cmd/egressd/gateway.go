@@ -53,7 +53,7 @@ func (d *dataPlane) networks() api.Networks {
 	return d.gw
 }
 
-func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, classifier *policy.Classifier) (*dataPlane, error) {
+func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, env *policy.Env) (*dataPlane, error) {
 	d := &dataPlane{log: log}
 	dl := &dialer.Dialer{Resolver: res}
 	var err error
@@ -73,7 +73,7 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 	if !cfg.transparent {
 		return d, nil
 	}
-	if err := d.startTransparent(ctx, cfg, log, st, v, dl, res, sink, classifier); err != nil {
+	if err := d.startTransparent(ctx, cfg, log, st, v, dl, res, sink, env); err != nil {
 		d.proxyLn.Close()
 		d.closeTransparent()
 		return nil, err
@@ -83,7 +83,7 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 
 // startTransparent brings up the boundary: the listeners the firewall redirects to, then the
 // gateway, which re-adopts sandbox networks and applies the firewall.
-func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, res *resolve.Resolver, sink events.Sink, classifier *policy.Classifier) error {
+func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, res *resolve.Resolver, sink events.Sink, env *policy.Env) error {
 	var err error
 	d.transparent, err = proxy.New(proxy.Config{
 		Sandboxes:            proxy.SandboxesFromView(v),
@@ -113,7 +113,7 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 		SandboxCIDR: cfg.sandboxCIDR,
 		ProxyPort:   cfg.transparentPort,
 		DNSPort:     cfg.dnsPort,
-		Classifier:  classifier,
+		Env:         env,
 		Logger:      log,
 	})
 	if err != nil {

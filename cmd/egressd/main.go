@@ -153,7 +153,7 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, hub, res, classifier); err != nil {
+		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, hub, res, env); err != nil {
 			return err
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)

@@ -66,8 +66,10 @@ type Config struct {
 	SandboxCIDR netip.Prefix
 	ProxyPort   uint16 // the transparent proxy's port on the gateway addresses
 	DNSPort     uint16 // the DNS filter's port
-	Classifier  *policy.Classifier
-	Logger      *slog.Logger
+	// Env is the operator's setting, the API's too: its hard denials are the firewall's
+	// first rules. nil: the built-in one.
+	Env    *policy.Env
+	Logger *slog.Logger
 	// Resync is how often the firewall is re-applied even without a change (repairing a
 	// table someone changed by hand); 0 means a minute. A failed apply is retried sooner:
 	// after a second, then twice as long each time, up to Resync.
@@ -337,7 +339,7 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 		ProxyPort:   g.cfg.ProxyPort,
 		DNSPort:     g.cfg.DNSPort,
 		SandboxCIDR: g.cfg.SandboxCIDR,
-		HardDeny:    g.cfg.Classifier.HardDenyPrefixes(),
+		HardDeny:    g.cfg.Env.Classifier().HardDenyPrefixes(),
 		IfacePrefix: netns.HostIfacePrefix,
 	}
 	for _, vm := range g.view.VMs() {

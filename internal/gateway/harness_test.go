@@ -117,11 +117,15 @@ func newWorld(t *testing.T, resync time.Duration) *world {
 		nets:  &netnstest.Fake{},
 		fw:    &firewalltest.Fake{},
 	}
+	env, err := policy.NewEnv(&policy.Classifier{HardDeny: pfx("198.51.100.53/32")}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	gw, err := New(w.store, w.view, w.nets, w.fw, Config{
 		SandboxCIDR: sandboxRange,
 		ProxyPort:   15001,
 		DNSPort:     15353,
-		Classifier:  &policy.Classifier{HardDeny: pfx("198.51.100.53/32")},
+		Env:         env,
 		Logger:      slog.New(slog.DiscardHandler),
 		Resync:      resync,
 	})

@@ -76,7 +76,7 @@ func TestOpenSessionSettings(t *testing.T) {
 		"transaction_isolation": "read committed",
 	} {
 		var got string
-		if err := s.pool.QueryRow(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
+		if err := s.db.QueryRowContext(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
 			t.Fatal(err)
 		}
 		if got != want {
@@ -91,7 +91,7 @@ func TestOpenURLOverridesDefaults(t *testing.T) {
 	s := openTest(t, withParams(t, url, "synchronous_commit", "remote_apply", "application_name", "gw-7"))
 	for name, want := range map[string]string{"synchronous_commit": "remote_apply", "application_name": "gw-7"} {
 		var got string
-		if err := s.pool.QueryRow(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
+		if err := s.db.QueryRowContext(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
 			t.Fatal(err)
 		}
 		if got != want {
@@ -138,8 +138,12 @@ func TestRedact(t *testing.T) {
 // although the clock has nanoseconds and PostgreSQL keeps microseconds.
 func TestTimestampsAreMicroseconds(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, pgtest.NewDatabase(t))
-	s.now = func() time.Time { return time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600)) }
+	clock := func() time.Time { return time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600)) }
+	s, err := open(t.Context(), pgtest.NewDatabase(t), clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	vm, err := s.CreateVM(t.Context(), store.VM{Tenant: "t", ID: "vm"})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 )
 
 // scopeSQL is the SQL that differs between the scopes: which table holds the object that a
-// policy is attached to. The strings are constants, so no SQL is ever built from input.
+// policy is attached to. It is built once, from constants, so no SQL is ever built from input.
 type scopeSQL struct {
 	kind string // change-log kind
 	// objectExists: SELECT EXISTS, args tenant, id.
@@ -23,30 +23,30 @@ type scopeSQL struct {
 	get string
 }
 
-func scopeQueries(scope store.Scope) (scopeSQL, error) {
-	switch scope {
-	case store.ScopeVM:
-		return scopeSQL{
-			kind:         store.KindVMPolicy,
-			objectExists: `SELECT EXISTS (SELECT 1 FROM vms WHERE tenant = $1 AND id = $2)`,
-			beforePut: `SELECT EXISTS (SELECT 1 FROM vms WHERE tenant = $1 AND id = $2),
-				EXISTS (SELECT 1 FROM policies WHERE tenant = $1 AND scope = 'vm' AND id = $2)`,
-			get: `SELECT p.policy, p.revision, p.updated_at FROM vms o
-				LEFT JOIN policies p ON p.tenant = o.tenant AND p.scope = 'vm' AND p.id = o.id
-				WHERE o.tenant = $1 AND o.id = $2`,
-		}, nil
-	case store.ScopeSession:
-		return scopeSQL{
-			kind:         store.KindSessionPolicy,
-			objectExists: `SELECT EXISTS (SELECT 1 FROM sessions WHERE tenant = $1 AND id = $2)`,
-			beforePut: `SELECT EXISTS (SELECT 1 FROM sessions WHERE tenant = $1 AND id = $2),
-				EXISTS (SELECT 1 FROM policies WHERE tenant = $1 AND scope = 'session' AND id = $2)`,
-			get: `SELECT p.policy, p.revision, p.updated_at FROM sessions o
-				LEFT JOIN policies p ON p.tenant = o.tenant AND p.scope = 'session' AND p.id = o.id
-				WHERE o.tenant = $1 AND o.id = $2`,
-		}, nil
+var scopes = map[store.Scope]scopeSQL{
+	store.ScopeVM:      scopeQueriesFor(store.ScopeVM, store.KindVMPolicy, "vms"),
+	store.ScopeSession: scopeQueriesFor(store.ScopeSession, store.KindSessionPolicy, "sessions"),
+}
+
+func scopeQueriesFor(scope store.Scope, kind, table string) scopeSQL {
+	objectExists := `SELECT EXISTS (SELECT 1 FROM ` + table + ` WHERE tenant = $1 AND id = $2)`
+	return scopeSQL{
+		kind:         kind,
+		objectExists: objectExists,
+		beforePut: objectExists + `,
+			EXISTS (SELECT 1 FROM policies WHERE tenant = $1 AND scope = '` + string(scope) + `' AND id = $2)`,
+		get: `SELECT p.policy, p.revision, p.updated_at FROM ` + table + ` o
+			LEFT JOIN policies p ON p.tenant = o.tenant AND p.scope = '` + string(scope) + `' AND p.id = o.id
+			WHERE o.tenant = $1 AND o.id = $2`,
 	}
-	return scopeSQL{}, fmt.Errorf("unknown policy scope %q", scope)
+}
+
+func scopeQueries(scope store.Scope) (scopeSQL, error) {
+	q, ok := scopes[scope]
+	if !ok {
+		return scopeSQL{}, fmt.Errorf("unknown policy scope %q", scope)
+	}
+	return q, nil
 }
 
 // PutPolicy replaces the policy of one of the tenant's sessions or VMs, setting Revision and

@@ -32,11 +32,7 @@ func prepareReads(ctx context.Context, d Dialect, db *sql.DB) (*readStmts, error
 	r.keyByHash = prepare(`SELECT ` + keyColumns + ` FROM api_keys WHERE hash = $1`)
 	r.vm = prepare(`SELECT ` + vmColumns + ` FROM vms WHERE tenant = $1 AND id = $2`)
 	r.session = prepare(`SELECT ` + sessionColumns + ` FROM sessions WHERE tenant = $1 AND id = $2`)
-	for _, scope := range []store.Scope{store.ScopeVM, store.ScopeSession} {
-		q, err := scopeQueries(scope)
-		if err != nil {
-			return nil, err
-		}
+	for scope, q := range scopes {
 		r.policy[scope] = prepare(q.get)
 	}
 	if err := errors.Join(errs...); err != nil {

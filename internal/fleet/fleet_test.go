@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -174,7 +173,7 @@ func TestFailuresLoggedOnce(t *testing.T) {
 		}
 		return nil
 	}}
-	var logs syncBuffer
+	var logs bytes.Buffer // read once Stop has returned: the heartbeat goroutine has ended
 	h := start(t, reg, fleet.Config{
 		Node:     store.Node{ID: "gw"},
 		Interval: 5 * time.Millisecond,
@@ -207,22 +206,4 @@ func (r *registry) PutNode(ctx context.Context, n store.Node) error {
 		}
 	}
 	return r.Registry.PutNode(ctx, n)
-}
-
-// syncBuffer is a bytes.Buffer that the heartbeat goroutine and the test may use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

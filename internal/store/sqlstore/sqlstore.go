@@ -12,6 +12,9 @@
 // exist?) still hold when it commits, and revisions become visible in the order they were
 // handed out. It appends one row per object it touches to the change log, the changes table,
 // whose key is the store-wide revision, in the same transaction.
+//
+// Its tests are the conformance suite (package storetest), which both stores run on their
+// databases, and each store's own tests of what only it does.
 package sqlstore
 
 import (

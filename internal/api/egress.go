@@ -16,9 +16,9 @@ func (s *Server) putPolicy(scope store.Scope) handlerFunc {
 		if err != nil {
 			return err
 		}
-		p, warnings, err := policy.Parse(body)
+		p, warnings, err := s.decodePolicy(body)
 		if err != nil {
-			return policyError(err, "")
+			return err
 		}
 		id := r.PathValue("id")
 		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: scope, ID: id, Policy: p})
@@ -40,7 +40,7 @@ func (s *Server) getPolicy(scope store.Scope) handlerFunc {
 			return policyLookupError(err, scope, id)
 		}
 		// Warnings are recomputed so that a reader sees them too, not only the writer.
-		_, warnings, _ := rec.Policy.Normalize()
+		_, warnings, _ := rec.Policy.NormalizeFor(s.classifier)
 		writeJSON(w, http.StatusOK, policyOut(rec, warnings))
 		return nil
 	}

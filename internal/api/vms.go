@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -16,22 +15,14 @@ import (
 // names later, so it is kept to a safe alphabet.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// createVMBody mirrors client.CreateVMRequest, keeping the policy raw so that it is decoded
-// by policy.Parse, strictly and with field names in its errors.
-type createVMBody struct {
-	VMID         string          `json:"vm_id"`
-	EgressPolicy json.RawMessage `json:"egress_policy"`
-	Network      *client.Network `json:"network"`
-}
-
 func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
 	body, err := readBody(w, r)
 	if err != nil {
 		return err
 	}
-	var req createVMBody
+	var req client.CreateVMRequest
 	if err := decodeStrict(body, &req, true); err != nil {
-		return err
+		return asPolicyError(err, "egress_policy")
 	}
 	vm := store.VM{Tenant: k.Tenant, ID: req.VMID, Network: store.Network{Mode: "none"}}
 	if vm.ID == "" {
@@ -56,8 +47,8 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	}
 	var pol *policy.Policy
 	var warnings []string
-	if len(req.EgressPolicy) > 0 && string(req.EgressPolicy) != "null" {
-		p, w, err := policy.Parse(req.EgressPolicy)
+	if req.EgressPolicy != nil {
+		p, w, err := req.EgressPolicy.NormalizeFor(s.classifier)
 		if err != nil {
 			return policyError(err, "egress_policy")
 		}

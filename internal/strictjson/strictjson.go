@@ -66,7 +66,7 @@ func Decode(data []byte, v any) error {
 		return err
 	}
 	if tok, err := dec.Token(); err != io.EOF {
-		what := "malformed data"
+		what := "unexpected data"
 		if err == nil {
 			what = tokenKind(tok)
 		}

@@ -7,15 +7,14 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/egressd/egressd/policy"
 )
 
 // body is shaped like egressd's request bodies: a nested object, a nested policy, a list of
-// objects, a map and a raw value.
+// objects, a map and a raw value. (Package policy decodes with this package, so its own
+// type cannot be used here.)
 type body struct {
-	VMID    string         `json:"vm_id"`
-	Policy  *policy.Policy `json:"egress_policy"`
+	VMID    string     `json:"vm_id"`
+	Policy  *policyish `json:"egress_policy"`
 	Network *struct {
 		Mode string `json:"mode"`
 	} `json:"network"`
@@ -24,6 +23,13 @@ type body struct {
 	Raw    json.RawMessage   `json:"raw"`
 	Hidden string            `json:"-"`
 	embedded
+}
+
+type policyish struct {
+	AllowPackageManagers bool     `json:"allow_package_managers"`
+	AllowHTTPS           bool     `json:"allow_https"`
+	AllowedDomains       []string `json:"allowed_domains"`
+	Mode                 string   `json:"mode"`
 }
 
 type rule struct {

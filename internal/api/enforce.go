@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -77,18 +78,23 @@ func (s *Server) enforced(ctx context.Context, mode waitMode, rev int64) (*clien
 	defer cancel()
 	if s.enforcer != nil {
 		if err := s.enforcer.WaitRevision(ctx, rev); err != nil {
-			return nil, errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "",
-				"the change is stored (revision %d) but this node's gateway has not applied it within %s (%v): "+
-					"its view of the store is behind, see GET /readyz. It takes effect when the view catches up; until then "+
-					"connections may still be decided on the previous state. Repeat the request to wait again",
-				rev, s.waitTimeout, err)
+			return nil, &notEnforced{rev: rev, why: fmt.Sprintf("this node's gateway has not applied it within %s (%v): "+
+				"its view of the store is behind, see GET /readyz", s.waitTimeout, err),
+				after: "It takes effect when the view catches up; until then connections may still be decided on " +
+					"the previous state. Repeat the request to wait again"}
 		}
 	}
 	if mode != waitFleet {
 		return nil, nil
 	}
+	return s.fleetEnforced(ctx, rev)
+}
+
+// fleetEnforced waits until every up gateway node has applied rev, or ctx ends, and says
+// which have and which lag.
+func (s *Server) fleetEnforced(ctx context.Context, rev int64) (*client.Enforcement, error) {
 	if s.fleet == nil {
-		// One node is the whole fleet: the wait above was the fleet's.
+		// One node is the whole fleet: the local wait was the fleet's.
 		return s.tally(nil, rev), nil
 	}
 	t := time.NewTicker(fleetPoll)
@@ -107,13 +113,29 @@ func (s *Server) enforced(ctx context.Context, mode waitMode, rev int64) (*clien
 		select {
 		case <-ctx.Done():
 			if last == nil {
-				return nil, errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "",
-					"the change is stored (revision %d), but the fleet's nodes could not be read to see who enforces it: %v", rev, lastErr)
+				return nil, &notEnforced{rev: rev, why: fmt.Sprintf("the fleet's nodes could not be read to see which gateways enforce it (%v)", lastErr),
+					after: "Repeat the request to wait again"}
 			}
 			return last, nil
 		case <-t.C:
 		}
 	}
+}
+
+// notEnforced is a write that is stored but that could not be shown to be enforced in
+// time: a 503, since the client cannot rely on it yet.
+type notEnforced struct {
+	rev   int64
+	why   string // what did not happen in time
+	after string // what happens next, and what to do
+}
+
+func (e *notEnforced) Error() string {
+	return fmt.Sprintf("the change is stored (revision %d), but %s. %s", e.rev, e.why, e.after)
+}
+
+func (e *notEnforced) apiError() *apiError {
+	return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "", "%s", e.Error())
 }
 
 // tally sorts the up gateway nodes into those that have applied rev and those that lag.
@@ -164,22 +186,22 @@ func (s *Server) answerDeleted(w http.ResponseWriter, r *http.Request, mode wait
 	return nil
 }
 
-// createdButNotEnforced is the answer to a creation that the gateway did not apply in time,
-// once undo has removed it again: a client that gets it retries, and is not left holding an
-// object it cannot use (a session whose one-time proxy token it never saw).
+// createdButNotEnforced is the answer to a creation that could not be shown to be enforced
+// in time, once undo has removed it again: a client that gets it retries, and is not left
+// holding an object it cannot rely on (a session whose one-time proxy token it never saw).
 func (s *Server) createdButNotEnforced(ctx context.Context, what string, err error, undo func(context.Context) error) error {
-	var ae *apiError
-	if !errors.As(err, &ae) || ae.status != http.StatusServiceUnavailable {
+	var ne *notEnforced
+	if !errors.As(err, &ne) {
 		return err
 	}
 	// The request's context may be what ended; the undo must still run.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.waitTimeout)
 	defer cancel()
 	if uerr := undo(ctx); uerr != nil {
-		s.log.Error("removing a "+what+" that the gateway did not apply in time", "err", uerr)
+		s.log.Error("removing a "+what+" that could not be shown to be enforced", "err", uerr)
 		return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "",
-			"the %s was stored but this node's gateway did not apply it within %s, and removing it again failed (%v): delete it and try again", what, s.waitTimeout, uerr)
+			"the %s was stored, but %s, and removing it again failed (%v): delete it and try again", what, ne.why, uerr)
 	}
 	return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "",
-		"the %s was not created: this node's gateway did not apply it within %s (its view of the store is behind, see GET /readyz); try again", what, s.waitTimeout)
+		"the %s was not created: %s. Try again", what, ne.why)
 }

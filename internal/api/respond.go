@@ -67,7 +67,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
-	if !errors.As(err, &ae) {
+	var ne *notEnforced
+	if errors.As(err, &ne) {
+		ae = ne.apiError()
+	} else if !errors.As(err, &ae) {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			ae = errorf(http.StatusNotFound, client.CodeNotFound, "", "not found")

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +15,6 @@ import (
 	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/api"
 	"github.com/egressd/egressd/internal/store"
-	"github.com/egressd/egressd/internal/store/sqlite"
 	"github.com/egressd/egressd/internal/view"
 )
 
@@ -49,19 +46,7 @@ func (stuckView) WaitRevision(ctx context.Context, rev int64) error {
 // admin key and the store.
 func inProcess(t *testing.T, cfg api.Config, noView bool) (*apiClient, store.Store) {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := sqlite.Open(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := api.BootstrapAdminKey(context.Background(), st, dir); err != nil {
-		t.Fatal(err)
-	}
-	key, err := os.ReadFile(filepath.Join(dir, "admin.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, key := bootstrappedStore(t)
 	cfg.Store = st
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if cfg.Enforcer == nil && !noView {
@@ -78,7 +63,7 @@ func inProcess(t *testing.T, cfg api.Config, noView bool) (*apiClient, store.Sto
 	}
 	srv := httptest.NewServer(api.New(cfg))
 	t.Cleanup(srv.Close)
-	return &apiClient{t: t, base: srv.URL, key: strings.TrimSpace(string(key))}, st
+	return &apiClient{t: t, base: srv.URL, key: key}, st
 }
 
 // TestWaitFleet: ?wait=fleet answers which up gateway nodes enforce a write. This node

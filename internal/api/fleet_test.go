@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/internal/api"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
+	"github.com/egressd/egressd/policy"
 )
 
 // fakeFleet answers Nodes from a function of how many times it was asked, as the nodes
@@ -215,7 +216,7 @@ func TestSDKWaitFleet(t *testing.T) {
 	if err != nil || vm.Enforcement == nil || !equal(vm.EnforcedBy, []string{"gw2", "self"}) {
 		t.Fatalf("CreateVM = %+v, %v; want enforced by gw2 and self", vm, err)
 	}
-	p, err := c.SetVMPolicy(ctx, "v", client.Policy{}.Policy)
+	p, err := c.SetVMPolicy(ctx, "v", policy.Policy{AllowHTTPS: true})
 	if err != nil || p.Enforcement == nil || !equal(p.EnforcedBy, []string{"gw2", "self"}) || len(p.Lagging) != 0 {
 		t.Fatalf("SetVMPolicy = %+v, %v", p, err)
 	}

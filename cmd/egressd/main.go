@@ -157,6 +157,8 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)
+		// A write is answered once this view enforces it (DESIGN §3).
+		apiCfg.Enforcer = v
 		apiCfg.Networks = dp.networks()
 		apiCfg.Ready = viewReady(v, dp.ready)
 	}

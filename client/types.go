@@ -180,3 +180,22 @@ const (
 	CodeInternal         = "internal"           // 500: a bug
 	CodeUnavailable      = "unavailable"        // 503: the store cannot be reached
 )
+
+// Node is one egressd process of the fleet (GET /v1/nodes, admin only).
+type Node struct {
+	ID            string            `json:"id"`
+	Roles         []string          `json:"roles"`
+	Address       string            `json:"address,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	LastHeartbeat time.Time         `json:"last_heartbeat"`
+	// Revision is the store revision the node's view has applied.
+	Revision int64 `json:"revision"`
+	VMs      int   `json:"vm_count"`
+	// State is "up", or "down" when the node has not heartbeated for 10 s.
+	State string `json:"state"`
+}
+
+// NodeList is the answer of GET /v1/nodes.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
+}

@@ -160,6 +160,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("POST /v1/api-keys", true, s.createKey)
 	authed("GET /v1/api-keys", true, s.listKeys)
 	authed("DELETE /v1/api-keys/{id}", true, s.deleteKey)
+	authed("GET /v1/nodes", true, s.listNodes)
 
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

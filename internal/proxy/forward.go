@@ -246,7 +246,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	// answer (100 Continue, or an error) before it has read the whole body.
 	wdone := make(chan error, 1)
 	go func() {
-		err := out.Write(u.bw)
+		err := out.Write(copyTarget{u.bw})
 		if err == nil {
 			err = u.bw.Flush()
 		}
@@ -290,7 +290,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	}
 	resp.Close = clientClose
 	resp.Body = &flushingBody{r: resp.Body, src: u.br, dst: c.bw}
-	err = resp.Write(c.bw)
+	err = resp.Write(copyTarget{c.bw})
 	if err == nil {
 		err = c.bw.Flush()
 	}
@@ -344,6 +344,20 @@ func (c *clientConn) readResponse(u *upstream, out *http.Request) (*http.Respons
 	}
 	return nil, errors.New("too many interim (1xx) responses")
 }
+
+// copyTarget is the writer a message is written to when its body flushes that same
+// bufio.Writer before it blocks (clientBody, flushingBody). It hides the buffer's ReadFrom:
+// io.Copy would otherwise hand the body a slice of the buffer's own memory to read into,
+// and a flush from inside that read moves the buffer under the copy, so that the bytes
+// read land behind what was flushed and the header goes out again as the body. With
+// ReadFrom hidden, io.Copy reads into a buffer of its own and then writes. WriteByte tells
+// Request.Write that the writer is buffered already, so that it adds no buffer of its own,
+// which the body's flush would not reach (the header of a request that waits for 100
+// Continue would stay in it).
+type copyTarget struct{ w *bufio.Writer }
+
+func (t copyTarget) Write(p []byte) (int, error) { return t.w.Write(p) }
+func (t copyTarget) WriteByte(b byte) error      { return t.w.WriteByte(b) }
 
 // clientBody is a request body on its way up. Before it waits for the client, it flushes
 // what is buffered for the server (the header, for a client that waits for 100 Continue),

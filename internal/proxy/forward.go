@@ -231,6 +231,9 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	out.URL = &url.URL{Path: req.URL.Path, RawPath: req.URL.RawPath, RawQuery: req.URL.RawQuery}
 	out.Host = t.hostHeader(80)
 	out.Close = false // the upstream connection's life is the proxy's business
+	// Trailers end here: one could carry what the header could not (a second Host), and
+	// nothing judges them.
+	out.Trailer = nil
 	out.Header = req.Header.Clone()
 	removeHopHeaders(out.Header)
 	if _, ok := out.Header["User-Agent"]; !ok {
@@ -265,6 +268,15 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 				return false, true
 			}
 		}
+		if berr := body.malformed(); berr != nil {
+			// The server did not answer because the client's body made no sense: the
+			// client's fault, not the gateway's.
+			c.respond(http.StatusBadRequest, nil, "egressd: malformed request body: "+berr.Error()+"\n")
+			c.conn.Close()
+			<-wdone
+			c.closeUpstream(relay.ReasonError)
+			return false, false
+		}
 		c.p.log.Info("HTTP upstream failed", "session", u.sess.ID, "vm", u.sess.VMID, "target", t.String(), "err", err)
 		if r := u.cancelled(); r != "" {
 			c.respond(http.StatusForbidden, []string{"X-Egress-Decision", "deny", "X-Egress-Reason", r},
@@ -283,6 +295,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	removeHopHeaders(resp.Header)
 	resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
 	upKeep := !resp.Close
+	resp.Trailer = nil // as the request's: trailers end at the proxy
 	if resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && resp.Body != http.NoBody && !clientClose {
 		// A body that ends when the server closes: chunk it, so the client's connection
 		// can be kept.
@@ -368,6 +381,17 @@ type clientBody struct {
 	flush *bufio.Writer
 	eof   atomic.Bool // the whole body was read
 	err   error       // the client's read error, if any
+	// bad is the error of a body whose framing is broken (a bad chunk), set before the
+	// writer closes the upstream connection for it.
+	bad atomic.Pointer[error]
+}
+
+// malformed returns the error of a body whose framing was broken, or nil.
+func (b *clientBody) malformed() error {
+	if e := b.bad.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
@@ -382,8 +406,18 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.eof.Store(true)
 	case err != nil:
 		b.err = err
+		if framingError(err) {
+			b.bad.Store(&err)
+		}
 	}
 	return n, err
+}
+
+// framingError tells a body that makes no sense (net/http's chunked reader refusing a
+// chunk) from a client that left or stalled.
+func framingError(err error) bool {
+	var ne net.Error
+	return !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) && !errors.As(err, &ne)
 }
 
 func (b *clientBody) Close() error { return b.r.Close() }

@@ -353,6 +353,13 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 		fmt.Fprintf(rw, "%s %s %s\n", r.Method, r.RequestURI, r.Host)
 		r.Header.Write(rw)
 	})
+	mux.HandleFunc("/trailers", func(rw http.ResponseWriter, r *http.Request) {
+		// Says which request trailers arrived, and sends trailers of its own.
+		body, _ := io.ReadAll(r.Body)
+		rw.Header().Set("Trailer", "X-Server-Trailer")
+		fmt.Fprintf(rw, "body %s, trailers %v\n", body, r.Trailer)
+		rw.Header().Set("X-Server-Trailer", "from the server")
+	})
 	mux.HandleFunc("/close-delimited", func(rw http.ResponseWriter, r *http.Request) {
 		// A response whose body ends when the server closes: no length, not chunked.
 		c, brw, err := rw.(http.Hijacker).Hijack()

@@ -25,6 +25,7 @@ type upstream struct {
 	sess    *Session
 	target  target      // as the client named it
 	conn    policy.Conn // as it was allowed: the name, the address dialled, the port
+	allowed policy.Decision
 	tc      *net.TCPConn
 	cc      *countingConn
 	br      *bufio.Reader
@@ -74,12 +75,29 @@ func (c *clientConn) forward(req *http.Request, hdr []byte, s *Session) bool {
 		c.refuse(what, s, d)
 		return false
 	}
-	if d, ok := checkHost(hdr, t); !ok {
-		c.record(events.KindRequest, s, t.conn(), d, 0)
+	if d, other, ok := checkHost(hdr, t); !ok {
+		conn := t.conn()
+		if od, denied := deniedName(s, other, t.port); denied {
+			d, conn = od, policy.Conn{Host: other.host, Port: t.port, Transport: policy.TCP}
+		}
+		c.record(events.KindRequest, s, conn, d, 0)
 		c.refuse(what, s, d)
 		return false
 	}
 	return c.send(req, s, t, what)
+}
+
+// deniedName judges a name that a request shows besides its destination (a Host that
+// contradicts the URL or the CONNECT), which is refused in any case. A name is judged
+// wherever it is seen (DESIGN §4), on the port the request goes to: when the policy denies
+// it, that denial is the answer and the record's, so that a denied name is reported as
+// denied rather than as a mismatch.
+func deniedName(s *Session, other target, port uint16) (policy.Decision, bool) {
+	if other.host == "" {
+		return policy.Decision{}, false
+	}
+	d := policySet(s).Decide(policy.Conn{Host: other.host, Port: port, Transport: policy.TCP})
+	return d, !d.Allow
 }
 
 // send forwards a request that was parsed and checked, for s to t: on the kept-alive
@@ -103,63 +121,78 @@ func (c *clientConn) send(req *http.Request, s *Session, t target, what string) 
 	}
 }
 
-// checkHost refuses a Host header that names another destination than the URL.
-func checkHost(hdr []byte, t target) (policy.Decision, bool) {
+// checkHost refuses a Host header that names another destination than the URL. other is
+// the Host's destination, when it is one.
+func checkHost(hdr []byte, t target) (d policy.Decision, other target, ok bool) {
 	hosts, err := hostHeaders(hdr)
 	if err != nil || len(hosts) > 1 {
-		return deny(ReasonHostMismatch, ruleHost), false
+		return deny(ReasonHostMismatch, ruleHost), target{}, false
 	}
 	if len(hosts) == 0 {
-		return policy.Decision{}, true // HTTP/1.0 without Host: the URL says it all
+		return policy.Decision{}, target{}, true // HTTP/1.0 without Host: the URL says it all
 	}
 	h, err := parseAuthority(hosts[0], 80)
-	if err != nil || h.nameErr != nil || h.host != t.host || h.ip != t.ip || h.port != t.port {
-		return deny(ReasonHostMismatch, ruleHost+" ("+t.hostHeader(80)+"), not "+clip(sanitize(hosts[0]))), false
+	if err != nil || h.nameErr != nil || h != t {
+		if err != nil || h.nameErr != nil {
+			h = target{}
+		}
+		return deny(ReasonHostMismatch, ruleHost+" ("+t.hostHeader(80)+"), not "+clip(sanitize(hosts[0]))), h, false
 	}
-	return policy.Decision{}, true
+	return policy.Decision{}, target{}, true
 }
 
 // upstreamFor returns a connection allowed for s to t: the kept-alive one if it goes there
 // and the policy still allows it, or a new one. It records the decisions and answers the
 // client itself when it refuses.
 func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, bool) {
-	set := policySet(s)
 	if u := c.up; u != nil {
 		if u.sess.same(s) && u.target == t && u.cancelled() == "" {
-			if d := set.Decide(u.conn); d.Allow {
+			if d := policySet(s).Decide(u.conn); d.Allow {
 				c.record(events.KindRequest, s, u.conn, d, 0)
 				return u, true
 			}
 		}
 		c.closeUpstream("")
 	}
+	u, ok := c.dialUpstream(events.KindRequest, s, t, what)
+	if ok {
+		c.record(events.KindRequest, s, u.conn, u.allowed, 0)
+	}
+	return u, ok
+}
 
+// dialUpstream decides t for s, dials it and keeps it as the client connection's upstream.
+// It records the connection; a refusal is recorded as kind (the request, or the CONNECT
+// that asked for the upstream) and answered to the client.
+func (c *clientConn) dialUpstream(kind string, s *Session, t target, what string) (*upstream, bool) {
 	conn := t.conn()
 	if !c.p.acquire(s) {
 		d := c.p.tooMany(s)
-		c.record(events.KindRequest, s, conn, d, 0)
+		c.record(kind, s, conn, d, 0)
 		c.refuse(what, s, d)
 		return nil, false
 	}
-	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, set, conn)
+	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, policySet(s), conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
 		c.p.release(s)
-		c.record(events.KindRequest, s, res.Target, res.Decision, 0)
+		c.record(kind, s, res.Target, res.Decision, 0)
 		c.refuse(what, s, res.Decision)
 		return nil, false
 	case err != nil:
 		c.p.release(s)
 		c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
 		c.recordClose(s, res.Target, relay.Result{Reason: relay.ReasonError})
-		c.record(events.KindRequest, s, res.Target, res.Decision, 0)
+		if kind != events.KindConnect {
+			c.record(kind, s, res.Target, res.Decision, 0)
+		}
 		c.p.log.Info("HTTP destination unreachable", "session", s.ID, "vm", s.VMID, "target", t.String(), "err", err)
 		c.badGateway(t.String(), err)
 		return nil, false
 	}
 	cc := &countingConn{tc: res.Conn, idle: c.p.cfg.IdleTimeout}
 	u := &upstream{
-		sess: s, target: t, conn: res.Target, tc: res.Conn, cc: cc,
+		sess: s, target: t, conn: res.Target, allowed: res.Decision, tc: res.Conn, cc: cc,
 		br: bufio.NewReaderSize(cc, 16<<10), bw: bufio.NewWriterSize(cc, 16<<10),
 		start: time.Now(),
 	}
@@ -172,7 +205,6 @@ func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, 
 	}
 	u.untrack = s.Live.Track(res.Target, u.cancel)
 	c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
-	c.record(events.KindRequest, s, res.Target, res.Decision, 0)
 	return u, true
 }
 

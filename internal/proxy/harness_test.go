@@ -418,3 +418,29 @@ func listen(t *testing.T) net.Listener {
 	}
 	return ln
 }
+
+// echo serves an echo on webIP at a port of its own (allowed_cidrs opens every port), and
+// returns its address; banner, if set, is sent first, as a server that speaks first does.
+func echo(t *testing.T, banner string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", webIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				io.WriteString(c, banner)
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

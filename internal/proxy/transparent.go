@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/relay"
 	"github.com/egressd/egressd/internal/sni"
 	"github.com/egressd/egressd/policy"
 )
@@ -26,6 +27,7 @@ const (
 	ruleNoHost         = "HTTP without a host: the gateway needs a Host header to judge"
 	ruleHostPort       = "the Host header must name the port the connection went to"
 	ruleTransparentReq = "a request on TCP 80 must be GET /path (origin form) or an http:// URL, with a Host"
+	ruleConnectHost    = "inside CONNECT host:80 every request must be for that host"
 )
 
 // ServeTransparent accepts connections that the gateway's firewall redirected to ln (TCP
@@ -120,7 +122,9 @@ func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
 	c.tunnel(s, conn, "TLS "+host+" (to "+dst.String()+")", tunnelOps{
 		refuse:      func(policy.Decision) {},
 		unreachable: func(error) {},
-		established: func() ([]byte, policy.Decision, error) { return hello, policy.Decision{Allow: true}, nil },
+		first: func(judged policy.Conn, d policy.Decision, _ *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
+			return hello, judged, d, nil
+		},
 	})
 }
 
@@ -144,22 +148,29 @@ func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrP
 				return
 			}
 		}
-		if !c.forwardOrigin(req, hdr, s, dst.Port()) {
+		if !c.forwardOrigin(req, hdr, s, dst.Port(), nil) {
 			return
 		}
 	}
 }
 
-// forwardOrigin checks and judges one request on a redirected port-80 connection and
-// forwards it on the explicit proxy's path. It reports whether the client connection can
-// carry another request.
-func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, port uint16) bool {
-	t, d, ok := originTarget(req, hdr, port)
+// forwardOrigin checks and judges one request on a redirected port-80 connection, or in a
+// CONNECT tunnel to port 80 (bound is then the CONNECT's destination, which the request
+// must name), and forwards it on the explicit proxy's path. It reports whether the client
+// connection can carry another request.
+func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, port uint16, bound *target) bool {
+	t, other, d, ok := originTarget(req, hdr, port)
+	if ok && bound != nil && t != *bound {
+		d, other, ok = deny(ReasonHostMismatch, ruleConnectHost+" ("+bound.hostHeader(80)+"), not "+t.hostHeader(80)), t, false
+	}
 	if !ok {
 		conn := policy.Conn{Port: port, Transport: policy.TCP}
 		what := req.Method + " " + clip(sanitize(req.RequestURI))
 		if t.nameErr == nil && (t.host != "" || t.ip.IsValid()) {
 			conn, what = t.conn(), req.Method+" http://"+t.hostHeader(80)+"/"
+		}
+		if od, denied := deniedName(s, other, port); denied {
+			d, conn = od, policy.Conn{Host: other.host, Port: port, Transport: policy.TCP}
 		}
 		c.record(events.KindRequest, s, conn, d, 0)
 		c.refuse(what, s, d)
@@ -171,10 +182,11 @@ func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, po
 // originTarget is the destination of a request on a redirected connection: its Host (or
 // the host of an absolute http:// URL, which RFC 9112 lets any server get), on the port
 // the connection went to. A request without a host, or whose Host names another port, is
-// refused; so is CONNECT, which only the explicit proxy serves.
-func originTarget(req *http.Request, hdr []byte, port uint16) (target, policy.Decision, bool) {
-	bad := func(detail string) (target, policy.Decision, bool) {
-		return target{}, deny(ReasonBadRequest, ruleTransparentReq+": "+detail), false
+// refused; so is CONNECT, which only the explicit proxy serves. other is the Host of a
+// request refused for contradicting its URL.
+func originTarget(req *http.Request, hdr []byte, port uint16) (t, other target, d policy.Decision, ok bool) {
+	bad := func(detail string) (target, target, policy.Decision, bool) {
+		return target{}, target{}, deny(ReasonBadRequest, ruleTransparentReq+": "+detail), false
 	}
 	uri := req.RequestURI
 	switch {
@@ -186,24 +198,22 @@ func originTarget(req *http.Request, hdr []byte, port uint16) (target, policy.De
 		case err != nil:
 			return bad(err.Error())
 		case len(hosts) == 0:
-			return target{}, deny(policy.ReasonNoHost, ruleNoHost), false
+			return target{}, target{}, deny(policy.ReasonNoHost, ruleNoHost), false
 		case len(hosts) > 1:
 			return bad("more than one Host header")
 		}
-		return originAuthority(hosts[0], port)
+		t, d, ok = originAuthority(hosts[0], port)
+		return t, target{}, d, ok
 	default:
 		authority, err := absoluteAuthority(uri)
 		if err != nil {
 			return bad(strings.TrimPrefix(err.Error(), errBadTarget.Error()+": "))
 		}
-		t, d, ok := originAuthority(authority, port)
-		if !ok {
-			return t, d, ok
+		if t, d, ok = originAuthority(authority, port); !ok {
+			return t, target{}, d, ok
 		}
-		if d, ok := checkHost(hdr, t); !ok {
-			return t, d, false
-		}
-		return t, policy.Decision{}, true
+		d, other, ok = checkHost(hdr, t)
+		return t, other, d, ok
 	}
 }
 

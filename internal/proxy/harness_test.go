@@ -181,6 +181,13 @@ func (s *sink) Record(r events.Record) {
 	s.mu.Unlock()
 }
 
+// reset forgets the records so far.
+func (s *sink) reset() {
+	s.mu.Lock()
+	s.recs = nil
+	s.mu.Unlock()
+}
+
 func (s *sink) all() []events.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -327,6 +334,9 @@ func (l *fakeLive) cancelAll(reason string) {
 type web struct {
 	mu    sync.Mutex
 	hosts []string // Host of every request, and the SNI of every TLS handshake as "sni:<name>"
+	// serve serves the site on one more address ("127.0.0.50:0": a port of its own), over
+	// TLS or not, and returns the address.
+	serve func(addr string, useTLS bool) string
 }
 
 func (w *web) log(s string) {
@@ -395,18 +405,21 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 		}
 		return get(h)
 	}
-	for _, port := range []string{"80", "443"} {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
+	w.serve = func(addr string, useTLS bool) string {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatalf("listen %s:%s: %v", ip, port, err)
+			t.Fatalf("listen %s: %v", addr, err)
 		}
 		srv := &http.Server{Handler: logged, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-		if port == "443" {
+		if useTLS {
 			ln = tls.NewListener(ln, tlsCfg)
 		}
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
+		return ln.Addr().String()
 	}
+	w.serve(net.JoinHostPort(ip, "80"), false)
+	w.serve(net.JoinHostPort(ip, "443"), true)
 	return w
 }
 

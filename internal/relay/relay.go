@@ -19,6 +19,10 @@
 // Idle/8 and the relay looks at what was moved meanwhile. (A direction stuck for a whole
 // Idle in one write, to a peer that reads nothing, counts as idle too.)
 //
+// RunAfter holds the client's bytes back until a gate has seen the first of them, while the
+// destination's already flow to the client: the explicit proxy judges the TLS server name
+// of a tunnel to an address this way without stalling a server that speaks first.
+//
 // Cancel closes both connections at once, from any goroutine, with a reason that Run
 // reports: the gateway cancels a relay when a new policy denies the connection, when its
 // session ends, and at shutdown.

@@ -132,6 +132,31 @@ func (p *piecewise) writeUneven(b []byte) {
 
 func (p *piecewise) pause() { time.Sleep(time.Duration(1+p.rnd.IntN(3)) * time.Millisecond) }
 
+// WriteInPieces answers body with a Content-Length, the header sent on its own and the
+// body after a pause, in flushed pieces of uneven sizes: what a proxy that expects one
+// write per response gets wrong.
+func WriteInPieces(w http.ResponseWriter, body []byte) {
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	f, _ := w.(http.Flusher)
+	flush := func() {
+		if f != nil {
+			f.Flush()
+		}
+	}
+	flush()
+	rnd := rand.New(rand.NewPCG(uint64(len(body)), 2))
+	for off := 0; off < len(body); {
+		time.Sleep(time.Duration(1+rnd.IntN(3)) * time.Millisecond)
+		k := min(1+rnd.IntN(3000), len(body)-off)
+		if _, err := w.Write(body[off : off+k]); err != nil {
+			return
+		}
+		flush()
+		off += k
+	}
+}
+
 // sha256Body serves /sha256: it reads the request body and answers its length and
 // digest, so that a test sees whether an upload arrived whole.
 func sha256Body(w http.ResponseWriter, r *http.Request) {

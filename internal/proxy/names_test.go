@@ -75,7 +75,7 @@ func TestNameAfterConnectToAddress(t *testing.T) {
 	targets := []string{
 		webIP + ":443",
 		e.web.serve(webIP+":0", true), // another port inside allowed_cidrs
-		"[::ffff:" + webIP + "]:443", // an IPv6 literal (a native IPv6 origin needs a namespace: ::1 is always denied)
+		"[::ffff:" + webIP + "]:443",  // an IPv6 literal (a native IPv6 origin needs a namespace: ::1 is always denied)
 	}
 	cases := []struct {
 		name   string
@@ -152,7 +152,7 @@ func TestNameAfterConnectToAddressMonitor(t *testing.T) {
 	p := namesPolicy
 	p.Mode = policy.Monitor
 	e := newEnv(t, p)
-	startWeb(t, decoyIP, e.ca) // a public address outside allowed_cidrs
+	startWeb(t, decoyIP, e.ca)                                          // a public address outside allowed_cidrs
 	for _, target := range []string{webIP + ":443", decoyIP + ":443"} { // inside allowed_cidrs, and outside
 		e.sink.reset()
 		c, _, resp, _ := e.connect(target)

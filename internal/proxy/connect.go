@@ -265,11 +265,5 @@ func (c *clientConn) peekName(s *Session, conn policy.Conn, d policy.Decision, r
 	}
 	named := conn
 	named.Host, named.IPLiteral = host, false
-	nd := policySet(s).Decide(named)
-	if nd.Allow && !nd.WouldDeny && d.WouldDeny {
-		// Monitor mode: the name passes, but an enforcing policy would have refused the
-		// address itself.
-		nd = d
-	}
-	return hello, named, nd, nil
+	return hello, named, atAddress(policySet(s).Decide(named), d), nil
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -172,7 +173,11 @@ func (c *clientConn) dialUpstream(kind string, s *Session, t target, what string
 		c.refuse(what, s, d)
 		return nil, false
 	}
-	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, policySet(s), conn)
+	dial := c.p.cfg.Dialer.Dial
+	if t.pin.IsValid() {
+		dial = c.p.dialPinned
+	}
+	res, err := dial(c.p.ctx, policySet(s), conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
 		c.p.release(s)
@@ -206,6 +211,34 @@ func (c *clientConn) dialUpstream(kind string, s *Session, t target, what string
 	u.untrack = s.Live.Track(res.Target, u.cancel)
 	c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
 	return u, true
+}
+
+// dialPinned dials a name bound to an address (target.pin): the name is judged at that
+// address, as policy.Set.Decide judges a connection with both (denied_domains first, then
+// the address's allowed_cidrs, then the web rules with a public address), and the address
+// is dialled as an IP literal, which the dialer judges again. The result is the
+// connection as the name at the address.
+func (p *Proxy) dialPinned(ctx context.Context, set *policy.Set, named policy.Conn) (dialer.Result, error) {
+	nd := set.Decide(named)
+	if !nd.Allow {
+		return dialer.Result{Target: named, Decision: nd}, fmt.Errorf("proxy: %s at %s: %s: %w", named.Host, named.IP, nd.Reason, dialer.ErrDenied)
+	}
+	res, err := p.cfg.Dialer.Dial(ctx, set, policy.Conn{IP: named.IP, Port: named.Port, Transport: policy.TCP, IPLiteral: true})
+	if err != nil {
+		return res, err
+	}
+	res.Target, res.Decision = named, atAddress(nd, res.Decision)
+	return res, nil
+}
+
+// atAddress is the decision on a name seen at an address the client chose, from the
+// policy's decision on both (named) and on the address alone (addr): named's, unless it
+// allows outright while a monitor layer would have refused the address itself.
+func atAddress(named, addr policy.Decision) policy.Decision {
+	if named.Allow && !named.WouldDeny && addr.WouldDeny {
+		return addr
+	}
+	return named
 }
 
 // closeUpstream ends the kept-alive upstream connection, if any, and records its close.

@@ -186,7 +186,8 @@ func decision(allow bool) string {
 }
 
 // A CONNECT to port 80 carries HTTP, parsed and decided request by request: every request
-// must be for the CONNECT's host, and a name seen in it is judged.
+// must be for the CONNECT's host (to an address: a name is judged at that address), and a
+// name seen in it is judged.
 func TestConnectPort80IsHTTP(t *testing.T) {
 	e := newEnv(t, namesPolicy)
 	tests := []struct {
@@ -209,7 +210,13 @@ func TestConnectPort80IsHTTP(t *testing.T) {
 			[]int{200, 403}, []string{"", policy.ReasonDeniedDomain}},
 		{webIP + ":80", "GET / HTTP/1.1\r\nHost: " + webIP + "\r\n\r\n", []int{200}, nil},
 		{webIP + ":80", "GET / HTTP/1.1\r\nHost: secret.example.test\r\n\r\n", []int{403}, []string{policy.ReasonDeniedDomain}},
-		{webIP + ":80", "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n", []int{403}, []string{ReasonHostMismatch}},
+		// Bound to an address: a name is judged at that address, and reaches it.
+		{webIP + ":80", "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n", []int{200}, nil},
+		{webIP + ":80", "GET / HTTP/1.1\r\nHost: unlisted.example.test\r\n\r\n", []int{200}, nil},
+		{webIP + ":80", "GET / HTTP/1.1\r\n\r\n", []int{200}, nil},
+		{webIP + ":80", "GET / HTTP/1.1\r\nHost: " + decoyIP + "\r\n\r\n", []int{403}, []string{ReasonHostMismatch}},
+		{webIP + ":80", "GET / HTTP/1.1\r\nHost: unlisted.example.test\r\n\r\nGET / HTTP/1.1\r\nHost: SECRET.example.test.\r\n\r\n",
+			[]int{200, 403}, []string{"", policy.ReasonDeniedDomain}},
 		{"api.example.test:80", "\x16\x03\x01\x00\x05hello\r\n\r\n", []int{400}, []string{""}}, // TLS is not relayed
 	}
 	for _, tt := range tests {
@@ -233,7 +240,7 @@ func TestConnectPort80IsHTTP(t *testing.T) {
 		c.Close()
 	}
 	for _, h := range e.web.seen() {
-		if h != "api.example.test" && h != webIP {
+		if h != "api.example.test" && h != webIP && h != "unlisted.example.test" {
 			t.Errorf("the server saw a request for %s", h)
 		}
 	}
@@ -258,5 +265,68 @@ func TestConnectPort80IsHTTP(t *testing.T) {
 	// A CONNECT to port 80 of a denied host is refused at once.
 	if _, _, resp, _ := e.connect("secret.example.test:80"); resp.StatusCode != 403 || resp.Header.Get("X-Egress-Reason") != policy.ReasonDeniedDomain {
 		t.Errorf("CONNECT secret.example.test:80: %s %s", resp.Status, resp.Header.Get("X-Egress-Reason"))
+	}
+}
+
+// A redirected connection to an address that allowed_cidrs opens goes to that address, and
+// a name seen on it (the TLS server name, each request's Host) is judged at that address:
+// denied_domains holds there as in the explicit proxy.
+func TestTransparentNamesAtAnAllowedAddress(t *testing.T) {
+	te := newTransparentEnv(t, namesPolicy)
+	tlsAddr := te.listen(webIP + ":443")
+	for _, tc := range []struct {
+		sni    string
+		allow  bool
+		reason string
+		host   string
+	}{
+		{"secret.example.test", false, policy.ReasonDeniedDomain, "secret.example.test"},
+		{"SECRET.example.TEST", false, policy.ReasonDeniedDomain, "secret.example.test"},
+		{"unlisted.example.test", true, policy.ReasonAllowedCIDRs, "unlisted.example.test"},
+		{"", true, policy.ReasonAllowedCIDRs, ""},
+	} {
+		te.sink.reset()
+		c, _ := te.dialFrom("127.0.0.1", tlsAddr)
+		if got := handshake(tc.sni)(t, te.env, c); got != tc.allow {
+			t.Errorf("SNI %q: the server answered: %v, want %v", tc.sni, got, tc.allow)
+		}
+		c.Close()
+		r := te.sink.wait(t, "the decision", func(r events.Record) bool { return r.Kind == events.KindConnect })
+		vmRecord(t, r)
+		if r.Decision != decision(tc.allow) || r.Reason != tc.reason || r.Host != tc.host || r.IP != webIP {
+			t.Errorf("SNI %q: record %s %q host %q ip %q", tc.sni, r.Decision, r.Reason, r.Host, r.IP)
+		}
+	}
+
+	httpAddr := te.listen(webIP + ":80")
+	c, br := te.dialFrom("127.0.0.1", httpAddr)
+	for _, tc := range []struct {
+		host   string
+		status int
+		body   string
+	}{
+		// rebind.example.test resolves to a private address: judged at the address the
+		// client chose, which allowed_cidrs opens, it reaches that address.
+		{"rebind.example.test", 200, "hello from rebind.example.test\n"},
+		{"", 200, "hello from " + webIP + "\n"},
+		{webIP, 200, "hello from " + webIP + "\n"},
+		{"SECRET.example.test.", 403, ""},
+	} {
+		hdr := ""
+		if tc.host != "" {
+			hdr = "Host: " + tc.host + "\r\n"
+		}
+		resp, body := te.roundTrip(c, br, "GET / HTTP/1.1\r\n"+hdr+"\r\n")
+		if resp.StatusCode != tc.status || (tc.status == 200 && body != tc.body) {
+			t.Errorf("Host %q: %s %q", tc.host, resp.Status, body)
+		}
+		if tc.status == 403 && resp.Header.Get("X-Egress-Reason") != policy.ReasonDeniedDomain {
+			t.Errorf("Host %q: reason %q", tc.host, resp.Header.Get("X-Egress-Reason"))
+		}
+	}
+	for _, h := range te.web.seen() {
+		if strings.Contains(strings.ToLower(h), "secret") {
+			t.Errorf("the server saw %s", h)
+		}
 	}
 }

@@ -27,7 +27,7 @@ const (
 	ruleNoHost         = "HTTP without a host: the gateway needs a Host header to judge"
 	ruleHostPort       = "the Host header must name the port the connection went to"
 	ruleTransparentReq = "a request on TCP 80 must be GET /path (origin form) or an http:// URL, with a Host"
-	ruleConnectHost    = "inside CONNECT host:80 every request must be for that host"
+	ruleConnectHost    = "a request must be for the host its connection goes to (the CONNECT's)"
 )
 
 // ServeTransparent accepts connections that the gateway's firewall redirected to ln (TCP
@@ -60,11 +60,29 @@ func (c *clientConn) serveTransparent() {
 	if !ok {
 		return
 	}
-	switch dst.Port() {
-	case 443:
+	// A destination that the policy allows by its address (allowed_cidrs) is where the
+	// connection goes; a name seen on it is judged at that address. Any other is judged
+	// by the name alone, and the name's own address is dialled.
+	addr := policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP, IPLiteral: true}
+	byAddress := false
+	if d := policySet(s).Decide(addr); d.Allow && !d.WouldDeny {
+		byAddress = true
+	}
+	switch {
+	case dst.Port() == 443 && byAddress:
+		c.tunnel(s, addr, "TLS to "+dst.String(), tunnelOps{
+			refuse:      func(policy.Decision) {},
+			unreachable: func(error) {},
+			first: func(judged policy.Conn, d policy.Decision, r *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
+				return c.peekName(s, judged, d, r)
+			},
+		})
+	case dst.Port() == 443:
 		c.transparentTLS(s, dst)
-	case 80:
-		c.transparentHTTP(s, src, dst)
+	case dst.Port() == 80 && byAddress:
+		c.transparentHTTP(s, src, dst, &target{ip: dst.Addr(), port: 80})
+	case dst.Port() == 80:
+		c.transparentHTTP(s, src, dst, nil)
 	default:
 		// The firewall redirects only 80 and 443: a bug, or someone else's rule.
 		d := deny(policy.ReasonPort, "the transparent proxy serves only TCP 80 and 443")
@@ -129,8 +147,9 @@ func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
 }
 
 // transparentHTTP serves the requests of a connection to port 80 one by one, as the
-// explicit proxy serves plain HTTP, each judged by its own Host.
-func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrPort) {
+// explicit proxy serves plain HTTP, each judged by its own Host; bound is the destination
+// address when the policy allows it by address.
+func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrPort, bound *target) {
 	for first := true; ; first = false {
 		req, hdr, err := c.readRequest(first)
 		if err != nil {
@@ -148,20 +167,33 @@ func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrP
 				return
 			}
 		}
-		if !c.forwardOrigin(req, hdr, s, dst.Port(), nil) {
+		if !c.forwardOrigin(req, hdr, s, dst.Port(), bound) {
 			return
 		}
 	}
 }
 
 // forwardOrigin checks and judges one request on a redirected port-80 connection, or in a
-// CONNECT tunnel to port 80 (bound is then the CONNECT's destination, which the request
-// must name), and forwards it on the explicit proxy's path. It reports whether the client
-// connection can carry another request.
+// CONNECT tunnel to port 80, and forwards it on the explicit proxy's path. It reports
+// whether the client connection can carry another request.
+//
+// bound, when set, is where the connection goes: the CONNECT's destination, or a
+// redirected connection's address that allowed_cidrs opens. Bound to a name, a request
+// must name it. Bound to an address, a request may name that address, or give no Host
+// (the address is all there is to judge), or name a host, which is then judged at that
+// address and reaches it (a name is judged wherever it is seen: denied_domains holds).
 func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, port uint16, bound *target) bool {
 	t, other, d, ok := originTarget(req, hdr, port)
-	if ok && bound != nil && t != *bound {
-		d, other, ok = deny(ReasonHostMismatch, ruleConnectHost+" ("+bound.hostHeader(80)+"), not "+t.hostHeader(80)), t, false
+	if bound != nil {
+		switch {
+		case !ok && bound.host == "" && d.Reason == policy.ReasonNoHost:
+			t, d, ok = *bound, policy.Decision{}, true
+		case !ok:
+		case bound.host == "" && t.host != "":
+			t.pin = bound.ip
+		case t != *bound:
+			d, other, ok = deny(ReasonHostMismatch, ruleConnectHost+" ("+bound.hostHeader(80)+"), not "+t.hostHeader(80)), t, false
+		}
 	}
 	if !ok {
 		conn := policy.Conn{Port: port, Transport: policy.TCP}

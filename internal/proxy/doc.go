@@ -151,14 +151,23 @@
 //   - Another original port should never arrive (the firewall redirects only 80 and 443):
 //     it is recorded as a denial (policy.ReasonPort) and closed.
 //
-// The client's chosen address is never dialled. On both ports the connection is judged
-// as the name the client sent, and the dialer resolves that name itself and dials only an
-// address it judged: an allowed name sent to another address reaches the name's address,
-// not the other one. This defeats domain fronting through a chosen IP (SNI
-// "allowed.example" sent to an unrelated server) and DNS tricks alike, and a redirected
-// connection to the metadata address or the gateway with an allowed Host goes to the
-// Host's real address, never to them. Destinations inside allowed_cidrs need no special
-// case here: the firewall forwards them without a redirect, so they never reach the proxy.
+// The client's chosen address is never dialled, unless the policy allows that address
+// itself (below). On both ports the connection is judged as the name the client sent, and
+// the dialer resolves that name itself and dials only an address it judged: an allowed
+// name sent to another address reaches the name's address, not the other one. This
+// defeats domain fronting through a chosen IP (SNI "allowed.example" sent to an unrelated
+// server) and DNS tricks alike, and a redirected connection to the metadata address or
+// the gateway with an allowed Host goes to the Host's real address, never to them.
+//
+// The firewall redirects TCP 80 and 443 to destinations inside allowed_cidrs too, so that
+// a name seen on them is judged (DESIGN §4: denied_domains holds wherever a name is seen).
+// Such a connection, whose original destination the policy allows by its address (every
+// enforcing layer's allowed_cidrs), goes to that address, as the kernel would have routed
+// it: on 443 the proxy relays it as a CONNECT to an address is relayed (peekName: a TLS
+// server name is judged at the address; TLS without one, or another protocol, passes on
+// the address's decision); on 80 each request's Host is judged at the address and the
+// request reaches it (no Host, or the address itself: the address's decision; another
+// address: ReasonHostMismatch).
 //
 // Records, tracking (Live.Track: a new effective policy, or the VM's deletion, cuts a
 // live connection) and timeouts are the explicit proxy's, with SessionID empty and VMID

@@ -23,6 +23,7 @@ type Client struct {
 	apiKey    string
 	http      *http.Client
 	userAgent string
+	waitFleet bool
 }
 
 // An Option configures a Client in New.
@@ -47,6 +48,16 @@ func WithUserAgent(ua string) Option {
 			c.userAgent = ua
 		}
 	}
+}
+
+// WithWaitFleet makes every write that changes what the gateways enforce (policies,
+// sessions, VMs) wait, on the server and up to 5 s, until every up gateway node of the fleet
+// has applied it (?wait=fleet), rather than only the node that answers. The answers then
+// carry an *Enforcement: EnforcedBy lists the nodes that have applied the write and Lagging
+// those that had not in time (the write is stored either way). Without it, a write is
+// answered once the answering node enforces it.
+func WithWaitFleet() Option {
+	return func(c *Client) { c.waitFleet = true }
 }
 
 // New returns a Client for the API at baseURL ("http://127.0.0.1:8470", or a URL with a path
@@ -102,6 +113,15 @@ func pathFor(kind string, parts ...string) (string, error) {
 		b.WriteString(url.PathEscape(p))
 	}
 	return b.String(), nil
+}
+
+// writeQuery is the query of a write that the gateways enforce: wait=fleet with
+// WithWaitFleet, else none.
+func (c *Client) writeQuery() url.Values {
+	if !c.waitFleet {
+		return nil
+	}
+	return url.Values{"wait": {"fleet"}}
 }
 
 // maxErrorBody bounds how much of an error answer is read: the API's errors are small, and an

@@ -40,6 +40,15 @@
 //	res, err := c.Check(ctx, sess.SessionID, client.CheckRequest{URL: "https://pypi.org/simple/"})
 //	// res.Decision is "allow" or "deny"; res.Layer, Reason and Rule say why.
 //
+// # Writes are enforced when answered
+//
+// A call that changes what the gateway enforces (a policy, a session, a VM) returns once the
+// egressd that answered enforces it: the next connection through its proxy obeys it. In a
+// fleet, WithWaitFleet makes those calls wait (up to 5 s) until every gateway node does, and
+// the answers say which do in their Enforcement (EnforcedBy, and Lagging when time ran out).
+// A write that the answering node could not enforce in time is a 503 *Error (CodeUnavailable)
+// whose message says whether the change is stored or was taken back.
+//
 // # Errors
 //
 // An answer other than 2xx is returned as an *Error, which carries the HTTP status and the

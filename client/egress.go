@@ -57,7 +57,7 @@ func (c *Client) setPolicy(ctx context.Context, scope, id string, p policy.Polic
 		return nil, err
 	}
 	var out Policy
-	if err := c.do(ctx, http.MethodPost, path, nil, p.WithDefaults(), &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, path, c.writeQuery(), p.WithDefaults(), &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -80,7 +80,7 @@ func (c *Client) deletePolicy(ctx context.Context, scope, id string) error {
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, http.MethodDelete, path, nil, nil, nil)
+	return c.do(ctx, http.MethodDelete, path, c.writeQuery(), nil, nil)
 }
 
 // policyPath is the path of a session's or VM's policy.

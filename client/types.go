@@ -31,11 +31,22 @@ type VM struct {
 	EgressPolicy *Policy   `json:"egress_policy,omitempty"`
 	Sessions     int       `json:"sessions"`
 	CreatedAt    time.Time `json:"created_at"`
+	// Set only in the answer to a write made with wait=fleet.
+	*Enforcement
 }
 
 // CreateSessionRequest is the body of POST /v1/sessions.
 type CreateSessionRequest struct {
 	VMID string `json:"vm_id"`
+}
+
+// Enforcement says which gateway nodes enforce a write, in the answer to a write made with
+// wait=fleet (see WithWaitFleet): EnforcedBy are the nodes that have applied it, Lagging
+// the up gateway nodes that had not within the server's wait (5 s). The write is stored
+// either way; a lagging node applies it when its view catches up.
+type Enforcement struct {
+	EnforcedBy []string `json:"enforced_by"`
+	Lagging    []string `json:"lagging,omitempty"`
 }
 
 // Session is one use of a VM. ProxyURL carries the session's proxy credentials and is shown
@@ -45,6 +56,8 @@ type Session struct {
 	VMID      string    `json:"vm_id"`
 	ProxyURL  string    `json:"proxy_url,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Set only in the answer to a write made with wait=fleet.
+	*Enforcement
 }
 
 // Policy is a stored policy as the API answers it: the DESIGN §2.1 fields, where it is
@@ -56,6 +69,8 @@ type Policy struct {
 	Revision  int64     `json:"revision"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Warnings  []string  `json:"warnings,omitempty"`
+	// Set only in the answer to a write made with wait=fleet.
+	*Enforcement
 }
 
 // Effective is the answer of GET /v1/egress/session/{id}/effective.

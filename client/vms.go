@@ -15,7 +15,7 @@ func (c *Client) CreateVM(ctx context.Context, req CreateVMRequest) (*VM, error)
 		req.EgressPolicy = &p
 	}
 	var vm VM
-	if err := c.do(ctx, http.MethodPost, "/v1/vms", nil, req, &vm); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/vms", c.writeQuery(), req, &vm); err != nil {
 		return nil, err
 	}
 	return &vm, nil
@@ -50,14 +50,14 @@ func (c *Client) DeleteVM(ctx context.Context, vmID string) error {
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, http.MethodDelete, path, nil, nil, nil)
+	return c.do(ctx, http.MethodDelete, path, c.writeQuery(), nil, nil)
 }
 
 // CreateSession starts a session on a VM (POST /v1/sessions). The answer's ProxyURL carries
 // the session's proxy credentials and is shown only here: keep it.
 func (c *Client) CreateSession(ctx context.Context, req CreateSessionRequest) (*Session, error) {
 	var s Session
-	if err := c.do(ctx, http.MethodPost, "/v1/sessions", nil, req, &s); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/sessions", c.writeQuery(), req, &s); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -96,5 +96,5 @@ func (c *Client) DeleteSession(ctx context.Context, sessionID string) error {
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, http.MethodDelete, path, nil, nil, nil)
+	return c.do(ctx, http.MethodDelete, path, c.writeQuery(), nil, nil)
 }

@@ -20,12 +20,23 @@ const maxWarningsPerKind = 5
 // what its author meant (allowed_domains with every web flag off, a name both allowed and
 // denied, allowed_cidrs reaching into hard-denied ranges, monitor mode).
 func (p Policy) Normalize() (Policy, []string, error) {
-	return p.normalize(true)
+	return p.normalizeFor(true, nil)
+}
+
+// NormalizeFor is Normalize for a gateway whose address classes are c: the warning about
+// allowed_cidrs reaching into hard-denied ranges leaves out what c lifts, so a loopback range
+// that the operator passed in --public-cidrs (public there, not denied) draws no warning.
+func (p Policy) NormalizeFor(c *Classifier) (Policy, []string, error) {
+	return p.normalizeFor(true, c)
 }
 
 // normalize does Normalize; limits false skips the MaxDomains/MaxCIDRs checks, which bound
 // what a client may store, not what Compile can handle.
 func (p Policy) normalize(limits bool) (Policy, []string, error) {
+	return p.normalizeFor(limits, nil)
+}
+
+func (p Policy) normalizeFor(limits bool, c *Classifier) (Policy, []string, error) {
 	var err error
 	out := Policy{
 		AllowPackageManagers: p.AllowPackageManagers,
@@ -54,7 +65,7 @@ func (p Policy) normalize(limits bool) (Policy, []string, error) {
 	for i, pr := range prefixes {
 		out.AllowedCIDRs[i] = pr.String()
 	}
-	return out, out.warnings(prefixes), nil
+	return out, out.warnings(prefixes, c), nil
 }
 
 func normalizePatterns(field string, in []string, limits bool) ([]string, error) {
@@ -95,7 +106,7 @@ func parseCIDRs(field string, in []string, limits bool) ([]netip.Prefix, error) 
 }
 
 // warnings explains what a normalised policy does that its author may not expect.
-func (p Policy) warnings(prefixes []netip.Prefix) []string {
+func (p Policy) warnings(prefixes []netip.Prefix, c *Classifier) []string {
 	var ws []string
 	if len(p.AllowedDomains) > 0 && !p.AllowHTTP && !p.AllowHTTPS && !p.AllowPackageManagers {
 		ws = append(ws, "allowed_domains is set but allow_http, allow_https and allow_package_managers are all off: "+
@@ -121,7 +132,7 @@ func (p Policy) warnings(prefixes []netip.Prefix) []string {
 	for _, pr := range prefixes {
 		var hits []string
 		for _, h := range builtinHard {
-			if h.prefix.Overlaps(pr) {
+			if h.prefix.Overlaps(pr) && !(h.liftable && c.publicCovers(narrower(h.prefix, pr))) {
 				hits = append(hits, h.rules[direct])
 			}
 		}
@@ -138,4 +149,44 @@ func (p Policy) warnings(prefixes []netip.Prefix) []string {
 		ws = append(ws, "mode is monitor: denials are recorded as would-be denials but traffic is let through (an enforce layer still applies, and hard denials always do)")
 	}
 	return ws
+}
+
+// narrower is the smaller of two overlapping prefixes: their intersection.
+func narrower(a, b netip.Prefix) netip.Prefix {
+	if a.Bits() >= b.Bits() {
+		return a
+	}
+	return b
+}
+
+// publicCovers reports whether every address of p is inside c.Public, which may take several
+// of its ranges (127.0.0.0/26 and 127.0.0.64/26 cover 127.0.0.0/25).
+func (c *Classifier) publicCovers(p netip.Prefix) bool {
+	if c == nil {
+		return false
+	}
+	p = p.Masked()
+	inside := false // some Public range lies strictly inside p
+	for _, q := range c.Public {
+		q = unmapPrefix(q.Masked())
+		if q.Addr().BitLen() != p.Addr().BitLen() {
+			continue
+		}
+		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+		if q.Bits() > p.Bits() && p.Contains(q.Addr()) {
+			inside = true
+		}
+	}
+	if !inside {
+		return false
+	}
+	// Each half must be covered; only halves holding a Public range recurse further, so
+	// this takes at most one step per bit per range.
+	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+	b := p.Addr().AsSlice()
+	b[p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
+	hiAddr, _ := netip.AddrFromSlice(b)
+	return c.publicCovers(lo) && c.publicCovers(netip.PrefixFrom(hiAddr, p.Bits()+1))
 }

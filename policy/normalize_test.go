@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -144,6 +145,53 @@ func TestNormalizeWarnings(t *testing.T) {
 			if !strings.Contains(ws[i], tt.want[i]) {
 				t.Errorf("%s: warning %q does not contain %q", tt.name, ws[i], tt.want[i])
 			}
+		}
+	}
+}
+
+// TestNormalizeForPublicRanges: a range passed in --public-cidrs is public, so allowed_cidrs
+// reaching into it draws no hard-denial warning; what stays denied still does.
+func TestNormalizeForPublicRanges(t *testing.T) {
+	public := func(cidrs ...string) *Classifier {
+		c := &Classifier{}
+		for _, s := range cidrs {
+			c.Public = append(c.Public, netip.MustParsePrefix(s))
+		}
+		return c
+	}
+	tests := []struct {
+		name  string
+		cidrs []string
+		c     *Classifier
+		want  string // a part of the one warning; "" for none
+		not   string // what that warning must not name
+	}{
+		{"no classifier", []string{"127.0.0.3/32"}, nil, "loopback 127.0.0.0/8", ""},
+		{"not public", []string{"127.0.0.3/32"}, public("198.51.100.0/24"), "loopback 127.0.0.0/8", ""},
+		{"inside a public range", []string{"127.0.0.3/32"}, public("127.0.0.0/26"), "", ""},
+		{"equal to a public range", []string{"127.0.0.0/26"}, public("127.0.0.0/26"), "", ""},
+		{"public range inside it", []string{"127.0.0.0/25"}, public("127.0.0.0/26"), "loopback 127.0.0.0/8", ""},
+		{"covered by two public ranges", []string{"127.0.0.0/25"}, public("127.0.0.64/26", "127.0.0.0/26"), "", ""},
+		{"half covered", []string{"127.0.0.0/24"}, public("127.0.0.0/25"), "loopback 127.0.0.0/8", ""},
+		{"public covers all loopback", []string{"0.0.0.0/0"}, public("127.0.0.0/8", "169.254.0.0/16"), "unspecified (this network) 0.0.0.0/8, multicast", "loopback"},
+		{"link-local public", []string{"169.254.169.254"}, public("169.254.0.0/16"), "", ""},
+		{"IPv4-mapped public range", []string{"127.0.0.3"}, public("::ffff:127.0.0.0/104"), "", ""},
+		{"v6 loopback public", []string{"::1"}, public("::1/128"), "", ""},
+		{"multicast is never lifted", []string{"224.0.0.1"}, public("224.0.0.0/4"), "multicast 224.0.0.0/4", ""},
+	}
+	for _, tt := range tests {
+		_, ws, err := Policy{AllowedCIDRs: tt.cidrs}.NormalizeFor(tt.c)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		switch {
+		case tt.want == "" && len(ws) != 0:
+			t.Errorf("%s: warnings = %q, want none", tt.name, ws)
+		case tt.want != "" && (len(ws) != 1 || !strings.Contains(ws[0], tt.want)):
+			t.Errorf("%s: warnings = %q, want one with %q", tt.name, ws, tt.want)
+		case tt.not != "" && strings.Contains(ws[0], tt.not):
+			t.Errorf("%s: warning %q names %q, which --public-cidrs lifts", tt.name, ws[0], tt.not)
 		}
 	}
 }

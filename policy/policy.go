@@ -1,12 +1,13 @@
 package policy
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/egressd/egressd/internal/strictjson"
 )
 
 // Mode says whether a policy's denials are enforced or only recorded.
@@ -75,17 +76,17 @@ func (e *FieldError) Error() string {
 	return e.Field + ": " + e.Message
 }
 
-// Parse decodes a policy from JSON strictly (unknown fields, trailing data and wrong types are
-// errors: a typo such as "allowed_domain" must not silently mean "deny nothing"), fills
-// defaults for the fields left out, and normalises it. Errors are *FieldError.
+// Parse decodes a policy from JSON strictly, with the decoder of every body the API accepts
+// (DESIGN §2.1): field names match exactly (ALLOWED_DOMAINS is an unknown field, not
+// allowed_domains), a field given twice, wrong types, null and anything after the object are
+// errors, so that a typo such as "allowed_domain" never silently means "deny nothing". It
+// fills defaults for the fields left out and normalises. Errors are *FieldError.
 func Parse(data []byte) (p Policy, warnings []string, err error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return Policy{}, nil, jsonError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return Policy{}, nil, &FieldError{Message: "unexpected data after the policy object; send exactly one JSON object"}
+	var se *strictjson.Error
+	if err := strictjson.Decode(data, &p); errors.As(err, &se) {
+		return Policy{}, nil, &FieldError{Field: se.Field, Message: se.Message}
+	} else if err != nil {
+		return Policy{}, nil, err
 	}
 	return p.Normalize()
 }

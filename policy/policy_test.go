@@ -55,23 +55,22 @@ func TestParseStrict(t *testing.T) {
 		{`{"allowed_cidrs": {"a": 1}}`, "allowed_cidrs", "list of strings"},
 		{`{"mode": 1}`, "mode", "must be a JSON string"},
 		{`{"mode": "audit"}`, "mode", `"audit" is not a mode`},
-		{`{} {}`, "", "unexpected data after the policy object"},
+		{`{} {}`, "", "another object after the JSON object"},
+		{`{}]`, "", "after the JSON object"},
+		{`{"ALLOWED_DOMAINS": []}`, "ALLOWED_DOMAINS", `did you mean "allowed_domains"`},
+		{`{"allowed_domains": ["a.test"], "ALLOWED_DOMAINS": []}`, "ALLOWED_DOMAINS", "case-sensitive"},
+		{`{"allow_httpſ": true}`, "allow_httpſ", "case-sensitive"},
+		{`{"mode": "monitor", "mode": "enforce"}`, "mode", "given twice"},
 		{`{}x`, "", "unexpected data"},
 		{`{"allow_http": true`, "", "cut short"},
 		{``, "", "empty"},
 		{`[]`, "", "JSON"},
-		{`null`, "", ""}, // decodes to the zero policy: accepted below
+		{`null`, "", "null"},
 		{`{"allow_http": tru}`, "", "malformed JSON"},
 		{`{"allowed_domains": ["ok.example", "bad..example"]}`, "allowed_domains[1]", "empty label"},
 	}
 	for _, tt := range tests {
 		_, _, err := Parse([]byte(tt.body))
-		if tt.body == "null" {
-			if err != nil {
-				t.Errorf("Parse(null) = %v; a JSON null is the empty policy", err)
-			}
-			continue
-		}
 		var fe *FieldError
 		if !errors.As(err, &fe) {
 			t.Errorf("Parse(%q) error %v is not a *FieldError", tt.body, err)

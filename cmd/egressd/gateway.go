@@ -36,6 +36,14 @@ type dataPlane struct {
 	gw          *gateway.Gateway
 }
 
+// ready is the readiness of the sandbox networks' firewall: nil without --transparent.
+func (d *dataPlane) ready() error {
+	if d.gw == nil {
+		return nil
+	}
+	return d.gw.Ready()
+}
+
 // networks is the API's view of the sandbox networks: nil without --transparent.
 func (d *dataPlane) networks() api.Networks {
 	if d.gw == nil {
@@ -100,7 +108,7 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 		return fmt.Errorf("dns filter: %w", err)
 	}
 	d.dns = &dnsfilter.Server{VMs: dnsfilter.FromView(v), Upstream: cfg.dnsUpstream, Sink: sink, Logger: log}
-	d.gw, err = gateway.New(st, v, netns.NewManager(), firewall.New(), gateway.Config{
+	d.gw, err = gateway.New(st, gateway.FromView(v), netns.NewManager(), firewall.New(), gateway.Config{
 		SandboxCIDR: cfg.sandboxCIDR,
 		ProxyPort:   cfg.transparentPort,
 		DNSPort:     cfg.dnsPort,

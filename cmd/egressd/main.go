@@ -150,8 +150,10 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)
+		// A write is answered once this view enforces it (DESIGN §3).
+		apiCfg.Enforcer = v
 		apiCfg.Networks = dp.networks()
-		apiCfg.Ready = viewReady(v)
+		apiCfg.Ready = viewReady(v, dp.ready)
 	}
 	srv := api.New(apiCfg)
 	var handler http.Handler = srv

@@ -66,14 +66,15 @@ func opsOnly(h http.Handler) http.Handler {
 }
 
 // viewReady is the readiness of a process that runs the gateway: its view must have
-// reached the store at its last sync. A stale view still enforces the last policies it
-// knew, but a change made elsewhere may not be enforced here yet, so the node must not
-// claim to be ready.
-func viewReady(v *view.View) func(context.Context) error {
+// reached the store at its last sync, and the firewall (with --transparent) must hold what
+// the view asks for. A stale view, or a firewall whose last apply failed, still enforces
+// the last policies it knew, but a change may not be enforced here yet, so the node must
+// not claim to be ready.
+func viewReady(v *view.View, firewall func() error) func(context.Context) error {
 	return func(context.Context) error {
 		if !v.Ready() {
 			return errors.New("gateway: the last sync with the store failed; enforcing the last known policies")
 		}
-		return nil
+		return firewall()
 	}
 }

@@ -20,22 +20,30 @@ import (
 // benchServer runs the API in-process over real HTTP on loopback and the real embedded store.
 func benchServer(b *testing.B) (url, key string) {
 	b.Helper()
-	dir := b.TempDir()
+	st, key := bootstrappedStore(b)
+	srv := httptest.NewServer(api.New(api.Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	b.Cleanup(srv.Close)
+	return srv.URL, key
+}
+
+// bootstrappedStore opens a new embedded store with its first admin key, as egressd's first
+// start makes it, and returns the key.
+func bootstrappedStore(tb testing.TB) (*sqlite.Store, string) {
+	tb.Helper()
+	dir := tb.TempDir()
 	st, err := sqlite.Open(context.Background(), dir)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { st.Close() })
+	tb.Cleanup(func() { st.Close() })
 	if _, err := api.BootstrapAdminKey(context.Background(), st, dir); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "admin.key"))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
-	b.Cleanup(srv.Close)
-	return srv.URL, strings.TrimSpace(string(raw))
+	return st, strings.TrimSpace(string(raw))
 }
 
 func benchDo(b *testing.B, hc *http.Client, method, url, key, body string, want int) {

@@ -12,13 +12,17 @@ import (
 
 func (s *Server) putPolicy(scope store.Scope) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+		mode, err := parseWait(r)
+		if err != nil {
+			return err
+		}
 		body, err := readBody(w, r)
 		if err != nil {
 			return err
 		}
-		p, warnings, err := policy.Parse(body)
+		p, warnings, err := s.decodePolicy(body)
 		if err != nil {
-			return policyError(err, "")
+			return err
 		}
 		id := r.PathValue("id")
 		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: scope, ID: id, Policy: p})
@@ -27,7 +31,11 @@ func (s *Server) putPolicy(scope store.Scope) handlerFunc {
 		} else if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, policyOut(rec, warnings))
+		out := policyOut(rec, warnings)
+		if out.Enforcement, err = s.enforced(r.Context(), mode, rec.Revision); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
 		return nil
 	}
 }
@@ -40,7 +48,7 @@ func (s *Server) getPolicy(scope store.Scope) handlerFunc {
 			return policyLookupError(err, scope, id)
 		}
 		// Warnings are recomputed so that a reader sees them too, not only the writer.
-		_, warnings, _ := rec.Policy.Normalize()
+		_, warnings, _ := rec.Policy.NormalizeFor(s.classifier)
 		writeJSON(w, http.StatusOK, policyOut(rec, warnings))
 		return nil
 	}
@@ -48,12 +56,15 @@ func (s *Server) getPolicy(scope store.Scope) handlerFunc {
 
 func (s *Server) deletePolicy(scope store.Scope) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+		mode, err := parseWait(r)
+		if err != nil {
+			return err
+		}
 		id := r.PathValue("id")
 		if err := s.store.DeletePolicy(r.Context(), k.Tenant, scope, id); err != nil {
 			return policyLookupError(err, scope, id)
 		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return s.answerDeleted(w, r, mode)
 	}
 }
 

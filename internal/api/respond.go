@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/store"
+	"github.com/egressd/egressd/internal/strictjson"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -65,7 +67,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
-	if !errors.As(err, &ae) {
+	var ne *notEnforced
+	if errors.As(err, &ne) {
+		ae = ne.apiError()
+	} else if !errors.As(err, &ae) {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			ae = errorf(http.StatusNotFound, client.CodeNotFound, "", "not found")
@@ -105,45 +110,43 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return data, nil
 }
 
-// decodeStrict decodes one JSON object into v; unknown fields and trailing data are errors
-// that name the field. An empty body decodes as {} when emptyOK.
+// decodeStrict decodes a body that must be one JSON object into v, with the one strict
+// decoder (DESIGN §2.1: exact field names, none twice, nothing after the object, no null);
+// its errors are 400s that name the field. An empty body decodes as {} when emptyOK.
 func decodeStrict(data []byte, v any, emptyOK bool) error {
-	if len(strings.TrimSpace(string(data))) == 0 {
-		if emptyOK {
-			return nil
-		}
-		return badRequest("", "the body is empty; send a JSON object")
+	if emptyOK && len(bytes.TrimSpace(data)) == 0 {
+		return nil
 	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return badRequest(typeErr.Field, "must be a JSON %s, not %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
-		}
-		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			name = strings.Trim(name, `"`)
-			return badRequest(name, "unknown field %q", name)
-		}
-		return badRequest("", "malformed JSON: %v", err)
-	}
-	if dec.More() {
-		return badRequest("", "unexpected data after the JSON object")
+	var se *strictjson.Error
+	if err := strictjson.Decode(data, v); errors.As(err, &se) {
+		return badRequest(se.Field, "%s", se.Message)
+	} else if err != nil {
+		return err
 	}
 	return nil
 }
 
-// jsonKind names a Go kind the way a JSON author thinks of it.
-func jsonKind(k string) string {
-	switch k {
-	case "bool":
-		return "boolean"
-	case "slice":
-		return "list"
-	case "struct", "map":
-		return "object"
-	case "int", "int64", "uint16", "float64":
-		return "number"
+// asPolicyError gives the errors of decodeStrict about a policy (the whole body when prefix
+// is "", else the field prefix and what is inside it) the code of an invalid policy.
+func asPolicyError(err error, prefix string) error {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.code == client.CodeBadRequest &&
+		(prefix == "" || ae.field == prefix || strings.HasPrefix(ae.field, prefix+".")) {
+		ae.code = client.CodeInvalidPolicy
 	}
-	return k
+	return err
+}
+
+// decodePolicy reads a policy body strictly and normalises it; the warnings say what it
+// does that its author may not expect on this gateway.
+func (s *Server) decodePolicy(data []byte) (policy.Policy, []string, error) {
+	var p policy.Policy
+	if err := decodeStrict(data, &p, false); err != nil {
+		return p, nil, asPolicyError(err, "")
+	}
+	p, warnings, err := p.NormalizeFor(s.classifier)
+	if err != nil {
+		return p, nil, policyError(err, "")
+	}
+	return p, warnings, nil
 }

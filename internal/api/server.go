@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -56,6 +57,15 @@ type Config struct {
 	// Ready, when set, is asked by /readyz besides the store's Ping: in a process that runs
 	// the gateway, whether its view of the store is current. An error makes /readyz 503.
 	Ready func(ctx context.Context) error
+	// Enforcer is this node's gateway (its view): a write is answered once it enforces the
+	// write (enforce.go). When nil (--role api), a write is answered once it is durable.
+	Enforcer Enforcer
+	// Fleet lists the fleet's nodes for ?wait=fleet; when nil, this node is the whole fleet.
+	Fleet Fleet
+	// NodeID names this node in "enforced_by" (the host name when empty).
+	NodeID string
+	// WaitTimeout bounds the wait for a write to be enforced (DefaultWaitTimeout when 0).
+	WaitTimeout time.Duration
 }
 
 // Server is the control-plane HTTP API.
@@ -73,6 +83,11 @@ type Server struct {
 	metrics    *metrics
 	events     *eventStreams
 	ready      func(ctx context.Context) error
+
+	enforcer    Enforcer
+	fleet       Fleet
+	nodeID      string
+	waitTimeout time.Duration
 }
 
 // New builds the server; it does not listen.
@@ -90,6 +105,17 @@ func New(cfg Config) *Server {
 		mux:        http.NewServeMux(),
 		events:     newEventStreams(cfg.Events),
 		ready:      cfg.Ready,
+
+		enforcer:    cfg.Enforcer,
+		fleet:       cfg.Fleet,
+		nodeID:      cfg.NodeID,
+		waitTimeout: cfg.WaitTimeout,
+	}
+	if s.nodeID == "" {
+		s.nodeID, _ = os.Hostname()
+	}
+	if s.waitTimeout <= 0 {
+		s.waitTimeout = DefaultWaitTimeout
 	}
 	if cfg.Default != nil {
 		s.def = *cfg.Default

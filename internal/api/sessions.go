@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -10,6 +11,10 @@ import (
 )
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	mode, err := parseWait(r)
+	if err != nil {
+		return err
+	}
 	body, err := readBody(w, r)
 	if err != nil {
 		return err
@@ -31,6 +36,11 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request, k store.A
 		return err
 	}
 	out := sessionOut(se)
+	if out.Enforcement, err = s.enforced(r.Context(), mode, se.Revision); err != nil {
+		return s.createdButNotEnforced(r.Context(), "session", err, func(ctx context.Context) error {
+			return s.store.DeleteSession(ctx, k.Tenant, se.ID)
+		})
+	}
 	out.ProxyURL = s.proxyURL(se.ID, token)
 	w.Header().Set("Location", "/v1/sessions/"+url.PathEscape(se.ID))
 	writeJSON(w, http.StatusCreated, out)
@@ -80,14 +90,17 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request, k store.AP
 }
 
 func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	mode, err := parseWait(r)
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("session_id")
 	if err := s.store.DeleteSession(r.Context(), k.Tenant, id); errors.Is(err, store.ErrNotFound) {
 		return notFound("session", id)
 	} else if err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return s.answerDeleted(w, r, mode)
 }
 
 func sessionOut(se store.Session) client.Session {

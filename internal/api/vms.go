@@ -1,8 +1,9 @@
 package api
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -16,22 +17,18 @@ import (
 // names later, so it is kept to a safe alphabet.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// createVMBody mirrors client.CreateVMRequest, keeping the policy raw so that it is decoded
-// by policy.Parse, strictly and with field names in its errors.
-type createVMBody struct {
-	VMID         string          `json:"vm_id"`
-	EgressPolicy json.RawMessage `json:"egress_policy"`
-	Network      *client.Network `json:"network"`
-}
-
 func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	mode, err := parseWait(r)
+	if err != nil {
+		return err
+	}
 	body, err := readBody(w, r)
 	if err != nil {
 		return err
 	}
-	var req createVMBody
+	var req client.CreateVMRequest
 	if err := decodeStrict(body, &req, true); err != nil {
-		return err
+		return asPolicyError(err, "egress_policy")
 	}
 	vm := store.VM{Tenant: k.Tenant, ID: req.VMID, Network: store.Network{Mode: "none"}}
 	if vm.ID == "" {
@@ -56,8 +53,8 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	}
 	var pol *policy.Policy
 	var warnings []string
-	if len(req.EgressPolicy) > 0 && string(req.EgressPolicy) != "null" {
-		p, w, err := policy.Parse(req.EgressPolicy)
+	if req.EgressPolicy != nil {
+		p, w, err := req.EgressPolicy.NormalizeFor(s.classifier)
 		if err != nil {
 			return policyError(err, "egress_policy")
 		}
@@ -90,17 +87,37 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 		return err
 	}
 	out := vmOut(created, 0)
+	rev := created.Revision
 	if pol != nil {
 		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: store.ScopeVM, ID: created.ID, Policy: *pol})
 		if err != nil {
 			// Do not leave a VM without the policy its creator asked for.
-			_ = s.store.DeleteVM(r.Context(), k.Tenant, created.ID)
+			if uerr := s.removeVM(context.WithoutCancel(r.Context()), created); uerr != nil {
+				s.log.Error("removing a VM whose policy was not stored", "vm_id", created.ID, "err", uerr)
+			}
 			return err
 		}
 		out.EgressPolicy = policyOut(rec, warnings)
+		rev = rec.Revision
+	}
+	if out.Enforcement, err = s.enforced(r.Context(), mode, rev); err != nil {
+		return s.createdButNotEnforced(r.Context(), "VM", err, func(ctx context.Context) error { return s.removeVM(ctx, created) })
 	}
 	w.Header().Set("Location", "/v1/vms/"+url.PathEscape(created.ID))
 	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// removeVM takes back a VM that this request created: from the store, then its network.
+func (s *Server) removeVM(ctx context.Context, vm store.VM) error {
+	if err := s.store.DeleteVM(ctx, vm.Tenant, vm.ID); err != nil {
+		return fmt.Errorf("deleting VM %q: %w", vm.ID, err)
+	}
+	if vm.Network.Mode == "netns" && s.networks != nil {
+		if err := s.networks.Detach(ctx, vm.Tenant, vm.ID, vm.Network); err != nil {
+			return fmt.Errorf("removing the network of VM %q: %w", vm.ID, err)
+		}
+	}
 	return nil
 }
 
@@ -158,6 +175,10 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, k store.APIKey)
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	mode, err := parseWait(r)
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("vm_id")
 	vm, err := s.store.GetVM(r.Context(), k.Tenant, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -177,8 +198,7 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 			s.log.Error("removing a deleted VM's network", "vm_id", id, "err", err)
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return s.answerDeleted(w, r, mode)
 }
 
 func vmOut(vm store.VM, sessions int) client.VM {

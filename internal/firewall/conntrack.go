@@ -47,6 +47,12 @@ func FlushConntrack(sandboxAddr netip.Addr, keep []netip.Prefix, opts ...Option)
 	return int(n), nil
 }
 
+// FlushConntrack is the package's FlushConntrack, in the firewall's network namespace: the
+// gateway cuts flows where it applies rules.
+func (f *Firewall) FlushConntrack(sandboxAddr netip.Addr, keep []netip.Prefix) (int, error) {
+	return FlushConntrack(sandboxAddr, keep, WithNetNSFd(f.netnsFd))
+}
+
 // staleFilter matches the flows FlushConntrack deletes.
 type staleFilter struct {
 	src  netip.Addr

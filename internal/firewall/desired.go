@@ -83,6 +83,13 @@ type state struct {
 	ifacePrefix string
 }
 
+// Validate reports whether Apply would accept d, with the error Apply would return. Fakes
+// of Apply call it, so that a caller's invalid state fails in tests as it would in the kernel.
+func (d Desired) Validate() error {
+	_, err := validate(d)
+	return err
+}
+
 // validate checks d and brings it to the canonical form build works on. Its errors name
 // the field at fault; they are bugs of the caller (the store and the netns package produce
 // Desired), not user input.

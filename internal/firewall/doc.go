@@ -4,10 +4,13 @@
 //
 // # Use
 //
-//	fw := firewall.New()               // the gateway's network namespace
-//	err := fw.Apply(desired)            // after every change of sandboxes or allowed_cidrs
-//	n, err := firewall.FlushConntrack(addr, newAllowed) // when a sandbox's Allowed shrank
-//	fmt.Print(firewall.Render(desired)) // what Apply installs, for humans and golden files
+//	fw := firewall.New()                          // the gateway's network namespace
+//	err := fw.Apply(desired)                       // after every change of sandboxes or allowed_cidrs
+//	n, err := fw.FlushConntrack(addr, newAllowed) // when a sandbox's Allowed shrank
+//	fmt.Print(firewall.Render(desired))            // what Apply installs, for humans and golden files
+//
+// Package firewalltest has a fake of Apply and FlushConntrack that keeps the table as
+// Render prints it, for tests of callers that run without root.
 //
 // Apply takes the whole desired state (Desired) and makes the kernel hold exactly that:
 // it builds the complete table and replaces the old one in one netlink batch (add table,

@@ -135,6 +135,12 @@ func (m *Manager) Start(name string, cmd *exec.Cmd) error {
 	return StartIn(m.Path(name), cmd, WithResolvConf(m.ResolvConf(name)))
 }
 
+// EnableForwarding turns on IPv4 forwarding in the gateway namespace (see the package's
+// EnableForwarding): the Manager's sandboxes are routed through it.
+func (m *Manager) EnableForwarding() error {
+	return m.inGateway(EnableForwarding)
+}
+
 // ensureNS makes sure a namespace is mounted at path, replacing a stale file. It reports
 // whether it made a new one.
 func (m *Manager) ensureNS(path string) (made bool, err error) {

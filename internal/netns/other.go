@@ -25,6 +25,9 @@ func (m *Manager) Delete(name string) error { return errUnsupported }
 // List fails: see the package documentation.
 func (m *Manager) List() ([]string, error) { return nil, errUnsupported }
 
+// EnableForwarding fails: see the package documentation.
+func (m *Manager) EnableForwarding() error { return errUnsupported }
+
 // Start fails: see the package documentation.
 func (m *Manager) Start(name string, cmd *exec.Cmd) error { return errUnsupported }
 

@@ -1,9 +1,11 @@
 // Package store keeps egressd's control-plane state: tenants' API keys, VMs, sessions and their
-// policies. Store is the one interface; package sqlite is the embedded implementation.
+// policies, and the fleet's nodes. Store is the one interface; package sqlite is the embedded
+// implementation, package postgres the fleet's, both over the shared SQL of package sqlstore.
 //
 // Every mutation takes the next value of one store-wide revision counter, so that a reader can
 // tell what is newer and (in a fleet) catch up on what it missed. An acknowledged write is
-// durable: when a method returns nil the change survives a crash of the process.
+// durable: when a method returns nil the change survives a crash of the process. Nodes are the
+// exception: their heartbeats take no revision (see PutNode).
 //
 // Every method that reads or changes a tenant's object takes the tenant, and an object of
 // another tenant is reported as ErrNotFound, exactly as if it did not exist.
@@ -43,13 +45,14 @@ type APIKey struct {
 	CreatedAt time.Time
 }
 
-// Network is how a VM is attached (DESIGN §3, §4).
+// Network is how a VM is attached (DESIGN §3, §4). Its wire form is client.Network; the API
+// converts.
 type Network struct {
-	Mode    string `json:"mode"` // "none" or "netns"
-	Netns   string `json:"netns,omitempty"`
-	Path    string `json:"path,omitempty"`
-	Address string `json:"address,omitempty"`
-	Gateway string `json:"gateway,omitempty"`
+	Mode    string // "none" or "netns"
+	Netns   string // the namespace's name
+	Path    string // its path, /run/netns/<name>
+	Address string // the sandbox's address in it
+	Gateway string // the gateway's address on the VM's link
 }
 
 // VM is one sandbox.
@@ -105,8 +108,6 @@ type Store interface {
 	// is not there), setting Revision and CreatedAt. Session IDs are unique store-wide.
 	CreateSession(ctx context.Context, s Session) (Session, error)
 	GetSession(ctx context.Context, tenant, id string) (Session, error)
-	// SessionByID finds a session whatever its tenant: for the proxy's credential check only.
-	SessionByID(ctx context.Context, id string) (Session, error)
 	// ListSessions lists the tenant's sessions on one VM (all VMs when vmID is ""), oldest first.
 	// A VM that is not the tenant's has no sessions: the list is empty, not ErrNotFound.
 	ListSessions(ctx context.Context, tenant, vmID string) ([]Session, error)
@@ -132,12 +133,42 @@ type Store interface {
 	// until it returns fewer than limit changes, passing the last revision it got each time.
 	ChangesSince(ctx context.Context, rev int64, limit int) ([]Change, error)
 
+	// PutNode registers a node, or replaces its registration (by ID), with Heartbeat set to the
+	// store's Now whatever n says. It takes no revision and is not in the change log: every
+	// node heartbeats every second, and that must not wake every view.
+	PutNode(ctx context.Context, n Node) error
+	// ListNodes lists every registered node, by ID. Roles and Labels are never nil.
+	ListNodes(ctx context.Context) ([]Node, error)
+	// Now is the store's clock, the one that sets Heartbeat: the database server's for
+	// PostgreSQL, so that the nodes of a fleet agree on it whatever their own clocks say.
+	// Judge a heartbeat against it (Node.Up), never against the local clock.
+	Now(ctx context.Context) (time.Time, error)
+
 	// Revision is the newest revision the store has handed out.
 	Revision(ctx context.Context) (int64, error)
 	// Ping reports whether the store can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// Node is one egressd process of a fleet, as it registered itself (DESIGN §5).
+type Node struct {
+	ID       string
+	Roles    []string // what it runs ("api", "gateway", ...), as it says
+	Address  string   // where to reach it, as it says
+	Labels   map[string]string
+	Revision int64 // the store revision its view has applied (not a revision of this record)
+	VMs      int   // the VMs whose networks it runs
+	// Heartbeat is when it last reported, by the store's clock (Store.Now).
+	Heartbeat time.Time
+}
+
+// DownAfter is how long a node may stay silent before it is down (DESIGN §5).
+const DownAfter = 10 * time.Second
+
+// Up reports whether the node has heartbeat within DownAfter of now, a time of the store's
+// clock (Store.Now). A heartbeat after now (read before it) is up.
+func (n Node) Up(now time.Time) bool { return now.Sub(n.Heartbeat) < DownAfter }
 
 // Change is one entry of a store's change log: one object that a mutation created, replaced or
 // deleted, and the revision it took. A fleet node that missed notifications reads the changes

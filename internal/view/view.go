@@ -73,6 +73,7 @@ type View struct {
 	vms      map[vmKey]*VM       // every VM
 	byAddr   map[netip.Addr]*VM  // VMs with a sandbox network, by the sandbox's address
 	rev      int64               // every change up to rev is applied
+	advanced chan struct{}       // closed (and replaced) when rev grows: wakes WaitRevision
 
 	kick    chan struct{}
 	changed chan struct{} // a VM came, went, or changed its effective policy
@@ -107,6 +108,7 @@ func New(st Store, cfg Config) (*View, error) {
 		sessions: make(map[string]*Session),
 		vms:      make(map[vmKey]*VM),
 		byAddr:   make(map[netip.Addr]*VM),
+		advanced: make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		changed:  make(chan struct{}, 1),
 		started:  make(chan struct{}),
@@ -131,6 +133,41 @@ func (v *View) Kick() {
 	case v.kick <- struct{}{}:
 	default:
 	}
+}
+
+// WaitRevision returns nil once the view has applied every store change up to rev, so that
+// the data path decides the next connection on them; or ctx's error, wrapped, if ctx ends
+// first. It kicks a sync, so a change made in this process (or learnt of) is applied without
+// waiting for the poll, and then sleeps until a sync moves the view's revision: it never
+// polls. A view whose syncs fail (see Ready) does not advance, and the caller's deadline
+// bounds the wait.
+func (v *View) WaitRevision(ctx context.Context, rev int64) error {
+	v.Kick()
+	for {
+		v.mu.RLock()
+		cur, advanced := v.rev, v.advanced
+		v.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-advanced:
+		case <-ctx.Done():
+			return fmt.Errorf("view: revision %d not applied yet (at %d): %w", rev, cur, context.Cause(ctx))
+		}
+	}
+}
+
+// setRevision records that every change up to rev is applied, and wakes the waiters.
+func (v *View) setRevision(rev int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if rev <= v.rev {
+		return
+	}
+	v.rev = rev
+	close(v.advanced)
+	v.advanced = make(chan struct{})
 }
 
 // Ready reports whether the last sync reached the store.
@@ -256,9 +293,7 @@ func (v *View) load(ctx context.Context) error {
 			return err
 		}
 	}
-	v.mu.Lock()
-	v.rev = rev
-	v.mu.Unlock()
+	v.setRevision(rev)
 	v.synced.Store(true)
 	return nil
 }
@@ -279,9 +314,7 @@ func (v *View) sync(ctx context.Context) error {
 		if err := v.apply(ctx, changes); err != nil {
 			return err
 		}
-		v.mu.Lock()
-		v.rev = changes[len(changes)-1].Revision
-		v.mu.Unlock()
+		v.setRevision(changes[len(changes)-1].Revision)
 		if len(changes) < store.MaxChanges {
 			return nil
 		}

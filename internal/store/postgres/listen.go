@@ -67,7 +67,7 @@ func (s *Store) Listen(ctx context.Context, kick func(), log *slog.Logger) {
 // listenOnce connects, listens and relays notifications until the connection fails or ctx
 // ends. It reports whether it got as far as listening, and calls up when it does.
 func (s *Store) listenOnce(ctx context.Context, kick, up func()) (connected bool, err error) {
-	cfg := s.pool.Config().ConnConfig // a copy
+	cfg := s.conn.Copy()
 	cfg.RuntimeParams["application_name"] += "-listen"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"reflect"
 	"sync"
@@ -9,9 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/egressd/egressd/internal/store/postgres/pgtest"
+	"github.com/egressd/egressd/internal/store/sqlstore"
 )
 
 type appliedMigration struct {
@@ -39,16 +40,16 @@ func TestMigrationsFreshAndReopen(t *testing.T) {
 	s := openTest(t, url)
 	c := connect(t, url)
 	first := applied(t, c)
-	steps := migrations()
+	steps := schema().Steps
 	if len(first) != len(steps) {
 		t.Fatalf("fresh database: %d migrations applied, want %d", len(first), len(steps))
 	}
 	for i, m := range first {
-		if m.Version != steps[i].version || m.Name != steps[i].name || m.AppliedAt.IsZero() {
-			t.Errorf("migration row %d = %+v, want version %d %q with a time", i, m, steps[i].version, steps[i].name)
+		if m.Version != steps[i].Version || m.Name != steps[i].Name || m.AppliedAt.IsZero() {
+			t.Errorf("migration row %d = %+v, want version %d %q with a time", i, m, steps[i].Version, steps[i].Name)
 		}
 	}
-	for _, table := range []string{"api_keys", "vms", "sessions", "policies", "changes"} {
+	for _, table := range []string{"api_keys", "vms", "sessions", "policies", "changes", "nodes"} {
 		var ok bool
 		if err := c.QueryRow(t.Context(), `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&ok); err != nil || !ok {
 			t.Errorf("table %s missing (%v)", table, err)
@@ -70,7 +71,7 @@ func TestMigrationsRefuseNewerSchema(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	openTest(t, url).Close()
 	c := connect(t, url)
-	next := len(migrations()) + 1
+	next := len(schema().Steps) + 1
 	if _, err := c.Exec(t.Context(), `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'from the future', now())`, next); err != nil {
 		t.Fatal(err)
 	}
@@ -88,14 +89,15 @@ func TestMigrationsRefuseNewerSchema(t *testing.T) {
 	}
 }
 
-func testPool(t *testing.T, url string) *pgxpool.Pool {
+// testDB opens url through the driver the store uses, without a store.
+func testDB(t *testing.T, url string) *sql.DB {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), url)
+	db, err := sql.Open("pgx", url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(pool.Close)
-	return pool
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // TestMigrationsStepByStep: a later step applies on top of the earlier ones, and a step that
@@ -103,17 +105,19 @@ func testPool(t *testing.T, url string) *pgxpool.Pool {
 func TestMigrationsStepByStep(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
-	pool := testPool(t, url)
+	db := testDB(t, url)
 	c := connect(t, url)
 	now := func() time.Time { return time.Unix(1700000000, 0) }
 	ctx := t.Context()
+	migrate := func(steps ...sqlstore.Migration) error {
+		return sqlstore.Migrate(ctx, dialect{}, db, sqlstore.Schema{Table: schema().Table, Steps: steps}, now)
+	}
 
-	v1 := migrations()[:1]
-	if err := migrate(ctx, pool, v1, now); err != nil {
+	v1 := schema().Steps[0]
+	if err := migrate(v1); err != nil {
 		t.Fatal(err)
 	}
-	bad := append(v1[:1:1], migration{version: 2, name: "half broken", up: execSQL(`CREATE TABLE extra (x int); SELECT no_such_function()`)})
-	if err := migrate(ctx, pool, bad, now); err == nil {
+	if err := migrate(v1, sqlstore.Migration{Version: 2, Name: "half broken", Up: sqlstore.ExecSQL(`CREATE TABLE extra (x int); SELECT no_such_function()`)}); err == nil {
 		t.Fatal("a failing step succeeded")
 	}
 	if got := applied(t, c); len(got) != 1 {
@@ -124,16 +128,14 @@ func TestMigrationsStepByStep(t *testing.T) {
 		t.Errorf("the failed step's table exists (%v): DDL must roll back with the step", err)
 	}
 
-	good := append(v1[:1:1], migration{version: 2, name: "extra table", up: execSQL(`CREATE TABLE extra (x int)`)})
-	if err := migrate(ctx, pool, good, now); err != nil {
+	if err := migrate(v1, sqlstore.Migration{Version: 2, Name: "extra table", Up: sqlstore.ExecSQL(`CREATE TABLE extra (x int)`)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := applied(t, c); len(got) != 2 || got[1].Name != "extra table" {
 		t.Errorf("after step 2: %+v", got)
 	}
 
-	gap := append(v1[:1:1], migration{version: 3, name: "gap", up: execSQL(`SELECT 1`)})
-	if err := migrate(ctx, pool, gap, now); err == nil {
+	if err := migrate(v1, sqlstore.Migration{Version: 3, Name: "gap", Up: sqlstore.ExecSQL(`SELECT 1`)}); err == nil {
 		t.Error("steps with a gap in their versions were accepted")
 	}
 }
@@ -162,7 +164,7 @@ func TestMigrationsConcurrentOpens(t *testing.T) {
 			t.Errorf("Open: %v", err)
 		}
 	}
-	if got := applied(t, connect(t, url)); len(got) != len(migrations()) {
+	if got := applied(t, connect(t, url)); len(got) != len(schema().Steps) {
 		t.Errorf("schema_migrations = %+v, want each step once", got)
 	}
 }

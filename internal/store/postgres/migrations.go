@@ -1,9 +1,19 @@
 package postgres
 
-// migrations is the schema's history, oldest first. Append; never edit a released step.
-func migrations() []migration {
-	return []migration{
-		{version: 1, name: "initial schema", up: execSQL(schemaV1)},
+import "github.com/egressd/egressd/internal/store/sqlstore"
+
+// schema is the schema's history, oldest step first. Append; never edit a released step.
+func schema() sqlstore.Schema {
+	return sqlstore.Schema{
+		Table: `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer     NOT NULL PRIMARY KEY,
+			name       text        NOT NULL,
+			applied_at timestamptz NOT NULL
+		)`,
+		Steps: []sqlstore.Migration{
+			{Version: 1, Name: "initial schema", Up: sqlstore.ExecSQL(schemaV1)},
+			{Version: 2, Name: "nodes", Up: sqlstore.ExecSQL(schemaV2)},
+		},
 	}
 }
 
@@ -84,4 +94,18 @@ $$;
 CREATE TRIGGER changes_notify AFTER INSERT ON changes
 	REFERENCING NEW TABLE AS logged
 	FOR EACH STATEMENT EXECUTE FUNCTION egressd_notify_changes();
+`
+
+// schemaV2 adds the fleet's nodes (DESIGN §5). A heartbeat replaces its node's row and takes
+// no revision: nodes are not in the change log, and notify nobody.
+const schemaV2 = `
+CREATE TABLE nodes (
+	id               text        NOT NULL PRIMARY KEY,
+	roles            jsonb       NOT NULL, -- array of strings
+	address          text        NOT NULL,
+	labels           jsonb       NOT NULL, -- object of strings
+	applied_revision bigint      NOT NULL, -- the store revision the node's view has applied
+	vms              integer     NOT NULL,
+	heartbeat        timestamptz NOT NULL  -- by the server's clock, now()
+);
 `

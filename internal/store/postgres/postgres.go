@@ -1,7 +1,9 @@
 // Package postgres is the fleet implementation of store.Store: one PostgreSQL database shared
-// by every egressd of a fleet (API replicas and gateway nodes), through jackc/pgx's pool
-// (DESIGN §5). Its semantics are exactly those of the embedded store, package sqlite: both
-// run the same conformance suite, package storetest.
+// by every egressd of a fleet (API replicas and gateway nodes), through jackc/pgx's
+// database/sql driver (DESIGN §5). Its SQL is package sqlstore's, shared with the embedded
+// store, package sqlite; both run the same conformance suite, package storetest. This package
+// opens the database, keeps its schema, says how PostgreSQL differs (dialect.go: the write
+// lock below), and listens for changes (listen.go).
 //
 // Durability: every session runs with synchronous_commit=on (unless the URL asks for a
 // stronger setting such as remote_apply), so a COMMIT returns only once its WAL is flushed
@@ -20,7 +22,7 @@
 // one-writer-at-a-time model as SQLite, so the checks a mutation makes (does the VM exist?)
 // still hold when it commits. It costs write throughput (concurrent commits cannot share a WAL
 // flush; docs/fleet.md has figures), so mutations make few round trips while they hold it.
-// Readers never take it.
+// Readers never take it, nor do node heartbeats, which take no revision.
 //
 // A transaction that aborts has still consumed its sequence values, so revisions can have
 // gaps; readers never rely on them being dense. Revision is the highest committed one.
@@ -34,13 +36,17 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/url"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/egressd/egressd/internal/store"
+	"github.com/egressd/egressd/internal/store/sqlstore"
 )
 
 // Channel is the LISTEN/NOTIFY channel on which every committed mutation announces its
@@ -57,11 +63,16 @@ const writeLockKey int64 = 0x65677265737364
 // a hang.
 const connectTimeout = 10 * time.Second
 
+// ErrSchemaTooNew is returned by Open for a database that a newer egressd has migrated (see
+// sqlstore.ErrSchemaTooNew).
+var ErrSchemaTooNew = sqlstore.ErrSchemaTooNew
+
 // Store is a store.Store on one PostgreSQL database. Open makes one; it is safe for
 // concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
-	now  func() time.Time
+	*sqlstore.Store
+	db   *sql.DB
+	conn *pgx.ConnConfig // the pool's connection settings, for Listen's own connection
 }
 
 var _ store.Store = (*Store)(nil)
@@ -69,7 +80,12 @@ var _ store.Store = (*Store)(nil)
 // Open connects to the database at url (a postgres:// URL or a key=value connection string),
 // and brings its schema up to date. It refuses a database whose schema is newer than this
 // binary (ErrSchemaTooNew). The database must exist; egressd creates only its tables.
-func Open(ctx context.Context, url string) (*Store, error) {
+func Open(ctx context.Context, url string) (*Store, error) { return open(ctx, url, time.Now) }
+
+// open is Open with the clock of mutations' times.
+func open(ctx context.Context, url string, now func() time.Time) (*Store, error) {
+	// pgxpool's parser, for its pool_max_conns (and other pool_*) parameters and defaults;
+	// the pool itself is database/sql's.
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's parse errors keep the password out of the message.
@@ -91,16 +107,22 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	// matter, but a fixed one makes what an operator sees in psql predictable.
 	cc.RuntimeParams["timezone"] = "UTC"
 
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	db := stdlib.OpenDB(*cc.Copy())
+	db.SetMaxOpenConns(int(cfg.MaxConns))
+	db.SetMaxIdleConns(int(cfg.MaxConns))
+	db.SetConnMaxLifetime(cfg.MaxConnLifetime)
+	db.SetConnMaxIdleTime(cfg.MaxConnIdleTime)
+	d := dialect{}
+	if err := sqlstore.Migrate(ctx, d, db, schema(), now); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: open %s: %w", Redact(url), err)
+	}
+	st, err := sqlstore.New(ctx, d, db, db, now)
 	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("postgres: open %s: %w", Redact(url), err)
 	}
-	s := &Store{pool: pool, now: time.Now}
-	if err := migrate(ctx, pool, migrations(), s.now); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("postgres: open %s: %w", Redact(url), err)
-	}
-	return s, nil
+	return &Store{Store: st, db: db, conn: cc}, nil
 }
 
 // Redact returns url with its password replaced, for logs and errors. A string that is not a
@@ -115,32 +137,4 @@ func Redact(raw string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
-}
-
-// Close closes the pool, waiting for connections in use to be returned. Calling it again is
-// harmless.
-func (s *Store) Close() error {
-	s.pool.Close()
-	return nil
-}
-
-// Ping reports whether the database answers a query.
-func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	if err := s.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
-		return fmt.Errorf("postgres: ping: %w", err)
-	}
-	return nil
-}
-
-// Revision is the newest committed revision. Writers commit in revision order (see the
-// package comment), so every revision up to it is visible too: a follower that loads
-// everything and then follows ChangesSince(Revision) misses nothing. The primary key makes
-// this an index lookup.
-func (s *Store) Revision(ctx context.Context) (int64, error) {
-	var rev int64
-	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(revision), 0) FROM changes`).Scan(&rev); err != nil {
-		return 0, fmt.Errorf("postgres: revision: %w", err)
-	}
-	return rev, nil
 }

@@ -35,6 +35,18 @@ func openTest(t testing.TB, url string) *Store {
 	return s
 }
 
+// openWithVM opens a store on a new database with one VM, t/vm; it returns the database's
+// URL too.
+func openWithVM(t *testing.T) (*Store, string) {
+	t.Helper()
+	url := pgtest.NewDatabase(t)
+	s := openTest(t, url)
+	if _, err := s.CreateVM(t.Context(), store.VM{Tenant: "t", ID: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	return s, url
+}
+
 // connect opens a plain connection to url, for looking behind the store's back.
 func connect(t testing.TB, url string) *pgx.Conn {
 	t.Helper()
@@ -66,36 +78,36 @@ func sum(s string) []byte {
 	return h[:]
 }
 
-func TestOpenSessionSettings(t *testing.T) {
-	t.Parallel()
-	s := openTest(t, pgtest.NewDatabase(t))
-	for name, want := range map[string]string{
-		"synchronous_commit":    "on", // an acknowledged write is flushed
-		"application_name":      "egressd",
-		"TimeZone":              "UTC",
-		"transaction_isolation": "read committed",
-	} {
-		var got string
-		if err := s.pool.QueryRow(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			t.Errorf("%s = %q, want %q", name, got, want)
-		}
-	}
-}
-
-func TestOpenURLOverridesDefaults(t *testing.T) {
+// TestOpenSettings: every connection has the settings the store relies on, unless the URL
+// asks for its own.
+func TestOpenSettings(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
-	s := openTest(t, withParams(t, url, "synchronous_commit", "remote_apply", "application_name", "gw-7"))
-	for name, want := range map[string]string{"synchronous_commit": "remote_apply", "application_name": "gw-7"} {
-		var got string
-		if err := s.pool.QueryRow(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			t.Errorf("%s = %q, want the URL's %q", name, got, want)
+	for _, tc := range []struct {
+		name   string
+		params []string // name, value, ... added to the URL
+		want   map[string]string
+	}{
+		{"defaults", nil, map[string]string{
+			"synchronous_commit":    "on", // an acknowledged write is flushed
+			"application_name":      "egressd",
+			"TimeZone":              "UTC",
+			"transaction_isolation": "read committed",
+		}},
+		{"the URL's", []string{"synchronous_commit", "remote_apply", "application_name", "gw-7"}, map[string]string{
+			"synchronous_commit": "remote_apply",
+			"application_name":   "gw-7",
+		}},
+	} {
+		s := openTest(t, withParams(t, url, tc.params...))
+		for name, want := range tc.want {
+			var got string
+			if err := s.db.QueryRowContext(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("%s: %s = %q, want %q", tc.name, name, got, want)
+			}
 		}
 	}
 }
@@ -138,8 +150,12 @@ func TestRedact(t *testing.T) {
 // although the clock has nanoseconds and PostgreSQL keeps microseconds.
 func TestTimestampsAreMicroseconds(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, pgtest.NewDatabase(t))
-	s.now = func() time.Time { return time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600)) }
+	clock := func() time.Time { return time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600)) }
+	s, err := open(t.Context(), pgtest.NewDatabase(t), clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	vm, err := s.CreateVM(t.Context(), store.VM{Tenant: "t", ID: "vm"})
 	if err != nil {
 		t.Fatal(err)
@@ -158,12 +174,8 @@ func TestTimestampsAreMicroseconds(t *testing.T) {
 // rows nor a change, and sends no notification; the next write works.
 func TestFailedWriteLeavesNothing(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDatabase(t)
-	s := openTest(t, url)
+	s, _ := openWithVM(t)
 	ctx := t.Context()
-	if _, err := s.CreateVM(ctx, store.VM{Tenant: "t", ID: "vm"}); err != nil {
-		t.Fatal(err)
-	}
 	before := mustRevision(t, s)
 	if _, err := s.CreateVM(ctx, store.VM{Tenant: "t", ID: "vm"}); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("CreateVM twice: %v, want ErrConflict", err)
@@ -184,12 +196,8 @@ func TestFailedWriteLeavesNothing(t *testing.T) {
 // error, never a policy with the field ignored.
 func TestStrictPolicyDecoding(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDatabase(t)
-	s := openTest(t, url)
+	s, url := openWithVM(t)
 	ctx := t.Context()
-	if _, err := s.CreateVM(ctx, store.VM{Tenant: "t", ID: "vm"}); err != nil {
-		t.Fatal(err)
-	}
 	c := connect(t, url)
 	if _, err := c.Exec(ctx, `INSERT INTO policies (tenant, scope, id, policy, revision, updated_at)
 		VALUES ('t', 'vm', 'vm', '{"allow_https": true, "deny_everything_else": true}', 99, now())`); err != nil {

@@ -1,9 +1,20 @@
 package sqlite
 
-// migrations is the schema's history, oldest first. Append; never edit a released step.
-func migrations() []migration {
-	return []migration{
-		{version: 1, name: "initial schema", up: execSQL(schemaV1)},
+import "github.com/egressd/egressd/internal/store/sqlstore"
+
+// schema is the schema's history, oldest step first. Append; never edit a released step.
+func schema() sqlstore.Schema {
+	return sqlstore.Schema{
+		Table: `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER NOT NULL PRIMARY KEY,
+			name       TEXT    NOT NULL,
+			applied_at INTEGER NOT NULL -- unix nanoseconds, UTC
+		) STRICT`,
+		Steps: []sqlstore.Migration{
+			{Version: 1, Name: "initial schema", Up: sqlstore.ExecSQL(schemaV1)},
+			{Version: 2, Name: "api key revisions", Up: sqlstore.ExecSQL(schemaV2)},
+			{Version: 3, Name: "nodes", Up: sqlstore.ExecSQL(schemaV3)},
+		},
 	}
 }
 
@@ -66,4 +77,27 @@ CREATE TABLE changes (
 	op       TEXT    NOT NULL CHECK (op IN ('create', 'replace', 'delete')),
 	at       INTEGER NOT NULL
 ) STRICT;
+`
+
+// schemaV2 gives API keys the revision of their creation, as PostgreSQL's have had from the
+// start, so that both stores order keys created at the same instant the same way. Existing
+// keys take it from the change log.
+const schemaV2 = `
+ALTER TABLE api_keys ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+UPDATE api_keys SET revision = COALESCE((SELECT MAX(c.revision) FROM changes c
+	WHERE c.kind = 'api_key' AND c.op = 'create' AND c.id = api_keys.id), 0);
+`
+
+// schemaV3 adds the fleet's nodes (DESIGN §5). A heartbeat replaces its node's row and takes
+// no revision: nodes are not in the change log.
+const schemaV3 = `
+CREATE TABLE nodes (
+	id               TEXT    NOT NULL PRIMARY KEY,
+	roles            TEXT    NOT NULL, -- JSON array of strings
+	address          TEXT    NOT NULL,
+	labels           TEXT    NOT NULL, -- JSON object of strings
+	applied_revision INTEGER NOT NULL, -- the store revision the node's view has applied
+	vms              INTEGER NOT NULL,
+	heartbeat        INTEGER NOT NULL  -- by the store's clock
+) STRICT, WITHOUT ROWID;
 `

@@ -1,5 +1,7 @@
 // Package sqlite is the embedded implementation of store.Store: one SQLite database file,
-// <data-dir>/egressd.db, through the pure-Go driver modernc.org/sqlite (no cgo).
+// <data-dir>/egressd.db, through the pure-Go driver modernc.org/sqlite (no cgo). The SQL it
+// shares with package postgres is package sqlstore's; this package opens the file, keeps its
+// schema, and says how SQLite differs (dialect.go).
 //
 // Durability: the database runs in WAL mode with synchronous=FULL, so the WAL is fsynced at
 // every commit and a write that returned nil survives kill -9 and power loss.
@@ -29,10 +31,18 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/egressd/egressd/internal/store"
+	"github.com/egressd/egressd/internal/store/sqlstore"
 )
 
 // FileName is the database file inside the data directory.
 const FileName = "egressd.db"
+
+// MaxChanges is the most changes one ChangesSince call returns.
+const MaxChanges = store.MaxChanges
+
+// ErrSchemaTooNew is returned by Open for a database that a newer egressd has migrated: this
+// binary does not know the newer schema and must not write to it.
+var ErrSchemaTooNew = sqlstore.ErrSchemaTooNew
 
 // busyTimeout bounds how long a connection waits for a lock held by another process (another
 // egressd on the same data directory, or an operator's sqlite3 shell). Within one process the
@@ -41,11 +51,10 @@ const busyTimeout = 10 * time.Second
 
 // Store is a store.Store on one SQLite database. Open makes one; it is safe for concurrent use.
 type Store struct {
+	*sqlstore.Store
 	path   string
-	writer *sql.DB // exactly one connection: every write is serialised through it
-	reader *sql.DB // read-only connections for everything else
-	reads  *readStmts
-	now    func() time.Time
+	writer *sql.DB  // exactly one connection: every write is serialised through it
+	reader *sql.DB  // read-only connections for everything else
 	lock   *os.File // the exclusive lock on the data directory (see lockDir)
 }
 
@@ -66,15 +75,16 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	s := &Store{path: path, now: time.Now, lock: lock}
-	if err := s.open(ctx); err != nil {
+	s := &Store{path: path, lock: lock}
+	if err := s.open(ctx, time.Now); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func (s *Store) open(ctx context.Context) error {
+func (s *Store) open(ctx context.Context, now func() time.Time) error {
+	d := dialect{now: now}
 	var err error
 	s.writer, err = sql.Open("sqlite", dsn(s.path, false))
 	if err != nil {
@@ -96,7 +106,7 @@ func (s *Store) open(ctx context.Context) error {
 	if mode != "wal" {
 		return fmt.Errorf("the file system does not support WAL mode (journal_mode is %q); use a local disk for the data directory", mode)
 	}
-	if err := migrate(ctx, s.writer, migrations(), s.now); err != nil {
+	if err := sqlstore.Migrate(ctx, d, s.writer, schema(), now); err != nil {
 		return err
 	}
 
@@ -107,7 +117,7 @@ func (s *Store) open(ctx context.Context) error {
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.reader.SetMaxOpenConns(n)
 	s.reader.SetMaxIdleConns(n)
-	if s.reads, err = prepareReads(ctx, s.reader); err != nil {
+	if s.Store, err = sqlstore.New(ctx, d, s.reader, s.writer, now); err != nil {
 		return err
 	}
 	return s.Ping(ctx)
@@ -171,17 +181,17 @@ func dsn(path string, readOnly bool) string {
 	return u.String()
 }
 
-// Close closes both pools. Calling it again is harmless.
+// Close closes both pools and releases the data directory. Calling it again is harmless.
 func (s *Store) Close() error {
 	var errs []error
-	if s.reads != nil {
-		errs = append(errs, s.reads.close())
-	}
-	if s.reader != nil {
-		errs = append(errs, s.reader.Close())
-	}
-	if s.writer != nil {
-		errs = append(errs, s.writer.Close())
+	if s.Store != nil {
+		errs = append(errs, s.Store.Close())
+	} else { // Open failed half-way
+		for _, db := range []*sql.DB{s.reader, s.writer} {
+			if db != nil {
+				errs = append(errs, db.Close())
+			}
+		}
 	}
 	if s.lock != nil {
 		errs = append(errs, s.lock.Close()) // releases the data directory
@@ -191,27 +201,4 @@ func (s *Store) Close() error {
 		return fmt.Errorf("sqlite: close: %w", err)
 	}
 	return nil
-}
-
-// Ping reports whether the database answers a query.
-func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	if err := s.reader.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-		return fmt.Errorf("sqlite: ping: %w", err)
-	}
-	return nil
-}
-
-// Revision is the newest revision handed out: the AUTOINCREMENT high-water mark of the
-// changes table, which stays put even if old changes are pruned one day.
-func (s *Store) Revision(ctx context.Context) (int64, error) {
-	var rev int64
-	err := s.reader.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'changes'`).Scan(&rev)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil // nothing has changed yet
-	}
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: revision: %w", err)
-	}
-	return rev, nil
 }

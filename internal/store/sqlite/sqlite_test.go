@@ -168,8 +168,8 @@ func TestPersistence(t *testing.T) {
 	if got, err := s.GetVM(ctx, "t", "vm"); err != nil || !reflect.DeepEqual(got, vm) {
 		t.Errorf("GetVM after reopen = %+v, %v; want %+v", got, err, vm)
 	}
-	if got, err := s.SessionByID(ctx, "se"); err != nil || !reflect.DeepEqual(got, se) {
-		t.Errorf("SessionByID after reopen = %+v, %v; want %+v", got, err, se)
+	if got, err := s.GetSession(ctx, "t", "se"); err != nil || !reflect.DeepEqual(got, se) {
+		t.Errorf("GetSession after reopen = %+v, %v; want %+v", got, err, se)
 	}
 	if got, err := s.GetPolicy(ctx, "t", store.ScopeSession, "se"); err != nil || !reflect.DeepEqual(got, rec) {
 		t.Errorf("GetPolicy after reopen = %+v, %v; want %+v", got, err, rec)

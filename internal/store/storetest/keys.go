@@ -117,3 +117,20 @@ func keyIDs(keys []store.APIKey) []string {
 	}
 	return ids
 }
+
+// testAPIKeyTies: keys created at the same instant list in the order of their creation.
+func testAPIKeyTies(t *testing.T, s store.Store) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, id := range []string{"key-2", "key-3", "key-1"} {
+		if err := s.CreateAPIKey(t.Context(), store.APIKey{ID: id, Tenant: tenantA, Hash: hash(id), CreatedAt: at}); err != nil {
+			t.Fatalf("CreateAPIKey(%s): %v", id, err)
+		}
+	}
+	keys, err := s.ListAPIKeys(t.Context())
+	if err != nil {
+		t.Fatalf("ListAPIKeys: %v", err)
+	}
+	if got := keyIDs(keys); !slices.Equal(got, []string{"key-2", "key-3", "key-1"}) {
+		t.Errorf("ListAPIKeys = %v, want the order of creation [key-2 key-3 key-1]", got)
+	}
+}

@@ -30,25 +30,15 @@ func testSessions(t *testing.T, s store.Store) {
 	}
 	checkTime(t, "CreatedAt", created.CreatedAt, before, after)
 
-	for name, get := range map[string]func() (store.Session, error){
-		"GetSession":  func() (store.Session, error) { return s.GetSession(ctx, tenantA, "se-1") },
-		"SessionByID": func() (store.Session, error) { return s.SessionByID(ctx, "se-1") },
-	} {
-		got, err := get()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if !sessionEqual(got, created) {
-			t.Errorf("%s = %+v, want what CreateSession returned, %+v", name, got, created)
-		}
+	got, err := s.GetSession(ctx, tenantA, "se-1")
+	if err != nil {
+		t.Fatalf("GetSession: %v", err)
 	}
-	for name, get := range map[string]func() (store.Session, error){
-		"GetSession":  func() (store.Session, error) { return s.GetSession(ctx, tenantA, "se-unknown") },
-		"SessionByID": func() (store.Session, error) { return s.SessionByID(ctx, "se-unknown") },
-	} {
-		_, err := get()
-		wantErr(t, name+"(unknown)", err, store.ErrNotFound)
+	if !sessionEqual(got, created) {
+		t.Errorf("GetSession = %+v, want what CreateSession returned, %+v", got, created)
 	}
+	_, err = s.GetSession(ctx, tenantA, "se-unknown")
+	wantErr(t, "GetSession(unknown)", err, store.ErrNotFound)
 
 	// Created in an order that differs from the IDs' order.
 	mustSession(t, s, tenantA, "vm-2", "se-0")
@@ -94,10 +84,12 @@ func testSessionConflicts(t *testing.T, s store.Store) {
 		_, err := s.CreateSession(ctx, store.Session{Tenant: tc.tenant, ID: "se-1", VMID: tc.vmID, TokenHash: hash("other")})
 		wantErr(t, "CreateSession "+tc.name, err, store.ErrConflict)
 	}
-	got, err := s.SessionByID(ctx, "se-1")
+	got, err := s.GetSession(ctx, tenantA, "se-1")
 	if err != nil || !sessionEqual(got, first) {
-		t.Errorf("SessionByID after conflicts = %+v, %v; want the first session unchanged", got, err)
+		t.Errorf("GetSession after conflicts = %+v, %v; want the first session unchanged", got, err)
 	}
+	_, err = s.GetSession(ctx, tenantB, "se-1")
+	wantErr(t, "GetSession of the other tenant's conflicting ID", err, store.ErrNotFound)
 }
 
 func testDeleteSession(t *testing.T, s store.Store) {
@@ -114,8 +106,6 @@ func testDeleteSession(t *testing.T, s store.Store) {
 	wantErr(t, "DeleteSession(unknown)", s.DeleteSession(ctx, tenantA, "se-unknown"), store.ErrNotFound)
 	_, err := s.GetSession(ctx, tenantA, "se-1")
 	wantErr(t, "GetSession of a deleted session", err, store.ErrNotFound)
-	_, err = s.SessionByID(ctx, "se-1")
-	wantErr(t, "SessionByID of a deleted session", err, store.ErrNotFound)
 	_, err = s.GetPolicy(ctx, tenantA, store.ScopeSession, "se-1")
 	wantErr(t, "GetPolicy of a deleted session", err, store.ErrNotFound)
 

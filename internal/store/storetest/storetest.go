@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}{
 		{"APIKeys", testAPIKeys},
 		{"APIKeyConflicts", testAPIKeyConflicts},
+		{"APIKeyTies", testAPIKeyTies},
 		{"VMs", testVMs},
 		{"VMConflicts", testVMConflicts},
 		{"TenantIsolation", testTenantIsolation},
@@ -41,6 +42,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ping", testPing},
 		{"AllSessions", testAllSessions},
 		{"ChangeLog", testChangeLog},
+		{"Nodes", testNodes},
+		{"NodeUpdates", testNodeUpdates},
+		{"NodesTakeNoRevision", testNodesTakeNoRevision},
+		{"Now", testNow},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

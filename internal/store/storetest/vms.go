@@ -182,8 +182,6 @@ func testDeleteVMCascades(t *testing.T, s store.Store) {
 	for _, id := range sessions {
 		_, err := s.GetSession(ctx, tenantA, id)
 		wantErr(t, "GetSession("+id+") of the deleted VM", err, store.ErrNotFound)
-		_, err = s.SessionByID(ctx, id)
-		wantErr(t, "SessionByID("+id+") of the deleted VM", err, store.ErrNotFound)
 		_, err = s.GetPolicy(ctx, tenantA, store.ScopeSession, id)
 		wantErr(t, "GetPolicy("+id+") of the deleted VM", err, store.ErrNotFound)
 	}

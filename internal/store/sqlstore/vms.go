@@ -1,14 +1,11 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
-	"encoding/json"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/egressd/egressd/internal/store"
 )
@@ -17,15 +14,18 @@ const vmColumns = `tenant, id, network, revision, created_at`
 
 // CreateVM stores a new VM, setting Revision and CreatedAt.
 func (s *Store) CreateVM(ctx context.Context, vm store.VM) (store.VM, error) {
-	network, err := json.Marshal(vm.Network)
+	network, err := encodeNetwork(vm.Network)
 	if err != nil {
-		return store.VM{}, fmt.Errorf("postgres: create vm: encode network: %w", err)
+		return store.VM{}, fmt.Errorf("%s: create vm: encode network: %w", s.d.Name(), err)
 	}
 	err = s.write(ctx, "create vm", func(tx *wtx) error {
 		vm.CreatedAt = s.timestamp()
 		var err error
-		vm.Revision, err = tx.logged(ctx, change{vm.Tenant, store.KindVM, vm.ID, store.OpCreate, vm.CreatedAt},
-			`INSERT INTO vms (`+vmColumns+`) SELECT $1, $3, $6, revision, $5 FROM c`, string(network))
+		vm.Revision, err = tx.insert(ctx, change{vm.Tenant, store.KindVM, vm.ID, store.OpCreate, vm.CreatedAt}, row{
+			table:   "vms",
+			columns: []string{"tenant", "id", "network", "created_at"},
+			values:  []any{vm.Tenant, vm.ID, network, s.d.TimeArg(vm.CreatedAt)},
+		})
 		return err
 	})
 	if err != nil {
@@ -36,13 +36,12 @@ func (s *Store) CreateVM(ctx context.Context, vm store.VM) (store.VM, error) {
 
 // GetVM reads one of the tenant's VMs.
 func (s *Store) GetVM(ctx context.Context, tenant, id string) (store.VM, error) {
-	row := s.pool.QueryRow(ctx, `SELECT `+vmColumns+` FROM vms WHERE tenant = $1 AND id = $2`, tenant, id)
-	vm, err := scanVM(row)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.VM{}, fmt.Errorf("postgres: get vm %q: %w", id, store.ErrNotFound)
+	vm, err := scanVM(s.reads.vm.QueryRowContext(ctx, tenant, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.VM{}, fmt.Errorf("%s: get vm %q: %w", s.d.Name(), id, store.ErrNotFound)
 	}
 	if err != nil {
-		return store.VM{}, wrap("get vm", err)
+		return store.VM{}, s.wrap("get vm", err)
 	}
 	return vm, nil
 }
@@ -50,24 +49,12 @@ func (s *Store) GetVM(ctx context.Context, tenant, id string) (store.VM, error) 
 // ListVMs lists the tenant's VMs, oldest first.
 func (s *Store) ListVMs(ctx context.Context, tenant string) ([]store.VM, error) {
 	// A VM's revision is the revision of its creation, so it orders VMs by age exactly.
-	return s.queryVMs(ctx, "list vms", `SELECT `+vmColumns+` FROM vms WHERE tenant = $1 ORDER BY revision`, tenant)
+	return list(ctx, s, "list vms", `SELECT `+vmColumns+` FROM vms WHERE tenant = $1 ORDER BY revision`, scanVM, tenant)
 }
 
 // AllVMs lists every tenant's VMs, oldest first: for the gateway only.
 func (s *Store) AllVMs(ctx context.Context) ([]store.VM, error) {
-	return s.queryVMs(ctx, "all vms", `SELECT `+vmColumns+` FROM vms ORDER BY revision`)
-}
-
-func (s *Store) queryVMs(ctx context.Context, op, query string, args ...any) ([]store.VM, error) {
-	rows, err := s.pool.Query(ctx, query, args...)
-	if err != nil {
-		return nil, wrap(op, err)
-	}
-	vms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.VM, error) { return scanVM(r) })
-	if err != nil {
-		return nil, wrap(op, err)
-	}
-	return nonNil(vms), nil
+	return list(ctx, s, "all vms", `SELECT `+vmColumns+` FROM vms ORDER BY revision`, scanVM)
 }
 
 // DeleteVM removes the VM, its policy, its sessions and their policies in one transaction,
@@ -108,16 +95,17 @@ func (s *Store) DeleteVM(ctx context.Context, tenant, id string) error {
 	})
 }
 
-func scanVM(row scanner) (store.VM, error) {
+func scanVM(r scanner) (store.VM, error) {
 	var vm store.VM
 	var network []byte
-	var created time.Time
-	if err := row.Scan(&vm.Tenant, &vm.ID, &network, &vm.Revision, &created); err != nil {
+	var created timeValue
+	if err := r.Scan(&vm.Tenant, &vm.ID, &network, &vm.Revision, &created); err != nil {
 		return store.VM{}, err
 	}
-	if err := json.Unmarshal(network, &vm.Network); err != nil {
-		return store.VM{}, fmt.Errorf("vm %q: decode network: %w", vm.ID, err)
+	n, err := decodeNetwork(network)
+	if err != nil {
+		return store.VM{}, fmt.Errorf("vm %q: %w", vm.ID, err)
 	}
-	vm.CreatedAt = created.UTC()
+	vm.Network, vm.CreatedAt = n, created.t
 	return vm, nil
 }

@@ -14,7 +14,8 @@ import (
 )
 
 // connect serves a CONNECT request: decide, dial, answer 200, check the TLS server name
-// on port 443, then relay until the tunnel ends. The connection is the tunnel's from here.
+// (on port 443 by name; the first bytes to an address), then relay until the tunnel ends;
+// to port 80, serve the HTTP inside instead. The connection is the tunnel's from here.
 func (c *clientConn) connect(req *http.Request, s *Session) {
 	what := "CONNECT " + req.RequestURI
 	t, err := parseAuthority(req.RequestURI, 0)
@@ -38,12 +39,7 @@ func (c *clientConn) connect(req *http.Request, s *Session) {
 	ops := tunnelOps{
 		refuse:      func(d policy.Decision) { c.refuse(what, s, d) },
 		unreachable: func(err error) { c.badGateway(t.String(), err) },
-		ready: func() error {
-			c.conn.SetWriteDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
-			_, err := io.WriteString(c.conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-			c.conn.SetWriteDeadline(time.Time{})
-			return err
-		},
+		ready:       c.established,
 		first: func(judged policy.Conn, d policy.Decision, _ *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
 			return nil, judged, d, nil // a name on another port: judged already, no TLS to expect
 		},
@@ -65,19 +61,25 @@ func (c *clientConn) connect(req *http.Request, s *Session) {
 	c.tunnel(s, conn, what, ops)
 }
 
+// established answers a CONNECT whose destination is connected.
+func (c *clientConn) established() error {
+	c.conn.SetWriteDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
+	_, err := io.WriteString(c.conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+	c.conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
 // httpTunnel serves a CONNECT to port 80. Such a tunnel carries HTTP, so it is never relayed
 // as raw bytes (DESIGN §4): the destination is decided and dialled as for any CONNECT, and
 // then the requests inside are read one by one and each goes the plain-HTTP path, decided
 // anew, on the upstream connection the CONNECT opened while it goes to the same place. A
-// request for another host than the CONNECT's is refused.
+// request for another host than the CONNECT's is refused; inside a CONNECT to an address,
+// a Host name is judged at that address (forwardOrigin).
 func (c *clientConn) httpTunnel(s *Session, t target, what string) {
 	if _, ok := c.dialUpstream(events.KindConnect, s, t, what); !ok {
 		return
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
-	_, err := io.WriteString(c.conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-	c.conn.SetWriteDeadline(time.Time{})
-	if err != nil {
+	if c.established() != nil {
 		return
 	}
 	for {

@@ -146,12 +146,13 @@ func TestConnectToAddressServerSpeaksFirst(t *testing.T) {
 	}
 }
 
-// In monitor mode a denied name after a CONNECT to an address flows, and is recorded as
-// what enforcing would have denied.
+// In monitor mode a denied name after a CONNECT to an address (or sent to an allowed address
+// through the transparent proxy) flows, and is recorded as what enforcing would have denied.
 func TestNameAfterConnectToAddressMonitor(t *testing.T) {
 	p := namesPolicy
 	p.Mode = policy.Monitor
-	e := newEnv(t, p)
+	te := newTransparentEnv(t, p)
+	e := te.env
 	startWeb(t, decoyIP, e.ca)                                          // a public address outside allowed_cidrs
 	for _, target := range []string{webIP + ":443", decoyIP + ":443"} { // inside allowed_cidrs, and outside
 		e.sink.reset()
@@ -175,6 +176,18 @@ func TestNameAfterConnectToAddressMonitor(t *testing.T) {
 	r := e.sink.wait(t, "connect", func(r events.Record) bool { return r.Kind == events.KindConnect })
 	if !r.WouldDeny || r.Reason != policy.ReasonIPLiteral || r.Host != "api.example.test" {
 		t.Errorf("allowed name at an address outside allowed_cidrs: record would_deny=%v %q host %q", r.WouldDeny, r.Reason, r.Host)
+	}
+
+	e.sink.reset()
+	c, _ = te.dialFrom("127.0.0.1", te.listen(webIP+":443"))
+	if !handshake("secret.example.test")(t, e, c) {
+		t.Error("transparent, monitor mode: the denied name did not flow")
+	}
+	c.Close()
+	r = e.sink.wait(t, "connect", func(r events.Record) bool { return r.Kind == events.KindConnect })
+	vmRecord(t, r)
+	if r.Decision != events.Allow || !r.WouldDeny || r.Reason != policy.ReasonDeniedDomain || r.Host != "secret.example.test" || r.IP != webIP {
+		t.Errorf("transparent, monitor mode: record %s would_deny=%v %q host %q ip %q", r.Decision, r.WouldDeny, r.Reason, r.Host, r.IP)
 	}
 }
 

@@ -141,7 +141,7 @@ func (c *clientConn) readRequest(first bool) (*http.Request, []byte, error) {
 	hdr := c.cr.endHeader(c.br)
 	c.conn.SetReadDeadline(time.Time{})
 	switch {
-	case err != nil && c.cr.err != nil:
+	case err != nil && (errors.Is(c.cr.err, errHeaderTooLarge) || isTimeout(c.cr.err)):
 		// The header was cut by the limit or the deadline. The parser may have taken the
 		// cut line for a whole one and failed on it: the cut is the cause, not the parse.
 		err = c.cr.err
@@ -277,7 +277,7 @@ type connReader struct {
 	mode   int
 	remain int    // header bytes still allowed
 	rec    []byte // header bytes read, buffered ones included
-	err    error  // the error a header read returned: the limit, a deadline, the client's
+	err    error  // the last error a header read returned: the limit, a deadline, the client's
 }
 
 func (r *connReader) Read(p []byte) (int, error) {

@@ -58,8 +58,11 @@
 //	    udp/tcp dport 53 dnat to Gateway:DNSPort   every DNS query goes to the DNS filter,
 //	                                      whatever its destination (DESIGN §2.2), first
 //	    ip daddr @hard_deny return        never redirected: dropped below
-//	    ip daddr @allow_<name> return     allowed_cidrs are routed as they are, any port
-//	    tcp dport 80, 443 dnat to Gateway:ProxyPort  web goes to the transparent proxy
+//	    tcp dport 80, 443 dnat to Gateway:ProxyPort  web goes to the transparent proxy,
+//	                                      allowed_cidrs destinations included: the proxy
+//	                                      judges the names seen on them (TLS server name,
+//	                                      Host) and dials the address; other ports to
+//	                                      allowed_cidrs are routed as they are (forward)
 //	input    (filter 0), for what is addressed to the gateway itself:
 //	    from a sandbox: accept established/related, ProxyPort (tcp) and DNSPort (udp, tcp);
 //	    drop everything else (API, explicit proxy, SSH, ICMP: a sandbox sees none of it);

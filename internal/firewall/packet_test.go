@@ -280,6 +280,8 @@ func TestPackets(t *testing.T) {
 	t.Run("web is redirected to the proxy", func(t *testing.T) {
 		reach(t, l.sbx, "", "203.0.113.10:80", "redirected 203.0.113.10:80")
 		reach(t, l.sbx, "", "203.0.113.10:443", "redirected 203.0.113.10:443")
+		// inside allowed_cidrs too: the proxy judges the names seen there
+		reach(t, l.sbx, "", "198.51.100.10:443", "redirected 198.51.100.10:443")
 	})
 	t.Run("other ports to the internet are dropped", func(t *testing.T) {
 		blocked(t, l.sbx, "", "203.0.113.10:8080")

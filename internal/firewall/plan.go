@@ -194,7 +194,8 @@ func sandboxChains(st *state, s sandbox) []*chain {
 			newRule("DNS to the DNS filter, whatever the destination", dport("udp", dnsPortDefault), toDNS),
 			newRule("DNS to the DNS filter, whatever the destination", dport("tcp", dnsPortDefault), dnat(s.gateway, st.dnsPort)),
 			newRule("hard deny: not redirected, dropped in forward or input", ipDaddrInSet(setHardDeny), ret()),
-			newRule("allowed_cidrs: routed as is", ipDaddrInSet(allow), ret()),
+			// allowed_cidrs destinations too: the proxy judges the names seen on them
+			// (DESIGN §4) and dials the address; their other ports are routed as they are.
 			newRule("web to the transparent proxy", dport("tcp", webPortHTTP), toProxy),
 			newRule("web to the transparent proxy", dport("tcp", webPortHTTPS), dnat(s.gateway, st.proxyPort)),
 		}},

@@ -140,6 +140,15 @@ func (c *clientConn) readRequest(first bool) (*http.Request, []byte, error) {
 	req, err := http.ReadRequest(c.br)
 	hdr := c.cr.endHeader(c.br)
 	c.conn.SetReadDeadline(time.Time{})
+	switch {
+	case err != nil && (errors.Is(c.cr.err, errHeaderTooLarge) || isTimeout(c.cr.err)):
+		// The header was cut by the limit or the deadline. The parser may have taken the
+		// cut line for a whole one and failed on it: the cut is the cause, not the parse.
+		err = c.cr.err
+	case err == nil && len(hdr) > cfg.MaxHeaderBytes:
+		// It all came in one read, before the bound applied.
+		err = errHeaderTooLarge
+	}
 	return req, hdr, err
 }
 
@@ -268,13 +277,15 @@ type connReader struct {
 	mode   int
 	remain int    // header bytes still allowed
 	rec    []byte // header bytes read, buffered ones included
+	err    error  // the last error a header read returned: the limit, a deadline, the client's
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
 	switch r.mode {
 	case modeHeader:
 		if r.remain <= 0 {
-			return 0, errHeaderTooLarge
+			r.err = errHeaderTooLarge
+			return 0, r.err
 		}
 		if len(p) > r.remain {
 			p = p[:r.remain]
@@ -286,6 +297,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if r.mode == modeHeader {
 		r.remain -= n
 		r.rec = append(r.rec, p[:n]...)
+		if err != nil {
+			r.err = err
+		}
 	}
 	return n, err
 }
@@ -295,7 +309,7 @@ func (r *connReader) startHeader(limit int, br *bufio.Reader) {
 	buffered, _ := br.Peek(br.Buffered())
 	r.rec = append(r.rec[:0], buffered...)
 	r.remain = limit - len(buffered)
-	r.mode = modeHeader
+	r.mode, r.err = modeHeader, nil
 }
 
 // endHeader stops recording and returns the header's bytes: what was recorded less what

@@ -43,10 +43,24 @@
 //     its server name to be the CONNECT host, after NormalizeName: TLS without SNI, another
 //     name, or something other than TLS is refused by closing the tunnel before a byte
 //     reaches the destination. The ClientHello itself is passed on untouched: the proxy
-//     does not terminate TLS.
+//     does not terminate TLS. For an IP literal (any port but 80), a name is judged
+//     wherever it is seen (DESIGN §4): the proxy looks at the client's first bytes while
+//     the destination's already flow to the client (relay.RunAfter: a server that speaks
+//     first is heard), and when they are a ClientHello with a server name, the tunnel is
+//     judged again as {that name, the address, the port} and recorded with the name; a
+//     denial closes it before the ClientHello reaches the destination. TLS without a name,
+//     and other protocols, stay judged by the address; bytes that begin as TLS but cannot
+//     be read as a ClientHello are refused (see peekName).
 //  4. The tunnel is relayed (package relay) between the two raw TCP connections, with
 //     splice on Linux, until both sides end, IdleTimeout passes without a byte, or the
 //     tunnel is cancelled.
+//
+// A CONNECT to port 80 carries HTTP, and is never relayed as raw bytes: after the 200 the
+// proxy reads the requests inside one by one and serves each on the plain-HTTP path below
+// (decided, recorded, forwarded on the upstream connection the CONNECT opened), and each
+// must be for the CONNECT's host, in origin form with that Host or as an absolute URL to
+// it; a request for another host is refused (ReasonHostMismatch, or the policy's denial of
+// the name it gives). The client may wait KeepAliveTimeout before its first request.
 //
 // # HTTP: absolute URLs
 //
@@ -58,15 +72,18 @@
 //     ("GET /path") is a 400 that says to use an absolute URL; an https:// URL in a plain
 //     request is a 400 that says to use CONNECT. User information in the URL is refused.
 //   - A Host header that names another host or port than the URL is refused (403,
-//     "Host header does not match the URL"): the destination must not be told one host
-//     while the policy judged another.
+//     ReasonHostMismatch): the destination must not be told one host while the policy
+//     judged another. The name it gives is judged all the same, on the URL's port: when the
+//     policy denies it, that denial is the answer and the record's.
 //   - The URL's port is judged as any port: only 80 passes the web rules, other ports only
 //     inside allowed_cidrs.
 //   - The request goes to the server in origin form ("GET /path"), with Host set to the
 //     URL's host, without hop-by-hop headers nor Proxy-Authorization. Bodies stream both
-//     ways, never buffered whole: Content-Length, chunked (with trailers), and responses
-//     that end when the server closes (re-chunked for the client, whose connection is
-//     kept). Interim responses (100 Continue) are passed on. Upgrade is not forwarded.
+//     ways, never buffered whole: Content-Length, chunked, and responses that end when the
+//     server closes (re-chunked for the client, whose connection is kept), however the
+//     origin cuts its writes. Chunked trailers are dropped both ways: nothing judges them.
+//     Interim responses (100 Continue) are passed on. Upgrade is not forwarded. A request
+//     body whose chunks do not parse is a 400.
 //   - The upstream connection is kept for the client's next request while that request
 //     goes to the same host:port under the same session and the policy still allows it;
 //     otherwise it is closed and another is dialled. A request without a body that fails
@@ -78,7 +95,8 @@
 //
 // A session has at most MaxTunnelsPerSession connections through the proxy at once
 // (tunnels and plain-HTTP upstream connections); one more is refused with 429. A request
-// header must arrive within HandshakeTimeout and fit in MaxHeaderBytes; a client
+// header must arrive within HandshakeTimeout (else 408, also when only part of its first
+// line came) and fit in MaxHeaderBytes (else 431, wherever the limit falls); a client
 // connection waits KeepAliveTimeout for its next request; a tunnel or an exchange in which
 // nothing moves for IdleTimeout is closed.
 //
@@ -133,14 +151,23 @@
 //   - Another original port should never arrive (the firewall redirects only 80 and 443):
 //     it is recorded as a denial (policy.ReasonPort) and closed.
 //
-// The client's chosen address is never dialled. On both ports the connection is judged
-// as the name the client sent, and the dialer resolves that name itself and dials only an
-// address it judged: an allowed name sent to another address reaches the name's address,
-// not the other one. This defeats domain fronting through a chosen IP (SNI
-// "allowed.example" sent to an unrelated server) and DNS tricks alike, and a redirected
-// connection to the metadata address or the gateway with an allowed Host goes to the
-// Host's real address, never to them. Destinations inside allowed_cidrs need no special
-// case here: the firewall forwards them without a redirect, so they never reach the proxy.
+// The client's chosen address is never dialled, unless the policy allows that address
+// itself (below). On both ports the connection is judged as the name the client sent, and
+// the dialer resolves that name itself and dials only an address it judged: an allowed
+// name sent to another address reaches the name's address, not the other one. This
+// defeats domain fronting through a chosen IP (SNI "allowed.example" sent to an unrelated
+// server) and DNS tricks alike, and a redirected connection to the metadata address or
+// the gateway with an allowed Host goes to the Host's real address, never to them.
+//
+// The firewall redirects TCP 80 and 443 to destinations inside allowed_cidrs too, so that
+// a name seen on them is judged (DESIGN §4: denied_domains holds wherever a name is seen).
+// Such a connection, whose original destination the policy allows by its address (every
+// enforcing layer's allowed_cidrs), goes to that address, as the kernel would have routed
+// it: on 443 the proxy relays it as a CONNECT to an address is relayed (peekName: a TLS
+// server name is judged at the address; TLS without one, or another protocol, passes on
+// the address's decision); on 80 each request's Host is judged at the address and the
+// request reaches it (no Host, or the address itself: the address's decision; another
+// address: ReasonHostMismatch).
 //
 // Records, tracking (Live.Track: a new effective policy, or the VM's deletion, cuts a
 // live connection) and timeouts are the explicit proxy's, with SessionID empty and VMID

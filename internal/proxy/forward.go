@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ type upstream struct {
 	sess    *Session
 	target  target      // as the client named it
 	conn    policy.Conn // as it was allowed: the name, the address dialled, the port
+	allowed policy.Decision
 	tc      *net.TCPConn
 	cc      *countingConn
 	br      *bufio.Reader
@@ -74,12 +76,29 @@ func (c *clientConn) forward(req *http.Request, hdr []byte, s *Session) bool {
 		c.refuse(what, s, d)
 		return false
 	}
-	if d, ok := checkHost(hdr, t); !ok {
-		c.record(events.KindRequest, s, t.conn(), d, 0)
+	if d, other, ok := checkHost(hdr, t); !ok {
+		conn := t.conn()
+		if od, denied := deniedName(s, other, t.port); denied {
+			d, conn = od, policy.Conn{Host: other.host, Port: t.port, Transport: policy.TCP}
+		}
+		c.record(events.KindRequest, s, conn, d, 0)
 		c.refuse(what, s, d)
 		return false
 	}
 	return c.send(req, s, t, what)
+}
+
+// deniedName judges a name that a request shows besides its destination (a Host that
+// contradicts the URL or the CONNECT), which is refused in any case. A name is judged
+// wherever it is seen (DESIGN §4), on the port the request goes to: when the policy denies
+// it, that denial is the answer and the record's, so that a denied name is reported as
+// denied rather than as a mismatch.
+func deniedName(s *Session, other target, port uint16) (policy.Decision, bool) {
+	if other.host == "" {
+		return policy.Decision{}, false
+	}
+	d := policySet(s).Decide(policy.Conn{Host: other.host, Port: port, Transport: policy.TCP})
+	return d, !d.Allow
 }
 
 // send forwards a request that was parsed and checked, for s to t: on the kept-alive
@@ -103,63 +122,82 @@ func (c *clientConn) send(req *http.Request, s *Session, t target, what string) 
 	}
 }
 
-// checkHost refuses a Host header that names another destination than the URL.
-func checkHost(hdr []byte, t target) (policy.Decision, bool) {
+// checkHost refuses a Host header that names another destination than the URL. other is
+// the Host's destination, when it is one.
+func checkHost(hdr []byte, t target) (d policy.Decision, other target, ok bool) {
 	hosts, err := hostHeaders(hdr)
 	if err != nil || len(hosts) > 1 {
-		return deny(ReasonHostMismatch, ruleHost), false
+		return deny(ReasonHostMismatch, ruleHost), target{}, false
 	}
 	if len(hosts) == 0 {
-		return policy.Decision{}, true // HTTP/1.0 without Host: the URL says it all
+		return policy.Decision{}, target{}, true // HTTP/1.0 without Host: the URL says it all
 	}
 	h, err := parseAuthority(hosts[0], 80)
-	if err != nil || h.nameErr != nil || h.host != t.host || h.ip != t.ip || h.port != t.port {
-		return deny(ReasonHostMismatch, ruleHost+" ("+t.hostHeader(80)+"), not "+clip(sanitize(hosts[0]))), false
+	if err != nil || h.nameErr != nil || h != t {
+		if err != nil || h.nameErr != nil {
+			h = target{}
+		}
+		return deny(ReasonHostMismatch, ruleHost+" ("+t.hostHeader(80)+"), not "+clip(sanitize(hosts[0]))), h, false
 	}
-	return policy.Decision{}, true
+	return policy.Decision{}, target{}, true
 }
 
 // upstreamFor returns a connection allowed for s to t: the kept-alive one if it goes there
 // and the policy still allows it, or a new one. It records the decisions and answers the
 // client itself when it refuses.
 func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, bool) {
-	set := policySet(s)
 	if u := c.up; u != nil {
 		if u.sess.same(s) && u.target == t && u.cancelled() == "" {
-			if d := set.Decide(u.conn); d.Allow {
+			if d := policySet(s).Decide(u.conn); d.Allow {
 				c.record(events.KindRequest, s, u.conn, d, 0)
 				return u, true
 			}
 		}
 		c.closeUpstream("")
 	}
+	u, ok := c.dialUpstream(events.KindRequest, s, t, what)
+	if ok {
+		c.record(events.KindRequest, s, u.conn, u.allowed, 0)
+	}
+	return u, ok
+}
 
+// dialUpstream decides t for s, dials it and keeps it as the client connection's upstream.
+// It records the connection; a refusal is recorded as kind (the request, or the CONNECT
+// that asked for the upstream) and answered to the client.
+func (c *clientConn) dialUpstream(kind string, s *Session, t target, what string) (*upstream, bool) {
 	conn := t.conn()
 	if !c.p.acquire(s) {
 		d := c.p.tooMany(s)
-		c.record(events.KindRequest, s, conn, d, 0)
+		c.record(kind, s, conn, d, 0)
 		c.refuse(what, s, d)
 		return nil, false
 	}
-	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, set, conn)
+	dial := c.p.cfg.Dialer.Dial
+	if t.pin.IsValid() {
+		dial = c.p.dialPinned
+	}
+	res, err := dial(c.p.ctx, policySet(s), conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
 		c.p.release(s)
-		c.record(events.KindRequest, s, res.Target, res.Decision, 0)
+		c.record(kind, s, res.Target, res.Decision, 0)
 		c.refuse(what, s, res.Decision)
 		return nil, false
 	case err != nil:
 		c.p.release(s)
 		c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
 		c.recordClose(s, res.Target, relay.Result{Reason: relay.ReasonError})
-		c.record(events.KindRequest, s, res.Target, res.Decision, 0)
+		if kind != events.KindConnect {
+			c.record(kind, s, res.Target, res.Decision, 0)
+		}
 		c.p.log.Info("HTTP destination unreachable", "session", s.ID, "vm", s.VMID, "target", t.String(), "err", err)
 		c.badGateway(t.String(), err)
 		return nil, false
 	}
 	cc := &countingConn{tc: res.Conn, idle: c.p.cfg.IdleTimeout}
 	u := &upstream{
-		sess: s, target: t, conn: res.Target, tc: res.Conn, cc: cc,
+		sess: s, target: t, conn: res.Target, allowed: res.Decision, tc: res.Conn, cc: cc,
 		br: bufio.NewReaderSize(cc, 16<<10), bw: bufio.NewWriterSize(cc, 16<<10),
 		start: time.Now(),
 	}
@@ -172,8 +210,35 @@ func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, 
 	}
 	u.untrack = s.Live.Track(res.Target, u.cancel)
 	c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
-	c.record(events.KindRequest, s, res.Target, res.Decision, 0)
 	return u, true
+}
+
+// dialPinned dials a name bound to an address (target.pin): the name is judged at that
+// address, as policy.Set.Decide judges a connection with both (denied_domains first, then
+// the address's allowed_cidrs, then the web rules with a public address), and the address
+// is dialled as an IP literal, which the dialer judges again. The result is the
+// connection as the name at the address.
+func (p *Proxy) dialPinned(ctx context.Context, set *policy.Set, named policy.Conn) (dialer.Result, error) {
+	nd := set.Decide(named)
+	if !nd.Allow {
+		return dialer.Result{Target: named, Decision: nd}, fmt.Errorf("proxy: %s at %s: %s: %w", named.Host, named.IP, nd.Reason, dialer.ErrDenied)
+	}
+	res, err := p.cfg.Dialer.Dial(ctx, set, policy.Conn{IP: named.IP, Port: named.Port, Transport: policy.TCP, IPLiteral: true})
+	if err != nil {
+		return res, err
+	}
+	res.Target, res.Decision = named, atAddress(nd, res.Decision)
+	return res, nil
+}
+
+// atAddress is the decision on a name seen at an address the client chose, from the
+// policy's decision on both (named) and on the address alone (addr): named's, unless it
+// allows outright while a monitor layer would have refused the address itself.
+func atAddress(named, addr policy.Decision) policy.Decision {
+	if named.Allow && !named.WouldDeny && addr.WouldDeny {
+		return addr
+	}
+	return named
 }
 
 // closeUpstream ends the kept-alive upstream connection, if any, and records its close.
@@ -231,6 +296,9 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	out.URL = &url.URL{Path: req.URL.Path, RawPath: req.URL.RawPath, RawQuery: req.URL.RawQuery}
 	out.Host = t.hostHeader(80)
 	out.Close = false // the upstream connection's life is the proxy's business
+	// Trailers end here: one could carry what the header could not (a second Host), and
+	// nothing judges them.
+	out.Trailer = nil
 	out.Header = req.Header.Clone()
 	removeHopHeaders(out.Header)
 	if _, ok := out.Header["User-Agent"]; !ok {
@@ -246,7 +314,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	// answer (100 Continue, or an error) before it has read the whole body.
 	wdone := make(chan error, 1)
 	go func() {
-		err := out.Write(u.bw)
+		err := out.Write(copyTarget{u.bw})
 		if err == nil {
 			err = u.bw.Flush()
 		}
@@ -264,6 +332,15 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 			if reused && u.cc.down.Load() == u.cc.downAtStart && u.cancelled() == "" {
 				return false, true
 			}
+		}
+		if berr := body.malformed(); berr != nil {
+			// The server did not answer because the client's body made no sense: the
+			// client's fault, not the gateway's.
+			c.respond(http.StatusBadRequest, nil, "egressd: malformed request body: "+berr.Error()+"\n")
+			c.conn.Close()
+			<-wdone
+			c.closeUpstream(relay.ReasonError)
+			return false, false
 		}
 		c.p.log.Info("HTTP upstream failed", "session", u.sess.ID, "vm", u.sess.VMID, "target", t.String(), "err", err)
 		if r := u.cancelled(); r != "" {
@@ -283,6 +360,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	removeHopHeaders(resp.Header)
 	resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
 	upKeep := !resp.Close
+	resp.Trailer = nil // as the request's: trailers end at the proxy
 	if resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && resp.Body != http.NoBody && !clientClose {
 		// A body that ends when the server closes: chunk it, so the client's connection
 		// can be kept.
@@ -290,7 +368,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 	}
 	resp.Close = clientClose
 	resp.Body = &flushingBody{r: resp.Body, src: u.br, dst: c.bw}
-	err = resp.Write(c.bw)
+	err = resp.Write(copyTarget{c.bw})
 	if err == nil {
 		err = c.bw.Flush()
 	}
@@ -345,6 +423,20 @@ func (c *clientConn) readResponse(u *upstream, out *http.Request) (*http.Respons
 	return nil, errors.New("too many interim (1xx) responses")
 }
 
+// copyTarget is the writer a message is written to when its body flushes that same
+// bufio.Writer before it blocks (clientBody, flushingBody). It hides the buffer's ReadFrom:
+// io.Copy would otherwise hand the body a slice of the buffer's own memory to read into,
+// and a flush from inside that read moves the buffer under the copy, so that the bytes
+// read land behind what was flushed and the header goes out again as the body. With
+// ReadFrom hidden, io.Copy reads into a buffer of its own and then writes. WriteByte tells
+// Request.Write that the writer is buffered already, so that it adds no buffer of its own,
+// which the body's flush would not reach (the header of a request that waits for 100
+// Continue would stay in it).
+type copyTarget struct{ w *bufio.Writer }
+
+func (t copyTarget) Write(p []byte) (int, error) { return t.w.Write(p) }
+func (t copyTarget) WriteByte(b byte) error      { return t.w.WriteByte(b) }
+
 // clientBody is a request body on its way up. Before it waits for the client, it flushes
 // what is buffered for the server (the header, for a client that waits for 100 Continue),
 // and it keeps the client's read error apart from the server's write errors.
@@ -354,6 +446,17 @@ type clientBody struct {
 	flush *bufio.Writer
 	eof   atomic.Bool // the whole body was read
 	err   error       // the client's read error, if any
+	// bad is the error of a body whose framing is broken (a bad chunk), set before the
+	// writer closes the upstream connection for it.
+	bad atomic.Pointer[error]
+}
+
+// malformed returns the error of a body whose framing was broken, or nil.
+func (b *clientBody) malformed() error {
+	if e := b.bad.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
@@ -368,8 +471,18 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.eof.Store(true)
 	case err != nil:
 		b.err = err
+		if framingError(err) {
+			b.bad.Store(&err)
+		}
 	}
 	return n, err
+}
+
+// framingError tells a body that makes no sense (net/http's chunked reader refusing a
+// chunk) from a client that left or stalled.
+func framingError(err error) bool {
+	var ne net.Error
+	return !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) && !errors.As(err, &ne)
 }
 
 func (b *clientBody) Close() error { return b.r.Close() }

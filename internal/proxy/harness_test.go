@@ -182,6 +182,13 @@ func (s *sink) Record(r events.Record) {
 	s.mu.Unlock()
 }
 
+// reset forgets the records so far.
+func (s *sink) reset() {
+	s.mu.Lock()
+	s.recs = nil
+	s.mu.Unlock()
+}
+
 func (s *sink) all() []events.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -328,6 +335,9 @@ func (l *fakeLive) cancelAll(reason string) {
 type web struct {
 	mu    sync.Mutex
 	hosts []string // Host of every request, and the SNI of every TLS handshake as "sni:<name>"
+	// serve serves the site on one more address ("127.0.0.50:0": a port of its own), over
+	// TLS or not, and returns the address.
+	serve func(addr string, useTLS bool) string
 }
 
 func (w *web) log(s string) {
@@ -353,6 +363,13 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 	mux.HandleFunc("/headers", func(rw http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(rw, "%s %s %s\n", r.Method, r.RequestURI, r.Host)
 		r.Header.Write(rw)
+	})
+	mux.HandleFunc("/trailers", func(rw http.ResponseWriter, r *http.Request) {
+		// Says which request trailers arrived, and sends trailers of its own.
+		body, _ := io.ReadAll(r.Body)
+		rw.Header().Set("Trailer", "X-Server-Trailer")
+		fmt.Fprintf(rw, "body %s, trailers %v\n", body, r.Trailer)
+		rw.Header().Set("X-Server-Trailer", "from the server")
 	})
 	mux.HandleFunc("/close-delimited", func(rw http.ResponseWriter, r *http.Request) {
 		// A response whose body ends when the server closes: no length, not chunked.
@@ -389,18 +406,21 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 		}
 		return get(h)
 	}
-	for _, port := range []string{"80", "443"} {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
+	w.serve = func(addr string, useTLS bool) string {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatalf("listen %s:%s: %v", ip, port, err)
+			t.Fatalf("listen %s: %v", addr, err)
 		}
 		srv := &http.Server{Handler: logged, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-		if port == "443" {
+		if useTLS {
 			ln = tls.NewListener(ln, tlsCfg)
 		}
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
+		return ln.Addr().String()
 	}
+	w.serve(net.JoinHostPort(ip, "80"), false)
+	w.serve(net.JoinHostPort(ip, "443"), true)
 	return w
 }
 
@@ -411,4 +431,30 @@ func listen(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// echo serves an echo on webIP at a port of its own (allowed_cidrs opens every port), and
+// returns its address; banner, if set, is sent first, as a server that speaks first does.
+func echo(t *testing.T, banner string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", webIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				io.WriteString(c, banner)
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

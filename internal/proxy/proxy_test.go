@@ -149,7 +149,8 @@ func TestDenials(t *testing.T) {
 		{"GET https://api.example.test/", 400, string(ReasonBadRequest)},
 		{"GET ftp://api.example.test/", 400, string(ReasonBadRequest)},
 		{"GET /path", 400, string(ReasonBadRequest)},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(ReasonHostMismatch)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)}, // judged where seen
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: other.example.test", 403, string(ReasonHostMismatch)},
 		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test:8080", 403, string(ReasonHostMismatch)},
 		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test@secret.example.test", 403, string(ReasonHostMismatch)},
 	}
@@ -261,22 +262,7 @@ func TestSNIMustMatchConnectHost(t *testing.T) {
 
 func TestIPLiteralInsideAllowedCIDRs(t *testing.T) {
 	e := newEnv(t, policy.Policy{AllowedCIDRs: []string{webIP + "/32"}})
-	// An echo server on another port: allowed_cidrs opens every port.
-	ln, err := net.Listen("tcp", webIP+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	target := ln.Addr().String()
+	target := echo(t, "")
 	c, br, resp, body := e.connect(target)
 	if resp.StatusCode != 200 {
 		t.Fatalf("CONNECT %s: %s %q", target, resp.Status, body)
@@ -450,8 +436,8 @@ func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func TestTunnelIdleTimeout(t *testing.T) {
-	e := newEnv(t, apiOnly, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
-	_, br, resp, _ := e.connect("api.example.test:80")
+	e := newEnv(t, policy.Policy{AllowedCIDRs: []string{webIP + "/32"}}, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	_, br, resp, _ := e.connect(echo(t, ""))
 	if resp.StatusCode != 200 {
 		t.Fatal(resp.Status)
 	}
@@ -471,13 +457,13 @@ func TestTunnelIdleTimeout(t *testing.T) {
 // Shutdown closes connections that wait for a request at once, and cuts a tunnel when its
 // context ends.
 func TestShutdown(t *testing.T) {
-	e := newEnv(t, apiOnly)
+	e := newEnv(t, policy.Policy{AllowHTTP: true, AllowedDomains: []string{"api.example.test"}, AllowedCIDRs: []string{webIP + "/32"}})
 	idle, idleBr := e.dial()
 	resp, _ := e.roundTrip(idle, idleBr, "GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test\r\nProxy-Authorization: "+e.authHeader()+"\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Fatal(resp.Status)
 	}
-	_, tunnelBr, resp, _ := e.connect("api.example.test:80")
+	_, tunnelBr, resp, _ := e.connect(echo(t, ""))
 	if resp.StatusCode != 200 {
 		t.Fatal(resp.Status)
 	}

@@ -20,11 +20,12 @@ const (
 
 // Rules of the proxy's own refusals.
 const (
-	ruleSNI       = "after CONNECT host:443 the TLS server name must be that host"
-	ruleNoSNI     = "TLS without SNI: the gateway needs a name to judge"
-	ruleNotTLS    = "a CONNECT to port 443 by name must carry TLS"
-	ruleHost      = "the Host header must name the host of the absolute URL"
-	ruleBadTarget = "the request target must be host:port (CONNECT) or an http:// URL"
+	ruleSNI          = "after CONNECT host:443 the TLS server name must be that host"
+	ruleNoSNI        = "TLS without SNI: the gateway needs a name to judge"
+	ruleNotTLS       = "a CONNECT to port 443 by name must carry TLS"
+	ruleTLSToAddress = "TLS to an address must begin with a ClientHello the gateway can read"
+	ruleHost         = "the Host header must name the host of the absolute URL"
+	ruleBadTarget    = "the request target must be host:port (CONNECT) or an http:// URL"
 )
 
 // deny is a refusal of the proxy's own, decided before or after the policy.

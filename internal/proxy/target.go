@@ -17,6 +17,10 @@ type target struct {
 	host string     // normalised name; "" for an IP literal
 	ip   netip.Addr // the literal's address, unmapped; zero for a name
 	port uint16
+	// pin binds a name to the address its connection is bound to (a Host inside a CONNECT
+	// to an address, or on a redirected connection to an address allowed_cidrs opens): the
+	// name is judged at that address, which is dialled. Zero: the gateway resolves the name.
+	pin netip.Addr
 	// nameErr is set when the host is neither an address nor a name NormalizeName accepts
 	// ("exa_mple.com", "127.1"): well-formed as a request, denied by policy.
 	nameErr error
@@ -27,7 +31,7 @@ func (t target) conn() policy.Conn {
 	if t.host == "" {
 		return policy.Conn{IP: t.ip, Port: t.port, Transport: policy.TCP, IPLiteral: true}
 	}
-	return policy.Conn{Host: t.host, Port: t.port, Transport: policy.TCP}
+	return policy.Conn{Host: t.host, IP: t.pin, Port: t.port, Transport: policy.TCP}
 }
 
 // String is host:port in normal form, brackets around IPv6: the CONNECT target or the

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/relay"
 	"github.com/egressd/egressd/internal/sni"
 	"github.com/egressd/egressd/policy"
 )
@@ -26,6 +27,7 @@ const (
 	ruleNoHost         = "HTTP without a host: the gateway needs a Host header to judge"
 	ruleHostPort       = "the Host header must name the port the connection went to"
 	ruleTransparentReq = "a request on TCP 80 must be GET /path (origin form) or an http:// URL, with a Host"
+	ruleConnectHost    = "a request must be for the host its connection goes to (the CONNECT's)"
 )
 
 // ServeTransparent accepts connections that the gateway's firewall redirected to ln (TCP
@@ -58,11 +60,29 @@ func (c *clientConn) serveTransparent() {
 	if !ok {
 		return
 	}
-	switch dst.Port() {
-	case 443:
+	// A destination that the policy allows by its address (allowed_cidrs) is where the
+	// connection goes; a name seen on it is judged at that address. Any other is judged
+	// by the name alone, and the name's own address is dialled.
+	addr := policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP, IPLiteral: true}
+	byAddress := false
+	if d := policySet(s).Decide(addr); d.Allow && !d.WouldDeny {
+		byAddress = true
+	}
+	switch {
+	case dst.Port() == 443 && byAddress:
+		c.tunnel(s, addr, "TLS to "+dst.String(), tunnelOps{
+			refuse:      func(policy.Decision) {},
+			unreachable: func(error) {},
+			first: func(judged policy.Conn, d policy.Decision, r *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
+				return c.peekName(s, judged, d, r)
+			},
+		})
+	case dst.Port() == 443:
 		c.transparentTLS(s, dst)
-	case 80:
-		c.transparentHTTP(s, src, dst)
+	case dst.Port() == 80 && byAddress:
+		c.transparentHTTP(s, src, dst, &target{ip: dst.Addr(), port: 80})
+	case dst.Port() == 80:
+		c.transparentHTTP(s, src, dst, nil)
 	default:
 		// The firewall redirects only 80 and 443: a bug, or someone else's rule.
 		d := deny(policy.ReasonPort, "the transparent proxy serves only TCP 80 and 443")
@@ -120,13 +140,16 @@ func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
 	c.tunnel(s, conn, "TLS "+host+" (to "+dst.String()+")", tunnelOps{
 		refuse:      func(policy.Decision) {},
 		unreachable: func(error) {},
-		established: func() ([]byte, policy.Decision, error) { return hello, policy.Decision{Allow: true}, nil },
+		first: func(judged policy.Conn, d policy.Decision, _ *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
+			return hello, judged, d, nil
+		},
 	})
 }
 
 // transparentHTTP serves the requests of a connection to port 80 one by one, as the
-// explicit proxy serves plain HTTP, each judged by its own Host.
-func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrPort) {
+// explicit proxy serves plain HTTP, each judged by its own Host; bound is the destination
+// address when the policy allows it by address.
+func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrPort, bound *target) {
 	for first := true; ; first = false {
 		req, hdr, err := c.readRequest(first)
 		if err != nil {
@@ -144,22 +167,42 @@ func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrP
 				return
 			}
 		}
-		if !c.forwardOrigin(req, hdr, s, dst.Port()) {
+		if !c.forwardOrigin(req, hdr, s, dst.Port(), bound) {
 			return
 		}
 	}
 }
 
-// forwardOrigin checks and judges one request on a redirected port-80 connection and
-// forwards it on the explicit proxy's path. It reports whether the client connection can
-// carry another request.
-func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, port uint16) bool {
-	t, d, ok := originTarget(req, hdr, port)
+// forwardOrigin checks and judges one request on a redirected port-80 connection, or in a
+// CONNECT tunnel to port 80, and forwards it on the explicit proxy's path. It reports
+// whether the client connection can carry another request.
+//
+// bound, when set, is where the connection goes: the CONNECT's destination, or a
+// redirected connection's address that allowed_cidrs opens. Bound to a name, a request
+// must name it. Bound to an address, a request may name that address, or give no Host
+// (the address is all there is to judge), or name a host, which is then judged at that
+// address and reaches it (a name is judged wherever it is seen: denied_domains holds).
+func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, port uint16, bound *target) bool {
+	t, other, d, ok := originTarget(req, hdr, port)
+	if bound != nil {
+		switch {
+		case !ok && bound.host == "" && d.Reason == policy.ReasonNoHost:
+			t, d, ok = *bound, policy.Decision{}, true
+		case !ok:
+		case bound.host == "" && t.host != "":
+			t.pin = bound.ip
+		case t != *bound:
+			d, other, ok = deny(ReasonHostMismatch, ruleConnectHost+" ("+bound.hostHeader(80)+"), not "+t.hostHeader(80)), t, false
+		}
+	}
 	if !ok {
 		conn := policy.Conn{Port: port, Transport: policy.TCP}
 		what := req.Method + " " + clip(sanitize(req.RequestURI))
 		if t.nameErr == nil && (t.host != "" || t.ip.IsValid()) {
 			conn, what = t.conn(), req.Method+" http://"+t.hostHeader(80)+"/"
+		}
+		if od, denied := deniedName(s, other, port); denied {
+			d, conn = od, policy.Conn{Host: other.host, Port: port, Transport: policy.TCP}
 		}
 		c.record(events.KindRequest, s, conn, d, 0)
 		c.refuse(what, s, d)
@@ -171,10 +214,11 @@ func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, po
 // originTarget is the destination of a request on a redirected connection: its Host (or
 // the host of an absolute http:// URL, which RFC 9112 lets any server get), on the port
 // the connection went to. A request without a host, or whose Host names another port, is
-// refused; so is CONNECT, which only the explicit proxy serves.
-func originTarget(req *http.Request, hdr []byte, port uint16) (target, policy.Decision, bool) {
-	bad := func(detail string) (target, policy.Decision, bool) {
-		return target{}, deny(ReasonBadRequest, ruleTransparentReq+": "+detail), false
+// refused; so is CONNECT, which only the explicit proxy serves. other is the Host of a
+// request refused for contradicting its URL.
+func originTarget(req *http.Request, hdr []byte, port uint16) (t, other target, d policy.Decision, ok bool) {
+	bad := func(detail string) (target, target, policy.Decision, bool) {
+		return target{}, target{}, deny(ReasonBadRequest, ruleTransparentReq+": "+detail), false
 	}
 	uri := req.RequestURI
 	switch {
@@ -186,24 +230,22 @@ func originTarget(req *http.Request, hdr []byte, port uint16) (target, policy.De
 		case err != nil:
 			return bad(err.Error())
 		case len(hosts) == 0:
-			return target{}, deny(policy.ReasonNoHost, ruleNoHost), false
+			return target{}, target{}, deny(policy.ReasonNoHost, ruleNoHost), false
 		case len(hosts) > 1:
 			return bad("more than one Host header")
 		}
-		return originAuthority(hosts[0], port)
+		t, d, ok = originAuthority(hosts[0], port)
+		return t, target{}, d, ok
 	default:
 		authority, err := absoluteAuthority(uri)
 		if err != nil {
 			return bad(strings.TrimPrefix(err.Error(), errBadTarget.Error()+": "))
 		}
-		t, d, ok := originAuthority(authority, port)
-		if !ok {
-			return t, d, ok
+		if t, d, ok = originAuthority(authority, port); !ok {
+			return t, target{}, d, ok
 		}
-		if d, ok := checkHost(hdr, t); !ok {
-			return t, d, false
-		}
-		return t, policy.Decision{}, true
+		d, other, ok = checkHost(hdr, t)
+		return t, other, d, ok
 	}
 }
 

@@ -314,7 +314,8 @@ func TestTransparentHTTPDenials(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: api.example.test\r\nHost: secret.example.test", 400, ""}, // net/http refuses it
 		{"GET / HTTP/1.1\r\nHost: user@api.example.test", 400, string(ReasonBadRequest)},
 		{"GET http://secret.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(ReasonHostMismatch)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)}, // judged where seen
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: other.example.test", 403, string(ReasonHostMismatch)},
 		{"GET https://api.example.test/ HTTP/1.1\r\nHost: api.example.test", 400, string(ReasonBadRequest)},
 		{"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443", 400, string(ReasonBadRequest)},
 	} {

@@ -19,6 +19,10 @@
 // Idle/8 and the relay looks at what was moved meanwhile. (A direction stuck for a whole
 // Idle in one write, to a peer that reads nothing, counts as idle too.)
 //
+// RunAfter holds the client's bytes back until a gate has seen the first of them, while the
+// destination's already flow to the client: the explicit proxy judges the TLS server name
+// of a tunnel to an address this way without stalling a server that speaks first.
+//
 // Cancel closes both connections at once, from any goroutine, with a reason that Run
 // reports: the gateway cancels a relay when a new policy denies the connection, when its
 // session ends, and at shutdown.
@@ -91,22 +95,27 @@ func (r *Relay) close(reason string) {
 // Run writes prefix to the upstream, then copies both ways until both directions end, and
 // closes both connections.
 func (r *Relay) Run(prefix []byte) Result {
+	return r.RunAfter(func() ([]byte, error) { return prefix, nil })
+}
+
+// RunAfter is Run for a connection whose first bytes from the client must be seen before
+// any reach the destination, while the destination's bytes already flow to the client (a
+// server that speaks first, as SSH and SMTP do, gets its answer). gate reads the client's
+// first bytes (from a reader of its own, over Client) and returns them as the prefix; an
+// error from gate closes both connections, with ReasonError unless the relay was closed
+// already. No byte is copied to the destination before gate returns. gate runs on the
+// caller's goroutine; a wait in it for the client counts as idle time.
+func (r *Relay) RunAfter(gate func() (prefix []byte, err error)) Result {
 	r.start = time.Now()
 	now := r.start.UnixNano()
 	for _, d := range []*direction{&r.up, &r.down} {
 		d.last.Store(now)
 		d.checked.Store(now)
 	}
+	// Until gate returns, the up direction is not in a write that could be stuck: only the
+	// bytes moved decide whether the relay is idle.
+	r.up.checked.Store(math.MaxInt64)
 	var res Result
-	var upErr error
-	if len(prefix) > 0 {
-		n, err := r.Upstream.Write(prefix)
-		res.Up += int64(n)
-		if err != nil {
-			upErr = err
-			r.close(ReasonError)
-		}
-	}
 	var downErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -114,6 +123,19 @@ func (r *Relay) Run(prefix []byte) Result {
 		defer wg.Done()
 		res.Down, downErr = r.copy(r.Client, r.Upstream, &r.down, &r.up)
 	}()
+	prefix, upErr := gate()
+	if upErr != nil {
+		r.close(ReasonError)
+	}
+	r.up.checked.Store(time.Now().UnixNano())
+	if upErr == nil && len(prefix) > 0 {
+		n, err := r.Upstream.Write(prefix)
+		res.Up += int64(n)
+		if err != nil {
+			upErr = err
+			r.close(ReasonError)
+		}
+	}
 	if upErr == nil {
 		var n int64
 		n, upErr = r.copy(r.Upstream, r.Client, &r.up, &r.down)
@@ -129,6 +151,32 @@ func (r *Relay) Run(prefix []byte) Result {
 		res.Err = errors.Join(upErr, downErr) // after EOF, idle or Cancel, errors are the closing's doing
 	}
 	return res
+}
+
+// WaitClient waits, in a gate of RunAfter, until the client has bytes to read or has ended
+// its stream. It returns an error once the relay is closed meanwhile: by Cancel, by the
+// other direction, or because no byte moved either way for Idle. (Where there is no
+// splice, it returns at once.)
+func (r *Relay) WaitClient() error {
+	tick := r.Idle / 8
+	for {
+		if r.Idle > 0 {
+			r.Client.SetReadDeadline(time.Now().Add(tick))
+		}
+		_, err := available(r.Client)
+		switch {
+		case err == nil:
+			r.Client.SetReadDeadline(time.Time{})
+			return nil
+		case r.Idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) && r.reason.Load() == nil:
+			if r.idle(time.Now().UnixNano(), &r.up, &r.down) {
+				r.close(ReasonIdle)
+				return errors.New("relay: idle before the client's first byte")
+			}
+			continue
+		}
+		return err
+	}
 }
 
 // copy moves src's stream to dst until EOF (then half-closes dst) or an error (then closes

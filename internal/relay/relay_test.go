@@ -276,3 +276,62 @@ func BenchmarkLoopback(b *testing.B) {
 	app.CloseWrite()
 	<-drained
 }
+
+// RunAfter: the server's bytes reach the client while the gate waits for the client's
+// first bytes, nothing reaches the server before the gate returns, and a gate that fails
+// closes both sides.
+func TestRunAfter(t *testing.T) {
+	app, r, server := setup(t, 5*time.Second)
+	gateSaw := make(chan []byte, 1)
+	done := make(chan Result, 1)
+	go func() {
+		done <- r.RunAfter(func() ([]byte, error) {
+			if err := r.WaitClient(); err != nil {
+				return nil, err
+			}
+			b := make([]byte, 5)
+			_, err := io.ReadFull(r.Client, b)
+			gateSaw <- b
+			return append([]byte("gated:"), b...), err
+		})
+	}()
+	server.Write([]byte("banner"))
+	got := make([]byte, 6)
+	app.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadFull(app, got); err != nil || string(got) != "banner" {
+		t.Fatalf("the server's first bytes before the client spoke: %q %v", got, err)
+	}
+	app.Write([]byte("hello world"))
+	if b := <-gateSaw; string(b) != "hello" {
+		t.Fatalf("the gate read %q", b)
+	}
+	got = make([]byte, len("gated:hello world"))
+	server.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadFull(server, got); err != nil || string(got) != "gated:hello world" {
+		t.Fatalf("the server got %q %v", got, err)
+	}
+	app.Close()
+	server.Close()
+	if res := wait(t, done, 3*time.Second); res.Up != int64(len(got)) || res.Down != 6 {
+		t.Errorf("counted up %d down %d, want %d and 6", res.Up, res.Down, len(got))
+	}
+
+	_, r, server = setup(t, 0)
+	res := r.RunAfter(func() ([]byte, error) { return nil, errors.New("refused") })
+	if res.Reason != ReasonError || res.Up != 0 {
+		t.Errorf("a failed gate: %+v", res)
+	}
+	server.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := server.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("the server's side stayed open after a failed gate: %d %v", n, err)
+	}
+}
+
+// A gate that waits for a client that never speaks ends when nothing moves for Idle.
+func TestWaitClientIdle(t *testing.T) {
+	_, r, _ := setup(t, 200*time.Millisecond)
+	res := r.RunAfter(func() ([]byte, error) { return nil, r.WaitClient() })
+	if res.Reason != ReasonIdle {
+		t.Errorf("reason %q, want idle", res.Reason)
+	}
+}

@@ -13,21 +13,29 @@ import (
 
 // PyPI serves a simple index (PEP 503) of one package as "pypi.org" would, with its wheel
 // served from "files.pythonhosted.org" as the real index does, so that pip crosses two
-// hosts of the package-manager preset. Other hosts get the default Handler.
+// hosts of the package-manager preset. The link to the wheel has the scheme the index was
+// asked with (an index over plain HTTP links to the wheel over plain HTTP). Both answers
+// are written as a hand-written server does, the header apart from the body and the body
+// in pieces (see WriteInPieces), and pip checks the wheel's digest. Other hosts get the
+// default Handler.
 func PyPI(pkg, version string) http.Handler {
 	wheel, name := Wheel(pkg, version)
 	sum := sha256.Sum256(wheel)
 	fallback := Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := strings.ToLower(r.Host)
+		scheme := "https"
+		if r.TLS == nil {
+			scheme = "http"
+		}
 		switch {
 		case host == "pypi.org" && (r.URL.Path == "/simple/"+pkg+"/" || r.URL.Path == "/simple/"+pkg):
 			w.Header().Set("Content-Type", "text/html")
-			fmt.Fprintf(w, "<!DOCTYPE html><html><body>\n<a href=\"https://files.pythonhosted.org/packages/%s#sha256=%s\">%s</a>\n</body></html>\n",
-				name, hex.EncodeToString(sum[:]), name)
+			WriteInPieces(w, []byte(fmt.Sprintf("<!DOCTYPE html><html><body>\n<a href=\"%s://files.pythonhosted.org/packages/%s#sha256=%s\">%s</a>\n</body></html>\n",
+				scheme, name, hex.EncodeToString(sum[:]), name)))
 		case host == "files.pythonhosted.org" && r.URL.Path == "/packages/"+name:
 			w.Header().Set("Content-Type", "application/octet-stream")
-			w.Write(wheel)
+			WriteInPieces(w, wheel)
 		case host == "pypi.org" || host == "files.pythonhosted.org":
 			http.NotFound(w, r)
 		default:

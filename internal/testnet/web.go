@@ -67,8 +67,14 @@ func (w *Web) Hosts() []string {
 //	/            "hello from <host>"
 //	/bytes?n=N   N bytes of 'x' (bulk transfer)
 //	/slow?n=N    N chunks of 1 KiB, one every 20 ms (a transfer that lasts)
+//	/pieces?n=N&seed=S&framing=length|chunked|close
+//	             PiecesBody(N, S), written as a hand-written origin does: header and body
+//	             apart, in many uneven pieces, with pauses; X-Body-SHA256 is its digest
+//	/sha256      the length and digest of the request body ("N <hex>\n")
 func Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/pieces", pieces)
+	mux.HandleFunc("/sha256", sha256Body)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from %s\n", r.Host)
 	})

@@ -45,7 +45,7 @@ func TestConnectAllowedAndRelayed(t *testing.T) {
 
 	allow := e.sink.wait(t, "connect allow", func(r events.Record) bool { return r.Kind == events.KindConnect })
 	want := events.Record{Kind: events.KindConnect, Tenant: "tenant_a", VMID: "vm_a", SessionID: "ses_a", Decision: "allow",
-		Reason: policy.ReasonAllowedDomains, Rule: "allowed_domains api.example.test", Layer: "session", Mode: "enforce",
+		Reason: policy.ReasonAllowedDomains, Message: policy.ReasonAllowedDomains.Message(), Rule: "allowed_domains api.example.test", Layer: "session", Mode: "enforce",
 		Transport: "tcp", Host: "api.example.test", IP: webIP, Port: 443}
 	got := allow
 	got.Time, got.DialMS = time.Time{}, 0
@@ -208,7 +208,7 @@ func TestDenials(t *testing.T) {
 	}
 	// The message says what to change.
 	_, _, resp, body := e.connect("api.example.test:22")
-	if want := "egressd: CONNECT api.example.test:22 denied for session ses_a by the session policy: port is not allowed"; !strings.HasPrefix(body, want) {
+	if want := "egressd: CONNECT api.example.test:22 denied for session ses_a: port_not_allowed: the port is not allowed"; !strings.HasPrefix(body, want) {
 		t.Errorf("body %q, want it to start %q", body, want)
 	}
 	if resp.Header.Get("X-Egress-Rule") == "" {

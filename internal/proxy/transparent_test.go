@@ -276,7 +276,7 @@ func TestTransparentHTTP(t *testing.T) {
 	if resp.StatusCode != 403 || resp.Header.Get("X-Egress-Decision") != "deny" || resp.Header.Get("X-Egress-Reason") != string(policy.ReasonHostNotListed) {
 		t.Fatalf("denied host: %s %v", resp.Status, resp.Header)
 	}
-	if want := "egressd: GET http://secret.example.test/ denied for VM vm_t by the session policy: host is not allowed"; !strings.HasPrefix(body, want) || strings.Count(body, "\n") != 1 {
+	if want := "egressd: GET http://secret.example.test/ denied for VM vm_t: host_not_allowed: the host is not allowed"; !strings.HasPrefix(body, want) || strings.Count(body, "\n") != 1 {
 		t.Errorf("body %q, want one line starting %q", body, want)
 	}
 	if n, _ := br.Read(make([]byte, 1)); n != 0 {

@@ -100,7 +100,7 @@ func TestDecisionEvents(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := `egressd_decisions_total{decision="deny",kind="connect",layer="session",reason="host is not allowed"} 1`; !strings.Contains(string(body), want) {
+	if want := `egressd_decisions_total{decision="deny",kind="connect",layer="session",reason="host_not_allowed"} 1`; !strings.Contains(string(body), want) {
 		t.Errorf("metrics lack %s", want)
 	}
 

@@ -32,7 +32,7 @@ func TestCurlHTTPAndHTTPS(t *testing.T) {
 
 	// A denied host: plain HTTP gets the 403 with its headers and a line a person can act on.
 	out, _, _ = l.curl(l.sess.ProxyURL, "-D", "-", "http://other.example.test/")
-	for _, want := range []string{"HTTP/1.1 403", "X-Egress-Decision: deny", "X-Egress-Reason: host is not allowed", "other.example.test"} {
+	for _, want := range []string{"HTTP/1.1 403", "X-Egress-Decision: deny", "X-Egress-Reason: host_not_allowed", "other.example.test"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("denied HTTP answer lacks %q:\n%s", want, out)
 		}

@@ -26,7 +26,7 @@ import (
 
 var (
 	evTime  = time.Date(2030, 1, 2, 3, 4, 5, 678e6, time.UTC)
-	evDeny  = client.Event{Seq: 11, Time: evTime, Kind: "connect", Tenant: "t", VMID: "v1", SessionID: "ses_1", Decision: "deny", Reason: "host is not allowed", Rule: "not in allowed_domains", Layer: "session", Host: "evil.test", Port: 443}
+	evDeny  = client.Event{Seq: 11, Time: evTime, Kind: "connect", Tenant: "t", VMID: "v1", SessionID: "ses_1", Decision: "deny", Reason: "host_not_allowed", Rule: "not in allowed_domains", Layer: "session", Host: "evil.test", Port: 443}
 	evAllow = client.Event{Seq: 12, Time: evTime, Kind: "request", Tenant: "t", VMID: "v1", SessionID: "ses_1", Decision: "allow", Reason: "allow_http", Rule: "allow_http (any host)", Layer: "vm", Host: "pypi.org", Port: 80}
 	evClose = client.Event{Seq: 13, Time: evTime, Kind: "close", Tenant: "t", VMID: "v1", SessionID: "ses_1", Decision: "allow", Host: "pypi.org", Port: 443, BytesUp: 512, BytesDown: 3 << 20, DurationMS: 1234.4, CloseReason: "eof"}
 )
@@ -36,13 +36,13 @@ func TestFormatEvent(t *testing.T) {
 		e    client.Event
 		want string
 	}{
-		{evDeny, "2030-01-02T03:04:05.678Z  deny   connect  ses_1  evil.test:443  host is not allowed; rule: not in allowed_domains; layer: session"},
+		{evDeny, "2030-01-02T03:04:05.678Z  deny   connect  ses_1  evil.test:443  host_not_allowed; rule: not in allowed_domains; layer: session"},
 		{evAllow, "2030-01-02T03:04:05.678Z  allow  request  ses_1  pypi.org:80  allow_http; rule: allow_http (any host); layer: vm"},
 		{evClose, "2030-01-02T03:04:05.678Z  allow  close    ses_1  pypi.org:443  up 512 B, down 3.0 MiB in 1.234s (eof)"},
-		{client.Event{Time: evTime, Kind: "dns", VMID: "v2", Decision: "allow", WouldDeny: true, Reason: "name is not allowed", Host: "x.test", QType: "AAAA"},
-			"2030-01-02T03:04:05.678Z  allow (would deny)  dns      vm:v2  x.test AAAA  name is not allowed"},
-		{client.Event{Time: evTime, Kind: "connect", Decision: "deny", Reason: "port is not allowed", IP: "2001:db8::1", Port: 22},
-			"2030-01-02T03:04:05.678Z  deny   connect  -  [2001:db8::1]:22  port is not allowed"},
+		{client.Event{Time: evTime, Kind: "dns", VMID: "v2", Decision: "allow", WouldDeny: true, Reason: "name_not_allowed", Host: "x.test", QType: "AAAA"},
+			"2030-01-02T03:04:05.678Z  allow (would deny)  dns      vm:v2  x.test AAAA  name_not_allowed"},
+		{client.Event{Time: evTime, Kind: "connect", Decision: "deny", Reason: "port_not_allowed", IP: "2001:db8::1", Port: 22},
+			"2030-01-02T03:04:05.678Z  deny   connect  -  [2001:db8::1]:22  port_not_allowed"},
 		{client.Event{Time: evTime, Kind: "close", Decision: "allow", IP: "192.0.2.1", Port: 5432, DurationMS: 0.25},
 			"2030-01-02T03:04:05.678Z  allow  close    -  192.0.2.1:5432  up 0 B, down 0 B in 250µs"},
 	} {

@@ -95,7 +95,7 @@ func TestFormatDecision(t *testing.T) {
 		wouldDeny                     bool
 		want                          string
 	}{
-		{"deny", "vm", "host is not allowed", "not in allowed_domains", false, "deny  (layer vm, reason host is not allowed, rule not in allowed_domains)"},
+		{"deny", "vm", "host_not_allowed", "not in allowed_domains", false, "deny  (layer vm, reason host_not_allowed, rule not in allowed_domains)"},
 		{"allow", "session", "in allowed_domains", "api.openai.com", false, "allow (layer session, reason in allowed_domains, rule api.openai.com)"},
 		{"allow", "session", "monitor", "", true, "allow (layer session, reason monitor, would deny)"},
 		{"deny", "", "", "", false, "deny"},

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/proxy"
 	"github.com/egressd/egressd/internal/testnet"
 	"github.com/egressd/egressd/policy"
 )
@@ -70,7 +69,7 @@ func TestNamesJudgedWhereSeen(t *testing.T) {
 
 	// curl -p tunnels plain HTTP through CONNECT host:80: each request is read and decided.
 	for _, tc := range []struct{ target, host, reason string }{
-		{"http://api.example.test/", "other.example.test", string(proxy.ReasonHostMismatch)},
+		{"http://api.example.test/", "other.example.test", string(policy.ReasonHostMismatch)},
 		{"http://api.example.test/", "secret.example.test", string(policy.ReasonDeniedDomain)},
 		{"http://" + webIP + "/", "secret.example.test", string(policy.ReasonDeniedDomain)},
 	} {

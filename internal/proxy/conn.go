@@ -170,7 +170,7 @@ func (c *clientConn) readFailed(err error) {
 
 // authenticate checks the request's Proxy-Authorization, answering 407 when it is missing
 // or wrong.
-func (c *clientConn) authenticate(req *http.Request) (*Session, bool) {
+func (c *clientConn) authenticate(req *http.Request) (*Source, bool) {
 	id, token, ok := basicAuth(req.Header.Get("Proxy-Authorization"))
 	if !ok {
 		c.respond(http.StatusProxyAuthRequired, []string{"Proxy-Authenticate", `Basic realm="egressd"`},
@@ -189,7 +189,7 @@ func (c *clientConn) authenticate(req *http.Request) (*Session, bool) {
 
 // policySet is the session's effective policy now; a session without one (which the view
 // never hands out) gets a Set without layers, which denies everything.
-func policySet(s *Session) *policy.Set {
+func policySet(s *Source) *policy.Set {
 	if set := s.Live.Set(); set != nil {
 		return set
 	}

@@ -16,12 +16,12 @@ import (
 // connect serves a CONNECT request: decide, dial, answer 200, check the TLS server name
 // (on port 443 by name; the first bytes to an address), then relay until the tunnel ends;
 // to port 80, serve the HTTP inside instead. The connection is the tunnel's from here.
-func (c *clientConn) connect(req *http.Request, s *Session) {
+func (c *clientConn) connect(req *http.Request, s *Source) {
 	what := "CONNECT " + req.RequestURI
 	t, err := parseAuthority(req.RequestURI, 0)
 	if err != nil {
-		c.record(events.KindConnect, s, policy.Conn{Transport: policy.TCP}, deny(ReasonBadRequest, ruleBadTarget), 0)
-		c.refuse(what, s, deny(ReasonBadRequest, err.Error()))
+		c.record(events.KindConnect, s, policy.Conn{Transport: policy.TCP}, deny(policy.ReasonBadRequest, ruleBadTarget), 0)
+		c.refuse(what, s, deny(policy.ReasonBadRequest, err.Error()))
 		return
 	}
 	conn := t.conn()
@@ -75,7 +75,7 @@ func (c *clientConn) established() error {
 // anew, on the upstream connection the CONNECT opened while it goes to the same place. A
 // request for another host than the CONNECT's is refused; inside a CONNECT to an address,
 // a Host name is judged at that address (forwardOrigin).
-func (c *clientConn) httpTunnel(s *Session, t target, what string) {
+func (c *clientConn) httpTunnel(s *Source, t target, what string) {
 	if _, ok := c.dialUpstream(events.KindConnect, s, t, what); !ok {
 		return
 	}
@@ -119,7 +119,7 @@ var errRefused = errors.New("refused after the first bytes")
 // relay: take one of s's slots, decide conn and dial it (package dialer: to an address
 // the gateway resolved and judged itself), register it with s.Live, and relay until it
 // ends. The connection is the tunnel's from here.
-func (c *clientConn) tunnel(s *Session, conn policy.Conn, what string, ops tunnelOps) {
+func (c *clientConn) tunnel(s *Source, conn policy.Conn, what string, ops tunnelOps) {
 	if !c.p.acquire(s) {
 		d := c.p.tooMany(s)
 		c.record(events.KindConnect, s, conn, d, 0)
@@ -204,14 +204,14 @@ func (c *clientConn) checkSNI(host string) ([]byte, policy.Decision) {
 	case errors.Is(err, sni.ErrNoServerName):
 		return hello, deny(policy.ReasonNoHost, ruleNoSNI)
 	case errors.Is(err, sni.ErrNotTLS), errors.Is(err, sni.ErrMalformed), errors.Is(err, sni.ErrTooLarge):
-		return hello, deny(ReasonNotTLS, ruleNotTLS+": "+err.Error())
+		return hello, deny(policy.ReasonNotTLS, ruleNotTLS+": "+err.Error())
 	case err != nil:
 		// The client left, or sent nothing in time, or the tunnel was cancelled: no
 		// ClientHello, no tunnel.
-		return hello, deny(ReasonNotTLS, ruleNotTLS+": "+err.Error())
+		return hello, deny(policy.ReasonNotTLS, ruleNotTLS+": "+err.Error())
 	}
 	if n, nerr := policy.NormalizeName(name); nerr != nil || n != host {
-		return hello, deny(ReasonSNIMismatch, ruleSNI+" ("+host+"), not "+sanitize(name))
+		return hello, deny(policy.ReasonSNIMismatch, ruleSNI+" ("+host+"), not "+sanitize(name))
 	}
 	return hello, policy.Decision{Allow: true}
 }
@@ -233,7 +233,7 @@ func (c *clientConn) checkSNI(host string) ([]byte, policy.Decision) {
 //     are refused: the destination might read a name in them that the proxy could not.
 //   - Only the first bytes are read: TLS started later inside another protocol (STARTTLS)
 //     is not seen, as in any tunnel to an address.
-func (c *clientConn) peekName(s *Session, conn policy.Conn, d policy.Decision, r *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
+func (c *clientConn) peekName(s *Source, conn policy.Conn, d policy.Decision, r *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
 	c.cr.mode = modeRaw
 	if c.br.Buffered() == 0 {
 		if err := r.WaitClient(); err != nil {
@@ -259,7 +259,7 @@ func (c *clientConn) peekName(s *Session, conn policy.Conn, d policy.Decision, r
 	case errors.Is(err, sni.ErrNotTLS), errors.Is(err, sni.ErrNoServerName):
 		return hello, conn, d, nil
 	case err != nil:
-		return hello, conn, deny(ReasonNotTLS, ruleTLSToAddress+": "+err.Error()), nil
+		return hello, conn, deny(policy.ReasonNotTLS, ruleTLSToAddress+": "+err.Error()), nil
 	}
 	host, err := policy.NormalizeName(name)
 	if err != nil {

@@ -34,8 +34,8 @@
 //     it, judges every address it got and dials one the policy allows: a name never leads
 //     to loopback, link-local, the gateway itself, or a private network outside
 //     allowed_cidrs, whatever its DNS says. A denial is answered 403 with the headers
-//     X-Egress-Decision: deny, X-Egress-Reason (one of the policy's Reason strings, or the
-//     proxy's own Reason constants) and X-Egress-Rule, and a one-line body that says what
+//     X-Egress-Decision: deny, X-Egress-Reason (a code of policy.Reasons, the one list) and
+//     X-Egress-Rule, and a one-line body (events.Refusal's sentence) that says what
 //     was denied, why, and what to change. A destination that was allowed but cannot be
 //     reached is a 502 (504 on a timeout).
 //  3. The proxy answers "200 Connection established". For port 443 with a name, it then
@@ -59,7 +59,7 @@
 // proxy reads the requests inside one by one and serves each on the plain-HTTP path below
 // (decided, recorded, forwarded on the upstream connection the CONNECT opened), and each
 // must be for the CONNECT's host, in origin form with that Host or as an absolute URL to
-// it; a request for another host is refused (ReasonHostMismatch, or the policy's denial of
+// it; a request for another host is refused (policy.ReasonHostMismatch, or the policy's denial of
 // the name it gives). The client may wait KeepAliveTimeout before its first request.
 //
 // # HTTP: absolute URLs
@@ -72,7 +72,7 @@
 //     ("GET /path") is a 400 that says to use an absolute URL; an https:// URL in a plain
 //     request is a 400 that says to use CONNECT. User information in the URL is refused.
 //   - A Host header that names another host or port than the URL is refused (403,
-//     ReasonHostMismatch): the destination must not be told one host while the policy
+//     policy.ReasonHostMismatch): the destination must not be told one host while the policy
 //     judged another. The name it gives is judged all the same, on the URL's port: when the
 //     policy denies it, that denial is the answer and the record's.
 //   - The URL's port is judged as any port: only 80 passes the web rules, other ports only
@@ -132,7 +132,7 @@
 //   - Who: the source address is a VM's (Config.Sandboxes; SandboxesFromView). The VM's
 //     policy AND every open session's on it decide (DESIGN §2.4): the sandbox's sessions
 //     share its network and cannot be told apart. There is no Proxy-Authorization. A source
-//     that is no VM's is closed, and recorded as a denial (ReasonUnknownSource) without a
+//     that is no VM's is closed, and recorded as a denial (policy.ReasonUnknownSandbox) without a
 //     tenant. On port 80 the VM is looked up again for every request.
 //   - Port 443: the proxy reads the ClientHello (package sni, within HandshakeTimeout),
 //     normalises its server name with policy.NormalizeName and judges {name, 443, TCP}.
@@ -145,7 +145,7 @@
 //     after NormalizeName; a kept-alive switch to another Host is decided anew and its
 //     upstream redialled. No Host is a denial (policy.ReasonNoHost, "HTTP without a host");
 //     a Host naming another port than the one the connection went to is refused
-//     (ReasonHostMismatch); CONNECT is a 400. Refusals are the explicit proxy's 403 (or
+//     (policy.ReasonHostMismatch); CONNECT is a 400. Refusals are the explicit proxy's 403 (or
 //     400) with X-Egress-Decision and X-Egress-Reason, and a one-line body naming the VM.
 //     Requests stream on the explicit proxy's code, upstream connections kept alike.
 //   - Another original port should never arrive (the firewall redirects only 80 and 443):
@@ -167,7 +167,7 @@
 // server name is judged at the address; TLS without one, or another protocol, passes on
 // the address's decision); on 80 each request's Host is judged at the address and the
 // request reaches it (no Host, or the address itself: the address's decision; another
-// address: ReasonHostMismatch).
+// address: policy.ReasonHostMismatch).
 //
 // Records, tracking (Live.Track: a new effective policy, or the VM's deletion, cuts a
 // live connection) and timeouts are the explicit proxy's, with SessionID empty and VMID

@@ -23,7 +23,7 @@ import (
 // upstream is a plain-HTTP connection to one destination, kept alive across the client's
 // requests to that same host:port.
 type upstream struct {
-	sess    *Session
+	sess    *Source
 	target  target      // as the client named it
 	conn    policy.Conn // as it was allowed: the name, the address dialled, the port
 	allowed policy.Decision
@@ -58,15 +58,15 @@ func (u *upstream) cancelled() string {
 // forward serves one plain-HTTP request: check it, decide, forward it on a new or kept-alive
 // upstream connection, stream the response back. It reports whether the client connection
 // can carry another request.
-func (c *clientConn) forward(req *http.Request, hdr []byte, s *Session) bool {
+func (c *clientConn) forward(req *http.Request, hdr []byte, s *Source) bool {
 	authority, err := absoluteAuthority(req.RequestURI)
 	var t target
 	if err == nil {
 		t, err = parseAuthority(authority, 80)
 	}
 	if err != nil {
-		c.record(events.KindRequest, s, policy.Conn{Transport: policy.TCP}, deny(ReasonBadRequest, ruleBadTarget), 0)
-		c.refuse(req.Method+" "+clip(req.RequestURI), s, deny(ReasonBadRequest, strings.TrimPrefix(err.Error(), errBadTarget.Error()+": ")))
+		c.record(events.KindRequest, s, policy.Conn{Transport: policy.TCP}, deny(policy.ReasonBadRequest, ruleBadTarget), 0)
+		c.refuse(req.Method+" "+clip(req.RequestURI), s, deny(policy.ReasonBadRequest, strings.TrimPrefix(err.Error(), errBadTarget.Error()+": ")))
 		return false
 	}
 	what := req.Method + " http://" + t.hostHeader(80) + "/"
@@ -93,7 +93,7 @@ func (c *clientConn) forward(req *http.Request, hdr []byte, s *Session) bool {
 // wherever it is seen (DESIGN §4), on the port the request goes to: when the policy denies
 // it, that denial is the answer and the record's, so that a denied name is reported as
 // denied rather than as a mismatch.
-func deniedName(s *Session, other target, port uint16) (policy.Decision, bool) {
+func deniedName(s *Source, other target, port uint16) (policy.Decision, bool) {
 	if other.host == "" {
 		return policy.Decision{}, false
 	}
@@ -105,7 +105,7 @@ func deniedName(s *Session, other target, port uint16) (policy.Decision, bool) {
 // upstream connection or a new one, decided anew. It is the explicit and the transparent
 // proxy's one path for plain HTTP, and reports whether the client connection can carry
 // another request.
-func (c *clientConn) send(req *http.Request, s *Session, t target, what string) bool {
+func (c *clientConn) send(req *http.Request, s *Source, t target, what string) bool {
 	for attempt := 0; ; attempt++ {
 		u, ok := c.upstreamFor(s, t, what)
 		if !ok {
@@ -127,7 +127,7 @@ func (c *clientConn) send(req *http.Request, s *Session, t target, what string) 
 func checkHost(hdr []byte, t target) (d policy.Decision, other target, ok bool) {
 	hosts, err := hostHeaders(hdr)
 	if err != nil || len(hosts) > 1 {
-		return deny(ReasonHostMismatch, ruleHost), target{}, false
+		return deny(policy.ReasonHostMismatch, ruleHost), target{}, false
 	}
 	if len(hosts) == 0 {
 		return policy.Decision{}, target{}, true // HTTP/1.0 without Host: the URL says it all
@@ -137,7 +137,7 @@ func checkHost(hdr []byte, t target) (d policy.Decision, other target, ok bool) 
 		if err != nil || h.nameErr != nil {
 			h = target{}
 		}
-		return deny(ReasonHostMismatch, ruleHost+" ("+t.hostHeader(80)+"), not "+clip(sanitize(hosts[0]))), h, false
+		return deny(policy.ReasonHostMismatch, ruleHost+" ("+t.hostHeader(80)+"), not "+clip(sanitize(hosts[0]))), h, false
 	}
 	return policy.Decision{}, target{}, true
 }
@@ -145,7 +145,7 @@ func checkHost(hdr []byte, t target) (d policy.Decision, other target, ok bool) 
 // upstreamFor returns a connection allowed for s to t: the kept-alive one if it goes there
 // and the policy still allows it, or a new one. It records the decisions and answers the
 // client itself when it refuses.
-func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, bool) {
+func (c *clientConn) upstreamFor(s *Source, t target, what string) (*upstream, bool) {
 	if u := c.up; u != nil {
 		if u.sess.same(s) && u.target == t && u.cancelled() == "" {
 			if d := policySet(s).Decide(u.conn); d.Allow {
@@ -165,7 +165,7 @@ func (c *clientConn) upstreamFor(s *Session, t target, what string) (*upstream, 
 // dialUpstream decides t for s, dials it and keeps it as the client connection's upstream.
 // It records the connection; a refusal is recorded as kind (the request, or the CONNECT
 // that asked for the upstream) and answered to the client.
-func (c *clientConn) dialUpstream(kind string, s *Session, t target, what string) (*upstream, bool) {
+func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string) (*upstream, bool) {
 	conn := t.conn()
 	if !c.p.acquire(s) {
 		d := c.p.tooMany(s)

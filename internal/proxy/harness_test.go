@@ -46,7 +46,7 @@ type env struct {
 	web   *web
 	sink  *sink
 	auth  *fakeSessions
-	sess  *Session
+	sess  *Source
 	live  *fakeLive
 	token string
 }
@@ -237,22 +237,22 @@ type fakeSessions struct {
 
 type authEntry struct {
 	token string
-	sess  *Session
+	sess  *Source
 }
 
 var errUnauthorized = errors.New("no open session has these credentials")
 
-func (f *fakeSessions) add(id, token string, s *policy.Set) (*Session, *fakeLive) {
+func (f *fakeSessions) add(id, token string, s *policy.Set) (*Source, *fakeLive) {
 	live := &fakeLive{conns: map[*tracked]struct{}{}}
 	live.set.Store(s)
-	sess := &Session{Tenant: "tenant_a", ID: id, VMID: "vm_a", Live: live}
+	sess := &Source{Tenant: "tenant_a", ID: id, VMID: "vm_a", Live: live}
 	f.mu.Lock()
 	f.m[id] = authEntry{token, sess}
 	f.mu.Unlock()
 	return sess, live
 }
 
-func (f *fakeSessions) Authenticate(id, token string) (*Session, error) {
+func (f *fakeSessions) Authenticate(id, token string) (*Source, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if e, ok := f.m[id]; ok && e.token == token {

@@ -267,7 +267,7 @@ func (p *Proxy) Close() error {
 }
 
 // acquire takes one of the session's (transparent: the VM's) tunnel slots.
-func (p *Proxy) acquire(s *Session) bool {
+func (p *Proxy) acquire(s *Source) bool {
 	k := s.key()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -278,7 +278,7 @@ func (p *Proxy) acquire(s *Session) bool {
 	return true
 }
 
-func (p *Proxy) release(s *Session) {
+func (p *Proxy) release(s *Source) {
 	k := s.key()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -288,6 +288,6 @@ func (p *Proxy) release(s *Session) {
 }
 
 // tooMany is the refusal of a connection over the cap.
-func (p *Proxy) tooMany(s *Session) policy.Decision {
-	return deny(ReasonTooMany, s.who()+" has "+itoa(p.cfg.MaxTunnelsPerSession)+" open connections through the proxy, the limit")
+func (p *Proxy) tooMany(s *Source) policy.Decision {
+	return deny(policy.ReasonTooMany, s.who()+" has "+itoa(p.cfg.MaxTunnelsPerSession)+" open connections through the proxy, the limit")
 }

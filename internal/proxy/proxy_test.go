@@ -135,24 +135,24 @@ func TestDenials(t *testing.T) {
 		{"CONNECT ｓｅｃｒｅｔ.example.test:443", 403, string(policy.ReasonDeniedDomain)},
 		{"CONNECT 127.1:443", 403, string(policy.ReasonBadName)},
 		{"CONNECT exa_mple.example.test:443", 403, string(policy.ReasonBadName)},
-		{"CONNECT user@api.example.test:443", 400, string(ReasonBadRequest)},
-		{"CONNECT api.example.test", 400, string(ReasonBadRequest)},
-		{"CONNECT api.example.test:0", 400, string(ReasonBadRequest)},
+		{"CONNECT user@api.example.test:443", 400, string(policy.ReasonBadRequest)},
+		{"CONNECT api.example.test", 400, string(policy.ReasonBadRequest)},
+		{"CONNECT api.example.test:0", 400, string(policy.ReasonBadRequest)},
 		{"CONNECT api.example.test%2f:443", 400, ""}, // net/http refuses it before the proxy reads it
-		{"CONNECT [fe80::1%25eth0]:443", 400, string(ReasonBadRequest)},
+		{"CONNECT [fe80::1%25eth0]:443", 400, string(policy.ReasonBadRequest)},
 		{"GET http://secret.example.test/", 403, string(policy.ReasonDeniedDomain)},
 		{"GET http://SECRET.example.test./", 403, string(policy.ReasonDeniedDomain)},
 		{"GET http://api.example.test:8080/", 403, string(policy.ReasonPort)},
 		{"GET http://127.0.0.50/", 403, string(policy.ReasonIPLiteral)},
 		{"GET http://rebind.example.test/", 403, string(policy.ReasonHardDeny)},
-		{"GET http://user@api.example.test/", 400, string(ReasonBadRequest)},
-		{"GET https://api.example.test/", 400, string(ReasonBadRequest)},
-		{"GET ftp://api.example.test/", 400, string(ReasonBadRequest)},
-		{"GET /path", 400, string(ReasonBadRequest)},
+		{"GET http://user@api.example.test/", 400, string(policy.ReasonBadRequest)},
+		{"GET https://api.example.test/", 400, string(policy.ReasonBadRequest)},
+		{"GET ftp://api.example.test/", 400, string(policy.ReasonBadRequest)},
+		{"GET /path", 400, string(policy.ReasonBadRequest)},
 		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)}, // judged where seen
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: other.example.test", 403, string(ReasonHostMismatch)},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test:8080", 403, string(ReasonHostMismatch)},
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test@secret.example.test", 403, string(ReasonHostMismatch)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: other.example.test", 403, string(policy.ReasonHostMismatch)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test:8080", 403, string(policy.ReasonHostMismatch)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: api.example.test@secret.example.test", 403, string(policy.ReasonHostMismatch)},
 	}
 	parserRefused := 0
 	for _, tt := range tests {
@@ -225,7 +225,7 @@ func TestSNIMustMatchConnectHost(t *testing.T) {
 	}{
 		{"other SNI", func(c net.Conn) error {
 			return tls.Client(c, &tls.Config{ServerName: "other.example.test", RootCAs: e.ca.Pool}).Handshake()
-		}, string(ReasonSNIMismatch)},
+		}, string(policy.ReasonSNIMismatch)},
 		{"no SNI", func(c net.Conn) error {
 			return tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Handshake()
 		}, string(policy.ReasonNoHost)},
@@ -233,7 +233,7 @@ func TestSNIMustMatchConnectHost(t *testing.T) {
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
 			_, err := http.ReadResponse(bufio.NewReader(c), nil)
 			return err
-		}, string(ReasonNotTLS)},
+		}, string(policy.ReasonNotTLS)},
 	} {
 		c, _, resp, _ := e.connect("api.example.test:443")
 		if resp.StatusCode != 200 {
@@ -328,7 +328,7 @@ func TestTunnelCap(t *testing.T) {
 		open = append(open, c)
 	}
 	_, _, resp, body := e.connect("api.example.test:80")
-	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-Egress-Reason") != string(ReasonTooMany) || !strings.Contains(body, "2 open connections") {
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-Egress-Reason") != string(policy.ReasonTooMany) || !strings.Contains(body, "2 open connections") {
 		t.Fatalf("third tunnel: %s %q", resp.Status, body)
 	}
 	// Plain HTTP counts too.

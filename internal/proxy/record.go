@@ -9,15 +9,6 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Reasons of the proxy's own refusals: codes of the one list (policy.Reasons).
-const (
-	ReasonSNIMismatch  = policy.ReasonSNIMismatch
-	ReasonNotTLS       = policy.ReasonNotTLS
-	ReasonHostMismatch = policy.ReasonHostMismatch
-	ReasonBadRequest   = policy.ReasonBadRequest
-	ReasonTooMany      = policy.ReasonTooMany
-)
-
 // Rules of the proxy's own refusals.
 const (
 	ruleSNI          = "after CONNECT host:443 the TLS server name must be that host"
@@ -31,14 +22,14 @@ const (
 // deny is a refusal of the proxy's own, decided before or after the policy.
 func deny(reason policy.Reason, rule string) policy.Decision { return policy.Refused(reason, rule) }
 
-// source is whom s's records are about.
-func (s *Session) source() events.Source {
+// eventSource is whom the records of connections from s are about.
+func (s *Source) eventSource() events.Source {
 	return events.Source{Tenant: s.Tenant, VMID: s.VMID, SessionID: s.ID}
 }
 
 // record sends one decision record.
-func (c *clientConn) record(kind string, s *Session, conn policy.Conn, d policy.Decision, dial time.Duration) {
-	r := events.Decided(kind, s.source(), conn, d)
+func (c *clientConn) record(kind string, s *Source, conn policy.Conn, d policy.Decision, dial time.Duration) {
+	r := events.Decided(kind, s.eventSource(), conn, d)
 	if dial > 0 {
 		r.DialMS = events.Millis(dial)
 	}
@@ -46,25 +37,25 @@ func (c *clientConn) record(kind string, s *Session, conn policy.Conn, d policy.
 }
 
 // recordClose sends the KindClose record of a connection that a KindConnect allowed.
-func (c *clientConn) recordClose(s *Session, conn policy.Conn, res relay.Result) {
-	c.p.cfg.Sink.Record(events.Closed(s.source(), conn, res.Up, res.Down, res.Duration, res.Reason))
+func (c *clientConn) recordClose(s *Source, conn policy.Conn, res relay.Result) {
+	c.p.cfg.Sink.Record(events.Closed(s.eventSource(), conn, res.Up, res.Down, res.Duration, res.Reason))
 }
 
 // refuse answers a denial: 403 with the decision in headers and a line a person can act
 // on, e.g. "egressd: CONNECT api.example.com:22 denied for session ses_x: port is not
 // allowed (only TCP 80 and 443 ...) — change the session or VM policy". In transparent
 // mode the line names the VM.
-func (c *clientConn) refuse(what string, s *Session, d policy.Decision) {
+func (c *clientConn) refuse(what string, s *Source, d policy.Decision) {
 	status := http.StatusForbidden
 	fix := "change the session or VM policy"
 	switch d.Reason {
-	case ReasonTooMany:
+	case policy.ReasonTooMany:
 		status = http.StatusTooManyRequests
 		fix = "close some of the session's connections first"
-	case ReasonBadRequest:
+	case policy.ReasonBadRequest:
 		status = http.StatusBadRequest
 		fix = "fix the request"
-	case ReasonHostMismatch:
+	case policy.ReasonHostMismatch:
 		fix = "send the Host of the URL, or no Host header"
 		if s.ID == "" { // transparent: there is no URL but the connection's port
 			fix = "send one Host header, with no port or the port the connection went to"

@@ -15,11 +15,6 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Reasons of the transparent proxy's own refusals.
-const (
-	ReasonUnknownSource = policy.ReasonUnknownSandbox // the source address is no VM's
-)
-
 // Rules of the transparent proxy's own refusals.
 const (
 	ruleUnknownSource  = "the source address belongs to no VM"
@@ -91,13 +86,13 @@ func (c *clientConn) serveTransparent() {
 }
 
 // sandbox finds the VM of a source address; an unknown one is recorded as a denial.
-func (c *clientConn) sandbox(src netip.Addr, dst netip.AddrPort) (*Session, bool) {
+func (c *clientConn) sandbox(src netip.Addr, dst netip.AddrPort) (*Source, bool) {
 	if s, ok := c.p.cfg.Sandboxes.BySource(src); ok && s != nil {
 		return s, true
 	}
 	c.p.log.Debug("transparent connection from an unknown source; closing", "src", src.String(), "dst", dst.String())
 	conn := policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP, IPLiteral: true}
-	c.record(events.KindConnect, &Session{}, conn, deny(ReasonUnknownSource, ruleUnknownSource+" ("+src.String()+")"), 0)
+	c.record(events.KindConnect, &Source{}, conn, deny(policy.ReasonUnknownSandbox, ruleUnknownSource+" ("+src.String()+")"), 0)
 	return nil, false
 }
 
@@ -105,7 +100,7 @@ func (c *clientConn) sandbox(src netip.Addr, dst netip.AddrPort) (*Session, bool
 // an address the gateway resolved for that name itself: the address the client chose (the
 // original destination) is never dialled. A refusal closes the connection: the proxy does
 // not speak TLS, so it cannot answer one.
-func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
+func (c *clientConn) transparentTLS(s *Source, dst netip.AddrPort) {
 	c.cr.mode = modeRaw
 	c.conn.SetReadDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
 	name, hello, err := sni.ServerName(c.br)
@@ -125,7 +120,7 @@ func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
 		// no attempt to judge.
 		return
 	default:
-		d = deny(ReasonNotTLS, ruleTransparentTLS+": "+err.Error())
+		d = deny(policy.ReasonNotTLS, ruleTransparentTLS+": "+err.Error())
 	}
 	if d.Reason != "" {
 		// Without a name, the record names the address the client chose: all there is.
@@ -149,12 +144,12 @@ func (c *clientConn) transparentTLS(s *Session, dst netip.AddrPort) {
 // transparentHTTP serves the requests of a connection to port 80 one by one, as the
 // explicit proxy serves plain HTTP, each judged by its own Host; bound is the destination
 // address when the policy allows it by address.
-func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrPort, bound *target) {
+func (c *clientConn) transparentHTTP(s *Source, src netip.Addr, dst netip.AddrPort, bound *target) {
 	for first := true; ; first = false {
 		req, hdr, err := c.readRequest(first)
 		if err != nil {
 			if len(c.cr.rec) > 0 && !isTimeout(err) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
-				d := deny(ReasonBadRequest, "malformed request: "+err.Error())
+				d := deny(policy.ReasonBadRequest, "malformed request: "+err.Error())
 				c.record(events.KindRequest, s, policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP}, d, 0)
 			}
 			c.readFailed(err)
@@ -182,7 +177,7 @@ func (c *clientConn) transparentHTTP(s *Session, src netip.Addr, dst netip.AddrP
 // must name it. Bound to an address, a request may name that address, or give no Host
 // (the address is all there is to judge), or name a host, which is then judged at that
 // address and reaches it (a name is judged wherever it is seen: denied_domains holds).
-func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, port uint16, bound *target) bool {
+func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Source, port uint16, bound *target) bool {
 	t, other, d, ok := originTarget(req, hdr, port)
 	if bound != nil {
 		switch {
@@ -192,7 +187,7 @@ func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, po
 		case bound.host == "" && t.host != "":
 			t.pin = bound.ip
 		case t != *bound:
-			d, other, ok = deny(ReasonHostMismatch, ruleConnectHost+" ("+bound.hostHeader(80)+"), not "+t.hostHeader(80)), t, false
+			d, other, ok = deny(policy.ReasonHostMismatch, ruleConnectHost+" ("+bound.hostHeader(80)+"), not "+t.hostHeader(80)), t, false
 		}
 	}
 	if !ok {
@@ -218,7 +213,7 @@ func (c *clientConn) forwardOrigin(req *http.Request, hdr []byte, s *Session, po
 // request refused for contradicting its URL.
 func originTarget(req *http.Request, hdr []byte, port uint16) (t, other target, d policy.Decision, ok bool) {
 	bad := func(detail string) (target, target, policy.Decision, bool) {
-		return target{}, target{}, deny(ReasonBadRequest, ruleTransparentReq+": "+detail), false
+		return target{}, target{}, deny(policy.ReasonBadRequest, ruleTransparentReq+": "+detail), false
 	}
 	uri := req.RequestURI
 	switch {
@@ -254,11 +249,11 @@ func originAuthority(authority string, port uint16) (target, policy.Decision, bo
 	t, err := parseAuthority(authority, port)
 	switch {
 	case err != nil:
-		return target{}, deny(ReasonBadRequest, strings.TrimPrefix(err.Error(), errBadTarget.Error()+": ")), false
+		return target{}, deny(policy.ReasonBadRequest, strings.TrimPrefix(err.Error(), errBadTarget.Error()+": ")), false
 	case t.nameErr != nil:
 		return t, deny(policy.ReasonBadName, t.nameErr.Error()), false
 	case t.port != port:
-		return t, deny(ReasonHostMismatch, ruleHostPort+" ("+itoa(int(port))+"), not "+itoa(int(t.port))), false
+		return t, deny(policy.ReasonHostMismatch, ruleHostPort+" ("+itoa(int(port))+"), not "+itoa(int(t.port))), false
 	}
 	return t, policy.Decision{}, true
 }

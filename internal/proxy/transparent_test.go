@@ -27,7 +27,7 @@ const decoyIP = "127.0.0.51"
 type tenv struct {
 	*env
 	tp     *Proxy
-	vm     *Session
+	vm     *Source
 	vmLive *fakeLive
 
 	mu   sync.Mutex
@@ -39,10 +39,10 @@ func newTransparentEnv(t *testing.T, pol policy.Policy, opts ...func(*Config)) *
 	e := newEnv(t, pol, opts...)
 	te := &tenv{env: e, dsts: map[netip.AddrPort]netip.AddrPort{}, vmLive: &fakeLive{conns: map[*tracked]struct{}{}}}
 	te.vmLive.set.Store(set(t, pol))
-	te.vm = &Session{Tenant: "tenant_a", VMID: "vm_t", Live: te.vmLive}
+	te.vm = &Source{Tenant: "tenant_a", VMID: "vm_t", Live: te.vmLive}
 	cfg := e.p.cfg // the explicit proxy's, options included
 	cfg.Sessions = nil
-	cfg.Sandboxes = &fakeSandboxes{m: map[netip.Addr]*Session{mustAddr("127.0.0.1"): te.vm}}
+	cfg.Sandboxes = &fakeSandboxes{m: map[netip.Addr]*Source{mustAddr("127.0.0.1"): te.vm}}
 	cfg.OriginalDst = te.originalDst
 	p, err := New(cfg)
 	if err != nil {
@@ -132,10 +132,10 @@ func (c closer) Close() error {
 // fakeSandboxes finds VMs by source address, in memory.
 type fakeSandboxes struct {
 	mu sync.Mutex
-	m  map[netip.Addr]*Session
+	m  map[netip.Addr]*Source
 }
 
-func (f *fakeSandboxes) BySource(a netip.Addr) (*Session, bool) {
+func (f *fakeSandboxes) BySource(a netip.Addr) (*Source, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.m[a]
@@ -210,7 +210,7 @@ func TestTransparentTLSRefused(t *testing.T) {
 	if n, _ := br.Read(make([]byte, 1)); n != 0 {
 		t.Error("plain HTTP to 443 got an answer")
 	}
-	te.sink.wait(t, "not TLS", func(r events.Record) bool { return r.Reason == ReasonNotTLS && r.Decision == "deny" })
+	te.sink.wait(t, "not TLS", func(r events.Record) bool { return r.Reason == policy.ReasonNotTLS && r.Decision == "deny" })
 	if seen := te.web.seen(); len(seen) != 0 {
 		t.Errorf("the server saw %v", seen)
 	}
@@ -308,16 +308,16 @@ func TestTransparentHTTPDenials(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: rebind.example.test", 403, string(policy.ReasonHardDeny)},
 		{"GET / HTTP/1.1\r\nHost: " + webIP, 403, string(policy.ReasonIPLiteral)},
 		{"GET / HTTP/1.1\r\nHost: exa_mple.example.test", 403, string(policy.ReasonBadName)},
-		{"GET / HTTP/1.1\r\nHost: api.example.test:8080", 403, string(ReasonHostMismatch)},
+		{"GET / HTTP/1.1\r\nHost: api.example.test:8080", 403, string(policy.ReasonHostMismatch)},
 		{"GET / HTTP/1.0", 403, string(policy.ReasonNoHost)},
 		{"GET / HTTP/1.1\r\nUser-Agent: x", 403, string(policy.ReasonNoHost)},
 		{"GET / HTTP/1.1\r\nHost: api.example.test\r\nHost: secret.example.test", 400, ""}, // net/http refuses it
-		{"GET / HTTP/1.1\r\nHost: user@api.example.test", 400, string(ReasonBadRequest)},
+		{"GET / HTTP/1.1\r\nHost: user@api.example.test", 400, string(policy.ReasonBadRequest)},
 		{"GET http://secret.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)},
 		{"GET http://api.example.test/ HTTP/1.1\r\nHost: secret.example.test", 403, string(policy.ReasonDeniedDomain)}, // judged where seen
-		{"GET http://api.example.test/ HTTP/1.1\r\nHost: other.example.test", 403, string(ReasonHostMismatch)},
-		{"GET https://api.example.test/ HTTP/1.1\r\nHost: api.example.test", 400, string(ReasonBadRequest)},
-		{"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443", 400, string(ReasonBadRequest)},
+		{"GET http://api.example.test/ HTTP/1.1\r\nHost: other.example.test", 403, string(policy.ReasonHostMismatch)},
+		{"GET https://api.example.test/ HTTP/1.1\r\nHost: api.example.test", 400, string(policy.ReasonBadRequest)},
+		{"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443", 400, string(policy.ReasonBadRequest)},
 	} {
 		c, br := te.dialFrom("127.0.0.1", addr)
 		resp, body := te.roundTrip(c, br, tt.request+"\r\n\r\n")
@@ -328,7 +328,7 @@ func TestTransparentHTTPDenials(t *testing.T) {
 		}
 		if tt.reason == "" {
 			te.sink.wait(t, "malformed", func(r events.Record) bool {
-				return r.Reason == ReasonBadRequest && strings.Contains(r.Rule, "malformed")
+				return r.Reason == policy.ReasonBadRequest && strings.Contains(r.Rule, "malformed")
 			})
 			continue
 		}
@@ -367,7 +367,7 @@ func TestTransparentUnknownAndStray(t *testing.T) {
 		c, br := te.dialFrom("127.0.0.9", te.listen(dst))
 		closed("unknown source to "+dst, c, br)
 		r := te.sink.wait(t, "unknown source", func(r events.Record) bool {
-			return r.Reason == ReasonUnknownSource && r.Port == int(netip.MustParseAddrPort(dst).Port())
+			return r.Reason == policy.ReasonUnknownSandbox && r.Port == int(netip.MustParseAddrPort(dst).Port())
 		})
 		if r.Decision != "deny" || r.Tenant != "" || r.VMID != "" || r.IP != webIP || !strings.Contains(r.Rule, "127.0.0.9") {
 			t.Errorf("record %+v", r)
@@ -477,7 +477,7 @@ func TestTransparentCapPerVM(t *testing.T) {
 	if _, err := te.tlsGet(addr, "api.example.test", "/"); err == nil {
 		t.Error("a second tunnel over the cap of 1 went through")
 	}
-	r := te.sink.wait(t, "cap", func(r events.Record) bool { return r.Reason == ReasonTooMany })
+	r := te.sink.wait(t, "cap", func(r events.Record) bool { return r.Reason == policy.ReasonTooMany })
 	if !strings.Contains(r.Rule, "VM vm_t has 1 open connections") {
 		t.Errorf("record %+v", r)
 	}

@@ -77,5 +77,5 @@ func TestTransparentWithView(t *testing.T) {
 	if _, err := te.tlsGet(addr, "other.example.test", "/"); err == nil {
 		t.Error("a deleted VM's address was served")
 	}
-	te.sink.wait(t, "unknown source", func(r events.Record) bool { return r.Reason == ReasonUnknownSource })
+	te.sink.wait(t, "unknown source", func(r events.Record) bool { return r.Reason == policy.ReasonUnknownSandbox })
 }

@@ -33,7 +33,7 @@ func TestWithView(t *testing.T) {
 	ln := listen(t)
 	go p.Serve(ln)
 	t.Cleanup(func() { p.Close() })
-	e.addr, e.sess, e.token = ln.Addr().String(), &Session{ID: "ses_v"}, "tok_v"
+	e.addr, e.sess, e.token = ln.Addr().String(), &Source{ID: "ses_v"}, "tok_v"
 
 	c := e.client()
 	resp, err := c.Get("https://api.example.test/slow?n=500")

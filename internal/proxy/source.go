@@ -10,19 +10,21 @@ import (
 // Sessions checks proxy credentials: the session ID and token of a Proxy-Authorization
 // header. FromView adapts the gateway's view; tests pass their own.
 type Sessions interface {
-	Authenticate(sessionID, token string) (*Session, error)
+	Authenticate(sessionID, token string) (*Source, error)
 }
 
-// Session is an authenticated session as the proxy uses it. In transparent mode it is the
-// sandbox a connection comes from: ID is empty, VMID names the VM, and Live is the VM,
-// whose policy is its own AND every open session's on it (DESIGN §2.4).
-type Session struct {
+// Source is where a connection comes from, as the proxy judges and records it. In the
+// explicit proxy it is the session whose credentials the request carried, and Live is that
+// session (its policy AND its VM's); in transparent mode it is the sandbox found by its
+// address: ID is empty, VMID names the VM, and Live is the VM, whose policy is its own AND
+// every open session's on it (DESIGN §2.4).
+type Source struct {
 	Tenant, ID, VMID string
 	Live             Live
 }
 
 // key identifies the session, or the VM in transparent mode, for the connection cap.
-func (s *Session) key() string {
+func (s *Source) key() string {
 	if s.ID != "" {
 		return "session\x00" + s.ID
 	}
@@ -30,7 +32,7 @@ func (s *Session) key() string {
 }
 
 // who names the session, or the VM, in a message.
-func (s *Session) who() string {
+func (s *Source) who() string {
 	if s.ID != "" {
 		return "session " + s.ID
 	}
@@ -38,7 +40,7 @@ func (s *Session) who() string {
 }
 
 // same reports whether a and b are one session, or one VM.
-func (s *Session) same(o *Session) bool {
+func (s *Source) same(o *Source) bool {
 	return s.Tenant == o.Tenant && s.ID == o.ID && s.VMID == o.VMID
 }
 
@@ -58,12 +60,12 @@ func FromView(v *view.View) Sessions { return viewSessions{v} }
 
 type viewSessions struct{ v *view.View }
 
-func (s viewSessions) Authenticate(id, token string) (*Session, error) {
+func (s viewSessions) Authenticate(id, token string) (*Source, error) {
 	vs, err := s.v.Authenticate(id, token)
 	if err != nil {
 		return nil, err
 	}
-	return &Session{Tenant: vs.Tenant, ID: vs.ID, VMID: vs.VMID, Live: vs}, nil
+	return &Source{Tenant: vs.Tenant, ID: vs.ID, VMID: vs.VMID, Live: vs}, nil
 }
 
 // Sandboxes finds the sandbox a transparent connection comes from by its source address,
@@ -72,7 +74,7 @@ func (s viewSessions) Authenticate(id, token string) (*Session, error) {
 type Sandboxes interface {
 	// BySource returns the VM whose sandbox has the address src, as a Session with an
 	// empty ID, or false when no VM has it.
-	BySource(src netip.Addr) (*Session, bool)
+	BySource(src netip.Addr) (*Source, bool)
 }
 
 // SandboxesFromView finds sandboxes in the gateway's live view of the store: a VM by its
@@ -81,10 +83,10 @@ func SandboxesFromView(v *view.View) Sandboxes { return viewSandboxes{v} }
 
 type viewSandboxes struct{ v *view.View }
 
-func (s viewSandboxes) BySource(src netip.Addr) (*Session, bool) {
+func (s viewSandboxes) BySource(src netip.Addr) (*Source, bool) {
 	vm := s.v.VMByAddr(src)
 	if vm == nil {
 		return nil, false
 	}
-	return &Session{Tenant: vm.Tenant, VMID: vm.ID, Live: vm}, true
+	return &Source{Tenant: vm.Tenant, VMID: vm.ID, Live: vm}, true
 }

@@ -45,6 +45,27 @@ func (d *dataPlane) ready() error {
 	return d.gw.Ready()
 }
 
+// enforcer is what a write waits for before it is answered (DESIGN §3): the view, which the
+// proxies and the DNS filter read, and with --transparent the kernel rules built from it.
+func (d *dataPlane) enforcer(v *view.View) api.Enforcer {
+	if d.gw == nil {
+		return v
+	}
+	return kernelEnforcer{v, d.gw}
+}
+
+type kernelEnforcer struct {
+	v  *view.View
+	gw *gateway.Gateway
+}
+
+func (e kernelEnforcer) WaitRevision(ctx context.Context, rev int64) error {
+	if err := e.v.WaitRevision(ctx, rev); err != nil {
+		return err
+	}
+	return e.gw.WaitApplied(ctx, rev)
+}
+
 // networks is the API's view of the sandbox networks: nil without --transparent.
 func (d *dataPlane) networks() api.Networks {
 	if d.gw == nil {

@@ -158,7 +158,7 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)
 		// A write is answered once this view enforces it (DESIGN §3).
-		apiCfg.Enforcer = v
+		apiCfg.Enforcer = dp.enforcer(v)
 		apiCfg.Networks = dp.networks()
 		apiCfg.Ready = viewReady(v, dp.ready)
 	}

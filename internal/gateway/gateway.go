@@ -91,8 +91,9 @@ type Gateway struct {
 	pending map[string]netns.Attachment // by namespace name: attachments whose VM is not in the view yet
 	applied *firewall.Desired           // the state in force (the last applied), nil before the first
 
-	behind chan struct{}          // an Attach or Detach could not apply: the follower retries
-	status atomic.Pointer[status] // the outcome of the last apply, nil before the first
+	behind   chan struct{}          // an Attach or Detach could not apply: the follower retries
+	status   atomic.Pointer[status] // the outcome of the last apply, nil before the first
+	enforced revisionWaiter         // the view revision of the last table in force
 }
 
 // status is the outcome of the last apply: err is nil when the table in force is the one
@@ -303,9 +304,11 @@ func (g *Gateway) adopt(ctx context.Context) error {
 // conntrack entries that a tightened policy no longer allows, so that established
 // forwarded flows are cut too.
 func (g *Gateway) applyLocked(force bool) error {
+	rev := g.view.Revision() // before reading the VMs: they reflect at least rev
 	d := g.desiredLocked()
 	if !force && g.applied != nil && firewall.Render(d) == firewall.Render(*g.applied) {
 		g.status.Store(&status{})
+		g.enforced.advance(rev)
 		return nil
 	}
 	if err := g.fw.Apply(d); err != nil {
@@ -328,6 +331,7 @@ func (g *Gateway) applyLocked(force bool) error {
 	}
 	g.applied = &d
 	g.status.Store(&status{})
+	g.enforced.advance(rev)
 	return nil
 }
 

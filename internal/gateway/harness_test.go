@@ -53,6 +53,7 @@ func (s *fakeStore) remove(tenant, id string) {
 type fakeView struct {
 	mu      sync.Mutex
 	vms     []VM
+	rev     int64 // one more with each put or drop
 	changed chan struct{}
 }
 
@@ -64,18 +65,26 @@ func (v *fakeView) VMs() []VM {
 
 func (v *fakeView) Changed() <-chan struct{} { return v.changed }
 
+func (v *fakeView) Revision() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rev
+}
+
 // put shows vm, replacing the VM of the same tenant and ID.
 func (v *fakeView) put(vm VM) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.vms = slices.DeleteFunc(v.vms, func(o VM) bool { return o.Tenant == vm.Tenant && o.ID == vm.ID })
 	v.vms = append(v.vms, vm)
+	v.rev++
 }
 
 func (v *fakeView) remove(tenant, id string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.vms = slices.DeleteFunc(v.vms, func(vm VM) bool { return vm.Tenant == tenant && vm.ID == id })
+	v.rev++
 }
 
 // signal tells the follower that the view changed.

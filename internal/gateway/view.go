@@ -12,8 +12,12 @@ import (
 type View interface {
 	// VMs returns every VM, in any order, each with its effective policy as it is now.
 	VMs() []VM
-	// Changed is signalled whenever a VM comes, goes or changes its effective policy.
+	// Changed is signalled whenever a VM comes, goes or changes its effective policy, once
+	// Revision says the change's revision.
 	Changed() <-chan struct{}
+	// Revision is the store revision the view has applied: VMs reflects every change up
+	// to it.
+	Revision() int64
 }
 
 // VM is a VM as the gateway sees it.
@@ -41,3 +45,5 @@ func (l liveView) VMs() []VM {
 }
 
 func (l liveView) Changed() <-chan struct{} { return l.v.Changed() }
+
+func (l liveView) Revision() int64 { return l.v.Revision() }

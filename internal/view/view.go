@@ -298,18 +298,25 @@ func (v *View) sync(ctx context.Context) error {
 		if len(changes) == 0 {
 			return nil
 		}
-		if err := v.apply(ctx, changes); err != nil {
+		changedVMs, err := v.apply(ctx, changes)
+		if err != nil {
 			return err
 		}
 		v.setRevision(changes[len(changes)-1].Revision)
+		if changedVMs {
+			// After the revision: a follower that reads Revision on the signal then has
+			// one that covers what changed (the gateway's enforced revision).
+			v.signal()
+		}
 		if len(changes) < store.MaxChanges {
 			return nil
 		}
 	}
 }
 
-// apply refreshes each session and VM a batch of changes touches, once.
-func (v *View) apply(ctx context.Context, changes []store.Change) error {
+// apply refreshes each session and VM a batch of changes touches, once, and reports whether
+// it touched a VM (a session's policy is part of its VM's).
+func (v *View) apply(ctx context.Context, changes []store.Change) (bool, error) {
 	type key struct{ tenant, id string }
 	sessions := make(map[key]bool)
 	vms := make(map[vmKey]bool)
@@ -323,7 +330,7 @@ func (v *View) apply(ctx context.Context, changes []store.Change) error {
 			vms[vmKey{c.Tenant, c.ID}] = true
 			list, err := v.st.ListSessions(ctx, c.Tenant, c.ID)
 			if err != nil {
-				return err
+				return false, err
 			}
 			for _, se := range list {
 				sessions[key{c.Tenant, se.ID}] = true
@@ -333,7 +340,7 @@ func (v *View) apply(ctx context.Context, changes []store.Change) error {
 	for k := range sessions {
 		vmID, err := v.refresh(ctx, k.tenant, k.id)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if vmID != "" {
 			vms[vmKey{k.tenant, vmID}] = true // a session's policy is part of its VM's
@@ -341,13 +348,10 @@ func (v *View) apply(ctx context.Context, changes []store.Change) error {
 	}
 	for k := range vms {
 		if err := v.refreshVM(ctx, k); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if len(vms) > 0 {
-		v.signal()
-	}
-	return nil
+	return len(vms) > 0, nil
 }
 
 // refresh reloads one session and its layers, compiles its effective policy and publishes it,

@@ -25,7 +25,7 @@ type node struct {
 // (egressdtest.Start); it is stopped when the test ends.
 func startNode(t testing.TB, name string, args ...string) *node {
 	t.Helper()
-	return &node{Instance: egressdtest.Start(t, args...), name: name}
+	return &node{Instance: egressdtest.Start(t, append([]string{"--node-id", name}, args...)...), name: name}
 }
 
 // get fetches path from the node's API address and returns the status and body (0 when

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -19,6 +20,7 @@ type config struct {
 	dataDir         string
 	storeURL        string
 	role            role
+	nodeID          string
 	defaultPolicy   string
 	packageManagers string
 	publicCIDRs     prefixList
@@ -93,6 +95,8 @@ func parseFlags(args []string) (*config, error) {
 		c.role = r
 		return err
 	})
+	host, _ := os.Hostname()
+	fs.StringVar(&c.nodeID, "node-id", host, "this node's ID in a fleet (GET /v1/nodes, ?wait=fleet); unique per store")
 	fs.StringVar(&c.defaultPolicy, "default-policy", "", "JSON policy file for sessions whose session and VM have no policy (deny-all when unset)")
 	fs.StringVar(&c.packageManagers, "package-managers-file", "", `JSON file extending or replacing the package-manager preset: {"managers": {"npm": ["registry.npm.test"]}, "replace": false}`)
 	fs.Var(&c.publicCIDRs, "public-cidrs", "comma-separated ranges treated as public internet (labs and tests)")
@@ -134,6 +138,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q; egressd takes only flags", fs.Arg(0))
+	}
+	if c.nodeID == "" {
+		return nil, errors.New("--node-id is empty and the host has no name: give each node an ID")
 	}
 	return c, nil
 }

@@ -183,3 +183,15 @@ func (d *dataPlane) closeTransparent() {
 		d.dnsUDP.Close()
 	}
 }
+
+// countNetnsVMs is how many VMs with a sandbox network the view knows: on a transparent
+// node, the VMs whose namespaces it runs (GET /v1/nodes' vm_count).
+func countNetnsVMs(v *view.View) int {
+	n := 0
+	for _, vm := range v.VMs() {
+		if vm.Network.Mode == "netns" {
+			n++
+		}
+	}
+	return n
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/egressd/egressd/internal/api"
 	"github.com/egressd/egressd/internal/dialer"
 	"github.com/egressd/egressd/internal/events"
+	"github.com/egressd/egressd/internal/fleet"
 	"github.com/egressd/egressd/internal/resolve"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
@@ -132,11 +133,12 @@ func run(ctx context.Context, cfg *config) error {
 		Events:    hub,
 	}
 	var dp *dataPlane
+	var v *view.View // the gateway's view of the store; nil with --role api
 	if cfg.role.servesGateway() {
 		// The gateway's live view of the store. Writes through this process's API kick it,
 		// so that a new policy is enforced on the very next connection; in a fleet, the
 		// other nodes' writes kick it through PostgreSQL's notifications.
-		v, err := view.New(st, view.Config{Env: env, Logger: log})
+		v, err = view.New(st, view.Config{Env: env, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -162,6 +164,8 @@ func run(ctx context.Context, cfg *config) error {
 		apiCfg.Networks = dp.networks()
 		apiCfg.Ready = viewReady(v, dp.ready)
 	}
+	apiCfg.NodeID = cfg.nodeID
+	apiCfg.Fleet = api.StoreFleet(st)
 	srv := api.New(apiCfg)
 	var handler http.Handler = srv
 	if !cfg.role.servesAPI() {
@@ -180,6 +184,23 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	hs.RegisterOnShutdown(srv.CloseStreams)
 
+	// The node registers before it serves, and heartbeats with the revision its view applied, for
+	// GET /v1/nodes and ?wait=fleet (DESIGN §5).
+	node := fleet.Config{
+		Node:   store.Node{ID: cfg.nodeID, Roles: cfg.roleNames(), Address: apiLn.Addr().String()},
+		Logger: log,
+	}
+	if v != nil {
+		node.Revision = v.Revision
+	}
+	if v != nil && cfg.transparent {
+		node.VMs = func() int { return countNetnsVMs(v) }
+	}
+	hb, err := fleet.Start(viewCtx, st, node)
+	if err != nil {
+		return err
+	}
+	defer hb.Stop()
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
 	attrs := []any{"role", cfg.role, "api", apiLn.Addr().String(), "store", st.name}
@@ -187,6 +208,7 @@ func run(ctx context.Context, cfg *config) error {
 		go func() { errc <- dp.serve() }()
 		attrs = append(attrs, "proxy", cfg.proxyListen)
 	}
+	attrs = append(attrs, "node", cfg.nodeID)
 	log.Info("egressd listening", attrs...)
 
 	select {

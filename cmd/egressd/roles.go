@@ -78,3 +78,13 @@ func viewReady(v *view.View, firewall func() error) func(context.Context) error 
 		return firewall()
 	}
 }
+
+// names are the node's roles as GET /v1/nodes lists them: its --role, and "transparent" when
+// it runs the transparent gateway (the nodes that netns VMs are placed on).
+func (c *config) roleNames() []string {
+	names := []string{string(c.role)}
+	if c.transparent {
+		names = append(names, "transparent")
+	}
+	return names
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -33,6 +34,9 @@ type config struct {
 	maxTunnels      int
 	logLevel        string
 	logFormat       string
+	nodeID          string
+	drainTimeout    time.Duration
+	version         bool
 }
 
 // prefixList is a comma-separated list of CIDRs.
@@ -115,10 +119,17 @@ func parseFlags(args []string) (*config, error) {
 	fs.Float64Var(&c.rateLimit, "api-rate-limit", 100, "API requests per second allowed per key, bursts of twice that (0: unlimited)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.nodeID, "node-id", "", "this node's name in GET /v1/status and the fleet (default: the host name)")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM or SIGINT, how long open connections and API requests may take to finish before they are closed; a second signal exits at once")
+	fs.BoolVar(&c.version, "version", false, "print the version, the commit and the Go version, and exit")
 
-	// Environment twins first, so that the command line overrides them.
+	// Environment twins first, so that the command line overrides them. --version has none:
+	// an EGRESSD_VERSION set for some other purpose must not turn the daemon into a printer.
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return
+		}
 		name := "EGRESSD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(name); ok && envErr == nil {
 			if err := f.Value.Set(v); err != nil {
@@ -134,6 +145,16 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q; egressd takes only flags", fs.Arg(0))
+	}
+	if c.drainTimeout <= 0 {
+		return nil, fmt.Errorf("--drain-timeout %s: give a positive duration, such as 10s", c.drainTimeout)
+	}
+	if c.nodeID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("--node-id: the host name is not known (%v); set --node-id", err)
+		}
+		c.nodeID = host
 	}
 	return c, nil
 }

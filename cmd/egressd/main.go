@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/egressd/egressd/internal/api"
+	"github.com/egressd/egressd/internal/buildinfo"
 	"github.com/egressd/egressd/internal/events"
 	"github.com/egressd/egressd/internal/proxy"
 	"github.com/egressd/egressd/internal/store"
@@ -40,6 +41,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "egressd:", err)
 		os.Exit(2)
+	}
+	if cfg.version {
+		fmt.Println("egressd", buildinfo.Get())
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -97,7 +102,8 @@ func run(ctx context.Context, cfg *config) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := buildinfo.Get()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build.Collector())
 	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log, Reasons: proxyReasons})
 	if err != nil {
 		return err
@@ -173,7 +179,7 @@ func run(ctx context.Context, cfg *config) error {
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
-	attrs := []any{"role", cfg.role, "api", apiLn.Addr().String(), "store", st.name}
+	attrs := []any{"version", build.Version, "role", cfg.role, "node", cfg.nodeID, "api", apiLn.Addr().String(), "store", st.name}
 	if dp != nil {
 		go func() { errc <- dp.serve() }()
 		attrs = append(attrs, "proxy", cfg.proxyListen)

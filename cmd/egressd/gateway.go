@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/internal/gateway"
 	"github.com/egressd/egressd/internal/netns"
 	"github.com/egressd/egressd/internal/proxy"
+	"github.com/egressd/egressd/internal/shutdown"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
@@ -125,22 +126,24 @@ func (d *dataPlane) serve() error {
 	return <-errc
 }
 
-// shutdown stops serving. The firewall and the sandbox networks stay: with egressd gone,
-// sandbox traffic meets the same rules and stops (fail closed).
-func (d *dataPlane) shutdown(ctx context.Context) {
-	if err := d.explicit.Shutdown(ctx); err != nil {
-		d.explicit.Close()
-	}
+// drainParts are the data plane's parts to stop, each drained at once with the others. The
+// firewall and the sandbox networks stay: with egressd gone, sandbox traffic meets the same
+// rules and stops (fail closed).
+func (d *dataPlane) drainParts() []shutdown.Part {
+	// A proxy's Shutdown closes what is still open at the end of ctx, and returns nil then.
+	parts := []shutdown.Part{{Name: "proxy", Drain: d.explicit.Shutdown}}
 	if d.transparent != nil {
-		if err := d.transparent.Shutdown(ctx); err != nil {
-			d.transparent.Close()
-		}
+		parts = append(parts, shutdown.Part{Name: "transparent proxy", Drain: d.transparent.Shutdown})
 	}
 	if d.dns != nil {
-		if err := d.dns.Shutdown(ctx); err != nil && !errors.Is(err, dnsfilter.ErrServerClosed) {
-			d.log.Warn("dns filter shutdown", "err", err)
-		}
+		parts = append(parts, shutdown.Part{Name: "dns filter", Drain: func(ctx context.Context) error {
+			if err := d.dns.Shutdown(ctx); err != nil && !errors.Is(err, dnsfilter.ErrServerClosed) && ctx.Err() == nil {
+				return err
+			}
+			return nil
+		}})
 	}
+	return parts
 }
 
 func (d *dataPlane) closeTransparent() {

@@ -28,6 +28,7 @@ import (
 	"github.com/egressd/egressd/internal/buildinfo"
 	"github.com/egressd/egressd/internal/events"
 	"github.com/egressd/egressd/internal/proxy"
+	"github.com/egressd/egressd/internal/shutdown"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
@@ -46,9 +47,7 @@ func main() {
 		fmt.Println("egressd", buildinfo.Get())
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg); err != nil {
+	if err := run(context.Background(), cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "egressd:", err)
 		os.Exit(1)
 	}
@@ -59,6 +58,8 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	ctx, stop := shutdown.OnSignal(ctx, log, os.Exit)
+	defer stop()
 	if err := notYet(cfg); err != nil {
 		return err
 	}
@@ -108,6 +109,9 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	// The data plane records through conns, which counts the open connections for
+	// GET /v1/status and the drain.
+	conns := events.NewOpenConns(hub)
 	defer func() {
 		if err := hub.Close(); err != nil {
 			log.Error("closing the audit log", "err", err)
@@ -129,6 +133,7 @@ func run(ctx context.Context, cfg *config) error {
 		Logger:     log,
 		Registry:   reg,
 		Events:     hub,
+		Status:     api.StatusConfig{Build: build, NodeID: cfg.nodeID, Roles: cfg.roles(), Store: st.kind},
 	}
 	var dp *dataPlane
 	if cfg.role.servesGateway() {
@@ -152,12 +157,13 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, hub, classifier); err != nil {
+		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, conns, classifier); err != nil {
 			return err
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)
 		apiCfg.Networks = dp.networks()
 		apiCfg.Ready = viewReady(v)
+		apiCfg.Status.Conns = conns
 	}
 	srv := api.New(apiCfg)
 	var handler http.Handler = srv
@@ -175,7 +181,6 @@ func run(ctx context.Context, cfg *config) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	hs.RegisterOnShutdown(srv.CloseStreams)
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
@@ -190,14 +195,31 @@ func run(ctx context.Context, cfg *config) error {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	parts := []shutdown.Part{{Name: "api", Drain: func(ctx context.Context) error {
+		// Event streams never end by themselves: end them first, so that the API's
+		// connections can go idle and the server can stop.
+		srv.CloseStreams()
+		if serr := hs.Shutdown(ctx); serr != nil {
+			if ctx.Err() == nil {
+				return serr
+			}
+			hs.Close() // requests still running at the end of the budget
+		}
+		return nil
+	}}}
 	if dp != nil {
-		dp.shutdown(shutCtx)
+		parts = append(parts, dp.drainParts()...)
 	}
-	if serr := hs.Shutdown(shutCtx); err == nil {
-		err = serr
+	open := conns.Open("")
+	log.Info(fmt.Sprintf("draining %d connections (up to %s)", open, cfg.drainTimeout), "connections", open, "drain_timeout", cfg.drainTimeout)
+	start := time.Now()
+	if derr := shutdown.Drain(parts, cfg.drainTimeout); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	if took := time.Since(start); took >= cfg.drainTimeout {
+		log.Info("drained: what was still open at the end of --drain-timeout was closed", "took", took.Round(time.Millisecond))
+	} else {
+		log.Info("drained", "took", took.Round(time.Millisecond))
 	}
 	return err
 }

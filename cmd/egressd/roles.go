@@ -35,6 +35,22 @@ func (r role) servesAPI() bool { return r != roleGateway }
 // servesGateway reports whether the process runs the data plane (and so the view).
 func (r role) servesGateway() bool { return r != roleAPI }
 
+// roles names what this process serves, for GET /v1/status: "api", "gateway", and
+// "transparent" when the gateway runs the transparent part too.
+func (c *config) roles() []string {
+	var out []string
+	if c.role.servesAPI() {
+		out = append(out, "api")
+	}
+	if c.role.servesGateway() {
+		out = append(out, "gateway")
+		if c.transparent {
+			out = append(out, "transparent")
+		}
+	}
+	return out
+}
+
 // checkRole refuses combinations that cannot work, rather than running a node that
 // silently does nothing useful.
 func checkRole(cfg *config) error {

@@ -56,6 +56,8 @@ type Config struct {
 	// Ready, when set, is asked by /readyz besides the store's Ping: in a process that runs
 	// the gateway, whether its view of the store is current. An error makes /readyz 503.
 	Ready func(ctx context.Context) error
+	// Status is what GET /v1/status says of this node (status.go).
+	Status StatusConfig
 }
 
 // Server is the control-plane HTTP API.
@@ -73,6 +75,7 @@ type Server struct {
 	metrics    *metrics
 	events     *eventStreams
 	ready      func(ctx context.Context) error
+	statusCfg  StatusConfig
 }
 
 // New builds the server; it does not listen.
@@ -90,6 +93,7 @@ func New(cfg Config) *Server {
 		mux:        http.NewServeMux(),
 		events:     newEventStreams(cfg.Events),
 		ready:      cfg.Ready,
+		statusCfg:  cfg.Status,
 	}
 	if cfg.Default != nil {
 		s.def = *cfg.Default
@@ -143,6 +147,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("POST /v1/api-keys", true, s.createKey)
 	authed("GET /v1/api-keys", true, s.listKeys)
 	authed("DELETE /v1/api-keys/{id}", true, s.deleteKey)
+	authed("GET /v1/status", false, s.status)
 
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

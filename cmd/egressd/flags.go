@@ -92,7 +92,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", "./egressd-data", "directory of the embedded SQLite store and admin.key")
 	fs.StringVar(&c.storeURL, "store", "", "a postgres:// URL to use PostgreSQL instead of the embedded store (a fleet's shared store)")
 	c.role = roleAll
-	fs.Func("role", "what this process serves: all, api (the HTTP API only) or gateway (the data plane, with /healthz, /readyz and /metrics) (default all)", func(s string) error {
+	fs.Func("role", "what this process serves: all, api (the HTTP API only) or gateway (the data plane, with /healthz, /readyz, /metrics and /v1/status) (default all)", func(s string) error {
 		r, err := parseRole(s)
 		c.role = r
 		return err

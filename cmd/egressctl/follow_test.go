@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,42 +41,22 @@ func TestEventsFollowSurvivesARestart(t *testing.T) {
 		}
 	}
 
-	var stdout, stderr lockedBuffer
-	cmd := exec.Command(egressdtest.Binary(t, "egressctl"), "events", "--follow", "--session", s.SessionID, "--kind", "connect", "-o", "json")
-	cmd.Env = newCtl(t, in.URL, in.AdminKey).env
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer cmd.Process.Kill()
-
+	f := startFollower(t, newCtl(t, in.URL, in.AdminKey).env, "--session", s.SessionID, "--kind", "connect", "-o", "json")
 	deny("before-1.test")
 	deny("before-2.test")
-	waitLines(t, &stdout, 2)
+	waitLines(t, &f.stdout, 2)
 	// Down long enough for a reconnect attempt to fail on a closed port, then up again.
 	in.Stop()
-	waitFor(t, &stderr, "(attempt 2; ")
+	waitFor(t, &f.stderr, "(attempt 2; ")
 	in.Restart()
 	deny("after-1.test")
 	deny("after-2.test")
-	waitLines(t, &stdout, 4)
+	waitLines(t, &f.stdout, 4)
+	f.interrupt(t)
 
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("after SIGINT: %v, want exit 0; stderr %s", err, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("egressctl events --follow did not end on SIGINT")
-	}
 	// Everything printed by then: the four decisions, in order, each once.
 	var hosts []string
-	for _, line := range strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n") {
+	for _, line := range strings.Split(strings.TrimSuffix(f.stdout.String(), "\n"), "\n") {
 		var e client.Event
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("line %q: %v", line, err)
@@ -88,7 +66,7 @@ func TestEventsFollowSurvivesARestart(t *testing.T) {
 	if want := []string{"before-1.test", "before-2.test", "after-1.test", "after-2.test"}; !slices.Equal(hosts, want) {
 		t.Errorf("followed %v, want %v", hosts, want)
 	}
-	if e := stderr.String(); !strings.Contains(e, "the stream was lost") || !strings.Contains(e, "reconnected; resuming after event") {
+	if e := f.stderr.String(); !strings.Contains(e, "the stream was lost") || !strings.Contains(e, "reconnected; resuming after event") {
 		t.Errorf("stderr does not tell of the reconnect:\n%s", e)
 	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/egressdtest"
-	"github.com/egressd/egressd/policy"
 )
 
 func TestMain(m *testing.M) { egressdtest.Main(m) }
@@ -31,24 +30,15 @@ type busy struct {
 // startBusy starts egressd with --drain-timeout drain and opens the tunnel and the stream.
 func startBusy(t *testing.T, drain string) *busy {
 	t.Helper()
-	echo := egressdtest.Echo(t, "127.0.0.2")
-	in := egressdtest.Start(t, "--public-cidrs", "127.0.0.0/26", "--drain-timeout", drain)
-	ctx := context.Background()
+	in := egressdtest.Start(t, egressdtest.TunnelArgs("--drain-timeout", drain)...)
 	c, err := client.New(in.URL, in.AdminKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateVM(ctx, client.CreateVMRequest{VMID: "drain-vm"}); err != nil {
+	if _, err := c.CreateVM(context.Background(), client.CreateVMRequest{VMID: "drain-vm"}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := c.CreateSession(ctx, client.CreateSessionRequest{VMID: "drain-vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.SetSessionPolicy(ctx, s.SessionID, policy.Policy{AllowedCIDRs: []string{"127.0.0.2/32"}}); err != nil {
-		t.Fatal(err)
-	}
-	b := &busy{in: in, tunnel: egressdtest.Connect(t, s.ProxyURL, echo)}
+	b := &busy{in: in, tunnel: egressdtest.OpenTunnel(t, c, "drain-vm")}
 
 	req, _ := http.NewRequest(http.MethodGet, in.URL+"/v1/egress/events?follow=true", nil)
 	req.Header.Set("Authorization", "Bearer "+in.AdminKey)

@@ -12,15 +12,13 @@ import (
 	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/egressdtest"
 	"github.com/egressd/egressd/internal/store/postgres/pgtest"
-	"github.com/egressd/egressd/policy"
 )
 
 // TestStatus: GET /v1/status gives every key the build and the node, and counts only what
 // the key may see: a tenant its own VMs, sessions and open connections, an admin every
 // tenant's, with the node's roles and store kind besides.
 func TestStatus(t *testing.T) {
-	echo := egressdtest.Echo(t, "127.0.0.2")
-	in := egressdtest.Start(t, "--public-cidrs", "127.0.0.0/26", "--node-id", "node-a")
+	in := egressdtest.Start(t, egressdtest.TunnelArgs("--node-id", "node-a")...)
 	ctx := context.Background()
 	admin, _ := client.New(in.URL, in.AdminKey)
 	tenantClient := func(tenant string) *client.Client {
@@ -39,17 +37,10 @@ func TestStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := alice.CreateSession(ctx, client.CreateSessionRequest{VMID: "a1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := alice.SetSessionPolicy(ctx, s.SessionID, policy.Policy{AllowedCIDRs: []string{"127.0.0.2/32"}}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := bob.CreateVM(ctx, client.CreateVMRequest{VMID: "b1"}); err != nil {
 		t.Fatal(err)
 	}
-	egressdtest.Connect(t, s.ProxyURL, echo)
+	egressdtest.OpenTunnel(t, alice, "a1")
 
 	version, err := exec.Command(egressdtest.Binary(t, "egressd"), "--version").Output()
 	if err != nil {

@@ -2,6 +2,7 @@ package egressdtest
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/policy"
 )
 
 // Echo listens on a free port of ip (a loopback address: DESIGN §10) and writes back every
@@ -37,6 +41,33 @@ func Echo(t testing.TB, ip string) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// TunnelArgs are the flags of egressd that OpenTunnel needs, followed by more: the loopback
+// range of its Echo servers treated as public, so that allowed_cidrs can open it.
+func TunnelArgs(more ...string) []string {
+	return append([]string{"--public-cidrs", "127.0.0.0/26"}, more...)
+}
+
+// tunnelIP is where OpenTunnel's Echo servers listen: inside TunnelArgs' range, away from
+// 127.0.0.1, where egressd's own ports are (hard denied whatever a policy says).
+const tunnelIP = "127.0.0.2"
+
+// OpenTunnel opens an allowed connection through egressd, one that stays open until the test
+// closes it: it starts a session on the VM vmID of c's tenant, lets the session reach an Echo
+// server by allowed_cidrs, and connects to it through egressd's proxy (Connect). egressd must
+// run with TunnelArgs.
+func OpenTunnel(t testing.TB, c *client.Client, vmID string) net.Conn {
+	t.Helper()
+	ctx := context.Background()
+	s, err := c.CreateSession(ctx, client.CreateSessionRequest{VMID: vmID})
+	if err != nil {
+		t.Fatalf("egressdtest: session for a tunnel: %v", err)
+	}
+	if _, err := c.SetSessionPolicy(ctx, s.SessionID, policy.Policy{AllowedCIDRs: []string{tunnelIP + "/32"}}); err != nil {
+		t.Fatalf("egressdtest: policy for a tunnel: %v", err)
+	}
+	return Connect(t, s.ProxyURL, Echo(t, tunnelIP))
 }
 
 // Connect opens a tunnel to target through the explicit proxy that proxyURL (a session's

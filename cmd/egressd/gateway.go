@@ -130,14 +130,14 @@ func (d *dataPlane) serve() error {
 // firewall and the sandbox networks stay: with egressd gone, sandbox traffic meets the same
 // rules and stops (fail closed).
 func (d *dataPlane) drainParts() []shutdown.Part {
-	// A proxy's Shutdown closes what is still open at the end of ctx, and returns nil then.
-	parts := []shutdown.Part{{Name: "proxy", Drain: d.explicit.Shutdown}}
+	parts := []shutdown.Part{{Name: "proxy", Drain: shutdown.Bounded(d.explicit.Shutdown, d.explicit.Close)}}
 	if d.transparent != nil {
-		parts = append(parts, shutdown.Part{Name: "transparent proxy", Drain: d.transparent.Shutdown})
+		parts = append(parts, shutdown.Part{Name: "transparent proxy", Drain: shutdown.Bounded(d.transparent.Shutdown, d.transparent.Close)})
 	}
 	if d.dns != nil {
+		dns := shutdown.Bounded(d.dns.Shutdown, nil)
 		parts = append(parts, shutdown.Part{Name: "dns filter", Drain: func(ctx context.Context) error {
-			if err := d.dns.Shutdown(ctx); err != nil && !errors.Is(err, dnsfilter.ErrServerClosed) && ctx.Err() == nil {
+			if err := dns(ctx); !errors.Is(err, dnsfilter.ErrServerClosed) {
 				return err
 			}
 			return nil

@@ -195,17 +195,12 @@ func run(ctx context.Context, cfg *config) error {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
+	api := shutdown.Bounded(hs.Shutdown, hs.Close)
 	parts := []shutdown.Part{{Name: "api", Drain: func(ctx context.Context) error {
 		// Event streams never end by themselves: end them first, so that the API's
 		// connections can go idle and the server can stop.
 		srv.CloseStreams()
-		if serr := hs.Shutdown(ctx); serr != nil {
-			if ctx.Err() == nil {
-				return serr
-			}
-			hs.Close() // requests still running at the end of the budget
-		}
-		return nil
+		return api(ctx)
 	}}}
 	if dp != nil {
 		parts = append(parts, dp.drainParts()...)

@@ -89,3 +89,23 @@ func Drain(parts []Part, budget time.Duration) error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// Bounded adapts a Shutdown of the net/http kind, which returns an error when ctx ends before
+// the work does, to Part.Drain's contract: that end is not a failure. Then closeRest, when not
+// nil, cuts what is left (its error is not reported: what it closes may be gone already). An
+// error of shut while ctx still runs is a failure to stop, and is returned.
+func Bounded(shut func(context.Context) error, closeRest func() error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := shut(ctx)
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() == nil:
+			return err
+		}
+		if closeRest != nil {
+			_ = closeRest()
+		}
+		return nil
+	}
+}

@@ -113,3 +113,38 @@ func errText(err error) string {
 	}
 	return err.Error()
 }
+
+func TestBounded(t *testing.T) {
+	failed := errors.New("listener gone")
+	tests := []struct {
+		name       string
+		expired    bool  // ctx ended before shut returned
+		shutErr    error // what shut returns
+		wantErr    error
+		wantClosed bool
+	}{
+		{name: "finished in time", wantErr: nil},
+		{name: "a failure while ctx runs", shutErr: failed, wantErr: failed},
+		{name: "cut at the deadline", expired: true, shutErr: context.DeadlineExceeded, wantClosed: true},
+		{name: "finished just as ctx ended", expired: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			closed := false
+			drain := Bounded(func(context.Context) error {
+				if tt.expired {
+					cancel()
+				}
+				return tt.shutErr
+			}, func() error { closed = true; return errors.New("already closed") })
+			if err := drain(ctx); !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Errorf("drain = %v, want %v", err, tt.wantErr)
+			}
+			if closed != tt.wantClosed {
+				t.Errorf("closed the rest: %v, want %v", closed, tt.wantClosed)
+			}
+		})
+	}
+}

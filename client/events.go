@@ -122,27 +122,84 @@ func (c *Client) Events(ctx context.Context, f EventsFilter) ([]Event, error) {
 	return list.Events, nil
 }
 
-// Reconnecting a followed stream: how long to wait before each attempt; how long a stream
-// must have lived, if it delivered nothing, to count as healthy (so that the attempts start
-// afresh); and how long it may stay silent (egressd sends a comment every 15 s) before it is
-// taken for dead.
+// Reconnecting a followed stream: the first wait before an attempt, doubled at each attempt
+// up to the longest; how long a stream must have lived, if it delivered nothing, to count as
+// healthy (so that a new loss starts afresh); and how long it may stay silent (egressd sends
+// a comment every 15 s) before it is taken for dead.
 var (
-	followBackoff = []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
-	followHealthy = 10 * time.Second
-	followIdle    = 45 * time.Second
+	followBackoffMin = 250 * time.Millisecond
+	followBackoffMax = 5 * time.Second
+	followHealthy    = 10 * time.Second
+	followIdle       = 45 * time.Second
 )
+
+// DefaultFollowGiveUp is how long FollowEvents keeps reconnecting a lost stream: long enough
+// for egressd to restart (its drain takes up to 10 s by default), short enough that a follower
+// of an egressd that is gone for good ends.
+const DefaultFollowGiveUp = time.Minute
+
+// Reconnect is one step in the recovery of a lost stream, for a progress message
+// (OnReconnect).
+type Reconnect struct {
+	// Resumed is false before an attempt, and true once a new stream is open.
+	Resumed bool
+	// Attempt counts the attempts since the stream was lost, from 1.
+	Attempt int
+	// Wait is how long until this attempt (when not Resumed).
+	Wait time.Duration
+	// Err is why the stream, or the last attempt, failed; nil when egressd ended the stream
+	// (as it does when it shuts down).
+	Err error
+	// LastEventID is the id of the last event delivered, which the new stream resumes after
+	// ("" when none had come).
+	LastEventID string
+}
+
+// A FollowOption tunes how FollowEvents reconnects.
+type FollowOption func(*followConfig)
+
+type followConfig struct {
+	giveUp      time.Duration
+	onReconnect func(Reconnect)
+}
+
+// GiveUpAfter bounds how long FollowEvents keeps trying to reconnect a lost stream (default
+// DefaultFollowGiveUp); a stream counts as lost until a new one delivers an event or stays
+// open for 10 s.
+func GiveUpAfter(d time.Duration) FollowOption {
+	return func(c *followConfig) {
+		if d > 0 {
+			c.giveUp = d
+		}
+	}
+}
+
+// OnReconnect has FollowEvents call fn before each reconnect attempt and once a new stream is
+// open, so that a program can say what is happening (egressctl writes it on stderr). fn runs on
+// FollowEvents's goroutine and must not block.
+func OnReconnect(fn func(Reconnect)) FollowOption {
+	return func(c *followConfig) { c.onReconnect = fn }
+}
 
 // FollowEvents calls fn with each event that f selects: first the buffered ones (see
 // EventsFilter.Limit), then new ones as they come (GET /v1/egress/events?follow=true, a
 // Server-Sent Events stream). It returns when ctx is done (ctx.Err()) or fn returns an error
-// (that error). If the stream breaks or egressd ends it (on shutdown), FollowEvents reconnects
-// and resumes after the last event it delivered, as a browser's EventSource would; it gives up,
-// with the last error, when a few attempts over about 8 s fail. An API error (a bad filter, a
-// bad key) is returned at once as an *Error.
+// (that error).
+//
+// If the stream breaks or egressd ends it (on shutdown, or a restart), FollowEvents reconnects
+// with a growing wait (250 ms, doubling up to 5 s) and resumes after the last event it
+// delivered (Last-Event-ID), as a browser's EventSource would: no event is delivered twice,
+// and those that egressd recorded meanwhile and still buffers come first. It gives up, with
+// the last error, when the stream stays lost for GiveUpAfter (a minute by default). An API
+// error (a bad filter, a bad key) is returned at once as an *Error.
 //
 // A Client whose http.Client has a Timeout cuts the stream at that timeout; bound a follow
 // with ctx instead.
-func (c *Client) FollowEvents(ctx context.Context, f EventsFilter, fn func(Event) error) error {
+func (c *Client) FollowEvents(ctx context.Context, f EventsFilter, fn func(Event) error, opts ...FollowOption) error {
+	cfg := followConfig{giveUp: DefaultFollowGiveUp, onReconnect: func(Reconnect) {}}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	q, err := f.query()
 	if err != nil {
 		return err
@@ -152,11 +209,10 @@ func (c *Client) FollowEvents(ctx context.Context, f EventsFilter, fn func(Event
 	if err != nil {
 		return err
 	}
-	var lastID string
-	attempts := 0 // reconnect attempts since the last healthy stream
+	r := reconnector{c: c, cfg: cfg, q: q}
 	for {
-		opened, before := time.Now(), lastID
-		err := c.readStream(ctx, st, &lastID, fn)
+		opened, before := time.Now(), r.lastID
+		err := c.readStream(ctx, st, &r.lastID, fn)
 		var stop *stopError
 		switch {
 		case errors.As(err, &stop):
@@ -164,27 +220,43 @@ func (c *Client) FollowEvents(ctx context.Context, f EventsFilter, fn func(Event
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		if lastID != before || time.Since(opened) >= followHealthy {
-			attempts = 0
+		if r.lastID != before || time.Since(opened) >= followHealthy {
+			r.lostAt = time.Time{} // the stream was healthy: this is a new loss
 		}
-		// Resume after the last event delivered; the start point and limit of f were for the
-		// first connection only (Last-Event-ID supersedes them).
-		if lastID != "" {
-			q.Del("since")
-			q.Del("limit")
-		}
-		if st, err = c.reconnect(ctx, q, lastID, err, &attempts); err != nil {
+		if st, err = r.reconnect(ctx, err); err != nil {
 			return err
 		}
 	}
 }
 
+// reconnector reopens a followed stream after a loss.
+type reconnector struct {
+	c      *Client
+	cfg    followConfig
+	q      url.Values
+	lastID string
+	lostAt time.Time // when the stream was lost; zero while it is healthy
+}
+
 // reconnect opens the stream again after it ended with cause (nil for a clean end). A stream
-// that keeps ending at once uses up *attempts as failed connections do.
-func (c *Client) reconnect(ctx context.Context, q url.Values, lastID string, cause error, attempts *int) (*stream, error) {
-	for *attempts < len(followBackoff) {
-		wait := followBackoff[*attempts]
-		*attempts++
+// that keeps ending at once, having delivered nothing, stays lost and spends the time that
+// GiveUpAfter allows, as failed connections do.
+func (r *reconnector) reconnect(ctx context.Context, cause error) (*stream, error) {
+	if r.lostAt.IsZero() {
+		r.lostAt = time.Now()
+	}
+	// Resume after the last event delivered; the start point and limit of the filter were for
+	// the first connection only (Last-Event-ID supersedes them).
+	if r.lastID != "" {
+		r.q.Del("since")
+		r.q.Del("limit")
+	}
+	for attempt := 1; ; attempt++ {
+		wait := min(followBackoffMin<<min(attempt-1, 16), followBackoffMax)
+		if time.Since(r.lostAt)+wait > r.cfg.giveUp {
+			break
+		}
+		r.cfg.onReconnect(Reconnect{Attempt: attempt, Wait: wait, Err: cause, LastEventID: r.lastID})
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -192,9 +264,13 @@ func (c *Client) reconnect(ctx context.Context, q url.Values, lastID string, cau
 			return nil, ctx.Err()
 		case <-t.C:
 		}
-		st, err := c.openStream(ctx, q, lastID)
+		st, err := r.c.openStream(ctx, r.q, r.lastID)
 		if err == nil {
+			r.cfg.onReconnect(Reconnect{Resumed: true, Attempt: attempt, LastEventID: r.lastID})
 			return st, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
 		cause = err
 		if e, ok := asError(err); ok && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests {
@@ -204,7 +280,8 @@ func (c *Client) reconnect(ctx context.Context, q url.Values, lastID string, cau
 	if cause == nil {
 		cause = errors.New("egressd ended the stream")
 	}
-	return nil, fmt.Errorf("client: following events: the stream ended and reconnecting failed: %w", cause)
+	return nil, fmt.Errorf("client: following events: the stream was lost and reconnecting failed for %s: %w",
+		time.Since(r.lostAt).Round(time.Second), cause)
 }
 
 // stream is one open connection of a followed stream.

@@ -102,9 +102,29 @@ func event(seq int, host string) string {
 
 // fastReconnects makes FollowEvents retry at once, for the length of a test.
 func fastReconnects(t *testing.T) {
-	saved := followBackoff
-	followBackoff = []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}
-	t.Cleanup(func() { followBackoff = saved })
+	savedMin, savedMax := followBackoffMin, followBackoffMax
+	followBackoffMin, followBackoffMax = time.Millisecond, time.Millisecond
+	t.Cleanup(func() { followBackoffMin, followBackoffMax = savedMin, savedMax })
+}
+
+// reconnects records what OnReconnect reports.
+type reconnects struct {
+	mu   sync.Mutex
+	seen []Reconnect
+}
+
+func (r *reconnects) option() FollowOption {
+	return OnReconnect(func(rc Reconnect) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.seen = append(r.seen, rc)
+	})
+}
+
+func (r *reconnects) all() []Reconnect {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Reconnect(nil), r.seen...)
 }
 
 func TestFollowEventsResumesAfterTheLastEvent(t *testing.T) {
@@ -118,13 +138,14 @@ func TestFollowEventsResumesAfterTheLastEvent(t *testing.T) {
 	c := mustNew(t, s.URL, "k")
 	var got []string
 	stop := errors.New("enough")
+	var rec reconnects
 	err := c.FollowEvents(context.Background(), EventsFilter{SessionID: "s", AfterSeq: 0, Limit: 10}, func(e Event) error {
 		got = append(got, fmt.Sprintf("%d %s", e.Seq, e.Host))
 		if e.Seq == 4 {
 			return stop
 		}
 		return nil
-	})
+	}, rec.option())
 	if err != stop {
 		t.Fatalf("FollowEvents = %v, want fn's error", err)
 	}
@@ -141,32 +162,56 @@ func TestFollowEventsResumesAfterTheLastEvent(t *testing.T) {
 	if second.query != "follow=true&session_id=s" || second.header.Get("Last-Event-ID") != "2" || second.header.Get("Authorization") != "Bearer k" {
 		t.Errorf("reconnect: %q %v", second.query, second.header)
 	}
+	// It was announced, and so was its success: egressd ended the first stream (no error).
+	want := []Reconnect{{Attempt: 1, Wait: time.Millisecond, LastEventID: "2"}, {Resumed: true, Attempt: 1, LastEventID: "2"}}
+	if got := rec.all(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("OnReconnect saw %+v, want %+v", got, want)
+	}
 }
 
 func TestFollowEventsGivesUp(t *testing.T) {
 	fastReconnects(t)
-	s := newSSEServer(t, event(1, "a.test"))
+	s := newSSEServer(t, event(1, "a.test")) // then 503s
 	c := mustNew(t, s.URL, "k")
-	err := c.FollowEvents(context.Background(), EventsFilter{}, func(Event) error { return nil })
+	var rec reconnects
+	err := c.FollowEvents(context.Background(), EventsFilter{}, func(Event) error { return nil }, GiveUpAfter(50*time.Millisecond), rec.option())
 	if !strings.Contains(fmt.Sprint(err), "reconnecting failed") || ErrorCode(err) != CodeUnavailable {
 		t.Errorf("FollowEvents = %v, want a reconnect failure that wraps the 503", err)
 	}
-	if n := s.count(); n != 1+len(followBackoff) {
-		t.Errorf("%d requests, want 1 and %d reconnects", n, len(followBackoff))
+	seen := rec.all()
+	if s.count() < 2 || len(seen) != s.count()-1 {
+		t.Fatalf("%d requests, %d attempts announced", s.count(), len(seen))
+	}
+	for i, r := range seen {
+		if r.Resumed || r.Attempt != i+1 || (i > 0) != (r.Err != nil) {
+			t.Errorf("attempt %d: %+v (the first follows a clean end, the others a 503)", i+1, r)
+		}
 	}
 }
 
 func TestFollowEventsDoesNotLoopForever(t *testing.T) {
 	fastReconnects(t)
-	// Streams that end at once without an event count as failed attempts.
-	s := newSSEServer(t, ": a\n\n", ": b\n\n", ": c\n\n", ": d\n\n", ": e\n\n", ": f\n\n")
-	err := mustNew(t, s.URL, "k").FollowEvents(context.Background(), EventsFilter{}, func(Event) error { return nil })
-	if !strings.Contains(fmt.Sprint(err), "reconnecting failed") || s.count() != 1+len(followBackoff) {
-		t.Errorf("FollowEvents = %v after %d requests", err, s.count())
+	// Streams that end at once without an event do not count as healthy: the follow gives up
+	// although every connection succeeds.
+	empty := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, ": nothing to say\n\n")
+	})
+	done := make(chan error, 1)
+	go func() {
+		done <- mustNew(t, empty.URL, "k").FollowEvents(context.Background(), EventsFilter{}, func(Event) error { return nil }, GiveUpAfter(50*time.Millisecond))
+	}()
+	select {
+	case err := <-done:
+		if !strings.Contains(fmt.Sprint(err), "reconnecting failed") {
+			t.Errorf("FollowEvents = %v after %d requests", err, empty.count())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("FollowEvents kept reconnecting to streams that end at once")
 	}
 	// An event that cannot be decoded ends the follow: a reconnect would get it again.
 	bad := newSSEServer(t, "id: 1\nevent: decision\ndata: {not json\n\n", event(2, "b.test"))
-	err = mustNew(t, bad.URL, "k").FollowEvents(context.Background(), EventsFilter{}, func(Event) error { return nil })
+	err := mustNew(t, bad.URL, "k").FollowEvents(context.Background(), EventsFilter{}, func(Event) error { return nil })
 	if !strings.Contains(fmt.Sprint(err), "decoding event 1") || bad.count() != 1 {
 		t.Errorf("FollowEvents = %v after %d requests", err, bad.count())
 	}

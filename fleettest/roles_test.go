@@ -13,7 +13,7 @@ import (
 )
 
 // TestRoles: --role api serves the API and no proxy; --role gateway serves the proxy and the
-// operational endpoints, and answers 404 to the API's paths.
+// operational endpoints (GET /v1/status among them), and answers 404 to the API's paths.
 func TestRoles(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	apiNode := startNode(t, "api", "--store", db, "--role", "api")
@@ -53,5 +53,22 @@ func TestRoles(t *testing.T) {
 	}
 	if !strings.Contains(answer.Error.Message, "--role gateway") {
 		t.Errorf("the gateway's 404 does not say why: %q", answer.Error.Message)
+	}
+
+	// Each node's status says what it serves; only a node with a gateway counts connections.
+	for _, tc := range []struct {
+		n     *node
+		roles string
+		open  bool
+	}{{apiNode, "api", false}, {gw, "gateway", true}} {
+		c, _ := client.New(tc.n.URL, apiNode.AdminKey)
+		st, err := c.Status(ctx(t))
+		if err != nil {
+			t.Errorf("%s node's status: %v", tc.roles, err)
+			continue
+		}
+		if strings.Join(st.Roles, ",") != tc.roles || st.Store != "postgres" || (st.OpenConnections != nil) != tc.open {
+			t.Errorf("%s node's status: roles %v store %q open_connections %v", tc.roles, st.Roles, st.Store, st.OpenConnections)
+		}
 	}
 }

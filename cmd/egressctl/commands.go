@@ -45,7 +45,7 @@ var commands = []*command{
 	egressSetCmd, egressGetCmd, egressClearCmd, egressEffectiveCmd, egressCheckCmd, egressPackageManagersCmd,
 	eventsCmd,
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
-	healthCmd, execCmd,
+	statusCmd, versionCmd, healthCmd, execCmd,
 }
 
 // findCommand returns the command that args name, and the arguments after its name.

@@ -27,6 +27,10 @@ func effectiveFields(e *client.Effective) []field {
 	switch e.AllowedDomains.Hosts {
 	case policy.HostsAny:
 		domains = []string{"(any public host)"}
+		if !e.AllowHTTP.Value && !e.AllowHTTPS.Value {
+			// No list, but no web traffic either: "any" would promise what the flags deny.
+			domains = []string{"(none: HTTP and HTTPS are off)"}
+		}
 	case policy.HostsNone:
 		domains = []string{"(no host: the layers' lists have nothing in common)"}
 	default:

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -74,7 +72,11 @@ off or empty. With no rule flags at all the policy denies everything.
   Domains are exact names or "*.example.com" for every name under example.com.
 
 A session's traffic must pass both its session policy and its VM policy. -f reads the
-policy as JSON (the API's fields; "-" for standard input); the flags add to it.
+policy as JSON (the API's fields; "-" for standard input); the flags add to it. What
+"egress get -o json" prints is taken as it is (its scope, id, revision, updated_at and
+warnings are dropped), so a policy can be copied:
+
+  egressctl -o json egress get --vm V | egressctl egress set --vm W -f -
 
 Examples:
   egressctl egress set --session S --https --domain api.openai.com --package-managers
@@ -132,9 +134,10 @@ Examples:
 	},
 }
 
-// readPolicyFile reads a policy from JSON as strictly as egressd does: an unknown field (a
-// typo such as "allowed_domain") is an error here, not an entry silently dropped by the
-// decoder before the server could refuse it.
+// readPolicyFile reads a policy from JSON as strictly as egressd does (client.ParsePolicy): an
+// unknown field (a typo such as "allowed_domain") is an error here, not an entry silently
+// dropped before the server could refuse it. The read-only fields that "egress get -o json"
+// prints are dropped, so that its output can be set again.
 func readPolicyFile(name string, stdin io.Reader) (policy.Policy, error) {
 	var data []byte
 	var err error
@@ -146,14 +149,9 @@ func readPolicyFile(name string, stdin io.Reader) (policy.Policy, error) {
 	if err != nil {
 		return policy.Policy{}, err
 	}
-	var p policy.Policy
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return policy.Policy{}, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return policy.Policy{}, fmt.Errorf("%s: unexpected data after the policy object", name)
+	p, err := client.ParsePolicy(data)
+	if err != nil {
+		return policy.Policy{}, fmt.Errorf("%s: %w", name, err)
 	}
 	return p, nil
 }

@@ -36,9 +36,12 @@ operator set one, has them all. Without --since the newest --limit are shown (de
 with it, the first --limit after it.
 
 --follow keeps the stream open and prints each decision as it comes, after the buffered ones,
-until interrupted (Ctrl-C exits 0); --timeout does not apply to it. When egressd restarts it
-reconnects and resumes after the last decision printed. With -o json, each decision is one
-JSON line; without --follow, -o json prints the API's {"events": [...]}.`,
+until interrupted (Ctrl-C exits 0); --timeout does not apply to it. When the stream is lost
+(egressd restarts, say) it reconnects, waiting 250 ms, then twice as long each time up to
+5 s, and saying so on standard error; it resumes after the last decision printed, so none is
+printed twice and those made meanwhile come first. It gives up (exit 1) when egressd stays
+unreachable for a minute. With -o json, each decision is one JSON line; without --follow,
+-o json prints the API's {"events": [...]}.`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		var f client.EventsFilter
 		fs.StringVar(&f.VMID, "vm", "", "only the decisions of this `VM`")
@@ -144,11 +147,30 @@ func followEvents(ctx context.Context, a *app, c *client.Client, f client.Events
 		}
 		_, err := fmt.Fprintln(a.stdout, formatEvent(e))
 		return err
-	})
+	}, client.OnReconnect(func(r client.Reconnect) { fmt.Fprintln(a.stderr, formatReconnect(r)) }))
 	if ctx.Err() != nil {
 		return nil // interrupted: the way a follow is meant to end
 	}
 	return err
+}
+
+// formatReconnect is a line for stderr about a lost stream's recovery.
+func formatReconnect(r client.Reconnect) string {
+	if r.Resumed {
+		if r.LastEventID == "" {
+			return "egressctl events: reconnected"
+		}
+		return "egressctl events: reconnected; resuming after event " + r.LastEventID
+	}
+	why := "egressd ended the stream"
+	if r.Err != nil {
+		why = r.Err.Error()
+	}
+	if r.Attempt == 1 {
+		return fmt.Sprintf("egressctl events: the stream was lost (%s); reconnecting in %s, for up to %s",
+			why, r.Wait, client.DefaultFollowGiveUp)
+	}
+	return fmt.Sprintf("egressctl events: reconnecting in %s (attempt %d; %s)", r.Wait, r.Attempt, why)
 }
 
 // untilInterrupted derives the context of a follow from the command's. runCommand bounds

@@ -255,27 +255,47 @@ func TestEventsFollowBinary(t *testing.T) {
 		writeSSE(w, evAllow)
 		flush()
 	})
-	var stdout, stderr lockedBuffer
-	cmd := exec.Command(egressdtest.Binary(t, "egressctl"), "events", "--follow", "--timeout", "200ms")
-	cmd.Env = []string{"EGRESSD_URL=" + api.URL, "EGRESSD_API_KEY=k"}
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer cmd.Process.Kill()
-	lines := waitLines(t, &stdout, 2)
+	f := startFollower(t, []string{"EGRESSD_URL=" + api.URL, "EGRESSD_API_KEY=k"}, "--timeout", "200ms")
+	lines := waitLines(t, &f.stdout, 2)
 	if lines[1] != formatEvent(evAllow) {
 		t.Errorf("second line %q", lines[1])
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	f.interrupt(t)
+}
+
+// follower is a running `egressctl events --follow`.
+type follower struct {
+	cmd            *exec.Cmd
+	stdout, stderr lockedBuffer
+	done           chan error
+}
+
+// startFollower runs the built egressctl's events --follow with env and more arguments; it is
+// killed when the test ends if it still runs.
+func startFollower(t *testing.T, env []string, args ...string) *follower {
+	t.Helper()
+	f := &follower{done: make(chan error, 1)}
+	f.cmd = exec.Command(egressdtest.Binary(t, "egressctl"), append([]string{"events", "--follow"}, args...)...)
+	f.cmd.Env = env
+	f.cmd.Stdout, f.cmd.Stderr = &f.stdout, &f.stderr
+	if err := f.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { f.done <- f.cmd.Wait() }()
+	t.Cleanup(func() { f.cmd.Process.Kill() })
+	return f
+}
+
+// interrupt sends SIGINT, the way a follow is meant to end, and checks that it exits 0.
+func (f *follower) interrupt(t *testing.T) {
+	t.Helper()
+	if err := f.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-done:
+	case err := <-f.done:
 		if err != nil {
-			t.Errorf("after SIGINT: %v, want exit 0; stderr %s", err, stderr.String())
+			t.Errorf("after SIGINT: %v, want exit 0; stderr %s", err, f.stderr.String())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("egressctl events --follow did not end on SIGINT")

@@ -136,4 +136,21 @@ func TestPolicyFieldsSayWhatAnEmptyListMeans(t *testing.T) {
 	if !hasLine(b.String(), "allowed_domains:", "(none)") {
 		t.Errorf("no web flags and no domains should read as none:\n%s", b.String())
 	}
+
+	// The same in an effective policy: a VM policy of CIDR ranges alone opens no host.
+	cidrsOnly := &client.Effective{Effective: policy.Effective{
+		AllowedDomains: policy.EffectiveDomains{Hosts: policy.HostsAny},
+		AllowedCIDRs:   policy.EffectiveList{Value: []string{"198.51.100.0/24"}, From: []policy.Layer{policy.LayerVM}},
+	}}
+	b.Reset()
+	printFields(&b, effectiveFields(cidrsOnly)...)
+	if !hasLine(b.String(), "allowed_domains:", "(none:", "HTTP", "and", "HTTPS", "are", "off)") {
+		t.Errorf("an effective policy without web flags should open no host:\n%s", b.String())
+	}
+	cidrsOnly.AllowHTTPS.Value = true
+	b.Reset()
+	printFields(&b, effectiveFields(cidrsOnly)...)
+	if !hasLine(b.String(), "allowed_domains:", "(any", "public", "host)") {
+		t.Errorf("HTTPS with no domains should read as any public host:\n%s", b.String())
+	}
 }

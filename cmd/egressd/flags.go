@@ -1,13 +1,13 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -20,7 +20,6 @@ type config struct {
 	dataDir         string
 	storeURL        string
 	role            role
-	nodeID          string
 	defaultPolicy   string
 	packageManagers string
 	publicCIDRs     prefixList
@@ -35,6 +34,9 @@ type config struct {
 	maxTunnels      int
 	logLevel        string
 	logFormat       string
+	nodeID          string
+	drainTimeout    time.Duration
+	version         bool
 }
 
 // prefixList is a comma-separated list of CIDRs.
@@ -90,13 +92,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", "./egressd-data", "directory of the embedded SQLite store and admin.key")
 	fs.StringVar(&c.storeURL, "store", "", "a postgres:// URL to use PostgreSQL instead of the embedded store (a fleet's shared store)")
 	c.role = roleAll
-	fs.Func("role", "what this process serves: all, api (the HTTP API only) or gateway (the data plane, with /healthz, /readyz and /metrics) (default all)", func(s string) error {
+	fs.Func("role", "what this process serves: all, api (the HTTP API only) or gateway (the data plane, with /healthz, /readyz, /metrics and /v1/status) (default all)", func(s string) error {
 		r, err := parseRole(s)
 		c.role = r
 		return err
 	})
-	host, _ := os.Hostname()
-	fs.StringVar(&c.nodeID, "node-id", host, "this node's ID in a fleet (GET /v1/nodes, ?wait=fleet); unique per store")
 	fs.StringVar(&c.defaultPolicy, "default-policy", "", "JSON policy file for sessions whose session and VM have no policy (deny-all when unset)")
 	fs.StringVar(&c.packageManagers, "package-managers-file", "", `JSON file extending or replacing the package-manager preset: {"managers": {"npm": ["registry.npm.test"]}, "replace": false}`)
 	fs.Var(&c.publicCIDRs, "public-cidrs", "comma-separated ranges treated as public internet (labs and tests)")
@@ -119,10 +119,17 @@ func parseFlags(args []string) (*config, error) {
 	fs.Float64Var(&c.rateLimit, "api-rate-limit", 100, "API requests per second allowed per key, bursts of twice that (0: unlimited)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.nodeID, "node-id", "", "this node's ID in a fleet (GET /v1/nodes, GET /v1/status, ?wait=fleet), unique per store (default: the host name)")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM or SIGINT, how long open connections and API requests may take to finish before they are closed; a second signal exits at once")
+	fs.BoolVar(&c.version, "version", false, "print the version, the commit and the Go version, and exit")
 
-	// Environment twins first, so that the command line overrides them.
+	// Environment twins first, so that the command line overrides them. --version has none:
+	// an EGRESSD_VERSION set for some other purpose must not turn the daemon into a printer.
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return
+		}
 		name := "EGRESSD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(name); ok && envErr == nil {
 			if err := f.Value.Set(v); err != nil {
@@ -139,8 +146,15 @@ func parseFlags(args []string) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q; egressd takes only flags", fs.Arg(0))
 	}
+	if c.drainTimeout <= 0 {
+		return nil, fmt.Errorf("--drain-timeout %s: give a positive duration, such as 10s", c.drainTimeout)
+	}
 	if c.nodeID == "" {
-		return nil, errors.New("--node-id is empty and the host has no name: give each node an ID")
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("--node-id: the host name is not known (%v); set --node-id", err)
+		}
+		c.nodeID = host
 	}
 	return c, nil
 }

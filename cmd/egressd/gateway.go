@@ -17,6 +17,7 @@ import (
 	"github.com/egressd/egressd/internal/netns"
 	"github.com/egressd/egressd/internal/proxy"
 	"github.com/egressd/egressd/internal/resolve"
+	"github.com/egressd/egressd/internal/shutdown"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
@@ -155,22 +156,24 @@ func (d *dataPlane) serve() error {
 	return <-errc
 }
 
-// shutdown stops serving. The firewall and the sandbox networks stay: with egressd gone,
-// sandbox traffic meets the same rules and stops (fail closed).
-func (d *dataPlane) shutdown(ctx context.Context) {
-	if err := d.explicit.Shutdown(ctx); err != nil {
-		d.explicit.Close()
-	}
+// drainParts are the data plane's parts to stop, each drained at once with the others. The
+// firewall and the sandbox networks stay: with egressd gone, sandbox traffic meets the same
+// rules and stops (fail closed).
+func (d *dataPlane) drainParts() []shutdown.Part {
+	parts := []shutdown.Part{{Name: "proxy", Drain: shutdown.Bounded(d.explicit.Shutdown, d.explicit.Close)}}
 	if d.transparent != nil {
-		if err := d.transparent.Shutdown(ctx); err != nil {
-			d.transparent.Close()
-		}
+		parts = append(parts, shutdown.Part{Name: "transparent proxy", Drain: shutdown.Bounded(d.transparent.Shutdown, d.transparent.Close)})
 	}
 	if d.dns != nil {
-		if err := d.dns.Shutdown(ctx); err != nil && !errors.Is(err, dnsfilter.ErrServerClosed) {
-			d.log.Warn("dns filter shutdown", "err", err)
-		}
+		dns := shutdown.Bounded(d.dns.Shutdown, nil)
+		parts = append(parts, shutdown.Part{Name: "dns filter", Drain: func(ctx context.Context) error {
+			if err := dns(ctx); !errors.Is(err, dnsfilter.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}})
 	}
+	return parts
 }
 
 func (d *dataPlane) closeTransparent() {

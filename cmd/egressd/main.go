@@ -25,10 +25,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/egressd/egressd/internal/api"
+	"github.com/egressd/egressd/internal/buildinfo"
 	"github.com/egressd/egressd/internal/dialer"
 	"github.com/egressd/egressd/internal/events"
 	"github.com/egressd/egressd/internal/fleet"
 	"github.com/egressd/egressd/internal/resolve"
+	"github.com/egressd/egressd/internal/shutdown"
 	"github.com/egressd/egressd/internal/store"
 	"github.com/egressd/egressd/internal/view"
 	"github.com/egressd/egressd/policy"
@@ -43,9 +45,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "egressd:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg); err != nil {
+	if cfg.version {
+		fmt.Println("egressd", buildinfo.Get())
+		return
+	}
+	if err := run(context.Background(), cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "egressd:", err)
 		os.Exit(1)
 	}
@@ -56,7 +60,9 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	if err := notYet(cfg); err != nil {
+	ctx, stop := shutdown.OnSignal(ctx, log, os.Exit)
+	defer stop()
+	if err := checkPlatform(cfg); err != nil {
 		return err
 	}
 	if err := checkRole(cfg); err != nil {
@@ -106,11 +112,15 @@ func run(ctx context.Context, cfg *config) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := buildinfo.Get()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build.Collector())
 	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log})
 	if err != nil {
 		return err
 	}
+	// The data plane records through conns, which counts the open connections for
+	// GET /v1/status and the drain.
+	conns := events.NewOpenConns(hub)
 	defer func() {
 		if err := hub.Close(); err != nil {
 			log.Error("closing the audit log", "err", err)
@@ -131,6 +141,7 @@ func run(ctx context.Context, cfg *config) error {
 		Logger:    log,
 		Registry:  reg,
 		Events:    hub,
+		Status:    api.StatusConfig{Build: build, NodeID: cfg.nodeID, Roles: cfg.roles(), Store: st.kind},
 	}
 	var dp *dataPlane
 	var v *view.View // the gateway's view of the store; nil with --role api
@@ -155,7 +166,7 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, hub, res, env); err != nil {
+		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, conns, res, env); err != nil {
 			return err
 		}
 		apiCfg.Store = store.WithHook(st, v.Kick)
@@ -163,8 +174,8 @@ func run(ctx context.Context, cfg *config) error {
 		apiCfg.Enforcer = dp.enforcer(v)
 		apiCfg.Networks = dp.networks()
 		apiCfg.Ready = viewReady(v, dp.ready)
+		apiCfg.Status.Conns = conns
 	}
-	apiCfg.NodeID = cfg.nodeID
 	apiCfg.Fleet = api.StoreFleet(st)
 	srv := api.New(apiCfg)
 	var handler http.Handler = srv
@@ -182,12 +193,11 @@ func run(ctx context.Context, cfg *config) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	hs.RegisterOnShutdown(srv.CloseStreams)
 
 	// The node registers before it serves, and heartbeats with the revision its view applied, for
 	// GET /v1/nodes and ?wait=fleet (DESIGN §5).
 	node := fleet.Config{
-		Node:   store.Node{ID: cfg.nodeID, Roles: cfg.roleNames(), Address: apiLn.Addr().String()},
+		Node:   store.Node{ID: cfg.nodeID, Roles: cfg.roles(), Address: apiLn.Addr().String()},
 		Logger: log,
 	}
 	if v != nil {
@@ -203,7 +213,7 @@ func run(ctx context.Context, cfg *config) error {
 	defer hb.Stop()
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
-	attrs := []any{"role", cfg.role, "api", apiLn.Addr().String(), "store", st.name}
+	attrs := []any{"version", build.Version, "role", cfg.role, "node", cfg.nodeID, "api", apiLn.Addr().String(), "store", st.name}
 	if dp != nil {
 		go func() { errc <- dp.serve() }()
 		attrs = append(attrs, "proxy", cfg.proxyListen)
@@ -215,14 +225,26 @@ func run(ctx context.Context, cfg *config) error {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	api := shutdown.Bounded(hs.Shutdown, hs.Close)
+	parts := []shutdown.Part{{Name: "api", Drain: func(ctx context.Context) error {
+		// Event streams never end by themselves: end them first, so that the API's
+		// connections can go idle and the server can stop.
+		srv.CloseStreams()
+		return api(ctx)
+	}}}
 	if dp != nil {
-		dp.shutdown(shutCtx)
+		parts = append(parts, dp.drainParts()...)
 	}
-	if serr := hs.Shutdown(shutCtx); err == nil {
-		err = serr
+	open := conns.Open("")
+	log.Info(fmt.Sprintf("draining %d connections (up to %s)", open, cfg.drainTimeout), "connections", open, "drain_timeout", cfg.drainTimeout)
+	start := time.Now()
+	if derr := shutdown.Drain(parts, cfg.drainTimeout); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	if took := time.Since(start); took >= cfg.drainTimeout {
+		log.Info("drained: what was still open at the end of --drain-timeout was closed", "took", took.Round(time.Millisecond))
+	} else {
+		log.Info("drained", "took", took.Round(time.Millisecond))
 	}
 	return err
 }
@@ -271,8 +293,8 @@ func ownRanges(cfg *config) []netip.Prefix {
 	return out
 }
 
-// notYet refuses flags whose parts are not built yet, rather than ignoring them silently.
-func notYet(cfg *config) error {
+// checkPlatform refuses flags that this platform cannot honour, rather than ignoring them.
+func checkPlatform(cfg *config) error {
 	switch {
 	case cfg.transparent && runtime.GOOS != "linux":
 		return errors.New("--transparent: the transparent gateway needs Linux (network namespaces and nftables)")

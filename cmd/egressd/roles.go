@@ -35,6 +35,22 @@ func (r role) servesAPI() bool { return r != roleGateway }
 // servesGateway reports whether the process runs the data plane (and so the view).
 func (r role) servesGateway() bool { return r != roleAPI }
 
+// roles names what this process serves, for GET /v1/status: "api", "gateway", and
+// "transparent" when the gateway runs the transparent part too.
+func (c *config) roles() []string {
+	var out []string
+	if c.role.servesAPI() {
+		out = append(out, "api")
+	}
+	if c.role.servesGateway() {
+		out = append(out, "gateway")
+		if c.transparent {
+			out = append(out, "transparent")
+		}
+	}
+	return out
+}
+
 // checkRole refuses combinations that cannot work, rather than running a node that
 // silently does nothing useful.
 func checkRole(cfg *config) error {
@@ -50,10 +66,11 @@ func checkRole(cfg *config) error {
 }
 
 // opsOnly serves the operational endpoints of h and nothing else: a gateway-only node
-// answers health checks and scrapes on --api-listen, but holds no API for anyone to call.
+// answers health checks, scrapes and GET /v1/status (which needs a key, and counts the
+// connections through this node) on --api-listen, but holds no API to change anything.
 func opsOnly(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	for _, pattern := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
+	for _, pattern := range []string{"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/status"} {
 		mux.Handle(pattern, h)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -77,14 +94,4 @@ func viewReady(v *view.View, firewall func() error) func(context.Context) error 
 		}
 		return firewall()
 	}
-}
-
-// names are the node's roles as GET /v1/nodes lists them: its --role, and "transparent" when
-// it runs the transparent gateway (the nodes that netns VMs are placed on).
-func (c *config) roleNames() []string {
-	names := []string{string(c.role)}
-	if c.transparent {
-		names = append(names, "transparent")
-	}
-	return names
 }

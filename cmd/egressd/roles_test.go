@@ -64,3 +64,25 @@ func TestServes(t *testing.T) {
 		}
 	}
 }
+
+func TestRolesOfAConfig(t *testing.T) {
+	const pg = "postgres://db/egressd"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "api,gateway"},
+		{[]string{"--transparent"}, "api,gateway,transparent"},
+		{[]string{"--store", pg, "--role", "api"}, "api"},
+		{[]string{"--store", pg, "--role", "gateway"}, "gateway"},
+		{[]string{"--store", pg, "--role", "gateway", "--transparent"}, "gateway,transparent"},
+	} {
+		cfg, err := parseFlags(tc.args)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if got := strings.Join(cfg.roles(), ","); got != tc.want {
+			t.Errorf("%v: roles %s, want %s", tc.args, got, tc.want)
+		}
+	}
+}

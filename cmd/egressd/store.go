@@ -17,6 +17,7 @@ type openedStore struct {
 	// for the embedded store, whose only writer is this process (which kicks the view).
 	pg   *postgres.Store
 	name string // for the log: the data directory, or the URL without its password
+	kind string // for GET /v1/status: "sqlite" or "postgres"
 }
 
 // openStore opens PostgreSQL with --store, and the embedded SQLite store in --data-dir
@@ -27,7 +28,7 @@ func openStore(ctx context.Context, cfg *config) (*openedStore, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &openedStore{Store: st, name: cfg.dataDir}, nil
+		return &openedStore{Store: st, name: cfg.dataDir, kind: "sqlite"}, nil
 	}
 	if !strings.HasPrefix(cfg.storeURL, "postgres://") && !strings.HasPrefix(cfg.storeURL, "postgresql://") {
 		return nil, fmt.Errorf("--store %s: want a postgres:// URL", postgres.Redact(cfg.storeURL))
@@ -36,5 +37,5 @@ func openStore(ctx context.Context, cfg *config) (*openedStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--store: %w", err)
 	}
-	return &openedStore{Store: pg, pg: pg, name: postgres.Redact(cfg.storeURL)}, nil
+	return &openedStore{Store: pg, pg: pg, name: postgres.Redact(cfg.storeURL), kind: "postgres"}, nil
 }

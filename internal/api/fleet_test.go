@@ -112,7 +112,7 @@ func TestWaitFleet(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			fleet := &fakeFleet{nodes: tt.nodes}
 			var c *apiClient
-			c, st = inProcess(t, api.Config{Fleet: fleet, NodeID: "self", WaitTimeout: tt.timeout}, false)
+			c, st = inProcess(t, api.Config{Fleet: fleet, Status: api.StatusConfig{NodeID: "self"}, WaitTimeout: tt.timeout}, false)
 			c.do("POST", "/v1/vms", map[string]any{"vm_id": "v"}).must(t, http.StatusCreated)
 			se := c.do("POST", "/v1/sessions", map[string]any{"vm_id": "v"}).must(t, http.StatusCreated)
 			sid := se["session_id"].(string)
@@ -192,7 +192,7 @@ func TestWriteNotEnforcedInTime(t *testing.T) {
 // TestAPIOnlyNodeAnswersWhenDurable: a node without a gateway (--role api) has no view to
 // wait for; without a fleet, wait=fleet names no node.
 func TestAPIOnlyNodeAnswersWhenDurable(t *testing.T) {
-	c, _ := inProcess(t, api.Config{NodeID: "api1"}, true)
+	c, _ := inProcess(t, api.Config{Status: api.StatusConfig{NodeID: "api1"}}, true)
 	c.do("POST", "/v1/vms", map[string]any{"vm_id": "v"}).must(t, http.StatusCreated)
 	got := c.do("POST", "/v1/egress/vm/v?wait=fleet", map[string]any{"allow_https": true}).must(t, http.StatusOK)
 	if by, ok := got["enforced_by"].([]any); !ok || len(by) != 0 {
@@ -206,7 +206,7 @@ func TestSDKWaitFleet(t *testing.T) {
 	fleet := &fakeFleet{nodes: func(int) ([]api.NodeState, error) {
 		return []api.NodeState{{ID: "gw2", Roles: []string{"gateway"}, Revision: 1 << 40, Up: true}}, nil
 	}}
-	raw, _ := inProcess(t, api.Config{Fleet: fleet, NodeID: "self"}, false)
+	raw, _ := inProcess(t, api.Config{Fleet: fleet, Status: api.StatusConfig{NodeID: "self"}}, false)
 	c, err := client.New(raw.base, raw.key, client.WithWaitFleet())
 	if err != nil {
 		t.Fatal(err)

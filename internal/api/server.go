@@ -63,10 +63,11 @@ type Config struct {
 	Enforcer Enforcer
 	// Fleet lists the fleet's nodes for ?wait=fleet; when nil, this node is the whole fleet.
 	Fleet Fleet
-	// NodeID names this node in "enforced_by" (the host name when empty).
-	NodeID string
 	// WaitTimeout bounds the wait for a write to be enforced (DefaultWaitTimeout when 0).
 	WaitTimeout time.Duration
+	// Status is what GET /v1/status says of this node (status.go); its NodeID also names
+	// this node in "enforced_by" (the host name when empty).
+	Status StatusConfig
 }
 
 // Server is the control-plane HTTP API.
@@ -87,6 +88,7 @@ type Server struct {
 	fleet       Fleet
 	nodeID      string
 	waitTimeout time.Duration
+	statusCfg   StatusConfig
 }
 
 // New builds the server; it does not listen.
@@ -105,8 +107,9 @@ func New(cfg Config) *Server {
 
 		enforcer:    cfg.Enforcer,
 		fleet:       cfg.Fleet,
-		nodeID:      cfg.NodeID,
+		nodeID:      cfg.Status.NodeID,
 		waitTimeout: cfg.WaitTimeout,
+		statusCfg:   cfg.Status,
 	}
 	if s.nodeID == "" {
 		s.nodeID, _ = os.Hostname()
@@ -161,6 +164,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("GET /v1/api-keys", true, s.listKeys)
 	authed("DELETE /v1/api-keys/{id}", true, s.deleteKey)
 	authed("GET /v1/nodes", true, s.listNodes)
+	authed("GET /v1/status", false, s.status)
 
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

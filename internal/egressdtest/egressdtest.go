@@ -287,6 +287,28 @@ func (in *Instance) signal(sig syscall.Signal) {
 	}
 }
 
+// Signal sends sig to egressd and returns at once; Wait tells how it ended.
+func (in *Instance) Signal(sig syscall.Signal) {
+	in.t.Helper()
+	if err := in.cmd.Process.Signal(sig); err != nil {
+		in.t.Fatalf("egressdtest: signal %v: %v", sig, err)
+	}
+}
+
+// Wait waits up to limit for egressd to exit and returns its exit status; it fails the test
+// when egressd is still running then (and kills it).
+func (in *Instance) Wait(limit time.Duration) int {
+	in.t.Helper()
+	select {
+	case <-in.exited:
+	case <-time.After(limit):
+		_ = in.cmd.Process.Kill()
+		<-in.exited
+		in.t.Fatalf("egressdtest: egressd still ran %s later", limit)
+	}
+	return in.cmd.ProcessState.ExitCode()
+}
+
 // Restart stops egressd (gracefully) and starts it again on the same ports and data.
 func (in *Instance) Restart() {
 	in.t.Helper()

@@ -2,10 +2,9 @@
 
 Standard library only, Python 3.9+::
 
-    import os
     from egressd import Client
 
-    client = Client(os.environ["EGRESSD_API_KEY"], base_url=os.environ["EGRESSD_URL"])
+    client = Client()  # EGRESSD_API_KEY and EGRESSD_URL, as for egressctl
     client.egress.set_session(allow_package_managers=True, allow_https=True,
                               allowed_domains=["api.github.com"])
     print(client.session_id, client.proxy_url)
@@ -25,7 +24,9 @@ from .errors import (
     ForbiddenError,
     InvalidPolicyError,
     MethodNotAllowedError,
+    NoSessionError,
     NotFoundError,
+    NoVMError,
     PayloadTooLargeError,
     PolicyNotSetError,
     RateLimitedError,
@@ -49,10 +50,15 @@ from .models import (
 )
 from .resources import APIKeys, Sessions, VMs
 
+#: The hosted product's name of the client: ``from egressd import InstaVM`` lets code written
+#: for it run with one import changed.
+InstaVM = Client
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Client",
+    "InstaVM",
     "DEFAULT_BASE_URL",
     "Egress",
     "VMs",
@@ -75,6 +81,8 @@ __all__ = [
     "ServerError",
     "UnavailableError",
     "EgressdConnectionError",
+    "NoSessionError",
+    "NoVMError",
     # models
     "POLICY_FIELDS",
     "PolicyFields",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ._http import USER_AGENT, QueryValue, Transport
 from .egress import Egress
-from .errors import NotFoundError
+from .errors import NoSessionError, NotFoundError, NoVMError
 from .models import Policy, Session
 from .resources import VMs, APIKeys, Sessions
 
@@ -22,21 +23,28 @@ class Client:
 
     Args:
         api_key: the API key (``<data-dir>/admin.key`` on a fresh install, or one made with
-            ``client.api_keys.create``). ``None`` is allowed for :meth:`health` and
-            :meth:`ready` only; every other call then raises :class:`~egressd.UnauthorizedError`.
+            ``client.api_keys.create``); ``EGRESSD_API_KEY`` when ``None``. Without either,
+            only :meth:`health` and :meth:`ready` work; every other call raises
+            :class:`~egressd.UnauthorizedError`.
         base_url: the API's URL; a path prefix is kept (egressd behind a reverse proxy).
+            ``EGRESSD_URL`` when ``None``, and :data:`DEFAULT_BASE_URL` without either.
         session_id: a current session to start with.
         vm_id: a current VM to start with: the session the client creates goes on it.
         timeout: seconds for connecting and for each read of every request.
         auth_header: ``"bearer"`` (``Authorization: Bearer``, the default) or ``"x-api-key"``.
 
+    So ``Client()`` is a client of the egressd that ``EGRESSD_URL`` and ``EGRESSD_API_KEY``
+    name, as for ``egressctl``.
+
     **The current session.** Like the hosted product's client, this one has a current
-    session: the first session-scoped call made without a ``session_id`` (``egress.set_session``,
-    ``get_session``, ``effective``, ``check``, ...) creates a VM (unless the client has a
-    ``vm_id``) and a session on it, and every later one uses them. They are
-    :attr:`session_id`, :attr:`vm_id` and :attr:`proxy_url`, the proxy URL the sandbox's
-    HTTP clients should use. VM-scoped calls without a ``vm_id`` use the current VM, creating
-    one (without a session) when there is none.
+    session: the first session-scoped *write* made without a ``session_id``
+    (``egress.set_session``) creates a VM (unless the client has a ``vm_id``) and a session on
+    it, and every later call uses them. They are :attr:`session_id`, :attr:`vm_id` and
+    :attr:`proxy_url`, the proxy URL the sandbox's HTTP clients should use. A *read* without a
+    session (``get_session``, ``effective``, ``check``, ``clear_session``) creates nothing: it
+    raises :class:`~egressd.NoSessionError`. VM-scoped calls without a ``vm_id`` use the
+    current VM: ``set_vm`` creates one (without a session) when there is none, ``get_vm`` and
+    ``clear_vm`` raise :class:`~egressd.NoVMError`.
 
     Namespaces: :attr:`egress` (policies, checks, events), :attr:`vms`, :attr:`sessions` and
     :attr:`api_keys`. The hosted product's top-level names are here too:
@@ -49,8 +57,8 @@ class Client:
 
     def __init__(
         self,
-        api_key: Optional[str],
-        base_url: str = DEFAULT_BASE_URL,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
         session_id: Optional[str] = None,
         vm_id: Optional[str] = None,
         timeout: float = 30,
@@ -58,6 +66,10 @@ class Client:
         auth_header: str = "bearer",
         user_agent: str = USER_AGENT,
     ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("EGRESSD_API_KEY") or None
+        if base_url is None:
+            base_url = os.environ.get("EGRESSD_URL") or DEFAULT_BASE_URL
         self._http = Transport(base_url, api_key, timeout=timeout, auth_header=auth_header, user_agent=user_agent)
         self._lock = threading.RLock()
         self._session_id = session_id
@@ -151,10 +163,39 @@ class Client:
         self._proxy_url = session.proxy_url
 
     def _session_or_current(self, session_id: Optional[str]) -> str:
+        """For a write: the given session, or the current one, created if needed."""
         return self.ensure_session() if session_id is None else session_id
 
+    def _session_or_existing(self, session_id: Optional[str], call: str) -> str:
+        """For a read: the given session, or the current one; a read creates nothing."""
+        if session_id is not None:
+            return session_id
+        with self._lock:
+            if self._session_id is None:
+                raise NoSessionError(
+                    f"{call}: this client has no session yet, and a read creates none. Set a policy "
+                    "first (client.egress.set_session(...) creates a VM and a session), or pass "
+                    "session_id=... here or to Client(...)"
+                )
+            return self._session_id
+
     def _vm_or_current(self, vm_id: Optional[str]) -> str:
+        """For a write: the given VM, or the current one, created if needed."""
         return self.ensure_vm() if vm_id is None else vm_id
+
+    def _vm_or_existing(self, vm_id: Optional[str], call: str) -> str:
+        """For a read: the given VM, the current one, or the current session's; a read creates
+        nothing."""
+        if vm_id is not None:
+            return vm_id
+        with self._lock:
+            if self._vm_id is None and self._session_id is None:
+                raise NoVMError(
+                    f"{call}: this client has no VM yet, and a read creates none. Pass vm_id=... "
+                    "here or to Client(...), or set a policy first (client.egress.set_vm(...) "
+                    "creates a VM)"
+                )
+            return self.ensure_vm()  # the current session's VM: looked up, not created
 
     # -- the hosted product's top-level names ---------------------------------------------------
 

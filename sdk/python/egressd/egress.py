@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 
 from . import _sse
 from ._http import path_for
-from .errors import EgressdConnectionError, EgressdError
+from .errors import EgressdConnectionError, EgressdError, NotFoundError
 from .models import CheckResult, Effective, Event, Policy, format_time
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,9 +84,10 @@ class Egress:
     """Egress policies of sessions and VMs, checks, and the gateway's decision records.
 
     Reached as ``client.egress``. A method that takes ``session_id=None`` works on the
-    client's current session, creating a VM and a session first when the client has none
-    (see :class:`~egressd.Client`); one that takes ``vm_id=None`` works on the client's
-    current VM, creating one when it has none.
+    client's current session; ``set_session`` creates a VM and a session first when the client
+    has none (see :class:`~egressd.Client`), a read raises :class:`~egressd.NoSessionError`.
+    One that takes ``vm_id=None`` works on the client's current VM; ``set_vm`` creates one
+    when it has none, ``get_vm`` and ``clear_vm`` raise :class:`~egressd.NoVMError`.
     """
 
     def __init__(self, client: "Client") -> None:
@@ -136,17 +137,20 @@ class Egress:
         """The policy set on a session (``GET /v1/egress/session/{id}``).
 
         Raises :class:`~egressd.PolicyNotSetError` when the session has none (it then runs
-        under its VM's policy or the default: see :meth:`effective`).
+        under its VM's policy or the default: see :meth:`effective`), and
+        :class:`~egressd.NoSessionError` when ``session_id`` is ``None`` and the client has no
+        session yet: a read creates none.
         """
-        sid = self._client._session_or_current(session_id)
+        sid = self._client._session_or_existing(session_id, "get_session")
         return Policy.from_dict(self._http.request("GET", path_for("/v1/egress/session/", sid)))
 
     def clear_session(self, session_id: Optional[str] = None) -> None:
         """Remove a session's policy (``DELETE /v1/egress/session/{id}``).
 
-        Raises :class:`~egressd.PolicyNotSetError` when none is set.
+        Raises :class:`~egressd.PolicyNotSetError` when none is set, and
+        :class:`~egressd.NoSessionError` when the client has no session to clear.
         """
-        sid = self._client._session_or_current(session_id)
+        sid = self._client._session_or_existing(session_id, "clear_session")
         self._http.request("DELETE", path_for("/v1/egress/session/", sid))
 
     # -- VM policy ---------------------------------------------------------------------------
@@ -172,18 +176,36 @@ class Egress:
             allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode
         )
         vid = self._client._vm_or_current(vm_id)
-        return Policy.from_dict(self._http.request("POST", path_for("/v1/egress/vm/", vid), json_body=body))
+        return Policy.from_dict(self._vm_request("POST", vid, body))
 
     def get_vm(self, vm_id: Optional[str] = None) -> Policy:
         """The policy set on a VM (``GET /v1/egress/vm/{id}``); raises
-        :class:`~egressd.PolicyNotSetError` when none is set."""
-        vid = self._client._vm_or_current(vm_id)
-        return Policy.from_dict(self._http.request("GET", path_for("/v1/egress/vm/", vid)))
+        :class:`~egressd.PolicyNotSetError` when none is set, :class:`~egressd.NoVMError` when
+        ``vm_id`` is ``None`` and the client has no VM yet."""
+        vid = self._client._vm_or_existing(vm_id, "get_vm")
+        return Policy.from_dict(self._vm_request("GET", vid))
 
     def clear_vm(self, vm_id: Optional[str] = None) -> None:
         """Remove a VM's policy (``DELETE /v1/egress/vm/{id}``)."""
-        vid = self._client._vm_or_current(vm_id)
-        self._http.request("DELETE", path_for("/v1/egress/vm/", vid))
+        vid = self._client._vm_or_existing(vm_id, "clear_vm")
+        self._vm_request("DELETE", vid)
+
+    def _vm_request(self, method: str, vm_id: str, body: Any = None) -> Any:
+        """A request on a VM's policy; a VM that does not exist is told how to create."""
+        try:
+            return self._http.request(method, path_for("/v1/egress/vm/", vm_id), json_body=body)
+        except NotFoundError as err:
+            if err.code != "not_found":
+                raise  # policy_not_set: the VM is there
+            raise NotFoundError(
+                f"{err.message}; create it first with client.vms.create({vm_id!r}) "
+                f"(or egressctl vm create --id {vm_id}), or leave vm_id out to use the "
+                "client's current VM",
+                code=err.code,
+                field=err.field,
+                status=err.status,
+                body=err.body,
+            ) from err
 
     # -- what applies --------------------------------------------------------------------------
 
@@ -191,7 +213,7 @@ class Egress:
         """The policy that applies to a session's traffic (``GET .../effective``): its own AND
         its VM's, or the operator's default when neither is set, with the layer each part
         comes from."""
-        sid = self._client._session_or_current(session_id)
+        sid = self._client._session_or_existing(session_id, "effective")
         return Effective.from_dict(
             self._http.request("GET", path_for("/v1/egress/session/", sid, "/effective"))
         )
@@ -233,7 +255,7 @@ class Egress:
         }
         if resolve:
             body["resolve"] = True
-        sid = self._client._session_or_current(session_id)
+        sid = self._client._session_or_existing(session_id, "check")
         return CheckResult.from_dict(
             self._http.request("POST", path_for("/v1/egress/session/", sid, "/check"), json_body=body)
         )

@@ -34,6 +34,8 @@ __all__ = [
     "ServerError",
     "UnavailableError",
     "EgressdConnectionError",
+    "NoSessionError",
+    "NoVMError",
     "error_from_response",
 ]
 
@@ -155,6 +157,22 @@ class EgressdConnectionError(EgressdError, ConnectionError):
     It is also a :class:`ConnectionError` (and so an :class:`OSError`), so code that already
     catches those keeps working. ``code`` and ``status`` are ``None``.
     """
+
+
+class NoSessionError(EgressdError):
+    """A call that only reads (``get_session``, ``effective``, ``check``, ``clear_session``)
+    was made on a client that has no current session yet.
+
+    Reads create nothing (DESIGN §7): the first session-scoped *write* (``set_session``)
+    creates a VM and a session, or pass ``session_id=...`` to the call or to the client.
+    Nothing was sent to egressd; ``code`` and ``status`` are ``None``.
+    """
+
+
+class NoVMError(EgressdError):
+    """A call that only reads (``get_vm``, ``clear_vm``) was made on a client that has no
+    current VM yet: pass ``vm_id=...``, or set a policy first (``set_vm`` creates the VM).
+    Nothing was sent to egressd."""
 
 
 _BY_CODE: Dict[str, Type[APIError]] = {

@@ -4,8 +4,10 @@ that a request can provoke."""
 from __future__ import annotations
 
 import datetime
+import os
 import unittest
 from typing import Optional
+from unittest import mock
 
 import egressd_harness as harness
 
@@ -19,7 +21,9 @@ from egressd import (
     ForbiddenError,
     InvalidPolicyError,
     MethodNotAllowedError,
+    NoSessionError,
     NotFoundError,
+    NoVMError,
     PayloadTooLargeError,
     PolicyNotSetError,
     UnauthorizedError,
@@ -54,6 +58,42 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{_counter}"
 
 
+class ConstructionTest(unittest.TestCase):
+    def test_url_and_key_fall_back_on_the_environment(self) -> None:
+        assert SERVER is not None
+        env = {"EGRESSD_URL": SERVER.url, "EGRESSD_API_KEY": SERVER.admin_key}
+        with mock.patch.dict(os.environ, env):
+            for name, make in {
+                "Client()": lambda: Client(),
+                "Client(api_key)": lambda: Client(SERVER.admin_key),
+                "Client(base_url=...)": lambda: Client(base_url=SERVER.url),
+            }.items():
+                with self.subTest(name):
+                    c = make()
+                    self.assertEqual(c.base_url, SERVER.url)
+                    c.vms.list()  # authenticated with the key
+            # Arguments win over the environment.
+            with self.assertRaises(UnauthorizedError):
+                Client("egk_not-a-key").vms.list()
+            self.assertEqual(Client(base_url="http://127.0.0.1:9/").base_url, "http://127.0.0.1:9")
+
+    def test_without_the_environment(self) -> None:
+        bare = {k: v for k, v in os.environ.items() if k not in ("EGRESSD_URL", "EGRESSD_API_KEY")}
+        with mock.patch.dict(os.environ, bare, clear=True):
+            c = Client()
+            self.assertEqual(c.base_url, egressd.DEFAULT_BASE_URL)
+            self.assertIsNone(c._http.api_key)
+
+    def test_instavm_is_the_client(self) -> None:
+        from egressd import InstaVM
+
+        self.assertIs(InstaVM, Client)
+        assert SERVER is not None
+        c = InstaVM(SERVER.admin_key, base_url=SERVER.url)
+        c.egress.set_session(allow_https=True)  # the hosted product's first call
+        self.assertTrue(c.egress.get_session().allow_https)
+
+
 class CurrentSessionTest(unittest.TestCase):
     def test_first_session_call_creates_a_vm_and_a_session(self) -> None:
         c = admin()
@@ -82,14 +122,10 @@ class CurrentSessionTest(unittest.TestCase):
         self.assertEqual((c.session_id, c.vm_id, c.proxy_url), first)
         self.assertEqual(len(c.sessions.list(vm_id=c.vm_id)), 1)
 
-    def test_each_session_scoped_call_creates_the_session(self) -> None:
+    def test_a_session_scoped_write_creates_the_session(self) -> None:
         calls = {
-            "get_session": lambda c: self.assertRaises(PolicyNotSetError, c.egress.get_session),
-            "clear_session": lambda c: self.assertRaises(PolicyNotSetError, c.egress.clear_session),
-            "effective": lambda c: c.egress.effective(),
-            "check": lambda c: c.egress.check(url="https://example.com/"),
+            "set_session": lambda c: c.egress.set_session(),
             "set_session_egress": lambda c: c.set_session_egress(),
-            "get_session_egress": lambda c: self.assertRaises(PolicyNotSetError, c.get_session_egress),
             "ensure_session": lambda c: c.ensure_session(),
         }
         for name, call in calls.items():
@@ -99,6 +135,50 @@ class CurrentSessionTest(unittest.TestCase):
                 self.assertIsNotNone(c.session_id)
                 self.assertIsNotNone(c.proxy_url)
                 self.assertEqual(c.sessions.get(c.session_id).vm_id, c.vm_id)
+
+    def test_a_read_without_a_session_creates_nothing(self) -> None:
+        reads = {
+            "get_session": lambda c: c.egress.get_session(),
+            "get_session_egress": lambda c: c.get_session_egress(),
+            "clear_session": lambda c: c.egress.clear_session(),
+            "effective": lambda c: c.egress.effective(),
+            "check": lambda c: c.egress.check(url="https://example.com/"),
+        }
+        for name, call in reads.items():
+            with self.subTest(call=name):
+                c = admin()
+                before = (len(c.vms.list()), len(c.sessions.list()))
+                with self.assertRaises(NoSessionError) as ctx:
+                    call(c)
+                self.assertIn("no session yet", str(ctx.exception))
+                self.assertIn("set_session", str(ctx.exception))  # says how to get one
+                self.assertEqual((c.session_id, c.vm_id), (None, None))
+                self.assertEqual((len(c.vms.list()), len(c.sessions.list())), before)
+
+    def test_a_vm_read_without_a_vm_creates_nothing(self) -> None:
+        for name, call in {"get_vm": lambda c: c.egress.get_vm(), "clear_vm": lambda c: c.egress.clear_vm()}.items():
+            with self.subTest(call=name):
+                c = admin()
+                before = len(c.vms.list())
+                with self.assertRaisesRegex(NoVMError, "no VM yet"):
+                    call(c)
+                self.assertIsNone(c.vm_id)
+                self.assertEqual(len(c.vms.list()), before)
+
+    def test_set_vm_on_a_missing_vm_says_how_to_create_it(self) -> None:
+        c = admin()
+        with self.assertRaises(NotFoundError) as ctx:
+            c.egress.set_vm("no-such-vm", allow_https=True)
+        self.assertNotIsInstance(ctx.exception, PolicyNotSetError)
+        self.assertEqual((ctx.exception.status, ctx.exception.code), (404, "not_found"))
+        self.assertIn("client.vms.create('no-such-vm')", str(ctx.exception))
+        with self.assertRaisesRegex(NotFoundError, "vms.create"):
+            c.egress.get_vm("no-such-vm")
+        # A VM without a policy is there: no advice to create it.
+        vm = c.vms.create()
+        with self.assertRaises(PolicyNotSetError) as ctx:
+            c.egress.get_vm(vm.vm_id)
+        self.assertNotIn("vms.create", str(ctx.exception))
 
     def test_a_given_vm_id_gets_the_session(self) -> None:
         vm_id = unique("given-vm")
@@ -316,6 +396,7 @@ class PolicyTest(unittest.TestCase):
 
     def test_effective(self) -> None:
         c = admin()
+        c.ensure_session()
         default = c.egress.effective()
         self.assertEqual((default.session_id, default.vm_id), (c.session_id, c.vm_id))
         self.assertEqual([l.layer for l in default.layers], ["default"])
@@ -406,6 +487,7 @@ class PolicyTest(unittest.TestCase):
 
     def test_check_needs_a_target(self) -> None:
         c = admin()
+        c.ensure_session()
         with self.assertRaises(BadRequestError) as ctx:
             c.egress.check()
         self.assertNotIsInstance(ctx.exception, InvalidPolicyError)

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/testnet"
+)
+
+// readmeSetupMarker precedes the README's block that the test provides itself (building the
+// binaries, pointing EGRESSD_URL and EGRESSD_API_KEY at egressd): every other shell block of
+// the worked example runs as written.
+const readmeSetupMarker = "<!-- README test: "
+
+// shellBlock is one ```sh block of a Markdown text.
+type shellBlock struct {
+	code  string
+	setup bool // preceded by readmeSetupMarker
+}
+
+// shellBlocks returns the ```sh blocks of text between the heading start and the next "## ".
+func shellBlocks(t *testing.T, text, start string) []shellBlock {
+	t.Helper()
+	i := strings.Index(text, "\n"+start+"\n")
+	if i < 0 {
+		t.Fatalf("README.md has no heading %q", start)
+	}
+	section := text[i+len(start)+2:]
+	if j := strings.Index(section, "\n## "); j >= 0 {
+		section = section[:j]
+	}
+	var blocks []shellBlock
+	var cur *shellBlock
+	setup := false
+	for _, line := range strings.Split(section, "\n") {
+		switch {
+		case cur != nil && line == "```":
+			blocks = append(blocks, *cur)
+			cur = nil
+		case cur != nil:
+			cur.code += line + "\n"
+		case line == "```sh":
+			cur = &shellBlock{setup: setup}
+			setup = false
+		case strings.HasPrefix(line, readmeSetupMarker):
+			setup = true
+		}
+	}
+	if cur != nil {
+		t.Fatalf("README.md: a shell block under %q is not closed", start)
+	}
+	return blocks
+}
+
+// checkComment is an `egress check` line with the decision the README says it gets.
+var checkComment = regexp.MustCompile(`egress check .*#\s*(allow|deny)\b`)
+
+// decisionLine is egressctl's answer to a check: "allow (layer ...)" or "deny  (layer ...)".
+var decisionLine = regexp.MustCompile(`(?m)^(allow|deny) +\(layer `)
+
+// TestREADMEWorkedExample runs the README's worked example top to bottom, as written, against
+// a real egressd on loopback, so that the README cannot drift from what egressd and egressctl
+// do: every command succeeds (bash -e), every `egress check` decides what its comment says, and
+// the denial's reason shows where the README says it does. Only the setup block is the test's
+// own: it builds the binaries and points EGRESSD_URL and EGRESSD_API_KEY at a fresh egressd on
+// free ports.
+func TestREADMEWorkedExample(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "python3"} {
+		_, err := exec.LookPath(tool)
+		testnet.Require(t, err == nil, tool+" (the README's example uses it)")
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := shellBlocks(t, string(readme), "## A worked example")
+	var script strings.Builder
+	script.WriteString("set -e\n")
+	setups := 0
+	for _, b := range blocks {
+		if b.setup {
+			setups++
+			continue
+		}
+		script.WriteString(b.code)
+	}
+	if setups != 1 || len(blocks) < 5 {
+		t.Fatalf("the worked example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
+	}
+	var want []string
+	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
+		want = append(want, m[1])
+	}
+
+	in := egressdtest.Start(t)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
+	cmd.Dir = dir
+	// What the setup block exports, and nothing of the developer's shell that would send the
+	// requests elsewhere (EGRESSD_*, proxies).
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the worked example failed: %v\n--- script:\n%s--- output:\n%s", err, script.String(), out.String())
+	}
+
+	var got []string
+	for _, m := range decisionLine.FindAllStringSubmatch(out.String(), -1) {
+		got = append(got, m[1])
+	}
+	if len(want) < 4 || !slices.Equal(got, want) {
+		t.Errorf("egress check decided %v; the README's comments say %v\n%s", got, want, out.String())
+	}
+	// The denied request's reason: in curl -v's headers, and in the events.
+	if !regexp.MustCompile(`(?mi)^< X-Egress-Reason: \S`).MatchString(out.String()) {
+		t.Errorf("curl -v did not show X-Egress-Reason:\n%s", out.String())
+	}
+	if !regexp.MustCompile(`(?m)\bdeny\s+connect\s+ses_\w+\s+example\.com:443\s+\S`).MatchString(out.String()) {
+		t.Errorf("egressctl events did not show the denial with its reason:\n%s", out.String())
+	}
+}

@@ -21,8 +21,11 @@ __all__ = ["Egress", "policy_body"]
 #: A start point for events: a time (records at or after it) or a record's ``seq`` (after it).
 Since = Union[datetime, int, str, None]
 
-# Reconnecting a followed stream: the waits before each attempt.
-_FOLLOW_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Reconnecting a followed stream: the first wait, doubling up to the longest; and how long a
+# stream may stay broken before follow_events gives up (the Go SDK's defaults).
+_FOLLOW_FIRST_WAIT = 0.25
+_FOLLOW_LONGEST_WAIT = 5.0
+_FOLLOW_GIVE_UP_AFTER = 60.0
 
 
 def _names(name: str, value: Optional[Iterable[str]]) -> List[str]:
@@ -298,7 +301,8 @@ class Egress:
         limit: Optional[int] = None,
         *,
         idle_timeout: float = 45.0,
-        max_reconnects: int = len(_FOLLOW_BACKOFF),
+        give_up_after: float = _FOLLOW_GIVE_UP_AFTER,
+        max_reconnects: Optional[int] = None,
     ) -> Iterator[Event]:
         """Yield decision records as they happen (``follow=true``, a Server-Sent Events stream).
 
@@ -308,14 +312,17 @@ class Egress:
 
         A stream that breaks, ends, or stays silent longer than ``idle_timeout`` seconds
         (egressd sends a heartbeat every 15 s) is reopened after the last record yielded, as
-        a browser's EventSource would; after ``max_reconnects`` failed attempts in a row the
-        last :class:`~egressd.EgressdConnectionError` is raised. API errors (a bad filter, a
-        revoked key, too many streams) are raised at once.
+        a browser's EventSource would, waiting 0.25 s and then twice as long each time, up to
+        5 s: a restart of egressd is ridden out. Once the stream has stayed broken for
+        ``give_up_after`` seconds (a minute), or after ``max_reconnects`` failed attempts in a
+        row when that is given, the last :class:`~egressd.EgressdConnectionError` is raised.
+        API errors (a bad filter, a revoked key, too many streams) are raised at once.
         """
         query: Dict[str, Any] = self._events_query(vm_id, session_id, decision, kind, since, limit)
         query["follow"] = True
         last_id: Optional[str] = None
         failures = 0
+        broken_since: Optional[float] = None
         while True:
             headers = {"Last-Event-ID": last_id} if last_id else None
             cause: Exception
@@ -348,13 +355,16 @@ class Egress:
                             event = Event.from_dict(json.loads(sse.data))
                             if sse.id:
                                 last_id = sse.id
-                            failures = 0
+                            failures, broken_since = 0, None
                             yield event
                     except (OSError, http.client.HTTPException) as err:
                         cause = EgressdConnectionError(f"reading the event stream: {err or type(err).__name__}")
-            if failures >= max_reconnects:
+            now = time.monotonic()
+            if broken_since is None:
+                broken_since = now
+            if (max_reconnects is not None and failures >= max_reconnects) or now - broken_since >= give_up_after:
                 raise cause
-            time.sleep(_FOLLOW_BACKOFF[min(failures, len(_FOLLOW_BACKOFF) - 1)])
+            time.sleep(min(_FOLLOW_FIRST_WAIT * 2**failures, _FOLLOW_LONGEST_WAIT))
             failures += 1
 
     @staticmethod

@@ -9,9 +9,10 @@ import http.server
 import json
 import os
 import threading
+import time
 import unittest
 from email.message import Message
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from unittest import mock
 
 import egressd_harness  # noqa: F401  (puts the SDK on sys.path)
@@ -377,7 +378,7 @@ class FollowReconnectTest(unittest.TestCase):
 
         stub.routes["/v1/egress/events"] = stream
         c = egressd.Client("k", base_url=stub.url)
-        with mock.patch("egressd.egress._FOLLOW_BACKOFF", (0.01,)):
+        with mock.patch("egressd.egress._FOLLOW_FIRST_WAIT", 0.01):
             gen = c.egress.follow_events(session_id="s", idle_timeout=5)
             seqs = [next(gen).seq for _ in range(5)]
             gen.close()
@@ -389,9 +390,29 @@ class FollowReconnectTest(unittest.TestCase):
     def test_gives_up_after_max_reconnects(self) -> None:
         port = egressd_harness.free_port()
         c = egressd.Client("k", base_url=f"http://127.0.0.1:{port}")
-        with mock.patch("egressd.egress._FOLLOW_BACKOFF", (0.01,)):
+        with mock.patch("egressd.egress._FOLLOW_FIRST_WAIT", 0.01):
             with self.assertRaises(egressd.EgressdConnectionError):
                 next(c.egress.follow_events(max_reconnects=2))
+
+    def test_rides_out_a_restart_then_gives_up_after_a_while(self) -> None:
+        # Nothing listens: every attempt fails. It keeps trying, with growing waits, until
+        # give_up_after has passed, and no longer than that (plus one wait).
+        port = egressd_harness.free_port()
+        c = egressd.Client("k", base_url=f"http://127.0.0.1:{port}")
+        attempts: List[float] = []
+        real_open = c.egress._http.open
+
+        def counting_open(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(time.monotonic())
+            return real_open(*args, **kwargs)
+
+        with mock.patch.object(c.egress._http, "open", counting_open), \
+                mock.patch("egressd.egress._FOLLOW_FIRST_WAIT", 0.01), \
+                mock.patch("egressd.egress._FOLLOW_LONGEST_WAIT", 0.04):
+            with self.assertRaises(egressd.EgressdConnectionError):
+                next(c.egress.follow_events(give_up_after=0.5))
+        self.assertGreater(len(attempts), 5)  # not a fixed handful of tries
+        self.assertGreaterEqual(attempts[-1] - attempts[0], 0.4)
 
     def test_an_api_error_is_raised_at_once(self) -> None:
         stub = Stub()

@@ -83,11 +83,13 @@ func (h *Hub) post(r *request) {
 			break
 		}
 	}
-	h.fanOut()
+	h.fanOut(nil)
 }
 
 // fanOut delivers what was stored, or makes sure that the goroutine delivering now will.
-func (h *Hub) fanOut() {
+// own is the caller's record, if it has one: the deliverer hands it out from there rather
+// than copy it out of the ring again.
+func (h *Hub) fanOut(own *Record) {
 	f := &h.fan
 	for {
 		s := f.state.Load()
@@ -100,7 +102,7 @@ func (h *Hub) fanOut() {
 		}
 	}
 	for {
-		h.deliver()
+		h.deliver(own)
 		if f.state.CompareAndSwap(fanBusy, 0) {
 			return
 		}
@@ -110,7 +112,7 @@ func (h *Hub) fanOut() {
 
 // deliver runs in the deliverer's role: it takes the posted requests, hands out the stored
 // records, and carries out the requests whose records are handed out.
-func (h *Hub) deliver() {
+func (h *Hub) deliver(own *Record) {
 	f := &h.fan
 	if f.requests.Load() != nil {
 		var posted []*request
@@ -123,7 +125,7 @@ func (h *Hub) deliver() {
 		// one that stored before is found by the catch-up.
 		f.needed.Store(true)
 	}
-	h.handOut()
+	h.handOut(own)
 	for len(f.pending) > 0 && f.pending[0].upto <= f.delivered {
 		h.carryOut(f.pending[0])
 		f.pending = f.pending[1:]
@@ -135,7 +137,7 @@ func (h *Hub) deliver() {
 
 // handOut delivers the stored records after f.delivered in Seq order, up to the first one
 // not stored yet.
-func (h *Hub) handOut() {
+func (h *Hub) handOut(own *Record) {
 	f := &h.fan
 	if reserved, size := h.seq.Load(), uint64(len(h.ring)); reserved-f.delivered > size {
 		// Overwritten before anyone handed them out (no consumer needed them, or the
@@ -150,9 +152,12 @@ func (h *Hub) handOut() {
 		if !s.done(next) {
 			return
 		}
-		if s.read(next, func(rec *Record) { r = *rec }) {
+		switch {
+		case own != nil && own.Seq == next:
+			h.hand(own)
+		case s.read(next, func(rec *Record) { r = *rec }):
 			h.hand(&r)
-		} else {
+		default:
 			h.lost(1)
 		}
 		f.delivered = next

@@ -144,7 +144,7 @@ func (h *Hub) publish(r *Record) {
 	// Read after the store: a subscriber that arrives meanwhile either is seen here, or
 	// finds this record stored when it catches up (fanout.go).
 	if h.fan.needed.Load() {
-		h.fanOut()
+		h.fanOut(r)
 	}
 	h.metrics.observe(r)
 }

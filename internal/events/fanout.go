@@ -17,8 +17,9 @@ import (
 // carries out between two records, so that a subscriber's backlog and live records meet
 // exactly, and only the deliverer ever sends on (or closes) a channel.
 //
-// A Record in the deliverer's role does the others' hand-out as well as its own, which is
-// short (non-blocking channel sends), so the data path still never waits.
+// No Record waits for another: one in the deliverer's role hands out the others' records as
+// well as its own, which is short (non-blocking channel sends), and under a burst may do so
+// for a few more before it returns.
 
 // States of fanOut.state.
 const (

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/cpu"
 )
 
 // DefaultBuffer is how many records a Hub keeps for queries when HubConfig.Buffer is zero.
@@ -48,21 +50,27 @@ type HubConfig struct {
 // counts them in Prometheus metrics. Record never blocks on any consumer: a slow subscriber
 // or a slow disk loses records, and the loss is counted.
 //
+// Record waits for no lock that other Records take (DESIGN §9): it reserves its Seq with one
+// atomic add, stores the record in its own ring slot (whose lock only a reader of that slot
+// shares), and counts it in Prometheus counters, which are atomic. The hand-out to
+// subscribers and the audit queue, which must follow Seq order, is done by whichever Record
+// finds nobody else doing it; the others leave it a mark and return (see fanout.go).
+//
 // Make one with NewHub; it is safe for concurrent use. Close it to flush the audit file.
 type Hub struct {
 	metrics *metrics
 	audit   *auditLog // nil without an audit file
 	subBuf  int
+	first   uint64 // the Seq the first record got
+	ring    []slot // the record with Seq s is in ring[s%len(ring)] while it is kept
 
-	// mu guards everything below. Record holds it for a few hundred nanoseconds: it orders
-	// sequence numbers, ring slots, subscriber channels and the audit queue alike, so that
-	// every consumer sees records in Seq order. Readers take it in short chunks (scan).
-	mu     sync.RWMutex
-	seq    uint64   // the Seq of the newest record
-	first  uint64   // the Seq the first record got
-	ring   []Record // the record with Seq s is in ring[s%len(ring)] while it is kept
-	subs   []*subscriber
-	closed bool
+	_   cpu.CacheLinePad // seq is written by every Record: alone on its cache line
+	seq atomic.Uint64    // the newest Seq reserved
+	_   cpu.CacheLinePad
+	// stored is a Seq up to which every reserved record is in the ring (or was overwritten
+	// there already). Readers move it forward (see newest); Record does not touch it.
+	stored atomic.Uint64
+	fan    fanOut // the hand-out to subscribers and the audit file (fanout.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -93,15 +101,18 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	h := &Hub{
 		metrics: m,
 		subBuf:  cfg.SubscriberBuffer,
-		seq:     seed,
 		first:   seed + 1,
-		ring:    make([]Record, cfg.Buffer),
+		ring:    make([]slot, cfg.Buffer),
 	}
+	h.seq.Store(seed)
+	h.stored.Store(seed)
+	h.fan.delivered = seed
 	if cfg.AuditPath != "" {
 		var err error
 		if h.audit, err = openAudit(cfg.AuditPath, cfg.AuditQueue, m.droppedAudit, cfg.Logger); err != nil {
 			return nil, err
 		}
+		h.fan.needed.Store(true) // the audit file gets every record
 	}
 	if err := m.register(cfg.Registerer); err != nil {
 		if h.audit != nil {
@@ -118,34 +129,20 @@ func (h *Hub) Record(r Record) {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
-	h.mu.Lock()
-	h.seq++
-	r.Seq = h.seq
-	h.ring[r.Seq%uint64(len(h.ring))] = r
-	for _, s := range h.subs {
-		if s.filter.match(&r) {
-			select {
-			case s.ch <- r:
-			default:
-				s.dropped.Add(1)
-				h.metrics.droppedSubscriber.Inc()
-			}
-		}
+	r.Seq = h.seq.Add(1)
+	h.publish(&r)
+}
+
+// publish stores a record whose Seq is reserved and hands it on. Until it is stored, the
+// records after it are held back from readers and consumers, which see records in Seq order.
+func (h *Hub) publish(r *Record) {
+	h.slot(r.Seq).store(r)
+	// Read after the store: a subscriber that arrives meanwhile either is seen here, or
+	// finds this record stored when it catches up (fanout.go).
+	if h.fan.needed.Load() {
+		h.fanOut(r)
 	}
-	queued := h.audit == nil
-	if !queued && !h.closed {
-		// Sent under the lock so that the audit file is in Seq order too; the send never waits.
-		select {
-		case h.audit.queue <- r:
-			queued = true
-		default:
-		}
-	}
-	h.mu.Unlock()
-	if !queued {
-		h.audit.dropped(1, "the audit log's queue is full (or egressd is shutting down); records are being dropped")
-	}
-	h.metrics.observe(&r)
+	h.metrics.observe(r)
 }
 
 // Reopen makes the audit writer close its file and open AuditPath again, for log rotation:
@@ -156,6 +153,9 @@ func (h *Hub) Reopen() error {
 	if h.audit == nil {
 		return nil
 	}
+	// Every record sent before this call is in the audit queue once the barrier is passed;
+	// the writer writes what is queued to the old file before it swaps.
+	h.request(&request{kind: reqBarrier, upto: h.seq.Load()})
 	return h.audit.reopen()
 }
 
@@ -164,16 +164,11 @@ func (h *Hub) Reopen() error {
 // idempotent; it returns the audit file's error, if any.
 func (h *Hub) Close() error {
 	h.closeOnce.Do(func() {
-		h.mu.Lock()
-		h.closed = true
-		for _, s := range h.subs {
-			close(s.ch)
-		}
-		h.subs = nil
-		h.mu.Unlock()
+		// Once the request is carried out, every record sent before Close is queued and no
+		// later one will be (the fan-out knows the hub is closed), so the writer can be told
+		// that the queue is done.
+		h.request(&request{kind: reqClose, upto: h.seq.Load()})
 		if h.audit != nil {
-			// No Record sends to the queue once closed is set (they send under mu), so the
-			// writer can be told that the queue is done.
 			h.closeErr = h.audit.close()
 		}
 	})

@@ -13,7 +13,7 @@ import (
 // gather returns the value of the series of metric name whose labels include labelPairs
 // (name, value, name, value...): a counter's or gauge's value, a histogram's sample count.
 // A series that does not exist reads as 0.
-func gather(t *testing.T, reg *prometheus.Registry, name string, labelPairs ...string) float64 {
+func gather(t testing.TB, reg *prometheus.Registry, name string, labelPairs ...string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {

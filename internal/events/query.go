@@ -62,7 +62,8 @@ func (h *Hub) Query(f Filter) []Record {
 	if n == 0 {
 		return nil
 	}
-	newest, oldest := h.bounds()
+	newest := h.newest()
+	oldest := h.oldest(newest)
 	var out []Record
 	if f.hasStart() {
 		h.scan(max(oldest, f.AfterSeq+1), newest, true, func(r *Record) bool {
@@ -92,63 +93,4 @@ func (h *Hub) tail(f *Filter, n int, newest, oldest uint64) []Record {
 		out[i], out[j] = out[j], out[i]
 	}
 	return out
-}
-
-// bounds returns the Seq of the newest record and the lowest Seq that may still be kept.
-func (h *Hub) bounds() (newest, oldest uint64) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.boundsLocked()
-}
-
-func (h *Hub) boundsLocked() (newest, oldest uint64) {
-	oldest = h.first
-	if size := uint64(len(h.ring)); h.seq >= oldest+size {
-		oldest = h.seq - size + 1
-	}
-	return h.seq, oldest
-}
-
-// scanChunk is how many slots a reader looks at per lock: a scan of the whole buffer then
-// holds up Record for a few microseconds at a time rather than for the whole scan.
-const scanChunk = 256
-
-// scan calls fn for every record with from <= Seq <= to that is still buffered, in Seq order
-// (forward) or in reverse, until fn returns false. It takes the lock one chunk at a time; a
-// slot overwritten meanwhile holds a newer Seq and is skipped (going forward) or ends the scan
-// (going back, since everything older is gone too).
-func (h *Hub) scan(from, to uint64, forward bool, fn func(*Record) bool) {
-	if from > to {
-		return
-	}
-	size := uint64(len(h.ring))
-	next := from
-	if !forward {
-		next = to
-	}
-	for {
-		h.mu.RLock()
-		for i := 0; i < scanChunk; i++ {
-			r := &h.ring[next%size]
-			if r.Seq != next {
-				if !forward {
-					h.mu.RUnlock()
-					return
-				}
-			} else if !fn(r) {
-				h.mu.RUnlock()
-				return
-			}
-			if (forward && next == to) || (!forward && next == from) {
-				h.mu.RUnlock()
-				return
-			}
-			if forward {
-				next++
-			} else {
-				next--
-			}
-		}
-		h.mu.RUnlock()
-	}
 }

@@ -3,7 +3,6 @@ package events
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync/atomic"
 )
 
@@ -44,26 +43,14 @@ func (h *Hub) Subscribe(ctx context.Context, f Filter) (*Subscription, error) {
 		return nil, errors.New("events: subscribe: the filter has no tenant")
 	}
 	s := &subscriber{filter: f, ch: make(chan Record, h.subBuf)}
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return nil, ErrClosed
+	// The fan-out adds s between two records: every record after newest goes to s.ch, the
+	// backlog is the ones up to it.
+	r := h.request(&request{kind: reqSubscribe, sub: s})
+	if r.err != nil {
+		return nil, r.err
 	}
-	h.subs = append(h.subs, s)
-	// Every record after this point goes to s.ch; the backlog is the ones up to it.
-	newest, oldest := h.boundsLocked()
-	h.mu.Unlock()
 	// A start point is applied by match (Since, AfterSeq) inside the tail scan.
-	backlog := h.tail(&s.filter, f.limit(), newest, oldest)
-	context.AfterFunc(ctx, func() { h.unsubscribe(s) })
+	backlog := h.tail(&s.filter, f.limit(), r.newest, h.oldest(r.newest))
+	context.AfterFunc(ctx, func() { h.post(&request{kind: reqUnsubscribe, sub: s}) })
 	return &Subscription{Backlog: backlog, Records: s.ch, dropped: &s.dropped}, nil
-}
-
-func (h *Hub) unsubscribe(s *subscriber) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if i := slices.Index(h.subs, s); i >= 0 {
-		h.subs = slices.Delete(h.subs, i, i+1)
-		close(s.ch) // under mu: Record sends only under mu, so it never sends on a closed channel
-	}
 }

@@ -424,7 +424,7 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 	return w
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -16,14 +16,14 @@ import (
 // liveStore is a real view over a real SQLite store holding tenant "t1"'s VM and one
 // session on it, for the tests that run the proxy against what egressd really runs on.
 type liveStore struct {
-	t    *testing.T
+	t    testing.TB
 	st   *sqlite.Store
 	view *view.View
 }
 
 // newLiveStore stores vm and a session (sessionID, token) on it, with the two policies,
 // and starts a view over them (polling every 20 ms, besides Kick).
-func newLiveStore(t *testing.T, log *slog.Logger, vm store.VM, sessionID, token string, vmPolicy, sessionPolicy policy.Policy) *liveStore {
+func newLiveStore(t testing.TB, log *slog.Logger, vm store.VM, sessionID, token string, vmPolicy, sessionPolicy policy.Policy) *liveStore {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, t.TempDir())

@@ -1,6 +1,8 @@
 // Package view is the gateway's live, compiled picture of the store: every open session, its
-// proxy credentials, and its effective policy compiled into an immutable policy.Set that the
-// data path reads through an atomic pointer, without a lock per connection.
+// proxy credentials, and its effective policy compiled into an immutable policy.Set. The data
+// path reads all of it through atomic pointers, without a lock per connection: the policies
+// one by one, and the index that finds a session by its credentials or a VM by its address
+// as a whole, which a sync replaces rather than changes.
 //
 // The view follows the store's change log: it loads everything once, then applies the changes
 // after the revision it has seen. It syncs when kicked (the API kicks it after each write in
@@ -24,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -66,12 +69,18 @@ type View struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.RWMutex
-	sessions map[string]*Session // by session ID (unique store-wide)
-	vms      map[vmKey]*VM       // every VM
-	byAddr   map[netip.Addr]*VM  // VMs with a sandbox network, by the sandbox's address
-	rev      int64               // every change up to rev is applied
-	advanced chan struct{}       // closed (and replaced) when rev grows: wakes WaitRevision
+	// idx is what the data path looks sessions and VMs up in: one atomic load per lookup,
+	// no lock (DESIGN §9).
+	idx atomic.Pointer[index]
+
+	// mu serializes the writers (the sync, Start, the end of following) and guards what
+	// follows. Revision takes it for reading; the data path never does.
+	mu     sync.RWMutex
+	next   *index  // the writers' copy of idx, changed in place until commit publishes it
+	ending []*live // sessions and VMs taken out of next, ended once it is published
+	rev    int64   // every change up to rev is applied, and published in idx
+	// advanced is closed (and replaced) when rev grows: it wakes WaitRevision.
+	advanced chan struct{}
 
 	kick    chan struct{}
 	changed chan struct{} // a VM came, went, or changed its effective policy
@@ -90,16 +99,55 @@ func New(st Store, cfg Config) (*View, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &View{
+	v := &View{
 		st: st, cfg: cfg, log: cfg.Logger,
-		sessions: make(map[string]*Session),
-		vms:      make(map[vmKey]*VM),
-		byAddr:   make(map[netip.Addr]*VM),
 		advanced: make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		changed:  make(chan struct{}, 1),
 		started:  make(chan struct{}),
-	}, nil
+	}
+	v.idx.Store(newIndex())
+	return v, nil
+}
+
+// index maps sessions and VMs for lookups. A published index is never changed: the writers
+// change a copy and publish it whole (copy on write), once per batch of changes, so that
+// the data path reads it without a lock and a batch costs one copy however big it is.
+type index struct {
+	sessions map[string]*Session // by session ID (unique store-wide)
+	vms      map[vmKey]*VM       // every VM
+	byAddr   map[netip.Addr]*VM  // VMs with a sandbox network, by the sandbox's address
+}
+
+func newIndex() *index {
+	return &index{sessions: make(map[string]*Session), vms: make(map[vmKey]*VM), byAddr: make(map[netip.Addr]*VM)}
+}
+
+// edit returns the writers' copy of the index, making it on the first change since the
+// last commit. v.mu must be held.
+func (v *View) edit() *index {
+	if v.next == nil {
+		cur := v.idx.Load()
+		v.next = &index{sessions: maps.Clone(cur.sessions), vms: maps.Clone(cur.vms), byAddr: maps.Clone(cur.byAddr)}
+	}
+	return v.next
+}
+
+// commit publishes the writers' copy of the index, then ends what it no longer has: a
+// session is not findable by the time its connections are cancelled, as it was not
+// findable before the copy on write either.
+func (v *View) commit() {
+	v.mu.Lock()
+	if v.next != nil {
+		v.idx.Store(v.next)
+		v.next = nil
+	}
+	ending := v.ending
+	v.ending = nil
+	v.mu.Unlock()
+	for _, l := range ending {
+		l.end()
+	}
 }
 
 // Start loads every session and its policies, then follows the store's changes until ctx
@@ -169,9 +217,7 @@ func (v *View) Revision() int64 {
 
 // Authenticate finds the open session whose proxy credentials these are.
 func (v *View) Authenticate(sessionID, token string) (*Session, error) {
-	v.mu.RLock()
-	s := v.sessions[sessionID]
-	v.mu.RUnlock()
+	s := v.idx.Load().sessions[sessionID]
 	if s == nil {
 		return nil, ErrUnauthorized
 	}
@@ -184,24 +230,19 @@ func (v *View) Authenticate(sessionID, token string) (*Session, error) {
 
 // VMByAddr returns the VM whose sandbox has address a, or nil.
 func (v *View) VMByAddr(a netip.Addr) *VM {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return v.byAddr[a.Unmap()]
+	return v.idx.Load().byAddr[a.Unmap()]
 }
 
 // VM returns the tenant's VM with this ID, or nil.
 func (v *View) VM(tenant, id string) *VM {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return v.vms[vmKey{tenant, id}]
+	return v.idx.Load().vms[vmKey{tenant, id}]
 }
 
 // VMs returns every VM, in no particular order.
 func (v *View) VMs() []*VM {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	out := make([]*VM, 0, len(v.vms))
-	for _, vm := range v.vms {
+	vms := v.idx.Load().vms
+	out := make([]*VM, 0, len(vms))
+	for _, vm := range vms {
 		out = append(out, vm)
 	}
 	return out
@@ -220,9 +261,7 @@ func (v *View) signal() {
 
 // Session returns the open session with this ID, or nil.
 func (v *View) Session(id string) *Session {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return v.sessions[id]
+	return v.idx.Load().sessions[id]
 }
 
 func (v *View) follow(ctx context.Context) {
@@ -280,6 +319,7 @@ func (v *View) load(ctx context.Context) error {
 			return err
 		}
 	}
+	v.commit()
 	v.setRevision(rev)
 	v.synced.Store(true)
 	return nil
@@ -314,9 +354,12 @@ func (v *View) sync(ctx context.Context) error {
 	}
 }
 
-// apply refreshes each session and VM a batch of changes touches, once, and reports whether
-// it touched a VM (a session's policy is part of its VM's).
+// apply refreshes each session and VM a batch of changes touches, once, and publishes the
+// index they leave, also when it fails half way (what was applied stays applied, as the
+// policies published on the way do). It reports whether it touched a VM (a session's
+// policy is part of its VM's).
 func (v *View) apply(ctx context.Context, changes []store.Change) (bool, error) {
+	defer v.commit()
 	type key struct{ tenant, id string }
 	sessions := make(map[key]bool)
 	vms := make(map[vmKey]bool)
@@ -369,10 +412,11 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 		return "", err
 	}
 	v.mu.Lock()
-	s := v.sessions[id]
+	idx := v.edit()
+	s := idx.sessions[id]
 	if s == nil {
-		// Published before it is findable: Authenticate never returns a session without a policy.
-		v.sessions[id] = newSession(se, set)
+		// Made with its policy: Authenticate never returns a session without one.
+		idx.sessions[id] = newSession(se, set)
 		v.mu.Unlock()
 		return se.VMID, nil
 	}
@@ -408,12 +452,13 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	}
 	addr, _ := netip.ParseAddr(vm.Network.Address)
 	v.mu.Lock()
-	cur := v.vms[k]
+	idx := v.edit()
+	cur := idx.vms[k]
 	if cur == nil {
 		cur = newVM(vm, set)
-		v.vms[k] = cur
+		idx.vms[k] = cur
 		if addr.IsValid() {
-			v.byAddr[addr] = cur
+			idx.byAddr[addr] = cur
 		}
 		v.mu.Unlock()
 		return nil
@@ -423,19 +468,20 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	return nil
 }
 
+// endVM takes a VM out of the index; commit ends it.
 func (v *View) endVM(k vmKey) {
 	v.mu.Lock()
-	vm := v.vms[k]
-	delete(v.vms, k)
-	if vm != nil {
-		if addr, err := netip.ParseAddr(vm.Network.Address); err == nil && v.byAddr[addr] == vm {
-			delete(v.byAddr, addr)
-		}
+	defer v.mu.Unlock()
+	idx := v.edit()
+	vm := idx.vms[k]
+	if vm == nil {
+		return
 	}
-	v.mu.Unlock()
-	if vm != nil {
-		vm.end()
+	delete(idx.vms, k)
+	if addr, err := netip.ParseAddr(vm.Network.Address); err == nil && idx.byAddr[addr] == vm {
+		delete(idx.byAddr, addr)
 	}
+	v.ending = append(v.ending, &vm.live)
 }
 
 // compile builds an effective policy from the layers that are set, or the default when none is.
@@ -447,16 +493,18 @@ func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef
 	return v.cfg.Env.Effective(layers...)
 }
 
-// end ends a session and returns its VM ID ("" if the view did not know it).
+// end takes a session out of the index, for commit to end it, and returns its VM ID (""
+// if the view did not know it).
 func (v *View) end(id string) string {
 	v.mu.Lock()
-	s := v.sessions[id]
-	delete(v.sessions, id)
-	v.mu.Unlock()
+	defer v.mu.Unlock()
+	idx := v.edit()
+	s := idx.sessions[id]
 	if s == nil {
 		return ""
 	}
-	s.end()
+	delete(idx.sessions, id)
+	v.ending = append(v.ending, &s.live)
 	return s.VMID
 }
 
@@ -464,13 +512,14 @@ func (v *View) end(id string) string {
 // view there is nothing to enforce against, so nothing stays open (fail closed).
 func (v *View) endAll() {
 	v.mu.Lock()
-	all, vms := v.sessions, v.vms
-	v.sessions, v.vms, v.byAddr = make(map[string]*Session), make(map[vmKey]*VM), make(map[netip.Addr]*VM)
+	v.next = newIndex()
+	old := v.idx.Load()
 	v.mu.Unlock()
-	for _, s := range all {
+	v.commit()
+	for _, s := range old.sessions {
 		s.end()
 	}
-	for _, vm := range vms {
+	for _, vm := range old.vms {
 		vm.end()
 	}
 }

@@ -15,12 +15,12 @@ import (
 )
 
 type fixture struct {
-	t  *testing.T
+	t  testing.TB
 	st *sqlite.Store
 	v  *view.View
 }
 
-func newFixture(t *testing.T, cfg view.Config) *fixture {
+func newFixture(t testing.TB, cfg view.Config) *fixture {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), t.TempDir())
 	if err != nil {

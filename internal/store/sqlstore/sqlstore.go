@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/egressd/egressd/internal/store"
@@ -52,10 +53,13 @@ type Dialect interface {
 // Store is a store.Store over database/sql. New makes one; it is safe for concurrent use.
 type Store struct {
 	d      Dialect
-	reader *sql.DB // every read
-	writer *sql.DB // every write; the same pool as reader where the database allows
-	reads  *readStmts
+	reader *sql.DB    // every read
+	writer *sql.DB    // every write; the same pool as reader where the database allows
+	reads  *readStmts // never nil: after Close its statements answer an error
 	now    func() time.Time
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ store.Store = (*Store)(nil)
@@ -73,19 +77,18 @@ func New(ctx context.Context, d Dialect, reader, writer *sql.DB, now func() time
 
 // Close closes the prepared statements and both pools. Calling it again is harmless.
 func (s *Store) Close() error {
-	var errs []error
-	if s.reads != nil {
-		errs = append(errs, s.reads.close())
-		s.reads = nil
-	}
-	errs = append(errs, s.reader.Close())
-	if s.writer != s.reader {
-		errs = append(errs, s.writer.Close())
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%s: close: %w", s.d.Name(), err)
-	}
-	return nil
+	// A call racing Close gets "statement is closed" or "database is closed" from
+	// database/sql, never a nil statement: Close changes no field.
+	s.closeOnce.Do(func() {
+		errs := []error{s.reads.close(), s.reader.Close()}
+		if s.writer != s.reader {
+			errs = append(errs, s.writer.Close())
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("%s: close: %w", s.d.Name(), err)
+		}
+	})
+	return s.closeErr
 }
 
 // Ping reports whether the database answers a query.

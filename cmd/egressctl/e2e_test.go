@@ -344,7 +344,7 @@ func TestEgressSetFromFile(t *testing.T) {
 	os.WriteFile(file, []byte(`{"allow_https": true, "allowed_domain": ["x.test"]}`), 0o600)
 	c.fails(1, `unknown field "allowed_domain"`, "egress", "set", "--session", s, "-f", file)
 	os.WriteFile(file, []byte(`{"allow_https": true} {}`), 0o600)
-	c.fails(1, "unexpected data", "egress", "set", "--session", s, "-f", file)
+	c.fails(1, "send exactly one object and nothing after it", "egress", "set", "--session", s, "-f", file)
 	c.json(&p, "egress", "get", "--session", s)
 	if !p.AllowHTTPS || p.AllowHTTP {
 		t.Fatalf("a refused file changed the policy: %+v", p)

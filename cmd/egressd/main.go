@@ -218,7 +218,6 @@ func run(ctx context.Context, cfg *config) error {
 		go func() { errc <- dp.serve() }()
 		attrs = append(attrs, "proxy", cfg.proxyListen)
 	}
-	attrs = append(attrs, "node", cfg.nodeID)
 	log.Info("egressd listening", attrs...)
 
 	select {

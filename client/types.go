@@ -77,7 +77,7 @@ type Policy struct {
 type Effective struct {
 	SessionID string `json:"session_id"`
 	VMID      string `json:"vm_id"`
-	policy.Effective
+	policy.Explanation
 }
 
 // CheckRequest is the body of POST /v1/egress/session/{id}/check. Set exactly one of: URL;

@@ -30,12 +30,12 @@ func BenchmarkDecide(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	one := NewSet(testClassifier, Layered{LayerSession, m})
-	two := NewSet(testClassifier, Layered{LayerSession, m}, Layered{LayerVM, vm})
+	one := NewEffective(testClassifier, Layered{LayerSession, m})
+	two := NewEffective(testClassifier, Layered{LayerSession, m}, Layered{LayerVM, vm})
 	pub := netip.MustParseAddr("8.8.8.8")
 	cases := []struct {
 		name  string
-		set   *Set
+		set   *Effective
 		c     Conn
 		allow bool
 	}{
@@ -68,7 +68,7 @@ func BenchmarkDecideQuery(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := NewSet(nil, Layered{LayerSession, m})
+	s := NewEffective(nil, Layered{LayerSession, m})
 	cases := []struct {
 		name string
 		q    Query

@@ -7,7 +7,7 @@ import (
 
 // Classifier holds the operator's address classes: the hard denials of DESIGN §2.2 step 1,
 // and what counts as public in step 3. The zero value is the out-of-the-box behaviour. A
-// Classifier must not be changed once a Set uses it.
+// Classifier must not be changed once an Effective uses it.
 //
 // Hard denials, whatever any policy says and in every mode:
 //   - loopback 127.0.0.0/8 and ::1, link-local 169.254.0.0/16 and fe80::/10, and the cloud
@@ -185,7 +185,7 @@ var builtinHard = func() []hardRange {
 	return rs
 }()
 
-// classes is a Classifier compiled for one Set: lookups allocate nothing.
+// classes is a Classifier compiled for one Effective: lookups allocate nothing.
 type classes struct {
 	public    prefixSet
 	hard      prefixSet // HardDeny

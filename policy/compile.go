@@ -7,7 +7,7 @@ import (
 )
 
 // Matcher is one compiled policy: immutable, built once by Compile when a policy is set, and
-// then read by any number of goroutines without locks (the data path holds it, or the Set
+// then read by any number of goroutines without locks (the data path holds it, or the Effective
 // that holds it, in an atomic.Pointer). Every lookup is allocation-free; the rule strings that
 // decisions report are computed here, once.
 type Matcher struct {

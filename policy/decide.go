@@ -93,23 +93,23 @@ type Layered struct {
 	Matcher *Matcher
 }
 
-// Set is the effective policy of one sandbox (DESIGN §2.4): the hard denials AND every layer.
+// Effective is the effective policy of one sandbox (DESIGN §2.4): the hard denials AND every layer.
 // In explicit-proxy mode the layers are the session's policy and its VM's; in transparent
 // mode, the VM's and every open session's on that VM. When neither is set the caller passes
-// the operator's default policy as LayerDefault. A Set with no layer denies everything: it
+// the operator's default policy as LayerDefault. A Effective with no layer denies everything: it
 // fails closed.
 //
-// A Set is immutable and safe for concurrent use; build a new one when a layer changes and
+// A Effective is immutable and safe for concurrent use; build a new one when a layer changes and
 // publish it through an atomic.Pointer. Decide, DecideQuery and KeepAnswer do not allocate.
-type Set struct {
+type Effective struct {
 	class  *classes
 	layers []Layered // session layers first, then vm, then the rest, each in the given order
 }
 
-// NewSet builds the effective policy of the layers, with c's address classes (nil means the
+// NewEffective builds the effective policy of the layers, with c's address classes (nil means the
 // zero Classifier). c must not change afterwards.
-func NewSet(c *Classifier, layers ...Layered) *Set {
-	s := &Set{class: compileClassifier(c), layers: slices.Clone(layers)}
+func NewEffective(c *Classifier, layers ...Layered) *Effective {
+	s := &Effective{class: compileClassifier(c), layers: slices.Clone(layers)}
 	slices.SortStableFunc(s.layers, func(a, b Layered) int { return layerRank(a.Layer) - layerRank(b.Layer) })
 	return s
 }
@@ -139,7 +139,7 @@ type verdict struct {
 // a denial by an enforce layer denies (the session's is reported before the VM's); a denial
 // by a monitor layer only sets WouldDeny; when every layer allows, the first one's reason is
 // reported.
-func (s *Set) Decide(c Conn) Decision {
+func (s *Effective) Decide(c Conn) Decision {
 	if c.Host != "" {
 		host, d, ok := checkName(c.Host)
 		if !ok {
@@ -175,7 +175,7 @@ func checkName(name string) (string, Decision, bool) {
 }
 
 // combine applies judge to every layer and ANDs the verdicts.
-func (s *Set) combine(judge func(*Matcher) verdict) Decision {
+func (s *Effective) combine(judge func(*Matcher) verdict) Decision {
 	if len(s.layers) == 0 {
 		return Decision{Reason: ReasonNoPolicy, Rule: ruleNoPolicy, Layer: LayerDefault, Mode: Enforce}
 	}
@@ -289,7 +289,7 @@ func (m *Matcher) web(host string, port uint16) verdict {
 // enforce layer it is public or inside that layer's allowed_cidrs. Monitor layers strip
 // nothing: the connection that follows is judged, and recorded, by Decide. With no layer,
 // nothing is kept.
-func (s *Set) KeepAnswer(a netip.Addr) bool {
+func (s *Effective) KeepAnswer(a netip.Addr) bool {
 	a = a.Unmap().WithZone("")
 	if !a.IsValid() || len(s.layers) == 0 {
 		return false
@@ -316,7 +316,7 @@ func (s *Set) KeepAnswer(a netip.Addr) bool {
 // intersection of the layers' lists), for the firewall rules that forward such traffic
 // without the proxy. Hard denials are not subtracted: the firewall puts them first. With no
 // layer, or a nil Matcher, the result is empty.
-func (s *Set) AllowedPrefixes() []netip.Prefix {
+func (s *Effective) AllowedPrefixes() []netip.Prefix {
 	if len(s.layers) == 0 {
 		return []netip.Prefix{}
 	}

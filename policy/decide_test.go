@@ -155,7 +155,7 @@ func TestDecideOneLayer(t *testing.T) {
 		{"hard broadcast", everything, Conn{IP: ip("255.255.255.255"), Port: 67, Transport: UDP}, want{false, false, ReasonHardDeny, "", LayerHard}},
 	}
 	for _, tt := range tests {
-		s := NewSet(testClassifier, Layered{LayerSession, mustCompile(t, tt.p)})
+		s := NewEffective(testClassifier, Layered{LayerSession, mustCompile(t, tt.p)})
 		check(t, tt.name, s.Decide(tt.c), tt.w)
 	}
 }
@@ -163,7 +163,7 @@ func TestDecideOneLayer(t *testing.T) {
 // TestDeniedDomainForms: a denied name is denied whatever form the traffic spells it in,
 // because entries and traffic go through the same NormalizeName.
 func TestDeniedDomainForms(t *testing.T) {
-	s := NewSet(nil, Layered{LayerSession, mustCompile(t, Policy{
+	s := NewEffective(nil, Layered{LayerSession, mustCompile(t, Policy{
 		AllowHTTPS:    true,
 		DeniedDomains: []string{"BÜCHER.example", "*.Evil.test."},
 	})})
@@ -246,17 +246,17 @@ func TestDecideLayers(t *testing.T) {
 		for _, l := range tt.layers {
 			ls = append(ls, Layered{l.l, mustCompile(t, l.p)})
 		}
-		check(t, tt.name, NewSet(nil, ls...).Decide(tt.c), tt.w)
+		check(t, tt.name, NewEffective(nil, ls...).Decide(tt.c), tt.w)
 	}
 }
 
 func TestSetFailsClosed(t *testing.T) {
 	conn := Conn{IP: ip("8.8.8.8"), Port: 443, Host: "a.test"}
 	q := Query{Name: "a.test", Type: QTypeA}
-	for name, s := range map[string]*Set{
-		"no layer":    NewSet(nil),
-		"nil matcher": NewSet(nil, Layered{LayerSession, nil}),
-		"nil and allow": NewSet(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true})},
+	for name, s := range map[string]*Effective{
+		"no layer":    NewEffective(nil),
+		"nil matcher": NewEffective(nil, Layered{LayerSession, nil}),
+		"nil and allow": NewEffective(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true})},
 			Layered{LayerVM, nil}),
 	} {
 		if d := s.Decide(conn); d.Allow || d.Reason != ReasonNoPolicy {
@@ -269,7 +269,7 @@ func TestSetFailsClosed(t *testing.T) {
 			t.Errorf("%s: KeepAnswer = true, want false", name)
 		}
 	}
-	if d := NewSet(nil).Decide(conn); d.Layer != LayerDefault {
+	if d := NewEffective(nil).Decide(conn); d.Layer != LayerDefault {
 		t.Errorf("no layer: layer %q, want %q", d.Layer, LayerDefault)
 	}
 }
@@ -280,25 +280,25 @@ func TestKeepAnswer(t *testing.T) {
 	mon := mustCompile(t, Policy{AllowHTTPS: true, Mode: Monitor})
 	tests := []struct {
 		name string
-		set  *Set
+		set  *Effective
 		addr string
 		keep bool
 	}{
-		{"public", NewSet(nil, Layered{LayerSession, web}), "8.8.8.8", true},
-		{"public v6", NewSet(nil, Layered{LayerSession, web}), "2606:4700::1111", true},
-		{"private", NewSet(nil, Layered{LayerSession, web}), "192.168.1.1", false},
-		{"private in cidr", NewSet(nil, Layered{LayerSession, web}), "10.1.9.9", true},
-		{"mapped private in cidr", NewSet(nil, Layered{LayerSession, web}), "::ffff:10.1.9.9", true},
-		{"ula", NewSet(nil, Layered{LayerSession, web}), "fd12::1", false},
-		{"nat64", NewSet(nil, Layered{LayerSession, web}), "64:ff9b::808:808", false},
-		{"loopback in cidr stays hard", NewSet(nil, Layered{LayerSession, web}), "127.0.0.100", false},
-		{"lab public", NewSet(testClassifier, Layered{LayerSession, web}), "127.0.0.5", true},
-		{"self", NewSet(testClassifier, Layered{LayerSession, web}), "127.0.0.1", false},
-		{"metadata", NewSet(nil, Layered{LayerSession, web}), "169.254.169.254", false},
-		{"both layers' cidrs", NewSet(nil, Layered{LayerSession, web}, Layered{LayerVM, narrow}), "10.1.2.3", true},
-		{"one layer's cidr", NewSet(nil, Layered{LayerSession, web}, Layered{LayerVM, narrow}), "10.1.3.3", false},
-		{"monitor strips nothing", NewSet(nil, Layered{LayerSession, web}, Layered{LayerVM, mon}), "10.1.3.3", true},
-		{"zero addr", NewSet(nil, Layered{LayerSession, web}), "", false},
+		{"public", NewEffective(nil, Layered{LayerSession, web}), "8.8.8.8", true},
+		{"public v6", NewEffective(nil, Layered{LayerSession, web}), "2606:4700::1111", true},
+		{"private", NewEffective(nil, Layered{LayerSession, web}), "192.168.1.1", false},
+		{"private in cidr", NewEffective(nil, Layered{LayerSession, web}), "10.1.9.9", true},
+		{"mapped private in cidr", NewEffective(nil, Layered{LayerSession, web}), "::ffff:10.1.9.9", true},
+		{"ula", NewEffective(nil, Layered{LayerSession, web}), "fd12::1", false},
+		{"nat64", NewEffective(nil, Layered{LayerSession, web}), "64:ff9b::808:808", false},
+		{"loopback in cidr stays hard", NewEffective(nil, Layered{LayerSession, web}), "127.0.0.100", false},
+		{"lab public", NewEffective(testClassifier, Layered{LayerSession, web}), "127.0.0.5", true},
+		{"self", NewEffective(testClassifier, Layered{LayerSession, web}), "127.0.0.1", false},
+		{"metadata", NewEffective(nil, Layered{LayerSession, web}), "169.254.169.254", false},
+		{"both layers' cidrs", NewEffective(nil, Layered{LayerSession, web}, Layered{LayerVM, narrow}), "10.1.2.3", true},
+		{"one layer's cidr", NewEffective(nil, Layered{LayerSession, web}, Layered{LayerVM, narrow}), "10.1.3.3", false},
+		{"monitor strips nothing", NewEffective(nil, Layered{LayerSession, web}, Layered{LayerVM, mon}), "10.1.3.3", true},
+		{"zero addr", NewEffective(nil, Layered{LayerSession, web}), "", false},
 	}
 	for _, tt := range tests {
 		var a netip.Addr
@@ -314,14 +314,14 @@ func TestKeepAnswer(t *testing.T) {
 func TestAllowedPrefixes(t *testing.T) {
 	a := mustCompile(t, Policy{AllowedCIDRs: []string{"10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"}})
 	b := mustCompile(t, Policy{AllowedCIDRs: []string{"10.1.0.0/16", "2001:db8:1::/48", "198.51.100.0/24"}})
-	got := fmt.Sprint(NewSet(nil, Layered{LayerSession, a}, Layered{LayerVM, b}).AllowedPrefixes())
+	got := fmt.Sprint(NewEffective(nil, Layered{LayerSession, a}, Layered{LayerVM, b}).AllowedPrefixes())
 	if want := "[10.1.0.0/16 2001:db8:1::/48]"; got != want {
 		t.Errorf("AllowedPrefixes = %s, want %s", got, want)
 	}
-	if got := NewSet(nil).AllowedPrefixes(); got == nil || len(got) != 0 {
+	if got := NewEffective(nil).AllowedPrefixes(); got == nil || len(got) != 0 {
 		t.Errorf("AllowedPrefixes of no layer = %v, want empty", got)
 	}
-	if got := fmt.Sprint(NewSet(nil, Layered{LayerVM, a}).AllowedPrefixes()); got != "[10.0.0.0/8 192.0.2.0/24 2001:db8::/32]" {
+	if got := fmt.Sprint(NewEffective(nil, Layered{LayerVM, a}).AllowedPrefixes()); got != "[10.0.0.0/8 192.0.2.0/24 2001:db8::/32]" {
 		t.Errorf("AllowedPrefixes of one layer = %s", got)
 	}
 }
@@ -353,7 +353,7 @@ func TestMatcherAccessors(t *testing.T) {
 
 // TestDecideAllocs pins the data-path property: no decision allocates.
 func TestDecideAllocs(t *testing.T) {
-	s := NewSet(testClassifier,
+	s := NewEffective(testClassifier,
 		Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, AllowPackageManagers: true, AllowedDomains: []string{"*.a.test", "b.test"}, AllowedCIDRs: []string{"10.0.0.0/8"}, DeniedDomains: []string{"bad.a.test"}})},
 		Layered{LayerVM, mustCompile(t, Policy{AllowHTTPS: true, Mode: Monitor, AllowedDomains: []string{"b.test"}})},
 	)
@@ -385,7 +385,7 @@ func TestDecideAllocs(t *testing.T) {
 
 // TestSetConcurrent reads one Set from many goroutines; run with -race.
 func TestSetConcurrent(t *testing.T) {
-	s := NewSet(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, AllowPackageManagers: true, AllowedDomains: []string{"*.a.test"}})})
+	s := NewEffective(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, AllowPackageManagers: true, AllowedDomains: []string{"*.a.test"}})})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -404,7 +404,7 @@ func TestSetConcurrent(t *testing.T) {
 
 // TestUnnormalisedNames: a caller that forgets NormalizeName must not open a hole.
 func TestUnnormalisedNames(t *testing.T) {
-	s := NewSet(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, AllowPackageManagers: true, DeniedDomains: []string{"evil.test"}})})
+	s := NewEffective(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, AllowPackageManagers: true, DeniedDomains: []string{"evil.test"}})})
 	pub := ip("8.8.8.8")
 	tests := []struct {
 		name string

@@ -55,7 +55,7 @@ func QTypeString(t uint16) string {
 // name), or the preset with allow_package_managers, or any name when a web flag is on with an
 // empty allowed_domains. Monitor layers are combined as in Decide. The addresses of the answer
 // are then filtered by KeepAnswer.
-func (s *Set) DecideQuery(q Query) Decision {
+func (s *Effective) DecideQuery(q Query) Decision {
 	if q.Type != QTypeA && q.Type != QTypeAAAA {
 		rule, ok := qtypeRules[q.Type]
 		if !ok {

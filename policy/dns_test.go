@@ -6,7 +6,7 @@ import (
 )
 
 func TestDecideQueryTypes(t *testing.T) {
-	s := NewSet(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true})})
+	s := NewEffective(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true})})
 	tests := []struct {
 		qtype     uint16
 		allow     bool
@@ -36,7 +36,7 @@ func TestDecideQueryTypes(t *testing.T) {
 		}
 	}
 	// Monitor mode does not open other query types: they could carry data out.
-	mon := NewSet(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, Mode: Monitor})})
+	mon := NewEffective(nil, Layered{LayerSession, mustCompile(t, Policy{AllowHTTPS: true, Mode: Monitor})})
 	if d := mon.DecideQuery(Query{Name: "example.test", Type: 16}); d.Allow {
 		t.Errorf("TXT in monitor mode: %+v, want refused", d)
 	}
@@ -73,11 +73,11 @@ func TestDecideQueryNames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		for _, qt := range []uint16{QTypeA, QTypeAAAA} {
-			s := NewSet(nil, Layered{LayerSession, mustCompile(t, tt.p)})
+			s := NewEffective(nil, Layered{LayerSession, mustCompile(t, tt.p)})
 			check(t, tt.name, s.DecideQuery(Query{Name: tt.qname, Type: qt}), tt.w)
 		}
 	}
-	if d := NewSet(nil, Layered{LayerSession, mustCompile(t, anyHTTPS)}).DecideQuery(Query{Type: QTypeA}); d.Allow {
+	if d := NewEffective(nil, Layered{LayerSession, mustCompile(t, anyHTTPS)}).DecideQuery(Query{Type: QTypeA}); d.Allow {
 		t.Errorf("empty name: %+v, want denied", d)
 	}
 }
@@ -90,12 +90,12 @@ func TestDecideQueryLayers(t *testing.T) {
 	q := Query{Name: "x.a.test", Type: QTypeA}
 	tests := []struct {
 		name string
-		set  *Set
+		set  *Effective
 		w    want
 	}{
-		{"both allow", NewSet(nil, Layered{LayerSession, a}, Layered{LayerVM, anyHTTPS}), want{true, false, ReasonAllowedDomains, "", LayerSession}},
-		{"vm refuses", NewSet(nil, Layered{LayerSession, anyHTTPS}, Layered{LayerVM, b}), want{false, false, ReasonNameNotListed, "", LayerVM}},
-		{"monitor vm would refuse", NewSet(nil, Layered{LayerSession, a}, Layered{LayerVM, monB}), want{true, true, ReasonNameNotListed, "", LayerVM}},
+		{"both allow", NewEffective(nil, Layered{LayerSession, a}, Layered{LayerVM, anyHTTPS}), want{true, false, ReasonAllowedDomains, "", LayerSession}},
+		{"vm refuses", NewEffective(nil, Layered{LayerSession, anyHTTPS}, Layered{LayerVM, b}), want{false, false, ReasonNameNotListed, "", LayerVM}},
+		{"monitor vm would refuse", NewEffective(nil, Layered{LayerSession, a}, Layered{LayerVM, monB}), want{true, true, ReasonNameNotListed, "", LayerVM}},
 	}
 	for _, tt := range tests {
 		check(t, tt.name, tt.set.DecideQuery(q), tt.w)

@@ -28,10 +28,10 @@
 //
 // # Decisions
 //
-// Compile turns a policy into an immutable Matcher. A Set combines the Classifier (the
+// Compile turns a policy into an immutable Matcher. An Effective combines the Classifier (the
 // operator's address classes) with one or more layers: the session's policy and its VM's
 // (in transparent mode, the VM's and every open session's on it), or the operator's default
-// policy when neither is set. Set.Decide judges a connection attempt in this order:
+// policy when neither is set. Effective.Decide judges a connection attempt in this order:
 //
 //  1. Hard deny, whatever any policy or mode says: loopback, link-local (so every cloud
 //     metadata endpoint), multicast, broadcast, unspecified addresses, egressd's own
@@ -46,16 +46,16 @@
 //
 // denied_domains win wherever a host name is seen, allowed_cidrs included. Each layer
 // decides on its own and the decision is their AND: the more restrictive layer wins, and a
-// monitor layer never loosens an enforce layer. A Set with no layer denies everything.
+// monitor layer never loosens an enforce layer. An Effective with no layer denies everything.
 //
-// Set.DecideQuery judges a DNS query: only A and AAAA are answered, for a name that every
+// Effective.DecideQuery judges a DNS query: only A and AAAA are answered, for a name that every
 // layer could allow (allowed_domains, whatever the web flags say, which is how internal
 // services are reached by name; the preset; any name when a web flag is on with an empty
-// allowed_domains). Set.KeepAnswer filters the addresses of an answer.
+// allowed_domains). Effective.KeepAnswer filters the addresses of an answer.
 //
 // A Decision carries a Reason from a small fixed set (the Reason constants, fit for metrics
 // labels), a Rule with the detail ("allowed_domains *.example.com", "loopback 127.0.0.0/8")
-// and the Layer that decided. Decisions do not allocate: the data path compiles a Set once
+// and the Layer that decided. Decisions do not allocate: the data path compiles an Effective once
 // per policy change, publishes it through an atomic.Pointer, and reads it without locks.
 //
 // Explain renders the effective policy of a session for people: each field's effective

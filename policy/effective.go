@@ -17,14 +17,14 @@ type NamedPolicy struct {
 	UpdatedAt time.Time
 }
 
-// Effective is the effective policy of a session as one readable object (GET
+// Explanation is the effective policy of a session as one readable object (GET
 // /v1/egress/session/{id}/effective): the layers that are set, each field's effective value
 // with the layers it comes from, and notes on the interplay a reader could miss. It explains
 // Decide; it does not replace it.
 //
 // Values come from the enforce layers (every layer, if all are in monitor mode): a monitor
 // layer restricts nothing, and the notes say what it would deny.
-type Effective struct {
+type Explanation struct {
 	// Layers are the layers that are set, session first, with their whole policies.
 	Layers []EffectiveLayer `json:"layers"`
 	// Mode is enforce if any layer enforces.
@@ -92,13 +92,13 @@ type EffectiveList struct {
 // package-manager list (nil means BuiltinPreset). When neither a session nor a VM policy is
 // set, the caller passes the default policy as LayerDefault; with no layer at all, everything
 // is denied and Explain says so.
-func Explain(preset *Preset, layers ...NamedPolicy) Effective {
+func Explain(preset *Preset, layers ...NamedPolicy) Explanation {
 	if preset == nil {
 		preset = builtin()
 	}
 	layers = slices.Clone(layers)
 	slices.SortStableFunc(layers, func(a, b NamedPolicy) int { return layerRank(a.Layer) - layerRank(b.Layer) })
-	e := Effective{Layers: []EffectiveLayer{}, Notes: []string{}}
+	e := Explanation{Layers: []EffectiveLayer{}, Notes: []string{}}
 	for i, l := range layers {
 		p, _, err := l.Policy.normalize(false)
 		if err != nil {
@@ -237,7 +237,7 @@ const noteHard = "Hard denials always apply, whatever the policies say: loopback
 	"cloud metadata addresses, multicast, broadcast and unspecified addresses, and egressd's own addresses."
 
 // notes explains the interplay of the layers and fields of e.
-func notes(e *Effective, preset *Preset, layers, enforcing []NamedPolicy) []string {
+func notes(e *Explanation, preset *Preset, layers, enforcing []NamedPolicy) []string {
 	var ns []string
 	add := func(format string, args ...any) { ns = append(ns, fmt.Sprintf(format, args...)) }
 	for _, l := range layers {
@@ -359,7 +359,7 @@ func joinLayers(ls []Layer) string {
 }
 
 // webPorts says which web ports are open, as the start of a sentence.
-func webPorts(e *Effective) string {
+func webPorts(e *Explanation) string {
 	switch {
 	case e.AllowHTTP.Value && e.AllowHTTPS.Value:
 		return "HTTP (80) and HTTPS (443) reach"

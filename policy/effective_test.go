@@ -59,19 +59,19 @@ func TestExplain(t *testing.T) {
 	tests := []struct {
 		name   string
 		layers []NamedPolicy
-		check  func(t *testing.T, e Effective)
+		check  func(t *testing.T, e Explanation)
 	}{
-		{"no layer", nil, func(t *testing.T, e Effective) {
+		{"no layer", nil, func(t *testing.T, e Explanation) {
 			expect(t, e.AllowHTTPS.Value == false && e.AllowedDomains.Hosts == HostsNone && e.Mode.Value == Enforce, "denies everything: %+v", e)
 			expectNote(t, e, "everything is denied")
 		}},
-		{"default", []NamedPolicy{{Layer: LayerDefault, Policy: anyHTTPS}}, func(t *testing.T, e Effective) {
+		{"default", []NamedPolicy{{Layer: LayerDefault, Policy: anyHTTPS}}, func(t *testing.T, e Explanation) {
 			expect(t, e.AllowHTTPS.Value && slices.Equal(e.AllowHTTPS.From, []Layer{LayerDefault}), "allow_https from default: %+v", e.AllowHTTPS)
 			expect(t, e.AllowedDomains.Hosts == HostsAny, "any host: %+v", e.AllowedDomains)
 			expectNote(t, e, "default policy applies")
 			expectNote(t, e, "any public host")
 		}},
-		{"flag off in one layer", []NamedPolicy{{Layer: LayerSession, Policy: anyHTTPS}, {Layer: LayerVM, Policy: Policy{AllowHTTP: true}}}, func(t *testing.T, e Effective) {
+		{"flag off in one layer", []NamedPolicy{{Layer: LayerSession, Policy: anyHTTPS}, {Layer: LayerVM, Policy: Policy{AllowHTTP: true}}}, func(t *testing.T, e Explanation) {
 			expect(t, !e.AllowHTTPS.Value && slices.Equal(e.AllowHTTPS.From, []Layer{LayerVM}), "allow_https off from vm: %+v", e.AllowHTTPS)
 			expect(t, !e.AllowHTTP.Value && slices.Equal(e.AllowHTTP.From, []Layer{LayerSession}), "allow_http off from session: %+v", e.AllowHTTP)
 			expectNote(t, e, "Nothing is allowed")
@@ -79,7 +79,7 @@ func TestExplain(t *testing.T) {
 		{"disjoint domains say none", []NamedPolicy{
 			{Layer: LayerSession, Policy: Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test"}}},
 			{Layer: LayerVM, Policy: Policy{AllowHTTPS: true, AllowedDomains: []string{"b.test"}}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, e.AllowedDomains.Hosts == HostsNone && len(e.AllowedDomains.Value) == 0 && e.AllowedDomains.Value != nil, "none: %+v", e.AllowedDomains)
 			expect(t, slices.Equal(e.AllowedDomains.From, []Layer{LayerSession, LayerVM}), "from both: %+v", e.AllowedDomains)
 			expectNote(t, e, "have no host in common")
@@ -87,45 +87,45 @@ func TestExplain(t *testing.T) {
 		{"wildcards intersect", []NamedPolicy{
 			{Layer: LayerSession, Policy: Policy{AllowHTTPS: true, AllowedDomains: []string{"*.a.com", "z.test"}}},
 			{Layer: LayerVM, Policy: Policy{AllowHTTPS: true, AllowedDomains: []string{"x.a.com", "*.b.a.com"}}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, slices.Equal(e.AllowedDomains.Value, []string{"*.b.a.com", "x.a.com"}), "intersection: %q", e.AllowedDomains.Value)
 		}},
 		{"one list constrains", []NamedPolicy{
 			{Layer: LayerSession, Policy: anyHTTPS},
 			{Layer: LayerVM, Policy: Policy{AllowHTTPS: true, AllowedDomains: []string{"x.a.com"}}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, e.AllowedDomains.Hosts == HostsListed && slices.Equal(e.AllowedDomains.From, []Layer{LayerVM}), "from vm: %+v", e.AllowedDomains)
 		}},
 		{"cidrs intersect", []NamedPolicy{
 			{Layer: LayerSession, Policy: Policy{AllowedCIDRs: []string{"10.0.0.0/8"}}},
 			{Layer: LayerVM, Policy: Policy{AllowedCIDRs: []string{"10.1.0.0/16", "192.0.2.0/24"}}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, slices.Equal(e.AllowedCIDRs.Value, []string{"10.1.0.0/16"}), "cidrs: %q", e.AllowedCIDRs.Value)
 		}},
 		{"cidrs disjoint", []NamedPolicy{
 			{Layer: LayerSession, Policy: Policy{AllowedCIDRs: []string{"10.0.0.0/8"}}},
 			{Layer: LayerVM, Policy: Policy{AllowedCIDRs: []string{"192.0.2.0/24"}}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, len(e.AllowedCIDRs.Value) == 0, "cidrs: %q", e.AllowedCIDRs.Value)
 			expectNote(t, e, "have no range in common")
 		}},
 		{"cidrs empty in one layer", []NamedPolicy{
 			{Layer: LayerSession, Policy: Policy{AllowedCIDRs: []string{"10.0.0.0/8"}}},
 			{Layer: LayerVM, Policy: anyHTTPS},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, len(e.AllowedCIDRs.Value) == 0 && slices.Equal(e.AllowedCIDRs.From, []Layer{LayerVM}), "cidrs: %+v", e.AllowedCIDRs)
 		}},
 		{"denied union", []NamedPolicy{
 			{Layer: LayerSession, Policy: Policy{AllowHTTPS: true, DeniedDomains: []string{"x.a.test"}}},
 			{Layer: LayerVM, Policy: Policy{AllowHTTPS: true, DeniedDomains: []string{"*.a.test", "b.test"}}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, slices.Equal(e.DeniedDomains.Value, []string{"*.a.test", "b.test"}), "denied: %q", e.DeniedDomains.Value)
 			expectNote(t, e, "denied_domains win")
 		}},
 		{"preset limited by other layer", []NamedPolicy{
 			{Layer: LayerSession, Policy: Policy{AllowPackageManagers: true}},
 			{Layer: LayerVM, Policy: Policy{AllowHTTPS: true, AllowedDomains: []string{"x.test"}}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, !e.AllowPackageManagers.Value && slices.Equal(e.AllowPackageManagers.From, []Layer{LayerVM}), "pm: %+v", e.AllowPackageManagers)
 			expect(t, e.PackageManagers == nil, "no managers listed: %q", e.PackageManagers)
 			expectNote(t, e, "allow_package_managers is on in session but off in vm")
@@ -133,12 +133,12 @@ func TestExplain(t *testing.T) {
 		{"monitor vm", []NamedPolicy{
 			{Layer: LayerSession, Policy: anyHTTPS},
 			{Layer: LayerVM, Policy: Policy{Mode: Monitor}},
-		}, func(t *testing.T, e Effective) {
+		}, func(t *testing.T, e Explanation) {
 			expect(t, e.Mode.Value == Enforce && slices.Equal(e.Mode.From, []Layer{LayerSession}), "mode: %+v", e.Mode)
 			expect(t, e.AllowHTTPS.Value, "the monitor layer restricts nothing: %+v", e.AllowHTTPS)
 			expectNote(t, e, "The vm layer is in monitor mode")
 		}},
-		{"all monitor", []NamedPolicy{{Layer: LayerSession, Policy: Policy{Mode: Monitor}}}, func(t *testing.T, e Effective) {
+		{"all monitor", []NamedPolicy{{Layer: LayerSession, Policy: Policy{Mode: Monitor}}}, func(t *testing.T, e Explanation) {
 			expect(t, e.Mode.Value == Monitor, "mode: %+v", e.Mode)
 			expectNote(t, e, "Every layer is in monitor mode")
 		}},
@@ -162,7 +162,7 @@ func expect(t *testing.T, ok bool, format string, args ...any) {
 	}
 }
 
-func expectNote(t *testing.T, e Effective, part string) {
+func expectNote(t *testing.T, e Explanation, part string) {
 	t.Helper()
 	for _, n := range e.Notes {
 		if strings.Contains(n, part) {

@@ -65,20 +65,20 @@ func (e *Env) Default() Policy { return e.orBuiltin().def }
 // Compile compiles one layer's policy with the preset in force.
 func (e *Env) Compile(p Policy) (*Matcher, error) { return Compile(p, e.orBuiltin().preset) }
 
-// Set is the effective policy of compiled layers: the layers given, or the default policy
+// Combine is the effective policy of compiled layers: the layers given, or the default policy
 // (as LayerDefault) when none is given.
-func (e *Env) Set(layers ...Layered) *Set {
+func (e *Env) Combine(layers ...Layered) *Effective {
 	e = e.orBuiltin()
 	if len(layers) == 0 {
 		layers = []Layered{{Layer: LayerDefault, Matcher: e.defMatcher}}
 	}
-	return NewSet(e.classifier, layers...)
+	return NewEffective(e.classifier, layers...)
 }
 
 // Effective compiles the layers that are set into the effective policy (DESIGN §2.4): the
-// one way the API and the gateway turn stored policies into a Set. With no layer, the
+// one way the API and the gateway turn stored policies into an Effective. With no layer, the
 // default policy applies.
-func (e *Env) Effective(layers ...NamedPolicy) (*Set, error) {
+func (e *Env) Effective(layers ...NamedPolicy) (*Effective, error) {
 	ls := make([]Layered, 0, len(layers))
 	for _, l := range layers {
 		m, err := e.Compile(l.Policy)
@@ -87,12 +87,12 @@ func (e *Env) Effective(layers ...NamedPolicy) (*Set, error) {
 		}
 		ls = append(ls, Layered{Layer: l.Layer, Matcher: m})
 	}
-	return e.Set(ls...), nil
+	return e.Combine(ls...), nil
 }
 
 // Explain is the effective policy of the layers as one readable object (see Explain); with
 // no layer, the default policy's.
-func (e *Env) Explain(layers ...NamedPolicy) Effective {
+func (e *Env) Explain(layers ...NamedPolicy) Explanation {
 	e = e.orBuiltin()
 	if len(layers) == 0 {
 		layers = []NamedPolicy{{Layer: LayerDefault, Policy: e.def}}

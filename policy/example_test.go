@@ -22,7 +22,7 @@ func Example() {
 	}
 	// A lab classifier: 203.0.113.0/24 plays the public internet.
 	c := &policy.Classifier{Public: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
-	set := policy.NewSet(c, policy.Layered{Layer: policy.LayerSession, Matcher: m})
+	set := policy.NewEffective(c, policy.Layered{Layer: policy.LayerSession, Matcher: m})
 
 	host, _ := policy.NormalizeName("API.Example.com.")
 	resolved := netip.MustParseAddr("203.0.113.10")

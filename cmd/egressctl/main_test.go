@@ -138,7 +138,7 @@ func TestPolicyFieldsSayWhatAnEmptyListMeans(t *testing.T) {
 	}
 
 	// The same in an effective policy: a VM policy of CIDR ranges alone opens no host.
-	cidrsOnly := &client.Effective{Effective: policy.Effective{
+	cidrsOnly := &client.Effective{Explanation: policy.Explanation{
 		AllowedDomains: policy.EffectiveDomains{Hosts: policy.HostsAny},
 		AllowedCIDRs:   policy.EffectiveList{Value: []string{"198.51.100.0/24"}, From: []policy.Layer{policy.LayerVM}},
 	}}

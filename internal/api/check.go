@@ -60,7 +60,7 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) e
 // planner (judge the name, resolve it with the gateway's resolver, judge every address), so
 // the answer is the decision the gateway would record. A name that leads nowhere is denied
 // here (name_not_found, resolve_failed): the gateway could connect to nothing.
-func (s *Server) plan(ctx context.Context, set *policy.Set, conn policy.Conn) client.CheckResult {
+func (s *Server) plan(ctx context.Context, set *policy.Effective, conn policy.Conn) client.CheckResult {
 	p, err := s.planner.Plan(ctx, set, conn)
 	var out client.CheckResult
 	switch {

@@ -107,7 +107,7 @@ func (s *Server) effective(w http.ResponseWriter, r *http.Request, k store.APIKe
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, client.Effective{SessionID: se.ID, VMID: se.VMID, Effective: s.env.Explain(layers...)})
+	writeJSON(w, http.StatusOK, client.Effective{SessionID: se.ID, VMID: se.VMID, Explanation: s.env.Explain(layers...)})
 	return nil
 }
 

@@ -22,7 +22,7 @@ import (
 // gateway uses; the check endpoint answers "resolve": true from its Plan, so that /check
 // and the data path cannot disagree.
 type Planner interface {
-	Plan(ctx context.Context, set *policy.Set, c policy.Conn) (dialer.Plan, error)
+	Plan(ctx context.Context, set *policy.Effective, c policy.Conn) (dialer.Plan, error)
 }
 
 // Networks gives VMs their sandbox network. Attach must be idempotent for a VM that has one

@@ -122,7 +122,7 @@ type Plan struct {
 //
 // The error wraps ErrDenied when the policy denies, ErrNotFound or ErrNoAddress (of package
 // resolve) when the name leads nowhere, and otherwise the resolver's error.
-func (d *Dialer) Plan(ctx context.Context, set *policy.Set, c policy.Conn) (Plan, error) {
+func (d *Dialer) Plan(ctx context.Context, set *policy.Effective, c policy.Conn) (Plan, error) {
 	c.Transport = policy.TCP
 	if c.Host == "" {
 		c.IP = c.IP.Unmap().WithZone("") // the address Decide judges is the one dialled
@@ -182,7 +182,7 @@ func (d *Dialer) Plan(ctx context.Context, set *policy.Set, c policy.Conn) (Plan
 // resolvesForCIDRs reports whether a name denied as a name may still lead into
 // allowed_cidrs: it was denied only for its port, every layer allows some range, and the DNS
 // filter would answer the name. (AllowedPrefixes allocates: this path is the rare one.)
-func resolvesForCIDRs(set *policy.Set, c policy.Conn, byName policy.Decision) bool {
+func resolvesForCIDRs(set *policy.Effective, c policy.Conn, byName policy.Decision) bool {
 	return byName.Reason == policy.ReasonPort &&
 		len(set.AllowedPrefixes()) > 0 &&
 		set.DecideQuery(policy.Query{Name: c.Host, Type: policy.QTypeA}).Allow
@@ -190,7 +190,7 @@ func resolvesForCIDRs(set *policy.Set, c policy.Conn, byName policy.Decision) bo
 
 // Dial plans c (see Plan) and connects to the first address that the plan allows and that
 // answers, within the Dialer's timeout.
-func (d *Dialer) Dial(ctx context.Context, set *policy.Set, c policy.Conn) (Result, error) {
+func (d *Dialer) Dial(ctx context.Context, set *policy.Effective, c policy.Conn) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout())
 	defer cancel()
 	p, err := d.Plan(ctx, set, c)

@@ -25,13 +25,13 @@ const (
 
 var classifier = &policy.Classifier{Public: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/26")}}
 
-func set(t *testing.T, p policy.Policy) *policy.Set {
+func set(t *testing.T, p policy.Policy) *policy.Effective {
 	t.Helper()
 	m, err := policy.Compile(p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return policy.NewSet(classifier, policy.Layered{Layer: policy.LayerSession, Matcher: m})
+	return policy.NewEffective(classifier, policy.Layered{Layer: policy.LayerSession, Matcher: m})
 }
 
 // listen opens ip:port and counts the connections it accepts.
@@ -88,7 +88,7 @@ func TestDialByName(t *testing.T) {
 	tests := []struct {
 		name       string
 		host       string
-		set        *policy.Set
+		set        *policy.Effective
 		wantErr    error
 		wantIP     string
 		wantReason policy.Reason

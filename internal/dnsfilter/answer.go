@@ -26,7 +26,7 @@ type answer struct {
 // is kept), signatures, and the authority and additional sections whole. Every TTL is
 // capped at maxTTL; one over 2^31-1 counts as 0 (RFC 2181 §8). The records are resp's own,
 // changed in place.
-func filterAnswer(resp *dns.Msg, qname string, qtype uint16, set *policy.Set, maxTTL uint32) answer {
+func filterAnswer(resp *dns.Msg, qname string, qtype uint16, set *policy.Effective, maxTTL uint32) answer {
 	var chain [maxChain + 1]string
 	chain[0] = qname
 	n := 1

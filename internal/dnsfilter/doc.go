@@ -12,7 +12,7 @@
 // # Setup
 //
 //	srv := &dnsfilter.Server{
-//		VMs:      dnsfilter.FromView(v), // source address → tenant, vm_id, *policy.Set
+//		VMs:      dnsfilter.FromView(v), // source address → tenant, vm_id, *policy.Effective
 //		Upstream: "192.0.2.53:53",       // --dns-upstream; "" reads /etc/resolv.conf
 //		Sink:     hub,                   // one events.Record per query
 //		Logger:   logger,
@@ -38,16 +38,16 @@
 // allowed (not in allowed_domains) by the vm policy)").
 //
 //	step                                       RCODE      EDE                 record reason
-//	source address of no sandbox (VMs)         REFUSED    18 Prohibited       unknown source (layer hard)
-//	opcode other than QUERY                    NOTIMP     21 Not Supported    malformed query
-//	not exactly one question                   FORMERR    0 Other             malformed query
-//	EDNS version other than 0                  BADVERS    0 Other             malformed query
-//	class other than IN                        REFUSED    21 Not Supported    query class is not answered
-//	no policy for the sandbox (nil Set)        REFUSED    15 Blocked          no policy allows it
-//	type other than A and AAAA                 REFUSED    15 Blocked          query type is not answered (hard, every mode)
-//	name that policy.NormalizeName rejects     REFUSED    15 Blocked          host name is invalid
-//	name that Set.DecideQuery denies           REFUSED    15 Blocked          the policy's reason, layer and rule
-//	MaxInFlight queries already forwarded      SERVFAIL   0 Other             too many queries in flight (deny)
+//	source address of no sandbox (VMs)         REFUSED    18 Prohibited       unknown_sandbox (layer hard)
+//	opcode other than QUERY                    NOTIMP     21 Not Supported    malformed_query
+//	not exactly one question                   FORMERR    0 Other             malformed_query
+//	EDNS version other than 0                  BADVERS    0 Other             malformed_query
+//	class other than IN                        REFUSED    21 Not Supported    query_class
+//	no policy for the sandbox (nil policy)     REFUSED    15 Blocked          no_policy
+//	type other than A and AAAA                 REFUSED    15 Blocked          query_type (hard, every mode)
+//	name that policy.NormalizeName rejects     REFUSED    15 Blocked          bad_name
+//	name that Effective.DecideQuery denies     REFUSED    15 Blocked          the policy's reason, layer and rule
+//	MaxInFlight queries already forwarded      SERVFAIL   0 Other             busy (deny)
 //	upstream unreachable or timed out          SERVFAIL   23 Network Error    the policy's (allow)
 //	upstream RCODE other than NOERROR/NXDOMAIN SERVFAIL   0 Other             the policy's (allow)
 //	upstream answer                            NOERROR or NXDOMAIN, filtered (below)
@@ -88,7 +88,7 @@
 //   - the CNAME chain that starts at the question's name, in order, at most 8 links, a loop
 //     cut (a DNAME's synthesised CNAME is part of it; the DNAME is not);
 //   - the records of the asked type (A or AAAA), class IN, owned by a name of that chain,
-//     whose address Set.KeepAnswer admits: not hard-denied (loopback, link-local, metadata,
+//     whose address Effective.KeepAnswer admits: not hard-denied (loopback, link-local, metadata,
 //     the gateway's own addresses...) and public or inside allowed_cidrs for every enforce
 //     layer. An AAAA record holding an IPv4-mapped address is removed too;
 //   - nothing else: other types and owners, signatures, and the authority and additional

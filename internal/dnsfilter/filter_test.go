@@ -252,7 +252,7 @@ func TestNoSet(t *testing.T) {
 	if r.Rcode != dns.RcodeRefused || rec.Reason != policy.ReasonNoPolicy || len(e.up.queries()) != 0 {
 		t.Fatalf("rcode %s, record %+v", dns.RcodeToString[r.Rcode], rec)
 	}
-	e.set.Store(policy.NewSet(classifier)) // no layer: denies everything
+	e.set.Store(policy.NewEffective(classifier)) // no layer: denies everything
 	r, rec = e.ask("udp", query("www.example.test", dns.TypeA, false))
 	if r.Rcode != dns.RcodeRefused || rec.Reason != policy.ReasonNoPolicy || len(e.up.queries()) != 0 {
 		t.Fatalf("rcode %s, record %+v", dns.RcodeToString[r.Rcode], rec)

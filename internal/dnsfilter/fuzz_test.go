@@ -164,7 +164,7 @@ func FuzzFilterAnswer(f *testing.F) {
 
 // checkAnswer checks what a sandbox is given: CNAMEs (at most maxChain), and addresses that
 // KeepAnswer admits, with TTLs of at most maxTTL.
-func checkAnswer(t *testing.T, rrs []dns.RR, set *policy.Set, maxTTL uint32) {
+func checkAnswer(t *testing.T, rrs []dns.RR, set *policy.Effective, maxTTL uint32) {
 	t.Helper()
 	cnames := 0
 	for _, rr := range rrs {

@@ -82,7 +82,7 @@ func (s *Server) handle(req *dns.Msg, src netip.Addr, transport policy.Transport
 	}
 	var (
 		tenant, vmID string
-		set          *policy.Set
+		set          *policy.Effective
 		known        bool
 	)
 	if s.VMs != nil && src.IsValid() {
@@ -128,7 +128,7 @@ func (s *Server) handle(req *dns.Msg, src netip.Addr, transport policy.Transport
 }
 
 // resolve forwards an allowed question upstream and builds the filtered answer.
-func (s *Server) resolve(req *dns.Msg, name string, set *policy.Set, rec *events.Record) *dns.Msg {
+func (s *Server) resolve(req *dns.Msg, name string, set *policy.Effective, rec *events.Record) *dns.Msg {
 	q := req.Question[0]
 	qname := dns.Fqdn(name)
 	resp, err := s.forward(qname, q.Qtype)

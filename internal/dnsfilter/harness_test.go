@@ -40,7 +40,7 @@ var basePolicy = policy.Policy{
 }
 
 // mkSet compiles the layers: the first is the VM's policy, the next ones sessions'.
-func mkSet(t testing.TB, ps ...policy.Policy) *policy.Set {
+func mkSet(t testing.TB, ps ...policy.Policy) *policy.Effective {
 	t.Helper()
 	var layers []policy.Layered
 	for i, p := range ps {
@@ -54,7 +54,7 @@ func mkSet(t testing.TB, ps ...policy.Policy) *policy.Set {
 		}
 		layers = append(layers, policy.Layered{Layer: l, Matcher: m})
 	}
-	return policy.NewSet(classifier, layers...)
+	return policy.NewEffective(classifier, layers...)
 }
 
 // upstream is a fake recursive resolver: it answers from zone-file lines, NXDOMAIN for a
@@ -246,19 +246,19 @@ type env struct {
 	srv      *Server
 	udp, tcp string
 	recs     *recorder
-	set      atomic.Pointer[policy.Set]
+	set      atomic.Pointer[policy.Effective]
 	known    atomic.Bool
 	served   chan error
 }
 
-func newEnv(t testing.TB, set *policy.Set, opts ...func(*Server)) *env {
+func newEnv(t testing.TB, set *policy.Effective, opts ...func(*Server)) *env {
 	t.Helper()
 	e := &env{t: t, up: startUpstream(t), recs: &recorder{ch: make(chan events.Record, 1<<16)}, served: make(chan error, 2)}
 	e.set.Store(set)
 	e.known.Store(true)
 	e.up.fill()
 	e.srv = &Server{
-		VMs: VMsFunc(func(a netip.Addr) (string, string, *policy.Set, bool) {
+		VMs: VMsFunc(func(a netip.Addr) (string, string, *policy.Effective, bool) {
 			if a != netip.MustParseAddr("127.0.0.1") || !e.known.Load() {
 				return "", "", nil, false
 			}

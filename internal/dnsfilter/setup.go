@@ -43,14 +43,14 @@ var ErrServerClosed = errors.New("dnsfilter: server closed")
 // every open session's on it), or ok false when no sandbox has that address. A nil set
 // with ok true denies every query. It is called once per query and must not block.
 type VMs interface {
-	VMByAddr(src netip.Addr) (tenant, vmID string, set *policy.Set, ok bool)
+	VMByAddr(src netip.Addr) (tenant, vmID string, set *policy.Effective, ok bool)
 }
 
 // VMsFunc adapts a function to VMs.
-type VMsFunc func(src netip.Addr) (tenant, vmID string, set *policy.Set, ok bool)
+type VMsFunc func(src netip.Addr) (tenant, vmID string, set *policy.Effective, ok bool)
 
 // VMByAddr calls f.
-func (f VMsFunc) VMByAddr(src netip.Addr) (string, string, *policy.Set, bool) { return f(src) }
+func (f VMsFunc) VMByAddr(src netip.Addr) (string, string, *policy.Effective, bool) { return f(src) }
 
 // Server is the transparent gateway's filtering DNS server; see the package documentation.
 // It is a dns.Handler. Set the fields before the first Serve or ServeListener and do not

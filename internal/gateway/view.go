@@ -39,7 +39,7 @@ func (l liveView) VMs() []VM {
 	vms := l.v.VMs()
 	out := make([]VM, 0, len(vms))
 	for _, vm := range vms {
-		out = append(out, VM{Tenant: vm.Tenant, ID: vm.ID, Network: vm.Network, Allowed: vm.Set().AllowedPrefixes()})
+		out = append(out, VM{Tenant: vm.Tenant, ID: vm.ID, Network: vm.Network, Allowed: vm.Effective().AllowedPrefixes()})
 	}
 	return out
 }

@@ -187,16 +187,16 @@ func (c *clientConn) authenticate(req *http.Request) (*Source, bool) {
 	return sess, true
 }
 
-// policySet is the session's effective policy now; a session without one (which the view
-// never hands out) gets a Set without layers, which denies everything.
-func policySet(s *Source) *policy.Set {
-	if set := s.Live.Set(); set != nil {
+// effectiveNow is the session's effective policy now; a session without one (which the view
+// never hands out) gets an Effective without layers, which denies everything.
+func effectiveNow(s *Source) *policy.Effective {
+	if set := s.Live.Effective(); set != nil {
 		return set
 	}
-	return emptySet
+	return denyAll
 }
 
-var emptySet = policy.NewSet(nil)
+var denyAll = policy.NewEffective(nil)
 
 // basicAuth decodes "Basic base64(id:token)".
 func basicAuth(h string) (id, token string, ok bool) {

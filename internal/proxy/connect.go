@@ -128,7 +128,7 @@ func (c *clientConn) tunnel(s *Source, conn policy.Conn, what string, ops tunnel
 	}
 	defer c.p.release(s)
 
-	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, policySet(s), conn)
+	res, err := c.p.cfg.Dialer.Dial(c.p.ctx, effectiveNow(s), conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
 		c.record(events.KindConnect, s, res.Target, res.Decision, 0)
@@ -267,5 +267,5 @@ func (c *clientConn) peekName(s *Source, conn policy.Conn, d policy.Decision, r 
 	}
 	named := conn
 	named.Host, named.IPLiteral = host, false
-	return hello, named, atAddress(policySet(s).Decide(named), d), nil
+	return hello, named, atAddress(effectiveNow(s).Decide(named), d), nil
 }

@@ -97,7 +97,7 @@ func deniedName(s *Source, other target, port uint16) (policy.Decision, bool) {
 	if other.host == "" {
 		return policy.Decision{}, false
 	}
-	d := policySet(s).Decide(policy.Conn{Host: other.host, Port: port, Transport: policy.TCP})
+	d := effectiveNow(s).Decide(policy.Conn{Host: other.host, Port: port, Transport: policy.TCP})
 	return d, !d.Allow
 }
 
@@ -148,7 +148,7 @@ func checkHost(hdr []byte, t target) (d policy.Decision, other target, ok bool) 
 func (c *clientConn) upstreamFor(s *Source, t target, what string) (*upstream, bool) {
 	if u := c.up; u != nil {
 		if u.sess.same(s) && u.target == t && u.cancelled() == "" {
-			if d := policySet(s).Decide(u.conn); d.Allow {
+			if d := effectiveNow(s).Decide(u.conn); d.Allow {
 				c.record(events.KindRequest, s, u.conn, d, 0)
 				return u, true
 			}
@@ -177,7 +177,7 @@ func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string)
 	if t.pin.IsValid() {
 		dial = c.p.dialPinned
 	}
-	res, err := dial(c.p.ctx, policySet(s), conn)
+	res, err := dial(c.p.ctx, effectiveNow(s), conn)
 	switch {
 	case errors.Is(err, dialer.ErrDenied):
 		c.p.release(s)
@@ -218,7 +218,7 @@ func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string)
 // the address's allowed_cidrs, then the web rules with a public address), and the address
 // is dialled as an IP literal, which the dialer judges again. The result is the
 // connection as the name at the address.
-func (p *Proxy) dialPinned(ctx context.Context, set *policy.Set, named policy.Conn) (dialer.Result, error) {
+func (p *Proxy) dialPinned(ctx context.Context, set *policy.Effective, named policy.Conn) (dialer.Result, error) {
 	nd := set.Decide(named)
 	if !nd.Allow {
 		return dialer.Result{Target: named, Decision: nd}, fmt.Errorf("proxy: %s at %s: %s: %w", named.Host, named.IP, nd.Reason, dialer.ErrDenied)

@@ -17,7 +17,7 @@ var fuzzSeeds = []string{
 }
 
 // fuzzSet has rules that a wrongly normalised name would slip past.
-var fuzzSet = func() *policy.Set {
+var fuzzSet = func() *policy.Effective {
 	m, err := policy.Compile(policy.Policy{
 		AllowHTTPS: true, AllowHTTP: true,
 		AllowedDomains: []string{"*.example.com", "xn--bcher-kva.example"},
@@ -27,7 +27,7 @@ var fuzzSet = func() *policy.Set {
 	if err != nil {
 		panic(err)
 	}
-	return policy.NewSet(nil, policy.Layered{Layer: policy.LayerSession, Matcher: m})
+	return policy.NewEffective(nil, policy.Layered{Layer: policy.LayerSession, Matcher: m})
 }()
 
 // checkTarget holds for every target parseAuthority accepts from in.

@@ -87,7 +87,7 @@ func newEnv(t *testing.T, pol policy.Policy, opts ...func(*Config)) *env {
 	return e
 }
 
-func set(t testing.TB, pols ...policy.Policy) *policy.Set {
+func set(t testing.TB, pols ...policy.Policy) *policy.Effective {
 	t.Helper()
 	var layers []policy.Layered
 	for i, p := range pols {
@@ -101,7 +101,7 @@ func set(t testing.TB, pols ...policy.Policy) *policy.Set {
 		}
 		layers = append(layers, policy.Layered{Layer: l, Matcher: m})
 	}
-	return policy.NewSet(classifier, layers...)
+	return policy.NewEffective(classifier, layers...)
 }
 
 // proxyURL is the session's proxy_url.
@@ -242,7 +242,7 @@ type authEntry struct {
 
 var errUnauthorized = errors.New("no open session has these credentials")
 
-func (f *fakeSessions) add(id, token string, s *policy.Set) (*Source, *fakeLive) {
+func (f *fakeSessions) add(id, token string, s *policy.Effective) (*Source, *fakeLive) {
 	live := &fakeLive{conns: map[*tracked]struct{}{}}
 	live.set.Store(s)
 	sess := &Source{Tenant: "tenant_a", ID: id, VMID: "vm_a", Live: live}
@@ -272,7 +272,7 @@ func (f *fakeSessions) end(id string) {
 
 // fakeLive behaves as view.Session does for Set and Track.
 type fakeLive struct {
-	set   atomic.Pointer[policy.Set]
+	set   atomic.Pointer[policy.Effective]
 	mu    sync.Mutex
 	conns map[*tracked]struct{}
 }
@@ -285,7 +285,7 @@ type tracked struct {
 
 func (t *tracked) fire(reason string) { t.once.Do(func() { go t.cancel(reason) }) }
 
-func (l *fakeLive) Set() *policy.Set { return l.set.Load() }
+func (l *fakeLive) Effective() *policy.Effective { return l.set.Load() }
 
 func (l *fakeLive) Track(c policy.Conn, cancel func(string)) func() {
 	t := &tracked{c: c, cancel: cancel}
@@ -310,7 +310,7 @@ func (l *fakeLive) tracked() []policy.Conn {
 }
 
 // publish replaces the policy and cancels what it denies.
-func (l *fakeLive) publish(s *policy.Set) {
+func (l *fakeLive) publish(s *policy.Effective) {
 	l.set.Store(s)
 	l.mu.Lock()
 	defer l.mu.Unlock()

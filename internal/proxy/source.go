@@ -47,8 +47,8 @@ func (s *Source) same(o *Source) bool {
 // Live is a session's policy as it is now, and the registry of its live connections.
 // *view.Session is one.
 type Live interface {
-	// Set is the effective policy now; it is read again for every decision.
-	Set() *policy.Set
+	// Effective is the effective policy now; it is read again for every decision.
+	Effective() *policy.Effective
 	// Track registers a live connection allowed as c; cancel must close it, and is called
 	// at most once, when a new policy denies c or the session ends. untrack is called when
 	// the connection ends.

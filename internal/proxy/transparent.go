@@ -60,7 +60,7 @@ func (c *clientConn) serveTransparent() {
 	// by the name alone, and the name's own address is dialled.
 	addr := policy.Conn{IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP, IPLiteral: true}
 	byAddress := false
-	if d := policySet(s).Decide(addr); d.Allow && !d.WouldDeny {
+	if d := effectiveNow(s).Decide(addr); d.Allow && !d.WouldDeny {
 		byAddress = true
 	}
 	switch {

@@ -16,7 +16,7 @@ const (
 // live is what sessions and VMs share: an effective policy that is replaced, never changed,
 // and the connections that were allowed under it.
 type live struct {
-	set  atomic.Pointer[policy.Set]
+	set  atomic.Pointer[policy.Effective]
 	done chan struct{}
 
 	mu    sync.Mutex
@@ -32,15 +32,15 @@ type tracked struct {
 
 func (t *tracked) fire(reason string) { t.once.Do(func() { go t.cancel(reason) }) }
 
-func (l *live) init(set *policy.Set) {
+func (l *live) init(set *policy.Effective) {
 	l.done = make(chan struct{})
 	l.conns = make(map[*tracked]struct{})
 	l.set.Store(set)
 }
 
-// Set is the effective policy now. Read it for every decision: it is replaced, never
+// Effective is the effective policy now. Read it for every decision: it is replaced, never
 // changed, when a policy changes.
-func (l *live) Set() *policy.Set { return l.set.Load() }
+func (l *live) Effective() *policy.Effective { return l.set.Load() }
 
 // Done is closed when the session or VM ends.
 func (l *live) Done() <-chan struct{} { return l.done }
@@ -61,7 +61,7 @@ func (l *live) Track(c policy.Conn, cancel func(reason string)) (untrack func())
 	l.mu.Unlock()
 	// A policy published between the caller's decision and this registration must still
 	// be applied to this connection.
-	if set := l.Set(); set != nil && !set.Decide(c).Allow {
+	if set := l.Effective(); set != nil && !set.Decide(c).Allow {
 		l.mu.Lock()
 		delete(l.conns, t)
 		l.mu.Unlock()
@@ -76,7 +76,7 @@ func (l *live) Track(c policy.Conn, cancel func(reason string)) (untrack func())
 }
 
 // publish makes set the effective policy and cancels what it no longer allows.
-func (l *live) publish(set *policy.Set) {
+func (l *live) publish(set *policy.Effective) {
 	l.set.Store(set)
 	l.mu.Lock()
 	var denied []*tracked

@@ -14,7 +14,7 @@ type Session struct {
 	live
 }
 
-func newSession(se store.Session, set *policy.Set) *Session {
+func newSession(se store.Session, set *policy.Effective) *Session {
 	s := &Session{Tenant: se.Tenant, ID: se.ID, VMID: se.VMID, tokenHash: se.TokenHash}
 	s.init(set)
 	return s
@@ -30,7 +30,7 @@ type VM struct {
 	live
 }
 
-func newVM(vm store.VM, set *policy.Set) *VM {
+func newVM(vm store.VM, set *policy.Effective) *VM {
 	v := &VM{Tenant: vm.Tenant, ID: vm.ID, Network: vm.Network}
 	v.init(set)
 	return v

@@ -1,5 +1,5 @@
 // Package view is the gateway's live, compiled picture of the store: every open session, its
-// proxy credentials, and its effective policy compiled into an immutable policy.Set. The data
+// proxy credentials, and its effective policy compiled into an immutable policy.Effective. The data
 // path reads all of it through atomic pointers, without a lock per connection: the policies
 // one by one, and the index that finds a session by its credentials or a VM by its address
 // as a whole, which a sync replaces rather than changes.
@@ -485,7 +485,7 @@ func (v *View) endVM(k vmKey) {
 }
 
 // compile builds an effective policy from the layers that are set, or the default when none is.
-func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef) (*policy.Set, error) {
+func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef) (*policy.Effective, error) {
 	layers, err := store.LoadLayers(ctx, v.st, tenant, refs...)
 	if err != nil {
 		return nil, err

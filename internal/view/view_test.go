@@ -85,7 +85,9 @@ func (f *fixture) caughtUp() bool {
 
 var https = policy.Conn{Host: "api.example.com", IP: netip.MustParseAddr("8.8.8.8"), Port: 443, Transport: policy.TCP}
 
-func allows(s interface{ Set() *policy.Set }, c policy.Conn) bool { return s.Set().Decide(c).Allow }
+func allows(s interface{ Effective() *policy.Effective }, c policy.Conn) bool {
+	return s.Effective().Decide(c).Allow
+}
 
 func TestAuthenticate(t *testing.T) {
 	f := newFixture(t, view.Config{})
@@ -104,14 +106,14 @@ func TestAuthenticate(t *testing.T) {
 func TestPolicyChangesApplyAtOnce(t *testing.T) {
 	f := newFixture(t, view.Config{})
 	s, _ := f.v.Authenticate("early", "early-token")
-	if allows(s, https) || s.Set().Decide(https).Layer != policy.LayerDefault {
-		t.Fatalf("no policy set: %+v, want the default's denial", s.Set().Decide(https))
+	if allows(s, https) || s.Effective().Decide(https).Layer != policy.LayerDefault {
+		t.Fatalf("no policy set: %+v, want the default's denial", s.Effective().Decide(https))
 	}
 	f.put(store.ScopeVM, "vm1", policy.Policy{AllowHTTPS: true})
 	f.eventually("the VM policy", func() bool { return allows(s, https) })
 	f.put(store.ScopeSession, "early", policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"other.example.com"}})
 	f.eventually("the session policy", func() bool { return !allows(s, https) })
-	if d := s.Set().Decide(https); d.Layer != policy.LayerSession {
+	if d := s.Effective().Decide(https); d.Layer != policy.LayerSession {
 		t.Errorf("denied by %s, want session", d.Layer)
 	}
 	if err := f.st.DeletePolicy(context.Background(), "t", store.ScopeSession, "early"); err != nil {
@@ -128,7 +130,7 @@ func TestDefaultPolicy(t *testing.T) {
 	}
 	f := newFixture(t, view.Config{Env: env})
 	s, _ := f.v.Authenticate("early", "early-token")
-	if d := s.Set().Decide(https); !d.Allow || d.Layer != policy.LayerDefault {
+	if d := s.Effective().Decide(https); !d.Allow || d.Layer != policy.LayerDefault {
 		t.Fatalf("default policy: %+v", d)
 	}
 }

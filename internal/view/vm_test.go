@@ -23,7 +23,7 @@ func TestVMSetIsVMAndEverySession(t *testing.T) {
 	if vm.ID != "net" || vm.Tenant != "t" || vm.Network.Mode != "netns" {
 		t.Fatalf("VM = %+v", vm)
 	}
-	if d := vm.Set().Decide(https); d.Allow || d.Layer != policy.LayerDefault {
+	if d := vm.Effective().Decide(https); d.Allow || d.Layer != policy.LayerDefault {
 		t.Fatalf("nothing set: %+v", d)
 	}
 	if f.v.VMByAddr(netip.MustParseAddr("100.96.0.2")) != nil {

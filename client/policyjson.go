@@ -1,7 +1,7 @@
 package client
 
 import (
-	"github.com/egressd/egressd/internal/strictjson"
+	"github.com/egressd/egressd/internal/controlplane/strictjson"
 	"github.com/egressd/egressd/policy"
 )
 

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/egressdtest"
-	"github.com/egressd/egressd/internal/testnet"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/netns"
+	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/policy"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/testnet"
+	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
 )
 

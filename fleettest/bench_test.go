@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/store/postgres/pgtest"
+	"github.com/egressd/egressd/internal/controlplane/store/postgres/pgtest"
 )
 
 // BenchmarkPropagation measures how long a policy written through node A's API takes, from

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/store/postgres/pgtest"
+	"github.com/egressd/egressd/internal/controlplane/store/postgres/pgtest"
 	"github.com/egressd/egressd/policy"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 )
 
 func TestMain(m *testing.M) { egressdtest.Main(m) }

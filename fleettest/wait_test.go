@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/store/postgres/pgtest"
+	"github.com/egressd/egressd/internal/controlplane/store/postgres/pgtest"
 )
 
 // TestWaitFleet: nodes register and heartbeat (GET /v1/nodes); a write made with

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/egressd/egressd/internal/strictjson"
+	"github.com/egressd/egressd/internal/controlplane/strictjson"
 )
 
 // Mode says whether a policy's denials are enforced or only recorded.

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 )
 
 func TestMain(m *testing.M) { egressdtest.Main(m) }

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 )
 
 var (

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 )
 
 // TestEventsFollowSurvivesARestart runs `egressctl events --follow` while egressd stops and

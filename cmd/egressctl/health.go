@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/netns"
+	"github.com/egressd/egressd/internal/host/netns"
 )
 
 var healthCmd = &command{

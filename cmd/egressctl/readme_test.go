@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/egressdtest"
-	"github.com/egressd/egressd/internal/testnet"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/testnet"
 )
 
 // readmeSetupMarker precedes the README's block that the test provides itself (building the

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/buildinfo"
+	"github.com/egressd/egressd/internal/process/buildinfo"
 )
 
 var versionCmd = &command{

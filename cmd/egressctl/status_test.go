@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/buildinfo"
-	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/process/buildinfo"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 )
 
 // egressdVersion is what the built egressd says of itself with --version, without "egressd ".

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 )
 
 func TestMain(m *testing.M) { egressdtest.Main(m) }
@@ -122,7 +122,7 @@ func TestVersion(t *testing.T) {
 	}
 
 	bin := filepath.Join(t.TempDir(), "egressd")
-	const pkg = "github.com/egressd/egressd/internal/buildinfo"
+	const pkg = "github.com/egressd/egressd/internal/process/buildinfo"
 	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X "+pkg+".Version=v9.8.7-test -X "+pkg+".Commit=feedface0123456789", ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build with -ldflags: %v\n%s", err, out)

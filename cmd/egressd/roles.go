@@ -7,7 +7,7 @@ import (
 	"net/http"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/view"
+	"github.com/egressd/egressd/internal/dataplane/view"
 )
 
 // role is what one egressd process serves (--role). A fleet scales the two halves apart: API

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/egressd/egressd/internal/store"
-	"github.com/egressd/egressd/internal/store/postgres"
-	"github.com/egressd/egressd/internal/store/sqlite"
+	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/controlplane/store/postgres"
+	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
 )
 
 // openedStore is the store the flags name, and what to say about it.

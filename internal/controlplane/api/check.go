@@ -1,0 +1,216 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/dataplane/dialer"
+	"github.com/egressd/egressd/internal/dataplane/resolve"
+	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/policy"
+)
+
+// check answers the decision the gateway would take, without any traffic.
+func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req client.CheckRequest
+	if err := decodeStrict(body, &req, false); err != nil {
+		return err
+	}
+	_, layers, err := s.layers(r.Context(), k.Tenant, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	set, err := s.env.Effective(layers...)
+	if err != nil {
+		return err
+	}
+	if req.DNSQuery != "" {
+		q, err := parseQuery(req)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, result(set.DecideQuery(q)))
+		return nil
+	}
+	conn, _, err := parseConn(req)
+	if err != nil {
+		return err
+	}
+	if !req.Resolve || conn.Host == "" {
+		writeJSON(w, http.StatusOK, result(set.Decide(conn)))
+		return nil
+	}
+	writeJSON(w, http.StatusOK, s.plan(r.Context(), set, conn))
+	return nil
+}
+
+// plan answers as the gateway would decide before it dials: it asks the gateway's own
+// planner (judge the name, resolve it with the gateway's resolver, judge every address), so
+// the answer is the decision the gateway would record. A name that leads nowhere is denied
+// here (name_not_found, resolve_failed): the gateway could connect to nothing.
+func (s *Server) plan(ctx context.Context, set *policy.Effective, conn policy.Conn) client.CheckResult {
+	p, err := s.planner.Plan(ctx, set, conn)
+	var out client.CheckResult
+	switch {
+	case err == nil, errors.Is(err, dialer.ErrDenied):
+		out = result(p.Decision)
+	case errors.Is(err, resolve.ErrNotFound), errors.Is(err, resolve.ErrNoAddress):
+		out = result(policy.Refused(policy.ReasonNameNotFound, conn.Host))
+	default:
+		out = result(policy.Refused(policy.ReasonResolveFailed, err.Error()))
+	}
+	for _, a := range p.Addresses {
+		d := a.Decision
+		out.Addresses = append(out.Addresses, client.AddressResult{
+			IP: a.Conn.IP.String(), Decision: decisionWord(d), Reason: string(d.Reason), Message: d.Message(),
+			Rule: d.Rule, Layer: string(d.Layer), WouldDeny: d.WouldDeny,
+		})
+	}
+	return out
+}
+
+func result(d policy.Decision) client.CheckResult {
+	return client.CheckResult{Decision: decisionWord(d), Reason: string(d.Reason), Message: d.Message(), Rule: d.Rule, Layer: string(d.Layer), WouldDeny: d.WouldDeny}
+}
+
+func decisionWord(d policy.Decision) string {
+	if d.Allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+func parseQuery(req client.CheckRequest) (policy.Query, error) {
+	if req.URL != "" || req.Host != "" || req.IP != "" {
+		return policy.Query{}, badRequest("dns_query", "set one of url, host, ip or dns_query")
+	}
+	name, err := policy.NormalizeName(req.DNSQuery)
+	if err != nil {
+		return policy.Query{}, badRequest("dns_query", "%v", err)
+	}
+	qtype := strings.ToUpper(req.QType)
+	if qtype == "" {
+		qtype = "A"
+	}
+	t, ok := dns.StringToType[qtype]
+	if !ok {
+		n, err := strconv.ParseUint(strings.TrimPrefix(qtype, "TYPE"), 10, 16)
+		if err != nil || !strings.HasPrefix(qtype, "TYPE") {
+			return policy.Query{}, badRequest("qtype", "unknown query type %q; use A, AAAA, TXT, HTTPS... or TYPEnnn", req.QType)
+		}
+		t = uint16(n)
+	}
+	return policy.Query{Name: name, Type: t}, nil
+}
+
+// parseConn turns a check request into a connection attempt. It returns the field to blame
+// for a later error.
+func parseConn(req client.CheckRequest) (policy.Conn, string, error) {
+	set := 0
+	for _, s := range []string{req.URL, req.Host, req.IP} {
+		if s != "" {
+			set++
+		}
+	}
+	if set != 1 {
+		return policy.Conn{}, "", badRequest("", `set exactly one of "url", "host" (with "port"), "ip" (with "port" and "transport") or "dns_query"`)
+	}
+	switch {
+	case req.URL != "":
+		return parseURL(req.URL)
+	case req.Host != "":
+		port, err := checkPort(req.Port, "port")
+		if err != nil {
+			return policy.Conn{}, "", err
+		}
+		if req.Transport != "" && req.Transport != "tcp" {
+			return policy.Conn{}, "", badRequest("transport", "a host is judged for TCP; for UDP give an ip")
+		}
+		c, err := hostConn(req.Host, port, "host")
+		return c, "host", err
+	default:
+		ip, err := netip.ParseAddr(req.IP)
+		if err != nil || ip.Zone() != "" {
+			return policy.Conn{}, "", badRequest("ip", "%q is not an IP address", req.IP)
+		}
+		tr := policy.Transport(strings.ToLower(req.Transport))
+		switch tr {
+		case "":
+			tr = policy.TCP
+		case policy.TCP, policy.UDP, policy.ICMP:
+		default:
+			return policy.Conn{}, "", badRequest("transport", "transport %q is unknown; use tcp, udp or icmp", req.Transport)
+		}
+		var port uint16
+		if tr != policy.ICMP {
+			if port, err = checkPort(req.Port, "port"); err != nil {
+				return policy.Conn{}, "", err
+			}
+		}
+		return policy.Conn{IP: ip.Unmap(), Port: port, Transport: tr}, "ip", nil
+	}
+}
+
+func checkPort(p int, field string) (uint16, error) {
+	if p < 1 || p > 65535 {
+		return 0, badRequest(field, "port must be 1 to 65535")
+	}
+	return uint16(p), nil
+}
+
+// parseURL reads a URL as the explicit proxy would see it: http and https only, the default
+// port of the scheme unless one is given, credentials (user@host) ignored.
+func parseURL(raw string) (policy.Conn, string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return policy.Conn{}, "url", badRequest("url", "%q is not a URL: %v", raw, err)
+	}
+	var port uint16
+	switch strings.ToLower(u.Scheme) {
+	case "http":
+		port = 80
+	case "https":
+		port = 443
+	default:
+		return policy.Conn{}, "url", badRequest("url", "scheme %q is not judged; use an http:// or https:// URL, or host and port", u.Scheme)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return policy.Conn{}, "url", badRequest("url", "port %q is not a number", p)
+		}
+		if port, err = checkPort(n, "url"); err != nil {
+			return policy.Conn{}, "url", err
+		}
+	}
+	c, err := hostConn(u.Hostname(), port, "url")
+	return c, "url", err
+}
+
+// hostConn makes a TCP attempt to a host, which may be an IP literal: that is judged as an
+// address with no name, as the gateway would see it.
+func hostConn(host string, port uint16, field string) (policy.Conn, error) {
+	if host == "" {
+		return policy.Conn{}, badRequest(field, "no host name")
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return policy.Conn{IP: ip.Unmap(), Port: port, Transport: policy.TCP, IPLiteral: true}, nil
+	}
+	name, err := policy.NormalizeName(host)
+	if err != nil {
+		return policy.Conn{}, badRequest(field, "%v", err)
+	}
+	return policy.Conn{Host: name, Port: port, Transport: policy.TCP}, nil
+}

@@ -1,0 +1,209 @@
+package fleet_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/internal/controlplane/fleet"
+	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
+)
+
+// patience bounds every wait for something that must happen (it normally takes milliseconds).
+const patience = 10 * time.Second
+
+func openStore(t *testing.T) store.Store {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func start(t *testing.T, reg fleet.Registry, cfg fleet.Config) *fleet.Heartbeat {
+	t.Helper()
+	h, err := fleet.Start(t.Context(), reg, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// node is the store's registration of id; it fails the test if there is none.
+func node(t *testing.T, st store.Store, id string) store.Node {
+	t.Helper()
+	nodes, err := st.ListNodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	t.Fatalf("node %s is not registered (nodes: %+v)", id, nodes)
+	return store.Node{}
+}
+
+// waitFor polls until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(patience); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, patience)
+		}
+	}
+}
+
+func TestStartRegisters(t *testing.T) {
+	st := openStore(t)
+	labels := map[string]string{"zone": "a"}
+	start(t, st, fleet.Config{
+		Node:     store.Node{ID: "gw-1", Roles: []string{"gateway"}, Address: "127.0.0.1:8470", Labels: labels},
+		Revision: func() int64 { return 7 },
+		VMs:      func() int { return 2 },
+		Interval: time.Hour, // only Start's registration
+	})
+	labels["zone"] = "changed by the caller later"
+
+	got := node(t, st, "gw-1")
+	if got.Heartbeat.IsZero() {
+		t.Error("registered without a heartbeat")
+	}
+	got.Heartbeat = time.Time{}
+	want := store.Node{ID: "gw-1", Roles: []string{"gateway"}, Address: "127.0.0.1:8470", Labels: map[string]string{"zone": "a"}, Revision: 7, VMs: 2}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("registered %+v, want %+v", got, want)
+	}
+}
+
+// TestKickReportsAtOnce: with an interval far longer than the test, only Kick can report a
+// new revision.
+func TestKickReportsAtOnce(t *testing.T) {
+	st := openStore(t)
+	var rev atomic.Int64
+	h := start(t, st, fleet.Config{Node: store.Node{ID: "gw"}, Revision: rev.Load, Interval: time.Hour})
+	rev.Store(9)
+	h.Kick()
+	waitFor(t, "the kicked heartbeat reports revision 9", func() bool { return node(t, st, "gw").Revision == 9 })
+}
+
+// TestHeartbeatsFollowTheNode: each heartbeat reports the node's figures as they are then,
+// with a later heartbeat time, and takes no store revision.
+func TestHeartbeatsFollowTheNode(t *testing.T) {
+	st := openStore(t)
+	if _, err := st.CreateVM(t.Context(), store.VM{Tenant: "t", ID: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	storeRev, err := st.Revision(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rev, vms atomic.Int64
+	rev.Store(storeRev)
+	start(t, st, fleet.Config{
+		Node:     store.Node{ID: "gw"},
+		Revision: rev.Load,
+		VMs:      func() int { return int(vms.Load()) },
+		Interval: 10 * time.Millisecond,
+	})
+	first := node(t, st, "gw")
+	vms.Store(3)
+	waitFor(t, "a heartbeat reports 3 VMs", func() bool { return node(t, st, "gw").VMs == 3 })
+	if later := node(t, st, "gw"); !later.Heartbeat.After(first.Heartbeat) || later.Revision != storeRev {
+		t.Errorf("after heartbeats: %+v; want a heartbeat after %v and revision %d", later, first.Heartbeat, storeRev)
+	}
+	if got, err := st.Revision(t.Context()); err != nil || got != storeRev {
+		t.Errorf("store revision after heartbeats = %d, %v; want %d: heartbeats must not take revisions", got, err, storeRev)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	down := errors.New("store unreachable")
+	for _, tc := range []struct {
+		name string
+		reg  fleet.Registry
+		cfg  fleet.Config
+		want string
+	}{
+		{"no ID", openStore(t), fleet.Config{Node: store.Node{Roles: []string{"gateway"}}}, "ID is empty"},
+		{"store down", &registry{fail: func(int64) error { return down }}, fleet.Config{Node: store.Node{ID: "gw-9"}}, `register node "gw-9": store unreachable`},
+	} {
+		h, err := fleet.Start(t.Context(), tc.reg, tc.cfg)
+		if err == nil {
+			h.Stop()
+			t.Errorf("%s: Start succeeded", tc.name)
+		} else if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Start: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestStopEndsHeartbeats: once Stop has returned, nothing is sent, kicked or not.
+func TestStopEndsHeartbeats(t *testing.T) {
+	reg := &registry{Registry: openStore(t)}
+	h := start(t, reg, fleet.Config{Node: store.Node{ID: "gw"}, Interval: 5 * time.Millisecond})
+	waitFor(t, "three heartbeats", func() bool { return reg.calls.Load() >= 3 })
+	h.Stop()
+	sent := reg.calls.Load()
+	h.Kick()
+	time.Sleep(20 * 5 * time.Millisecond) // twenty intervals
+	if got := reg.calls.Load(); got != sent {
+		t.Errorf("%d heartbeats after Stop, want none", got-sent)
+	}
+	h.Stop() // again: harmless
+}
+
+// TestFailuresLoggedOnce: a store that fails for a while gets one warning and one line when
+// heartbeats work again, not one line a second; the heartbeats go on meanwhile.
+func TestFailuresLoggedOnce(t *testing.T) {
+	reg := &registry{Registry: openStore(t), fail: func(call int64) error {
+		if call >= 2 && call <= 6 { // after the registration and one heartbeat
+			return errors.New("connection refused")
+		}
+		return nil
+	}}
+	var logs bytes.Buffer // read once Stop has returned: the heartbeat goroutine has ended
+	h := start(t, reg, fleet.Config{
+		Node:     store.Node{ID: "gw"},
+		Interval: 5 * time.Millisecond,
+		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	waitFor(t, "heartbeats after the failures", func() bool { return reg.calls.Load() >= 9 })
+	h.Stop()
+	out := logs.String()
+	if n := strings.Count(out, "heartbeat failed"); n != 1 || !strings.Contains(out, "connection refused") {
+		t.Errorf("%d failure lines, want one naming the error; log:\n%s", n, out)
+	}
+	if n := strings.Count(out, "reach the store again"); n != 1 {
+		t.Errorf("%d recovery lines, want one; log:\n%s", n, out)
+	}
+}
+
+// registry counts PutNode calls, and fails those that fail says to fail (it is given the
+// call's number, from 1) instead of passing them to Registry.
+type registry struct {
+	fleet.Registry
+	calls atomic.Int64
+	fail  func(call int64) error
+}
+
+func (r *registry) PutNode(ctx context.Context, n store.Node) error {
+	call := r.calls.Add(1)
+	if r.fail != nil {
+		if err := r.fail(call); err != nil {
+			return err
+		}
+	}
+	return r.Registry.PutNode(ctx, n)
+}

@@ -1,0 +1,53 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
+)
+
+func TestWithHookCallsAfterEachSuccessfulMutation(t *testing.T) {
+	raw, err := sqlite.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	calls := 0
+	s := store.WithHook(raw, func() { calls++ })
+	ctx := context.Background()
+	step := func(what string, want int, err error) {
+		t.Helper()
+		if calls != want {
+			t.Errorf("%s: %d hook calls, want %d (err %v)", what, calls, want, err)
+		}
+	}
+	_, err = s.CreateVM(ctx, store.VM{Tenant: "t", ID: "v", Network: store.Network{Mode: "none"}})
+	step("create VM", 1, err)
+	_, err = s.CreateVM(ctx, store.VM{Tenant: "t", ID: "v", Network: store.Network{Mode: "none"}})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate VM: %v", err)
+	}
+	step("failed create", 1, err)
+	_, err = s.CreateSession(ctx, store.Session{Tenant: "t", ID: "s", VMID: "v", TokenHash: []byte("h")})
+	step("create session", 2, err)
+	_, err = s.GetSession(ctx, "t", "s")
+	step("a read", 2, err)
+	_, err = s.PutPolicy(ctx, store.PolicyRecord{Tenant: "t", Scope: store.ScopeVM, ID: "v"})
+	step("put policy", 3, err)
+	err = s.DeletePolicy(ctx, "t", store.ScopeVM, "v")
+	step("delete policy", 4, err)
+	err = s.DeleteSession(ctx, "t", "s")
+	step("delete session", 5, err)
+	err = s.DeleteVM(ctx, "t", "v")
+	step("delete VM", 6, err)
+	err = s.CreateAPIKey(ctx, store.APIKey{ID: "k", Tenant: "t", Hash: []byte("x")})
+	step("create key", 7, err)
+	err = s.DeleteAPIKey(ctx, "k")
+	step("delete key", 8, err)
+	// A heartbeat changes nothing a view enforces: waking it every second would be waste.
+	err = s.PutNode(ctx, store.Node{ID: "gw"})
+	step("put node", 8, err)
+}

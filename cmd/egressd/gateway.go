@@ -9,17 +9,17 @@ import (
 	"strconv"
 
 	"github.com/egressd/egressd/internal/controlplane/api"
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/internal/dataplane/dnsfilter"
 	"github.com/egressd/egressd/internal/dataplane/events"
+	"github.com/egressd/egressd/internal/dataplane/proxy"
+	"github.com/egressd/egressd/internal/dataplane/resolve"
+	"github.com/egressd/egressd/internal/dataplane/view"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/gateway"
 	"github.com/egressd/egressd/internal/host/netns"
-	"github.com/egressd/egressd/internal/dataplane/proxy"
-	"github.com/egressd/egressd/internal/dataplane/resolve"
 	"github.com/egressd/egressd/internal/process/shutdown"
-	"github.com/egressd/egressd/internal/controlplane/store"
-	"github.com/egressd/egressd/internal/dataplane/view"
 	"github.com/egressd/egressd/policy"
 )
 

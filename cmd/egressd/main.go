@@ -25,14 +25,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/egressd/egressd/internal/controlplane/api"
-	"github.com/egressd/egressd/internal/process/buildinfo"
+	"github.com/egressd/egressd/internal/controlplane/fleet"
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/internal/dataplane/events"
-	"github.com/egressd/egressd/internal/controlplane/fleet"
 	"github.com/egressd/egressd/internal/dataplane/resolve"
-	"github.com/egressd/egressd/internal/process/shutdown"
-	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/dataplane/view"
+	"github.com/egressd/egressd/internal/process/buildinfo"
+	"github.com/egressd/egressd/internal/process/shutdown"
 	"github.com/egressd/egressd/policy"
 )
 

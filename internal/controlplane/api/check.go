@@ -12,9 +12,9 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/internal/dataplane/resolve"
-	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/policy"
 )
 

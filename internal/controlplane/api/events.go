@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/events"
 )
 
 // EventSource is where the events endpoint reads decision records: *events.Hub.

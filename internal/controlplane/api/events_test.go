@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
+	"github.com/egressd/egressd/internal/dataplane/events"
 )
 
 type eventsEnv struct {

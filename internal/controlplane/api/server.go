@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/policy"
 )
 

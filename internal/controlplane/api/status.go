@@ -6,8 +6,8 @@ import (
 	"slices"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/process/buildinfo"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/process/buildinfo"
 )
 
 // StatusConfig is what GET /v1/status says of this node besides the store's counts.

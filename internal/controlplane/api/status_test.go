@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/controlplane/store/postgres/pgtest"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 )
 
 // TestStatus: GET /v1/status gives every key the build and the node, and counts only what

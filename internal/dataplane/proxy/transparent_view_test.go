@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/policy"
 )
 

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/host/netns"
 )
 
 func TestAttachTakesTheLowestFreeSubnet(t *testing.T) {

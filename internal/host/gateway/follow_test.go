@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/host/firewall/firewalltest"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/host/firewall/firewalltest"
 )
 
 func TestOnlyAChangedTableIsApplied(t *testing.T) {

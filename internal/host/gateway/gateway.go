@@ -29,9 +29,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/netns"
-	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/policy"
 )
 

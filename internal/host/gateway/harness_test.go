@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/host/firewall/firewalltest"
 	"github.com/egressd/egressd/internal/host/netns/netnstest"
-	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/policy"
 )
 

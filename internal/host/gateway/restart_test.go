@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/host/netns"
 )
 
 // attachment is the network of a tenant's VM on the i-th /30 of the sandbox range.

@@ -14,8 +14,9 @@ import (
 )
 
 // connect serves a CONNECT request: decide, dial, answer 200, check the TLS server name
-// (on port 443 by name; the first bytes to an address), then relay until the tunnel ends;
-// to port 80, serve the HTTP inside instead. The connection is the tunnel's from here.
+// (on port 443 by name; the first bytes to an address, or by name to another port), then
+// relay until the tunnel ends; to port 80, serve the HTTP inside instead. The connection is
+// the tunnel's from here.
 func (c *clientConn) connect(req *http.Request, s *Source) {
 	what := "CONNECT " + req.RequestURI
 	t, err := parseAuthority(req.RequestURI, 0)
@@ -40,16 +41,15 @@ func (c *clientConn) connect(req *http.Request, s *Source) {
 		refuse:      func(d policy.Decision) { c.refuse(what, s, d) },
 		unreachable: func(err error) { c.badGateway(t.String(), err) },
 		ready:       c.established,
-		first: func(judged policy.Conn, d policy.Decision, _ *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
-			return nil, judged, d, nil // a name on another port: judged already, no TLS to expect
-		},
 	}
 	switch {
-	case t.host == "":
+	case t.host == "" || t.port != 443:
+		// To an address, or by name to a port that only allowed_cidrs can open: a TLS
+		// server name is judged at the address dialled, as after a CONNECT to it.
 		ops.first = func(judged policy.Conn, d policy.Decision, r *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
 			return c.peekName(s, judged, d, r)
 		}
-	case t.port == 443:
+	default:
 		ops.first = func(judged policy.Conn, d policy.Decision, _ *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
 			prefix, sd := c.checkSNI(t.host)
 			if sd.Allow {
@@ -217,20 +217,23 @@ func (c *clientConn) checkSNI(host string) ([]byte, policy.Decision) {
 }
 
 // peekName is the first look at a tunnel to an IP literal (allowed by allowed_cidrs, or in
-// monitor mode). A name is judged wherever it is seen (DESIGN §4): when the client's first
-// bytes are a TLS ClientHello with a server name, the tunnel is judged again as that name
-// at this address, as policy.Set.Decide judges a connection with both, so that
-// denied_domains holds there too, and the record carries the name. What else it may be
-// passes as it is, with the address's decision:
+// monitor mode), or by name to a port other than 443 (open because the name's addresses are
+// inside allowed_cidrs). A name is judged wherever it is seen (DESIGN §4): when the
+// client's first bytes are a TLS ClientHello with a server name, the tunnel is judged again
+// as that name at the address dialled, as policy.Set.Decide judges a connection with both,
+// so that denied_domains holds there too, and the record carries the name. What else it
+// may be passes as it is, with the address's decision:
 //
 //   - The wait for the first byte has no deadline of its own: the destination's bytes
 //     flow meanwhile (a server that speaks first), and a tunnel where nothing moves for
 //     IdleTimeout is closed.
-//   - A first byte other than a TLS handshake record's (0x16) is another protocol: the
+//   - A first byte other than a TLS handshake or alert record's (0x16, 0x15: what a
+//     crypto/tls server accepts first, skipping warning alerts) is another protocol: the
 //     address is all there is to judge. So is TLS without a server name.
-//   - Bytes that begin as a TLS handshake but are no ClientHello crypto/tls can read (cut,
-//     larger than sni.MaxHelloBytes, malformed, or not complete within HandshakeTimeout)
-//     are refused: the destination might read a name in them that the proxy could not.
+//   - Bytes that begin as such a record but are no ClientHello the proxy reads (an alert
+//     first, a record version other than 3.x, cut, larger than sni.MaxHelloBytes,
+//     malformed, or not complete within HandshakeTimeout) are refused: the destination
+//     might read a name in them that the proxy could not.
 //   - Only the first bytes are read: TLS started later inside another protocol (STARTTLS)
 //     is not seen, as in any tunnel to an address.
 func (c *clientConn) peekName(s *Source, conn policy.Conn, d policy.Decision, r *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
@@ -249,14 +252,14 @@ func (c *clientConn) peekName(s *Source, conn policy.Conn, d policy.Decision, r 
 		return nil, conn, d, nil // the client ended without a byte: the relay passes the end on
 	case err != nil:
 		return nil, conn, d, err
-	case b[0] != 0x16:
+	case b[0] != 0x16 && b[0] != 0x15:
 		return nil, conn, d, nil
 	}
 	c.conn.SetReadDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
 	name, hello, err := sni.ServerName(c.br)
 	c.conn.SetReadDeadline(time.Time{})
 	switch {
-	case errors.Is(err, sni.ErrNotTLS), errors.Is(err, sni.ErrNoServerName):
+	case errors.Is(err, sni.ErrNoServerName):
 		return hello, conn, d, nil
 	case err != nil:
 		return hello, conn, deny(policy.ReasonNotTLS, ruleTLSToAddress+": "+err.Error()), nil

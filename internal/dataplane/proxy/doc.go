@@ -43,11 +43,12 @@
 //     its server name to be the CONNECT host, after NormalizeName: TLS without SNI, another
 //     name, or something other than TLS is refused by closing the tunnel before a byte
 //     reaches the destination. The ClientHello itself is passed on untouched: the proxy
-//     does not terminate TLS. For an IP literal (any port but 80), a name is judged
+//     does not terminate TLS. For an IP literal (any port but 80), and for a name on
+//     a port other than 80 and 443 (which only allowed_cidrs opens), a name is judged
 //     wherever it is seen (DESIGN §4): the proxy looks at the client's first bytes while
 //     the destination's already flow to the client (relay.RunAfter: a server that speaks
 //     first is heard), and when they are a ClientHello with a server name, the tunnel is
-//     judged again as {that name, the address, the port} and recorded with the name; a
+//     judged again as {that name, the address dialled, the port} and recorded with the name; a
 //     denial closes it before the ClientHello reaches the destination. TLS without a name,
 //     and other protocols, stay judged by the address; bytes that begin as TLS but cannot
 //     be read as a ClientHello are refused (see peekName).

@@ -67,6 +67,20 @@ func dottedHello(t *testing.T) []byte {
 	return bytes.Replace(b, []byte("secret.example.tesx"), []byte("secret.example.test."), 1)
 }
 
+// alertFirst puts a TLS warning alert record before the ClientHello of secret.example.test:
+// crypto/tls servers skip such an alert before the handshake, so the server reads the name.
+func alertFirst(t *testing.T) []byte {
+	return append([]byte{0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a}, helloFor("secret.example.test")(t)...)
+}
+
+// oldRecordVersion is the ClientHello of secret.example.test in a record whose version is
+// 0x0101: crypto/tls servers accept any version below 0x1000 in the first record.
+func oldRecordVersion(t *testing.T) []byte {
+	b := helloFor("secret.example.test")(t)
+	b[1], b[2] = 0x01, 0x01
+	return b
+}
+
 // After a CONNECT to an address that allowed_cidrs opens, the TLS server name is judged as
 // that name at that address, on 443 and on any other port, over IPv4 and IPv6: a denied
 // name is refused before the server sees its ClientHello, and the record names it.
@@ -88,6 +102,8 @@ func TestNameAfterConnectToAddress(t *testing.T) {
 		{"denied name in upper case", handshake("SECRET.Example.TEST"), false, string(policy.ReasonDeniedDomain), "secret.example.test"},
 		{"denied name with a trailing dot", rawHello(dottedHello, 1<<20), false, string(policy.ReasonNotTLS), ""},
 		{"denied name in 7-byte segments", rawHello(helloFor("secret.example.test"), 7), false, string(policy.ReasonDeniedDomain), "secret.example.test"},
+		{"denied name after a TLS alert record", rawHello(alertFirst, 1<<20), false, string(policy.ReasonNotTLS), ""},
+		{"denied name in a record of version 1.1", rawHello(oldRecordVersion, 1<<20), false, string(policy.ReasonNotTLS), ""},
 		{"allowed name in 7-byte segments", rawHello(helloFor("api.example.test"), 7), true, string(policy.ReasonAllowedCIDRs), "api.example.test"},
 		{"allowed name", handshake("api.example.test"), true, string(policy.ReasonAllowedCIDRs), "api.example.test"},
 		{"a name allowed_domains does not list: the address allows it", handshake("unlisted.example.test"), true, string(policy.ReasonAllowedCIDRs), "unlisted.example.test"},
@@ -115,6 +131,50 @@ func TestNameAfterConnectToAddress(t *testing.T) {
 			if r.Decision == events.Deny && e.sink.count(events.KindClose, "") != 0 {
 				t.Errorf("%s, %s: a refused tunnel has a close record:\n%s", target, tc.name, e.sink.dump())
 			}
+		}
+	}
+	for _, h := range e.web.seen() {
+		if strings.Contains(strings.ToLower(h), "secret") {
+			t.Errorf("the server got a ClientHello for %s", h)
+		}
+	}
+}
+
+// After a CONNECT by name to a port other than 443 (open because the name's addresses are
+// inside allowed_cidrs), the TLS server name is judged at the address dialled, as after a
+// CONNECT to that address: a denied name is refused before the server sees its ClientHello.
+func TestNameAfterConnectByNameToAnotherPort(t *testing.T) {
+	e := newEnv(t, namesPolicy)
+	_, port, _ := net.SplitHostPort(e.web.serve(webIP+":0", true))
+	target := "api.example.test:" + port
+	for _, tc := range []struct {
+		name   string
+		send   helloSender
+		allow  bool
+		reason policy.Reason
+		host   string
+	}{
+		{"the CONNECT's name", handshake("api.example.test"), true, policy.ReasonAllowedCIDRs, "api.example.test"},
+		{"no name", handshake(""), true, policy.ReasonAllowedCIDRs, "api.example.test"},
+		{"a denied name", handshake("secret.example.test"), false, policy.ReasonDeniedDomain, "secret.example.test"},
+		{"a denied name in 7-byte segments", rawHello(helloFor("secret.example.test"), 7), false, policy.ReasonDeniedDomain, "secret.example.test"},
+		{"a denied name after a TLS alert record", rawHello(alertFirst, 1<<20), false, policy.ReasonNotTLS, "api.example.test"},
+	} {
+		e.sink.reset()
+		c, _, resp, body := e.connect(target)
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT %s: %s %s", target, resp.Status, body)
+		}
+		if got := tc.send(t, e, c); got != tc.allow {
+			t.Errorf("%s: the server answered: %v, want %v", tc.name, got, tc.allow)
+		}
+		c.Close()
+		r := e.sink.wait(t, "the tunnel's decision", func(r events.Record) bool { return r.Kind == events.KindConnect })
+		if r.Decision == events.Allow {
+			e.sink.wait(t, "the tunnel's close", func(r events.Record) bool { return r.Kind == events.KindClose })
+		}
+		if r.Decision != decision(tc.allow) || r.Reason != tc.reason || r.Host != tc.host || r.IP != webIP {
+			t.Errorf("%s: record %s %q host %q ip %q, want %s %q host %q", tc.name, r.Decision, r.Reason, r.Host, r.IP, decision(tc.allow), tc.reason, tc.host)
 		}
 	}
 	for _, h := range e.web.seen() {
@@ -308,6 +368,20 @@ func TestTransparentNamesAtAnAllowedAddress(t *testing.T) {
 		vmRecord(t, r)
 		if r.Decision != decision(tc.allow) || string(r.Reason) != tc.reason || r.Host != tc.host || r.IP != webIP {
 			t.Errorf("SNI %q: record %s %q host %q ip %q", tc.sni, r.Decision, r.Reason, r.Host, r.IP)
+		}
+	}
+
+	// TLS shaped so that the server reads a name the proxy cannot: refused.
+	for _, hello := range []func(*testing.T) []byte{alertFirst, oldRecordVersion} {
+		te.sink.reset()
+		c, _ := te.dialFrom("127.0.0.1", tlsAddr)
+		if rawHello(hello, 1<<20)(t, te.env, c) {
+			t.Errorf("a ClientHello for secret.example.test the proxy cannot read reached the server")
+		}
+		c.Close()
+		r := te.sink.wait(t, "the decision", func(r events.Record) bool { return r.Kind == events.KindConnect })
+		if r.Decision != events.Deny || r.Reason != policy.ReasonNotTLS || r.IP != webIP {
+			t.Errorf("unreadable ClientHello: record %s %q host %q ip %q", r.Decision, r.Reason, r.Host, r.IP)
 		}
 	}
 

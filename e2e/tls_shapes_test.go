@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/testnet"
+	"github.com/egressd/egressd/policy"
+)
+
+// A ClientHello for a denied name, shaped so that a crypto/tls server reads it while a
+// reader that wants a handshake record first does not (an alert record before it, or a
+// record version below 3.x), is refused after a CONNECT to an address that allowed_cidrs
+// opens and after a CONNECT by name to another port there: the server never answers it.
+func TestUnreadableClientHelloRefused(t *testing.T) {
+	l := newLab(t)
+	l.setSession(namesPolicy)
+	other := startTLS(t, webIP+":0")
+	_, port, _ := net.SplitHostPort(other)
+
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "secret.example.test"})
+	alertFirst := append([]byte{0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a}, hello...)
+	oldVersion := append([]byte(nil), hello...)
+	oldVersion[1], oldVersion[2] = 0x01, 0x01
+	for _, target := range []string{webIP + ":443", other, "api.example.test:" + port} {
+		for _, tc := range []struct {
+			name string
+			b    []byte
+		}{{"an alert record first", alertFirst}, {"record version 1.1", oldVersion}, {"a plain ClientHello", hello}} {
+			c, br := l.proxyConn()
+			resp := roundTrip(t, c, br, fmt.Sprintf("CONNECT %s HTTP/1.1\r\nProxy-Authorization: %s\r\n\r\n", target, auth(l.sess.ProxyURL)))
+			if resp.StatusCode != 200 {
+				t.Fatalf("CONNECT %s: %s", target, resp.Status)
+			}
+			c.Write(tc.b)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			first := make([]byte, 1)
+			if _, err := io.ReadFull(br, first); err == nil && first[0] == 0x16 {
+				t.Errorf("CONNECT %s, %s naming secret.example.test: the server answered", target, tc.name)
+			}
+			c.Close()
+		}
+	}
+	e := l.waitEvent("a refusal for unreadable TLS", func(e client.Event) bool {
+		return e.Kind == "connect" && e.Decision == "deny" && e.Reason == string(policy.ReasonNotTLS)
+	})
+	if e.IP != webIP {
+		t.Errorf("the refusal's event: ip %q host %q", e.IP, e.Host)
+	}
+}
+
+// startTLS serves TLS on addr (a port of its own on the fake web server's address) and
+// returns the address it listens on.
+func startTLS(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	cfg := testnet.NewCA(t).ServerConfig()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				tc := tls.Server(c, cfg)
+				if tc.Handshake() == nil {
+					io.Copy(io.Discard, tc)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

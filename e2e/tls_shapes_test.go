@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/testnet"
+	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
 )
 

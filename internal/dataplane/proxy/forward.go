@@ -17,6 +17,7 @@ import (
 	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/dataplane/relay"
+	"github.com/egressd/egressd/internal/dataplane/view"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -344,8 +345,7 @@ func (c *clientConn) exchange(req *http.Request, t target, u *upstream) (keep, r
 		}
 		c.p.log.Info("HTTP upstream failed", "session", u.sess.ID, "vm", u.sess.VMID, "target", t.String(), "err", err)
 		if r := u.cancelled(); r != "" {
-			c.respond(http.StatusForbidden, []string{"X-Egress-Decision", "deny", "X-Egress-Reason", r},
-				"egressd: "+req.Method+" http://"+t.hostHeader(80)+"/ was cut: "+r+"\n")
+			c.cut(req.Method+" http://"+t.hostHeader(80)+"/", u, r)
 		} else {
 			c.badGateway(t.String(), err)
 		}
@@ -536,4 +536,25 @@ func clip(s string) string {
 		return s[:200] + "..."
 	}
 	return s
+}
+
+// cut answers a request whose upstream connection was cut while it was in flight: by a
+// tightened policy (the refusal of the policy now, with its code), by the end of the session
+// (no_policy: nothing allows it any more), or by the proxy's shutdown (503, no decision).
+// The close reason is never a reason code, so it never reaches X-Egress-Reason.
+func (c *clientConn) cut(what string, u *upstream, closeReason string) {
+	switch closeReason {
+	case closeShutdown:
+		c.respond(http.StatusServiceUnavailable, nil, "egressd: "+what+" was cut: egressd is shutting down\n")
+		return
+	case view.CancelSessionEnded:
+		c.refuse(what, u.sess, policy.Refused(policy.ReasonNoPolicy, "the session ended, or its VM was deleted, while the request was in flight"))
+		return
+	}
+	if d := effectiveNow(u.sess).Decide(u.conn); !d.Allow {
+		c.refuse(what, u.sess, d)
+		return
+	}
+	// Cut for a policy that allows it again by now: the client may simply retry.
+	c.respond(http.StatusServiceUnavailable, nil, "egressd: "+what+" was cut by a policy change; retry\n")
 }

@@ -55,6 +55,16 @@ func (d *dataPlane) enforcer(v *view.View) api.Enforcer {
 	return kernelEnforcer{v, d.gw}
 }
 
+// revision is the store revision this node enforces, which its heartbeat reports for
+// ?wait=fleet on the other nodes: the same as enforcer waits for, so that no node counts
+// this one while its kernel rules are older than its view (an apply under way, or failing).
+func (d *dataPlane) revision(v *view.View) func() int64 {
+	if d.gw == nil {
+		return v.Revision
+	}
+	return d.gw.Revision
+}
+
 type kernelEnforcer struct {
 	v  *view.View
 	gw *gateway.Gateway

@@ -201,7 +201,7 @@ func run(ctx context.Context, cfg *config) error {
 		Logger: log,
 	}
 	if v != nil {
-		node.Revision = v.Revision
+		node.Revision = dp.revision(v)
 	}
 	if v != nil && cfg.transparent {
 		node.VMs = func() int { return countNetnsVMs(v) }

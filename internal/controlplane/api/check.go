@@ -96,6 +96,9 @@ func parseQuery(req client.CheckRequest) (policy.Query, error) {
 	if req.URL != "" || req.Host != "" || req.IP != "" {
 		return policy.Query{}, badRequest("dns_query", "set one of url, host, ip or dns_query")
 	}
+	if req.Port != 0 || req.Transport != "" {
+		return policy.Query{}, badRequest("port", "a dns_query is judged as a query, on no port or transport; leave out port and transport")
+	}
 	name, err := policy.NormalizeName(req.DNSQuery)
 	if err != nil {
 		return policy.Query{}, badRequest("dns_query", "%v", err)
@@ -127,8 +130,16 @@ func parseConn(req client.CheckRequest) (policy.Conn, string, error) {
 	if set != 1 {
 		return policy.Conn{}, "", badRequest("", `set exactly one of "url", "host" (with "port"), "ip" (with "port" and "transport") or "dns_query"`)
 	}
+	if req.QType != "" {
+		return policy.Conn{}, "", badRequest("qtype", "qtype goes with dns_query; leave it out")
+	}
 	switch {
 	case req.URL != "":
+		// A field beside the URL that the URL overrides would make the answer about a
+		// destination other than the one asked about.
+		if req.Port != 0 || req.Transport != "" {
+			return policy.Conn{}, "", badRequest("port", "a url carries its own port (https://host:8443/) and is TCP; leave out port and transport")
+		}
 		return parseURL(req.URL)
 	case req.Host != "":
 		port, err := checkPort(req.Port, "port")

@@ -89,6 +89,13 @@ func TestCheckAndEffective(t *testing.T) {
 		{map[string]any{"ip": "1.1.1.1", "port": 1, "transport": "sctp"}, "transport"},
 		{map[string]any{"dns_query": "example.com", "qtype": "BOGUS"}, "qtype"},
 		{map[string]any{"url": "https://a.example/", "host": "b.example", "port": 443}, ""},
+		// A field that the form asked for would ignore: the answer would be about another
+		// destination than the one the caller meant.
+		{map[string]any{"url": "https://a.example/", "port": 80}, "port"},
+		{map[string]any{"url": "http://a.example/", "transport": "udp"}, "port"},
+		{map[string]any{"host": "a.example", "port": 443, "qtype": "AAAA"}, "qtype"},
+		{map[string]any{"dns_query": "a.example", "port": 53}, "port"},
+		{map[string]any{"dns_query": "a.example", "transport": "tcp"}, "port"},
 	} {
 		c.do("POST", "/v1/egress/session/"+sid+"/check", tc.body).mustError(t, http.StatusBadRequest, "bad_request", tc.field)
 	}

@@ -173,6 +173,18 @@ func TestWaitParameter(t *testing.T) {
 		c.do("DELETE", "/v1/vms/v"+q, nil).mustError(t, http.StatusBadRequest, client.CodeBadRequest, "wait")
 	}
 	c.do("GET", "/v1/egress/vm/v", nil).mustError(t, http.StatusNotFound, client.CodeNotSet, "")
+	// API keys too: every node reads them from the store, so they need no wait, but a wait
+	// that is not known is the caller's mistake there as anywhere.
+	key := c.do("POST", "/v1/api-keys?wait=fleet", map[string]any{"tenant": "w"}).must(t, http.StatusCreated)
+	keyID, _ := key["id"].(string)
+	for _, q := range []string{"?wait=all", "?wait=", "?wait=Fleet", "?wait=fleet&wait=fleet"} {
+		c.do("POST", "/v1/api-keys"+q, map[string]any{"tenant": "w"}).mustError(t, http.StatusBadRequest, client.CodeBadRequest, "wait")
+		c.do("DELETE", "/v1/api-keys/"+keyID+q, nil).mustError(t, http.StatusBadRequest, client.CodeBadRequest, "wait")
+	}
+	if keys := c.do("GET", "/v1/api-keys", nil).must(t, http.StatusOK); len(keys["keys"].([]any)) != 2 {
+		t.Errorf("keys after refused writes: %v, want the admin key and the one made with wait=fleet", keys["keys"])
+	}
+	c.do("DELETE", "/v1/api-keys/"+keyID+"?wait=fleet", nil).must(t, http.StatusNoContent)
 
 	got := c.do("POST", "/v1/egress/vm/v?wait=fleet", map[string]any{"allow_https": true}).must(t, http.StatusOK)
 	if by := strs(got["enforced_by"]); len(by) != 1 || by[0] == "" || got["lagging"] != nil {

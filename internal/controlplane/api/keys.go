@@ -13,7 +13,14 @@ import (
 // tenantPattern keeps tenant names printable and short; they appear in logs and metrics.
 var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
+// The key endpoints take ?wait like every write, although every node reads keys from the
+// store on each request, so that a key write is in force everywhere once it is durable:
+// wait=fleet has nothing more to wait for, and any other value is refused as elsewhere.
+
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ store.APIKey) error {
+	if _, err := parseWait(r); err != nil {
+		return err
+	}
 	body, err := readBody(w, r)
 	if err != nil {
 		return err
@@ -50,6 +57,9 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ store.APIKey
 }
 
 func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request, self store.APIKey) error {
+	if _, err := parseWait(r); err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if id == self.ID {
 		return errorf(http.StatusConflict, client.CodeConflict, "", "refusing to delete the key this request is made with; use another admin key")

@@ -13,6 +13,11 @@ func (g *Gateway) WaitApplied(ctx context.Context, rev int64) error {
 	return g.enforced.wait(ctx, rev)
 }
 
+// Revision is the store revision of the kernel rules in force: what this node enforces, as
+// its heartbeat reports it for ?wait=fleet on other nodes. It trails the view's revision
+// while an apply is under way, and stays behind it while applies fail.
+func (g *Gateway) Revision() int64 { return g.enforced.current() }
+
 // revisionWaiter is a revision that only grows, and lets callers wait for it to reach
 // theirs without polling. Its zero value is ready.
 type revisionWaiter struct {
@@ -32,6 +37,12 @@ func (w *revisionWaiter) advance(rev int64) {
 		close(w.next)
 		w.next = nil
 	}
+}
+
+func (w *revisionWaiter) current() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.rev
 }
 
 func (w *revisionWaiter) wait(ctx context.Context, rev int64) error {

@@ -28,9 +28,17 @@ func TestWaitApplied(t *testing.T) {
 	if err := w.gw.WaitApplied(short, w.view.Revision()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitApplied while the firewall fails = %v, want the deadline", err)
 	}
+	// What the node reports to the fleet is the rules' revision, not the view's: another
+	// node's wait=fleet must not count this one while its kernel enforces an older policy.
+	if got, view := w.gw.Revision(), w.view.Revision(); got >= view {
+		t.Errorf("Revision while the firewall fails = %d, want less than the view's %d", got, view)
+	}
 	w.fw.Fail(nil)
 	if err := w.gw.WaitApplied(ctx, w.view.Revision()); err != nil {
 		t.Fatalf("WaitApplied after the retry: %v", err)
+	}
+	if got, view := w.gw.Revision(), w.view.Revision(); got != view {
+		t.Errorf("Revision after the retry = %d, want the view's %d", got, view)
 	}
 }
 

@@ -20,12 +20,8 @@ import (
 
 // check answers the decision the gateway would take, without any traffic.
 func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
-	body, err := readBody(w, r)
-	if err != nil {
-		return err
-	}
 	var req client.CheckRequest
-	if err := decodeStrict(body, &req, false); err != nil {
+	if err := readJSON(w, r, &req, false); err != nil {
 		return err
 	}
 	_, layers, err := s.layers(r.Context(), k.Tenant, r.PathValue("id"))

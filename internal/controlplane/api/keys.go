@@ -21,12 +21,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ store.APIKe
 	if _, err := parseWait(r); err != nil {
 		return err
 	}
-	body, err := readBody(w, r)
-	if err != nil {
-		return err
-	}
 	var req client.CreateAPIKeyRequest
-	if err := decodeStrict(body, &req, false); err != nil {
+	if err := readJSON(w, r, &req, false); err != nil {
 		return err
 	}
 	if !tenantPattern.MatchString(req.Tenant) {

@@ -110,6 +110,16 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return data, nil
 }
 
+// readJSON reads the request's body (the size limit and Content-Type checks of readBody)
+// and decodes it strictly into v: the preamble of every handler that takes a JSON object.
+func readJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeStrict(body, v, emptyOK)
+}
+
 // decodeStrict decodes a body that must be one JSON object into v, with the one strict
 // decoder (DESIGN §2.1: exact field names, none twice, nothing after the object, no null);
 // its errors are 400s that name the field. An empty body decodes as {} when emptyOK.

@@ -15,12 +15,8 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request, k store.A
 	if err != nil {
 		return err
 	}
-	body, err := readBody(w, r)
-	if err != nil {
-		return err
-	}
 	var req client.CreateSessionRequest
-	if err := decodeStrict(body, &req, false); err != nil {
+	if err := readJSON(w, r, &req, false); err != nil {
 		return err
 	}
 	if req.VMID == "" {

@@ -22,13 +22,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	if err != nil {
 		return err
 	}
-	body, err := readBody(w, r)
-	if err != nil {
-		return err
-	}
 	var req client.CreateVMRequest
-	if err := decodeStrict(body, &req, true); err != nil {
-		return asPolicyError(err, "egress_policy")
+	if err := readJSON(w, r, &req, true); err != nil {
+		return asPolicyError(err, "egress_policy") // the size and type errors name no field
 	}
 	vm := store.VM{Tenant: k.Tenant, ID: req.VMID, Network: store.Network{Mode: "none"}}
 	if vm.ID == "" {

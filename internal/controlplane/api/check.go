@@ -40,7 +40,7 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) e
 		writeJSON(w, http.StatusOK, result(set.DecideQuery(q)))
 		return nil
 	}
-	conn, _, err := parseConn(req)
+	conn, err := parseConn(req)
 	if err != nil {
 		return err
 	}
@@ -114,9 +114,8 @@ func parseQuery(req client.CheckRequest) (policy.Query, error) {
 	return policy.Query{Name: name, Type: t}, nil
 }
 
-// parseConn turns a check request into a connection attempt. It returns the field to blame
-// for a later error.
-func parseConn(req client.CheckRequest) (policy.Conn, string, error) {
+// parseConn turns a check request into a connection attempt.
+func parseConn(req client.CheckRequest) (policy.Conn, error) {
 	set := 0
 	for _, s := range []string{req.URL, req.Host, req.IP} {
 		if s != "" {
@@ -124,33 +123,32 @@ func parseConn(req client.CheckRequest) (policy.Conn, string, error) {
 		}
 	}
 	if set != 1 {
-		return policy.Conn{}, "", badRequest("", `set exactly one of "url", "host" (with "port"), "ip" (with "port" and "transport") or "dns_query"`)
+		return policy.Conn{}, badRequest("", `set exactly one of "url", "host" (with "port"), "ip" (with "port" and "transport") or "dns_query"`)
 	}
 	if req.QType != "" {
-		return policy.Conn{}, "", badRequest("qtype", "qtype goes with dns_query; leave it out")
+		return policy.Conn{}, badRequest("qtype", "qtype goes with dns_query; leave it out")
 	}
 	switch {
 	case req.URL != "":
 		// A field beside the URL that the URL overrides would make the answer about a
 		// destination other than the one asked about.
 		if req.Port != 0 || req.Transport != "" {
-			return policy.Conn{}, "", badRequest("port", "a url carries its own port (https://host:8443/) and is TCP; leave out port and transport")
+			return policy.Conn{}, badRequest("port", "a url carries its own port (https://host:8443/) and is TCP; leave out port and transport")
 		}
 		return parseURL(req.URL)
 	case req.Host != "":
 		port, err := checkPort(req.Port, "port")
 		if err != nil {
-			return policy.Conn{}, "", err
+			return policy.Conn{}, err
 		}
 		if req.Transport != "" && req.Transport != "tcp" {
-			return policy.Conn{}, "", badRequest("transport", "a host is judged for TCP; for UDP give an ip")
+			return policy.Conn{}, badRequest("transport", "a host is judged for TCP; for UDP give an ip")
 		}
-		c, err := hostConn(req.Host, port, "host")
-		return c, "host", err
+		return hostConn(req.Host, port, "host")
 	default:
 		ip, err := netip.ParseAddr(req.IP)
 		if err != nil || ip.Zone() != "" {
-			return policy.Conn{}, "", badRequest("ip", "%q is not an IP address", req.IP)
+			return policy.Conn{}, badRequest("ip", "%q is not an IP address", req.IP)
 		}
 		tr := policy.Transport(strings.ToLower(req.Transport))
 		switch tr {
@@ -158,15 +156,15 @@ func parseConn(req client.CheckRequest) (policy.Conn, string, error) {
 			tr = policy.TCP
 		case policy.TCP, policy.UDP, policy.ICMP:
 		default:
-			return policy.Conn{}, "", badRequest("transport", "transport %q is unknown; use tcp, udp or icmp", req.Transport)
+			return policy.Conn{}, badRequest("transport", "transport %q is unknown; use tcp, udp or icmp", req.Transport)
 		}
 		var port uint16
 		if tr != policy.ICMP {
 			if port, err = checkPort(req.Port, "port"); err != nil {
-				return policy.Conn{}, "", err
+				return policy.Conn{}, err
 			}
 		}
-		return policy.Conn{IP: ip.Unmap(), Port: port, Transport: tr}, "ip", nil
+		return policy.Conn{IP: ip.Unmap(), Port: port, Transport: tr}, nil
 	}
 }
 
@@ -179,10 +177,10 @@ func checkPort(p int, field string) (uint16, error) {
 
 // parseURL reads a URL as the explicit proxy would see it: http and https only, the default
 // port of the scheme unless one is given, credentials (user@host) ignored.
-func parseURL(raw string) (policy.Conn, string, error) {
+func parseURL(raw string) (policy.Conn, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return policy.Conn{}, "url", badRequest("url", "%q is not a URL: %v", raw, err)
+		return policy.Conn{}, badRequest("url", "%q is not a URL: %v", raw, err)
 	}
 	var port uint16
 	switch strings.ToLower(u.Scheme) {
@@ -191,19 +189,18 @@ func parseURL(raw string) (policy.Conn, string, error) {
 	case "https":
 		port = 443
 	default:
-		return policy.Conn{}, "url", badRequest("url", "scheme %q is not judged; use an http:// or https:// URL, or host and port", u.Scheme)
+		return policy.Conn{}, badRequest("url", "scheme %q is not judged; use an http:// or https:// URL, or host and port", u.Scheme)
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil {
-			return policy.Conn{}, "url", badRequest("url", "port %q is not a number", p)
+			return policy.Conn{}, badRequest("url", "port %q is not a number", p)
 		}
 		if port, err = checkPort(n, "url"); err != nil {
-			return policy.Conn{}, "url", err
+			return policy.Conn{}, err
 		}
 	}
-	c, err := hostConn(u.Hostname(), port, "url")
-	return c, "url", err
+	return hostConn(u.Hostname(), port, "url")
 }
 
 // hostConn makes a TCP attempt to a host, which may be an IP literal: that is judged as an

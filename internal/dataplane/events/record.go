@@ -77,54 +77,39 @@ type Source struct {
 // record says the same things the same way. The mode is the decision's own (enforce for a
 // decision without one: the gateway's own refusals).
 func Decided(kind string, src Source, c policy.Conn, d policy.Decision) Record {
-	r := Record{
-		Time:      time.Now(),
-		Kind:      kind,
-		Tenant:    src.Tenant,
-		VMID:      src.VMID,
-		SessionID: src.SessionID,
-		Decision:  Deny,
-		WouldDeny: d.WouldDeny,
-		Reason:    d.Reason,
-		Message:   d.Reason.Message(),
-		Rule:      d.Rule,
-		Layer:     string(d.Layer),
-		Mode:      string(d.Mode),
-		Transport: string(c.Transport),
-		Host:      c.Host,
-		Port:      int(c.Port),
-	}
+	r := about(kind, src, c)
+	r.Decision = Deny
 	if d.Allow {
 		r.Decision = Allow
 	}
+	r.WouldDeny = d.WouldDeny
+	r.Reason, r.Message, r.Rule = d.Reason, d.Reason.Message(), d.Rule
+	r.Layer, r.Mode = string(d.Layer), string(d.Mode)
 	if r.Mode == "" {
 		r.Mode = string(policy.Enforce)
-	}
-	if r.Transport == "" {
-		r.Transport = string(policy.TCP)
-	}
-	if c.IP.IsValid() {
-		r.IP = c.IP.String()
 	}
 	return r
 }
 
 // Closed is the KindClose record of a connection to c that a KindConnect record allowed.
 func Closed(src Source, c policy.Conn, up, down int64, lived time.Duration, reason string) Record {
+	r := about(KindClose, src, c)
+	r.Decision = Allow
+	r.BytesUp, r.BytesDown, r.DurationMS, r.CloseReason = up, down, Millis(lived), reason
+	return r
+}
+
+// about is what every record says of where a connection came from and went to.
+func about(kind string, src Source, c policy.Conn) Record {
 	r := Record{
-		Time:        time.Now(),
-		Kind:        KindClose,
-		Tenant:      src.Tenant,
-		VMID:        src.VMID,
-		SessionID:   src.SessionID,
-		Decision:    Allow,
-		Transport:   string(c.Transport),
-		Host:        c.Host,
-		Port:        int(c.Port),
-		BytesUp:     up,
-		BytesDown:   down,
-		DurationMS:  Millis(lived),
-		CloseReason: reason,
+		Time:      time.Now(),
+		Kind:      kind,
+		Tenant:    src.Tenant,
+		VMID:      src.VMID,
+		SessionID: src.SessionID,
+		Transport: string(c.Transport),
+		Host:      c.Host,
+		Port:      int(c.Port),
 	}
 	if r.Transport == "" {
 		r.Transport = string(policy.TCP)

@@ -6,14 +6,24 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Network is how a VM is attached to the gateway (DESIGN §3). Mode is "none" (the default:
-// the VM reaches the world only through the explicit proxy) or "netns".
+// Network is how a VM is attached to the gateway (DESIGN §3, §5). Mode is "none" (the
+// default: the VM reaches the world only through the explicit proxy) or "netns".
+//
+// On create, a "netns" network may name its gateway Node, or a NodeSelector that the chosen
+// node's labels must match; without either, the up transparent node with the fewest VMs
+// takes it. The answer says which node it is and the network's State: "ready" (the
+// attachment fields are set), "pending" (the node has not made it yet), "failed" (Error
+// says why), "deleting", or "node_down" while its node is silent.
 type Network struct {
-	Mode    string `json:"mode"`
-	Netns   string `json:"netns,omitempty"`
-	Path    string `json:"path,omitempty"`
-	Address string `json:"address,omitempty"`
-	Gateway string `json:"gateway,omitempty"`
+	Mode         string            `json:"mode"`
+	Node         string            `json:"node,omitempty"`
+	NodeSelector map[string]string `json:"node_selector,omitempty"`
+	State        string            `json:"state,omitempty"`
+	Error        string            `json:"error,omitempty"`
+	Netns        string            `json:"netns,omitempty"`
+	Path         string            `json:"path,omitempty"`
+	Address      string            `json:"address,omitempty"`
+	Gateway      string            `json:"gateway,omitempty"`
 }
 
 // CreateVMRequest is the body of POST /v1/vms. Every field is optional: the server picks a
@@ -183,11 +193,13 @@ const (
 
 // Node is one egressd process of the fleet (GET /v1/nodes, admin only).
 type Node struct {
-	ID            string            `json:"id"`
-	Roles         []string          `json:"roles"`
-	Address       string            `json:"address,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	LastHeartbeat time.Time         `json:"last_heartbeat"`
+	ID      string            `json:"id"`
+	Roles   []string          `json:"roles"`
+	Address string            `json:"address,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	// SandboxCIDR is a transparent node's sandbox range.
+	SandboxCIDR   string    `json:"sandbox_cidr,omitempty"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// Revision is the store revision the node's view has applied.
 	Revision int64 `json:"revision"`
 	VMs      int   `json:"vm_count"`

@@ -200,8 +200,16 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 func vmOut(vm store.VM, sessions int) client.VM {
 	return client.VM{
 		VMID:      vm.ID,
-		Network:   client.Network(vm.Network),
+		Network:   networkOut(vm.Network),
 		Sessions:  sessions,
 		CreatedAt: vm.CreatedAt,
+	}
+}
+
+// networkOut is a stored network as the API shows it.
+func networkOut(n store.Network) client.Network {
+	return client.Network{
+		Mode: n.Mode, Node: n.Node, State: n.State, Error: n.Error,
+		Netns: n.Netns, Path: n.Path, Address: n.Address, Gateway: n.Gateway,
 	}
 }

@@ -54,3 +54,13 @@ func (h hooked) PutPolicy(ctx context.Context, r PolicyRecord) (PolicyRecord, er
 func (h hooked) DeletePolicy(ctx context.Context, tenant string, scope Scope, id string) error {
 	return h.done(h.Store.DeletePolicy(ctx, tenant, scope, id))
 }
+
+func (h hooked) RetireVM(ctx context.Context, tenant, id string) (VM, error) {
+	out, err := h.Store.RetireVM(ctx, tenant, id)
+	return out, h.done(err)
+}
+
+func (h hooked) UpdateVMNetwork(ctx context.Context, tenant, id string, update func(Network) (Network, error)) (VM, error) {
+	out, err := h.Store.UpdateVMNetwork(ctx, tenant, id, update)
+	return out, h.done(err)
+}

@@ -45,14 +45,46 @@ type APIKey struct {
 	CreatedAt time.Time
 }
 
-// Network is how a VM is attached (DESIGN §3, §4). Its wire form is client.Network; the API
-// converts.
+// Network is how a VM is attached (DESIGN §3, §4, §5). Its wire form is client.Network; the
+// API converts.
+//
+// A "netns" network belongs to one gateway node (Node), which makes and removes it while
+// following the store; State says how far it got. The API writes the network of a VM it
+// creates or deletes (NetworkCreating, NetworkPending, NetworkDeleting); the owning node
+// writes the rest (NetworkReady, NetworkFailed, and the attachment's Netns, Path, Address and
+// Gateway), and is the only one that ever touches the namespace.
 type Network struct {
 	Mode    string // "none" or "netns"
+	Node    string // netns: the ID of the gateway node that owns it
+	State   string // netns: one of the Network* states; "" in stores written before nodes
+	Error   string // NetworkFailed: why
 	Netns   string // the namespace's name
 	Path    string // its path, /run/netns/<name>
 	Address string // the sandbox's address in it
 	Gateway string // the gateway's address on the VM's link
+}
+
+// The states of a "netns" network (DESIGN §5). A node's being down is no state of the VM's:
+// the API shows "node_down" over the stored state while the owning node is silent.
+const (
+	// NetworkCreating: the API is still storing the VM's policy; nodes leave it alone, so
+	// that no sandbox network is up before the policy its creator asked for is stored.
+	NetworkCreating = "creating"
+	// NetworkPending: stored and complete; the owning node is to make the network.
+	NetworkPending = "pending"
+	// NetworkReady: the node made it; the attachment fields say where it is.
+	NetworkReady = "ready"
+	// NetworkFailed: the node could not make it; Error says why. Nothing of it is left.
+	NetworkFailed = "failed"
+	// NetworkDeleting: the VM was deleted (its sessions and policies are gone); its node
+	// removes the network and then the VM itself (DeleteVM).
+	NetworkDeleting = "deleting"
+)
+
+// Live reports whether n is a network the owning node runs: ready, or stored before
+// networks had states.
+func (n Network) Live() bool {
+	return n.Mode == "netns" && (n.State == NetworkReady || n.State == "")
 }
 
 // VM is one sandbox.
@@ -103,6 +135,17 @@ type Store interface {
 	ListVMs(ctx context.Context, tenant string) ([]VM, error)
 	// DeleteVM removes the VM, its policy, its sessions and their policies in one transaction.
 	DeleteVM(ctx context.Context, tenant, id string) error
+	// RetireVM is the first half of deleting a VM whose network a node must remove: in one
+	// transaction it removes the VM's sessions and policies, as DeleteVM does, and sets its
+	// network's State to NetworkDeleting. The node then removes the network and the VM
+	// (DeleteVM). It returns the VM as it is now; ErrNotFound if the tenant has none.
+	RetireVM(ctx context.Context, tenant, id string) (VM, error)
+	// UpdateVMNetwork replaces a VM's network with what update makes of the stored one, in
+	// one transaction, so that two writers (the API deleting, the node finishing) cannot
+	// overwrite each other. An error from update aborts the change and is returned as it is
+	// (wrapped); ErrNotFound if the tenant has no such VM. The VM keeps its Revision (that of
+	// its creation, which orders VMs by age); the change log records the update.
+	UpdateVMNetwork(ctx context.Context, tenant, id string, update func(Network) (Network, error)) (VM, error)
 
 	// CreateSession stores a new session on an existing VM of the tenant (ErrNotFound if the VM
 	// is not there), setting Revision and CreatedAt. Session IDs are unique store-wide.
@@ -153,12 +196,15 @@ type Store interface {
 
 // Node is one egressd process of a fleet, as it registered itself (DESIGN §5).
 type Node struct {
-	ID       string
-	Roles    []string // what it runs ("api", "gateway", ...), as it says
-	Address  string   // where to reach it, as it says
-	Labels   map[string]string
-	Revision int64 // the store revision its view has applied (not a revision of this record)
-	VMs      int   // the VMs whose networks it runs
+	ID      string
+	Roles   []string // what it runs ("api", "gateway", ...), as it says
+	Address string   // where to reach it, as it says
+	Labels  map[string]string
+	// SandboxCIDR is the range a transparent node takes sandbox addresses from ("" for
+	// other nodes); no two registered nodes' ranges may overlap.
+	SandboxCIDR string
+	Revision    int64 // the store revision its view has applied (not a revision of this record)
+	VMs         int   // the VMs whose networks it runs
 	// Heartbeat is when it last reported, by the store's clock (Store.Now).
 	Heartbeat time.Time
 }

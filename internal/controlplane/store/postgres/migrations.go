@@ -13,6 +13,7 @@ func schema() sqlstore.Schema {
 		Steps: []sqlstore.Migration{
 			{Version: 1, Name: "initial schema", Up: sqlstore.ExecSQL(schemaV1)},
 			{Version: 2, Name: "nodes", Up: sqlstore.ExecSQL(schemaV2)},
+			{Version: 3, Name: "node sandbox ranges", Up: sqlstore.ExecSQL(schemaV3)},
 		},
 	}
 }
@@ -108,4 +109,10 @@ CREATE TABLE nodes (
 	vms              integer     NOT NULL,
 	heartbeat        timestamptz NOT NULL  -- by the server's clock, now()
 );
+`
+
+// schemaV3 records each transparent node's sandbox range, so that a node starting with a
+// range that overlaps another's is refused (DESIGN §5).
+const schemaV3 = `
+ALTER TABLE nodes ADD COLUMN sandbox_cidr text NOT NULL DEFAULT '';
 `

@@ -14,6 +14,7 @@ func schema() sqlstore.Schema {
 			{Version: 1, Name: "initial schema", Up: sqlstore.ExecSQL(schemaV1)},
 			{Version: 2, Name: "api key revisions", Up: sqlstore.ExecSQL(schemaV2)},
 			{Version: 3, Name: "nodes", Up: sqlstore.ExecSQL(schemaV3)},
+			{Version: 4, Name: "node sandbox ranges", Up: sqlstore.ExecSQL(schemaV4)},
 		},
 	}
 }
@@ -100,4 +101,10 @@ CREATE TABLE nodes (
 	vms              INTEGER NOT NULL,
 	heartbeat        INTEGER NOT NULL  -- by the store's clock
 ) STRICT, WITHOUT ROWID;
+`
+
+// schemaV4 records each transparent node's sandbox range, so that a node starting with a
+// range that overlaps another's is refused (DESIGN §5).
+const schemaV4 = `
+ALTER TABLE nodes ADD COLUMN sandbox_cidr TEXT NOT NULL DEFAULT '';
 `

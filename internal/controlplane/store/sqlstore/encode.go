@@ -35,6 +35,9 @@ func (v *timeValue) Scan(src any) error {
 // the store's own, fixed by the databases already written: they do not follow the API.
 type networkDoc struct {
 	Mode    string `json:"mode"`
+	Node    string `json:"node,omitempty"`
+	State   string `json:"state,omitempty"`
+	Error   string `json:"error,omitempty"`
 	Netns   string `json:"netns,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Address string `json:"address,omitempty"`

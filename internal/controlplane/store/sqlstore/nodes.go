@@ -11,7 +11,7 @@ import (
 	"github.com/egressd/egressd/internal/controlplane/store"
 )
 
-const nodeColumns = `id, roles, address, labels, applied_revision, vms, heartbeat`
+const nodeColumns = `id, roles, address, labels, applied_revision, vms, heartbeat, sandbox_cidr`
 
 // PutNode registers n or replaces its registration, with the store's Now as its heartbeat.
 //
@@ -38,11 +38,11 @@ func (s *Store) PutNode(ctx context.Context, n store.Node) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.writer.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)
+	_, err = s.writer.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (id) DO UPDATE SET roles = excluded.roles, address = excluded.address,
 			labels = excluded.labels, applied_revision = excluded.applied_revision, vms = excluded.vms,
-			heartbeat = excluded.heartbeat`,
-		n.ID, string(roles), n.Address, string(labels), n.Revision, n.VMs, s.d.TimeArg(now))
+			heartbeat = excluded.heartbeat, sandbox_cidr = excluded.sandbox_cidr`,
+		n.ID, string(roles), n.Address, string(labels), n.Revision, n.VMs, s.d.TimeArg(now), n.SandboxCIDR)
 	if err != nil {
 		return s.wrap(fmt.Sprintf("put node %q", n.ID), err)
 	}
@@ -61,7 +61,7 @@ func scanNode(r scanner) (store.Node, error) {
 	var n store.Node
 	var roles, labels []byte
 	var heartbeat timeValue
-	if err := r.Scan(&n.ID, &roles, &n.Address, &labels, &n.Revision, &n.VMs, &heartbeat); err != nil {
+	if err := r.Scan(&n.ID, &roles, &n.Address, &labels, &n.Revision, &n.VMs, &heartbeat, &n.SandboxCIDR); err != nil {
 		return store.Node{}, err
 	}
 	err := errors.Join(json.Unmarshal(roles, &n.Roles), json.Unmarshal(labels, &n.Labels))

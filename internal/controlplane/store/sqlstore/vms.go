@@ -69,30 +69,95 @@ func (s *Store) DeleteVM(ctx context.Context, tenant, id string) error {
 		if !ok {
 			return fmt.Errorf("vm %q: %w", id, store.ErrNotFound)
 		}
-		now := s.timestamp()
-		steps := []struct {
-			kind  string
-			query string
-		}{
-			{store.KindSessionPolicy, `DELETE FROM policies WHERE tenant = $1 AND scope = 'session'
-				AND id IN (SELECT id FROM sessions WHERE tenant = $1 AND vm_id = $2) RETURNING id`},
-			// The foreign key would cascade this delete; doing it here lists the sessions for the log.
-			{store.KindSession, `DELETE FROM sessions WHERE tenant = $1 AND vm_id = $2 RETURNING id`},
-			{store.KindVMPolicy, `DELETE FROM policies WHERE tenant = $1 AND scope = 'vm' AND id = $2 RETURNING id`},
-			{store.KindVM, `DELETE FROM vms WHERE tenant = $1 AND id = $2 RETURNING id`},
-		}
-		for _, step := range steps {
-			deleted, err := tx.ids(ctx, step.query, tenant, id)
-			if err != nil {
-				return err
-			}
-			slices.Sort(deleted) // RETURNING has no defined order; keep the log deterministic
-			if err := tx.logDeletes(ctx, tenant, step.kind, deleted, now); err != nil {
-				return err
-			}
-		}
-		return nil
+		return tx.deleteVMParts(ctx, tenant, id, true)
 	})
+}
+
+// RetireVM removes the VM's sessions and policies as DeleteVM does, and marks its network
+// for deletion by its node, in one transaction.
+func (s *Store) RetireVM(ctx context.Context, tenant, id string) (store.VM, error) {
+	var vm store.VM
+	err := s.write(ctx, "retire vm", func(tx *wtx) error {
+		if err := tx.deleteVMParts(ctx, tenant, id, false); err != nil {
+			return err
+		}
+		var err error
+		vm, err = tx.updateNetwork(ctx, tenant, id, func(n store.Network) (store.Network, error) {
+			n.State = store.NetworkDeleting
+			return n, nil
+		})
+		return err
+	})
+	return vm, err
+}
+
+// UpdateVMNetwork replaces the VM's network with update's, in one transaction.
+func (s *Store) UpdateVMNetwork(ctx context.Context, tenant, id string, update func(store.Network) (store.Network, error)) (store.VM, error) {
+	var vm store.VM
+	err := s.write(ctx, "update vm network", func(tx *wtx) error {
+		var err error
+		vm, err = tx.updateNetwork(ctx, tenant, id, update)
+		return err
+	})
+	return vm, err
+}
+
+// updateNetwork reads the VM in the transaction (which holds the write lock, so that nobody
+// changes it in between), writes what update makes of its network, and logs the change.
+func (w *wtx) updateNetwork(ctx context.Context, tenant, id string, update func(store.Network) (store.Network, error)) (store.VM, error) {
+	vm, err := scanVM(w.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE tenant = $1 AND id = $2`, tenant, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.VM{}, fmt.Errorf("vm %q: %w", id, store.ErrNotFound)
+	} else if err != nil {
+		return store.VM{}, err
+	}
+	n, err := update(vm.Network)
+	if err != nil {
+		return store.VM{}, err
+	}
+	doc, err := encodeNetwork(n)
+	if err != nil {
+		return store.VM{}, fmt.Errorf("encode network: %w", err)
+	}
+	if _, err := w.ExecContext(ctx, `UPDATE vms SET network = $3 WHERE tenant = $1 AND id = $2`, tenant, id, doc); err != nil {
+		return store.VM{}, err
+	}
+	if _, err := w.log(ctx, change{tenant, store.KindVM, id, store.OpReplace, w.s.timestamp()}); err != nil {
+		return store.VM{}, err
+	}
+	vm.Network = n
+	return vm, nil
+}
+
+// deleteVMParts deletes what hangs off a VM, and with withVM the VM itself, logging one change
+// for each object removed: the session policies, the sessions, the VM's policy, and last the
+// VM, so that the VM's deletion has the transaction's highest revision.
+func (w *wtx) deleteVMParts(ctx context.Context, tenant, id string, withVM bool) error {
+	now := w.s.timestamp()
+	steps := []struct {
+		kind  string
+		query string
+	}{
+		{store.KindSessionPolicy, `DELETE FROM policies WHERE tenant = $1 AND scope = 'session'
+				AND id IN (SELECT id FROM sessions WHERE tenant = $1 AND vm_id = $2) RETURNING id`},
+		// The foreign key would cascade this delete; doing it here lists the sessions for the log.
+		{store.KindSession, `DELETE FROM sessions WHERE tenant = $1 AND vm_id = $2 RETURNING id`},
+		{store.KindVMPolicy, `DELETE FROM policies WHERE tenant = $1 AND scope = 'vm' AND id = $2 RETURNING id`},
+	}
+	if withVM {
+		steps = append(steps, struct{ kind, query string }{store.KindVM, `DELETE FROM vms WHERE tenant = $1 AND id = $2 RETURNING id`})
+	}
+	for _, step := range steps {
+		deleted, err := w.ids(ctx, step.query, tenant, id)
+		if err != nil {
+			return err
+		}
+		slices.Sort(deleted) // RETURNING has no defined order; keep the log deterministic
+		if err := w.logDeletes(ctx, tenant, step.kind, deleted, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func scanVM(r scanner) (store.VM, error) {

@@ -94,14 +94,14 @@ func (f *fleetRun) nodesListed(t *testing.T) {
 func (f *fleetRun) placement(t *testing.T) {
 	l := f.lab
 	// Counts (gw-a, gw-b) after each create in the comments.
-	f.onB = l.readyVM(t, "b1", "gw-b", nil, httpsOnly(f.allowB), "gw-b")         // 0, 1
-	f.onA = l.readyVM(t, "auto1", "", nil, httpsOnly(f.allowA), "gw-a")          // 1, 1: fewer VMs
-	f.spareA = l.readyVM(t, "auto2", "", nil, nil, "gw-a")                       // 2, 1: a tie, the lowest ID
-	l.readyVM(t, "auto3", "", nil, nil, "gw-b")                                  // 2, 2: fewer VMs
-	l.readyVM(t, "zone-a", "", map[string]string{"zone": "a"}, nil, "gw-a")      // 3, 2: the selector over the count
-	f.doomed = l.readyVM(t, "auto4", "", nil, httpsOnly(f.allowB), "gw-b")       // 3, 3
-	l.readyVM(t, "zone-b", "", map[string]string{"zone": "b"}, nil, "gw-b")      // 3, 4
-	l.readyVM(t, "named-a", "gw-a", map[string]string{"zone": "a"}, nil, "gw-a") // 4, 4: a node and a selector that agree
+	f.onB = l.readyVM(t, "b1", "gw-b", nil, httpsOnly(f.allowB), "gw-b")    // 0, 1
+	f.onA = l.readyVM(t, "auto1", "", nil, httpsOnly(f.allowA), "gw-a")     // 1, 1: fewer VMs
+	f.spareA = l.readyVM(t, "auto2", "", nil, nil, "gw-a")                  // 2, 1: a tie, the lowest ID
+	l.readyVM(t, "auto3", "", nil, nil, "gw-b")                             // 2, 2: fewer VMs
+	l.readyVM(t, "zone-a", "", map[string]string{"zone": "a"}, nil, "gw-a") // 3, 2: the selector over the count
+	f.doomed = l.readyVM(t, "auto4", "", nil, httpsOnly(f.allowB), "gw-b")  // 3, 3
+	l.readyVM(t, "zone-b", "", map[string]string{"zone": "b"}, nil, "gw-b") // 3, 4: the selector over the tie
+	l.readyVM(t, "named-a", "gw-a", nil, nil, "gw-a")                       // 4, 4
 	if f.onA.Network.Address == f.onB.Network.Address || f.onA.Network.Netns == f.onB.Network.Netns {
 		t.Errorf("two VMs share a network: %+v and %+v", f.onA.Network, f.onB.Network)
 	}

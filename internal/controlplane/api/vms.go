@@ -76,7 +76,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	out := vmOut(created, 0)
 	if pol != nil {
 		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: store.ScopeVM, ID: created.ID, Policy: *pol})
-		if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while it was being created", vm.ID)
+		} else if err != nil {
 			// Do not leave a VM without the policy its creator asked for.
 			if uerr := undo(context.WithoutCancel(r.Context())); uerr != nil {
 				s.log.Error("removing a VM whose policy was not stored", "vm_id", created.ID, "err", uerr)
@@ -112,19 +114,28 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	return nil
 }
 
+// errDeletedMeanwhile: a VM under creation was deleted by another request.
+var errDeletedMeanwhile = errors.New("deleted while being created")
+
 // makeNetwork hands a stored netns VM to its node (pending) and waits, up to networkWait, for
 // the node to make its network and enforce it. It reports whether the network is ready; not
 // ready in time is no error (the answer is 202, the node goes on), a failure is.
 func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, error) {
 	if vm.Network.State == store.NetworkCreating {
 		var err error
-		vm, err = s.store.UpdateVMNetwork(ctx, vm.Tenant, vm.ID, func(n store.Network) (store.Network, error) {
+		next, err := s.store.UpdateVMNetwork(ctx, vm.Tenant, vm.ID, func(n store.Network) (store.Network, error) {
+			if n.State != store.NetworkCreating {
+				return n, errDeletedMeanwhile
+			}
 			n.State = store.NetworkPending
 			return n, nil
 		})
-		if err != nil {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, errDeletedMeanwhile) {
+			return vm, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while it was being created", vm.ID)
+		} else if err != nil {
 			return vm, false, fmt.Errorf("hand VM %q to node %q: %w", vm.ID, vm.Network.Node, err)
 		}
+		vm = next
 	}
 	got, settled, err := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
 		return err != nil || got.Network.State != store.NetworkPending

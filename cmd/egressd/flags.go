@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,7 @@ type config struct {
 	logLevel        string
 	logFormat       string
 	nodeID          string
+	nodeLabels      labelFlag
 	drainTimeout    time.Duration
 	version         bool
 }
@@ -63,6 +65,37 @@ func (l *prefixList) Set(s string) error {
 			return err
 		}
 		*l = append(*l, p)
+	}
+	return nil
+}
+
+// labelFlag is --node-label name=value, repeatable; one value may also hold a comma-separated
+// list (the environment twin's form). A name given twice takes the last value.
+type labelFlag map[string]string
+
+func (l *labelFlag) String() string {
+	parts := make([]string, 0, len(*l))
+	for k, v := range *l {
+		parts = append(parts, k+"="+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+func (l *labelFlag) Set(s string) error {
+	if *l == nil {
+		*l = make(labelFlag)
+	}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("%q is not a label: give name=value, such as zone=eu-1", part)
+		}
+		(*l)[k] = v
 	}
 	return nil
 }
@@ -120,6 +153,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.nodeID, "node-id", "", "this node's ID in a fleet (GET /v1/nodes, GET /v1/status, ?wait=fleet), unique per store (default: the host name)")
+	fs.Var(&c.nodeLabels, "node-label", "a label of this node, name=value, for placing VMs with node_selector (repeatable; its environment twin takes a comma-separated list)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM or SIGINT, how long open connections and API requests may take to finish before they are closed; a second signal exits at once")
 	fs.BoolVar(&c.version, "version", false, "print the version, the commit and the Go version, and exit")
 

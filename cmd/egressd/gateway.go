@@ -77,14 +77,6 @@ func (e kernelEnforcer) WaitRevision(ctx context.Context, rev int64) error {
 	return e.gw.WaitApplied(ctx, rev)
 }
 
-// networks is the API's view of the sandbox networks: nil without --transparent.
-func (d *dataPlane) networks() api.Networks {
-	if d.gw == nil {
-		return nil
-	}
-	return d.gw
-}
-
 func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, env *policy.Env) (*dataPlane, error) {
 	d := &dataPlane{log: log}
 	dl := &dialer.Dialer{Resolver: res}

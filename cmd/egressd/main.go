@@ -145,10 +145,14 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	var dp *dataPlane
 	var v *view.View // the gateway's view of the store; nil with --role api
+	// changes wakes what waits on the store: the view, and the API's waits for a node's work
+	// on a VM's network. This process's writes kick it at once; in a fleet, the other nodes'
+	// writes kick it through PostgreSQL's notifications.
+	changes := &store.Signal{}
+	kick := changes.Kick
 	if cfg.role.servesGateway() {
-		// The gateway's live view of the store. Writes through this process's API kick it,
-		// so that a new policy is enforced on the very next connection; in a fleet, the
-		// other nodes' writes kick it through PostgreSQL's notifications.
+		// The gateway's live view of the store, so that a new policy is enforced on the very
+		// next connection.
 		v, err = view.New(st, view.Config{Env: env, Logger: log})
 		if err != nil {
 			return err
@@ -156,26 +160,30 @@ func run(ctx context.Context, cfg *config) error {
 		if err := v.Start(viewCtx); err != nil {
 			return err
 		}
-		if st.pg != nil {
-			background.Go(func() { st.pg.Listen(viewCtx, v.Kick, log) })
-			if cfg.transparent {
-				// The store does not record which host a VM's namespace lives on, and the
-				// gateway re-adopts every netns VM it finds (docs/fleet.md).
-				log.Warn("--transparent on a shared store: run exactly one transparent node per store, and create and delete netns VMs through its API")
-			}
+		kick = func() { v.Kick(); changes.Kick() }
+	}
+	if st.pg != nil {
+		background.Go(func() { st.pg.Listen(viewCtx, kick, log) })
+	}
+	if cfg.transparent {
+		// Before the node registers, so that a misconfigured one is refused without a trace.
+		if err := checkSandboxRange(ctx, st, cfg); err != nil {
+			return err
 		}
+	}
+	if v != nil {
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
 		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, conns, res, env); err != nil {
 			return err
 		}
-		apiCfg.Store = store.WithHook(st, v.Kick)
 		// A write is answered once this view enforces it (DESIGN §3).
 		apiCfg.Enforcer = dp.enforcer(v)
-		apiCfg.Networks = dp.networks()
 		apiCfg.Ready = viewReady(v, dp.ready)
 		apiCfg.Status.Conns = conns
 	}
+	apiCfg.Store = store.WithHook(st, kick)
+	apiCfg.Changes = changes
 	apiCfg.Fleet = api.StoreFleet(st)
 	srv := api.New(apiCfg)
 	var handler http.Handler = srv
@@ -197,20 +205,34 @@ func run(ctx context.Context, cfg *config) error {
 	// The node registers before it serves, and heartbeats with the revision its view applied, for
 	// GET /v1/nodes and ?wait=fleet (DESIGN §5).
 	node := fleet.Config{
-		Node:   store.Node{ID: cfg.nodeID, Roles: cfg.roles(), Address: apiLn.Addr().String()},
+		Node:   store.Node{ID: cfg.nodeID, Roles: cfg.roles(), Address: apiLn.Addr().String(), Labels: cfg.nodeLabels},
 		Logger: log,
 	}
+	if cfg.transparent {
+		node.Node.SandboxCIDR = cfg.sandboxCIDR.String()
+		node.VMs = func() int { return countNetnsVMs(v) } // TODO(gw11): the gateway's own count
+	}
+	var enforcer api.Enforcer
 	if v != nil {
 		node.Revision = dp.revision(v)
-	}
-	if v != nil && cfg.transparent {
-		node.VMs = func() int { return countNetnsVMs(v) }
+		enforcer = dp.enforcer(v)
 	}
 	hb, err := fleet.Start(viewCtx, st, node)
 	if err != nil {
 		return err
 	}
 	defer hb.Stop()
+	if cfg.transparent {
+		// Two nodes that started at once both passed the check before either registered.
+		if err := checkSandboxRange(ctx, st, cfg); err != nil {
+			return err
+		}
+	}
+	if enforcer != nil {
+		// Heartbeat as soon as this node enforces a new revision, so that a write waiting
+		// for the fleet (or for this node to make a VM's network) learns of it at once.
+		background.Go(func() { kickOnProgress(viewCtx, enforcer, node.Revision, hb.Kick) })
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()
 	attrs := []any{"version", build.Version, "role", cfg.role, "node", cfg.nodeID, "api", apiLn.Addr().String(), "store", st.name}

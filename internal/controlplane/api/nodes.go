@@ -55,6 +55,12 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, _ store.APIKe
 	if err != nil {
 		return err
 	}
+	// The store's count rather than the heartbeat's: it holds a down node's VMs, and a VM
+	// the node has not made yet.
+	vms, err := s.vmsPerNode(r.Context())
+	if err != nil {
+		return err
+	}
 	out := client.NodeList{Nodes: make([]client.Node, 0, len(nodes))}
 	for _, n := range nodes {
 		state := "down"
@@ -62,8 +68,8 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, _ store.APIKe
 			state = "up"
 		}
 		out.Nodes = append(out.Nodes, client.Node{
-			ID: n.ID, Roles: slices.Clone(n.Roles), Address: n.Address, Labels: n.Labels,
-			LastHeartbeat: n.Heartbeat.UTC(), Revision: n.Revision, VMs: n.VMs, State: state,
+			ID: n.ID, Roles: slices.Clone(n.Roles), Address: n.Address, Labels: n.Labels, SandboxCIDR: n.SandboxCIDR,
+			LastHeartbeat: n.Heartbeat.UTC(), Revision: n.Revision, VMs: vms[n.ID], State: state,
 		})
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -25,13 +25,6 @@ type Planner interface {
 	Plan(ctx context.Context, set *policy.Effective, c policy.Conn) (dialer.Plan, error)
 }
 
-// Networks gives VMs their sandbox network. Attach must be idempotent for a VM that has one
-// already, and Detach must not fail for one that has none.
-type Networks interface {
-	Attach(ctx context.Context, tenant, vmID string) (store.Network, error)
-	Detach(ctx context.Context, tenant, vmID string, n store.Network) error
-}
-
 // Config is what the server needs. Only Store is required.
 type Config struct {
 	Store store.Store
@@ -40,9 +33,11 @@ type Config struct {
 	Env *policy.Env
 	// ProxyAddr is the explicit proxy's host:port, used to build sessions' proxy_url.
 	ProxyAddr string
-	// Networks attaches VMs that ask for a "netns" network (the transparent gateway); when
-	// nil, such VMs are refused with a message that says how to turn it on.
-	Networks Networks
+	// Changes wakes the waits for a node's work on a VM's network (placement.go) when the
+	// store changes; when nil they read the store every quarter second.
+	Changes Changes
+	// NetworkWait bounds those waits (DefaultNetworkWait when 0).
+	NetworkWait time.Duration
 	// Planner answers check requests with "resolve": true; nil means a zero
 	// dialer.Dialer, which resolves the system's way. Pass the gateway's dialer.
 	Planner Planner
@@ -75,7 +70,7 @@ type Server struct {
 	store     store.Store
 	env       *policy.Env
 	proxyAddr string
-	networks  Networks
+	changes   Changes
 	planner   Planner
 	log       *slog.Logger
 	limits    *limiter
@@ -88,6 +83,7 @@ type Server struct {
 	fleet       Fleet
 	nodeID      string
 	waitTimeout time.Duration
+	networkWait time.Duration
 	statusCfg   StatusConfig
 }
 
@@ -97,7 +93,7 @@ func New(cfg Config) *Server {
 		store:     cfg.Store,
 		env:       cfg.Env,
 		proxyAddr: cfg.ProxyAddr,
-		networks:  cfg.Networks,
+		changes:   cfg.Changes,
 		planner:   cfg.Planner,
 		log:       cfg.Logger,
 		limits:    newLimiter(cfg.RateLimit),
@@ -109,6 +105,7 @@ func New(cfg Config) *Server {
 		fleet:       cfg.Fleet,
 		nodeID:      cfg.Status.NodeID,
 		waitTimeout: cfg.WaitTimeout,
+		networkWait: cfg.NetworkWait,
 		statusCfg:   cfg.Status,
 	}
 	if s.nodeID == "" {
@@ -116,6 +113,9 @@ func New(cfg Config) *Server {
 	}
 	if s.waitTimeout <= 0 {
 		s.waitTimeout = DefaultWaitTimeout
+	}
+	if s.networkWait <= 0 {
+		s.networkWait = DefaultNetworkWait
 	}
 	if s.planner == nil {
 		s.planner = &dialer.Dialer{}

@@ -35,16 +35,16 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	if n := req.Network; n != nil {
 		switch n.Mode {
 		case "", "none":
-		case "netns":
-			if s.networks == nil {
-				return badRequest("network.mode", `network mode "netns" needs the transparent gateway; start egressd with --transparent (Linux, root)`)
+			if n.Node != "" || n.NodeSelector != nil {
+				return badRequest("network.node", `network.node and network.node_selector place a "netns" network; a VM without one has nothing to place`)
 			}
+		case "netns":
 			vm.Network.Mode = "netns"
 		default:
 			return badRequest("network.mode", `network mode %q is unknown; use "none" or "netns"`, n.Mode)
 		}
-		if n.Netns != "" || n.Path != "" || n.Address != "" || n.Gateway != "" {
-			return badRequest("network", "only network.mode may be set; egressd assigns the rest")
+		if n.Netns != "" || n.Path != "" || n.Address != "" || n.Gateway != "" || n.State != "" || n.Error != "" {
+			return badRequest("network", "only network.mode, network.node and network.node_selector may be set; the node assigns the rest")
 		}
 	}
 	var pol *policy.Policy
@@ -57,64 +57,146 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 		pol, warnings = &p, w
 	}
 	if vm.Network.Mode == "netns" {
-		if _, err := s.store.GetVM(r.Context(), k.Tenant, vm.ID); err == nil {
-			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q exists already", vm.ID)
+		if vm.Network.Node, err = s.place(r.Context(), req.Network); err != nil {
+			return err
 		}
-		// The network exists before the VM is stored: a VM that a client can see is one it
-		// can run code in. If storing fails, the network goes again.
-		n, err := s.networks.Attach(r.Context(), k.Tenant, vm.ID)
-		if errors.Is(err, store.ErrConflict) {
-			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q exists already or is being created", vm.ID)
+		// Nodes leave a creating VM alone: its network is made once its policy is stored.
+		vm.Network.State = store.NetworkPending
+		if pol != nil {
+			vm.Network.State = store.NetworkCreating
 		}
-		if err != nil {
-			return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network", "could not attach the VM's network: %v", err)
-		}
-		vm.Network = n
 	}
 	created, err := s.store.CreateVM(r.Context(), vm)
-	if err != nil && vm.Network.Mode == "netns" {
-		if derr := s.networks.Detach(r.Context(), k.Tenant, vm.ID, vm.Network); derr != nil {
-			s.log.Error("removing the network of a VM that was not stored", "vm_id", vm.ID, "err", derr)
-		}
-	}
 	if errors.Is(err, store.ErrConflict) {
 		return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q exists already", vm.ID)
 	} else if err != nil {
 		return err
 	}
+	undo := func(ctx context.Context) error { return s.removeVM(ctx, created) }
 	out := vmOut(created, 0)
-	rev := created.Revision
 	if pol != nil {
 		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: store.ScopeVM, ID: created.ID, Policy: *pol})
-		if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while it was being created", vm.ID)
+		} else if err != nil {
 			// Do not leave a VM without the policy its creator asked for.
-			if uerr := s.removeVM(context.WithoutCancel(r.Context()), created); uerr != nil {
+			if uerr := undo(context.WithoutCancel(r.Context())); uerr != nil {
 				s.log.Error("removing a VM whose policy was not stored", "vm_id", created.ID, "err", uerr)
 			}
 			return err
 		}
 		out.EgressPolicy = policyOut(rec, warnings)
-		rev = rec.Revision
+	}
+	status := http.StatusCreated
+	if created.Network.Mode == "netns" {
+		var ready bool
+		if created, ready, err = s.makeNetwork(r.Context(), created); err != nil {
+			if uerr := undo(context.WithoutCancel(r.Context())); uerr != nil {
+				s.log.Error("removing a VM whose network was not made", "vm_id", created.ID, "err", uerr)
+			}
+			return err
+		}
+		out.Network = networkOut(created.Network)
+		if !ready {
+			status = http.StatusAccepted
+		}
+	}
+	// Every write of this request has a revision at most the store's newest.
+	rev, err := s.store.Revision(r.Context())
+	if err != nil {
+		return err
 	}
 	if out.Enforcement, err = s.enforced(r.Context(), mode, rev); err != nil {
-		return s.createdButNotEnforced(r.Context(), "VM", err, func(ctx context.Context) error { return s.removeVM(ctx, created) })
+		return s.createdButNotEnforced(r.Context(), "VM", err, undo)
 	}
 	w.Header().Set("Location", "/v1/vms/"+url.PathEscape(created.ID))
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, status, out)
 	return nil
 }
 
-// removeVM takes back a VM that this request created: from the store, then its network.
+// errDeletedMeanwhile: a VM under creation was deleted by another request.
+var errDeletedMeanwhile = errors.New("deleted while being created")
+
+// makeNetwork hands a stored netns VM to its node (pending) and waits, up to networkWait, for
+// the node to make its network and enforce it. It reports whether the network is ready; not
+// ready in time is no error (the answer is 202, the node goes on), a failure is.
+func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, error) {
+	if vm.Network.State == store.NetworkCreating {
+		var err error
+		next, err := s.store.UpdateVMNetwork(ctx, vm.Tenant, vm.ID, func(n store.Network) (store.Network, error) {
+			if n.State != store.NetworkCreating {
+				return n, errDeletedMeanwhile
+			}
+			n.State = store.NetworkPending
+			return n, nil
+		})
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, errDeletedMeanwhile) {
+			return vm, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while it was being created", vm.ID)
+		} else if err != nil {
+			return vm, false, fmt.Errorf("hand VM %q to node %q: %w", vm.ID, vm.Network.Node, err)
+		}
+		vm = next
+	}
+	got, settled, err := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
+		return err != nil || got.Network.State != store.NetworkPending
+	})
+	switch {
+	case err != nil:
+		return vm, false, err
+	case !settled:
+		return vm, false, nil
+	case got.ID == "":
+		return vm, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while its network was being made", vm.ID)
+	case got.Network.State == store.NetworkFailed:
+		return got, false, errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network",
+			"node %q could not make the VM's network: %s. The VM was not created; try again, or name another node", got.Network.Node, got.Network.Error)
+	case got.Network.State != store.NetworkReady:
+		return got, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q is %s", vm.ID, got.Network.State)
+	}
+	rev, err := s.store.Revision(ctx)
+	if err != nil {
+		return got, false, err
+	}
+	if err := s.ownerEnforced(ctx, got.Network.Node, rev); err != nil {
+		s.log.Info("a VM's network is made but not yet enforced by its node; answering 202", "vm_id", vm.ID, "node", got.Network.Node, "err", err)
+		return got, false, nil
+	}
+	return got, true, nil
+}
+
+// removeVM takes back a VM that this request created. A network that its node may have
+// started on is the node's to remove (RetireVM); anything else goes at once.
 func (s *Server) removeVM(ctx context.Context, vm store.VM) error {
-	if err := s.store.DeleteVM(ctx, vm.Tenant, vm.ID); err != nil {
+	cur, err := s.store.GetVM(ctx, vm.Tenant, vm.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if nodeRemoves(cur.Network) {
+		_, err = s.store.RetireVM(ctx, vm.Tenant, vm.ID)
+	} else {
+		err = s.store.DeleteVM(ctx, vm.Tenant, vm.ID)
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("deleting VM %q: %w", vm.ID, err)
 	}
-	if vm.Network.Mode == "netns" && s.networks != nil {
-		if err := s.networks.Detach(ctx, vm.Tenant, vm.ID, vm.Network); err != nil {
-			return fmt.Errorf("removing the network of VM %q: %w", vm.ID, err)
-		}
-	}
 	return nil
+}
+
+// nodeRemoves reports whether a VM's network may exist on its node, so that deleting the VM
+// is the node's work: pending (the node may be making it), ready, or deleting already. A VM
+// of no node (stored before nodes) or one whose node made nothing (creating, failed) the API
+// removes itself.
+func nodeRemoves(n store.Network) bool {
+	if n.Mode != "netns" || n.Node == "" {
+		return false
+	}
+	switch n.State {
+	case store.NetworkCreating, store.NetworkFailed:
+		return false
+	}
+	return true
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request, k store.APIKey) error {
@@ -138,7 +220,12 @@ func (s *Server) loadVM(r *http.Request, tenant, id string) (client.VM, error) {
 	if err != nil {
 		return client.VM{}, err
 	}
+	down, err := s.downNodes(r.Context())
+	if err != nil {
+		return client.VM{}, err
+	}
 	out := vmOut(vm, len(sessions))
+	out.Network = shownNetwork(vm.Network, down)
 	rec, err := s.store.GetPolicy(r.Context(), tenant, store.ScopeVM, id)
 	switch {
 	case err == nil:
@@ -162,9 +249,15 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, k store.APIKey)
 	for _, se := range sessions {
 		count[se.VMID]++
 	}
+	down, err := s.downNodes(r.Context())
+	if err != nil {
+		return err
+	}
 	out := client.VMList{VMs: make([]client.VM, 0, len(vms))}
 	for _, vm := range vms {
-		out.VMs = append(out.VMs, vmOut(vm, count[vm.ID]))
+		o := vmOut(vm, count[vm.ID])
+		o.Network = shownNetwork(vm.Network, down)
+		out.VMs = append(out.VMs, o)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -182,19 +275,40 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	} else if err != nil {
 		return err
 	}
-	if err := s.store.DeleteVM(r.Context(), k.Tenant, id); errors.Is(err, store.ErrNotFound) {
+	if !nodeRemoves(vm.Network) {
+		if err := s.store.DeleteVM(r.Context(), k.Tenant, id); errors.Is(err, store.ErrNotFound) {
+			return notFound("VM", id)
+		} else if err != nil {
+			return err
+		}
+		return s.answerDeleted(w, r, mode)
+	}
+	// Its sessions and policies go now, so their credentials stop working at once; its node
+	// removes the network and then the VM (DESIGN §5), which this waits for.
+	if vm, err = s.store.RetireVM(r.Context(), k.Tenant, id); errors.Is(err, store.ErrNotFound) {
 		return notFound("VM", id)
 	} else if err != nil {
 		return err
 	}
-	// The VM is gone from the store first, so its sessions' credentials stop working and the
-	// gateway drops it from the firewall; then its network goes.
-	if vm.Network.Mode == "netns" && s.networks != nil {
-		if err := s.networks.Detach(r.Context(), k.Tenant, id, vm.Network); err != nil {
-			s.log.Error("removing a deleted VM's network", "vm_id", id, "err", err)
+	down, err := s.downNodes(r.Context())
+	if err != nil {
+		return err
+	}
+	if !down[vm.Network.Node] { // a down node removes nothing: answer at once
+		_, gone, err := s.awaitNetwork(r.Context(), k.Tenant, id, func(_ store.VM, err error) bool {
+			return errors.Is(err, store.ErrNotFound)
+		})
+		if err != nil {
+			return err
+		}
+		if gone {
+			return s.answerDeleted(w, r, mode)
 		}
 	}
-	return s.answerDeleted(w, r, mode)
+	out := vmOut(vm, 0)
+	out.Network = shownNetwork(vm.Network, down)
+	writeJSON(w, http.StatusAccepted, out)
+	return nil
 }
 
 func vmOut(vm store.VM, sessions int) client.VM {

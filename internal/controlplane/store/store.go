@@ -148,7 +148,8 @@ type Store interface {
 	UpdateVMNetwork(ctx context.Context, tenant, id string, update func(Network) (Network, error)) (VM, error)
 
 	// CreateSession stores a new session on an existing VM of the tenant (ErrNotFound if the VM
-	// is not there), setting Revision and CreatedAt. Session IDs are unique store-wide.
+	// is not there or is being deleted), setting Revision and CreatedAt. Session IDs are
+	// unique store-wide.
 	CreateSession(ctx context.Context, s Session) (Session, error)
 	GetSession(ctx context.Context, tenant, id string) (Session, error)
 	// ListSessions lists the tenant's sessions on one VM (all VMs when vmID is ""), oldest first.
@@ -158,7 +159,7 @@ type Store interface {
 	DeleteSession(ctx context.Context, tenant, id string) error
 
 	// PutPolicy replaces the policy of a session or VM (ErrNotFound if the object is not the
-	// tenant's), setting Revision and UpdatedAt.
+	// tenant's, or is a VM being deleted), setting Revision and UpdatedAt.
 	PutPolicy(ctx context.Context, r PolicyRecord) (PolicyRecord, error)
 	// GetPolicy reads it: ErrNotFound if the object is not there, ErrNoPolicy if it has none.
 	GetPolicy(ctx context.Context, tenant string, scope Scope, id string) (PolicyRecord, error)

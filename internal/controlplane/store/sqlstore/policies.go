@@ -69,6 +69,14 @@ func (s *Store) PutPolicy(ctx context.Context, r store.PolicyRecord) (store.Poli
 		if !found {
 			return fmt.Errorf("%s %q: %w", r.Scope, r.ID, store.ErrNotFound)
 		}
+		if r.Scope == store.ScopeVM {
+			// A VM being deleted (RetireVM) takes no new policy: it is gone for its tenant.
+			if n, err := tx.network(ctx, r.Tenant, r.ID); err != nil {
+				return err
+			} else if n.State == store.NetworkDeleting {
+				return fmt.Errorf("vm %q is being deleted: %w", r.ID, store.ErrNotFound)
+			}
+		}
 		op := store.OpCreate
 		if replace {
 			op = store.OpReplace

@@ -17,14 +17,15 @@ func (s *Store) CreateSession(ctx context.Context, se store.Session) (store.Sess
 	err := s.write(ctx, "create session", func(tx *wtx) error {
 		se.CreatedAt = s.timestamp()
 		// Checked here rather than left to the foreign key, whose error would not say which
-		// object is missing. The write lock keeps the answer true until the commit.
-		ok, err := tx.exists(ctx, `SELECT EXISTS (SELECT 1 FROM vms WHERE tenant = $1 AND id = $2)`, se.Tenant, se.VMID)
-		if err != nil {
+		// object is missing. The write lock keeps the answer true until the commit. A VM
+		// being deleted (RetireVM) takes no new session: its policy is gone already, and a
+		// session on it would be held to its own policy alone.
+		if n, err := tx.network(ctx, se.Tenant, se.VMID); err != nil {
 			return err
+		} else if n.State == store.NetworkDeleting {
+			return fmt.Errorf("vm %q is being deleted: %w", se.VMID, store.ErrNotFound)
 		}
-		if !ok {
-			return fmt.Errorf("vm %q: %w", se.VMID, store.ErrNotFound)
-		}
+		var err error
 		se.Revision, err = tx.insert(ctx, change{se.Tenant, store.KindSession, se.ID, store.OpCreate, se.CreatedAt}, row{
 			table:   "sessions",
 			columns: []string{"tenant", "id", "vm_id", "token_hash", "created_at"},

@@ -129,6 +129,18 @@ func (w *wtx) updateNetwork(ctx context.Context, tenant, id string, update func(
 	return vm, nil
 }
 
+// network reads a VM's network in the transaction; ErrNotFound if the tenant has no such VM.
+func (w *wtx) network(ctx context.Context, tenant, id string) (store.Network, error) {
+	var doc []byte
+	err := w.QueryRowContext(ctx, `SELECT network FROM vms WHERE tenant = $1 AND id = $2`, tenant, id).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Network{}, fmt.Errorf("vm %q: %w", id, store.ErrNotFound)
+	} else if err != nil {
+		return store.Network{}, err
+	}
+	return decodeNetwork(doc)
+}
+
 // deleteVMParts deletes what hangs off a VM, and with withVM the VM itself, logging one change
 // for each object removed: the session policies, the sessions, the VM's policy, and last the
 // VM, so that the VM's deletion has the transaction's highest revision.

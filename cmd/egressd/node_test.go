@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/egressd/egressd/internal/controlplane/store"
+)
+
+func TestNodeLabelFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want string // labelFlag.String(), or "error: ..." text
+	}{
+		{args: nil, want: ""},
+		{args: []string{"--node-label", "zone=a"}, want: "zone=a"},
+		{args: []string{"--node-label", "zone=a", "--node-label", "disk=ssd"}, want: "disk=ssd,zone=a"},
+		{args: []string{"--node-label", "zone=a", "--node-label", "zone=b"}, want: "zone=b"},
+		{args: []string{"--node-label", "empty="}, want: "empty="},
+		{env: "zone=a, rack=r1", want: "rack=r1,zone=a"},
+		{args: []string{"--node-label", "zone"}, want: "error: is not a label"},
+		{args: []string{"--node-label", "=a"}, want: "error: is not a label"},
+	} {
+		t.Setenv("EGRESSD_NODE_LABEL", tc.env) // "" sets no label
+		cfg, err := parseFlags(append([]string{"--node-id", "n"}, tc.args...))
+		if strings.HasPrefix(tc.want, "error: ") {
+			if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(tc.want, "error: ")) {
+				t.Errorf("%v: err %v, want %q", tc.args, err, tc.want)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v %q: %v", tc.args, tc.env, err)
+			continue
+		}
+		if got := cfg.nodeLabels.String(); got != tc.want {
+			t.Errorf("%v %q: labels %q, want %q", tc.args, tc.env, got, tc.want)
+		}
+	}
+}
+
+type nodeList []store.Node
+
+func (l nodeList) ListNodes(context.Context) ([]store.Node, error) { return l, nil }
+
+// TestCheckSandboxRange: a transparent node's range must not overlap any other registered
+// node's, up or down; its own earlier registration and nodes without a range do not count.
+func TestCheckSandboxRange(t *testing.T) {
+	nodes := nodeList{
+		{ID: "gw-a", SandboxCIDR: "100.96.0.0/24"},
+		{ID: "gw-b", SandboxCIDR: "100.96.1.0/24"},
+		{ID: "api", SandboxCIDR: ""},
+	}
+	for _, tc := range []struct {
+		id, cidr string
+		want     string // "" or words of the error
+	}{
+		{"gw-c", "100.96.2.0/24", ""},
+		{"gw-a", "100.96.0.0/24", ""},       // itself, restarted
+		{"gw-a", "100.96.0.0/23", "gw-b"},   // itself, grown into gw-b
+		{"gw-c", "100.96.1.128/25", "gw-b"}, // inside another
+		{"gw-c", "100.96.0.0/16", "gw-a"},   // around others
+	} {
+		cfg := &config{nodeID: tc.id, sandboxCIDR: netip.MustParsePrefix(tc.cidr)}
+		err := checkSandboxRange(context.Background(), nodes, cfg)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s %s: %v", tc.id, tc.cidr, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), `"`+tc.want+`"`) || !strings.Contains(err.Error(), `"`+tc.id+`"`) || !strings.Contains(err.Error(), tc.cidr)):
+			t.Errorf("%s %s: err %v, want one naming %s, %s and %s", tc.id, tc.cidr, err, tc.id, tc.cidr, tc.want)
+		}
+	}
+}

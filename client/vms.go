@@ -9,6 +9,13 @@ import (
 // CreateVM creates a VM (POST /v1/vms). Every field of req is optional: the server picks the
 // vm_id when req.VMID is empty, and the network mode defaults to "none" (explicit proxy only).
 // A taken VMID is a 409, see IsConflict.
+//
+// A "netns" network is placed on a transparent gateway node (req.Network.Node, or one whose
+// labels match req.Network.NodeSelector, or the server's choice) and made by that node. The
+// server answers once it is made (201, Network.State "ready", with its attachment), or after
+// 10 s with the node still at it (202, State "pending"): both return the VM and a nil error,
+// so look at vm.Network.State, and GetVM until it is "ready" or "failed". A network the node
+// could not make is a 503 Error whose Message has the node's reason; no VM is left.
 func (c *Client) CreateVM(ctx context.Context, req CreateVMRequest) (*VM, error) {
 	if req.EgressPolicy != nil {
 		p := req.EgressPolicy.WithDefaults()
@@ -45,6 +52,12 @@ func (c *Client) GetVM(ctx context.Context, vmID string) (*VM, error) {
 
 // DeleteVM deletes a VM (DELETE /v1/vms/{vm_id}), which ends its sessions, clears its
 // policies and removes its network.
+//
+// A netns VM's network is removed by its node. The server answers 204 once the node has done
+// so, or 202 when it has not within 10 s (or the node is down); DeleteVM returns nil for
+// both. After a 202 the VM is still there, in Network.State "deleting": it takes no sessions
+// or policies, and its node removes it when it can. GetVM answers a 404 (IsNotFound) once it
+// is gone.
 func (c *Client) DeleteVM(ctx context.Context, vmID string) error {
 	path, err := pathFor("VM", "/v1/vms/", vmID)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -17,6 +18,8 @@ type command struct {
 	synopsis string // its arguments, for the usage line
 	summary  string // one line, for the command lists
 	help     string // what --help says after the usage line
+	// aliases are other words that select it on their own: "nodes" for "node list".
+	aliases []string
 	// setup registers the command's own flags on fs and returns the function that runs it
 	// with the positional arguments, once fs has parsed them.
 	setup func(fs *flag.FlagSet) runFunc
@@ -36,6 +39,7 @@ var groups = []struct{ name, summary string }{
 	{"session", "sessions: uses of a VM, each with its proxy URL"},
 	{"egress", "egress policies, effective policy and decision checks"},
 	{"key", "API keys (admin key needed)"},
+	{"node", "the fleet's egressd nodes (admin key needed)"},
 }
 
 // commands is the command tree, in the order help lists it.
@@ -45,6 +49,7 @@ var commands = []*command{
 	egressSetCmd, egressGetCmd, egressClearCmd, egressEffectiveCmd, egressCheckCmd, egressPackageManagersCmd,
 	eventsCmd,
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
+	nodeListCmd,
 	statusCmd, versionCmd, healthCmd, execCmd,
 }
 
@@ -58,7 +63,7 @@ func findCommand(args []string) (*command, []string) {
 		}
 	}
 	for _, c := range commands {
-		if c.name == args[0] {
+		if c.name == args[0] || slices.Contains(c.aliases, args[0]) {
 			return c, args[1:]
 		}
 	}
@@ -124,7 +129,11 @@ func writeGroupHelp(w io.Writer, group string) {
 }
 
 func writeCommandHelp(w io.Writer, c *command, own *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: %s\n\n%s\n", c.usage(), strings.TrimSpace(c.help))
+	fmt.Fprintf(w, "Usage: %s\n", c.usage())
+	for _, a := range c.aliases {
+		fmt.Fprintf(w, "       egressctl %s\n", strings.TrimSpace(a+" "+c.synopsis))
+	}
+	fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.help))
 	hasFlags := false
 	own.VisitAll(func(*flag.Flag) { hasFlags = true })
 	if hasFlags {

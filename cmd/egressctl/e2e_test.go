@@ -161,7 +161,7 @@ func TestVMAndSessionLifecycle(t *testing.T) {
 		t.Fatalf("vm list: %v, want %v", ids, want)
 	}
 	out = c.ok("vm", "list")
-	mustHaveLine(t, strings.SplitN(out, "\n", 2)[0], "VM", "NETWORK", "SESSIONS", "CREATED")
+	mustHaveLine(t, strings.SplitN(out, "\n", 2)[0], "VM", "NETWORK", "NODE", "STATE", "SESSIONS", "CREATED")
 	if !strings.Contains(out, "vm-life") || !strings.Contains(out, picked.VMID) {
 		t.Fatalf("vm list text lacks a VM:\n%s", out)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/host/netns"
@@ -48,8 +49,8 @@ var execCmd = &command{
 Runs a command inside the network namespace of a VM created with --netns, as the sandbox's
 own processes run: its traffic goes through the transparent gateway, and its DNS through the
 gateway's filter (the namespace's resolv.conf is mounted over /etc/resolv.conf for it, as
-ip netns exec does). It runs on the gateway's host, as root, like egressd. The exit status is
-the command's.
+ip netns exec does). It runs on the host of the VM's node ("egressctl vm get" names it), as
+root, like egressd. The exit status is the command's.
 
   egressctl exec agent-vm -- curl https://pypi.org/simple/`,
 	setup: func(fs *flag.FlagSet) runFunc {
@@ -61,8 +62,12 @@ the command's.
 			if err != nil {
 				return err
 			}
-			if vm.Network.Mode != "netns" || vm.Network.Path == "" {
+			if vm.Network.Mode != "netns" {
 				return fmt.Errorf("VM %s has no sandbox network: create it with a netns network (egressctl vm create --netns)", vm.VMID)
+			}
+			if vm.Network.Path == "" {
+				return errors.New(strings.TrimSpace(fmt.Sprintf("VM %s has no network namespace to run in (state %s on node %s). %s",
+					vm.VMID, networkState(vm.Network), vm.Network.Node, networkNote(vm))))
 			}
 			cmd := exec.Command(args[1], args[2:]...)
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, a.stdout, a.stderr

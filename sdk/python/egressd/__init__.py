@@ -44,11 +44,12 @@ from .models import (
     Effective,
     Event,
     Network,
+    Node,
     Policy,
     PolicyFields,
     Session,
 )
-from .resources import APIKeys, Sessions, VMs
+from .resources import APIKeys, Nodes, Sessions, VMs
 
 #: The hosted product's name of the client: ``from egressd import InstaVM`` lets code written
 #: for it run with one import changed.
@@ -64,6 +65,7 @@ __all__ = [
     "VMs",
     "Sessions",
     "APIKeys",
+    "Nodes",
     # errors
     "EgressdError",
     "APIError",
@@ -95,4 +97,5 @@ __all__ = [
     "Effective",
     "Event",
     "APIKey",
+    "Node",
 ]

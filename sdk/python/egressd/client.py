@@ -10,7 +10,7 @@ from ._http import USER_AGENT, QueryValue, Transport
 from .egress import Egress
 from .errors import NoSessionError, NotFoundError, NoVMError
 from .models import Policy, Session
-from .resources import VMs, APIKeys, Sessions
+from .resources import VMs, APIKeys, Nodes, Sessions
 
 __all__ = ["Client", "DEFAULT_BASE_URL"]
 
@@ -46,8 +46,8 @@ class Client:
     current VM: ``set_vm`` creates one (without a session) when there is none, ``get_vm`` and
     ``clear_vm`` raise :class:`~egressd.NoVMError`.
 
-    Namespaces: :attr:`egress` (policies, checks, events), :attr:`vms`, :attr:`sessions` and
-    :attr:`api_keys`. The hosted product's top-level names are here too:
+    Namespaces: :attr:`egress` (policies, checks, events), :attr:`vms`, :attr:`sessions`,
+    :attr:`api_keys` and :attr:`nodes`. The hosted product's top-level names are here too:
     :meth:`set_session_egress`, :meth:`get_session_egress`, :meth:`set_vm_egress` and
     :meth:`get_vm_egress`.
 
@@ -81,6 +81,8 @@ class Client:
         self.sessions = Sessions(self._http)
         #: API keys (admin keys only): ``create``, ``list``, ``delete``.
         self.api_keys = APIKeys(self._http)
+        #: The fleet's nodes (admin keys only): ``list``.
+        self.nodes = Nodes(self._http)
         #: Egress policies, checks and decision records.
         self.egress = Egress(self)
 

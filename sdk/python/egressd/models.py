@@ -32,6 +32,7 @@ __all__ = [
     "Effective",
     "Event",
     "APIKey",
+    "Node",
     "parse_time",
     "format_time",
 ]
@@ -201,13 +202,31 @@ class Policy(PolicyFields):
 
 @dataclass(frozen=True)
 class Network(Model):
-    """How a VM is attached: mode ``"none"`` (explicit proxy only) or ``"netns"``."""
+    """How a VM is attached: mode ``"none"`` (explicit proxy only) or ``"netns"``.
+
+    A ``"netns"`` network belongs to one transparent gateway ``node`` (the one named on
+    create, or one whose labels match ``node_selector``, or the server's choice), which makes
+    the namespace on its host. ``state`` is ``"ready"`` (``netns``, ``path``, ``address`` and
+    ``gateway`` are set), ``"pending"`` (the node has not made it yet), ``"failed"``
+    (``error`` says why), ``"deleting"``, or ``"node_down"`` while its node is silent; ``""``
+    for mode ``"none"``.
+    """
 
     mode: str = "none"
+    node: str = ""
+    node_selector: Dict[str, str] = field(default_factory=dict)
+    state: str = ""
+    error: str = ""
     netns: str = ""
     path: str = ""
     address: str = ""
     gateway: str = ""
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["node_selector"] = dict(data.get("node_selector") or {})
+        return out
 
 
 @dataclass(frozen=True)
@@ -437,4 +456,41 @@ class APIKey(Model):
         out = super()._convert(data)
         out["key"] = data.get("key") or None
         out["created_at"] = parse_time(data.get("created_at"))
+        return out
+
+
+@dataclass(frozen=True)
+class Node(Model):
+    """One egressd process of the fleet, as ``GET /v1/nodes`` lists it (admin keys only).
+
+    Attributes:
+        id: its ``--node-id``.
+        roles: what it serves: ``"api"``, ``"gateway"``, and ``"transparent"`` when it can
+            own netns VMs.
+        address: its API's address.
+        labels: its ``--node-label`` values, which a VM's ``node_selector`` matches.
+        sandbox_cidr: a transparent node's ``--sandbox-cidr``, ``""`` for the others.
+        last_heartbeat: when it last heartbeated, by the store's clock.
+        revision: the store revision its gateway's view has applied.
+        vm_count: the netns VMs the store places on it.
+        state: ``"up"``, or ``"down"`` once it has not heartbeated for 10 s; a down node keeps
+            its VMs (a namespace cannot move hosts).
+    """
+
+    id: str = ""
+    roles: List[str] = field(default_factory=list)
+    address: str = ""
+    labels: Dict[str, str] = field(default_factory=dict)
+    sandbox_cidr: str = ""
+    last_heartbeat: Optional[datetime] = None
+    revision: int = 0
+    vm_count: int = 0
+    state: str = ""
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["roles"] = _list(data.get("roles"))
+        out["labels"] = dict(data.get("labels") or {})
+        out["last_heartbeat"] = parse_time(data.get("last_heartbeat"))
         return out

@@ -1,13 +1,14 @@
-"""VMs, sessions and API keys: ``client.vms``, ``client.sessions``, ``client.api_keys``."""
+"""VMs, sessions, API keys and nodes: ``client.vms``, ``client.sessions``, ``client.api_keys``,
+``client.nodes``."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ._http import Transport, path_for
-from .models import VM, APIKey, PolicyFields, Session
+from .models import VM, APIKey, Node, PolicyFields, Session
 
-__all__ = ["VMs", "Sessions", "APIKeys"]
+__all__ = ["VMs", "Sessions", "APIKeys", "Nodes"]
 
 
 class VMs:
@@ -32,8 +33,16 @@ class VMs:
                 policy model (its §2.1 fields are used). An invalid one creates nothing and
                 raises :class:`~egressd.InvalidPolicyError` naming ``egress_policy.<field>``.
             network: ``"none"`` (the default: the explicit proxy only) or ``"netns"`` (a
-                network namespace behind the transparent gateway, which needs egressd's
-                ``--transparent``), or a mapping ``{"mode": ...}``.
+                network namespace behind the transparent gateway of a node run with
+                ``--transparent``), or a mapping ``{"mode": "netns", "node": ...,
+                "node_selector": {"zone": "eu-1"}}``, sent as it is: ``node`` names the node
+                and ``node_selector`` keeps to nodes with those labels (see
+                :class:`~egressd.Network`).
+
+        A netns VM is answered once its node has made the network (``vm.network.state`` is
+        ``"ready"``), or after 10 s with ``"pending"`` (HTTP 202): the node makes it later,
+        and :meth:`get` shows when it is ready or ``"failed"``. A network the node could not
+        make raises :class:`~egressd.UnavailableError` with the node's reason; no VM is left.
         """
         body: Dict[str, Any] = {}
         if vm_id is not None:
@@ -57,9 +66,16 @@ class VMs:
         when there is no such VM (or it is another tenant's)."""
         return VM.from_dict(self._http.request("GET", path_for("/v1/vms/", vm_id)))
 
-    def delete(self, vm_id: str) -> None:
-        """Delete a VM: its sessions end and its and their policies go."""
-        self._http.request("DELETE", path_for("/v1/vms/", vm_id))
+    def delete(self, vm_id: str) -> Optional[VM]:
+        """Delete a VM: its sessions end and its and their policies go.
+
+        Returns ``None`` once the VM is gone. A netns VM's network is removed by its node: if
+        that takes over 10 s (or the node is down), egressd answers 202 and this returns the
+        VM with ``network.state == "deleting"``; it takes no sessions or policies, and
+        :meth:`get` raises :class:`~egressd.NotFoundError` once its node has removed it.
+        """
+        data = self._http.request("DELETE", path_for("/v1/vms/", vm_id))
+        return VM.from_dict(data) if data else None
 
 
 class Sessions:
@@ -112,3 +128,16 @@ class APIKeys:
     def delete(self, key_id: str) -> None:
         """Revoke a key by its ``id``; a key cannot delete itself (:class:`~egressd.ConflictError`)."""
         self._http.request("DELETE", path_for("/v1/api-keys/", key_id))
+
+
+class Nodes:
+    """The fleet's egressd processes (``/v1/nodes``), for admin keys only: a tenant key gets
+    :class:`~egressd.ForbiddenError`. Reached as ``client.nodes``."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._http = transport
+
+    def list(self) -> List[Node]:
+        """Every node that has registered, up and down, by ID."""
+        data = self._http.request("GET", "/v1/nodes")
+        return [Node.from_dict(n) for n in (data or {}).get("nodes") or []]

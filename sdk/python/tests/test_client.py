@@ -32,10 +32,13 @@ from egressd import (
 
 SERVER: Optional[harness.EgressdServer] = None
 
+#: The node ID and labels the test's egressd registers with (GET /v1/nodes).
+NODE_ID = "sdk-test-node"
+
 
 def setUpModule() -> None:
     global SERVER
-    SERVER = harness.EgressdServer().start()
+    SERVER = harness.EgressdServer("--node-id", NODE_ID, "--node-label", "tier=test").start()
 
 
 def tearDownModule() -> None:
@@ -524,7 +527,7 @@ class VMsAndSessionsTest(unittest.TestCase):
         self.assertIn(vm_id, listed)
         self.assertEqual(a.vms.get(vm_id).vm_id, vm_id)
 
-        a.vms.delete(vm_id)
+        self.assertIsNone(a.vms.delete(vm_id))  # gone at once: not a netns VM
         with self.assertRaises(NotFoundError) as ctx:
             a.vms.get(vm_id)
         self.assertNotIsInstance(ctx.exception, PolicyNotSetError)
@@ -658,6 +661,20 @@ class APIKeysTest(unittest.TestCase):
             c.api_keys.delete(second.id)
         self.assertEqual((ctx.exception.status, ctx.exception.code), (409, "conflict"))
         a.api_keys.delete(second.id)
+
+    def test_nodes(self) -> None:
+        nodes = admin().nodes.list()
+        self.assertEqual([n.id for n in nodes], [NODE_ID])
+        node = nodes[0]
+        self.assertIsInstance(node, egressd.Node)
+        self.assertEqual((node.roles, node.state, node.vm_count, node.sandbox_cidr), (["api", "gateway"], "up", 0, ""))
+        self.assertEqual(node.labels, {"tier": "test"})
+        self.assertIsInstance(node.last_heartbeat, datetime.datetime)
+        self.assertTrue(node.address)
+        tenant = admin().api_keys.create(unique("nodes-tenant"))
+        assert tenant.key is not None
+        with self.assertRaises(ForbiddenError):
+            admin(api_key=tenant.key).nodes.list()
 
     def test_bad_tenant(self) -> None:
         with self.assertRaises(BadRequestError) as ctx:

@@ -217,6 +217,7 @@ class Stub:
     def __init__(self) -> None:
         self.routes: Dict[str, Handler] = {}
         self.requests: List[Tuple[str, str, Message]] = []
+        self.bodies: List[bytes] = []  # each request's body, in the order of requests
         stub = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -224,6 +225,7 @@ class Stub:
 
             def handle_one(self) -> None:
                 stub.requests.append((self.command, self.path, self.headers))
+                stub.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 route = stub.routes.get(self.path.split("?")[0])
                 if route is None:
                     self.send_error(599)
@@ -430,6 +432,77 @@ class FollowReconnectTest(unittest.TestCase):
         with self.assertRaises(egressd.EgressdError) as ctx:
             next(egressd.Client("k", base_url=stub.url).egress.follow_events())
         self.assertIn("not an event stream", str(ctx.exception))
+
+
+class PlacementTest(unittest.TestCase):
+    """Netns VMs placed on nodes: what is sent, and the 202 answers egressd gives while a node
+    has not made or removed a VM's network (a single egressd without --transparent gives none)."""
+
+    PENDING = {"vm_id": "agent-1", "network": {"mode": "netns", "node": "gw-b", "state": "pending"},
+               "sessions": 0, "created_at": "2026-01-02T03:04:05Z"}
+
+    def setUp(self) -> None:
+        self.stub = Stub()
+        self.addCleanup(self.stub.close)
+        self.client = egressd.Client("egk_secret", base_url=self.stub.url, timeout=5)
+
+    def test_the_network_mapping_is_sent_as_it_is(self) -> None:
+        self.stub.routes["/v1/vms"] = reply(202, json.dumps(self.PENDING).encode())
+        network = {"mode": "netns", "node": "gw-b", "node_selector": {"zone": "eu-1", "gpu": "true"}}
+        vm = self.client.vms.create("agent-1", network=network)
+        self.assertEqual(json.loads(self.stub.bodies[-1]), {"vm_id": "agent-1", "network": network})
+        self.assertEqual((vm.network.mode, vm.network.node, vm.network.state), ("netns", "gw-b", "pending"))
+        self.assertEqual((vm.network.netns, vm.network.path), ("", ""))
+        self.client.vms.create(network="netns")
+        self.assertEqual(json.loads(self.stub.bodies[-1]), {"network": {"mode": "netns"}})
+
+    def test_a_ready_network(self) -> None:
+        ready = {"vm_id": "agent-2", "network": {"mode": "netns", "node": "gw-a", "state": "ready", "netns": "egressd-agent-2",
+                 "path": "/run/netns/egressd-agent-2", "address": "100.96.0.6", "gateway": "100.96.0.5"}}
+        self.stub.routes["/v1/vms"] = reply(201, json.dumps(ready).encode())
+        vm = self.client.vms.create("agent-2", network={"mode": "netns"})
+        self.assertEqual((vm.network.state, vm.network.path, vm.network.address), ("ready", "/run/netns/egressd-agent-2", "100.96.0.6"))
+        self.assertEqual(vm.network.node_selector, {})
+        self.assertEqual(vm.to_dict(), ready)
+
+    def test_a_failed_network_is_an_error(self) -> None:
+        self.stub.routes["/v1/vms"] = reply(503, api_error("unavailable", "node gw-a could not make the network: x", "network"))
+        with self.assertRaises(egressd.UnavailableError) as ctx:
+            self.client.vms.create(network="netns")
+        self.assertIn("could not make the network", ctx.exception.message)
+
+    def test_delete_while_the_node_removes_it(self) -> None:
+        deleting = dict(self.PENDING, network={"mode": "netns", "node": "gw-b", "state": "deleting"})
+        self.stub.routes["/v1/vms/agent-1"] = reply(202, json.dumps(deleting).encode())
+        vm = self.client.vms.delete("agent-1")
+        assert vm is not None
+        self.assertEqual((vm.vm_id, vm.network.state, vm.network.node), ("agent-1", "deleting", "gw-b"))
+        self.assertEqual(self.stub.requests[-1][:2], ("DELETE", "/v1/vms/agent-1"))
+
+        def no_content(h: http.server.BaseHTTPRequestHandler) -> None:
+            h.send_response(204)
+            h.end_headers()
+
+        self.stub.routes["/v1/vms/agent-1"] = no_content
+        self.assertIsNone(self.client.vms.delete("agent-1"))
+
+    def test_nodes(self) -> None:
+        wire = {"nodes": [
+            {"id": "gw-a", "roles": ["api", "gateway", "transparent"], "address": "198.18.0.2:8470",
+             "labels": {"zone": "eu-1"}, "sandbox_cidr": "100.96.0.0/20", "last_heartbeat": "2026-01-02T03:04:05Z",
+             "revision": 42, "vm_count": 3, "state": "up"},
+            {"id": "gw-b", "roles": ["gateway"], "last_heartbeat": "2026-01-02T03:00:00Z", "revision": 40,
+             "vm_count": 0, "state": "down"},
+        ]}
+        self.stub.routes["/v1/nodes"] = reply(200, json.dumps(wire).encode())
+        a, b = self.client.nodes.list()
+        self.assertEqual(self.stub.requests[-1][:2], ("GET", "/v1/nodes"))
+        self.assertIsInstance(a, egressd.Node)
+        self.assertEqual((a.id, a.roles, a.labels, a.sandbox_cidr), ("gw-a", ["api", "gateway", "transparent"], {"zone": "eu-1"}, "100.96.0.0/20"))
+        self.assertEqual((a.revision, a.vm_count, a.state), (42, 3, "up"))
+        self.assertEqual(a.last_heartbeat, datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))
+        self.assertEqual((b.labels, b.sandbox_cidr, b.address, b.state), ({}, "", "", "down"))
+        self.assertEqual(a.to_dict(), wire["nodes"][0])
 
 
 class PackageTest(unittest.TestCase):

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -222,5 +221,3 @@ func flushStrings(fs []firewalltest.Flush) []string {
 	}
 	return out
 }
-
-var _ = context.Background

@@ -70,7 +70,7 @@ func restarted(t *testing.T) (w *world, orphan, foreign string) {
 }
 
 // host puts on a's host what survived of the last run: see restarted.
-func host(t *testing.T, a *node, orphan, foreign string) {
+func host(t *testing.T, a *node, foreign string) {
 	a.nets.Put(attachment(t, "t", "a", 0))
 	a.nets.Put(attachment(t, "t", "d", 2))
 	a.nets.Put(attachment(t, "t", "old", 3))
@@ -82,7 +82,7 @@ func host(t *testing.T, a *node, orphan, foreign string) {
 func TestRestartReconcilesTheNodesVMs(t *testing.T) {
 	w, orphan, foreign := restarted(t)
 	a := w.nodeA()
-	host(t, a, orphan, foreign)
+	host(t, a, foreign)
 	a.run() // the first round is done when Run returns
 	want := []string{
 		"forwarding on",
@@ -135,10 +135,10 @@ func TestRestartReconcilesTheNodesVMs(t *testing.T) {
 // another gateway's does not keep the node from starting, nor the other VMs from being
 // adopted; its repair is tried again, and the other gateway's namespace is left alone.
 func TestRestartGoesOnPastAVMItCannotRepair(t *testing.T) {
-	w, orphan, foreign := restarted(t)
+	w, _, foreign := restarted(t)
 	w.put("t", "taken", on(network(attachment(t, "t", "taken", 7)), nodeA, store.NetworkReady))
 	a := w.nodeA()
-	host(t, a, orphan, foreign)
+	host(t, a, foreign)
 	taken := netns.Name("t", "taken")
 	a.nets.Foreign(taken)
 	tries := make(chan struct{}, 10)

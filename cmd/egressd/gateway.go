@@ -106,7 +106,9 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 }
 
 // startTransparent brings up the boundary: the listeners the firewall redirects to, then the
-// gateway, which re-adopts sandbox networks and applies the firewall.
+// gateway, which applies the firewall and reconciles this node's sandbox networks. st is
+// what the gateway writes through (VMs' network states, deletions): it must kick the view
+// and the API's waits, so that a network made or removed is known at once.
 func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, res *resolve.Resolver, sink events.Sink, env *policy.Env) error {
 	var err error
 	d.transparent, err = proxy.New(proxy.Config{
@@ -134,6 +136,7 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 	}
 	d.dns = &dnsfilter.Server{VMs: dnsfilter.FromView(v), Resolver: res, Sink: sink, Logger: log}
 	d.gw, err = gateway.New(st, gateway.FromView(v), netns.NewManager(), firewall.New(), gateway.Config{
+		NodeID:      cfg.nodeID,
 		SandboxCIDR: cfg.sandboxCIDR,
 		ProxyPort:   cfg.transparentPort,
 		DNSPort:     cfg.dnsPort,
@@ -189,14 +192,11 @@ func (d *dataPlane) closeTransparent() {
 	}
 }
 
-// countNetnsVMs is how many VMs with a sandbox network the view knows: on a transparent
-// node, the VMs whose namespaces it runs (GET /v1/nodes' vm_count).
-func countNetnsVMs(v *view.View) int {
-	n := 0
-	for _, vm := range v.VMs() {
-		if vm.Network.Mode == "netns" {
-			n++
-		}
+// vms is how many VMs' networks this node runs, for its heartbeat (GET /v1/nodes' vm_count):
+// 0 without --transparent.
+func (d *dataPlane) vms() int {
+	if d.gw == nil {
+		return 0
 	}
-	return n
+	return d.gw.VMs()
 }

@@ -174,7 +174,7 @@ func run(ctx context.Context, cfg *config) error {
 	if v != nil {
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, st, v, conns, res, env); err != nil {
+		if dp, err = startDataPlane(viewCtx, cfg, log, store.WithHook(st, kick), v, conns, res, env); err != nil {
 			return err
 		}
 		// A write is answered once this view enforces it (DESIGN §3).
@@ -210,7 +210,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	if cfg.transparent {
 		node.Node.SandboxCIDR = cfg.sandboxCIDR.String()
-		node.VMs = func() int { return countNetnsVMs(v) } // TODO(gw11): the gateway's own count
+		node.VMs = dp.vms
 	}
 	var enforcer api.Enforcer
 	if v != nil {

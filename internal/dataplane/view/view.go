@@ -116,7 +116,7 @@ func New(st Store, cfg Config) (*View, error) {
 type index struct {
 	sessions map[string]*Session // by session ID (unique store-wide)
 	vms      map[vmKey]*VM       // every VM
-	byAddr   map[netip.Addr]*VM  // VMs with a sandbox network, by the sandbox's address
+	byAddr   map[netip.Addr]*VM  // VMs whose sandbox network is live, by the sandbox's address
 }
 
 func newIndex() *index {
@@ -228,7 +228,9 @@ func (v *View) Authenticate(sessionID, token string) (*Session, error) {
 	return s, nil
 }
 
-// VMByAddr returns the VM whose sandbox has address a, or nil.
+// VMByAddr returns the VM whose sandbox has address a, or nil. Only a live network (ready,
+// or stored before networks had states) is found: a VM whose node has not made its network,
+// or one being deleted, is no sandbox the data path serves.
 func (v *View) VMByAddr(a netip.Addr) *VM {
 	return v.idx.Load().byAddr[a.Unmap()]
 }
@@ -450,22 +452,50 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	if err != nil {
 		return err
 	}
-	addr, _ := netip.ParseAddr(vm.Network.Address)
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	idx := v.edit()
 	cur := idx.vms[k]
-	if cur == nil {
-		cur = newVM(vm, set)
-		idx.vms[k] = cur
-		if addr.IsValid() {
-			idx.byAddr[addr] = cur
-		}
-		v.mu.Unlock()
+	if cur != nil && cur.Network == vm.Network {
+		cur.publish(set)
 		return nil
 	}
-	v.mu.Unlock()
-	cur.publish(set)
+	// New, or its network changed: a VM is replaced, never changed, since the data path
+	// reads it without a lock.
+	var shared *live
+	if cur != nil {
+		unindexAddr(idx, cur)
+		if sameSandbox(cur.Network, vm.Network) {
+			shared = cur.live
+		} else {
+			v.ending = append(v.ending, cur.live)
+		}
+	}
+	next := newVM(vm, set, shared)
+	idx.vms[k] = next
+	// Only a live network is found by its address: a sandbox that is not made yet has none,
+	// and one being deleted has lost its policies, so that serving it would mean serving it
+	// the operator's default policy instead of its own.
+	if addr, ok := liveAddr(vm.Network); ok {
+		idx.byAddr[addr] = next
+	}
 	return nil
+}
+
+// liveAddr is the address by which a VM with network n is found: only a live network's.
+func liveAddr(n store.Network) (netip.Addr, bool) {
+	if !n.Live() {
+		return netip.Addr{}, false
+	}
+	addr, err := netip.ParseAddr(n.Address)
+	return addr, err == nil
+}
+
+// unindexAddr takes vm out of the address index, if it is there.
+func unindexAddr(idx *index, vm *VM) {
+	if addr, err := netip.ParseAddr(vm.Network.Address); err == nil && idx.byAddr[addr] == vm {
+		delete(idx.byAddr, addr)
+	}
 }
 
 // endVM takes a VM out of the index; commit ends it.
@@ -478,10 +508,8 @@ func (v *View) endVM(k vmKey) {
 		return
 	}
 	delete(idx.vms, k)
-	if addr, err := netip.ParseAddr(vm.Network.Address); err == nil && idx.byAddr[addr] == vm {
-		delete(idx.byAddr, addr)
-	}
-	v.ending = append(v.ending, &vm.live)
+	unindexAddr(idx, vm)
+	v.ending = append(v.ending, vm.live)
 }
 
 // compile builds an effective policy from the layers that are set, or the default when none is.

@@ -69,3 +69,91 @@ func TestVMSetIsVMAndEverySession(t *testing.T) {
 		t.Error("VM Done not closed")
 	}
 }
+
+// TestOnlyLiveNetworksAreFoundByAddress: the transparent proxy and the DNS filter find a
+// sandbox by its source address, and must find only a sandbox its node runs. A VM whose
+// network is not made yet has no address to find; one being deleted has lost its policies
+// (RetireVM), and serving it would serve it the default policy instead of its own: it is
+// not found, and its connections end. A VM's network change shows in the view.
+func TestOnlyLiveNetworksAreFoundByAddress(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, view.Config{})
+	addr := netip.MustParseAddr("100.96.0.2")
+	update := func(id string, change func(*store.Network)) {
+		t.Helper()
+		if _, err := f.st.UpdateVMNetwork(ctx, "t", id, func(n store.Network) (store.Network, error) {
+			change(&n)
+			return n, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if _, err := f.st.CreateVM(ctx, store.VM{Tenant: "t", ID: "x", Network: store.Network{Mode: "netns", Node: "gw-a", State: store.NetworkPending}}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the pending VM", func() bool { return f.v.VM("t", "x") != nil })
+	update("x", func(n *store.Network) {
+		n.State, n.Netns, n.Path, n.Address, n.Gateway = store.NetworkReady, "egressd-0123456789", "/run/netns/egressd-0123456789", addr.String(), "100.96.0.1"
+	})
+	var ready *view.VM
+	f.eventually("the ready VM by its address", func() bool { ready = f.v.VMByAddr(addr); return ready != nil })
+	if ready.ID != "x" || ready.Network.State != store.NetworkReady || f.v.VM("t", "x") != ready {
+		t.Fatalf("found %+v, want x as it is stored now", ready)
+	}
+	f.put(store.ScopeVM, "x", policy.Policy{AllowHTTPS: true})
+	f.eventually("x's policy", func() bool { return allows(ready, https) })
+	cut := make(chan string, 1)
+	ready.Track(https, func(reason string) { cut <- reason })
+
+	if _, err := f.st.RetireVM(ctx, "t", "x"); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("x to be deleting", func() bool {
+		vm := f.v.VM("t", "x")
+		return vm != nil && vm.Network.State == store.NetworkDeleting
+	})
+	if vm := f.v.VMByAddr(addr); vm != nil {
+		t.Errorf("a VM being deleted is found by its address: %+v", vm.Network)
+	}
+	select {
+	case reason := <-cut:
+		if reason != view.CancelSessionEnded {
+			t.Errorf("x's connection was cut for %q, want %q", reason, view.CancelSessionEnded)
+		}
+	case <-time.After(time.Second):
+		t.Error("x's connection stays open while x is being deleted")
+	}
+
+	// A network in any state but ready (or stored before states) is not found, whatever
+	// address it names.
+	for _, state := range []string{store.NetworkCreating, store.NetworkPending, store.NetworkFailed} {
+		id := "in-" + state
+		if _, err := f.st.CreateVM(ctx, store.VM{Tenant: "t", ID: id, Network: store.Network{Mode: "netns", Node: "gw-a", State: state, Address: "100.96.0.6"}}); err != nil {
+			t.Fatal(err)
+		}
+		f.eventually(id, func() bool { return f.v.VM("t", id) != nil })
+	}
+	if vm := f.v.VMByAddr(netip.MustParseAddr("100.96.0.6")); vm != nil {
+		t.Errorf("a %s network is found by its address", vm.Network.State)
+	}
+
+	// A node claiming a VM stored before nodes changes its network, not its sandbox: it is
+	// still found, and its connections carry on.
+	legacy := netip.MustParseAddr("100.96.0.10")
+	if _, err := f.st.CreateVM(ctx, store.VM{Tenant: "t", ID: "old", Network: store.Network{Mode: "netns", Address: legacy.String(), Gateway: "100.96.0.9"}}); err != nil {
+		t.Fatal(err)
+	}
+	var old *view.VM
+	f.eventually("the VM stored before nodes", func() bool { old = f.v.VMByAddr(legacy); return old != nil })
+	update("old", func(n *store.Network) { n.Node, n.State = "gw-a", store.NetworkReady })
+	f.eventually("the claim", func() bool {
+		vm := f.v.VMByAddr(legacy)
+		return vm != nil && vm.Network.Node == "gw-a"
+	})
+	select {
+	case <-old.Done():
+		t.Error("claiming a VM ended its connections")
+	default:
+	}
+}

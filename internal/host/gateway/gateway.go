@@ -1,21 +1,76 @@
-// Package gateway runs the transparent gateway (DESIGN §4): it gives VMs their sandbox
-// networks and keeps the firewall in line with the effective policies.
+// Package gateway runs the transparent gateway (DESIGN §4, §5): on one gateway node, it makes
+// and removes the sandbox networks of the VMs that belong to that node, and keeps the
+// firewall in line with their effective policies.
 //
-// It is the glue between three parts that know nothing of each other: the view (which VMs
-// exist and what each may reach), package netns (namespaces and veth pairs) and package
-// firewall (one nftables table). Attach and Detach are called by the API when a VM with a
-// "netns" network is created or deleted; Run follows the view and applies the whole desired
-// firewall state, in one transaction, whenever a VM comes, goes or changes its policy.
-// Each part is behind a small interface (View, Namespaces, Firewall), so that the logic
-// here is tested without root, against the fakes of packages netnstest and firewalltest.
+// It is the glue between four parts that know nothing of each other: the store (which VMs
+// exist, on which node, in which state), the view (the store as the data path sees it, with
+// each VM's effective policy), package netns (namespaces and veth pairs) and package
+// firewall (one nftables table). Each part is behind a small interface (Store, View,
+// Namespaces, Firewall), so that the logic here is tested without root, against the real
+// SQLite store and the fakes of packages netnstest and firewalltest.
 //
-// It fails closed. The firewall's rules outlive egressd: if egressd dies, packets from a
-// sandbox still meet the same table, whose redirects now lead to closed ports and whose
-// forwarding allows only what the last policy allowed. On start, Run applies the firewall
-// (a gateway whose first apply fails does not start), then re-adopts every sandbox network
-// the store knows (repairing what is missing) and removes the namespaces of VMs the store
-// no longer has, before the data path serves. A later apply that fails leaves the previous
-// table in force; it is retried, and Ready reports the gateway not ready until it succeeds.
+// # Ownership
+//
+// Every VM with a "netns" network belongs to one node (store.Network.Node), chosen by the
+// API when the VM is created. A gateway touches only the VMs whose node is its own
+// (Config.NodeID): it never makes, repairs, removes or writes the network of another node's
+// VM, and another node's VMs never appear in its firewall. Its addresses come from its own
+// sandbox range (Config.SandboxCIDR), which the fleet keeps apart from every other node's.
+// A VM stored before networks had nodes (no node, no state) is claimed by the node on whose
+// host its namespace is found: that node writes its ID into the VM and runs it from then on.
+//
+// # Reconciling
+//
+// Nobody calls the gateway to make or remove a network: the API only writes the VM, and the
+// gateway reconciles its own VMs with what it runs, in rounds. A round runs at start,
+// whenever the view shows one of this node's VMs come, go or change its network, on every
+// resync tick, and again after a failure (after a second, then twice as long each time, up
+// to the resync interval). It reads every VM from the store and, for each of its own, takes
+// one step according to the network's state:
+//
+//   - creating: nothing. The API is still storing the VM's policy.
+//   - pending: make it. The gateway takes the lowest free /30 of its range, puts the
+//     attachment in the firewall first (denying everything: the veth never exists without
+//     rules that name it), creates the namespace, then writes the VM's address and the state
+//     ready, if the VM is still pending (if it was deleted meanwhile, what was made goes
+//     again). If the network cannot be made, what was made goes and the state becomes failed,
+//     with the reason in the VM's error.
+//   - ready (or no state, stored before states): run it. Its rules are in the firewall, with
+//     its effective policy, from the moment the view shows it ready.
+//   - failed: nothing; nothing of it is left.
+//   - deleting: remove it. The API has deleted its sessions and policies; the gateway takes
+//     its rules out of the firewall, removes its namespace, and deletes the VM from the
+//     store, which tells the API that the deletion is done.
+//
+// Then it removes the namespaces of its own (those package netns finds on this host) that
+// none of its VMs explains. One VM whose step fails does not stop the others: the failure is
+// logged and the step taken again in a later round. Rounds run one at a time, and never
+// hold the lock that the firewall's apply takes across a store call or a namespace's
+// creation, so that a slow store or a slow kernel never delays a policy change of another
+// VM reaching the firewall.
+//
+// # The firewall
+//
+// Run follows the view and applies the whole desired firewall state, in one transaction,
+// whenever a VM comes, goes or changes its policy, and on every resync tick (repairing a
+// table someone changed by hand). The desired state holds this node's VMs whose network is
+// live in the view (ready), each with its effective allowed_cidrs, and the attachments being
+// made (denying everything). A VM becomes ready in the store only once the firewall that names
+// its interface is applied, and its policy reaches the firewall once the view shows it ready.
+// WaitApplied and Revision say which store revision the rules in force reflect.
+//
+// # Failing closed, restarting
+//
+// The firewall's rules outlive egressd: if egressd dies, packets from a sandbox still meet
+// the same table, whose redirects now lead to closed ports and whose forwarding allows only
+// what the last policy allowed, and no sandbox network is made or removed until it is back.
+// On start, Run applies the firewall (a gateway whose first apply fails does not start),
+// turns on forwarding, and runs a first round before the data path serves: it repairs the
+// namespaces of its ready VMs (a reboot loses them all), makes its pending ones, finishes
+// its deletions, claims the VMs stored before nodes whose namespaces it finds, and removes
+// namespaces that none of its VMs explains, leaving other gateways' alone. A later apply
+// that fails leaves the previous table in force; it is retried, and Ready reports the
+// gateway not ready until it succeeds.
 package gateway
 
 import (
@@ -23,6 +78,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -35,17 +91,24 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Store is what the gateway reads: every VM, to re-adopt networks and to allocate subnets.
+// Store is what the gateway reads and writes: every VM, to find its own and the addresses in
+// use; the network of one of its VMs, when it has made it (or could not); and the VM itself,
+// when it has removed a deleted VM's network.
 type Store interface {
 	AllVMs(ctx context.Context) ([]store.VM, error)
+	UpdateVMNetwork(ctx context.Context, tenant, id string, update func(store.Network) (store.Network, error)) (store.VM, error)
+	DeleteVM(ctx context.Context, tenant, id string) error
 }
 
 // Namespaces makes and removes sandbox networks: a *netns.Manager (package netnstest has a
 // fake for tests without root).
 type Namespaces interface {
 	Attachment(tenant, vmID string, subnet netip.Prefix) (netns.Attachment, error)
-	// Create makes a's network, or repairs it; it refuses a namespace of another gateway.
+	// Create makes a's network, or repairs it; it refuses a namespace of another gateway,
+	// and a network it made does not stay half-made when it fails.
 	Create(a netns.Attachment) error
+	// Delete removes the network called name, whoever's it is: the gateway only deletes
+	// names that List gave, or that its own Create has just made.
 	Delete(name string) error
 	// List names this gateway's networks that exist.
 	List() ([]string, error)
@@ -63,20 +126,28 @@ type Firewall interface {
 
 // Config is the gateway's setting.
 type Config struct {
-	SandboxCIDR netip.Prefix
-	ProxyPort   uint16 // the transparent proxy's port on the gateway addresses
-	DNSPort     uint16 // the DNS filter's port
+	// NodeID is this node's ID (--node-id): the gateway runs the VMs whose network names it,
+	// and no other. Required.
+	NodeID      string
+	SandboxCIDR netip.Prefix // this node's sandbox range; no other node's overlaps it
+	ProxyPort   uint16       // the transparent proxy's port on the gateway addresses
+	DNSPort     uint16       // the DNS filter's port
 	// Env is the operator's setting, the API's too: its hard denials are the firewall's
 	// first rules. nil: the built-in one.
 	Env    *policy.Env
 	Logger *slog.Logger
 	// Resync is how often the firewall is re-applied even without a change (repairing a
-	// table someone changed by hand); 0 means a minute. A failed apply is retried sooner:
-	// after a second, then twice as long each time, up to Resync.
+	// table someone changed by hand) and the VMs reconciled without a change of the view;
+	// 0 means a minute. A failed apply or round is retried sooner: after a second, then
+	// twice as long each time, up to Resync.
 	Resync time.Duration
 }
 
-// Gateway attaches sandbox networks and keeps the firewall in line.
+// roundTimeout bounds one round's store calls: a store connection that hangs must turn
+// into a failed round, which is retried, rather than stop reconciling for good.
+const roundTimeout = 30 * time.Second
+
+// Gateway makes and removes its node's sandbox networks and keeps the firewall in line.
 type Gateway struct {
 	cfg        Config
 	st         Store
@@ -87,13 +158,27 @@ type Gateway struct {
 	log        *slog.Logger
 	firstRetry time.Duration
 
-	mu      sync.Mutex                  // serialises Attach, Detach and applying
-	pending map[string]netns.Attachment // by namespace name: attachments whose VM is not in the view yet
-	applied *firewall.Desired           // the state in force (the last applied), nil before the first
+	mu sync.Mutex // serialises applying, and guards what follows
+	// inflight are the attachments being made, by namespace name: in every apply, denying
+	// everything, until the view shows their VM ready (or the attempt ends).
+	inflight map[string]netns.Attachment
+	// retired names the networks being removed whose VMs the view may still show live:
+	// their rules go now, not when the view catches up.
+	retired map[string]bool
+	applied *firewall.Desired // the state in force (the last applied), nil before the first
+	// seen is this node's VMs' networks as the view showed them at the last apply: when
+	// they change, a round is due.
+	seen map[vmKey]store.Network
 
-	behind   chan struct{}          // an Attach or Detach could not apply: the follower retries
+	// repair names the namespaces of ready VMs to create or repair in the next round: all
+	// of them at start, then those whose repair failed. Only rounds use it.
+	repair map[string]bool
+
+	behind   chan struct{}          // an apply outside the follower failed: it retries
+	wake     chan struct{}          // the view changed this node's VMs: a round is due
 	status   atomic.Pointer[status] // the outcome of the last apply, nil before the first
 	enforced revisionWaiter         // the view revision of the last table in force
+	own      atomic.Int64           // this node's live VMs in the last desired state
 }
 
 // status is the outcome of the last apply: err is nil when the table in force is the one
@@ -102,6 +187,9 @@ type status struct{ err error }
 
 // New makes a gateway. nets and fw operate in the process's own network namespace.
 func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("gateway: no node ID: a transparent gateway runs the VMs of its own node, and must know which node it is")
+	}
 	alloc, err := netns.NewAllocator(cfg.SandboxCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -113,10 +201,14 @@ func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, 
 		cfg.Resync = time.Minute
 	}
 	return &Gateway{
-		cfg: cfg, st: st, view: v, nets: nets, fw: fw, alloc: alloc, log: cfg.Logger,
+		cfg: cfg, st: st, view: v, nets: nets, fw: fw, alloc: alloc,
+		log:        cfg.Logger.With("node", cfg.NodeID),
 		firstRetry: min(time.Second, cfg.Resync),
-		pending:    make(map[string]netns.Attachment),
+		inflight:   make(map[string]netns.Attachment),
+		retired:    make(map[string]bool),
+		repair:     make(map[string]bool),
 		behind:     make(chan struct{}, 1),
+		wake:       make(chan struct{}, 1),
 	}, nil
 }
 
@@ -134,93 +226,46 @@ func (g *Gateway) Ready() error {
 	return nil
 }
 
-// Attach creates a VM's sandbox network: a /30 of the sandbox range, a namespace, a veth
-// pair, and a firewall table that already names the new interface (denying everything until
-// the VM's policy is in the view).
-func (g *Gateway) Attach(ctx context.Context, tenant, vmID string) (store.Network, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	inUse, err := g.subnetsInUse(ctx)
-	if err != nil {
-		return store.Network{}, err
-	}
-	subnet, err := g.alloc.Take(inUse)
-	if err != nil {
-		return store.Network{}, fmt.Errorf("gateway: %w", err)
-	}
-	a, err := g.nets.Attachment(tenant, vmID, subnet)
-	if err != nil {
-		return store.Network{}, err
-	}
-	// Two creations of one VM at once must not share (and then one delete) a namespace.
-	for _, vm := range g.view.VMs() {
-		if vm.Network.Netns == a.Name {
-			return store.Network{}, fmt.Errorf("gateway: namespace %s is in use: %w", a.Name, store.ErrConflict)
-		}
-	}
-	if _, ok := g.pending[a.Name]; ok {
-		return store.Network{}, fmt.Errorf("gateway: namespace %s is being attached: %w", a.Name, store.ErrConflict)
-	}
-	// The firewall first, so that the veth is never up without rules that name it. The
-	// attachment stays pending (in every apply) until the view shows the stored VM.
-	g.pending[a.Name] = a
-	if err := g.applyLocked(false); err != nil {
-		delete(g.pending, a.Name)
-		g.fallBehind()
-		return store.Network{}, err
-	}
-	if err := g.nets.Create(a); err != nil {
-		delete(g.pending, a.Name)
-		// Its rules go again: the interface they name is not this gateway's.
-		if aerr := g.applyLocked(false); aerr != nil {
-			g.fallBehind()
-			err = errors.Join(err, aerr)
-		}
-		return store.Network{}, fmt.Errorf("gateway: %w", err)
-	}
-	return network(a), nil
-}
+// VMs is how many VMs this node runs: its VMs whose network is live in the firewall's
+// latest desired state. The node's heartbeat reports it.
+func (g *Gateway) VMs() int { return int(g.own.Load()) }
 
-// Detach removes a VM's sandbox network. The VM is already gone from the store; its rules
-// go with this apply, or with the view's next change if the view still shows it.
-func (g *Gateway) Detach(ctx context.Context, tenant, vmID string, n store.Network) error {
+// Run applies the firewall, turns on forwarding, runs a first round of reconciling (see the
+// package doc), and then keeps the firewall and the VMs in line with the view and the store
+// until ctx ends. It returns once the first round is done. It fails if the first apply
+// fails, or if the store or the namespaces cannot be read; a VM whose step fails is retried
+// in the background.
+func (g *Gateway) Run(ctx context.Context) error {
+	// The table first, and forwarding after it, so that a gateway whose first apply fails
+	// has nothing up that the table does not govern.
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if n.Netns == "" {
-		return nil
+	err := g.applyLocked(true)
+	g.mu.Unlock()
+	if err != nil {
+		return err
 	}
-	if err := g.nets.Delete(n.Netns); err != nil {
+	if err := g.nets.EnableForwarding(); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	delete(g.pending, n.Netns)
-	if err := g.applyLocked(false); err != nil {
-		g.fallBehind()
+	rctx, cancel := context.WithTimeout(ctx, roundTimeout)
+	defer cancel()
+	vms, present, err := g.read(rctx)
+	if err != nil {
 		return err
 	}
-	return nil
-}
-
-// fallBehind tells the follower that an apply failed outside it, so that it retries.
-func (g *Gateway) fallBehind() {
-	select {
-	case g.behind <- struct{}{}:
-	default:
-	}
-}
-
-// Run re-adopts the store's sandbox networks, applies the firewall, and then keeps it in
-// line with the view until ctx ends. It returns once the first apply is done (or failed).
-func (g *Gateway) Run(ctx context.Context) error {
-	if err := g.adopt(ctx); err != nil {
-		return err
+	roundErr := g.reconcileVMs(rctx, vms, present, true)
+	if roundErr != nil {
+		g.log.Warn("gateway: some VMs could not be reconciled at start; retrying")
 	}
 	go g.follow(ctx)
+	go g.reconcileLoop(ctx, roundErr != nil)
 	return nil
 }
 
 // follow applies the firewall whenever the view changes, and on every resync even
 // unchanged (it repairs a table changed by hand). A failed apply leaves the previous table
-// in force; it is retried with a growing delay until one succeeds.
+// in force; it is retried with a growing delay until one succeeds. An apply that finds this
+// node's VMs changed in the view wakes the reconciler (see desiredLocked).
 func (g *Gateway) follow(ctx context.Context) {
 	resync := time.NewTicker(g.cfg.Resync)
 	defer resync.Stop()
@@ -250,59 +295,20 @@ func (g *Gateway) follow(ctx context.Context) {
 	}
 }
 
-// adopt applies the firewall, then recreates or repairs the namespace of every stored
-// netns VM and removes egressd's namespaces that belong to no VM. The table comes first,
-// and forwarding is turned on after it, so that a gateway whose first apply fails has
-// nothing up that the table does not govern.
-func (g *Gateway) adopt(ctx context.Context) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	vms, err := g.st.AllVMs(ctx)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
+// fallBehind tells the follower that an apply failed outside it, so that it retries.
+func (g *Gateway) fallBehind() {
+	select {
+	case g.behind <- struct{}{}:
+	default:
 	}
-	if err := g.applyLocked(true); err != nil {
-		return err
-	}
-	if err := g.nets.EnableForwarding(); err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	known := make(map[string]bool)
-	for _, vm := range vms {
-		if vm.Network.Mode != "netns" {
-			continue
-		}
-		a, err := g.attachmentOf(vm.Tenant, vm.ID, vm.Network)
-		if err != nil {
-			g.log.Error("gateway: a stored VM has a network egressd cannot rebuild", "vm_id", vm.ID, "err", err)
-			continue
-		}
-		known[a.Name] = true
-		if err := g.nets.Create(a); err != nil {
-			return fmt.Errorf("gateway: re-adopting %s: %w", a.Name, err)
-		}
-	}
-	present, err := g.nets.List()
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	for _, name := range present {
-		if !known[name] {
-			g.log.Info("gateway: removing the namespace of a VM that no longer exists", "netns", name)
-			if err := g.nets.Delete(name); err != nil {
-				g.log.Error("gateway: removing an orphan namespace", "netns", name, "err", err)
-			}
-		}
-	}
-	return nil
 }
 
-// applyLocked builds the desired firewall state from the view (plus the pending
-// attachments) and applies it, unless it is the state in force and force is off: the view
+// applyLocked builds the desired firewall state from the view (plus the attachments in
+// flight) and applies it, unless it is the state in force and force is off: the view
 // signals every VM change, most of which (sessions of VMs without a sandbox network, policy
-// changes that do not touch allowed_cidrs) leave the table as it is. Then it removes
-// conntrack entries that a tightened policy no longer allows, so that established
-// forwarded flows are cut too.
+// changes that do not touch allowed_cidrs, other nodes' VMs) leave the table as it is. Then
+// it removes conntrack entries that a tightened policy no longer allows, so that
+// established forwarded flows are cut too.
 func (g *Gateway) applyLocked(force bool) error {
 	rev := g.view.Revision() // before reading the VMs: they reflect at least rev
 	d := g.desiredLocked()
@@ -335,9 +341,10 @@ func (g *Gateway) applyLocked(force bool) error {
 	return nil
 }
 
-// desiredLocked is the firewall state of the view's netns VMs and the pending attachments
-// (whose rules deny everything: their VMs have no policy in the view yet). A pending
-// attachment stops being pending once the view shows its VM.
+// desiredLocked is the firewall state of this node's VMs whose network the view shows live,
+// and of the attachments in flight (whose rules deny everything: their VMs are not ready
+// yet). An attachment stops being in flight once the view shows its VM ready at its address;
+// a retired network is left out even while the view still shows it.
 func (g *Gateway) desiredLocked() firewall.Desired {
 	d := firewall.Desired{
 		ProxyPort:   g.cfg.ProxyPort,
@@ -346,55 +353,65 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 		HardDeny:    g.cfg.Env.Classifier().HardDenyPrefixes(),
 		IfacePrefix: netns.HostIfacePrefix,
 	}
+	live := make(map[string]bool)
+	seen := make(map[vmKey]store.Network)
 	for _, vm := range g.view.VMs() {
-		if vm.Network.Mode != "netns" {
+		if !g.owns(vm.Network) {
+			continue
+		}
+		seen[vmKey{vm.Tenant, vm.ID}] = vm.Network
+		if !vm.Network.Live() {
 			continue
 		}
 		a, err := g.attachmentOf(vm.Tenant, vm.ID, vm.Network)
 		if err != nil {
+			continue // a round logs it, when it re-adopts the VM
+		}
+		live[a.Name] = true
+		if g.retired[a.Name] {
 			continue
 		}
-		delete(g.pending, a.Name)
+		if in, ok := g.inflight[a.Name]; ok {
+			if in.Addr != a.Addr {
+				// The view still shows an earlier VM of that name, whose address was in use
+				// when this one's was taken: the attachment being made is what is there.
+				continue
+			}
+			delete(g.inflight, a.Name)
+		}
 		d.Sandboxes = append(d.Sandboxes, sandbox(a, vm.Allowed))
 	}
-	for _, a := range g.pending {
+	g.own.Store(int64(len(d.Sandboxes)))
+	for _, a := range g.inflight {
 		d.Sandboxes = append(d.Sandboxes, sandbox(a, nil))
+	}
+	for name := range g.retired {
+		if !live[name] { // the view has caught up
+			delete(g.retired, name)
+		}
+	}
+	// A round reads every VM of the fleet from the store: it is woken when one of this
+	// node's comes, goes or changes its network, not by every write to the store.
+	if !maps.Equal(seen, g.seen) {
+		g.seen = seen
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
 	}
 	slices.SortFunc(d.Sandboxes, func(a, b firewall.Sandbox) int { return a.Addr.Compare(b.Addr) })
 	return d
 }
 
-// subnetsInUse lists the /30s of stored VMs, of VMs the view still shows (one deleted a
-// moment ago keeps its rules until the view catches up: its address is not free yet), and
-// of attachments in flight.
-func (g *Gateway) subnetsInUse(ctx context.Context) ([]netip.Prefix, error) {
-	vms, err := g.st.AllVMs(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
-	}
-	var out []netip.Prefix
-	for _, vm := range vms {
-		if p, err := subnetOf(vm.Network); err == nil {
-			out = append(out, p)
-		}
-	}
-	for _, vm := range g.view.VMs() {
-		if p, err := subnetOf(vm.Network); err == nil {
-			out = append(out, p)
-		}
-	}
-	for _, a := range g.pending {
-		out = append(out, a.Prefix)
-	}
-	return out, nil
+type vmKey struct{ tenant, id string }
+
+// owns reports whether n is a network of this node.
+func (g *Gateway) owns(n store.Network) bool {
+	return n.Mode == "netns" && n.Node == g.cfg.NodeID
 }
 
 func sandbox(a netns.Attachment, allowed []netip.Prefix) firewall.Sandbox {
 	return firewall.Sandbox{Name: a.Name, HostIface: a.HostIface, Addr: a.Addr, Gateway: a.Gateway, Allowed: allowed}
-}
-
-func network(a netns.Attachment) store.Network {
-	return store.Network{Mode: "netns", Netns: a.Name, Path: a.Path, Address: a.Addr.String(), Gateway: a.Gateway.String()}
 }
 
 // subnetOf is the /30 of a stored network.
@@ -406,11 +423,16 @@ func subnetOf(n store.Network) (netip.Prefix, error) {
 	return netip.PrefixFrom(addr, 30).Masked(), nil
 }
 
-// attachmentOf rebuilds the attachment of a stored VM from its tenant, ID and address.
+// attachmentOf rebuilds the attachment of a stored VM from its tenant, ID and address. An
+// address outside this node's range is refused: the firewall would refuse the whole table
+// for it, and one VM must not keep every other's rules from changing.
 func (g *Gateway) attachmentOf(tenant, vmID string, n store.Network) (netns.Attachment, error) {
 	p, err := subnetOf(n)
 	if err != nil {
 		return netns.Attachment{}, err
+	}
+	if !g.cfg.SandboxCIDR.Contains(p.Addr()) {
+		return netns.Attachment{}, fmt.Errorf("address %s is outside this node's sandbox range %s", n.Address, g.cfg.SandboxCIDR)
 	}
 	a, err := g.nets.Attachment(tenant, vmID, p)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
+	"github.com/egressd/egressd/policy"
 )
 
 // TestFleet is issue 11's fleet of transparent gateways, shown with real curl inside the
@@ -52,7 +53,7 @@ type fleetRun struct {
 	// one's policy allows (the other is denied).
 	onA, onB       client.VM
 	allowA, allowB string
-	spareA         client.VM // a second VM on gw-a, deleted at the end
+	spareA, spareB client.VM // a second VM on each node: forwarded traffic; spareA is deleted at the end
 	doomed         client.VM // a VM on gw-b, deleted while gw-b is down
 }
 
@@ -97,7 +98,7 @@ func (f *fleetRun) placement(t *testing.T) {
 	f.onB = l.readyVM(t, "b1", "gw-b", nil, httpsOnly(f.allowB), "gw-b")    // 0, 1
 	f.onA = l.readyVM(t, "auto1", "", nil, httpsOnly(f.allowA), "gw-a")     // 1, 1: fewer VMs
 	f.spareA = l.readyVM(t, "auto2", "", nil, nil, "gw-a")                  // 2, 1: a tie, the lowest ID
-	l.readyVM(t, "auto3", "", nil, nil, "gw-b")                             // 2, 2: fewer VMs
+	f.spareB = l.readyVM(t, "auto3", "", nil, nil, "gw-b")                  // 2, 2: fewer VMs
 	l.readyVM(t, "zone-a", "", map[string]string{"zone": "a"}, nil, "gw-a") // 3, 2: the selector over the count
 	f.doomed = l.readyVM(t, "auto4", "", nil, httpsOnly(f.allowB), "gw-b")  // 3, 3
 	l.readyVM(t, "zone-b", "", map[string]string{"zone": "b"}, nil, "gw-b") // 3, 4: the selector over the tie
@@ -127,7 +128,9 @@ func (f *fleetRun) placement(t *testing.T) {
 }
 
 // policies: real curl inside each sandbox obeys that sandbox's VM policy, and nothing
-// reaches the private network.
+// reaches the private network. A policy with allowed_cidrs is forwarded in the kernel and
+// masqueraded by the sandbox's own gateway: the internet has no route back to the sandbox
+// ranges, yet the answer comes back.
 func (f *fleetRun) policies(t *testing.T) {
 	l := f.lab
 	l.obeys(t, f.onA.Network.Netns, f.allowA, other(f.allowA), "gw-a's sandbox")
@@ -135,6 +138,24 @@ func (f *fleetRun) policies(t *testing.T) {
 	for _, vm := range []client.VM{f.onA, f.onB} {
 		if out, _ := l.run(t, vm.Network.Netns, 10*time.Second, "python3", "-c", tcpProbe(privateAddr, 5432)); !strings.HasPrefix(out, "closed") {
 			t.Errorf("sandbox of %s reached the private network: %q", vm.Network.Node, out)
+		}
+	}
+
+	for _, vm := range []client.VM{f.spareA, f.spareB} {
+		if out, err := exec.Command("ip", "-n", l.inetNS, "route", "get", vm.Network.Address).CombinedOutput(); err == nil {
+			t.Fatalf("the internet namespace has a route to %s: %s", vm.Network.Address, out)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		_, err := l.fleet.SetVMPolicy(ctx, vm.VMID, policy.Policy{AllowHTTP: true, AllowedCIDRs: []string{webAddr + "/32"}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, code := l.curl(t, vm.Network.Netns, "http://"+webAddr+"/"); code != 0 || out != "hello from "+webAddr+"\n" {
+			t.Errorf("forwarded HTTP from a sandbox of %s: exit %d, %q", vm.Network.Node, code, out)
+		}
+		if out, _ := l.run(t, vm.Network.Netns, 10*time.Second, "python3", "-c", tcpProbe(privateAddr, 5432)); !strings.HasPrefix(out, "closed") {
+			t.Errorf("sandbox of %s with allowed_cidrs reached the private network: %q", vm.Network.Node, out)
 		}
 	}
 }
@@ -326,7 +347,7 @@ func (f *fleetRun) nodeBack(t *testing.T) {
 	if took := poll(15*time.Second, func() bool { return l.vmState(t, f.onB.VMID) == "ready" }); took < 0 {
 		t.Fatalf("gw-b's VM is %q 15 s after gw-b restarted, want ready", l.vmState(t, f.onB.VMID))
 	}
-	t.Logf("gw-b's VM was ready again %v after the restart began", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("gw-b was up with its VM ready %v after the restart began", time.Since(start).Round(100*time.Millisecond))
 	vm, err := l.admin.GetVM(context.Background(), f.onB.VMID)
 	if err != nil {
 		t.Fatal(err)
@@ -335,6 +356,12 @@ func (f *fleetRun) nodeBack(t *testing.T) {
 		t.Errorf("gw-b's VM after the restart: %+v, was %+v", vm.Network, f.onB.Network)
 	}
 	l.obeys(t, f.onB.Network.Netns, f.allowB, other(f.allowB), "gw-b back, its sandbox")
+	// Re-adopted, not remade: the restarted node took its namespaces for its own VMs'.
+	for _, bad := range []string{"level=ERROR", "could not be made", "no VM of this node explains"} {
+		if strings.Contains(nb.in.Log(), bad) {
+			t.Errorf("gw-b's log after the restart has %q:\n%s", bad, nb.in.Log())
+		}
+	}
 
 	if took := poll(15*time.Second, func() bool {
 		return l.vmState(t, f.doomed.VMID) == "gone" && !nsExists(f.doomed.Network.Netns)
@@ -363,4 +390,9 @@ func (f *fleetRun) deletes(t *testing.T) {
 	}
 	// The other sandbox of gw-a is untouched.
 	l.obeys(t, f.onA.Network.Netns, f.allowA, other(f.allowA), "after the deletes, gw-a's sandbox")
+	for _, n := range l.nodes {
+		if strings.Contains(n.in.Log(), "level=ERROR") {
+			t.Errorf("%s logged an error:\n%s", n.id, n.in.Log())
+		}
+	}
 }

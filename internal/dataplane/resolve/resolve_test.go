@@ -131,9 +131,9 @@ func TestAnswerForAnotherQuestion(t *testing.T) {
 
 // TestCNAMEAndCache: CNAMEs are followed, and an answer is cached for its TTL.
 func TestCNAMEAndCache(t *testing.T) {
-	n := 0
+	var n atomic.Int64
 	addr := startServer(t, "127.0.0.1", 0, dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		n++
+		n.Add(1)
 		m := new(dns.Msg)
 		m.SetReply(req)
 		q := req.Question[0]
@@ -152,7 +152,7 @@ func TestCNAMEAndCache(t *testing.T) {
 			t.Fatalf("got %v %v, want the CNAME target's address only", got, err)
 		}
 	}
-	if n != 2 { // A and AAAA once each
+	if n := n.Load(); n != 2 { // A and AAAA once each
 		t.Fatalf("%d queries for three lookups, want 2 (cached)", n)
 	}
 }

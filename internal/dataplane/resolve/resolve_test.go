@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,7 +85,7 @@ func TestSystemWay(t *testing.T) {
 	if err != nil || !slices.Equal(got, addrs("203.0.113.20")) {
 		t.Fatalf("pypi.org: %v %v", got, err)
 	}
-	if *refusing == 0 {
+	if refusing.Load() == 0 {
 		t.Fatal("the first nameserver was not asked")
 	}
 }
@@ -130,9 +131,9 @@ func TestAnswerForAnotherQuestion(t *testing.T) {
 
 // TestCNAMEAndCache: CNAMEs are followed, and an answer is cached for its TTL.
 func TestCNAMEAndCache(t *testing.T) {
-	n := 0
+	var n atomic.Int64
 	addr := startServer(t, "127.0.0.1", 0, dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		n++
+		n.Add(1)
 		m := new(dns.Msg)
 		m.SetReply(req)
 		q := req.Question[0]
@@ -151,7 +152,7 @@ func TestCNAMEAndCache(t *testing.T) {
 			t.Fatalf("got %v %v, want the CNAME target's address only", got, err)
 		}
 	}
-	if n != 2 { // A and AAAA once each
+	if n := n.Load(); n != 2 { // A and AAAA once each
 		t.Fatalf("%d queries for three lookups, want 2 (cached)", n)
 	}
 }
@@ -161,10 +162,10 @@ func randomLoopback() string {
 }
 
 // startRefusing serves REFUSED on ip:53 and counts the queries.
-func startRefusing(t *testing.T, ip string) *int {
-	n := new(int)
+func startRefusing(t *testing.T, ip string) *atomic.Int64 {
+	n := new(atomic.Int64)
 	startServer(t, ip, 53, dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		*n++
+		n.Add(1)
 		m := new(dns.Msg)
 		m.SetRcode(req, dns.RcodeRefused)
 		w.WriteMsg(m)

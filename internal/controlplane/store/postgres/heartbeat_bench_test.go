@@ -48,7 +48,7 @@ const (
 // and every 100 ms of a ?wait=fleet request cost). It reports the beats achieved against
 // those offered (beats/s, offered-beats/s; a beat due while the node's last one is still
 // running is dropped, as time.Ticker drops ticks), PutNode's latency (put-p50-ms,
-// put-p99-ms), the reads' (read-p99-ms), and PostgreSQL's own view: transactions a second
+// put-p99-ms), the reads' (read-p50-ms, read-p99-ms), and PostgreSQL's own view: transactions a second
 // from pg_stat_database (pg-xact/s; every autocommit statement is one), WAL written a beat,
 // and CPU time of the database's backends and of every postgres process, in cores, from /proc
 // when the server runs on this machine. The simulation runs once per call whatever b.N;
@@ -317,6 +317,7 @@ func benchFleet(b *testing.B) {
 	b.ReportMetric(percentile(beats, 0.99), "put-p99-ms")
 	b.ReportMetric(percentile(beats, 1), "put-max-ms")
 	if len(readLat) > 0 {
+		b.ReportMetric(percentile(readLat, 0.50), "read-p50-ms")
 		b.ReportMetric(percentile(readLat, 0.99), "read-p99-ms")
 	}
 	delta(before, after, cpuStart, cpuEnd, elapsed).report(b, beatsPerSec)

@@ -45,14 +45,18 @@ const (
 // fleet: -heartbeat.nodes nodes (1,000) each beat once a second, jittered, for
 // -heartbeat.duration (10 s), through one store of -heartbeat.conns connections, while
 // -heartbeat.reads fleet reads a second run alongside (ListNodes and Now, what GET /v1/nodes
-// and every 100 ms of a ?wait=fleet request cost). It reports the beats achieved against
-// those offered (beats/s, offered-beats/s; a beat due while the node's last one is still
-// running is dropped, as time.Ticker drops ticks), PutNode's latency (put-p50-ms,
-// put-p99-ms), the reads' (read-p50-ms, read-p99-ms), and PostgreSQL's own view: transactions a second
-// from pg_stat_database (pg-xact/s; every autocommit statement is one), WAL written a beat,
-// and CPU time of the database's backends and of every postgres process, in cores, from /proc
-// when the server runs on this machine. The simulation runs once per call whatever b.N;
-// ns/op is left out. Every node must still be up at the end.
+// and every 100 ms of a ?wait=fleet request cost). It reports:
+//   - the beats achieved against those offered (beats/s, offered-beats/s; a beat due while
+//     the node's last one is still running is dropped, as time.Ticker drops ticks);
+//   - PutNode's latency (put-p50-ms, put-p99-ms) and the reads' (read-p50-ms, read-p99-ms);
+//   - PostgreSQL's own view: transactions a second from pg_stat_database (pg-xact/s; every
+//     autocommit statement is one), WAL written a beat (the server's, so any other
+//     database's writes count too), and, in cores, the CPU time of the database's backends
+//     and of the server's own processes (WAL writer, checkpointer, autovacuum...), from /proc
+//     when the server runs on this machine.
+//
+// The simulation runs once per call whatever b.N, and ns/op is left out. Every node must
+// still be up at the end.
 //
 // max/workers=W: W goroutines, each with a connection, heartbeat for the 1,000 nodes as fast
 // as they can (b.N beats in all): the rate this server sustains, for the headroom of the

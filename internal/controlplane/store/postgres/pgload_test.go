@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,13 +49,13 @@ func newPGLoad(b testing.TB, dbURL string) *pgLoad {
 // loadSnapshot is the counters at one instant.
 type loadSnapshot struct {
 	at                 time.Time
-	commits, rollbacks int64 // transactions of the database (each autocommit statement is one)
-	inserted, updated  int64 // rows
-	walBytes           int64 // the server's WAL position: every database's writes
-	backendCPU         map[int]time.Duration
-	serverCPU          time.Duration // every postgres process on this machine
-	clientCPU          time.Duration // this process
-	cpuKnown           bool          // the server's processes are visible in /proc
+	commits, rollbacks int64                 // transactions of the database (each autocommit statement is one)
+	inserted, updated  int64                 // rows
+	walBytes           int64                 // the server's WAL position: every database's writes
+	backendCPU         map[int]time.Duration // the database's client backends, by PID
+	backgroundCPU      map[int]time.Duration // the server's own processes (WAL writer, autovacuum...)
+	clientCPU          time.Duration         // this process
+	cpuKnown           bool                  // the server's processes are visible in /proc
 	clientKnown        bool
 }
 
@@ -84,7 +83,7 @@ func (l *pgLoad) settle(ctx context.Context) {
 }
 
 func (l *pgLoad) snapshot(ctx context.Context) loadSnapshot {
-	s := loadSnapshot{at: time.Now(), backendCPU: map[int]time.Duration{}}
+	s := loadSnapshot{at: time.Now(), backendCPU: map[int]time.Duration{}, backgroundCPU: map[int]time.Duration{}}
 	err := l.admin.QueryRow(ctx, `SELECT xact_commit, xact_rollback, tup_inserted, tup_updated,
 			pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint
 		FROM pg_stat_database WHERE datname = $1`, l.dbname).
@@ -92,11 +91,17 @@ func (l *pgLoad) snapshot(ctx context.Context) loadSnapshot {
 	if err != nil {
 		l.b.Fatalf("pg_stat_database: %v", err)
 	}
-	rows, err := l.admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, l.dbname)
+	// Client backends of other databases (other tests' on a shared server) are left out.
+	rows, err := l.admin.Query(ctx, `SELECT pid, backend_type = 'client backend' FROM pg_stat_activity
+		WHERE datname = $1 OR backend_type <> 'client backend'`, l.dbname)
 	if err != nil {
 		l.b.Fatalf("pg_stat_activity: %v", err)
 	}
-	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	type proc struct {
+		PID    int32
+		Client bool
+	}
+	procs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[proc])
 	if err != nil {
 		l.b.Fatalf("pg_stat_activity: %v", err)
 	}
@@ -106,12 +111,16 @@ func (l *pgLoad) snapshot(ctx context.Context) loadSnapshot {
 		l.b.Fatalf("pg_backend_pid: %v", err)
 	}
 	_, s.cpuKnown = postgresCPU(int(self))
-	for _, pid := range pids {
-		if cpu, ok := postgresCPU(int(pid)); ok {
-			s.backendCPU[int(pid)] = cpu
+	for _, p := range procs {
+		cpu, ok := postgresCPU(int(p.PID))
+		switch {
+		case !ok:
+		case p.Client:
+			s.backendCPU[int(p.PID)] = cpu
+		default:
+			s.backgroundCPU[int(p.PID)] = cpu
 		}
 	}
-	s.serverCPU = allPostgresCPU()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		s.clientCPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -122,15 +131,15 @@ func (l *pgLoad) snapshot(ctx context.Context) loadSnapshot {
 
 // loadDelta is what happened between two snapshots, per second of the run.
 type loadDelta struct {
-	seconds                   float64
-	commitsPerSec             float64
-	rollbacks                 int64
-	insertedPerSec            float64
-	updatedPerSec             float64
-	walBytesPerSec            float64
-	backendCores, serverCores float64 // CPU-seconds per second; 0 when unknown
-	clientCores               float64
-	cpuKnown                  bool
+	seconds                       float64
+	commitsPerSec                 float64
+	rollbacks                     int64
+	insertedPerSec                float64
+	updatedPerSec                 float64
+	walBytesPerSec                float64
+	backendCores, backgroundCores float64 // CPU-seconds per second; 0 when unknown
+	clientCores                   float64
+	cpuKnown                      bool
 }
 
 // delta compares counters, start and end, over a run of the given length. The CPU times
@@ -149,12 +158,8 @@ func delta(start, end, cpuStart, cpuEnd loadSnapshot, run time.Duration) loadDel
 	cpuSec := cpuEnd.at.Sub(cpuStart.at).Seconds()
 	if cpuStart.cpuKnown && cpuEnd.cpuKnown && cpuSec > 0 {
 		d.cpuKnown = true
-		var used time.Duration
-		for pid, t := range cpuEnd.backendCPU {
-			used += t - cpuStart.backendCPU[pid] // a backend that started during the run counts whole
-		}
-		d.backendCores = used.Seconds() / cpuSec
-		d.serverCores = (cpuEnd.serverCPU - cpuStart.serverCPU).Seconds() / cpuSec
+		d.backendCores = cpuUsed(cpuStart.backendCPU, cpuEnd.backendCPU).Seconds() / cpuSec
+		d.backgroundCores = cpuUsed(cpuStart.backgroundCPU, cpuEnd.backgroundCPU).Seconds() / cpuSec
 	}
 	if cpuStart.clientKnown && cpuEnd.clientKnown && cpuSec > 0 {
 		d.clientCores = (cpuEnd.clientCPU - cpuStart.clientCPU).Seconds() / cpuSec
@@ -171,7 +176,7 @@ func (d loadDelta) report(b *testing.B, beatsPerSec float64) {
 	}
 	if d.cpuKnown {
 		b.ReportMetric(d.backendCores, "pg-backend-cores")
-		b.ReportMetric(d.serverCores, "pg-all-cores")
+		b.ReportMetric(d.backgroundCores, "pg-background-cores")
 	}
 	if d.clientCores > 0 {
 		b.ReportMetric(d.clientCores, "client-cores")
@@ -217,21 +222,15 @@ func postgresCPU(pid int) (time.Duration, bool) {
 	return procCPU(pid)
 }
 
-// allPostgresCPU sums the CPU time of every postgres process on this machine: the server's
-// backends of every database and its background processes (WAL writer, checkpointer...).
-func allPostgresCPU() time.Duration {
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	var sum time.Duration
-	for _, dir := range dirs {
-		pid, err := strconv.Atoi(filepath.Base(dir))
-		if err != nil {
-			continue
-		}
-		if cpu, ok := postgresCPU(pid); ok {
-			sum += cpu
-		}
+// cpuUsed is the CPU time that processes used between two readings, by PID. A process that
+// started in between counts whole; one that ended in between is lost (the readings are taken
+// while the run's connections are open).
+func cpuUsed(start, end map[int]time.Duration) time.Duration {
+	var used time.Duration
+	for pid, t := range end {
+		used += t - start[pid]
 	}
-	return sum
+	return used
 }
 
 // procCPU reads utime and stime, fields 14 and 15 of /proc/<pid>/stat.

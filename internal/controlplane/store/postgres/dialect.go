@@ -53,8 +53,13 @@ func (dialect) BeginWrite(ctx context.Context, db *sql.DB) (*sql.Tx, error) {
 func (dialect) WritableCTE() bool { return true }
 
 // Now is the database server's clock, which every node of a fleet shares.
-func (dialect) Now(ctx context.Context, db *sql.DB) (time.Time, error) {
+func (d dialect) Now(ctx context.Context, db *sql.DB) (time.Time, error) {
 	var now time.Time
-	err := db.QueryRowContext(ctx, `SELECT now()`).Scan(&now)
+	err := db.QueryRowContext(ctx, `SELECT `+d.NowSQL()).Scan(&now)
 	return now, err
 }
+
+// NowSQL is the server's clock: the start of the statement's transaction, which for a
+// statement on its own (a heartbeat) is the statement's start. timestamptz keeps
+// microseconds, the store's Resolution.
+func (dialect) NowSQL() string { return "now()" }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/controlplane/store/postgres/pgtest"
 	"github.com/egressd/egressd/internal/controlplane/store/sqlstore"
 )
@@ -166,5 +167,59 @@ func TestMigrationsConcurrentOpens(t *testing.T) {
 	}
 	if got := applied(t, connect(t, url)); len(got) != len(schema().Steps) {
 		t.Errorf("schema_migrations = %+v, want each step once", got)
+	}
+}
+
+// TestUpgradeFromVersion2: a database written before nodes recorded their sandbox ranges
+// (version 2) opens; its nodes read back with no range and its VMs' networks with no node
+// or state (live, as they were); and nodes can then record a range.
+func TestUpgradeFromVersion2(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	db := testDB(t, url)
+	ctx := t.Context()
+	now := func() time.Time { return time.Unix(1700000000, 0) }
+	if err := sqlstore.Migrate(ctx, dialect{}, db, sqlstore.Schema{Table: schema().Table, Steps: schema().Steps[:2]}, now); err != nil {
+		t.Fatal(err)
+	}
+	legacy := store.Network{Mode: "netns", Netns: "egressd-old", Path: "/run/netns/egressd-old", Address: "100.96.0.2/30", Gateway: "100.96.0.1"}
+	heartbeat := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	// What version 2 wrote.
+	for _, stmt := range []string{
+		`INSERT INTO changes (tenant, kind, id, op, at) VALUES ('t', 'vm', 'vm', 'create', now())`,
+		`INSERT INTO vms (tenant, id, network, revision, created_at) VALUES ('t', 'vm',
+			'{"mode": "netns", "netns": "egressd-old", "path": "/run/netns/egressd-old", "address": "100.96.0.2/30", "gateway": "100.96.0.1"}', 1, now())`,
+		`INSERT INTO nodes (id, roles, address, labels, applied_revision, vms, heartbeat)
+			VALUES ('gw-old', '["gateway"]', '198.51.100.7:8470', '{"zone": "a"}', 1, 1, '2030-01-02 03:04:05+00')`,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+
+	s := openTest(t, url)
+	if got := applied(t, connect(t, url)); len(got) != len(schema().Steps) {
+		t.Errorf("after Open: %+v, want every step", got)
+	}
+	nodes, err := s.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Node{ID: "gw-old", Roles: []string{"gateway"}, Address: "198.51.100.7:8470",
+		Labels: map[string]string{"zone": "a"}, Revision: 1, VMs: 1, Heartbeat: heartbeat}
+	if len(nodes) != 1 || !reflect.DeepEqual(nodes[0], want) {
+		t.Errorf("ListNodes after the upgrade = %#v, want [%#v] (no sandbox range)", nodes, want)
+	}
+	vm, err := s.GetVM(ctx, "t", "vm")
+	if err != nil || vm.Network != legacy || !vm.Network.Live() {
+		t.Errorf("GetVM after the upgrade = %+v, %v; want the live network %+v", vm, err, legacy)
+	}
+
+	want.SandboxCIDR = "100.96.0.0/20"
+	if err := s.PutNode(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, err := s.ListNodes(ctx); err != nil || len(nodes) != 1 || nodes[0].SandboxCIDR != want.SandboxCIDR {
+		t.Errorf("ListNodes after a PutNode with a range = %+v, %v; want range %s", nodes, err, want.SandboxCIDR)
 	}
 }

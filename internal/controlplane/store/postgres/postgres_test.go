@@ -216,3 +216,38 @@ func mustRevision(t *testing.T, s *Store) int64 {
 	}
 	return rev
 }
+
+// TestHeartbeatIsTheServersClock: a heartbeat is stamped by the database server's clock,
+// whatever the clock of the process that sends it says, so that the nodes of a fleet judge
+// each other by one clock.
+func TestHeartbeatIsTheServersClock(t *testing.T) {
+	t.Parallel()
+	wrong := func() time.Time { return time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC) }
+	s, err := open(t.Context(), pgtest.NewDatabase(t), wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	before, err := s.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutNode(ctx, store.Node{ID: "gw"}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := s.ListNodes(ctx)
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("ListNodes = %+v, %v; want the node", nodes, err)
+	}
+	if hb := nodes[0].Heartbeat; hb.Before(before) || hb.After(after) || hb.Location() != time.UTC {
+		t.Errorf("Heartbeat = %v, want the server's time, between %v and %v (the process's clock says %v)", hb, before, after, wrong())
+	}
+	if off := time.Since(before).Abs(); off > time.Minute {
+		t.Errorf("Now = %v, %v from this machine's clock: it is not the server's", before, off)
+	}
+}

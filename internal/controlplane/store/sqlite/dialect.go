@@ -45,3 +45,7 @@ func (dialect) WritableCTE() bool { return false }
 // Now is the process's clock: one process uses a data directory at a time (lockDir), so the
 // writer of heartbeats and their reader share it.
 func (d dialect) Now(context.Context, *sql.DB) (time.Time, error) { return d.now(), nil }
+
+// NowSQL is empty: the clock is the process's, which a statement takes as an argument at no
+// cost.
+func (dialect) NowSQL() string { return "" }

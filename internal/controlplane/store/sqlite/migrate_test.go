@@ -247,3 +247,55 @@ func TestUpgradeFromVersion1(t *testing.T) {
 		t.Errorf("PutNode after the upgrade: %v", err)
 	}
 }
+
+// TestUpgradeFromVersion3: a database written before nodes recorded their sandbox ranges
+// (version 3) opens; its nodes read back with no range and its VMs' networks with no node
+// or state (live, as they were); and nodes can then record a range.
+func TestUpgradeFromVersion3(t *testing.T) {
+	dir := t.TempDir()
+	db := rawDB(t, dir)
+	if err := migrate(t, db, schema().Steps[:3]...); err != nil {
+		t.Fatal(err)
+	}
+	legacy := store.Network{Mode: "netns", Netns: "egressd-old", Path: "/run/netns/egressd-old", Address: "100.96.0.2/30", Gateway: "100.96.0.1"}
+	heartbeat := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	// What version 3 wrote.
+	for _, stmt := range []string{
+		`INSERT INTO changes (tenant, kind, id, op, at) VALUES ('t', 'vm', 'vm', 'create', 1)`,
+		`INSERT INTO vms (tenant, id, network, revision, created_at) VALUES ('t', 'vm',
+			'{"mode":"netns","netns":"egressd-old","path":"/run/netns/egressd-old","address":"100.96.0.2/30","gateway":"100.96.0.1"}', 1, 1)`,
+		fmt.Sprintf(`INSERT INTO nodes (id, roles, address, labels, applied_revision, vms, heartbeat)
+			VALUES ('gw-old', '["gateway"]', '198.51.100.7:8470', '{"zone":"a"}', 1, 1, %d)`, heartbeat.UnixNano()),
+	} {
+		if _, err := db.ExecContext(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	db.Close()
+
+	s := openTest(t, dir)
+	if v := schemaVersion(t, s.reader); v != len(schema().Steps) {
+		t.Errorf("schema version after Open = %d, want %d", v, len(schema().Steps))
+	}
+	nodes, err := s.ListNodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Node{ID: "gw-old", Roles: []string{"gateway"}, Address: "198.51.100.7:8470",
+		Labels: map[string]string{"zone": "a"}, Revision: 1, VMs: 1, Heartbeat: heartbeat}
+	if len(nodes) != 1 || !reflect.DeepEqual(nodes[0], want) {
+		t.Errorf("ListNodes after the upgrade = %#v, want [%#v] (no sandbox range)", nodes, want)
+	}
+	vm, err := s.GetVM(t.Context(), "t", "vm")
+	if err != nil || vm.Network != legacy || !vm.Network.Live() {
+		t.Errorf("GetVM after the upgrade = %+v, %v; want the live network %+v", vm, err, legacy)
+	}
+
+	want.SandboxCIDR = "100.96.0.0/20"
+	if err := s.PutNode(t.Context(), want); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, err := s.ListNodes(t.Context()); err != nil || len(nodes) != 1 || nodes[0].SandboxCIDR != want.SandboxCIDR {
+		t.Errorf("ListNodes after a PutNode with a range = %+v, %v; want range %s", nodes, err, want.SandboxCIDR)
+	}
+}

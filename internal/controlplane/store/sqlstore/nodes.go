@@ -17,7 +17,9 @@ const nodeColumns = `id, roles, address, labels, applied_revision, vms, heartbea
 //
 // It is a single upsert outside the write lock and the change log: a heartbeat concerns no
 // other row, so it needs no lock to stay true, and it must neither wait for policy writes nor
-// wake the views that follow the log.
+// wake the views that follow the log. Where the store's clock is the database server's, the
+// upsert reads it itself (Dialect.NowSQL): one round trip a heartbeat, not two, which halves
+// what a fleet's heartbeats cost the server (docs/fleet.md has figures).
 func (s *Store) PutNode(ctx context.Context, n store.Node) error {
 	if n.ID == "" {
 		return fmt.Errorf("%s: put node: the node's ID is empty; every node needs one", s.d.Name())
@@ -34,15 +36,20 @@ func (s *Store) PutNode(ctx context.Context, n store.Node) error {
 	if err := errors.Join(rerr, lerr); err != nil {
 		return fmt.Errorf("%s: put node %q: encode: %w", s.d.Name(), n.ID, err)
 	}
-	now, err := s.Now(ctx)
-	if err != nil {
-		return err
+	args := []any{n.ID, string(roles), n.Address, string(labels), n.Revision, n.VMs, n.SandboxCIDR}
+	heartbeat := s.d.NowSQL()
+	if heartbeat == "" {
+		now, err := s.Now(ctx)
+		if err != nil {
+			return err
+		}
+		heartbeat = "$8"
+		args = append(args, s.d.TimeArg(now))
 	}
-	_, err = s.writer.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+	_, err := s.writer.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, `+heartbeat+`, $7)
 		ON CONFLICT (id) DO UPDATE SET roles = excluded.roles, address = excluded.address,
 			labels = excluded.labels, applied_revision = excluded.applied_revision, vms = excluded.vms,
-			heartbeat = excluded.heartbeat, sandbox_cidr = excluded.sandbox_cidr`,
-		n.ID, string(roles), n.Address, string(labels), n.Revision, n.VMs, s.d.TimeArg(now), n.SandboxCIDR)
+			heartbeat = excluded.heartbeat, sandbox_cidr = excluded.sandbox_cidr`, args...)
 	if err != nil {
 		return s.wrap(fmt.Sprintf("put node %q", n.ID), err)
 	}

@@ -48,6 +48,10 @@ type Dialect interface {
 	WritableCTE() bool
 	// Now is the store's clock for node heartbeats (store.Store.Now).
 	Now(ctx context.Context, db *sql.DB) (time.Time, error)
+	// NowSQL is Now as an SQL expression, for a statement that stamps a row with the store's
+	// clock without a round trip of its own (a heartbeat); "" when the store's clock is this
+	// process's, which the statement then takes as an argument.
+	NowSQL() string
 }
 
 // Store is a store.Store over database/sql. New makes one; it is safe for concurrent use.

@@ -36,7 +36,7 @@ func testNodes(t *testing.T, s store.Store) {
 	}
 	put := []store.Node{
 		{ID: "gw-a", Roles: []string{"gateway", "transparent"}, Address: "198.51.100.7:8470",
-			Labels: map[string]string{"zone": "a", "rack": "7"}, Revision: 41, VMs: 3},
+			Labels: map[string]string{"zone": "a", "rack": "7"}, SandboxCIDR: "100.96.0.0/20", Revision: 41, VMs: 3},
 		{ID: "GW-b", Roles: []string{"api"}, Address: "198.51.100.8:8470", Labels: map[string]string{}, Revision: 40},
 		{ID: "api-1"}, // nothing but its ID: nil roles and labels
 	}
@@ -83,12 +83,14 @@ func testNodes(t *testing.T, s store.Store) {
 // testNodeUpdates: putting a node again replaces its registration and moves its heartbeat on.
 func testNodeUpdates(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	first := store.Node{ID: "gw", Roles: []string{"gateway"}, Address: "a:1", Labels: map[string]string{"old": "1"}, Revision: 5, VMs: 1}
+	first := store.Node{ID: "gw", Roles: []string{"gateway"}, Address: "a:1", Labels: map[string]string{"old": "1"},
+		SandboxCIDR: "100.96.0.0/20", Revision: 5, VMs: 1}
 	if err := s.PutNode(ctx, first); err != nil {
 		t.Fatalf("PutNode: %v", err)
 	}
 	was := mustNodes(t, s)[0].Heartbeat
-	next := store.Node{ID: "gw", Roles: []string{"gateway", "api"}, Address: "b:2", Labels: map[string]string{"new": "2"}, Revision: 9, VMs: 0}
+	next := store.Node{ID: "gw", Roles: []string{"gateway", "api"}, Address: "b:2", Labels: map[string]string{"new": "2"},
+		SandboxCIDR: "100.96.16.0/20", Revision: 9, VMs: 0}
 	if err := s.PutNode(ctx, next); err != nil {
 		t.Fatalf("PutNode again: %v", err)
 	}
@@ -102,6 +104,20 @@ func testNodeUpdates(t *testing.T, s store.Store) {
 	got[0].Heartbeat = time.Time{}
 	if !reflect.DeepEqual(got[0], next) {
 		t.Errorf("after a second PutNode: %#v, want %#v", got[0], next)
+	}
+
+	// A node that restarts without a range (no longer transparent) clears it.
+	last := store.Node{ID: "gw", Roles: []string{"api"}, Address: "b:2", Labels: map[string]string{}, Revision: 10}
+	if err := s.PutNode(ctx, last); err != nil {
+		t.Fatalf("PutNode a third time: %v", err)
+	}
+	got = mustNodes(t, s)
+	if len(got) != 1 {
+		t.Fatalf("ListNodes = %+v, want the one node", got)
+	}
+	got[0].Heartbeat = time.Time{}
+	if !reflect.DeepEqual(got[0], last) {
+		t.Errorf("after a third PutNode: %#v, want %#v", got[0], last)
 	}
 }
 

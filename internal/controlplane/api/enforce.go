@@ -44,8 +44,9 @@ type NodeState struct {
 const DefaultWaitTimeout = 5 * time.Second
 
 // fleetPoll is how often wait=fleet reads the nodes: their revisions arrive with their
-// heartbeats (every second), not as an event that this node could wait on.
-const fleetPoll = 100 * time.Millisecond
+// heartbeats (every second, and as soon as a node enforces a new revision), not as an event
+// that this node could wait on. Waiting writes share the reads (StoreFleet).
+const fleetPoll = 20 * time.Millisecond
 
 // waitMode is a write's ?wait.
 type waitMode int

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/egressd/egressd/client"
@@ -19,12 +20,58 @@ type NodeLister interface {
 	Now(ctx context.Context) (time.Time, error)
 }
 
-// StoreFleet is the Fleet of the nodes that heartbeat into st (package fleet).
-func StoreFleet(st NodeLister) Fleet { return storeFleet{st} }
+// StoreFleet is the Fleet of the nodes that heartbeat into st (package fleet). Concurrent
+// callers share reads: every write waiting with ?wait=fleet polls the fleet, and with many
+// nodes a read costs milliseconds, so one read at a time serves them all.
+func StoreFleet(st NodeLister) Fleet { return &storeFleet{st: st} }
 
-type storeFleet struct{ st NodeLister }
+type storeFleet struct {
+	st NodeLister
 
-func (f storeFleet) Nodes(ctx context.Context) ([]NodeState, error) {
+	mu       sync.Mutex
+	last     []NodeState
+	lastAt   time.Time     // when the read that gave last began
+	inflight chan struct{} // closed when the read under way ends; nil when none is
+}
+
+// Nodes answers from a read that began after the call did, so that the answer is never older
+// than the question: the read under way if it began since, else a new one.
+func (f *storeFleet) Nodes(ctx context.Context) ([]NodeState, error) {
+	asked := time.Now()
+	for {
+		f.mu.Lock()
+		if !f.lastAt.Before(asked) {
+			nodes := f.last
+			f.mu.Unlock()
+			return nodes, nil
+		}
+		if wait := f.inflight; wait != nil {
+			f.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		f.inflight = done
+		began := time.Now()
+		f.mu.Unlock()
+
+		nodes, err := f.read(ctx)
+		f.mu.Lock()
+		f.inflight = nil
+		if err == nil {
+			f.last, f.lastAt = nodes, began
+		}
+		f.mu.Unlock()
+		close(done)
+		return nodes, err
+	}
+}
+
+func (f *storeFleet) read(ctx context.Context) ([]NodeState, error) {
 	nodes, now, err := readNodes(ctx, f.st)
 	if err != nil {
 		return nil, err

@@ -23,6 +23,12 @@ import (
 // Interval is how often a node heartbeats.
 const Interval = time.Second
 
+// MinKickInterval is the least time between two heartbeats when kicks come faster: a node
+// heartbeats at most this often, however many writes it applies. In a fleet every node applies
+// every write, so under a sustained stream of writes N nodes send up to N/MinKickInterval
+// heartbeats a second (docs/fleet.md has the figures).
+const MinKickInterval = 200 * time.Millisecond
+
 // beatTimeout bounds one heartbeat: a store that hangs must not hold back the next one.
 const beatTimeout = 5 * time.Second
 
@@ -43,6 +49,9 @@ type Config struct {
 	VMs func() int
 	// Interval between heartbeats; zero is Interval.
 	Interval time.Duration
+	// MinGap is the least time between a heartbeat and one that a Kick asks for; zero is
+	// MinKickInterval.
+	MinGap time.Duration
 	// Logger receives a line when heartbeats start failing and one when they work again;
 	// nil is slog.Default().
 	Logger *slog.Logger
@@ -70,6 +79,9 @@ func Start(ctx context.Context, reg Registry, cfg Config) (*Heartbeat, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = Interval
 	}
+	if cfg.MinGap <= 0 {
+		cfg.MinGap = MinKickInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -82,9 +94,9 @@ func Start(ctx context.Context, reg Registry, cfg Config) (*Heartbeat, error) {
 	return h, nil
 }
 
-// Kick sends a heartbeat now rather than at the next interval: call it when the view has
-// applied a new revision, so that a write waiting for the fleet learns of it at once. Kicks
-// that come while one is pending merge; Kick never blocks.
+// Kick sends a heartbeat now rather than at the next interval, or MinGap after the last one if
+// that is later: call it when the node enforces a new revision, so that a write waiting for the
+// fleet learns of it at once. Kicks that come while one is pending merge; Kick never blocks.
 func (h *Heartbeat) Kick() {
 	select {
 	case h.kick <- struct{}{}:
@@ -104,13 +116,22 @@ func (h *Heartbeat) run(ctx context.Context) {
 	tick := time.NewTicker(h.cfg.Interval)
 	defer tick.Stop()
 	failing := false
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-h.kick:
+			if wait := h.cfg.MinGap - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
+		last = time.Now()
 		err := h.beat(ctx)
 		switch {
 		case ctx.Err() != nil:

@@ -207,3 +207,37 @@ func (r *registry) PutNode(ctx context.Context, n store.Node) error {
 	}
 	return r.Registry.PutNode(ctx, n)
 }
+
+// countingRegistry counts registrations.
+type countingRegistry struct {
+	fleet.Registry
+	n atomic.Int64
+}
+
+func (c *countingRegistry) PutNode(ctx context.Context, n store.Node) error {
+	c.n.Add(1)
+	return c.Registry.PutNode(ctx, n)
+}
+
+// TestKicksAreSpaced: a stream of kicks (a node applying write after write) heartbeats at most
+// once per MinGap, and the last kick's revision is still reported.
+func TestKicksAreSpaced(t *testing.T) {
+	reg := &countingRegistry{Registry: openStore(t)}
+	var rev atomic.Int64
+	h := start(t, reg, fleet.Config{Node: store.Node{ID: "gw"}, Revision: rev.Load, Interval: time.Hour, MinGap: 100 * time.Millisecond})
+	began := time.Now()
+	for i := range 200 {
+		rev.Store(int64(i + 1))
+		h.Kick()
+		time.Sleep(2 * time.Millisecond)
+	}
+	elapsed := time.Since(began)
+	waitFor(t, "the last kick's revision is reported", func() bool {
+		nodes, err := reg.Registry.(store.Store).ListNodes(t.Context())
+		return err == nil && len(nodes) == 1 && nodes[0].Revision == 200
+	})
+	// One registration, then at most one beat per gap of the kicking time, and the last.
+	if most := int64(elapsed/(100*time.Millisecond)) + 3; reg.n.Load() > most {
+		t.Fatalf("%d heartbeats for 200 kicks in %s; at most %d with a 100ms gap", reg.n.Load(), elapsed.Round(time.Millisecond), most)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/egressd/egressd/internal/controlplane/api"
 	"github.com/egressd/egressd/internal/controlplane/fleet"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/controlplane/store/postgres"
 	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/dataplane/resolve"
@@ -162,8 +163,16 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		kick = func() { v.Kick(); changes.Kick() }
 	}
+	// A gateway node heartbeats as soon as it enforces what an API node waits for.
+	var reporter *waitReporter
 	if st.pg != nil {
-		background.Go(func() { st.pg.Listen(viewCtx, kick, log) })
+		handlers := postgres.Handlers{Changed: kick}
+		if v != nil {
+			reporter = newWaitReporter(cfg.nodeID)
+			handlers.Wanted = reporter.Wanted
+		}
+		background.Go(func() { st.pg.Listen(viewCtx, handlers, log) })
+		apiCfg.Announcer = st.pg
 	}
 	if cfg.transparent {
 		// Before the node registers, so that a misconfigured one is refused without a trace.
@@ -228,10 +237,8 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
-	if enforcer != nil {
-		// Heartbeat as soon as this node enforces a new revision, so that a write waiting
-		// for the fleet (or for this node to make a VM's network) learns of it at once.
-		background.Go(func() { kickOnProgress(viewCtx, enforcer, node.Revision, hb.Kick) })
+	if reporter != nil {
+		background.Go(func() { reporter.run(viewCtx, enforcer, hb.Kick) })
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/egressd/egressd/internal/controlplane/api"
 	"github.com/egressd/egressd/internal/controlplane/store"
@@ -36,14 +37,54 @@ func checkSandboxRange(ctx context.Context, st interface {
 	return nil
 }
 
-// kickOnProgress calls kick each time e enforces a revision newer than the last it reported
-// (revision), until ctx ends: a node then heartbeats the moment it has applied a write,
-// rather than up to a heartbeat interval later.
-func kickOnProgress(ctx context.Context, e api.Enforcer, revision func() int64, kick func()) {
+// waitReporter makes a gateway node heartbeat as soon as it enforces a revision that an API
+// node waits for (api.Announcer): a write with ?wait=fleet, or a VM's creation waiting for its
+// node. Writes nobody waits for cost no heartbeat beyond the one a second.
+type waitReporter struct {
+	node   string
+	mu     sync.Mutex
+	want   int64         // the highest revision waited for
+	signal chan struct{} // a new want; buffered, never blocks
+}
+
+func newWaitReporter(node string) *waitReporter {
+	return &waitReporter{node: node, signal: make(chan struct{}, 1)}
+}
+
+// Wanted records that revision rev is waited for by node ("" for every node); it never
+// blocks (postgres.Handlers.Wanted).
+func (r *waitReporter) Wanted(rev int64, node string) {
+	if node != "" && node != r.node {
+		return
+	}
+	r.mu.Lock()
+	r.want = max(r.want, rev)
+	r.mu.Unlock()
+	select {
+	case r.signal <- struct{}{}:
+	default:
+	}
+}
+
+// run calls kick each time e enforces the highest revision waited for, until ctx ends.
+func (r *waitReporter) run(ctx context.Context, e api.Enforcer, kick func()) {
+	var done int64
 	for {
-		if err := e.WaitRevision(ctx, revision()+1); err != nil {
+		r.mu.Lock()
+		want := r.want
+		r.mu.Unlock()
+		if want <= done {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.signal:
+			}
+			continue
+		}
+		if err := e.WaitRevision(ctx, want); err != nil {
 			return
 		}
 		kick()
+		done = want
 	}
 }

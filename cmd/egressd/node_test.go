@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
 )
@@ -73,4 +75,76 @@ func TestCheckSandboxRange(t *testing.T) {
 			t.Errorf("%s %s: err %v, want one naming %s, %s and %s", tc.id, tc.cidr, err, tc.id, tc.cidr, tc.want)
 		}
 	}
+}
+
+// steppedEnforcer enforces up to a revision the test sets.
+type steppedEnforcer struct {
+	mu  sync.Mutex
+	rev int64
+	up  chan struct{}
+}
+
+func (e *steppedEnforcer) set(rev int64) {
+	e.mu.Lock()
+	e.rev = rev
+	e.mu.Unlock()
+	select {
+	case e.up <- struct{}{}:
+	default:
+	}
+}
+
+func (e *steppedEnforcer) WaitRevision(ctx context.Context, rev int64) error {
+	for {
+		e.mu.Lock()
+		ok := e.rev >= rev
+		e.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.up:
+		}
+	}
+}
+
+// TestWaitReporter: a gateway node heartbeats once it enforces a revision waited for (by every
+// node, or by it), never for a wait of another node, and never before it enforces it.
+func TestWaitReporter(t *testing.T) {
+	e := &steppedEnforcer{up: make(chan struct{}, 1)}
+	r := newWaitReporter("gw-a")
+	kicks := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx, e, func() { kicks <- struct{}{} })
+	none := func(what string) {
+		t.Helper()
+		select {
+		case <-kicks:
+			t.Fatalf("a heartbeat %s", what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	one := func(what string) {
+		t.Helper()
+		select {
+		case <-kicks:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no heartbeat %s", what)
+		}
+	}
+	r.Wanted(5, "gw-b")
+	none("for another node's wait")
+	r.Wanted(5, "")
+	none("before revision 5 is enforced")
+	e.set(5)
+	one("once revision 5 is enforced")
+	r.Wanted(4, "gw-a")
+	none("for a revision already reported")
+	e.set(9)
+	r.Wanted(9, "gw-a")
+	one("for its own wait, already enforced")
+	none("twice for one wait")
 }

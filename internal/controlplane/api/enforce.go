@@ -29,6 +29,24 @@ type Fleet interface {
 	Nodes(ctx context.Context) ([]NodeState, error)
 }
 
+// Announcer tells the fleet's gateway nodes that this node waits for node ("" for every
+// one) to enforce revision rev: they heartbeat as soon as they do, rather than at their next
+// beat, so that the wait ends within milliseconds. *postgres.Store is one. Announcing is an
+// optimisation: a wait whose announcement is lost ends at the nodes' next heartbeats.
+type Announcer interface {
+	Wanted(ctx context.Context, rev int64, node string) error
+}
+
+// announce tells the fleet what this node waits for, if it can.
+func (s *Server) announce(ctx context.Context, rev int64, node string) {
+	if s.announcer == nil {
+		return
+	}
+	if err := s.announcer.Wanted(ctx, rev, node); err != nil {
+		s.log.Debug("announcing a wait to the fleet failed; the nodes report at their next heartbeat", "err", err)
+	}
+}
+
 // NodeState is one node of the fleet as its last heartbeat reported it.
 type NodeState struct {
 	ID string
@@ -98,6 +116,7 @@ func (s *Server) fleetEnforced(ctx context.Context, rev int64) (*client.Enforcem
 		// One node is the whole fleet: the local wait was the fleet's.
 		return s.tally(nil, rev), nil
 	}
+	s.announce(ctx, rev, "")
 	t := time.NewTicker(fleetPoll)
 	defer t.Stop()
 	var last *client.Enforcement

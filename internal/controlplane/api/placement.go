@@ -177,6 +177,7 @@ func (s *Server) ownerEnforced(ctx context.Context, node string, rev int64) erro
 	if s.fleet == nil {
 		return fmt.Errorf("node %q is not this node, and the fleet's nodes cannot be read", node)
 	}
+	s.announce(ctx, rev, node)
 	t := time.NewTicker(fleetPoll)
 	defer t.Stop()
 	for {

@@ -58,6 +58,9 @@ type Config struct {
 	Enforcer Enforcer
 	// Fleet lists the fleet's nodes for ?wait=fleet; when nil, this node is the whole fleet.
 	Fleet Fleet
+	// Announcer, when set, tells the fleet's gateway nodes what a write waits for, so that
+	// they report it at once (the PostgreSQL store: enforce.go).
+	Announcer Announcer
 	// WaitTimeout bounds the wait for a write to be enforced (DefaultWaitTimeout when 0).
 	WaitTimeout time.Duration
 	// Status is what GET /v1/status says of this node (status.go); its NodeID also names
@@ -81,6 +84,7 @@ type Server struct {
 
 	enforcer    Enforcer
 	fleet       Fleet
+	announcer   Announcer
 	nodeID      string
 	waitTimeout time.Duration
 	networkWait time.Duration
@@ -103,6 +107,7 @@ func New(cfg Config) *Server {
 
 		enforcer:    cfg.Enforcer,
 		fleet:       cfg.Fleet,
+		announcer:   cfg.Announcer,
 		nodeID:      cfg.Status.NodeID,
 		waitTimeout: cfg.WaitTimeout,
 		networkWait: cfg.NetworkWait,

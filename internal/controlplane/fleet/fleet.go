@@ -24,10 +24,9 @@ import (
 const Interval = time.Second
 
 // MinKickInterval is the least time between two heartbeats when kicks come faster: a node
-// heartbeats at most this often, however many writes it applies. In a fleet every node applies
-// every write, so under a sustained stream of writes N nodes send up to N/MinKickInterval
-// heartbeats a second (docs/fleet.md has the figures).
-const MinKickInterval = 200 * time.Millisecond
+// heartbeats at most this often, however many waited-for writes it applies (docs/fleet.md
+// has the figures).
+const MinKickInterval = 50 * time.Millisecond
 
 // beatTimeout bounds one heartbeat: a store that hangs must not hold back the next one.
 const beatTimeout = 5 * time.Second

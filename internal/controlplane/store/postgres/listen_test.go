@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func listening(t *testing.T, s *Store) <-chan struct{} {
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		s.Listen(ctx, func() { kicks <- struct{}{} }, slog.New(slog.NewTextHandler(t.Output(), nil)))
+		s.Listen(ctx, Handlers{Changed: func() { kicks <- struct{}{} }}, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -116,4 +117,85 @@ func TestListenReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitKick(t, kicks, "for a write after the reconnection")
+}
+
+// TestWanted: a wait announced through one store reaches a listener of another, with its
+// revision and node; a listener without a Wanted handler is not told, and nothing wakes the
+// change handler for it.
+func TestWanted(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	api, node := openTest(t, url), openTest(t, url)
+	type want struct {
+		rev  int64
+		node string
+	}
+	wants := make(chan want, 10)
+	changed := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go node.Listen(ctx, Handlers{
+		Changed: func() { changed <- struct{}{} },
+		Wanted:  func(rev int64, node string) { wants <- want{rev, node} },
+	}, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	waitKick(t, changed, "the first kick after connecting")
+
+	// The listener may not be listening yet when the first announcement goes: repeat it.
+	deadline := time.Now().Add(patience)
+	var got want
+	for got.rev == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no announced wait arrived")
+		}
+		if err := api.Wanted(ctx, 42, "gw-b"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got = <-wants:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if got != (want{42, "gw-b"}) {
+		t.Fatalf("got %+v, want revision 42 for gw-b", got)
+	}
+	if err := api.Wanted(ctx, 43, ""); err != nil {
+		t.Fatal(err)
+	}
+	for got.rev != 43 {
+		select {
+		case got = <-wants:
+		case <-time.After(patience):
+			t.Fatal("the wait for every node did not arrive")
+		}
+	}
+	if got.node != "" {
+		t.Fatalf("a wait for every node arrived for %q", got.node)
+	}
+	select {
+	case <-changed:
+		t.Fatal("an announced wait kicked the change handler")
+	default:
+	}
+}
+
+func TestParseWanted(t *testing.T) {
+	for payload, want := range map[string]string{
+		"7":        "7 ",
+		"7 gw-a":   "7 gw-a",
+		"0":        "bad",
+		"-3":       "bad",
+		"x gw-a":   "bad",
+		"":         "bad",
+		"9 a b":    "9 a b",
+		" 9":       "bad",
+		"12345678": "12345678 ",
+	} {
+		rev, node, ok := parseWanted(payload)
+		got := "bad"
+		if ok {
+			got = fmt.Sprintf("%d %s", rev, node)
+		}
+		if got != want {
+			t.Errorf("parseWanted(%q) = %q, want %q", payload, got, want)
+		}
+	}
 }

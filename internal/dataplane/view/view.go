@@ -413,6 +413,15 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The reads above are not one snapshot: a VM retired (or deleted) between them took the
+	// session and its policies with it, and the layers read after that are missing, so the
+	// set may be the session's policy without its VM's. The session is read again after
+	// them: still there, the retirement came after every read, and the set is whole.
+	if _, err := v.st.GetSession(ctx, tenant, id); errors.Is(err, store.ErrNotFound) {
+		return v.end(id), nil
+	} else if err != nil {
+		return "", err
+	}
 	v.mu.Lock()
 	idx := v.edit()
 	s := idx.sessions[id]
@@ -450,6 +459,15 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	}
 	set, err := v.compile(ctx, vm.Tenant, store.VMLayers(vm.ID, ids))
 	if err != nil {
+		return err
+	}
+	// As for a session (refresh): a VM retired between the reads above has lost its
+	// policies, and the set may be the operator's default. Its network is read again after
+	// them, so that such a VM is shown being deleted, never live with the default.
+	if vm, err = v.st.GetVM(ctx, k.tenant, k.id); errors.Is(err, store.ErrNotFound) {
+		v.endVM(k)
+		return nil
+	} else if err != nil {
 		return err
 	}
 	v.mu.Lock()

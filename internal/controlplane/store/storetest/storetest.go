@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateVMNetworkErrors", testUpdateVMNetworkErrors},
 		{"UpdateVMNetworkConcurrent", testUpdateVMNetworkConcurrent},
 		{"RetireVM", testRetireVM},
+		{"NoSessionOnAnUnfinishedVM", testNoSessionOnAnUnfinishedVM},
 		{"Revisions", testRevisions},
 		{"CanceledContext", testCanceledContext},
 		{"Concurrency", testConcurrency},

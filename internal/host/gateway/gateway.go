@@ -109,8 +109,9 @@ type Namespaces interface {
 	// Create makes a's network, or repairs it; it refuses a namespace of another gateway,
 	// and a network it made does not stay half-made when it fails.
 	Create(a netns.Attachment) error
-	// Delete removes the network called name, whoever's it is: the gateway only deletes
-	// names that List gave, or that its own Create has just made.
+	// Delete removes the network called name; it refuses a namespace of another gateway
+	// (gateways on one host share the namespace directory), which it leaves alone. The
+	// gateway only deletes names that List gave, or that its own Create has just made.
 	Delete(name string) error
 	// List names this gateway's networks that exist.
 	List() ([]string, error)

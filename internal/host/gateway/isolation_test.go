@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/host/netns"
@@ -90,5 +92,36 @@ func TestALegacyVMIsNotClaimedByAnotherVMsNamespace(t *testing.T) {
 	}
 	if allowed, ok := a.fw.allowed(mine.Netns); !ok || len(allowed) != 1 {
 		t.Errorf("the table allows the node's VM %v (named: %v), want its policy", allowed, ok)
+	}
+}
+
+// TestARangeChangedUnderItsVMs: a node restarted with another --sandbox-cidr still has VMs
+// with addresses of the old one. They fail closed: the table does not name them (the
+// firewall drops every packet of a sandbox interface it does not name), nothing else is held
+// up, new VMs take addresses of the new range, and the old VMs can still be deleted.
+func TestARangeChangedUnderItsVMs(t *testing.T) {
+	w := newWorld(t)
+	old := attachment(t, "t", "old", 0) // 100.96.0.0/30
+	w.put("t", "old", on(network(old), nodeA, store.NetworkReady))
+	w.policy("t", "old", "203.0.113.0/24")
+	a := w.node(nodeA, netip.MustParsePrefix("100.96.128.0/24"), time.Hour)
+	a.nets.Put(old)
+	a.run()
+	a.enforced()
+	if a.fw.everNamed(old.Name) {
+		t.Error("the table names a VM whose address is outside the node's range")
+	}
+	if err := a.gw.Ready(); err != nil {
+		t.Errorf("Ready = %v", err)
+	}
+	if n := a.ready("t", "new", "203.0.113.0/24"); n.Address != "100.96.128.2" {
+		t.Errorf("a new VM got %s, want the new range's first", n.Address)
+	}
+	if a.fw.everNamed(old.Name) || a.gw.VMs() != 1 {
+		t.Errorf("after a new VM: old VM named %v, VMs %d (want 1)", a.fw.everNamed(old.Name), a.gw.VMs())
+	}
+	a.remove("t", "old")
+	if a.nets.has(old.Name) {
+		t.Error("the old VM's namespace stays after its deletion")
 	}
 }

@@ -125,3 +125,31 @@ func TestARangeChangedUnderItsVMs(t *testing.T) {
 		t.Error("the old VM's namespace stays after its deletion")
 	}
 }
+
+// TestIDsThatDifferByCase: a node is its ID byte for byte: a VM placed on "GW-A" is not
+// gw-a's. VMs whose tenants or IDs differ by case are distinct sandboxes: removing one
+// leaves the others.
+func TestIDsThatDifferByCase(t *testing.T) {
+	w := newWorld(t)
+	a := w.nodeA().run()
+	w.create("GW-A", "t", "x")
+	v := a.ready("t", "v", "203.0.113.0/24")
+	upper := a.ready("t", "V")
+	tenant := a.ready("T", "v")
+	if vm, _ := w.get("t", "x"); vm.Network.State != store.NetworkPending || a.nets.has(netns.Name("t", "x")) || a.fw.everNamed(netns.Name("t", "x")) {
+		t.Errorf("gw-a touched GW-A's VM: %+v", vm.Network)
+	}
+	names := []string{v.Netns, upper.Netns, tenant.Netns}
+	if len(slices.Compact(sorted(names))) != 3 {
+		t.Fatalf("names %v: want three", names)
+	}
+	a.remove("t", "V")
+	for _, n := range []store.Network{v, tenant} {
+		if !a.nets.has(n.Netns) {
+			t.Errorf("%s went with t/V", n.Netns)
+		}
+	}
+	if allowed, ok := a.fw.allowed(v.Netns); !ok || len(allowed) != 1 {
+		t.Errorf("t/v's rules after t/V went: %v %v", allowed, ok)
+	}
+}

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"VMs", testVMs},
 		{"VMConflicts", testVMConflicts},
 		{"TenantIsolation", testTenantIsolation},
+		{"IDsDifferByCase", testIDsDifferByCase},
 		{"Sessions", testSessions},
 		{"SessionConflicts", testSessionConflicts},
 		{"DeleteSession", testDeleteSession},

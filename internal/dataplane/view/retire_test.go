@@ -156,3 +156,53 @@ func TestARetireDuringAReloadLeavesNoVMOnTheDefault(t *testing.T) {
 		t.Error("the retired VM's connections are not ended")
 	}
 }
+
+// TestRetireEndsTheVMAndItsSessions: retiring a VM ends, at the view's next sync, its
+// sessions (their credentials stop working) and the connections of both its sessions (the
+// explicit proxy's) and its sandbox (the transparent proxy's), which is no longer found by
+// its address.
+func TestRetireEndsTheVMAndItsSessions(t *testing.T) {
+	st, v, addr := retireRace(t, nil, true)
+	s, err := v.Authenticate("s", "token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := v.VMByAddr(addr)
+	if vm == nil {
+		t.Fatal("the ready VM is not found by its address")
+	}
+	other := policy.Conn{Host: "other.example.com", IP: netip.MustParseAddr("8.8.8.8"), Port: 443, Transport: policy.TCP}
+	cut := make(chan string, 2)
+	s.Track(other, func(reason string) { cut <- "session: " + reason })
+	vm.Track(other, func(reason string) { cut <- "vm: " + reason })
+	if _, err := st.RetireVM(context.Background(), "t", "vm"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rev, err := st.Revision(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WaitRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Authenticate("s", "token"); err == nil {
+		t.Error("the session of a retired VM authenticates")
+	}
+	if got := v.VMByAddr(addr); got != nil {
+		t.Errorf("the retired VM is found by its address: %+v", got.Network)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case r := <-cut:
+			got[r] = true
+		case <-ctx.Done():
+			t.Fatalf("connections cut: %v; want the session's and the VM's", got)
+		}
+	}
+	if !got["session: "+view.CancelSessionEnded] || !got["vm: "+view.CancelSessionEnded] {
+		t.Errorf("connections cut: %v", got)
+	}
+}

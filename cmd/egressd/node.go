@@ -15,27 +15,14 @@ import (
 // another registered node, up or down (DESIGN §5): a down node keeps its VMs and their
 // addresses, and two gateways handing out one address would make two sandboxes one in every
 // decision record and every rule that names an address.
-//
-// It also refuses a node whose ID is registered, up, with another range: that is another
-// process running as this node (two hosts of one host name, the default ID), and two
-// processes of one ID would each run every VM of the node, overwrite each other's range in
-// the registration (so that a third node's range could overlap one of theirs), and hand out
-// addresses from both. A node restarted with a new range waits until its old registration
-// is down (10 s).
-func checkSandboxRange(ctx context.Context, st api.NodeLister, cfg *config) error {
+func checkSandboxRange(ctx context.Context, st interface {
+	ListNodes(context.Context) ([]store.Node, error)
+}, cfg *config) error {
 	nodes, err := st.ListNodes(ctx)
 	if err != nil {
 		return fmt.Errorf("--sandbox-cidr: reading the fleet's nodes to check for overlaps: %w", err)
 	}
-	now, err := st.Now(ctx)
-	if err != nil {
-		return fmt.Errorf("--sandbox-cidr: reading the store's clock: %w", err)
-	}
 	for _, n := range nodes {
-		if n.ID == cfg.nodeID && n.SandboxCIDR != "" && n.SandboxCIDR != cfg.sandboxCIDR.String() && n.Up(now) {
-			return fmt.Errorf("--sandbox-cidr %s: node %q is up (its last heartbeat %s ago) with --sandbox-cidr %s: another egressd runs as this node; give every node its own --node-id (the default is the host name), or, if this node was restarted with a new range, start it again in %s",
-				cfg.sandboxCIDR, n.ID, now.Sub(n.Heartbeat).Round(time.Millisecond), n.SandboxCIDR, store.DownAfter)
-		}
 		if n.ID == cfg.nodeID || n.SandboxCIDR == "" {
 			continue
 		}

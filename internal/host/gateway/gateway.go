@@ -17,7 +17,9 @@
 // VM, and another node's VMs never appear in its firewall. Its addresses come from its own
 // sandbox range (Config.SandboxCIDR), which the fleet keeps apart from every other node's.
 // A VM stored before networks had nodes (no node, no state) is claimed by the node on whose
-// host its namespace is found: that node writes its ID into the VM and runs it from then on.
+// host its namespace is found, or else by the node whose range holds its address (after a
+// reboot no host has the namespace): that node writes its ID into the VM and runs it from
+// then on.
 //
 // # Reconciling
 //
@@ -67,10 +69,10 @@
 // On start, Run applies the firewall (a gateway whose first apply fails does not start),
 // turns on forwarding, and runs a first round before the data path serves: it repairs the
 // namespaces of its ready VMs (a reboot loses them all), makes its pending ones, finishes
-// its deletions, claims the VMs stored before nodes whose namespaces it finds, and removes
-// namespaces that none of its VMs explains, leaving other gateways' alone. A later apply
-// that fails leaves the previous table in force; it is retried, and Ready reports the
-// gateway not ready until it succeeds.
+// its deletions, claims the VMs stored before nodes whose namespaces it finds or whose
+// addresses are of its range, and removes namespaces that none of its VMs explains,
+// leaving other gateways' alone. A later apply that fails leaves the previous table in
+// force; it is retried, and Ready reports the gateway not ready until it succeeds.
 package gateway
 
 import (

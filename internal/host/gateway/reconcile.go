@@ -109,8 +109,11 @@ func (g *Gateway) reconcileVMs(ctx context.Context, vms []store.VM, present map[
 		}
 		name := netns.Name(vm.Tenant, vm.ID)
 		if vm.Network.Node == "" && vm.Network.State == "" {
-			// Stored before nodes: this node's only if its namespace is on this host.
-			if !present[name] {
+			// Stored before nodes: this node's if its namespace is on this host, or if its
+			// address is of this node's range, which no other node's overlaps. After a
+			// reboot no host has the namespace, and the egressd from before nodes made it
+			// again at start: so does the node that claims it.
+			if !present[name] && !g.inRange(vm.Network) {
 				continue
 			}
 			explained[name] = true
@@ -302,6 +305,12 @@ func (g *Gateway) readopt(vm store.VM) error {
 		return fmt.Errorf("gateway: re-adopting %s: %w", a.Name, err)
 	}
 	return nil
+}
+
+// inRange reports whether a stored network's address is of this node's sandbox range.
+func (g *Gateway) inRange(n store.Network) bool {
+	p, err := subnetOf(n)
+	return err == nil && g.cfg.SandboxCIDR.Contains(p.Addr())
 }
 
 // claim makes a VM stored before nodes this node's, if no node has claimed it meanwhile.

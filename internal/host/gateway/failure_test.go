@@ -1,14 +1,18 @@
 package gateway
 
 import (
+	"context"
+	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/host/netns"
 )
 
-// Failures and restarts that the lifecycle must survive.
+// Failures and restarts that the lifecycle must survive: an upgrade across a reboot, a host
+// restarted under another node ID, a node stopped halfway through making a network.
 
 // TestLegacyVMsOfARebootedHostAreClaimed: an egressd from before nodes re-made every stored
 // sandbox network at start, as after a reboot (which loses every namespace). Upgraded across
@@ -42,4 +46,58 @@ func TestLegacyVMsOfARebootedHostAreClaimed(t *testing.T) {
 	if a.nets.has(theirs.Netns) {
 		t.Error("a VM of another range got a namespace here")
 	}
+}
+
+// TestANewNodeIDLeavesTheOldIDsNetworks: a host restarted under another --node-id (a host
+// name that changed, a flag edited) finds the namespaces of the VMs it ran under its old ID.
+// They are not its own VMs, but they are not orphans either: the VMs exist, and their
+// sandboxes may still hold the namespaces. Deleting them would cut those sandboxes off for
+// good (a namespace made again later is a new one, which the sandbox is not in); left
+// alone, they fail closed behind the new table, and the host started again under its old ID
+// re-adopts them as they are.
+func TestANewNodeIDLeavesTheOldIDsNetworks(t *testing.T) {
+	w := newWorld(t)
+	old := w.nodeA()
+	ctx, stop := context.WithCancel(context.Background())
+	if err := old.gw.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v := old.ready("t", "v", "203.0.113.0/24")
+	stop()
+	time.Sleep(10 * time.Millisecond) // the old gateway's goroutines end
+
+	renamed := w.node("gw-renamed", netip.MustParsePrefix("100.98.0.0/24"), time.Hour)
+	sameHost(renamed, old)
+	renamed.run()
+	renamed.ready("t", "new")
+	if !renamed.nets.has(v.Netns) {
+		t.Fatalf("the node under its new ID deleted the namespace of %s, a VM of its old ID (namespace changes: %v)", "t/v", renamed.nets.Ops())
+	}
+	if vm, _ := w.get("t", "v"); vm.Network.Node != nodeA || vm.Network.State != store.NetworkReady {
+		t.Errorf("the old ID's VM: %+v, want it untouched", vm.Network)
+	}
+	if _, ok := renamed.fw.allowed(v.Netns); ok {
+		t.Error("the new ID's table names the old ID's VM")
+	}
+
+	// Back under its old ID, the host re-adopts it as it is.
+	back := w.nodeA()
+	sameHost(back, renamed)
+	back.run()
+	back.enforced()
+	if allowed, ok := back.fw.allowed(v.Netns); !ok || !slices.Equal(allowed, pfx("203.0.113.0/24")) {
+		t.Errorf("back under its old ID, the table allows the VM %v (named: %v)", allowed, ok)
+	}
+}
+
+// sameHost makes n's gateway run on the host of was: its namespaces and its firewall.
+func sameHost(n, was *node) {
+	n.w.t.Helper()
+	n.nets, n.fw = was.nets, was.fw
+	cfg := n.gw.cfg
+	var err error
+	if n.gw, err = New(n.st, FromView(n.view), n.nets, n.fw, cfg); err != nil {
+		n.w.t.Fatal(err)
+	}
+	n.gw.firstRetry = time.Millisecond
 }

@@ -19,7 +19,8 @@
 // A VM stored before networks had nodes (no node, no state) is claimed by the node on whose
 // host its namespace is found, or else by the node whose range holds its address (after a
 // reboot no host has the namespace): that node writes its ID into the VM and runs it from
-// then on.
+// then on. A namespace on this host of another node's VM is left alone: this host ran under
+// that node's ID before (see reconcileVMs).
 //
 // # Reconciling
 //
@@ -70,7 +71,7 @@
 // turns on forwarding, and runs a first round before the data path serves: it repairs the
 // namespaces of its ready VMs (a reboot loses them all), makes its pending ones, finishes
 // its deletions, claims the VMs stored before nodes whose namespaces it finds or whose
-// addresses are of its range, and removes namespaces that none of its VMs explains,
+// addresses are of its range, and removes namespaces that no stored VM explains,
 // leaving other gateways' alone. A later apply that fails leaves the previous table in
 // force; it is retried, and Ready reports the gateway not ready until it succeeds.
 package gateway
@@ -175,6 +176,9 @@ type Gateway struct {
 	// repair names the namespaces of ready VMs to create or repair in the next round: all
 	// of them at start, then those whose repair failed. Only rounds use it.
 	repair map[string]bool
+	// foreign names the namespaces on this host of other nodes' VMs that were logged
+	// (warnForeign). Only rounds use it.
+	foreign map[string]bool
 
 	behind   chan struct{}          // an apply outside the follower failed: it retries
 	wake     chan struct{}          // the view changed this node's VMs: a round is due
@@ -209,6 +213,7 @@ func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, 
 		inflight:   make(map[string]netns.Attachment),
 		retired:    make(map[string]bool),
 		repair:     make(map[string]bool),
+		foreign:    make(map[string]bool),
 		behind:     make(chan struct{}, 1),
 		wake:       make(chan struct{}, 1),
 	}, nil

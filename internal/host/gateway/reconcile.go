@@ -128,6 +128,15 @@ func (g *Gateway) reconcileVMs(ctx context.Context, vms []store.VM, present map[
 			repair[name] = true // as at start: it was not this node's to run until now
 		}
 		if !g.owns(vm.Network) {
+			if present[name] && vm.Network.Node != "" {
+				// Another node's VM, whose namespace is on this host: this host ran it under
+				// another --node-id. It is no orphan: its sandbox may still hold it, and a
+				// namespace made again later would be a new one, which the sandbox is not
+				// in. It stays, cut off by this node's table (fail closed), for the host to
+				// re-adopt once it runs under that ID again.
+				explained[name] = true
+				g.warnForeign(vm, name)
+			}
 			continue
 		}
 		switch vm.Network.State {
@@ -311,6 +320,18 @@ func (g *Gateway) readopt(vm store.VM) error {
 func (g *Gateway) inRange(n store.Network) bool {
 	p, err := subnetOf(n)
 	return err == nil && g.cfg.SandboxCIDR.Contains(p.Addr())
+}
+
+// warnForeign says, once per namespace and process, that this host holds the namespace of
+// another node's VM, and what to do about it.
+func (g *Gateway) warnForeign(vm store.VM, name string) {
+	if g.foreign[name] {
+		return
+	}
+	g.foreign[name] = true
+	g.log.Warn("gateway: this host has the namespace of a VM of another node, and leaves it alone: this host ran as that node before "+
+		"(--node-id changed?); run egressd here with that --node-id again to serve and delete that node's VMs (docs/fleet.md)",
+		"netns", name, "tenant", vm.Tenant, "vm_id", vm.ID, "vm_node", vm.Network.Node)
 }
 
 // claim makes a VM stored before nodes this node's, if no node has claimed it meanwhile.

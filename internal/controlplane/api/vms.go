@@ -101,12 +101,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 			status = http.StatusAccepted
 		}
 	}
-	// Every write of this request has a revision at most the store's newest.
-	rev, err := s.store.Revision(r.Context())
-	if err != nil {
-		return err
-	}
-	if out.Enforcement, err = s.enforced(r.Context(), mode, rev); err != nil {
+	if out.Enforcement, err = s.enforcedNewest(r.Context(), mode); err != nil {
 		return s.createdButNotEnforced(r.Context(), "VM", err, undo)
 	}
 	w.Header().Set("Location", "/v1/vms/"+url.PathEscape(created.ID))
@@ -137,12 +132,10 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 		}
 		vm = next
 	}
-	got, settled, err := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
+	got, settled := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
 		return err != nil || got.Network.State != store.NetworkPending
 	})
 	switch {
-	case err != nil:
-		return vm, false, err
 	case !settled:
 		return vm, false, nil
 	case got.ID == "":
@@ -154,10 +147,10 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 		return got, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q is %s", vm.ID, got.Network.State)
 	}
 	rev, err := s.store.Revision(ctx)
-	if err != nil {
-		return got, false, err
+	if err == nil {
+		err = s.ownerEnforced(ctx, got.Network.Node, rev)
 	}
-	if err := s.ownerEnforced(ctx, got.Network.Node, rev); err != nil {
+	if err != nil {
 		s.log.Info("a VM's network is made but not yet enforced by its node; answering 202", "vm_id", vm.ID, "node", got.Network.Node, "err", err)
 		return got, false, nil
 	}
@@ -292,15 +285,14 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	}
 	down, err := s.downNodes(r.Context())
 	if err != nil {
-		return err
+		// The deletion is stored; whether the node is up is not known: wait for it as if
+		// it were, and answer what the wait found.
+		s.log.Warn("the fleet's nodes could not be read; waiting for a deleted VM's node as if it were up", "vm_id", id, "node", vm.Network.Node, "err", err)
 	}
 	if !down[vm.Network.Node] { // a down node removes nothing: answer at once
-		_, gone, err := s.awaitNetwork(r.Context(), k.Tenant, id, func(_ store.VM, err error) bool {
+		_, gone := s.awaitNetwork(r.Context(), k.Tenant, id, func(_ store.VM, err error) bool {
 			return errors.Is(err, store.ErrNotFound)
 		})
-		if err != nil {
-			return err
-		}
 		if gone {
 			return s.answerDeleted(w, r, mode)
 		}

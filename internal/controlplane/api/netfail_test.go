@@ -1,0 +1,154 @@
+package api_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/internal/controlplane/api"
+	"github.com/egressd/egressd/internal/controlplane/store"
+)
+
+// The API's waits for a node while the database comes and goes (DESIGN §5): the VM's write
+// is durable, so the answer says where it stands (202) or that it could not be shown (503);
+// never a 500, which is for bugs.
+
+// errGone is what a store answers while the database is unreachable.
+var errGone = errors.New("dial unix /var/run/postgresql/.s.PGSQL.5432: connect: connection refused")
+
+// lostStore is the store as an API node sees it when the database goes away right after a
+// given write: from then on every read fails, until back.
+type lostStore struct {
+	store.Store
+	lost atomic.Bool
+	// after names the write after which the database goes: "flip" (the creating→pending or
+	// another network update), "retire".
+	after string
+}
+
+func (s *lostStore) check() error {
+	if s.lost.Load() {
+		return errGone
+	}
+	return nil
+}
+
+func (s *lostStore) UpdateVMNetwork(ctx context.Context, tenant, id string, f func(store.Network) (store.Network, error)) (store.VM, error) {
+	if err := s.check(); err != nil {
+		return store.VM{}, err
+	}
+	vm, err := s.Store.UpdateVMNetwork(ctx, tenant, id, f)
+	if err == nil && s.after == "flip" {
+		s.lost.Store(true)
+	}
+	return vm, err
+}
+
+func (s *lostStore) RetireVM(ctx context.Context, tenant, id string) (store.VM, error) {
+	if err := s.check(); err != nil {
+		return store.VM{}, err
+	}
+	vm, err := s.Store.RetireVM(ctx, tenant, id)
+	if err == nil && s.after == "retire" {
+		s.lost.Store(true)
+	}
+	return vm, err
+}
+
+func (s *lostStore) GetVM(ctx context.Context, tenant, id string) (store.VM, error) {
+	if err := s.check(); err != nil {
+		return store.VM{}, err
+	}
+	return s.Store.GetVM(ctx, tenant, id)
+}
+
+func (s *lostStore) DeleteVM(ctx context.Context, tenant, id string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.Store.DeleteVM(ctx, tenant, id)
+}
+
+func (s *lostStore) Revision(ctx context.Context) (int64, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	return s.Store.Revision(ctx)
+}
+
+func (s *lostStore) ListNodes(ctx context.Context) ([]store.Node, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return s.Store.ListNodes(ctx)
+}
+
+func (s *lostStore) AllVMs(ctx context.Context) ([]store.VM, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return s.Store.AllVMs(ctx)
+}
+
+// lostLab is an API node over lostStore, with one stand-in node (placement_test.go) that
+// works on the real store: it is the API node's connection that is lost.
+func lostLab(t *testing.T, after string) (*apiClient, *lostStore, *fakeNode) {
+	t.Helper()
+	base, key := bootstrappedStore(t)
+	st := &lostStore{Store: base, after: after}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	n := &fakeNode{id: "gw-a"}
+	n.run(ctx, t, base, 0)
+	srv := httptest.NewServer(api.New(api.Config{
+		Store:       st,
+		Fleet:       api.StoreFleet(st),
+		NetworkWait: 300 * time.Millisecond,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Status:      api.StatusConfig{NodeID: "api-1"},
+	}))
+	t.Cleanup(srv.Close)
+	return &apiClient{t: t, base: srv.URL, key: key}, st, n
+}
+
+// TestCreateWhileTheDatabaseIsLost: the database goes once the VM is handed to its node.
+// The VM is stored, pending: 202. With ?wait=fleet, which cannot be waited for, a 503 that
+// says what became of the VM.
+func TestCreateWhileTheDatabaseIsLost(t *testing.T) {
+	c, st, n := lostLab(t, "flip")
+	n.pause(true)
+	body := map[string]any{"vm_id": "v", "network": netns(nil), "egress_policy": map[string]any{"allow_https": true}}
+	if _, state := nodeOf(c.do("POST", "/v1/vms", body).must(t, http.StatusAccepted)); state != "pending" {
+		t.Errorf("202 with state %q, want pending", state)
+	}
+	st.lost.Store(false)
+	n.pause(false)
+
+	body["vm_id"] = "w"
+	msg := c.do("POST", "/v1/vms?wait=fleet", body).mustError(t, http.StatusServiceUnavailable, "unavailable", "")
+	if !strings.Contains(msg, "delete it and try again") {
+		t.Errorf("503 for a VM stored but not removed again: %q, want it to say what to do", msg)
+	}
+	st.lost.Store(false)
+}
+
+// TestDeleteWhileTheDatabaseIsLost: the database goes once the VM is marked for deletion.
+// The deletion is stored, and its node does it: 202, deleting.
+func TestDeleteWhileTheDatabaseIsLost(t *testing.T) {
+	c, st, n := lostLab(t, "retire")
+	c.do("POST", "/v1/vms", map[string]any{"vm_id": "v", "network": netns(nil)}).must(t, http.StatusCreated)
+	n.pause(true)
+	r := c.do("DELETE", "/v1/vms/v", nil)
+	if _, state := nodeOf(r.must(t, http.StatusAccepted)); state != "deleting" {
+		t.Errorf("202 with state %q, want deleting", state)
+	}
+	st.lost.Store(false)
+	n.pause(false)
+}

@@ -132,6 +132,10 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 		}
 		vm = next
 	}
+	// One wait in all: the node making the network and then enforcing it share networkWait
+	// (each wait below bounds itself by it too, and ends at this deadline first).
+	ctx, cancel := context.WithTimeout(ctx, s.networkWait)
+	defer cancel()
 	got, settled := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
 		return err != nil || got.Network.State != store.NetworkPending
 	})

@@ -1,0 +1,88 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/internal/controlplane/api"
+	"github.com/egressd/egressd/internal/controlplane/store"
+)
+
+// TestRacingCreatesAndDeletes: two API nodes on one store get, at once, a POST and a DELETE
+// each of the same vm_id (with a policy: creating, then pending). Each answer is one
+// the API documents, never a 500 (a DELETE between the two POSTs lets both create it); and
+// when the dust settles
+// every VM is ready or gone, none stuck creating, pending or deleting, nor failed.
+func TestRacingCreatesAndDeletes(t *testing.T) {
+	base, key := bootstrappedStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	(&fakeNode{id: "gw-a"}).run(ctx, t, base, 0)
+	var clients [2]*apiClient
+	for i := range clients {
+		srv := httptest.NewServer(api.New(api.Config{
+			Store:       base,
+			Fleet:       api.StoreFleet(base),
+			NetworkWait: 2 * time.Second,
+			Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Status:      api.StatusConfig{NodeID: fmt.Sprintf("api-%d", i)},
+		}))
+		t.Cleanup(srv.Close)
+		clients[i] = &apiClient{t: t, base: srv.URL, key: key}
+	}
+	const rounds = 30
+	var wg sync.WaitGroup
+	for i := range rounds {
+		id := fmt.Sprintf("v%d", i)
+		body := map[string]any{"vm_id": id, "network": netns(nil), "egress_policy": map[string]any{"allow_https": true}}
+		for _, c := range clients {
+			wg.Go(func() {
+				r := c.do("POST", "/v1/vms", body)
+				switch r.status {
+				case http.StatusCreated, http.StatusAccepted, http.StatusConflict:
+				default:
+					t.Errorf("POST %s: %d %s", id, r.status, r.raw)
+				}
+			})
+		}
+		for j, c := range clients { // two DELETEs, one on each API node
+			wg.Go(func() {
+				time.Sleep(time.Duration((i+3*j)%7) * time.Millisecond) // at a different step each time
+				r := c.do("DELETE", "/v1/vms/"+id, nil)
+				switch r.status {
+				case http.StatusNoContent, http.StatusAccepted, http.StatusNotFound:
+				default:
+					t.Errorf("DELETE %s: %d %s", id, r.status, r.raw)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		vms, err := base.AllVMs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var unsettled []string
+		for _, vm := range vms {
+			if s := vm.Network.State; s != store.NetworkReady {
+				unsettled = append(unsettled, vm.ID+" "+s)
+			}
+		}
+		if len(unsettled) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VMs neither ready nor gone 5 s after the requests: %v", unsettled)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

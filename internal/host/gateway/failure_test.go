@@ -101,3 +101,69 @@ func sameHost(n, was *node) {
 	}
 	n.gw.firstRetry = time.Millisecond
 }
+
+// TestKilledWhileMakingANetwork: a node that stops after making a pending VM's namespace,
+// before it could write the VM ready, finishes the VM when it starts again: ready, at the
+// namespace it made, nothing left twice.
+func TestKilledWhileMakingANetwork(t *testing.T) {
+	w := newWorld(t)
+	a := w.nodeA()
+	ctx, kill := context.WithCancel(context.Background())
+	name := netns.Name("t", "v")
+	a.nets.setOnCreate(func(at netns.Attachment) {
+		if at.Name == name {
+			kill() // the ready write that follows fails: the process is gone
+		}
+	})
+	if err := a.gw.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.create(nodeA, "t", "v", "203.0.113.0/24")
+	eventually(t, "the namespace made", func() bool { return a.nets.has(name) })
+	time.Sleep(20 * time.Millisecond) // the stopped gateway's goroutines end
+	if vm, _ := w.get("t", "v"); vm.Network.State != store.NetworkPending {
+		t.Fatalf("after the kill: %+v, want still pending", vm.Network)
+	}
+
+	b := w.nodeA()
+	sameHost(b, a)
+	b.nets.setOnCreate(nil)
+	b.run()
+	n := w.await("t", "v", store.NetworkReady)
+	b.enforced()
+	if n.Netns != name || n.Address != "100.96.0.2" {
+		t.Errorf("after the restart: %+v, want %s at 100.96.0.2", n, name)
+	}
+	if got := listed(b); !slices.Equal(got, []string{name}) {
+		t.Errorf("namespaces %v, want only %s", got, name)
+	}
+	if allowed, ok := b.fw.allowed(name); !ok || !slices.Equal(allowed, pfx("203.0.113.0/24")) {
+		t.Errorf("the table allows it %v (named: %v), want its policy", allowed, ok)
+	}
+}
+
+// TestKilledWhileDeleting: a node that stops after removing a deleted VM's namespace, before
+// it could delete the row, deletes the row when it starts again.
+func TestKilledWhileDeleting(t *testing.T) {
+	w := newWorld(t)
+	a := w.nodeA()
+	ctx, kill := context.WithCancel(context.Background())
+	if err := a.gw.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := a.ready("t", "v")
+	a.st.setBeforeDelete(func(string, string) { kill() })
+	w.retire("t", "v")
+	eventually(t, "the namespace removed", func() bool { return !a.nets.has(n.Netns) })
+	time.Sleep(20 * time.Millisecond)
+	if vm, ok := w.get("t", "v"); !ok || vm.Network.State != store.NetworkDeleting {
+		t.Fatalf("after the kill: %+v (there: %v), want deleting", vm.Network, ok)
+	}
+	b := w.nodeA()
+	sameHost(b, a)
+	b.run()
+	w.awaitGone("t", "v")
+	if got := listed(b); len(got) != 0 {
+		t.Errorf("namespaces %v left", got)
+	}
+}

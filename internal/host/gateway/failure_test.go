@@ -167,3 +167,32 @@ func TestKilledWhileDeleting(t *testing.T) {
 		t.Errorf("namespaces %v left", got)
 	}
 }
+
+// TestTheDatabaseLostWhileMakingAndDeleting: while the node cannot write to the store, a
+// network it made cannot be recorded, nor a deletion finished; it keeps trying, and once
+// the database is back the VM is ready (at the network made, no second one) and the other
+// gone.
+func TestTheDatabaseLostWhileMakingAndDeleting(t *testing.T) {
+	w := newWorld(t)
+	a := w.nodeA().run()
+	old := a.ready("t", "old")
+	a.st.lost.Store(true)
+	w.create(nodeA, "t", "new")
+	w.retire("t", "old")
+	eventually(t, "the new namespace made and the old one removed", func() bool {
+		return a.nets.has(netns.Name("t", "new")) && !a.nets.has(old.Netns)
+	})
+	time.Sleep(50 * time.Millisecond) // a few failed rounds
+	if vm, _ := w.get("t", "new"); vm.Network.State != store.NetworkPending {
+		t.Fatalf("with the database lost: %+v, want pending", vm.Network)
+	}
+	a.st.lost.Store(false)
+	n := w.await("t", "new", store.NetworkReady)
+	w.awaitGone("t", "old")
+	if n.Address != "100.96.0.6" {
+		t.Errorf("new is at %s, want 100.96.0.6 (old's 100.96.0.2 was still stored when it was made)", n.Address)
+	}
+	if got := listed(a); !slices.Equal(got, []string{n.Netns}) {
+		t.Errorf("namespaces %v, want only %s", got, n.Netns)
+	}
+}

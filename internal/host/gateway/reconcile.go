@@ -349,7 +349,7 @@ func (g *Gateway) claim(ctx context.Context, vm store.VM) (store.VM, error) {
 	case err != nil:
 		return store.VM{}, fmt.Errorf("gateway: claiming a VM stored before nodes: %w", err)
 	}
-	g.log.Info("gateway: claimed a VM stored before nodes, whose namespace is on this host", "tenant", vm.Tenant, "vm_id", vm.ID)
+	g.log.Info("gateway: claimed a VM stored before nodes, whose namespace is on this host or whose address is of this node's range", "tenant", vm.Tenant, "vm_id", vm.ID)
 	return claimed, nil
 }
 

@@ -206,3 +206,59 @@ func TestCreateWaitsTenSecondsInAll(t *testing.T) {
 		t.Errorf("POST /v1/vms took %v, with a network wait of %v", took, wait)
 	}
 }
+
+// TestNetnsVMNotEnforcedIsTakenBack: a netns VM that its node made but that this node's
+// gateway does not enforce in time is taken back (503, "not created"): its node removes the
+// network it made, and the VM goes, so that the client's retry finds no VM of that ID.
+func TestNetnsVMNotEnforcedIsTakenBack(t *testing.T) {
+	st, key := bootstrappedStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	(&fakeNode{id: "gw-a"}).run(ctx, t, st, 0)
+	srv := httptest.NewServer(api.New(api.Config{
+		Store:       st,
+		Fleet:       api.StoreFleet(st),
+		Enforcer:    stuckView{},
+		WaitTimeout: 100 * time.Millisecond,
+		NetworkWait: time.Second,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Status:      api.StatusConfig{NodeID: "api-1"},
+	}))
+	t.Cleanup(srv.Close)
+	c := &apiClient{t: t, base: srv.URL, key: key}
+	msg := c.do("POST", "/v1/vms", map[string]any{"vm_id": "v", "network": netns(nil)}).mustError(t, http.StatusServiceUnavailable, "unavailable", "")
+	if !strings.Contains(msg, "not created") {
+		t.Errorf("message %q does not say the VM was not created", msg)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.do("GET", "/v1/vms/v", nil).status != http.StatusNotFound {
+		if time.Now().After(deadline) {
+			t.Fatal("the VM taken back is still there 5 s later")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCreatingLeftByACrashedAPINode: an API node killed between storing a VM (creating) and
+// handing it to its node leaves it creating, which no node touches. It shows as such, and
+// deleting it removes it at once, so that the client can create it again.
+func TestCreatingLeftByACrashedAPINode(t *testing.T) {
+	a := &fakeNode{id: "gw-a"}
+	l := newPlacementLab(t, a)
+	if _, err := l.st.CreateVM(context.Background(), store.VM{Tenant: "default", ID: "v", Network: store.Network{Mode: "netns", Node: "gw-a", State: store.NetworkCreating}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the node has looked
+	if _, state := nodeOf(l.c.do("GET", "/v1/vms/v", nil).must(t, http.StatusOK)); state != "creating" {
+		t.Errorf("GET: state %q, want creating", state)
+	}
+	l.create("v", netns(nil)).mustError(t, http.StatusConflict, "conflict", "vm_id")
+	start := time.Now()
+	if r := l.c.do("DELETE", "/v1/vms/v", nil); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s, want 204", r.status, r.raw)
+	}
+	if took := time.Since(start); took > 400*time.Millisecond {
+		t.Errorf("DELETE of a VM no node made waited %v", took)
+	}
+	l.create("v", netns(nil)).must(t, http.StatusCreated)
+}

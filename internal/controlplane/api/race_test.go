@@ -2,12 +2,14 @@ package api_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,5 +86,66 @@ func TestRacingCreatesAndDeletes(t *testing.T) {
 			t.Fatalf("VMs neither ready nor gone 5 s after the requests: %v", unsettled)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// successorStore is the store as a POST of VM "v" sees it while another client deletes v
+// and creates it again: the first time that POST finds v gone, a successor of the same ID
+// is stored, ready, before the POST reads again.
+type successorStore struct {
+	store.Store
+	fired atomic.Bool
+}
+
+func (s *successorStore) GetVM(ctx context.Context, tenant, id string) (store.VM, error) {
+	vm, err := s.Store.GetVM(ctx, tenant, id)
+	if errors.Is(err, store.ErrNotFound) && id == "v" && s.fired.CompareAndSwap(false, true) {
+		if _, cerr := s.Store.CreateVM(ctx, store.VM{Tenant: tenant, ID: id, Network: store.Network{
+			Mode: "netns", Node: "gw-a", State: store.NetworkReady, Netns: "egressd-v2", Address: "100.96.0.6"}}); cerr != nil {
+			panic(cerr)
+		}
+	}
+	return vm, err
+}
+
+// TestAnAnswerNeverRemovesASuccessor: a POST whose VM was deleted while it waited answers
+// 409, and takes back nothing: least of all the VM of the same ID that another client
+// created meanwhile.
+func TestAnAnswerNeverRemovesASuccessor(t *testing.T) {
+	base, key := bootstrappedStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	a := &fakeNode{id: "gw-a"}
+	a.run(ctx, t, base, 0)
+	a.pause(true)
+	srv := httptest.NewServer(api.New(api.Config{
+		Store:       &successorStore{Store: base},
+		Fleet:       api.StoreFleet(base),
+		NetworkWait: 5 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Status:      api.StatusConfig{NodeID: "api-1"},
+	}))
+	t.Cleanup(srv.Close)
+	c := &apiClient{t: t, base: srv.URL, key: key}
+	answer := make(chan response, 1)
+	go func() { answer <- c.do("POST", "/v1/vms", map[string]any{"vm_id": "v", "network": netns(nil)}) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if vm, err := base.GetVM(ctx, "default", "v"); err == nil && vm.Network.State == store.NetworkPending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the VM was never pending")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Deleted, and its node done with it, as a DELETE from another client does.
+	if err := base.DeleteVM(ctx, "default", "v"); err != nil {
+		t.Fatal(err)
+	}
+	(<-answer).mustError(t, http.StatusConflict, "conflict", "vm_id")
+	vm, err := base.GetVM(ctx, "default", "v")
+	if err != nil || vm.Network.State != store.NetworkReady || vm.Network.Netns != "egressd-v2" {
+		t.Fatalf("the successor VM after the first POST answered: %+v, %v; want it untouched, ready", vm.Network, err)
 	}
 }

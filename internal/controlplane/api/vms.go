@@ -72,7 +72,8 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	} else if err != nil {
 		return err
 	}
-	undo := func(ctx context.Context) error { return s.removeVM(ctx, created) }
+	mine := created // what undo takes back: this VM, whatever created becomes below
+	undo := func(ctx context.Context) error { return s.removeVM(ctx, mine) }
 	out := vmOut(created, 0)
 	if pol != nil {
 		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: store.ScopeVM, ID: created.ID, Policy: *pol})
@@ -137,12 +138,12 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 	ctx, cancel := context.WithTimeout(ctx, s.networkWait)
 	defer cancel()
 	got, settled := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
-		return err != nil || got.Network.State != store.NetworkPending
+		return err != nil || got.Revision != vm.Revision || got.Network.State != store.NetworkPending
 	})
 	switch {
 	case !settled:
 		return vm, false, nil
-	case got.ID == "":
+	case got.ID == "" || got.Revision != vm.Revision: // gone, or a VM of the same ID created since
 		return vm, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while its network was being made", vm.ID)
 	case got.Network.State == store.NetworkFailed:
 		return got, false, errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network",
@@ -162,10 +163,12 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 }
 
 // removeVM takes back a VM that this request created. A network that its node may have
-// started on is the node's to remove (RetireVM); anything else goes at once.
+// started on is the node's to remove (RetireVM); anything else goes at once. A VM of the
+// same ID created since this one was deleted (a VM's revision is that of its creation) is
+// another client's, and stays.
 func (s *Server) removeVM(ctx context.Context, vm store.VM) error {
 	cur, err := s.store.GetVM(ctx, vm.Tenant, vm.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && cur.Revision != vm.Revision) {
 		return nil
 	} else if err != nil {
 		return err

@@ -149,3 +149,35 @@ func TestAnAnswerNeverRemovesASuccessor(t *testing.T) {
 		t.Fatalf("the successor VM after the first POST answered: %+v, %v; want it untouched, ready", vm.Network, err)
 	}
 }
+
+// TestADeleteEndsWhenItsVMIsGone: a DELETE waits for its VM to go, not for the ID to be
+// free: a VM of the same ID created meanwhile by another client is not the one it waits on.
+func TestADeleteEndsWhenItsVMIsGone(t *testing.T) {
+	a := &fakeNode{id: "gw-a"}
+	l := newPlacementLab(t, a)
+	l.create("v", netns(nil)).must(t, http.StatusCreated)
+	a.pause(true)
+	answer := make(chan response, 1)
+	go func() { answer <- l.c.do("DELETE", "/v1/vms/v", nil) }()
+	ctx := context.Background()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if vm, err := l.st.GetVM(ctx, "default", "v"); err == nil && vm.Network.State == store.NetworkDeleting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the VM was never deleting")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Its node removes it, and another client creates v again, at once.
+	if err := l.st.DeleteVM(ctx, "default", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.st.CreateVM(ctx, store.VM{Tenant: "default", ID: "v", Network: store.Network{Mode: "netns", Node: "gw-a", State: store.NetworkPending}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-answer; r.status != http.StatusNoContent {
+		t.Errorf("DELETE: %d %s, want 204: its VM is gone", r.status, r.raw)
+	}
+}

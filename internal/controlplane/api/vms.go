@@ -297,8 +297,9 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 		s.log.Warn("the fleet's nodes could not be read; waiting for a deleted VM's node as if it were up", "vm_id", id, "node", vm.Network.Node, "err", err)
 	}
 	if !down[vm.Network.Node] { // a down node removes nothing: answer at once
-		_, gone := s.awaitNetwork(r.Context(), k.Tenant, id, func(_ store.VM, err error) bool {
-			return errors.Is(err, store.ErrNotFound)
+		_, gone := s.awaitNetwork(r.Context(), k.Tenant, id, func(cur store.VM, err error) bool {
+			// Gone, or gone and created again since by another client.
+			return errors.Is(err, store.ErrNotFound) || (err == nil && cur.Revision != vm.Revision)
 		})
 		if gone {
 			return s.answerDeleted(w, r, mode)

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -31,7 +33,9 @@ import (
 // lab.
 func TestSingleNodeLifecycle(t *testing.T) {
 	l := newGWLab(t, "--sandbox-cidr", "100.96.0.0/24")
-	s := &singleNode{lab: l, top: t}
+	b := make([]byte, 3)
+	rand.Read(b)
+	s := &singleNode{lab: l, top: t, quick: "quick-" + hex.EncodeToString(b), legacy: "legacy-" + hex.EncodeToString(b)}
 	for _, part := range []struct {
 		name string
 		run  func(*testing.T)
@@ -47,9 +51,12 @@ func TestSingleNodeLifecycle(t *testing.T) {
 }
 
 type singleNode struct {
-	lab    *gwLab
-	top    *testing.T // the whole test: its VMs are deleted when it ends, not when a part does
-	legacy *client.VM // the VM of the upgrade, kept for the last part
+	lab *gwLab
+	top *testing.T // the whole test: its VMs are deleted when it ends, not when a part does
+	// The VMs' IDs, with a random suffix, so that their namespaces' names (netns.Name) are
+	// not those of another test process's VMs on this machine.
+	quick, legacy string
+	legacyVM      *client.VM // the VM of the upgrade, kept for the last part
 }
 
 // call sends one request to the lab's egressd with the admin key: the status and the body.
@@ -106,7 +113,7 @@ func (s *singleNode) prompt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := s.create(t, "quick")
+	vm := s.create(t, s.quick)
 	if vm.Network.Node != host {
 		t.Errorf("the VM is on node %q, want the host name %q (the default --node-id)", vm.Network.Node, host)
 	}
@@ -114,7 +121,7 @@ func (s *singleNode) prompt(t *testing.T) {
 		t.Errorf("the sandbox to its allowed name: exit %d %q", code, out)
 	}
 	start := time.Now()
-	if code, data := s.call(t, "DELETE", "/v1/vms/quick", nil); code != http.StatusNoContent {
+	if code, data := s.call(t, "DELETE", "/v1/vms/"+s.quick, nil); code != http.StatusNoContent {
 		t.Errorf("delete: %d %s, want 204", code, data)
 	}
 	if took := time.Since(start); took > 3*time.Second {
@@ -130,14 +137,14 @@ func (s *singleNode) prompt(t *testing.T) {
 // ready, its namespace made again, its policy enforced.
 func (s *singleNode) upgraded(t *testing.T) {
 	l := s.lab
-	vm := s.create(t, "legacy")
+	vm := s.create(t, s.legacy)
 	l.in.Kill()
 	// What the egressd before nodes left: the same VM, without node and state.
 	st, err := sqlite.Open(context.Background(), l.in.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = st.UpdateVMNetwork(context.Background(), "default", "legacy", func(n store.Network) (store.Network, error) {
+	_, err = st.UpdateVMNetwork(context.Background(), "default", s.legacy, func(n store.Network) (store.Network, error) {
 		n.Node, n.State = "", ""
 		return n, nil
 	})
@@ -155,7 +162,7 @@ func (s *singleNode) upgraded(t *testing.T) {
 	}
 
 	l.in.Restart()
-	code, data := s.call(t, "GET", "/v1/vms/legacy", nil)
+	code, data := s.call(t, "GET", "/v1/vms/"+s.legacy, nil)
 	var got client.VM
 	json.Unmarshal(data, &got)
 	host, _ := os.Hostname()
@@ -166,7 +173,7 @@ func (s *singleNode) upgraded(t *testing.T) {
 		t.Fatalf("after the upgrade, the namespace %s was not made again", vm.Network.Netns)
 	}
 	l.obeysOnly(t, vm, "after the upgrade")
-	s.legacy = vm
+	s.legacyVM = vm
 }
 
 // obeysOnly fails the test unless the sandbox reaches api.example.test and not
@@ -186,7 +193,7 @@ func (l *gwLab) obeysOnly(t *testing.T, vm *client.VM, when string) {
 // namespace stays, its sandbox reaches nothing. Back under its old ID, the VM works again.
 func (s *singleNode) renamed(t *testing.T) {
 	l := s.lab
-	vm := s.legacy
+	vm := s.legacyVM
 	l.in.Kill()
 	args := slices.Clone(l.in.Args)
 

@@ -28,8 +28,8 @@ var errGone = errors.New("dial unix /var/run/postgresql/.s.PGSQL.5432: connect: 
 type lostStore struct {
 	store.Store
 	lost atomic.Bool
-	// after names the write after which the database goes: "flip" (the creating→pending or
-	// another network update), "retire".
+	// after names the write after which the database goes: "create", "flip" (the
+	// creating→pending or another network update), "retire".
 	after string
 }
 
@@ -38,6 +38,24 @@ func (s *lostStore) check() error {
 		return errGone
 	}
 	return nil
+}
+
+func (s *lostStore) CreateVM(ctx context.Context, vm store.VM) (store.VM, error) {
+	if err := s.check(); err != nil {
+		return store.VM{}, err
+	}
+	vm, err := s.Store.CreateVM(ctx, vm)
+	if err == nil && s.after == "create" {
+		s.lost.Store(true)
+	}
+	return vm, err
+}
+
+func (s *lostStore) PutPolicy(ctx context.Context, r store.PolicyRecord) (store.PolicyRecord, error) {
+	if err := s.check(); err != nil {
+		return store.PolicyRecord{}, err
+	}
+	return s.Store.PutPolicy(ctx, r)
 }
 
 func (s *lostStore) UpdateVMNetwork(ctx context.Context, tenant, id string, f func(store.Network) (store.Network, error)) (store.VM, error) {
@@ -137,6 +155,16 @@ func TestCreateWhileTheDatabaseIsLost(t *testing.T) {
 		t.Errorf("503 for a VM stored but not removed again: %q, want it to say what to do", msg)
 	}
 	st.lost.Store(false)
+
+	// Lost before the policy is stored: the VM, creating, is left for the client to delete.
+	st.after = "create"
+	body["vm_id"] = "x"
+	msg = c.do("POST", "/v1/vms", body).mustError(t, http.StatusServiceUnavailable, "unavailable", "")
+	if !strings.Contains(msg, "delete it and try again") {
+		t.Errorf("503 for a VM stored but not removed again: %q, want it to say what to do", msg)
+	}
+	st.lost.Store(false)
+	c.do("DELETE", "/v1/vms/x", nil).must(t, http.StatusNoContent)
 }
 
 // TestDeleteWhileTheDatabaseIsLost: the database goes once the VM is marked for deletion.

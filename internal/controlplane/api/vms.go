@@ -81,10 +81,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while it was being created", vm.ID)
 		} else if err != nil {
 			// Do not leave a VM without the policy its creator asked for.
-			if uerr := undo(context.WithoutCancel(r.Context())); uerr != nil {
-				s.log.Error("removing a VM whose policy was not stored", "vm_id", created.ID, "err", uerr)
-			}
-			return err
+			return s.notCreated(r.Context(), created.ID, "storing its policy", err, undo)
 		}
 		out.EgressPolicy = policyOut(rec, warnings)
 	}
@@ -92,10 +89,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	if created.Network.Mode == "netns" {
 		var ready bool
 		if created, ready, err = s.makeNetwork(r.Context(), created); err != nil {
-			if uerr := undo(context.WithoutCancel(r.Context())); uerr != nil {
-				s.log.Error("removing a VM whose network was not made", "vm_id", created.ID, "err", uerr)
-			}
-			return err
+			return s.notCreated(r.Context(), mine.ID, "handing it to its node", err, undo)
 		}
 		out.Network = networkOut(created.Network)
 		if !ready {
@@ -108,6 +102,27 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	w.Header().Set("Location", "/v1/vms/"+url.PathEscape(created.ID))
 	writeJSON(w, status, out)
 	return nil
+}
+
+// notCreated answers a creation that failed after the VM was stored (step names what
+// failed), once undo has taken the VM back: err as it is when it is an answer already (a 409,
+// the node's 503), else a 503 that says whether the VM is gone or left for the client to
+// delete: the store that failed the step may fail the undo too (the database lost).
+func (s *Server) notCreated(ctx context.Context, id, step string, err error, undo func(context.Context) error) error {
+	uerr := undo(context.WithoutCancel(ctx))
+	if uerr != nil {
+		s.log.Error("removing a VM that was not created", "vm_id", id, "err", uerr)
+	}
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return err
+	}
+	s.log.Error("creating a VM failed after it was stored", "vm_id", id, "step", step, "err", err)
+	if uerr != nil {
+		return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "",
+			"VM %q was stored, but %s failed (%v), and removing it again failed (%v): delete it and try again", id, step, err, uerr)
+	}
+	return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "", "VM %q was not created: %s failed (%v). Try again", id, step, err)
 }
 
 // errDeletedMeanwhile: a VM under creation was deleted by another request.

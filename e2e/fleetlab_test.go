@@ -194,21 +194,7 @@ func checkStore(t testing.TB, storeURL string) {
 // servePrivate is a raw TCP service on the fake private network, which no policy of the
 // lab allows: a probe to it must fail from every sandbox.
 func servePrivate(t testing.TB, inet testnet.Net) {
-	ln, err := inet.Listen("tcp", privateAddr+":5432")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("private\n"))
-			c.Close()
-		}
-	}()
+	testnet.ServeBanner(t, inet, privateAddr+":5432", "private\n")
 }
 
 // id is a VM ID of this lab.

@@ -96,25 +96,12 @@ func newGWLab(t testing.TB, extraArgs ...string) *gwLab {
 	l.serveCounters(inet)
 
 	// A raw TCP service on the private network, for allowed_cidrs.
-	ln, err := inet.Listen("tcp", privateAddr+":5432")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("private\n"))
-			c.Close()
-		}
-	}()
+	testnet.ServeBanner(t, inet, privateAddr+":5432", "private\n")
 
 	args := append([]string{"--transparent", "--sandbox-cidr", "100.96.0.0/16",
 		"--public-cidrs", "203.0.113.0/24", "--dns-upstream", dnsAddr + ":53"}, extraArgs...)
 	l.in = egressdtest.StartIn(t, "/run/netns/"+l.gwNS, args...)
+	var err error
 	if l.api, err = client.New(l.in.URL, l.in.AdminKey, client.WithHTTPClient(l.in.HTTPClient)); err != nil {
 		t.Fatal(err)
 	}

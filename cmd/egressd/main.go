@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -180,51 +181,38 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
-	if v != nil {
-		// The data plane before the API: with --transparent, the sandbox networks are
-		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, store.WithHook(st, kick), v, conns, res, env); err != nil {
-			return err
-		}
-		// A write is answered once this view enforces it (DESIGN §3).
-		apiCfg.Enforcer = dp.enforcer(v)
-		apiCfg.Ready = viewReady(v, dp.ready)
-		apiCfg.Status.Conns = conns
-	}
-	apiCfg.Store = store.WithHook(st, kick)
-	apiCfg.Changes = changes
-	apiCfg.Fleet = api.StoreFleet(st)
-	srv := api.New(apiCfg)
-	var handler http.Handler = srv
-	if !cfg.role.servesAPI() {
-		handler = opsOnly(srv)
-	}
 	apiLn, err := net.Listen("tcp", cfg.apiListen)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
-	hs := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	defer apiLn.Close() // if egressd stops before it serves; harmless after
 
-	// The node registers before it serves, and heartbeats with the revision its view applied, for
-	// GET /v1/nodes and ?wait=fleet (DESIGN §5).
+	// The node registers before its data plane touches anything, so that a second process
+	// with its ID is refused before it can make or remove a sandbox network, and heartbeats
+	// with the revision it enforces, for GET /v1/nodes and ?wait=fleet (DESIGN §5). Until the
+	// data plane runs it reports revision 0: behind everything.
+	var late atomic.Pointer[dataPlane]
 	node := fleet.Config{
 		Node:   store.Node{ID: cfg.nodeID, Roles: cfg.roles(), Address: apiLn.Addr().String(), Labels: cfg.nodeLabels},
 		Logger: log,
+		Shared: st.pg != nil,
 	}
 	if cfg.transparent {
 		node.Node.SandboxCIDR = cfg.sandboxCIDR.String()
-		node.VMs = dp.vms
+		node.VMs = func() int {
+			if d := late.Load(); d != nil {
+				return d.vms()
+			}
+			return 0
+		}
 	}
-	var enforcer api.Enforcer
 	if v != nil {
-		node.Revision = dp.revision(v)
-		enforcer = dp.enforcer(v)
+		node.Revision = func() int64 {
+			if d := late.Load(); d != nil {
+				return d.revision(v)()
+			}
+			return 0
+		}
 	}
 	hb, err := fleet.Start(viewCtx, st, node)
 	if err != nil {
@@ -237,8 +225,36 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
-	if reporter != nil {
-		background.Go(func() { reporter.run(viewCtx, enforcer, hb.Kick) })
+
+	if v != nil {
+		// The data plane before the API: with --transparent, the sandbox networks are
+		// re-adopted and the firewall applied before anyone can create a VM.
+		if dp, err = startDataPlane(viewCtx, cfg, log, store.WithHook(st, kick), v, conns, res, env); err != nil {
+			return err
+		}
+		late.Store(dp)
+		// A write is answered once this view enforces it (DESIGN §3).
+		apiCfg.Enforcer = dp.enforcer(v)
+		apiCfg.Ready = viewReady(v, dp.ready)
+		apiCfg.Status.Conns = conns
+		if reporter != nil {
+			background.Go(func() { reporter.run(viewCtx, apiCfg.Enforcer, hb.Kick) })
+		}
+	}
+	apiCfg.Store = store.WithHook(st, kick)
+	apiCfg.Changes = changes
+	apiCfg.Fleet = api.StoreFleet(st)
+	srv := api.New(apiCfg)
+	var handler http.Handler = srv
+	if !cfg.role.servesAPI() {
+		handler = opsOnly(srv)
+	}
+	hs := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("api: %w", hs.Serve(apiLn)) }()

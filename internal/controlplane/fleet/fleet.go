@@ -10,11 +10,13 @@ package fleet
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
@@ -28,12 +30,20 @@ const Interval = time.Second
 // has the figures).
 const MinKickInterval = 50 * time.Millisecond
 
+// claimPoll is how often Start reads the row of a node ID that another instance holds.
+// Shorter than Interval, so that a live holder's next heartbeat is seen before the row ages
+// out.
+const claimPoll = 250 * time.Millisecond
+
 // beatTimeout bounds one heartbeat: a store that hangs must not hold back the next one.
 const beatTimeout = 5 * time.Second
 
 // Registry is where a node registers: store.Store is one.
 type Registry interface {
 	PutNode(ctx context.Context, n store.Node) error
+	// ListNodes and Now let a node see whether a live process holds its ID already.
+	ListNodes(ctx context.Context) ([]store.Node, error)
+	Now(ctx context.Context) (time.Time, error)
 }
 
 // Config is what a node says of itself.
@@ -54,6 +64,10 @@ type Config struct {
 	// Logger receives a line when heartbeats start failing and one when they work again;
 	// nil is slog.Default().
 	Logger *slog.Logger
+	// Shared says that other processes may register in the store (PostgreSQL): Start then
+	// makes sure that no live process holds this node's ID (see Start). An embedded store
+	// belongs to one process, which locks its data directory, so it need not.
+	Shared bool
 }
 
 // Heartbeat is a node's registration, kept fresh until Stop.
@@ -63,6 +77,8 @@ type Heartbeat struct {
 	kick   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	stopOnce sync.Once
 }
 
 // Start registers the node and returns once the store has it: a node that cannot register
@@ -85,6 +101,12 @@ func Start(ctx context.Context, reg Registry, cfg Config) (*Heartbeat, error) {
 		cfg.Logger = slog.Default()
 	}
 	h := &Heartbeat{reg: reg, cfg: cfg, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	h.cfg.Node.Instance = rand.Text()
+	if cfg.Shared {
+		if err := h.claim(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := h.beat(ctx); err != nil {
 		return nil, fmt.Errorf("fleet: register node %q: %w", cfg.Node.ID, err)
 	}
@@ -103,11 +125,65 @@ func (h *Heartbeat) Kick() {
 	}
 }
 
-// Stop ends the heartbeats and waits for the one in flight, if any. The node stays
+// Stop ends the heartbeats, waits for the one in flight, if any, and lets go of the node's
+// ID, so that the process that takes over (this node restarted) need not wait. The node stays
 // registered, and shows down once store.DownAfter has passed. Calling it again is harmless.
 func (h *Heartbeat) Stop() {
 	h.cancel()
 	<-h.done
+	h.stopOnce.Do(func() {
+		h.cfg.Node.Instance = ""
+		ctx, cancel := context.WithTimeout(context.Background(), beatTimeout)
+		defer cancel()
+		if err := h.beat(ctx); err != nil {
+			h.cfg.Logger.Warn("fleet: could not let go of the node's ID; a process that takes it over waits until it shows down", "node", h.cfg.Node.ID, "err", err)
+		}
+	})
+}
+
+// claim makes sure that no live process holds this node's ID. Two processes with one ID would
+// overwrite each other's heartbeats, so that ?wait=fleet could count a node that is behind as
+// enforcing, and, on transparent nodes, would both make and remove the same VMs' networks.
+//
+// The row of a process that stopped cleanly has let go of the ID (Stop). A row still held by
+// another instance is either a process that died (a crash, restarted at once) or a live one:
+// claim waits until the row shows down (at most store.DownAfter), and refuses the ID if a
+// heartbeat comes in meanwhile.
+func (h *Heartbeat) claim(ctx context.Context) error {
+	var seen time.Time // the other instance's heartbeat when first read
+	logged := false
+	for {
+		nodes, err := h.reg.ListNodes(ctx)
+		if err != nil {
+			return fmt.Errorf("fleet: read the nodes to claim ID %q: %w", h.cfg.Node.ID, err)
+		}
+		now, err := h.reg.Now(ctx)
+		if err != nil {
+			return fmt.Errorf("fleet: the store's clock: %w", err)
+		}
+		i := slices.IndexFunc(nodes, func(n store.Node) bool { return n.ID == h.cfg.Node.ID })
+		if i < 0 || nodes[i].Instance == "" || !nodes[i].Up(now) {
+			return nil
+		}
+		other := nodes[i]
+		switch {
+		case seen.IsZero():
+			seen = other.Heartbeat
+		case other.Heartbeat.After(seen):
+			return fmt.Errorf("fleet: node ID %q is held by another running egressd (it heartbeat %s ago, at %s); give every process of a fleet its own --node-id",
+				h.cfg.Node.ID, now.Sub(other.Heartbeat).Round(time.Millisecond), other.Address)
+		}
+		if !logged {
+			h.cfg.Logger.Info("fleet: waiting for the previous process with this node ID to show down (it did not let go of the ID: a crash?)",
+				"node", h.cfg.Node.ID, "wait_at_most", store.DownAfter-now.Sub(other.Heartbeat))
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(claimPoll):
+		}
+	}
 }
 
 func (h *Heartbeat) run(ctx context.Context) {

@@ -80,7 +80,10 @@ func TestStartRegisters(t *testing.T) {
 	if got.Heartbeat.IsZero() {
 		t.Error("registered without a heartbeat")
 	}
-	got.Heartbeat = time.Time{}
+	if len(got.Instance) < 16 {
+		t.Errorf("registered with instance %q, want a random string", got.Instance)
+	}
+	got.Heartbeat, got.Instance = time.Time{}, ""
 	want := store.Node{ID: "gw-1", Roles: []string{"gateway"}, Address: "127.0.0.1:8470", Labels: map[string]string{"zone": "a"}, Revision: 7, VMs: 2}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("registered %+v, want %+v", got, want)
@@ -240,4 +243,67 @@ func TestKicksAreSpaced(t *testing.T) {
 	if most := int64(elapsed/(100*time.Millisecond)) + 3; reg.n.Load() > most {
 		t.Fatalf("%d heartbeats for 200 kicks in %s; at most %d with a 100ms gap", reg.n.Load(), elapsed.Round(time.Millisecond), most)
 	}
+}
+
+// aheadClock is a store whose clock runs ahead, so that a row ages out sooner than
+// store.DownAfter of real time.
+type aheadClock struct {
+	store.Store
+	by time.Duration
+}
+
+func (a aheadClock) Now(ctx context.Context) (time.Time, error) {
+	now, err := a.Store.Now(ctx)
+	return now.Add(a.by), err
+}
+
+// TestOneProcessPerID: on a shared store a second process with a node's ID is refused while
+// the first runs; it takes over at once after a clean stop, and after a crash once the row
+// shows down.
+func TestOneProcessPerID(t *testing.T) {
+	st := openStore(t)
+	cfg := fleet.Config{Node: store.Node{ID: "gw", Address: "first"}, Interval: 100 * time.Millisecond, Shared: true}
+
+	first := start(t, st, cfg)
+	began := time.Now()
+	_, err := fleet.Start(t.Context(), st, fleet.Config{Node: store.Node{ID: "gw", Address: "second"}, Shared: true})
+	if err == nil || !strings.Contains(err.Error(), "held by another running egressd") || !strings.Contains(err.Error(), "first") {
+		t.Fatalf("a second live process with the ID: err %v", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("refusing took %s; a live holder heartbeats every 100ms", took)
+	}
+	if n := node(t, st, "gw"); n.Address != "first" {
+		t.Fatalf("the refused process registered: %+v", n)
+	}
+
+	// A clean stop lets go of the ID: the next process starts without waiting.
+	first.Stop()
+	if n := node(t, st, "gw"); n.Instance != "" {
+		t.Fatalf("stopped, the row still holds instance %q", n.Instance)
+	}
+	began = time.Now()
+	second := start(t, st, fleet.Config{Node: store.Node{ID: "gw", Address: "second"}, Interval: time.Hour, Shared: true})
+	if took := time.Since(began); took > 2*time.Second {
+		t.Errorf("taking over a released ID took %s", took)
+	}
+	if n := node(t, st, "gw"); n.Address != "second" || n.Instance == "" {
+		t.Fatalf("after taking over: %+v", n)
+	}
+
+	// A crash (no Stop) leaves the ID held: the next process waits until the row shows
+	// down. The clock runs 9.5 s ahead, so that is half a second here.
+	crashed, cancel := context.WithCancel(t.Context())
+	third, err := fleet.Start(crashed, st, fleet.Config{Node: store.Node{ID: "gw-crash"}, Interval: time.Hour, Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel() // heartbeats end; the row keeps its instance
+	_ = third
+	began = time.Now()
+	start(t, aheadClock{st, store.DownAfter - 500*time.Millisecond}, fleet.Config{Node: store.Node{ID: "gw-crash"}, Interval: time.Hour, Shared: true})
+	if took := time.Since(began); took < 200*time.Millisecond || took > 5*time.Second {
+		t.Errorf("taking over the ID of a crashed process took %s; want about half a second", took)
+	}
+	_ = second
 }

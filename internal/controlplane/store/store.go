@@ -204,8 +204,11 @@ type Node struct {
 	// SandboxCIDR is the range a transparent node takes sandbox addresses from ("" for
 	// other nodes); no two registered nodes' ranges may overlap.
 	SandboxCIDR string
-	Revision    int64 // the store revision its view has applied (not a revision of this record)
-	VMs         int   // the VMs whose networks it runs
+	// Instance tells apart the processes that register with one ID: a random string of the
+	// process that holds the ID now, "" once it let go (package fleet).
+	Instance string
+	Revision int64 // the store revision its view has applied (not a revision of this record)
+	VMs      int   // the VMs whose networks it runs
 	// Heartbeat is when it last reported, by the store's clock (Store.Now).
 	Heartbeat time.Time
 }

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"net"
+	"testing"
 
 	"github.com/egressd/egressd/internal/host/netns"
 )
@@ -22,4 +23,26 @@ func In(path string) Net {
 		Listen:       func(network, addr string) (net.Listener, error) { return netns.ListenIn(path, network, addr) },
 		ListenPacket: func(network, addr string) (net.PacketConn, error) { return netns.ListenPacketIn(path, network, addr) },
 	}
+}
+
+// ServeBanner serves a raw TCP service on addr that sends banner to every connection and
+// closes it: a database or SSH port that answers first, for probes that must (or must not)
+// reach it. It stops when the test ends.
+func ServeBanner(t testing.TB, n Net, addr, banner string) {
+	t.Helper()
+	ln, err := n.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(banner))
+			c.Close()
+		}
+	}()
 }

@@ -13,7 +13,7 @@ func schema() sqlstore.Schema {
 		Steps: []sqlstore.Migration{
 			{Version: 1, Name: "initial schema", Up: sqlstore.ExecSQL(schemaV1)},
 			{Version: 2, Name: "nodes", Up: sqlstore.ExecSQL(schemaV2)},
-			{Version: 3, Name: "node sandbox ranges", Up: sqlstore.ExecSQL(schemaV3)},
+			{Version: 3, Name: "node sandbox ranges and instances", Up: sqlstore.ExecSQL(schemaV3)},
 		},
 	}
 }
@@ -112,7 +112,9 @@ CREATE TABLE nodes (
 `
 
 // schemaV3 records each transparent node's sandbox range, so that a node starting with a
-// range that overlaps another's is refused (DESIGN §5).
+// range that overlaps another's is refused (DESIGN §5), and the instance of the process that
+// holds a node ID, so that a second process with that ID is refused.
 const schemaV3 = `
 ALTER TABLE nodes ADD COLUMN sandbox_cidr text NOT NULL DEFAULT '';
+ALTER TABLE nodes ADD COLUMN instance text NOT NULL DEFAULT '';
 `

@@ -14,7 +14,7 @@ func schema() sqlstore.Schema {
 			{Version: 1, Name: "initial schema", Up: sqlstore.ExecSQL(schemaV1)},
 			{Version: 2, Name: "api key revisions", Up: sqlstore.ExecSQL(schemaV2)},
 			{Version: 3, Name: "nodes", Up: sqlstore.ExecSQL(schemaV3)},
-			{Version: 4, Name: "node sandbox ranges", Up: sqlstore.ExecSQL(schemaV4)},
+			{Version: 4, Name: "node sandbox ranges and instances", Up: sqlstore.ExecSQL(schemaV4)},
 		},
 	}
 }
@@ -104,7 +104,9 @@ CREATE TABLE nodes (
 `
 
 // schemaV4 records each transparent node's sandbox range, so that a node starting with a
-// range that overlaps another's is refused (DESIGN §5).
+// range that overlaps another's is refused (DESIGN §5), and the instance of the process that
+// holds a node ID, so that a second process with that ID is refused.
 const schemaV4 = `
 ALTER TABLE nodes ADD COLUMN sandbox_cidr TEXT NOT NULL DEFAULT '';
+ALTER TABLE nodes ADD COLUMN instance TEXT NOT NULL DEFAULT '';
 `

@@ -11,7 +11,7 @@ import (
 	"github.com/egressd/egressd/internal/controlplane/store"
 )
 
-const nodeColumns = `id, roles, address, labels, applied_revision, vms, heartbeat, sandbox_cidr`
+const nodeColumns = `id, roles, address, labels, applied_revision, vms, heartbeat, sandbox_cidr, instance`
 
 // PutNode registers n or replaces its registration, with the store's Now as its heartbeat.
 //
@@ -36,20 +36,20 @@ func (s *Store) PutNode(ctx context.Context, n store.Node) error {
 	if err := errors.Join(rerr, lerr); err != nil {
 		return fmt.Errorf("%s: put node %q: encode: %w", s.d.Name(), n.ID, err)
 	}
-	args := []any{n.ID, string(roles), n.Address, string(labels), n.Revision, n.VMs, n.SandboxCIDR}
+	args := []any{n.ID, string(roles), n.Address, string(labels), n.Revision, n.VMs, n.SandboxCIDR, n.Instance}
 	heartbeat := s.d.NowSQL()
 	if heartbeat == "" {
 		now, err := s.Now(ctx)
 		if err != nil {
 			return err
 		}
-		heartbeat = "$8"
+		heartbeat = "$9"
 		args = append(args, s.d.TimeArg(now))
 	}
-	_, err := s.writer.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, `+heartbeat+`, $7)
+	_, err := s.writer.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, `+heartbeat+`, $7, $8)
 		ON CONFLICT (id) DO UPDATE SET roles = excluded.roles, address = excluded.address,
 			labels = excluded.labels, applied_revision = excluded.applied_revision, vms = excluded.vms,
-			heartbeat = excluded.heartbeat, sandbox_cidr = excluded.sandbox_cidr`, args...)
+			heartbeat = excluded.heartbeat, sandbox_cidr = excluded.sandbox_cidr, instance = excluded.instance`, args...)
 	if err != nil {
 		return s.wrap(fmt.Sprintf("put node %q", n.ID), err)
 	}
@@ -68,7 +68,7 @@ func scanNode(r scanner) (store.Node, error) {
 	var n store.Node
 	var roles, labels []byte
 	var heartbeat timeValue
-	if err := r.Scan(&n.ID, &roles, &n.Address, &labels, &n.Revision, &n.VMs, &heartbeat, &n.SandboxCIDR); err != nil {
+	if err := r.Scan(&n.ID, &roles, &n.Address, &labels, &n.Revision, &n.VMs, &heartbeat, &n.SandboxCIDR, &n.Instance); err != nil {
 		return store.Node{}, err
 	}
 	err := errors.Join(json.Unmarshal(roles, &n.Roles), json.Unmarshal(labels, &n.Labels))

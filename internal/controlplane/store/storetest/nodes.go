@@ -36,7 +36,7 @@ func testNodes(t *testing.T, s store.Store) {
 	}
 	put := []store.Node{
 		{ID: "gw-a", Roles: []string{"gateway", "transparent"}, Address: "198.51.100.7:8470",
-			Labels: map[string]string{"zone": "a", "rack": "7"}, SandboxCIDR: "100.96.0.0/20", Revision: 41, VMs: 3},
+			Labels: map[string]string{"zone": "a", "rack": "7"}, SandboxCIDR: "100.96.0.0/20", Instance: "3f9c2a", Revision: 41, VMs: 3},
 		{ID: "GW-b", Roles: []string{"api"}, Address: "198.51.100.8:8470", Labels: map[string]string{}, Revision: 40},
 		{ID: "api-1"}, // nothing but its ID: nil roles and labels
 	}

@@ -42,6 +42,7 @@ type gwLab struct {
 	caFile   string
 	gwNS     string
 	inetNS   string
+	suffix   string       // of this lab's names, so that labs of concurrent test runs never share one
 	udp443   atomic.Int64 // datagrams the internet got on UDP 443 (QUIC)
 	tcp22    atomic.Int64 // connections it got on port 22
 }
@@ -60,7 +61,7 @@ func newGWLab(t testing.TB, extraArgs ...string) *gwLab {
 	b := make([]byte, 3)
 	rand.Read(b)
 	suffix := hex.EncodeToString(b)
-	l := &gwLab{t: t, gwNS: "egt-gw-" + suffix, inetNS: "egt-inet-" + suffix}
+	l := &gwLab{t: t, gwNS: "egt-gw-" + suffix, inetNS: "egt-inet-" + suffix, suffix: suffix}
 	for _, ns := range []string{l.gwNS, l.inetNS} {
 		ipCmd(t, "netns", "add", ns)
 		ns := ns
@@ -143,8 +144,9 @@ func (l *gwLab) serveCounters(inet testnet.Net) {
 
 // vm creates a VM with a sandbox network and the given VM policy; it is deleted (with its
 // namespace) when the test ends.
-func (l *gwLab) vm(id string, p *policy.Policy) *client.VM {
+func (l *gwLab) vm(name string, p *policy.Policy) *client.VM {
 	l.t.Helper()
+	id := l.id(name)
 	vm, err := l.api.CreateVM(context.Background(), client.CreateVMRequest{VMID: id, EgressPolicy: p, Network: &client.Network{Mode: "netns"}})
 	if err != nil {
 		l.t.Fatalf("create VM: %v", err)
@@ -152,18 +154,22 @@ func (l *gwLab) vm(id string, p *policy.Policy) *client.VM {
 	if vm.Network.Mode != "netns" || vm.Network.Netns == "" || vm.Network.Address == "" {
 		l.t.Fatalf("VM network: %+v", vm.Network)
 	}
-	name := vm.Network.Netns
+	netnsName := vm.Network.Netns
 	l.t.Cleanup(func() {
 		l.api.DeleteVM(context.Background(), id)
-		exec.Command("ip", "netns", "del", name).Run() // in case egressd could not
-		os.RemoveAll(filepath.Join("/etc/netns", name))
+		exec.Command("ip", "netns", "del", netnsName).Run() // in case egressd could not
+		os.RemoveAll(filepath.Join("/etc/netns", netnsName))
 	})
 	return vm
 }
 
-func (l *gwLab) setVM(id string, p policy.Policy) {
+// id is the vm_id of the lab's VM called name. Sandbox namespaces are named after tenant and
+// vm_id and live in the machine's /run/netns, so the lab's IDs carry its suffix.
+func (l *gwLab) id(name string) string { return name + "-" + l.suffix }
+
+func (l *gwLab) setVM(name string, p policy.Policy) {
 	l.t.Helper()
-	if _, err := l.api.SetVMPolicy(context.Background(), id, p); err != nil {
+	if _, err := l.api.SetVMPolicy(context.Background(), l.id(name), p); err != nil {
 		l.t.Fatal(err)
 	}
 }

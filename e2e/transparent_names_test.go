@@ -57,7 +57,7 @@ func TestTransparentNamesAtAddresses(t *testing.T) {
 			}
 		}
 	}
-	events, err := l.api.Events(context.Background(), client.EventsFilter{VMID: "names", Decision: "deny"})
+	events, err := l.api.Events(context.Background(), client.EventsFilter{VMID: l.id("names"), Decision: "deny"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func TestTransparentHTTPSAndHTTP(t *testing.T) {
 	results := make(chan error, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
-			_, err := l.api.CreateVM(context.Background(), client.CreateVMRequest{VMID: "dup", EgressPolicy: &policy.Policy{AllowHTTPS: true},
+			_, err := l.api.CreateVM(context.Background(), client.CreateVMRequest{VMID: l.id("dup"), EgressPolicy: &policy.Policy{AllowHTTPS: true},
 				Network: &client.Network{Mode: "netns"}})
 			results <- err
 		}()
@@ -66,10 +66,10 @@ func TestTransparentHTTPSAndHTTP(t *testing.T) {
 	if created != 1 || conflicts != 1 {
 		t.Errorf("concurrent creates of one VM: %d created, %d conflicts", created, conflicts)
 	}
-	if dup, err := l.api.GetVM(context.Background(), "dup"); err != nil {
+	if dup, err := l.api.GetVM(context.Background(), l.id("dup")); err != nil {
 		t.Errorf("the winner: %v", err)
 	} else {
-		t.Cleanup(func() { l.api.DeleteVM(context.Background(), "dup") })
+		t.Cleanup(func() { l.api.DeleteVM(context.Background(), l.id("dup")) })
 		if out, code := l.curl(dup, "https://api.example.test/"); code != 0 || out != "hello from api.example.test\n" {
 			t.Errorf("the winner's network after a concurrent create: exit %d %q", code, out)
 		}
@@ -78,7 +78,7 @@ func TestTransparentHTTPSAndHTTP(t *testing.T) {
 	// egressctl exec runs a command in the VM's network, with the VM's resolv.conf; it runs
 	// where egressd runs (here, the test's gateway namespace) and passes on the exit status.
 	ctl := func(args ...string) (string, int) {
-		cmd := exec.Command(egressdtest.Binary(t, "egressctl"), append([]string{"exec", "web", "--"}, args...)...)
+		cmd := exec.Command(egressdtest.Binary(t, "egressctl"), append([]string{"exec", vm.VMID, "--"}, args...)...)
 		cmd.Env = append(cleanProxyEnv(), "EGRESSD_URL="+l.in.URL, "EGRESSD_API_KEY="+l.in.AdminKey)
 		var buf strings.Builder
 		cmd.Stdout, cmd.Stderr = &buf, &buf

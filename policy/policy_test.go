@@ -51,7 +51,7 @@ func TestParseStrict(t *testing.T) {
 		{`{"allow_https": "true"}`, "allow_https", "must be a JSON boolean (true or false), not string"},
 		{`{"allow_https": 1}`, "allow_https", "must be a JSON boolean"},
 		{`{"allowed_domains": "a.example"}`, "allowed_domains", "must be a JSON list of strings, not string"},
-		{`{"allowed_domains": [1]}`, "allowed_domains", "must be a JSON string, not number"},
+		{`{"allowed_domains": [1]}`, "allowed_domains[0]", "must be a JSON string, not number"},
 		{`{"allowed_cidrs": {"a": 1}}`, "allowed_cidrs", "list of strings"},
 		{`{"mode": 1}`, "mode", "must be a JSON string"},
 		{`{"mode": "audit"}`, "mode", `"audit" is not a mode`},

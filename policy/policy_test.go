@@ -19,6 +19,7 @@ func TestParse(t *testing.T) {
 		AllowedCIDRs:   []string{},
 		DeniedDomains:  []string{},
 		Mode:           Monitor,
+		HTTPRules:      []HTTPRule{},
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("Parse = %#v, want %#v", p, want)
@@ -88,7 +89,7 @@ func TestPolicyJSONNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"allow_package_managers":false,"allow_http":false,"allow_https":false,"allowed_domains":[],"allowed_cidrs":[],"denied_domains":[],"mode":"enforce"}`
+	want := `{"allow_package_managers":false,"allow_http":false,"allow_https":false,"allowed_domains":[],"allowed_cidrs":[],"denied_domains":[],"mode":"enforce","http_rules":[]}`
 	if string(b) != want {
 		t.Errorf("JSON = %s\nwant   %s", b, want)
 	}

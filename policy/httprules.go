@@ -316,7 +316,7 @@ func (m *Matcher) ruleVerdict(host, method string, rp *requestPath) (v verdict, 
 		if first == nil {
 			first = rs[0]
 		}
-		if rp.bad != "" {
+		if rp.bad != pathOK {
 			break // the entries cannot judge a path that is not one
 		}
 		for _, r := range rs {
@@ -343,10 +343,10 @@ func (m *Matcher) ruleVerdict(host, method string, rp *requestPath) (v verdict, 
 	switch {
 	case first == nil:
 		return verdict{}, false
-	case rp.bad != "":
-		return verdict{false, ReasonBadPath, rp.bad}, true
+	case rp.bad != pathOK:
+		return verdict{false, ReasonBadPath, badPathRules[rp.bad]}, true
 	case rp.star && !okStrict:
-		return verdict{false, ReasonPathNotAllowed, badPathStar}, true
+		return verdict{false, ReasonPathNotAllowed, ruleStar}, true
 	case okStrict && okLoose:
 		if allowed == nil {
 			allowed = strictOnly // each reading allowed by another entry: report the strict one's

@@ -39,16 +39,33 @@ const (
 	pathParamDotSegment                       // "..;x": a dot segment to Tomcat
 )
 
-// Why a path is malformed: the Rule of a bad_path decision, fixed strings so that a
-// refusal allocates nothing.
+// badPath says why a path is malformed; 0 when it is not. A code rather than a string so
+// that nothing of the path's scratch space flows into a decision (which would move it to the
+// heap); String gives the Rule of a bad_path decision, from fixed strings.
+type badPath uint8
+
 const (
-	badPathNoSlash  = "the path does not start with \"/\""
-	badPathPercent  = "the path has a malformed percent-encoding: '%' must be followed by two hex digits"
-	badPathControl  = "the path has a space or a control character, encoded or not"
-	badPathUTF8     = "the path is not valid UTF-8 once percent-decoded"
-	badPathFragment = "the path has a fragment ('#'), which is never sent to a server"
-	badPathStar     = "\"*\" (as in OPTIONS *) names no path: only a rule without paths allows it"
+	pathOK badPath = iota
+	badPathNoSlash
+	badPathPercent
+	badPathControl
+	badPathUTF8
+	badPathFragment
 )
+
+var badPathRules = [...]string{
+	pathOK:          "",
+	badPathNoSlash:  "the path does not start with \"/\"",
+	badPathPercent:  "the path has a malformed percent-encoding: '%' must be followed by two hex digits",
+	badPathControl:  "the path has a space or a control character, encoded or not",
+	badPathUTF8:     "the path is not valid UTF-8 once percent-decoded",
+	badPathFragment: "the path has a fragment ('#'), which is never sent to a server",
+}
+
+func (b badPath) String() string { return badPathRules[b] }
+
+// ruleStar is the Rule of a denial of the asterisk-form.
+const ruleStar = "\"*\" (as in OPTIONS *) names no path: only a rule without paths allows it"
 
 // pathLiteral marks the bytes that stay literal in the canonical form: RFC 3986 unreserved
 // and sub-delims, ':' and '@'. Every other byte of a segment is percent-encoded.
@@ -84,9 +101,9 @@ func unhex(c byte) (byte, bool) {
 
 // canonicalPath appends the canonical form of raw, an absolute path without query or
 // fragment, to dst[:0] and returns it, with what the path had (flags) and, when raw is
-// malformed, why (one of the badPath strings; the result is then meaningless). loose selects
+// malformed, why (the result is then meaningless). loose selects
 // the lenient reading (see above). It allocates only when dst is too small.
-func canonicalPath(dst []byte, raw string, loose bool) ([]byte, pathFlags, string) {
+func canonicalPath(dst []byte, raw string, loose bool) ([]byte, pathFlags, badPath) {
 	if raw == "" || raw[0] != '/' {
 		return dst[:0], 0, badPathNoSlash
 	}
@@ -173,7 +190,7 @@ func canonicalPath(dst []byte, raw string, loose bool) ([]byte, pathFlags, strin
 			dst = append(dst, '%', upperHex[c>>4], upperHex[c&15])
 		}
 	}
-	return dst, flags, ""
+	return dst, flags, pathOK
 }
 
 // closeSegment ends the segment dst[segStart:] (just written): it removes a dot segment as
@@ -262,8 +279,8 @@ func NormalizeRulePath(s string) (string, error) {
 	switch {
 	case bad == badPathFragment:
 		return "", fmt.Errorf("%q has a fragment ('#'), which clients never send; give the path without it", s)
-	case bad != "":
-		return "", fmt.Errorf("%q: %s", s, strings.TrimPrefix(bad, "the path "))
+	case bad != pathOK:
+		return "", fmt.Errorf("%q %s", s, strings.TrimPrefix(bad.String(), "the path "))
 	case flags&pathDotSegment != 0:
 		return "", fmt.Errorf("%q has a \".\" or \"..\" segment (perhaps percent-encoded); give the path as the server resolves it, without dot segments", s)
 	case flags&pathParamDotSegment != 0:
@@ -281,8 +298,8 @@ func NormalizeRulePath(s string) (string, error) {
 // and compared with every rule.
 type requestPath struct {
 	strict, loose []byte
-	star          bool   // "*": the asterisk-form of OPTIONS
-	bad           string // why the path is malformed; "" when it is not
+	star          bool    // "*": the asterisk-form of OPTIONS
+	bad           badPath // why the path is malformed; pathOK when it is not
 }
 
 // readRequestPath reads raw, the path of a request-target in origin form as sent (a query
@@ -297,7 +314,7 @@ func readRequestPath(raw string, sbuf, lbuf []byte) requestPath {
 	}
 	var rp requestPath
 	rp.strict, _, rp.bad = canonicalPath(sbuf, raw, false)
-	if rp.bad != "" {
+	if rp.bad != pathOK {
 		return rp
 	}
 	rp.loose, _, rp.bad = canonicalPath(lbuf, raw, true)

@@ -67,7 +67,7 @@ func TestParsePolicyReadsWhatTheAPIAnswers(t *testing.T) {
 	stored := Policy{
 		Policy: policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test"}, DeniedDomains: []string{"b.a.test"},
 			HTTPRules: []policy.HTTPRule{{Domain: "a.test", Methods: []string{"GET"}, Paths: []string{"/v1/"}}}}.WithDefaults(),
-		Scope:  ScopeVM, ID: "vm-1", Revision: 42, UpdatedAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC),
+		Scope: ScopeVM, ID: "vm-1", Revision: 42, UpdatedAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC),
 		Warnings: []string{"a warning"},
 	}
 	data, _ := json.MarshalIndent(stored, "", "  ")

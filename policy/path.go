@@ -120,6 +120,18 @@ func canonicalPath(dst []byte, raw string, loose bool) ([]byte, pathFlags, badPa
 			dst = closeSegment(dst, segStart, loose, true, &flags)
 			break
 		}
+		if seqNeed == 0 {
+			// A run of bytes that stay as they are, the common case, is copied at once.
+			j := i
+			for j < len(raw) && pathLiteral[raw[j]] {
+				j++
+			}
+			if j > i {
+				dst = append(dst, raw[i:j]...)
+				i = j - 1
+				continue
+			}
+		}
 		c, sep := raw[i], false
 		switch {
 		case c == '/':

@@ -248,7 +248,7 @@ func TestSetPolicySendsDefaultsExplicitly(t *testing.T) {
 	want := map[string]any{
 		"allow_package_managers": false, "allow_http": false, "allow_https": true,
 		"allowed_domains": []any{"api.openai.com"}, "allowed_cidrs": []any{}, "denied_domains": []any{},
-		"mode": "enforce",
+		"mode": "enforce", "http_rules": []any{},
 	}
 	if a, b := mustJSON(t, sent), mustJSON(t, want); a != b {
 		t.Errorf("body\n got %s\nwant %s", a, b)

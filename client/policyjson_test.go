@@ -33,6 +33,13 @@ func TestParsePolicy(t *testing.T) {
 		{name: "a stray bracket after", in: `{"allow_https": true}]`, err: "send exactly one object and nothing after it"},
 		{name: "a wrong type", in: `{"allow_https": "yes"}`, err: "allow_https: must be a JSON boolean"},
 		{name: "truncated", in: `{"allow_https": true`, err: "cut short"},
+		{name: "http_rules", in: `{"allow_https": true, "http_rules": [{"domain": "api.example.com", "methods": ["GET"], "paths": ["/v1/"]}, {"domain": "*.example.org"}]}`,
+			want: policy.Policy{AllowHTTPS: true, HTTPRules: []policy.HTTPRule{
+				{Domain: "api.example.com", Methods: []string{"GET"}, Paths: []string{"/v1/"}}, {Domain: "*.example.org"}}}},
+		{name: "an unknown key in a rule", in: `{"http_rules": [{"domain": "a.test"}, {"domain": "b.test", "path": ["/"]}]}`, err: `http_rules[1].path: unknown field "path"`},
+		{name: "a rule twice the same key", in: `{"http_rules": [{"domain": "a.test", "domain": "b.test"}]}`, err: `http_rules[0].domain: "domain" is given twice`},
+		{name: "a null rule", in: `{"http_rules": [null]}`, err: "http_rules[0]: is null"},
+		{name: "a wrong type in a rule", in: `{"http_rules": [{"domain": "a.test", "methods": ["GET", 1]}]}`, err: "http_rules[0].methods[1]: must be a JSON string"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,8 +65,9 @@ func TestParsePolicy(t *testing.T) {
 // read-only field added to Policy but not to readOnlyPolicyFields fails here.
 func TestParsePolicyReadsWhatTheAPIAnswers(t *testing.T) {
 	stored := Policy{
-		Policy: policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test"}, DeniedDomains: []string{"b.a.test"}}.WithDefaults(),
-		Scope:  ScopeVM, ID: "vm-1", Revision: 42, UpdatedAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC),
+		Policy: policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test"}, DeniedDomains: []string{"b.a.test"},
+			HTTPRules: []policy.HTTPRule{{Domain: "a.test", Methods: []string{"GET"}, Paths: []string{"/v1/"}}}}.WithDefaults(),
+		Scope: ScopeVM, ID: "vm-1", Revision: 42, UpdatedAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC),
 		Warnings: []string{"a warning"},
 	}
 	data, _ := json.MarshalIndent(stored, "", "  ")

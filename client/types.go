@@ -90,10 +90,13 @@ type Effective struct {
 	policy.Explanation
 }
 
-// CheckRequest is the body of POST /v1/egress/session/{id}/check. Set exactly one of: URL;
-// Host and Port; IP, Port and Transport; DNSQuery and QType.
+// CheckRequest is the body of POST /v1/egress/session/{id}/check. Set exactly one of: URL
+// (and Method); Host and Port; IP, Port and Transport; DNSQuery and QType.
 type CheckRequest struct {
-	URL       string `json:"url,omitempty"`
+	URL string `json:"url,omitempty"`
+	// Method goes with URL: the request's method, upper case ("POST"); GET when empty. It
+	// matters for hosts that http_rules name, whose requests are decided one by one.
+	Method    string `json:"method,omitempty"`
 	Host      string `json:"host,omitempty"`
 	IP        string `json:"ip,omitempty"`
 	Port      int    `json:"port,omitempty"`

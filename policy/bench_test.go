@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -123,4 +124,78 @@ func BenchmarkNormalizeName(b *testing.B) {
 			}
 		})
 	}
+}
+
+// rulesPolicy is a policy at the http_rules limits: 1,000 entries (half exact names, half
+// wildcards), the first with 100 methods and 100 paths.
+func rulesPolicy() Policy {
+	p := Policy{AllowHTTPS: true}
+	for i := range MaxHTTPRules / 2 {
+		p.HTTPRules = append(p.HTTPRules,
+			HTTPRule{Domain: fmt.Sprintf("api%d.example.test", i), Methods: []string{"GET", "POST"}, Paths: []string{"/v1/", "/v2/models"}},
+			HTTPRule{Domain: fmt.Sprintf("*.svc%d.example.test", i), Methods: []string{"GET"}})
+	}
+	for i := range MaxRuleMethods - 2 {
+		p.HTTPRules[0].Methods = append(p.HTTPRules[0].Methods, fmt.Sprintf("M%d", i))
+	}
+	for i := range MaxRulePaths - 2 {
+		p.HTTPRules[0].Paths = append(p.HTTPRules[0].Paths, fmt.Sprintf("/p%d/", i))
+	}
+	return p
+}
+
+func BenchmarkDecideRequest(b *testing.B) {
+	m, err := Compile(rulesPolicy(), testPreset(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	vm, err := Compile(Policy{AllowHTTPS: true, HTTPRules: []HTTPRule{{Domain: "*.example.test", Methods: []string{"GET", "POST"}}}}, testPreset(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	one := NewEffective(testClassifier, Layered{LayerSession, m})
+	two := NewEffective(testClassifier, Layered{LayerSession, m}, Layered{LayerVM, vm})
+	pub := netip.MustParseAddr("203.0.113.10")
+	cases := []struct {
+		name  string
+		set   *Effective
+		r     Request
+		allow bool
+	}{
+		{"allowed", one, Request{Host: "api4242.example.test", Port: 443, Method: "POST", Path: "/v1/chat/completions"}, false},
+		{"allowed-first-entry", one, Request{Host: "api0.example.test", Port: 443, Method: "GET", Path: "/p97/x?limit=10"}, true},
+		{"allowed-wildcard", one, Request{Host: "a.b.svc417.example.test", Port: 443, Method: "GET", Path: "/anything/at/all"}, true},
+		{"with-address", one, Request{Host: "api17.example.test", IP: pub, Port: 443, Method: "GET", Path: "/v2/models/gpt"}, true},
+		{"dot-segments", one, Request{Host: "api17.example.test", Port: 443, Method: "GET", Path: "/v1/%2e%2e/admin"}, false},
+		{"encoded-slash", one, Request{Host: "api17.example.test", Port: 443, Method: "GET", Path: "/v1/a%2Fb/c"}, true},
+		{"method-denied", one, Request{Host: "api17.example.test", Port: 443, Method: "DELETE", Path: "/v1/x"}, false},
+		{"no-entry", one, Request{Host: "www.other.test", Port: 443, Method: "GET", Path: "/x"}, true},
+		{"two-layers", two, Request{Host: "api17.example.test", Port: 443, Method: "POST", Path: "/v1/x"}, true},
+		{"long-path", one, Request{Host: "api17.example.test", Port: 443, Method: "GET", Path: "/v1/" + strings.Repeat("segment/", 50)}, true},
+	}
+	cases[0].allow = true // "/v1/" holds /v1/chat/completions
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			if d := tc.set.DecideRequest(tc.r); d.Allow != tc.allow {
+				b.Fatalf("DecideRequest(%+v) = %+v, want allow %v", tc.r, d, tc.allow)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				tc.set.DecideRequest(tc.r)
+			}
+		})
+	}
+	b.Run("intercepts", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			one.Intercepts("a.b.svc417.example.test")
+		}
+	})
+	b.Run("decide-intercepted-conn", func(b *testing.B) {
+		c := Conn{Host: "api17.example.test", IP: pub, Port: 443, Transport: TCP}
+		b.ReportAllocs()
+		for b.Loop() {
+			one.Decide(c)
+		}
+	})
 }

@@ -22,6 +22,8 @@ type Matcher struct {
 	cidrRules []string // "allowed_cidrs <prefix>", by index in prefixes
 
 	preset *presetMatcher // nil unless AllowPackageManagers
+
+	rules domainSet[[]*compiledRule] // http_rules by domain pattern
 }
 
 // Compile validates p as Normalize does and compiles it, with preset as the package-manager
@@ -44,6 +46,7 @@ func Compile(p Policy, preset *Preset) (*Matcher, error) {
 	}
 	m.cidrs = newPrefixSet(m.prefixes)
 	m.cidrRules = prefixed("allowed_cidrs ", np.AllowedCIDRs)
+	m.rules = compileRules(np.HTTPRules)
 	if np.AllowPackageManagers {
 		if preset == nil {
 			preset = builtin()
@@ -70,6 +73,7 @@ func (m *Matcher) Policy() Policy {
 	p.AllowedDomains = slices.Clone(p.AllowedDomains)
 	p.AllowedCIDRs = slices.Clone(p.AllowedCIDRs)
 	p.DeniedDomains = slices.Clone(p.DeniedDomains)
+	p.HTTPRules = cloneRules(p.HTTPRules)
 	return p
 }
 

@@ -39,6 +39,12 @@ type Conn struct {
 	// IPLiteral says the client named the destination by address (CONNECT 192.0.2.1:443,
 	// http://192.0.2.1/), so that a denial says "IP literal" rather than "no host name".
 	IPLiteral bool
+	// Intercepted says the caller decides every HTTP request of this connection with
+	// DecideRequest (it terminates its TLS, or reads its plain HTTP request by request).
+	// Without it, a connection on port 80 or 443 to a host that Intercepts names is denied
+	// (interception_unavailable): a path that would splice it must not let its requests
+	// through undecided. It changes nothing for other hosts.
+	Intercepted bool
 }
 
 // Query is one DNS query: a name in NormalizeName form and a numeric type (1 = A, 28 = AAAA,
@@ -104,6 +110,7 @@ type Layered struct {
 type Effective struct {
 	class  *classes
 	layers []Layered // session layers first, then vm, then the rest, each in the given order
+	extra  *Domains  // intercepted besides the layers' http_rules (secrets); nil: none
 }
 
 // NewEffective builds the effective policy of the layers, with c's address classes (nil means the
@@ -156,7 +163,13 @@ func (s *Effective) Decide(c Conn) Decision {
 			return Decision{Reason: ReasonHardDeny, Rule: rule, Layer: LayerHard, Mode: Enforce}
 		}
 	}
-	return s.combine(func(m *Matcher) verdict { return m.decide(c, ip, s.class) })
+	d := s.combine(func(m *Matcher) verdict { return m.decide(c, ip, s.class) })
+	if d.Allow && !c.Intercepted && c.Host != "" && (c.Port == 443 || c.Port == 80) && (c.Transport == TCP || c.Transport == "") {
+		if nd, ok := s.notIntercepted(c.Host, d); ok {
+			return nd
+		}
+	}
+	return d
 }
 
 // checkName makes sure a name from a caller is in normal form. Callers normalise names with
@@ -174,7 +187,8 @@ func checkName(name string) (string, Decision, bool) {
 	return n, Decision{}, true
 }
 
-// combine applies judge to every layer and ANDs the verdicts.
+// combine applies judge to every layer and ANDs the verdicts. When every layer allows, the
+// first layer's verdict is reported, or the first that an http_rules entry gave.
 func (s *Effective) combine(judge func(*Matcher) verdict) Decision {
 	if len(s.layers) == 0 {
 		return Decision{Reason: ReasonNoPolicy, Rule: ruleNoPolicy, Layer: LayerDefault, Mode: Enforce}
@@ -199,7 +213,9 @@ func (s *Effective) combine(judge func(*Matcher) verdict) Decision {
 			return d // layers are in report order: the first enforce denial is the one to show
 		case !v.allow && !haveMonitorDeny:
 			monitorDeny, haveMonitorDeny = d, true
-		case i == 0:
+		case i == 0, v.allow && v.reason == ReasonHTTPRules && first.Reason != ReasonHTTPRules:
+			// A request allowed by an http_rules entry reports that entry, the most
+			// specific allowance, even when an earlier layer allowed it by host only.
 			first = d
 		}
 	}

@@ -6,7 +6,7 @@
 //
 // # Policies
 //
-// A Policy has seven fields, by their JSON names:
+// A Policy has eight fields, by their JSON names:
 //
 //   - allow_https, allow_http: outbound HTTPS on TCP 443, HTTP on TCP 80, to a host name;
 //   - allowed_domains: if non-empty, the only hosts those flags reach; if empty, any public
@@ -17,7 +17,9 @@
 //   - allowed_cidrs: destinations inside these ranges are allowed on every port, TCP and UDP;
 //   - denied_domains: never allowed, whatever else allows them;
 //   - mode: "enforce" (the default) or "monitor", which records would-be denials and lets
-//     the traffic through.
+//     the traffic through;
+//   - http_rules: per-domain method and path rules (HTTPRule). A domain that an entry names
+//     is intercepted: each HTTP request to it is decided (DecideRequest).
 //
 // Parse decodes a policy strictly (an unknown field is an error: a typo must not silently
 // mean "deny nothing") and Normalize validates it: names go through NormalizeName, the one
@@ -57,6 +59,20 @@
 // labels), a Rule with the detail ("allowed_domains *.example.com", "loopback 127.0.0.0/8")
 // and the Layer that decided. Decisions do not allocate: the data path compiles an Effective once
 // per policy change, publishes it through an atomic.Pointer, and reads it without locks.
+//
+// # Requests to intercepted hosts
+//
+// Effective.Intercepts says whether connections to a host must be intercepted: an
+// http_rules entry of some layer names it, or the extra domains given by WithIntercepted (a
+// tenant's secrets, CompileDomains) do. Effective.DecideRequest judges one HTTP request
+// inside such a connection: its host as for a connection, then, in every layer that has
+// entries for the host, some entry of that layer must allow its method and path. The path is
+// percent-decoded and its dot segments resolved (RFC 3986 §5.2.4) before prefixes are
+// compared on segment boundaries, and a path that servers read two ways must be allowed in
+// both readings (see NormalizeRulePath and docs/policy.md). Decide denies a connection on
+// port 80 or 443 to an intercepted host with interception_unavailable unless the caller
+// sets Conn.Intercepted, promising to decide its requests: a path that would splice it cannot
+// let them through undecided.
 //
 // Explain renders the effective policy of a session for people: each field's effective
 // value and the layers it comes from, with notes on the interplay.

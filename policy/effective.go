@@ -40,6 +40,9 @@ type Explanation struct {
 	AllowedCIDRs EffectiveList `json:"allowed_cidrs"`
 	// DeniedDomains is the union of the layers' lists.
 	DeniedDomains EffectiveList `json:"denied_domains"`
+	// HTTPRules are the http_rules entries of every layer, monitor layers included (their
+	// domains are intercepted too), and the domains they make intercepted.
+	HTTPRules EffectiveHTTPRules `json:"http_rules"`
 	// PackageManagers names the preset's managers when allow_package_managers is in effect.
 	PackageManagers []string `json:"package_managers,omitempty"`
 	// Notes are sentences on what the values alone do not say.
@@ -82,6 +85,28 @@ type EffectiveDomains struct {
 	From  []Layer  `json:"from"`
 }
 
+// EffectiveHTTPRules is the http_rules of the layers. They are not merged: a request to a
+// host is allowed only if, in every layer whose entries name the host, one of that layer's
+// entries allows it, so each entry is listed with its layer and its index in that layer's
+// policy (the index decisions report: "http_rules[2] ...").
+type EffectiveHTTPRules struct {
+	// Intercepted are the domain patterns that some entry names, minimal (a name that a
+	// wildcard also names is left out): connections to them are intercepted and each request
+	// decided. A tenant's secrets intercept their domains too; they are not listed here.
+	Intercepted []string `json:"intercepted"`
+	// Rules are the entries, session first, each layer's in its order.
+	Rules []EffectiveHTTPRule `json:"rules"`
+	// From names the layers that have entries.
+	From []Layer `json:"from"`
+}
+
+// EffectiveHTTPRule is one http_rules entry with the layer it belongs to.
+type EffectiveHTTPRule struct {
+	Layer Layer `json:"layer"`
+	Index int   `json:"index"`
+	HTTPRule
+}
+
 // EffectiveList is an effective list and the layers it comes from.
 type EffectiveList struct {
 	Value []string `json:"value"`
@@ -119,6 +144,7 @@ func Explain(preset *Preset, layers ...NamedPolicy) Explanation {
 		e.AllowedDomains = EffectiveDomains{Hosts: HostsNone, Value: p.AllowedDomains, From: []Layer{}}
 		e.AllowedCIDRs = EffectiveList{Value: p.AllowedCIDRs, From: []Layer{}}
 		e.DeniedDomains = EffectiveList{Value: p.DeniedDomains, From: []Layer{}}
+		e.HTTPRules = explainRules(nil)
 		e.Notes = append(e.Notes, "No policy is set, not even a default one: everything is denied.")
 		e.Notes = append(e.Notes, noteHard)
 		return e
@@ -143,6 +169,7 @@ func Explain(preset *Preset, layers ...NamedPolicy) Explanation {
 	e.AllowedDomains = intersectDomains(enforcing)
 	e.AllowedCIDRs = intersectCIDRs(enforcing)
 	e.DeniedDomains = unionDomains(enforcing)
+	e.HTTPRules = explainRules(layers)
 	if e.AllowPackageManagers.Value {
 		e.PackageManagers = slices.Sorted(maps.Keys(preset.Managers))
 	}
@@ -219,6 +246,23 @@ func intersectCIDRs(ls []NamedPolicy) EffectiveList {
 		return EffectiveList{Value: strs, From: names(empty)}
 	}
 	return EffectiveList{Value: strs, From: names(ls)}
+}
+
+func explainRules(ls []NamedPolicy) EffectiveHTTPRules {
+	out := EffectiveHTTPRules{Intercepted: []string{}, Rules: []EffectiveHTTPRule{}, From: []Layer{}}
+	var domains []string
+	for _, l := range ls {
+		if len(l.Policy.HTTPRules) == 0 {
+			continue
+		}
+		out.From = append(out.From, l.Layer)
+		for i, r := range l.Policy.HTTPRules {
+			out.Rules = append(out.Rules, EffectiveHTTPRule{Layer: l.Layer, Index: i, HTTPRule: r})
+			domains = append(domains, r.Domain)
+		}
+	}
+	out.Intercepted = minimalPatterns(append(out.Intercepted, domains...))
+	return out
 }
 
 func unionDomains(ls []NamedPolicy) EffectiveList {
@@ -302,11 +346,36 @@ func notes(e *Explanation, preset *Preset, layers, enforcing []NamedPolicy) []st
 	if len(e.DeniedDomains.Value) > 0 {
 		add("denied_domains win over every allow, the preset and allowed_cidrs included, wherever a host name is seen.")
 	}
+	ruleNotes(e, layers, add)
 	if !web && !pm.Value && len(e.AllowedCIDRs.Value) == 0 && !monitorOnly {
 		add("Nothing is allowed: every web flag is off and allowed_cidrs is empty.")
 	}
 	add(noteHard)
 	return ns
+}
+
+// ruleNotes explains the http_rules of the layers.
+func ruleNotes(e *Explanation, layers []NamedPolicy, add func(string, ...any)) {
+	r := e.HTTPRules
+	if len(r.Rules) == 0 {
+		return
+	}
+	names := r.Intercepted
+	more := ""
+	if len(names) > maxListed {
+		names, more = names[:maxListed], fmt.Sprintf(" and %d more", len(r.Intercepted)-maxListed)
+	}
+	add("Requests to %s%s are intercepted and decided one by one: a request is allowed only if its host is allowed "+
+		"and, in every layer whose http_rules name the host (%s), an entry of that layer allows its method and path "+
+		"(the path decoded, dot segments resolved, prefixes on segment boundaries). "+
+		"A layer without an entry for a host does not restrict that host's requests.",
+		strings.Join(names, ", "), more, joinLayers(r.From))
+	for _, l := range layers {
+		if l.Policy.Mode == Monitor && len(l.Policy.HTTPRules) > 0 {
+			add("The http_rules of the %s layer are in monitor mode: requests they would deny are allowed and recorded "+
+				"with would_deny; their domains are intercepted all the same.", l.Layer)
+		}
+	}
 }
 
 // maxListed bounds the entries a note lists.

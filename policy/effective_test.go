@@ -16,7 +16,8 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // TestExplainGolden pins the JSON shape of GET /v1/egress/session/{id}/effective on a
 // typical case: a session that wants the package managers and HTTPS to two services, on a VM
-// that allows HTTPS to a wider set of hosts, one private range and a monitor-mode experiment.
+// that allows HTTPS to a wider set of hosts, one private range and a monitor-mode experiment;
+// both layers have http_rules.
 func TestExplainGolden(t *testing.T) {
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	e := Explain(testPreset(t),
@@ -25,6 +26,7 @@ func TestExplainGolden(t *testing.T) {
 			AllowedDomains: []string{"*.example.test", "pypi.org"},
 			AllowedCIDRs:   []string{"10.0.0.0/8"},
 			DeniedDomains:  []string{"bad.example.test"},
+			HTTPRules:      []HTTPRule{{Domain: "*.example.test", Methods: []string{"GET"}}},
 		}},
 		NamedPolicy{Layer: LayerSession, Revision: 3, UpdatedAt: at.Add(time.Hour), Policy: Policy{
 			AllowPackageManagers: true,
@@ -32,6 +34,7 @@ func TestExplainGolden(t *testing.T) {
 			AllowHTTP:            true,
 			AllowedDomains:       []string{"api.example.test", "*.svc.example.test", "other.test"},
 			AllowedCIDRs:         []string{"10.1.0.0/16", "192.0.2.0/24"},
+			HTTPRules:            []HTTPRule{{Domain: "API.example.test", Methods: []string{"POST", "GET"}, Paths: []string{"/v1/", "/%7Eme"}}},
 		}},
 	)
 	got, err := json.MarshalIndent(e, "", "  ")

@@ -9,10 +9,11 @@ import "fmt"
 // alike. An Env is immutable; a nil *Env is the built-in setting (the zero Classifier, the
 // built-in preset, deny all).
 type Env struct {
-	classifier *Classifier
-	preset     *Preset
-	def        Policy
-	defMatcher *Matcher
+	classifier   *Classifier
+	preset       *Preset
+	def          Policy
+	defMatcher   *Matcher
+	interception bool // the gateway intercepts: see WithInterception
 }
 
 // NewEnv validates the operator's setting and compiles the default policy once. nil
@@ -51,6 +52,37 @@ func (e *Env) orBuiltin() *Env {
 		return builtinEnv
 	}
 	return e
+}
+
+// WithInterception returns a copy of e for a gateway whose every path to ports 80 and 443
+// (explicit proxy, transparent proxy) hands the connections to intercepted hosts to the
+// interception engine, which decides each request with DecideRequest and dials with
+// Conn.Intercepted set. The check endpoint then answers for such hosts what the engine does,
+// and Explain and Normalize stop saying that connections to them are denied. Until then
+// (the zero setting), those connections are denied with interception_unavailable: the
+// policy side of the interim rule, which Decide applies on its own.
+func (e *Env) WithInterception() *Env {
+	c := *e.orBuiltin()
+	c.interception = true
+	return &c
+}
+
+// Interception reports whether the gateway intercepts (WithInterception).
+func (e *Env) Interception() bool { return e.orBuiltin().interception }
+
+// Normalize is p.NormalizeFor(e.Classifier()), with one more warning while the gateway does
+// not intercept: that the hosts p's http_rules name are unreachable until it does.
+func (e *Env) Normalize(p Policy) (Policy, []string, error) {
+	e = e.orBuiltin()
+	np, ws, err := p.NormalizeFor(e.classifier)
+	if err != nil {
+		return np, nil, err
+	}
+	if !e.interception && len(np.HTTPRules) > 0 {
+		ws = append(ws, "this gateway does not intercept yet: connections to the hosts that http_rules name are denied "+
+			"(interception_unavailable) until interception is enabled")
+	}
+	return np, ws, nil
 }
 
 // Classifier is the address classes in force.
@@ -97,5 +129,14 @@ func (e *Env) Explain(layers ...NamedPolicy) Explanation {
 	if len(layers) == 0 {
 		layers = []NamedPolicy{{Layer: LayerDefault, Policy: e.def}}
 	}
-	return Explain(e.preset, layers...)
+	x := Explain(e.preset, layers...)
+	if !e.interception && len(x.HTTPRules.Rules) > 0 {
+		// Before the hard-denials note, which always comes last.
+		n := len(x.Notes) - 1
+		x.Notes = append(x.Notes[:n:n], noteNoInterception, x.Notes[n])
+	}
+	return x
 }
+
+const noteNoInterception = "This gateway does not intercept yet: connections to the intercepted domains are denied " +
+	"(interception_unavailable), whatever the http_rules allow, until interception is enabled."

@@ -45,3 +45,37 @@ func ExampleExplain() {
 	fmt.Println(e.AllowedDomains.Hosts, e.AllowedDomains.Value, e.AllowedDomains.From)
 	// Output: listed [x.a.example] [session vm]
 }
+
+// The interception engine asks about each request; the gateway's other paths, which would
+// splice the connection, are refused until they hand it to the engine.
+func ExampleEffective_DecideRequest() {
+	p := policy.Policy{AllowHTTPS: true, HTTPRules: []policy.HTTPRule{
+		{Domain: "api.example.com", Methods: []string{"GET", "POST"}, Paths: []string{"/v1/"}},
+	}}
+	m, err := policy.Compile(p, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	set := policy.NewEffective(nil, policy.Layered{Layer: policy.LayerSession, Matcher: m})
+	fmt.Println(set.Intercepts("api.example.com"), set.Intercepts("www.example.com"))
+	for _, r := range []policy.Request{
+		{Host: "api.example.com", Port: 443, Method: "POST", Path: "/v1/chat?stream=1"},
+		{Host: "api.example.com", Port: 443, Method: "DELETE", Path: "/v1/files/1"},
+		{Host: "api.example.com", Port: 443, Method: "GET", Path: "/v1/%2e%2e/admin"},
+	} {
+		d := set.DecideRequest(r)
+		fmt.Println(d.Allow, d.Reason, d.Rule)
+	}
+	d := set.Decide(policy.Conn{Host: "api.example.com", Port: 443, Transport: policy.TCP})
+	fmt.Println(d.Allow, d.Reason)
+	d = set.Decide(policy.Conn{Host: "api.example.com", Port: 443, Transport: policy.TCP, Intercepted: true})
+	fmt.Println(d.Allow, d.Reason)
+	// Output:
+	// true false
+	// true http_rules http_rules[0] api.example.com methods GET,POST paths /v1/
+	// false method_not_allowed http_rules[0] api.example.com methods GET,POST paths /v1/
+	// false path_not_allowed http_rules[0] api.example.com methods GET,POST paths /v1/
+	// false interception_unavailable
+	// true allow_https
+}

@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -68,6 +69,10 @@ func FuzzParse(f *testing.F) {
 		`{"allowed_cidrs": ["10.0.0.1/8"]}`, `{"allowed_cidrs": ["::ffff:10.0.0.0/104", "192.0.2.1"]}`,
 		`{"mode": "monitor", "denied_domains": ["bücher.example"]}`, `{"allowed_domain": []}`,
 		`{} {}`, `null`, `{"allow_http": "yes"}`, `[]`, `{"allowed_domains": ["a.test", "A.TEST"]}`,
+		`{"allow_https": true, "http_rules": [{"domain": "API.example.test", "methods": ["POST", "GET"], "paths": ["/v1/", "/%7eme"]}]}`,
+		`{"http_rules": [{"domain": "*.example.test"}, {"domain": "a.test", "methods": ["get"]}]}`,
+		`{"http_rules": [{"domain": "a.test", "paths": ["/v1/../x", "/v1?x", "v1"]}]}`,
+		`{"http_rules": [null]}`, `{"http_rules": [{"domain": "a.test", "domain": "b.test"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -116,6 +121,43 @@ func FuzzParseCIDR(f *testing.F) {
 		set := newPrefixSet([]netip.Prefix{p})
 		if set.lookup(p.Addr()) != 0 || set.lookup(lastAddr(p)) != 0 {
 			t.Fatalf("the set of %v does not hold its own ends", p)
+		}
+	})
+}
+
+// FuzzDecideRequest: whatever the path and method, a request that the rule "GET /v1/" allows
+// has method GET and a path inside /v1/ in both readings, decoded and resolved; no input
+// panics.
+func FuzzDecideRequest(f *testing.F) {
+	for _, s := range []string{"/v1/x", "/v1/../admin", "/v1/%2e%2e/admin", "/v1/..%2Fadmin", "/v1/..;/admin", "/v1//../a",
+		`/v1/..\a`, "/v1", "/v1x", "/%76%31/x", "*", "/v1/%C0%AE%C0%AE/", "/v1/a?b=/../c"} {
+		f.Add("GET", s)
+	}
+	f.Add("get", "/v1/x")
+	e := NewEffective(nil, Layered{LayerSession, mustCompile(f, Policy{AllowHTTPS: true,
+		HTTPRules: []HTTPRule{{Domain: "api.example.test", Methods: []string{"GET"}, Paths: []string{"/v1/"}}}})})
+	f.Fuzz(func(t *testing.T, method, path string) {
+		d := e.DecideRequest(Request{Host: "api.example.test", Port: 443, Method: method, Path: path})
+		if !d.Allow {
+			return
+		}
+		if d.Reason != ReasonHTTPRules || method != "GET" {
+			t.Fatalf("DecideRequest(%q, %q) = %+v", method, path, d)
+		}
+		rp := readRequestPath(path, nil, nil)
+		for _, p := range [][]byte{rp.strict, rp.loose} {
+			if !strings.HasPrefix(string(p), "/v1/") {
+				t.Fatalf("DecideRequest(%q) allowed, but a reading is %q", path, p)
+			}
+		}
+		raw, _, _ := strings.Cut(path, "?")
+		if dec, err := url.PathUnescape(raw); err == nil && !strings.Contains(dec, `\`) {
+			// However the decoded path is resolved, with or without merging "//", it stays in /v1/.
+			for _, p := range []string{dec, strings.ReplaceAll(dec, "//", "/")} {
+				if r := removeDotSegments(p); !strings.HasPrefix(r, "/v1/") && strings.Count(dec, "/") == strings.Count(raw, "/") {
+					t.Fatalf("DecideRequest(%q) allowed, but RFC 3986 resolves %q to %q", path, p, r)
+				}
+			}
 		}
 	})
 }

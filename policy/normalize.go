@@ -13,12 +13,15 @@ const maxWarningsPerKind = 5
 
 // Normalize validates p and returns it in normal form (see Policy), with defaults filled in:
 // names in NormalizePattern form, CIDRs in canonical form (10.0.0.0/8, ::ffff:a.b.c.d as
-// a.b.c.d/32), each list sorted, without duplicates and never nil, and Mode set. Errors are
-// *FieldError naming the field and the index of the entry in the input ("allowed_domains[3]").
+// a.b.c.d/32), each list sorted, without duplicates and never nil, and Mode set; http_rules
+// keep their order, each entry normalised (see HTTPRule). Errors are *FieldError naming the
+// field and the index of the entry in the input ("allowed_domains[3]",
+// "http_rules[2].methods[0]").
 //
 // warnings are sentences for the API's "warnings": a policy that is valid but probably not
 // what its author meant (allowed_domains with every web flag off, a name both allowed and
-// denied, allowed_cidrs reaching into hard-denied ranges, monitor mode).
+// denied, allowed_cidrs reaching into hard-denied ranges, http_rules for hosts the policy
+// does not allow, monitor mode).
 func (p Policy) Normalize() (Policy, []string, error) {
 	return p.normalizeFor(true, nil)
 }
@@ -64,6 +67,9 @@ func (p Policy) normalizeFor(limits bool, c *Classifier) (Policy, []string, erro
 	out.AllowedCIDRs = make([]string, len(prefixes))
 	for i, pr := range prefixes {
 		out.AllowedCIDRs[i] = pr.String()
+	}
+	if out.HTTPRules, err = normalizeHTTPRules(p.HTTPRules, limits); err != nil {
+		return Policy{}, nil, err
 	}
 	return out, out.warnings(prefixes, c), nil
 }
@@ -145,6 +151,7 @@ func (p Policy) warnings(prefixes []netip.Prefix, c *Classifier) []string {
 		}
 		ws = append(ws, fmt.Sprintf("allowed_cidrs %s includes %s: hard denials still apply, so those addresses stay denied", pr, strings.Join(hits, ", ")))
 	}
+	ws = append(ws, p.ruleWarnings()...)
 	if p.Mode == Monitor {
 		ws = append(ws, "mode is monitor: denials are recorded as would-be denials but traffic is let through (an enforce layer still applies, and hard denials always do)")
 	}

@@ -32,13 +32,14 @@ const (
 // NormalizeName gives, CIDRs are canonical prefixes, lists are sorted without duplicates and
 // never nil, and Mode is set.
 type Policy struct {
-	AllowPackageManagers bool     `json:"allow_package_managers"`
-	AllowHTTP            bool     `json:"allow_http"`
-	AllowHTTPS           bool     `json:"allow_https"`
-	AllowedDomains       []string `json:"allowed_domains"`
-	AllowedCIDRs         []string `json:"allowed_cidrs"`
-	DeniedDomains        []string `json:"denied_domains"`
-	Mode                 Mode     `json:"mode"`
+	AllowPackageManagers bool       `json:"allow_package_managers"`
+	AllowHTTP            bool       `json:"allow_http"`
+	AllowHTTPS           bool       `json:"allow_https"`
+	AllowedDomains       []string   `json:"allowed_domains"`
+	AllowedCIDRs         []string   `json:"allowed_cidrs"`
+	DeniedDomains        []string   `json:"denied_domains"`
+	Mode                 Mode       `json:"mode"`
+	HTTPRules            []HTTPRule `json:"http_rules"`
 }
 
 // DenyAll is the policy that allows nothing: every field at its default.
@@ -58,6 +59,9 @@ func (p Policy) WithDefaults() Policy {
 	}
 	if p.Mode == "" {
 		p.Mode = Enforce
+	}
+	if p.HTTPRules == nil {
+		p.HTTPRules = []HTTPRule{}
 	}
 	return p
 }
@@ -102,7 +106,7 @@ func jsonError(err error) error {
 		return &FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &FieldError{Field: name, Message: fmt.Sprintf("unknown field %q; the fields are allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains and mode", name)}
+		return &FieldError{Field: name, Message: fmt.Sprintf("unknown field %q; the fields are allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode and http_rules", name)}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return &FieldError{Message: "the body is empty or cut short; send one JSON object"}
 	}

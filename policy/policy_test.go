@@ -19,6 +19,7 @@ func TestParse(t *testing.T) {
 		AllowedCIDRs:   []string{},
 		DeniedDomains:  []string{},
 		Mode:           Monitor,
+		HTTPRules:      []HTTPRule{},
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("Parse = %#v, want %#v", p, want)
@@ -51,7 +52,7 @@ func TestParseStrict(t *testing.T) {
 		{`{"allow_https": "true"}`, "allow_https", "must be a JSON boolean (true or false), not string"},
 		{`{"allow_https": 1}`, "allow_https", "must be a JSON boolean"},
 		{`{"allowed_domains": "a.example"}`, "allowed_domains", "must be a JSON list of strings, not string"},
-		{`{"allowed_domains": [1]}`, "allowed_domains", "must be a JSON string, not number"},
+		{`{"allowed_domains": [1]}`, "allowed_domains[0]", "must be a JSON string, not number"},
 		{`{"allowed_cidrs": {"a": 1}}`, "allowed_cidrs", "list of strings"},
 		{`{"mode": 1}`, "mode", "must be a JSON string"},
 		{`{"mode": "audit"}`, "mode", `"audit" is not a mode`},
@@ -88,7 +89,7 @@ func TestPolicyJSONNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"allow_package_managers":false,"allow_http":false,"allow_https":false,"allowed_domains":[],"allowed_cidrs":[],"denied_domains":[],"mode":"enforce"}`
+	want := `{"allow_package_managers":false,"allow_http":false,"allow_https":false,"allowed_domains":[],"allowed_cidrs":[],"denied_domains":[],"mode":"enforce","http_rules":[]}`
 	if string(b) != want {
 		t.Errorf("JSON = %s\nwant   %s", b, want)
 	}

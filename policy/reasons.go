@@ -16,6 +16,7 @@ const (
 	ReasonAllowHTTPS           Reason = "allow_https"
 	ReasonAllowHTTP            Reason = "allow_http"
 	ReasonAllowPackageManagers Reason = "allow_package_managers"
+	ReasonHTTPRules            Reason = "http_rules" // a request that an http_rules entry allows
 )
 
 // Reasons for denying, by the policy (Decide, DecideQuery) or by the gateway's own rules.
@@ -36,6 +37,12 @@ const (
 	ReasonNameNotListed Reason = "name_not_allowed"      // DNS: no rule allows the name
 	ReasonNoPolicy      Reason = "no_policy"             // no layer is set, or a sandbox without one
 	ReasonBadName       Reason = "bad_name"              // not a name NormalizeName accepts
+
+	// Requests to intercepted hosts (DecideRequest), and connections to them (Decide).
+	ReasonMethodNotAllowed        Reason = "method_not_allowed"       // an entry allows the path, none the method
+	ReasonPathNotAllowed          Reason = "path_not_allowed"         // no entry for the host allows the path
+	ReasonBadPath                 Reason = "bad_path"                 // a path that cannot be judged (see canonicalPath)
+	ReasonInterceptionUnavailable Reason = "interception_unavailable" // an intercepted host reached by a connection that would be spliced
 )
 
 // Reasons of the data plane's parts: what a connection or query is refused for before, or
@@ -68,6 +75,7 @@ var reasonList = []ReasonInfo{
 	{ReasonAllowHTTPS, true, "HTTPS is allowed to any host"},
 	{ReasonAllowHTTP, true, "HTTP is allowed to any host"},
 	{ReasonAllowPackageManagers, true, "the host is a package registry of the preset"},
+	{ReasonHTTPRules, true, "the request matches an http_rules entry"},
 
 	{ReasonHardDeny, false, "the address is always denied"},
 	{ReasonDeniedDomain, false, "the host is in denied_domains"},
@@ -85,6 +93,10 @@ var reasonList = []ReasonInfo{
 	{ReasonNameNotListed, false, "the name is not allowed"},
 	{ReasonNoPolicy, false, "no policy allows it"},
 	{ReasonBadName, false, "the host name is invalid"},
+	{ReasonMethodNotAllowed, false, "the method is not allowed for this path"},
+	{ReasonPathNotAllowed, false, "the path is not allowed"},
+	{ReasonBadPath, false, "the request path is malformed"},
+	{ReasonInterceptionUnavailable, false, "the host's requests must be inspected, which this gateway cannot do yet"},
 
 	{ReasonNameNotFound, false, "the name has no address"},
 	{ReasonResolveFailed, false, "the name could not be resolved"},

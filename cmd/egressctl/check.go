@@ -12,7 +12,7 @@ import (
 
 var egressCheckCmd = &command{
 	name:     "egress check",
-	synopsis: "--session SESSION (URL | --host HOST --port PORT | --ip IP --port PORT [--transport tcp|udp] | --dns NAME [--qtype A]) [--resolve]",
+	synopsis: "--session SESSION (URL [--method M] | --host HOST --port PORT | --ip IP --port PORT [--transport tcp|udp] | --dns NAME [--qtype A]) [--resolve]",
 	summary:  "ask what the gateway would decide for a connection or DNS query",
 	help: `
 Asks egressd what its gateway would decide for one connection or DNS query of a session,
@@ -24,7 +24,8 @@ under the session's effective policy, without making it. Prints the decision and
 The layer is where the decision came from: session, vm, default (no policy set) or hard
 (denied whatever any policy says, such as loopback or the cloud metadata address). A name
 is judged as a name; with --resolve egressd also looks it up and judges each address, as
-the gateway does before it dials.
+the gateway does before it dials. For a URL to a domain that http_rules name, the request
+is judged too: its path and --method (GET by default).
 
 Exit status: 0 when the decision is allow, 3 when it is deny, 1 when the check itself
 failed. In monitor mode the decision is allow, and "would deny" says whether an enforcing
@@ -34,6 +35,7 @@ policy would have denied it. So a script can branch:
 	setup: func(fs *flag.FlagSet) runFunc {
 		session := fs.String("session", "", "the `SESSION` whose policy judges (required)")
 		var req client.CheckRequest
+		fs.StringVar(&req.Method, "method", "", "the request's `method`, with a URL (default GET)")
 		fs.StringVar(&req.Host, "host", "", "a `host` name to connect to, with --port")
 		fs.StringVar(&req.IP, "ip", "", "an `IP` address to connect to, with --port")
 		fs.IntVar(&req.Port, "port", 0, "the destination `port`, with --host or --ip")
@@ -96,6 +98,8 @@ func validateCheck(req *client.CheckRequest) error {
 		return usagef("--transport goes with --ip")
 	case req.QType != "" && req.DNSQuery == "":
 		return usagef("--qtype goes with --dns")
+	case req.Method != "" && req.URL == "":
+		return usagef("--method goes with a URL")
 	}
 	if req.DNSQuery != "" && req.QType == "" {
 		req.QType = "A"

@@ -49,6 +49,13 @@ func effectiveFields(e *client.Effective) []field {
 		withFrom("allowed_cidrs", orNone(e.AllowedCIDRs.Value), e.AllowedCIDRs.From),
 		withFrom("denied_domains", orNone(e.DeniedDomains.Value), e.DeniedDomains.From),
 	}
+	if len(e.HTTPRules.Rules) > 0 {
+		rules := make([]string, len(e.HTTPRules.Rules))
+		for i, r := range e.HTTPRules.Rules {
+			rules[i] = fmt.Sprintf("%s[%d]: %s", r.Layer, r.Index, formatHTTPRule(r.HTTPRule))
+		}
+		fields = append(fields, field{"http_rules", rules}, withFrom("intercepted", e.HTTPRules.Intercepted, e.HTTPRules.From))
+	}
 	if len(e.PackageManagers) > 0 {
 		fields = append(fields, one("package_managers", strings.Join(e.PackageManagers, ", ")))
 	}

@@ -56,9 +56,71 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
+// ruleFlag is a repeatable --http-rule: one http_rules entry per value, written
+// "DOMAIN [METHOD,...|*] [PATH...]" (see parseHTTPRule).
+type ruleFlag []policy.HTTPRule
+
+func (r *ruleFlag) String() string { return "" }
+
+func (r *ruleFlag) Set(v string) error {
+	rule, err := parseHTTPRule(v)
+	if err != nil {
+		return err
+	}
+	*r = append(*r, rule)
+	return nil
+}
+
+// parseHTTPRule reads one http_rules entry from the command line: the domain, then the
+// methods as one comma-separated word ("*" or nothing: any method), then the paths, each a
+// word starting with "/" (nothing: any path). Methods have no commas and paths no spaces, so
+// "api.example.com GET,POST /v1/ /v2/" is unambiguous; formatHTTPRule writes the same form.
+// Values are checked by egressd, which names the field of a mistake.
+func parseHTTPRule(v string) (policy.HTTPRule, error) {
+	words := strings.Fields(v)
+	if len(words) == 0 {
+		return policy.HTTPRule{}, errors.New(`empty rule; write "DOMAIN [METHOD,...] [PATH...]", e.g. "api.example.com GET,POST /v1/"`)
+	}
+	r := policy.HTTPRule{Domain: words[0]}
+	rest := words[1:]
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "/") {
+		if rest[0] != "*" {
+			for _, m := range strings.Split(rest[0], ",") {
+				if m == "" {
+					return policy.HTTPRule{}, fmt.Errorf("%q: an empty method in %q", v, rest[0])
+				}
+				r.Methods = append(r.Methods, m)
+			}
+		}
+		rest = rest[1:]
+	}
+	for _, p := range rest {
+		if !strings.HasPrefix(p, "/") {
+			return policy.HTTPRule{}, fmt.Errorf(`%q: %q is not a path (paths start with "/" and come after the methods)`, v, p)
+		}
+		r.Paths = append(r.Paths, p)
+	}
+	return r, nil
+}
+
+// formatHTTPRule writes an entry in the form parseHTTPRule reads.
+func formatHTTPRule(r policy.HTTPRule) string {
+	out := r.Domain
+	switch {
+	case len(r.Methods) > 0:
+		out += " " + strings.Join(r.Methods, ",")
+	case len(r.Paths) > 0:
+		out += " *"
+	}
+	for _, p := range r.Paths {
+		out += " " + p
+	}
+	return out
+}
+
 var egressSetCmd = &command{
 	name:     "egress set",
-	synopsis: "(--session SESSION | --vm VM) [--http] [--https] [--package-managers] [--domain D]... [--cidr C]... [--deny-domain D]... [--monitor] [-f policy.json]",
+	synopsis: "(--session SESSION | --vm VM) [--http] [--https] [--package-managers] [--domain D]... [--cidr C]... [--deny-domain D]... [--http-rule RULE]... [--monitor] [-f policy.json]",
 	summary:  "set (replace) the policy of a session or a VM",
 	help: `
 Sets the egress policy of a session or a VM, replacing the one it had: what is not given is
@@ -69,6 +131,9 @@ off or empty. With no rule flags at all the policy denies everything.
   "egressctl egress package-managers") on ports 80 and 443, whatever --http and --https say.
   --cidr allows a range on every port and protocol, e.g. an internal network.
   --deny-domain denies a name whatever else allows it.
+  --http-rule "DOMAIN [METHOD,...] [PATH...]" allows only those requests to DOMAIN
+  (repeatable; "*" or no methods: any method, no paths: any path; a path is a prefix,
+  matched on "/" boundaries). Such a domain is intercepted: each request is decided.
   Domains are exact names or "*.example.com" for every name under example.com.
 
 A session's traffic must pass both its session policy and its VM policy. -f reads the
@@ -81,6 +146,7 @@ warnings are dropped), so a policy can be copied:
 Examples:
   egressctl egress set --session S --https --domain api.openai.com --package-managers
   egressctl egress set --vm V --cidr 10.0.0.0/8
+  egressctl egress set --session S --https --http-rule 'api.example.com GET,POST /v1/'
   egressctl egress set --session S            # deny everything`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		var t target
@@ -93,6 +159,8 @@ Examples:
 		fs.Var(&domains, "domain", "allow HTTP/HTTPS only to this `domain` (repeatable)")
 		fs.Var(&cidrs, "cidr", "allow every port and protocol to this `CIDR` (repeatable)")
 		fs.Var(&denied, "deny-domain", "never allow this `domain` (repeatable)")
+		var rules ruleFlag
+		fs.Var(&rules, "http-rule", "allow only these requests to a domain: `\"DOMAIN [METHOD,...] [PATH...]\"` (repeatable)")
 		monitor := fs.Bool("monitor", false, "record would-be denials but let traffic through")
 		fs.StringVar(&file, "f", "", "read the policy from this JSON `file` (- for standard input)")
 		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
@@ -115,6 +183,7 @@ Examples:
 			p.AllowedDomains = append(p.AllowedDomains, domains...)
 			p.AllowedCIDRs = append(p.AllowedCIDRs, cidrs...)
 			p.DeniedDomains = append(p.DeniedDomains, denied...)
+			p.HTTPRules = append(p.HTTPRules, rules...)
 			if *monitor {
 				p.Mode = policy.Monitor
 			}

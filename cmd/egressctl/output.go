@@ -96,7 +96,7 @@ func rulesFields(p policy.Policy) []field {
 			domains = []string{"(none)"}
 		}
 	}
-	return []field{
+	fs := []field{
 		one("mode", mode),
 		one("allow_http", strconv.FormatBool(p.AllowHTTP)),
 		one("allow_https", strconv.FormatBool(p.AllowHTTPS)),
@@ -105,6 +105,15 @@ func rulesFields(p policy.Policy) []field {
 		{"allowed_cidrs", orNone(p.AllowedCIDRs)},
 		{"denied_domains", orNone(p.DeniedDomains)},
 	}
+	if len(p.HTTPRules) > 0 {
+		// In the form --http-rule takes, so that a line can be copied into a command.
+		rules := make([]string, len(p.HTTPRules))
+		for i, r := range p.HTTPRules {
+			rules[i] = formatHTTPRule(r)
+		}
+		fs = append(fs, field{"http_rules", rules})
+	}
+	return fs
 }
 
 func orNone(list []string) []string {

@@ -40,15 +40,37 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, k store.APIKey) e
 		writeJSON(w, http.StatusOK, result(set.DecideQuery(q)))
 		return nil
 	}
-	conn, err := parseConn(req)
+	conn, hreq, err := parseConn(req)
 	if err != nil {
 		return err
 	}
-	if !req.Resolve || conn.Host == "" {
-		writeJSON(w, http.StatusOK, result(set.Decide(conn)))
-		return nil
+	// What the gateway does with a connection to an intercepted host depends on whether it
+	// intercepts; until it does, Decide denies such a connection (interception_unavailable).
+	conn.Intercepted = s.env.Interception()
+	var rd policy.Decision
+	byRequest := hreq != nil && conn.Host != "" && (conn.Port == 80 || conn.Port == 443) && set.Intercepts(conn.Host)
+	if byRequest {
+		// A request the rules deny is denied whatever the gateway can do: say so first, with
+		// the entry that decided, rather than only that the connection is not intercepted.
+		if rd = set.DecideRequest(*hreq); !rd.Allow {
+			writeJSON(w, http.StatusOK, result(rd))
+			return nil
+		}
 	}
-	writeJSON(w, http.StatusOK, s.plan(r.Context(), set, conn))
+	var out client.CheckResult
+	if !req.Resolve || conn.Host == "" {
+		out = result(set.Decide(conn))
+	} else {
+		out = s.plan(r.Context(), set, conn)
+	}
+	if byRequest && out.Decision == "allow" && (rd.WouldDeny || !out.WouldDeny) {
+		// The connection is intercepted and the request allowed: the request's decision is
+		// the one the gateway records (the addresses judged stay in the answer).
+		addrs := out.Addresses
+		out = result(rd)
+		out.Addresses = addrs
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -92,6 +114,9 @@ func parseQuery(req client.CheckRequest) (policy.Query, error) {
 	if req.URL != "" || req.Host != "" || req.IP != "" {
 		return policy.Query{}, badRequest("dns_query", "set one of url, host, ip or dns_query")
 	}
+	if req.Method != "" {
+		return policy.Query{}, badRequest("method", "method goes with url; a dns_query has none")
+	}
 	if req.Port != 0 || req.Transport != "" {
 		return policy.Query{}, badRequest("port", "a dns_query is judged as a query, on no port or transport; leave out port and transport")
 	}
@@ -114,8 +139,9 @@ func parseQuery(req client.CheckRequest) (policy.Query, error) {
 	return policy.Query{Name: name, Type: t}, nil
 }
 
-// parseConn turns a check request into a connection attempt.
-func parseConn(req client.CheckRequest) (policy.Conn, error) {
+// parseConn turns a check request into a connection attempt and, for a URL, the HTTP
+// request it would carry.
+func parseConn(req client.CheckRequest) (policy.Conn, *policy.Request, error) {
 	set := 0
 	for _, s := range []string{req.URL, req.Host, req.IP} {
 		if s != "" {
@@ -123,19 +149,41 @@ func parseConn(req client.CheckRequest) (policy.Conn, error) {
 		}
 	}
 	if set != 1 {
-		return policy.Conn{}, badRequest("", `set exactly one of "url", "host" (with "port"), "ip" (with "port" and "transport") or "dns_query"`)
+		return policy.Conn{}, nil, badRequest("", `set exactly one of "url", "host" (with "port"), "ip" (with "port" and "transport") or "dns_query"`)
 	}
 	if req.QType != "" {
-		return policy.Conn{}, badRequest("qtype", "qtype goes with dns_query; leave it out")
+		return policy.Conn{}, nil, badRequest("qtype", "qtype goes with dns_query; leave it out")
 	}
-	switch {
-	case req.URL != "":
+	if req.Method != "" && req.URL == "" {
+		return policy.Conn{}, nil, badRequest("method", "method goes with url: a request has a method, a connection has none")
+	}
+	if req.URL != "" {
 		// A field beside the URL that the URL overrides would make the answer about a
 		// destination other than the one asked about.
 		if req.Port != 0 || req.Transport != "" {
-			return policy.Conn{}, badRequest("port", "a url carries its own port (https://host:8443/) and is TCP; leave out port and transport")
+			return policy.Conn{}, nil, badRequest("port", "a url carries its own port (https://host:8443/) and is TCP; leave out port and transport")
 		}
-		return parseURL(req.URL)
+		method := "GET"
+		if req.Method != "" {
+			m, err := policy.NormalizeMethod(req.Method)
+			if err != nil {
+				return policy.Conn{}, nil, badRequest("method", "%v", err)
+			}
+			method = m
+		}
+		conn, path, err := parseURL(req.URL)
+		if err != nil {
+			return policy.Conn{}, nil, err
+		}
+		return conn, &policy.Request{Host: conn.Host, Port: conn.Port, Method: method, Path: path}, nil
+	}
+	conn, err := parseEndpoint(req)
+	return conn, nil, err
+}
+
+// parseEndpoint reads the host and ip forms of a check request.
+func parseEndpoint(req client.CheckRequest) (policy.Conn, error) {
+	switch {
 	case req.Host != "":
 		port, err := checkPort(req.Port, "port")
 		if err != nil {
@@ -176,11 +224,28 @@ func checkPort(p int, field string) (uint16, error) {
 }
 
 // parseURL reads a URL as the explicit proxy would see it: http and https only, the default
-// port of the scheme unless one is given, credentials (user@host) ignored.
-func parseURL(raw string) (policy.Conn, error) {
-	u, err := url.Parse(raw)
+// port of the scheme unless one is given, credentials (user@host) ignored. path is the
+// URL's path as written, percent-encoding and all ("/" when it has none), without query or
+// fragment: the request's path is judged as the gateway would judge it on the wire, so a
+// malformed one is a bad_path decision rather than a 400.
+func parseURL(raw string) (conn policy.Conn, path string, err error) {
+	rest := raw
+	if i := strings.IndexByte(rest, '#'); i >= 0 {
+		rest = rest[:i] // a fragment is never sent
+	}
+	base, path := rest, "/"
+	if i := strings.Index(rest, "://"); i >= 0 {
+		if j := strings.IndexAny(rest[i+3:], "/?"); j >= 0 {
+			base = rest[:i+3+j]
+			path, _, _ = strings.Cut(rest[i+3+j:], "?")
+			if path == "" {
+				path = "/"
+			}
+		}
+	}
+	u, err := url.Parse(base)
 	if err != nil {
-		return policy.Conn{}, badRequest("url", "%q is not a URL: %v", raw, err)
+		return policy.Conn{}, "", badRequest("url", "%q is not a URL: %v", raw, err)
 	}
 	var port uint16
 	switch strings.ToLower(u.Scheme) {
@@ -189,18 +254,22 @@ func parseURL(raw string) (policy.Conn, error) {
 	case "https":
 		port = 443
 	default:
-		return policy.Conn{}, badRequest("url", "scheme %q is not judged; use an http:// or https:// URL, or host and port", u.Scheme)
+		return policy.Conn{}, "", badRequest("url", "scheme %q is not judged; use an http:// or https:// URL, or host and port", u.Scheme)
+	}
+	if u.Opaque != "" || u.Host == "" {
+		return policy.Conn{}, "", badRequest("url", "%q has no host; write scheme://host/path", raw)
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil {
-			return policy.Conn{}, badRequest("url", "port %q is not a number", p)
+			return policy.Conn{}, "", badRequest("url", "port %q is not a number", p)
 		}
 		if port, err = checkPort(n, "url"); err != nil {
-			return policy.Conn{}, err
+			return policy.Conn{}, "", err
 		}
 	}
-	return hostConn(u.Hostname(), port, "url")
+	conn, err = hostConn(u.Hostname(), port, "url")
+	return conn, path, err
 }
 
 // hostConn makes a TCP attempt to a host, which may be an IP literal: that is judged as an

@@ -48,7 +48,7 @@ func (s *Server) getPolicy(scope store.Scope) handlerFunc {
 			return policyLookupError(err, scope, id)
 		}
 		// Warnings are recomputed so that a reader sees them too, not only the writer.
-		_, warnings, _ := rec.Policy.NormalizeFor(s.env.Classifier())
+		_, warnings, _ := s.env.Normalize(rec.Policy)
 		writeJSON(w, http.StatusOK, policyOut(rec, warnings))
 		return nil
 	}

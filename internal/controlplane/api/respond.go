@@ -154,7 +154,7 @@ func (s *Server) decodePolicy(data []byte) (policy.Policy, []string, error) {
 	if err := decodeStrict(data, &p, false); err != nil {
 		return p, nil, asPolicyError(err, "")
 	}
-	p, warnings, err := p.NormalizeFor(s.env.Classifier())
+	p, warnings, err := s.env.Normalize(p)
 	if err != nil {
 		return p, nil, policyError(err, "")
 	}

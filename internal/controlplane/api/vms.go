@@ -50,7 +50,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	var pol *policy.Policy
 	var warnings []string
 	if req.EgressPolicy != nil {
-		p, w, err := req.EgressPolicy.NormalizeFor(s.env.Classifier())
+		p, w, err := s.env.Normalize(*req.EgressPolicy)
 		if err != nil {
 			return policyError(err, "egress_policy")
 		}

@@ -9,10 +9,16 @@
 // which allows any host. So Decode first walks the body's tokens beside the target type,
 // checking every key of every object against the json names of the struct it lands in, and
 // only then lets encoding/json fill the value, when every key is one it matches exactly.
+//
+// The walk also checks each value's JSON type against the Go type it lands in, so that an
+// error names the whole path with list indexes ("http_rules[2].methods[0]"), and refuses null
+// as a list entry (["a.test", null] would decode to an empty string nobody wrote). A field
+// given as null still takes its default, as encoding/json leaves it.
 package strictjson
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,13 +94,21 @@ type walker struct{ dec *json.Decoder }
 func (w walker) value(tok json.Token, t reflect.Type, path string, depth int) error {
 	d, ok := tok.(json.Delim)
 	if !ok {
-		return nil // a scalar: its type is checked when it is decoded
+		return checkScalar(tok, t, path)
 	}
 	if depth > MaxDepth {
 		return &Error{Field: path, Message: fmt.Sprintf("nests more than %d levels deep", MaxDepth)}
 	}
+	// The container's own type first: "allowed_cidrs: must be a JSON list of strings, not
+	// object" says more than an error about something inside it.
 	if d == '{' {
+		if err := checkKind(t, "object", path); err != nil {
+			return err
+		}
 		return w.object(t, path, depth)
+	}
+	if err := checkKind(t, "array", path); err != nil {
+		return err
 	}
 	elem := elemType(t)
 	for i := 0; ; i++ {
@@ -105,10 +119,90 @@ func (w walker) value(tok json.Token, t reflect.Type, path string, depth int) er
 		if tok == json.Delim(']') {
 			return nil
 		}
-		if err := w.value(tok, elem, path+"["+strconv.Itoa(i)+"]", depth+1); err != nil {
+		at := path + "[" + strconv.Itoa(i) + "]"
+		if tok == nil && elem != nil && !nullable(elem) {
+			// encoding/json would decode the null as a zero value (an empty string, an
+			// empty object) and a list entry would silently mean something nobody wrote.
+			return &Error{Field: at, Message: fmt.Sprintf("is null; a list entry must be a JSON %s", Kind(elem))}
+		}
+		if err := w.value(tok, elem, at, depth+1); err != nil {
 			return err
 		}
 	}
+}
+
+// checkScalar checks a scalar token against the type it is to be decoded into, so that a
+// wrong type is reported with the whole path ("http_rules[2].methods[0]"): encoding/json
+// names the field without list indexes. null is left to encoding/json, which keeps the
+// zero value: a field given as null takes its default.
+func checkScalar(tok json.Token, t reflect.Type, path string) error {
+	var kind string
+	switch tok.(type) {
+	case nil:
+		return nil
+	case string:
+		kind = "string"
+	case bool:
+		kind = "bool"
+	default:
+		kind = "number"
+	}
+	return checkKind(t, kind, path)
+}
+
+var textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// checkKind reports a JSON value of kind ("string", "number", "bool", "array", "object",
+// encoding/json's words) that cannot be decoded into t. Types that decode themselves, and
+// interfaces, take anything here: encoding/json judges them.
+func checkKind(t reflect.Type, kind, path string) error {
+	t = deref(t)
+	if t == nil || t.Kind() == reflect.Interface || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil
+	}
+	if reflect.PointerTo(t).Implements(textUnmarshalerType) {
+		if kind == "string" {
+			return nil
+		}
+	} else {
+		switch t.Kind() {
+		case reflect.String:
+			if kind == "string" {
+				return nil
+			}
+		case reflect.Bool:
+			if kind == "bool" {
+				return nil
+			}
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+			reflect.Float32, reflect.Float64:
+			if kind == "number" {
+				return nil
+			}
+		case reflect.Slice, reflect.Array:
+			if kind == "array" || kind == "string" && t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
+				return nil // []byte is a base64 string
+			}
+		case reflect.Struct, reflect.Map:
+			if kind == "object" {
+				return nil
+			}
+		default:
+			return nil
+		}
+	}
+	return &Error{Field: path, Message: fmt.Sprintf("must be a JSON %s, not %s", Kind(t), kind)}
+}
+
+// nullable reports whether null is a meaningful value of t: a pointer, an interface or a
+// type that decodes itself (json.RawMessage keeps the null).
+func nullable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		return true
+	}
+	return reflect.PointerTo(t).Implements(unmarshalerType)
 }
 
 // object checks the keys of an object whose '{' has been read.

@@ -53,6 +53,8 @@ func TestDecode(t *testing.T) {
 		{"ok raw value", `{"raw": {"Anything": [1, {"x": 2}]}}`, "", ""},
 		{"ok nulls", `{"egress_policy": null, "network": null, "rules": null}`, "", ""},
 		{"ok escaped key", `{"vm_\u0069d": "a"}`, "", ""},
+		{"ok null fields inside a list entry", `{"rules": [{"path": null}]}`, "", ""},
+		{"ok anything in a raw value", `{"raw": [null, 1, "x", {"a": null}]}`, "", ""},
 
 		{"upper case", `{"VM_ID": "a"}`, "VM_ID", `did you mean "vm_id"`},
 		{"mixed case", `{"Vm_Id": "a"}`, "Vm_Id", "case-sensitive"},
@@ -87,7 +89,15 @@ func TestDecode(t *testing.T) {
 		{"wrong type", `{"vm_id": 7}`, "vm_id", "must be a JSON string, not number"},
 		{"wrong nested type", `{"egress_policy": {"allow_https": "yes"}}`, "egress_policy.allow_https", "must be a JSON boolean (true or false), not string"},
 		{"wrong list type", `{"egress_policy": {"allowed_domains": "a.test"}}`, "egress_policy.allowed_domains", "must be a JSON list of strings"},
-		{"object where a string goes", `{"vm_id": {"a": 1, "a": 2}}`, "vm_id.a", "given twice"},
+		{"object where a string goes", `{"vm_id": {"a": 1, "a": 2}}`, "vm_id", "must be a JSON string, not object"},
+		{"object where a list goes", `{"egress_policy": {"allowed_domains": {"a": 1}}}`, "egress_policy.allowed_domains", "must be a JSON list of strings, not object"},
+		{"list where a string goes", `{"vm_id": ["a"]}`, "vm_id", "must be a JSON string, not array"},
+		{"wrong type in a list names the index", `{"egress_policy": {"allowed_domains": ["a.test", 7]}}`, "egress_policy.allowed_domains[1]", "must be a JSON string, not number"},
+		{"wrong type in a list of objects names the index", `{"rules": [{"path": "/"}, {"path": true}]}`, "rules[1].path", "must be a JSON string, not bool"},
+		{"string where an object goes in a list", `{"rules": ["/"]}`, "rules[0]", "must be a JSON object, not string"},
+		{"wrong type in a map value", `{"labels": {"a": 1}}`, "labels.a", "must be a JSON string, not number"},
+		{"null entry in a list of objects", `{"rules": [{"path": "/"}, null]}`, "rules[1]", "is null; a list entry must be a JSON object"},
+		{"null entry in a list of strings", `{"egress_policy": {"allowed_domains": [null]}}`, "egress_policy.allowed_domains[0]", "is null"},
 		{"too deep", `{"raw": ` + strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1) + `}`, "raw" + strings.Repeat("[0]", MaxDepth-1), "levels deep"},
 	}
 	for _, tt := range tests {

@@ -211,11 +211,12 @@ class Client:
         denied_domains: Optional[Iterable[str]] = None,
         mode: str = "enforce",
         session_id: Optional[str] = None,
+        http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
     ) -> Policy:
         """Alias of :meth:`Egress.set_session <egressd.egress.Egress.set_session>`."""
         return self.egress.set_session(
             allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs,
-            denied_domains, mode, session_id,
+            denied_domains, mode, session_id, http_rules=http_rules,
         )
 
     def get_session_egress(self, session_id: Optional[str] = None) -> Policy:
@@ -232,11 +233,12 @@ class Client:
         allowed_cidrs: Optional[Iterable[str]] = None,
         denied_domains: Optional[Iterable[str]] = None,
         mode: str = "enforce",
+        http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
     ) -> Policy:
         """Alias of :meth:`Egress.set_vm <egressd.egress.Egress.set_vm>`."""
         return self.egress.set_vm(
             vm_id, allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs,
-            denied_domains, mode,
+            denied_domains, mode, http_rules=http_rules,
         )
 
     def get_vm_egress(self, vm_id: Optional[str] = None) -> Policy:

@@ -6,12 +6,12 @@ import http.client
 import json
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 from . import _sse
 from ._http import path_for
 from .errors import EgressdConnectionError, EgressdError, NotFoundError
-from .models import CheckResult, Effective, Event, Policy, format_time
+from .models import CheckResult, Effective, Event, Model, Policy, format_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -40,6 +40,33 @@ def _names(name: str, value: Optional[Iterable[str]]) -> List[str]:
     return out
 
 
+def _rules(value: Optional[Iterable[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """The JSON of ``http_rules``: a list of ``{"domain", "methods"?, "paths"?}`` objects
+    (dicts, or :class:`~egressd.models.HTTPRule` models as a policy answers them)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)):
+        raise TypeError(
+            "http_rules must be a list of rules, each a dict such as "
+            '{"domain": "api.example.com", "methods": ["GET"], "paths": ["/v1/"]}'
+        )
+    out: List[Dict[str, Any]] = []
+    for i, rule in enumerate(value):
+        if isinstance(rule, Model):
+            rule = rule.to_dict()
+        if not isinstance(rule, Mapping):
+            raise TypeError(f"http_rules[{i}] must be a dict with domain, methods and paths, not {type(rule).__name__}")
+        item = dict(rule)  # other keys are sent as they are: egressd names an unknown one
+        domain = item.get("domain")
+        if domain is not None and not isinstance(domain, str):
+            raise TypeError(f"http_rules[{i}].domain must be a string, not {type(domain).__name__}")
+        for key in ("methods", "paths"):
+            if item.get(key) is not None:
+                item[key] = _names(f"http_rules[{i}].{key}", item[key])
+        out.append(item)
+    return out
+
+
 def _flag(name: str, value: bool) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, not {value!r}")
@@ -54,6 +81,7 @@ def policy_body(
     allowed_cidrs: Optional[Iterable[str]] = None,
     denied_domains: Optional[Iterable[str]] = None,
     mode: str = "enforce",
+    http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
 ) -> Dict[str, Any]:
     """The JSON body of a policy (DESIGN §2.1): every field, with its default when not given.
 
@@ -70,6 +98,7 @@ def policy_body(
         "allowed_cidrs": _names("allowed_cidrs", allowed_cidrs),
         "denied_domains": _names("denied_domains", denied_domains),
         "mode": mode,
+        "http_rules": _rules(http_rules),
     }
 
 
@@ -109,6 +138,7 @@ class Egress:
         denied_domains: Optional[Iterable[str]] = None,
         mode: str = "enforce",
         session_id: Optional[str] = None,
+        http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
     ) -> Policy:
         """Set a session's policy (``POST /v1/egress/session/{id}``) and return it as stored.
 
@@ -128,9 +158,15 @@ class Egress:
             denied_domains: hosts never allowed, whatever else allows them.
             mode: ``"enforce"``, or ``"monitor"`` to record would-be denials and block nothing.
             session_id: the session; the client's current one when ``None``.
+            http_rules: method and path rules per domain, e.g.
+                ``[{"domain": "api.example.com", "methods": ["GET", "POST"], "paths": ["/v1/"]}]``
+                (methods in upper case, paths as prefixes starting with ``/``; either left out
+                means any). A domain named here is intercepted, and each request to it must
+                match a rule of every layer that has rules for it.
         """
         body = policy_body(
-            allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode
+            allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode,
+            http_rules,
         )
         sid = self._client._session_or_current(session_id)
         data = self._http.request("POST", path_for("/v1/egress/session/", sid), json_body=body)
@@ -168,6 +204,7 @@ class Egress:
         allowed_cidrs: Optional[Iterable[str]] = None,
         denied_domains: Optional[Iterable[str]] = None,
         mode: str = "enforce",
+        http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
     ) -> Policy:
         """Set a VM's policy (``POST /v1/egress/vm/{id}``) and return it as stored.
 
@@ -176,7 +213,8 @@ class Egress:
         is the client's current VM when ``None``.
         """
         body = policy_body(
-            allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode
+            allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode,
+            http_rules,
         )
         vid = self._client._vm_or_current(vm_id)
         return Policy.from_dict(self._vm_request("POST", vid, body))
@@ -232,11 +270,13 @@ class Egress:
         qtype: Optional[str] = None,
         resolve: bool = False,
         session_id: Optional[str] = None,
+        method: Optional[str] = None,
     ) -> CheckResult:
         """The decision the gateway would take for a session, without any traffic.
 
-        Give one of: ``url``; ``host`` and ``port``; ``ip``, ``port`` and ``transport``
-        (``"tcp"`` or ``"udp"``); ``dns_query`` and ``qtype`` (``"A"``, ``"AAAA"``, ...).
+        Give one of: ``url`` (and ``method``, upper case, ``"GET"`` when left out: it matters
+        for domains that ``http_rules`` name); ``host`` and ``port``; ``ip``, ``port`` and
+        ``transport`` (``"tcp"`` or ``"udp"``); ``dns_query`` and ``qtype`` (``"A"``, ...).
         A name is judged as a name, with no lookup, unless ``resolve=True``: egressd then
         looks it up as the gateway would and judges each address too (``result.addresses``).
 
@@ -247,6 +287,7 @@ class Egress:
             k: v
             for k, v in (
                 ("url", url),
+                ("method", method),
                 ("host", host),
                 ("ip", ip),
                 ("port", port),

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Ty
 __all__ = [
     "POLICY_FIELDS",
     "Model",
+    "HTTPRule",
     "PolicyFields",
     "Policy",
     "Network",
@@ -29,6 +30,8 @@ __all__ = [
     "EffectiveDomains",
     "EffectiveList",
     "EffectiveLayer",
+    "EffectiveHTTPRule",
+    "EffectiveHTTPRules",
     "Effective",
     "Event",
     "APIKey",
@@ -46,6 +49,7 @@ POLICY_FIELDS: Tuple[str, ...] = (
     "allowed_cidrs",
     "denied_domains",
     "mode",
+    "http_rules",
 )
 
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -140,6 +144,33 @@ def _list(value: Any) -> List[Any]:
 
 
 @dataclass(frozen=True)
+class HTTPRule(Model):
+    """One entry of ``http_rules``: the requests allowed to the hosts ``domain`` matches.
+
+    Attributes:
+        domain: a host name or ``*.parent`` wildcard (normalised: punycode, lower case).
+        methods: upper-case HTTP methods; empty means any method.
+        paths: path prefixes starting with ``/``, matched on segment boundaries against the
+            decoded, dot-segment-resolved path (never the query); empty means any path.
+    """
+
+    domain: str = ""
+    methods: List[str] = field(default_factory=list)
+    paths: List[str] = field(default_factory=list)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        for name in ("methods", "paths"):
+            out[name] = _list(out.get(name))
+        return out
+
+
+def _rules(value: Any) -> List[HTTPRule]:
+    return [r if isinstance(r, HTTPRule) else HTTPRule.from_dict(r) for r in value or []]
+
+
+@dataclass(frozen=True)
 class PolicyFields(Model):
     """The policy fields of DESIGN §2.1, each with its default.
 
@@ -151,6 +182,8 @@ class PolicyFields(Model):
         allowed_cidrs: ranges allowed on every port and protocol.
         denied_domains: hosts never allowed, whatever else allows them.
         mode: ``"enforce"`` or ``"monitor"`` (record would-be denials, block nothing).
+        http_rules: method and path rules per domain (:class:`HTTPRule`); a domain named
+            here is intercepted and each request to it decided.
     """
 
     allow_package_managers: bool = False
@@ -160,6 +193,7 @@ class PolicyFields(Model):
     allowed_cidrs: List[str] = field(default_factory=list)
     denied_domains: List[str] = field(default_factory=list)
     mode: str = "enforce"
+    http_rules: List[HTTPRule] = field(default_factory=list)
 
     @classmethod
     def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
@@ -167,11 +201,14 @@ class PolicyFields(Model):
         for name in ("allowed_domains", "allowed_cidrs", "denied_domains"):
             if name in out:
                 out[name] = _list(out[name])
+        if "http_rules" in out:
+            out["http_rules"] = _rules(out["http_rules"])
         return out
 
     def policy_dict(self) -> Dict[str, Any]:
-        """Only the §2.1 fields, as a body for setting this policy elsewhere."""
-        return {name: copy.deepcopy(getattr(self, name)) for name in POLICY_FIELDS}
+        """Only the §2.1 fields, as a body for setting this policy elsewhere (JSON types:
+        ``http_rules`` as a list of dicts)."""
+        return {name: _to_json(copy.deepcopy(getattr(self, name))) for name in POLICY_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -368,6 +405,33 @@ class EffectiveLayer(Model):
 
 
 @dataclass(frozen=True)
+class EffectiveHTTPRule(HTTPRule):
+    """An ``http_rules`` entry of one layer: ``layer`` and its ``index`` in that layer's policy
+    (the index a decision's ``rule`` names, as in ``http_rules[2] ...``)."""
+
+    layer: str = ""
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class EffectiveHTTPRules(Model):
+    """The ``http_rules`` of the layers, not merged: a request to a host must match an entry of
+    every layer whose entries name the host. ``intercepted`` lists the domains they name."""
+
+    intercepted: List[str] = field(default_factory=list)
+    rules: List[EffectiveHTTPRule] = field(default_factory=list)
+    from_: List[str] = field(default_factory=list)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        return {
+            "intercepted": _list(data.get("intercepted")),
+            "rules": [EffectiveHTTPRule.from_dict(r) for r in data.get("rules") or []],
+            "from_": _list(data.get("from")),
+        }
+
+
+@dataclass(frozen=True)
 class Effective(Model):
     """What applies to a session's traffic: its policy AND its VM's, or the default.
 
@@ -386,6 +450,7 @@ class Effective(Model):
     allowed_domains: EffectiveDomains = field(default_factory=EffectiveDomains)
     allowed_cidrs: EffectiveList = field(default_factory=EffectiveList)
     denied_domains: EffectiveList = field(default_factory=EffectiveList)
+    http_rules: EffectiveHTTPRules = field(default_factory=EffectiveHTTPRules)
     package_managers: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
@@ -398,6 +463,7 @@ class Effective(Model):
         out["allowed_domains"] = EffectiveDomains.from_dict(data.get("allowed_domains") or {})
         for name in ("allowed_cidrs", "denied_domains"):
             out[name] = EffectiveList.from_dict(data.get(name) or {})
+        out["http_rules"] = EffectiveHTTPRules.from_dict(data.get("http_rules") or {})
         out["package_managers"] = _list(data.get("package_managers"))
         out["notes"] = _list(data.get("notes"))
         return out

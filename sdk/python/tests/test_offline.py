@@ -175,8 +175,54 @@ class ModelsTest(unittest.TestCase):
         self.assertEqual(
             egressd.POLICY_FIELDS,
             ("allow_package_managers", "allow_http", "allow_https", "allowed_domains", "allowed_cidrs",
-             "denied_domains", "mode"),
+             "denied_domains", "mode", "http_rules"),
         )
+
+    def test_http_rules_models(self) -> None:
+        wire = {"allow_https": True, "http_rules": [{"domain": "api.example.com", "methods": ["GET"], "paths": ["/v1/"]},
+                                                    {"domain": "*.example.org", "methods": [], "paths": []}]}
+        p = egressd.Policy.from_dict(wire)
+        self.assertIsInstance(p.http_rules[0], egressd.HTTPRule)
+        self.assertEqual((p.http_rules[0].domain, p.http_rules[0].methods, p.http_rules[0].paths),
+                         ("api.example.com", ["GET"], ["/v1/"]))
+        self.assertEqual(p.policy_dict()["http_rules"], wire["http_rules"])  # JSON again, ready to send
+        self.assertEqual(egressd.Policy.from_dict({}).policy_dict()["http_rules"], [])
+        made = egressd.PolicyFields(http_rules=[egressd.HTTPRule(domain="a.example", methods=["POST"])])
+        self.assertEqual(made.to_dict()["http_rules"], [{"domain": "a.example", "methods": ["POST"], "paths": []}])
+        e = egressd.Effective.from_dict({"http_rules": {"intercepted": ["api.example.com"], "from": ["vm"], "rules": [
+            {"layer": "vm", "index": 2, "domain": "api.example.com", "methods": [], "paths": ["/"]}]}})
+        self.assertEqual(e.http_rules.intercepted, ["api.example.com"])
+        self.assertEqual(e.http_rules.from_, ["vm"])
+        r = e.http_rules.rules[0]
+        self.assertIsInstance(r, egressd.EffectiveHTTPRule)
+        self.assertEqual((r.layer, r.index, r.domain, r.paths), ("vm", 2, "api.example.com", ["/"]))
+        self.assertEqual(egressd.Effective().http_rules.rules, [])
+
+    def test_http_rules_body(self) -> None:
+        from egressd.egress import policy_body
+
+        body = policy_body(allow_https=True, http_rules=[
+            {"domain": "api.example.com", "methods": ("GET", "POST"), "paths": ["/v1/"]},
+            egressd.HTTPRule(domain="b.example", paths=["/x"]),
+            {"domain": "c.example"},
+        ])
+        self.assertEqual(body["http_rules"], [
+            {"domain": "api.example.com", "methods": ["GET", "POST"], "paths": ["/v1/"]},
+            {"domain": "b.example", "methods": [], "paths": ["/x"]},
+            {"domain": "c.example"},
+        ])
+        self.assertEqual(policy_body()["http_rules"], [])
+        for bad, msg in [
+            ({"domain": "a.example"}, "must be a list of rules"),
+            ("a.example", "must be a list of rules"),
+            (["a.example"], r"http_rules\[0\] must be a dict"),
+            ([{"domain": 7}], r"http_rules\[0\]\.domain must be a string"),
+            ([{"domain": "a.example", "methods": "GET"}], r"http_rules\[0\]\.methods must be a list"),
+            ([{"domain": "a.example", "paths": ["/", 3]}], r"http_rules\[0\]\.paths\[1\]"),
+        ]:
+            with self.subTest(bad=bad):
+                with self.assertRaisesRegex(TypeError, msg):
+                    policy_body(http_rules=bad)  # type: ignore[arg-type]
 
 
 class SSEParserTest(unittest.TestCase):

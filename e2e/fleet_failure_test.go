@@ -20,7 +20,6 @@ import (
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
 	"github.com/egressd/egressd/internal/host/netns"
-	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -198,25 +197,11 @@ func (s *singleNode) renamed(t *testing.T) {
 	args := slices.Clone(l.in.Args)
 
 	// Its own range under a new ID: refused, with the way out.
-	cmd := exec.Command(egressdtest.Binary(t, "egressd"), append([]string{"--api-listen", l.in.APIAddr, "--proxy-listen", l.in.ProxyAddr,
-		"--data-dir", l.in.DataDir, "--api-rate-limit", "0", "--node-id", "renamed"}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr, cmd.Env = &out, &out, withoutEgressdEnv()
-	if err := netns.StartIn(l.in.Netns, cmd); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("under a new ID with the old ID's range, egressd still ran after 20 s:\n%s", out.String())
-	}
+	code, out := runToExit(t, l.in.Netns, append([]string{"--api-listen", l.in.APIAddr, "--proxy-listen", l.in.ProxyAddr,
+		"--data-dir", l.in.DataDir, "--api-rate-limit", "0", "--node-id", "renamed"}, args...), "under a new ID with the old ID's range, egressd")
 	host, _ := os.Hostname()
-	if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(out.String(), "--node-id "+host) {
-		t.Errorf("under a new ID with the old ID's range: exit %d, want a refusal saying to use --node-id %s:\n%s", cmd.ProcessState.ExitCode(), host, out.String())
+	if code == 0 || !strings.Contains(out, "--node-id "+host) {
+		t.Errorf("under a new ID with the old ID's range: exit %d, want a refusal saying to use --node-id %s:\n%s", code, host, out)
 	}
 
 	// Another range: it runs, and leaves the old ID's VM alone, failing closed.

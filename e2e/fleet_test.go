@@ -198,23 +198,7 @@ func (f *fleetRun) overlap(t *testing.T) {
 	const cidr = "100.96.1.0/25"
 	args := append([]string{"--api-listen", "127.0.0.1:8470", "--proxy-listen", "127.0.0.1:8471",
 		"--data-dir", t.TempDir(), "--api-rate-limit", "0"}, gatewayArgs(l.store, "gw-c", cidr, "c")...)
-	cmd := exec.Command(egressdtest.Binary(t, "egressd"), args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Env = withoutEgressdEnv()
-	if err := netns.StartIn("/run/netns/"+ns, cmd); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("a node whose range overlaps gw-b's still ran after 20 s:\n%s", out.String())
-	}
-	code, msg := cmd.ProcessState.ExitCode(), out.String()
+	code, msg := runToExit(t, "/run/netns/"+ns, args, "a node whose range overlaps gw-b's")
 	t.Logf("gw-c with --sandbox-cidr %s: exit %d\n%s", cidr, code, msg)
 	if code == 0 {
 		t.Errorf("a node whose range overlaps gw-b's exited 0")
@@ -234,6 +218,29 @@ func (f *fleetRun) overlap(t *testing.T) {
 	if ok := m["gw-b"].State == "up" && m["gw-b"].SandboxCIDR == "100.96.1.0/24"; !ok {
 		t.Errorf("gw-b after the refusal: %+v", m["gw-b"])
 	}
+}
+
+// runToExit runs egressd with args in the namespace at nsPath, where it must exit by itself
+// (a refusal at start) within 20 s; what names it in the failure. It returns the exit code and
+// the output.
+func runToExit(t *testing.T, nsPath string, args []string, what string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(egressdtest.Binary(t, "egressd"), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr, cmd.Env = &out, &out, withoutEgressdEnv()
+	if err := netns.StartIn(nsPath, cmd); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s still ran after 20 s:\n%s", what, out.String())
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
 }
 
 // withoutEgressdEnv is the environment without EGRESSD_* variables, which would set flags.

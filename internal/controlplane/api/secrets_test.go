@@ -2,8 +2,8 @@ package api_test
 
 import (
 	"crypto/x509"
-	"io"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"

@@ -50,6 +50,7 @@ from .models import (
     Session,
 )
 from .resources import APIKeys, Nodes, Sessions, VMs
+from .secrets import Secret, Secrets
 
 #: The hosted product's name of the client: ``from egressd import InstaVM`` lets code written
 #: for it run with one import changed.
@@ -66,6 +67,7 @@ __all__ = [
     "Sessions",
     "APIKeys",
     "Nodes",
+    "Secrets",
     # errors
     "EgressdError",
     "APIError",
@@ -98,4 +100,5 @@ __all__ = [
     "Event",
     "APIKey",
     "Node",
+    "Secret",
 ]

@@ -51,7 +51,7 @@ var commands = []*command{
 	eventsCmd,
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
 	nodeListCmd,
-	secretCreateCmd, secretListCmd, secretGetCmd, secretRotateCmd, secretDeleteCmd, caCmd,
+	secretCreateCmd, secretListCmd, secretGetCmd, secretRotateCmd, secretDomainsCmd, secretDeleteCmd, caCmd,
 	statusCmd, versionCmd, healthCmd, execCmd,
 }
 

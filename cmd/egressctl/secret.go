@@ -137,6 +137,32 @@ too.
 	},
 }
 
+var secretDomainsCmd = &command{
+	name:     "secret domains",
+	synopsis: "NAME --domain D [--domain D]...",
+	summary:  "replace a secret's domains (its value and placeholder stay)",
+	help: `
+Replaces the domains a secret's value may go to. The value and the placeholder stay; a request
+that carries the placeholder to a host no longer named is refused from then on.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		var domains listFlag
+		fs.Var(&domains, "domain", "a `domain` the value may go to (repeatable; at least one)")
+		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
+			if err := wantArgs(args, "NAME"); err != nil {
+				return err
+			}
+			if len(domains) == 0 {
+				return usagef("give at least one --domain the value may go to")
+			}
+			s, err := c.UpdateSecret(ctx, args[0], client.UpdateSecretRequest{Domains: domains})
+			if err != nil {
+				return err
+			}
+			return a.printSecret(s)
+		}
+	},
+}
+
 var secretDeleteCmd = &command{
 	name:     "secret delete",
 	synopsis: "NAME",

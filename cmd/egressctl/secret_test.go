@@ -61,6 +61,13 @@ func TestSecretCommands(t *testing.T) {
 		t.Fatalf("secret rotate from stdin with --domain: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
+	var narrowed client.Secret
+	c.json(&narrowed, "secret", "domains", "openai", "--domain", "x.openai.test")
+	if narrowed.Placeholder != ph || !slices.Equal(narrowed.Domains, []string{"x.openai.test"}) {
+		t.Errorf("secret domains: %+v", narrowed)
+	}
+	keep(c.fails(exitError, "give at least one --domain", "secret", "domains", "openai"))
+
 	// Mistakes.
 	keep(c.fails(exitError, "give at least one --domain", "secret", "create", "x"))
 	keep(c.fails(exitError, "no value: pipe it on standard input", "secret", "create", "x", "--domain", "a.test"))

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
@@ -29,7 +31,7 @@ type interception struct {
 // mints certificates. It refuses to start with a key other than the one the store's secrets
 // are sealed with.
 func setupInterception(ctx context.Context, cfg *config, st store.Store, log *slog.Logger) (*interception, error) {
-	keys, path, created, err := keyring.Setup(ctx, st, cfg.secretsKeyFile, cfg.dataDir, store.ErrNotFound)
+	keys, path, created, err := keyring.Setup(ctx, st, cfg.secretsKeyFile, cfg.dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +45,9 @@ func setupInterception(ctx context.Context, cfg *config, st store.Store, log *sl
 		return nil, err
 	}
 	c := ca.Certificate()
-	log.Info("interception CA", "origin", ca.Origin(), "subject", c.Subject.CommonName, "not_after", c.NotAfter.UTC().Format(time.RFC3339))
+	sum := sha256.Sum256(c.Raw)
+	log.Info("interception CA", "origin", ca.Origin(), "subject", c.Subject.CommonName,
+		"not_after", c.NotAfter.UTC().Format(time.RFC3339), "sha256", hex.EncodeToString(sum[:]))
 	roots, err := loadUpstreamRoots(cfg.upstreamCAFile)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/egressd/egressd/internal/controlplane/store"
 )
 
 // FileName is the key file egressd creates in its data directory when --secrets-key-file is
@@ -130,10 +132,7 @@ type CheckStore interface {
 // value yet. It then makes sure that the store's data is sealed with this key (the store's
 // check value, which the first node to start writes), and refuses another key with an error
 // that says what to do. created reports that a new key file was written (to path).
-//
-// notFound tells the store's "no check value" apart from its other errors (store.ErrNotFound;
-// passed in so that this package does not import the store).
-func Setup(ctx context.Context, st CheckStore, keyFile, dataDir string, notFound error) (k *Keyring, path string, created bool, err error) {
+func Setup(ctx context.Context, st CheckStore, keyFile, dataDir string) (k *Keyring, path string, created bool, err error) {
 	path = keyFile
 	if path == "" {
 		path = filepath.Join(dataDir, FileName)
@@ -145,7 +144,7 @@ func Setup(ctx context.Context, st CheckStore, keyFile, dataDir string, notFound
 			return nil, path, false, fmt.Errorf("the store's secrets and CA key are sealed with a secrets key (ID %s), but %s does not exist: "+
 				"restore that key file, or give it with --secrets-key-file; a new key could open none of them", CheckID(stored), path)
 		}
-		if !errors.Is(err, notFound) {
+		if !errors.Is(err, store.ErrNotFound) {
 			return nil, path, false, fmt.Errorf("secrets key: read the store's key check: %w", err)
 		}
 		if k, err = CreateFile(path); err != nil {

@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/egressd/egressd/internal/controlplane/store"
 )
 
 func mustNew(t *testing.T) *Keyring {
@@ -241,7 +244,7 @@ type memChecks struct {
 	err   error
 }
 
-var errNotFound = errors.New("not found")
+var errNotFound = fmt.Errorf("key check: %w", store.ErrNotFound)
 
 func (m *memChecks) KeyCheck(context.Context) ([]byte, error) {
 	m.mu.Lock()
@@ -272,7 +275,7 @@ func TestSetup(t *testing.T) {
 	st := &memChecks{}
 	dir := t.TempDir()
 
-	k, path, created, err := Setup(ctx, st, "", dir, errNotFound)
+	k, path, created, err := Setup(ctx, st, "", dir)
 	if err != nil || !created || path != filepath.Join(dir, FileName) {
 		t.Fatalf("first start: %v created %v path %s", err, created, path)
 	}
@@ -280,14 +283,14 @@ func TestSetup(t *testing.T) {
 		t.Fatal("the store's check value is not the new key's")
 	}
 	// The next start reads the same file.
-	k2, _, created, err := Setup(ctx, st, "", dir, errNotFound)
+	k2, _, created, err := Setup(ctx, st, "", dir)
 	if err != nil || created || !k2.Matches(k.Check()) {
 		t.Fatalf("second start: %v, created %v", err, created)
 	}
 
 	// A node with its own key (another data dir) on the same store is refused.
 	other := t.TempDir()
-	_, _, _, err = Setup(ctx, st, "", other, errNotFound)
+	_, _, _, err = Setup(ctx, st, "", other)
 	if err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("a new data dir on a store with a key: %v", err)
 	}
@@ -296,7 +299,7 @@ func TestSetup(t *testing.T) {
 	}
 	stranger := mustNew(t)
 	strangerFile := writeKey(t, []byte(hex.EncodeToString(bytes.Repeat([]byte{1}, KeySize))), 0o600)
-	_, _, _, err = Setup(ctx, st, strangerFile, "", errNotFound)
+	_, _, _, err = Setup(ctx, st, strangerFile, "")
 	if err == nil || !strings.Contains(err.Error(), "is not the key this store's secrets are sealed with") ||
 		!strings.Contains(err.Error(), k.ID()) {
 		t.Fatalf("another key: %v", err)
@@ -304,18 +307,18 @@ func TestSetup(t *testing.T) {
 	_ = stranger
 
 	// The operator's file, given by flag, on the store the data dir's key made.
-	_, _, _, err = Setup(ctx, st, path, "", errNotFound)
+	_, _, _, err = Setup(ctx, st, path, "")
 	if err != nil {
 		t.Errorf("the same key by --secrets-key-file: %v", err)
 	}
 	// A flag naming a missing file is an error, not a new key.
-	_, _, _, err = Setup(ctx, &memChecks{}, filepath.Join(dir, "nope"), "", errNotFound)
+	_, _, _, err = Setup(ctx, &memChecks{}, filepath.Join(dir, "nope"), "")
 	if err == nil || !strings.Contains(err.Error(), "--secrets-key-file") {
 		t.Errorf("missing --secrets-key-file: %v", err)
 	}
 	// A store that fails is not taken for an empty one.
 	broken := &memChecks{err: errors.New("connection refused")}
-	_, _, _, err = Setup(ctx, broken, "", t.TempDir(), errNotFound)
+	_, _, _, err = Setup(ctx, broken, "", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("failing store: %v", err)
 	}
@@ -329,7 +332,7 @@ func TestSetupRace(t *testing.T) {
 	errs := make([]error, 2)
 	for i := range errs {
 		dir := t.TempDir()
-		wg.Go(func() { _, _, _, errs[i] = Setup(context.Background(), st, "", dir, errNotFound) })
+		wg.Go(func() { _, _, _, errs[i] = Setup(context.Background(), st, "", dir) })
 	}
 	wg.Wait()
 	ok := 0

@@ -161,7 +161,7 @@ func run(ctx context.Context, cfg *config) error {
 	if cfg.role.servesGateway() {
 		// The gateway's live view of the store, so that a new policy is enforced on the very
 		// next connection.
-		v, err = view.New(st, view.Config{Env: env, Logger: log})
+		v, err = view.New(st, view.Config{Env: env, Logger: log, Node: cfg.nodeID})
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/api"
 	"github.com/egressd/egressd/internal/controlplane/store"
@@ -40,15 +41,20 @@ func checkSandboxRange(ctx context.Context, st interface {
 // waitReporter makes a gateway node heartbeat as soon as it enforces a revision that an API
 // node waits for (api.Announcer): a write with ?wait=fleet, or a VM's creation waiting for its
 // node. Writes nobody waits for cost no heartbeat beyond the one a second.
+//
+// An announcement is trusted for nothing but that heartbeat: any client of the database may
+// send one. A revision that is not enforced within giveUp (one that never comes, or a view
+// that lags) is forgotten, so that it never keeps the node from reporting the waits after it.
 type waitReporter struct {
 	node   string
+	giveUp time.Duration // api.DefaultNetworkWait: no API node waits longer
 	mu     sync.Mutex
 	want   int64         // the highest revision waited for
 	signal chan struct{} // a new want; buffered, never blocks
 }
 
 func newWaitReporter(node string) *waitReporter {
-	return &waitReporter{node: node, signal: make(chan struct{}, 1)}
+	return &waitReporter{node: node, giveUp: api.DefaultNetworkWait, signal: make(chan struct{}, 1)}
 }
 
 // Wanted records that revision rev is waited for by node ("" for every node); it never
@@ -81,8 +87,21 @@ func (r *waitReporter) run(ctx context.Context, e api.Enforcer, kick func()) {
 			}
 			continue
 		}
-		if err := e.WaitRevision(ctx, want); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, r.giveUp)
+		err := e.WaitRevision(wctx, want)
+		cancel()
+		if ctx.Err() != nil {
 			return
+		}
+		if err != nil {
+			// Whoever waited has given up by now: forget the revision (and the waits it
+			// took in), and serve those announced from now on.
+			r.mu.Lock()
+			if r.want == want {
+				r.want = done
+			}
+			r.mu.Unlock()
+			continue
 		}
 		kick()
 		done = want

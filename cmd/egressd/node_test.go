@@ -148,3 +148,26 @@ func TestWaitReporter(t *testing.T) {
 	one("for its own wait, already enforced")
 	none("twice for one wait")
 }
+
+// TestWaitReporterOutlivesABogusRevision: an announcement is trusted for nothing but a
+// heartbeat. One of a revision that never comes (any client of the database may NOTIFY)
+// must not stop the node from heartbeating for the waits after it.
+func TestWaitReporterOutlivesABogusRevision(t *testing.T) {
+	e := &steppedEnforcer{up: make(chan struct{}, 1)}
+	e.set(5)
+	r := newWaitReporter("gw-a")
+	r.giveUp = 100 * time.Millisecond
+	kicks := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx, e, func() { kicks <- struct{}{} })
+	r.Wanted(1<<62, "")
+	time.Sleep(2 * r.giveUp)
+	e.set(6)
+	r.Wanted(6, "gw-a")
+	select {
+	case <-kicks:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no heartbeat for a revision waited for after a bogus one")
+	}
+}

@@ -38,12 +38,30 @@ type Changes interface {
 // can own sandbox networks.
 const transparentRole = "transparent"
 
+// A node_selector names a few of the labels an operator gives nodes (--node-label): these
+// bound it, so that a selector never costs, nor is echoed in an error, more than a few
+// labels' worth, whatever the body's size.
+const (
+	maxSelectorLabels = 32
+	maxLabelBytes     = 256
+)
+
 // place chooses the node of a new netns VM from the request's network.node and
 // network.node_selector.
+//
+// What it answers a tenant is the tenant's own: GET /v1/nodes, which shows the nodes'
+// labels, addresses and numbers, is for admin keys, and so a refusal names the label of the
+// tenant's selector that is not matched, never a node's labels nor how many nodes there are.
 func (s *Server) place(ctx context.Context, req *client.Network) (string, error) {
-	for k := range req.NodeSelector {
-		if k == "" {
+	if len(req.NodeSelector) > maxSelectorLabels {
+		return "", badRequest("network.node_selector", "node_selector has %d labels; at most %d are allowed", len(req.NodeSelector), maxSelectorLabels)
+	}
+	for k, v := range req.NodeSelector {
+		switch {
+		case k == "":
 			return "", badRequest("network.node_selector", "node_selector has an empty label name; give labels as {\"name\": \"value\"}")
+		case len(k) > maxLabelBytes || len(v) > maxLabelBytes:
+			return "", badRequest("network.node_selector", "node_selector has a label name or value longer than %d bytes", maxLabelBytes)
 		}
 	}
 	nodes, now, err := readNodes(ctx, s.store)
@@ -63,9 +81,9 @@ func (s *Server) place(ctx context.Context, req *client.Network) (string, error)
 		i := slices.IndexFunc(candidates, func(n store.Node) bool { return n.ID == req.Node })
 		switch {
 		case i < 0:
-			return "", badRequest("network.node", "no transparent gateway node %q is registered; GET /v1/nodes lists the nodes", req.Node)
+			return "", badRequest("network.node", "no transparent gateway node %q is registered; an operator lists the nodes with GET /v1/nodes (admin)", req.Node)
 		case !matches(candidates[i].Labels, req.NodeSelector):
-			return "", badRequest("network.node_selector", "node %q has labels %s, which do not match node_selector %s", req.Node, labelText(candidates[i].Labels), labelText(req.NodeSelector))
+			return "", badRequest("network.node_selector", "node %q does not have the label %s of node_selector", req.Node, unmatched(candidates[i].Labels, req.NodeSelector))
 		case !candidates[i].Up(now):
 			return "", errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network.node",
 				"node %q is down (no heartbeat for %s): a VM's network can only be made by its node; try again when it is back, or name another node",
@@ -77,12 +95,11 @@ func (s *Server) place(ctx context.Context, req *client.Network) (string, error)
 	if err != nil {
 		return "", err
 	}
-	best, up := "", 0
+	best := ""
 	for _, n := range candidates { // by ID: the first of the fewest is the lowest ID
 		if !n.Up(now) {
 			continue
 		}
-		up++
 		if matches(n.Labels, req.NodeSelector) && (best == "" || count[n.ID] < count[best]) {
 			best = n.ID
 		}
@@ -92,11 +109,22 @@ func (s *Server) place(ctx context.Context, req *client.Network) (string, error)
 		return best, nil
 	case len(req.NodeSelector) > 0:
 		return "", errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network.node_selector",
-			"no up transparent gateway node has labels matching node_selector %s (%d registered, %d up); GET /v1/nodes lists their labels",
-			labelText(req.NodeSelector), len(candidates), up)
+			"no up transparent gateway node has labels matching node_selector %s; an operator lists the nodes' labels with GET /v1/nodes (admin)",
+			labelText(req.NodeSelector))
 	}
 	return "", errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network.mode",
-		"no transparent gateway node is up (%d registered, all silent for %s or more); try again when one is back", len(candidates), store.DownAfter)
+		"no transparent gateway node is up (every one has been silent for %s or more); try again when one is back", store.DownAfter)
+}
+
+// unmatched is the first entry of selector, in name order, that labels do not hold, as
+// name=value: the tenant's own, for a refusal.
+func unmatched(labels, selector map[string]string) string {
+	for _, k := range slices.Sorted(maps.Keys(selector)) {
+		if got, ok := labels[k]; !ok || got != selector[k] {
+			return k + "=" + selector[k]
+		}
+	}
+	return ""
 }
 
 // vmsPerNode counts the netns VMs of every tenant by owning node, whatever their state: a

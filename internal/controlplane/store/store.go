@@ -149,8 +149,8 @@ type Store interface {
 	UpdateVMNetwork(ctx context.Context, tenant, id string, update func(Network) (Network, error)) (VM, error)
 
 	// CreateSession stores a new session on an existing VM of the tenant (ErrNotFound if the VM
-	// is not there or is being deleted), setting Revision and CreatedAt. Session IDs are
-	// unique store-wide.
+	// is not there, is being deleted, or is still being created: its policy may not be stored
+	// yet), setting Revision and CreatedAt. Session IDs are unique store-wide.
 	CreateSession(ctx context.Context, s Session) (Session, error)
 	GetSession(ctx context.Context, tenant, id string) (Session, error)
 	// ListSessions lists the tenant's sessions on one VM (all VMs when vmID is ""), oldest first.

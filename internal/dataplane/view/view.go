@@ -61,6 +61,9 @@ type Config struct {
 	// not ready and is retried, rather than freeze the view until TCP gives up.
 	SyncTimeout time.Duration
 	Logger      *slog.Logger
+	// Node is the ID of the gateway node whose data path reads this view: VMByAddr finds
+	// only its VMs (see there). "" finds every node's, for tests and views of no node.
+	Node string
 }
 
 // View is the live picture. Create it with New, then Start it.
@@ -230,7 +233,8 @@ func (v *View) Authenticate(sessionID, token string) (*Session, error) {
 
 // VMByAddr returns the VM whose sandbox has address a, or nil. Only a live network (ready,
 // or stored before networks had states) is found: a VM whose node has not made its network,
-// or one being deleted, is no sandbox the data path serves.
+// or one being deleted, is no sandbox the data path serves. With Config.Node, only that
+// node's VMs are found: the sandboxes its firewall names.
 func (v *View) VMByAddr(a netip.Addr) *VM {
 	return v.idx.Load().byAddr[a.Unmap()]
 }
@@ -415,6 +419,15 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The reads above are not one snapshot: a VM retired (or deleted) between them took the
+	// session and its policies with it, and the layers read after that are missing, so the
+	// set may be the session's policy without its VM's. The session is read again after
+	// them: still there, the retirement came after every read, and the set is whole.
+	if _, err := v.st.GetSession(ctx, tenant, id); errors.Is(err, store.ErrNotFound) {
+		return v.end(id), nil
+	} else if err != nil {
+		return "", err
+	}
 	v.mu.Lock()
 	idx := v.edit()
 	s := idx.sessions[id]
@@ -454,6 +467,15 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	if err != nil {
 		return err
 	}
+	// As for a session (refresh): a VM retired between the reads above has lost its
+	// policies, and the set may be the operator's default. Its network is read again after
+	// them, so that such a VM is shown being deleted, never live with the default.
+	if vm, err = v.st.GetVM(ctx, k.tenant, k.id); errors.Is(err, store.ErrNotFound) {
+		v.endVM(k)
+		return nil
+	} else if err != nil {
+		return err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	idx := v.edit()
@@ -477,8 +499,10 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	idx.vms[k] = next
 	// Only a live network is found by its address: a sandbox that is not made yet has none,
 	// and one being deleted has lost its policies, so that serving it would mean serving it
-	// the operator's default policy instead of its own.
-	if addr, ok := liveAddr(vm.Network); ok {
+	// the operator's default policy instead of its own. And only one of this node: another
+	// node's VM that holds the same address (ranges that overlapped, two processes of one
+	// node ID) must neither displace this node's nor be served by its data path.
+	if addr, ok := liveAddr(vm.Network); ok && (v.cfg.Node == "" || vm.Network.Node == v.cfg.Node) {
 		idx.byAddr[addr] = next
 	}
 	return nil

@@ -157,3 +157,51 @@ func TestOnlyLiveNetworksAreFoundByAddress(t *testing.T) {
 	default:
 	}
 }
+
+// TestOnlyThisNodesSandboxesAreFoundByAddress: a transparent node's data path serves the
+// sandboxes of its own VMs, those its firewall names (package gateway), and finds no other
+// node's by address: one address held by VMs of two nodes (ranges that overlapped, a second
+// process with a node's ID) must never give one node's sandbox another's VM and policy.
+func TestOnlyThisNodesSandboxesAreFoundByAddress(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, view.Config{Node: "gw-a"})
+	addr := netip.MustParseAddr("100.96.0.2")
+	ready := func(node string) store.Network {
+		return store.Network{Mode: "netns", Node: node, State: store.NetworkReady, Address: addr.String(), Gateway: "100.96.0.1"}
+	}
+	if _, err := f.st.CreateVM(ctx, store.VM{Tenant: "t", ID: "mine", Network: ready("gw-a")}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("gw-a's VM", func() bool { return f.v.VMByAddr(addr) != nil })
+	if _, err := f.st.CreateVM(ctx, store.VM{Tenant: "other", ID: "theirs", Network: ready("gw-b")}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("gw-b's VM in the view", func() bool { return f.v.VM("other", "theirs") != nil })
+	if vm := f.v.VMByAddr(addr); vm == nil || vm.ID != "mine" {
+		t.Errorf("gw-a finds %+v by its sandbox's address, want its own VM", vm)
+	}
+	// Another node's VM going does not take this node's out of the index.
+	if err := f.st.DeleteVM(ctx, "other", "theirs"); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("gw-b's VM gone", func() bool { return f.v.VM("other", "theirs") == nil })
+	if vm := f.v.VMByAddr(addr); vm == nil || vm.ID != "mine" {
+		t.Errorf("after gw-b's VM went, gw-a finds %+v", vm)
+	}
+	// A VM stored before nodes is found once its node claims it.
+	legacy := netip.MustParseAddr("100.96.0.6")
+	if _, err := f.st.CreateVM(ctx, store.VM{Tenant: "t", ID: "old", Network: store.Network{Mode: "netns", Address: legacy.String(), Gateway: "100.96.0.5"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the VM stored before nodes", func() bool { return f.v.VM("t", "old") != nil })
+	if vm := f.v.VMByAddr(legacy); vm != nil {
+		t.Errorf("a VM no node has claimed is found: %+v", vm.Network)
+	}
+	if _, err := f.st.UpdateVMNetwork(ctx, "t", "old", func(n store.Network) (store.Network, error) {
+		n.Node, n.State = "gw-a", store.NetworkReady
+		return n, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the claimed VM by its address", func() bool { return f.v.VMByAddr(legacy) != nil })
+}

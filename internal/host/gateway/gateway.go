@@ -34,7 +34,9 @@
 //     rules that name it), creates the namespace, then writes the VM's address and the state
 //     ready, if the VM is still pending (if it was deleted meanwhile, what was made goes
 //     again). If the network cannot be made, what was made goes and the state becomes failed,
-//     with the reason in the VM's error.
+//     with the reason in the VM's error. A VM whose namespace name (a 40-bit hash of tenant
+//     and vm_id) is another VM's of this node fails at once: making it would take over the
+//     other's namespace, whoever's tenant that is.
 //   - ready (or no state, stored before states): run it. Its rules are in the firewall, with
 //     its effective policy, from the moment the view shows it ready.
 //   - failed: nothing; nothing of it is left.
@@ -107,8 +109,9 @@ type Namespaces interface {
 	// Create makes a's network, or repairs it; it refuses a namespace of another gateway,
 	// and a network it made does not stay half-made when it fails.
 	Create(a netns.Attachment) error
-	// Delete removes the network called name, whoever's it is: the gateway only deletes
-	// names that List gave, or that its own Create has just made.
+	// Delete removes the network called name; it refuses a namespace of another gateway
+	// (gateways on one host share the namespace directory), which it leaves alone. The
+	// gateway only deletes names that List gave, or that its own Create has just made.
 	Delete(name string) error
 	// List names this gateway's networks that exist.
 	List() ([]string, error)

@@ -103,14 +103,16 @@ func (g *Gateway) reconcileVMs(ctx context.Context, vms []store.VM, present map[
 	}
 	explained := make(map[string]bool)
 	repair := make(map[string]bool)
+	holders := g.holders(vms, present)
 	for _, vm := range vms {
 		if vm.Network.Mode != "netns" {
 			continue
 		}
 		name := netns.Name(vm.Tenant, vm.ID)
 		if vm.Network.Node == "" && vm.Network.State == "" {
-			// Stored before nodes: this node's only if its namespace is on this host.
-			if !present[name] {
+			// Stored before nodes: this node's only if its namespace is on this host, and
+			// is not that of a VM of this node whose name collides with it.
+			if !present[name] || holders[name] != (vmKey{vm.Tenant, vm.ID}) {
 				continue
 			}
 			explained[name] = true
@@ -129,6 +131,14 @@ func (g *Gateway) reconcileVMs(ctx context.Context, vms []store.VM, present map[
 		}
 		switch vm.Network.State {
 		case store.NetworkPending:
+			if holders[name] != (vmKey{vm.Tenant, vm.ID}) {
+				// The namespace of that name is another VM's, or will be: making this one
+				// would take it over. The other VM is not named: it may be another tenant's.
+				if _, err := g.fail(ctx, vm, fmt.Errorf("its namespace name %s is in use by another VM on node %s (names are a 40-bit hash of tenant and vm_id); create the VM again with another vm_id", name, g.cfg.NodeID)); err != nil {
+					report(vm, err)
+				}
+				continue // explained or not by its holder
+			}
 			keep, err := g.attach(ctx, vm, stored)
 			explained[name] = keep
 			if err != nil {
@@ -156,6 +166,31 @@ func (g *Gateway) reconcileVMs(ctx context.Context, vms []store.VM, present map[
 	g.repair = repair
 	errs = append(errs, g.removeOrphans(present, explained)...)
 	return errors.Join(errs...)
+}
+
+// holders says which VM each namespace name of this node belongs to, for refusing a pending
+// VM whose name is another's (netns.Name is a 40-bit hash: two VMs of a node may collide,
+// and a tenant that knows another's tenant and vm_id can make them). A VM that may have its
+// namespace (ready, stored before states, being deleted, or stored before nodes and found
+// on this host) holds its name, in that order: a namespace found here is first of all that
+// of a VM of this node; then the pending ones, oldest first (vms is in that order). A failed
+// or creating VM holds nothing: it has no namespace, and it may not get one.
+func (g *Gateway) holders(vms []store.VM, present map[string]bool) map[string]vmKey {
+	holders := make(map[string]vmKey)
+	pass := func(holds func(store.Network, string) bool) {
+		for _, vm := range vms {
+			name := netns.Name(vm.Tenant, vm.ID)
+			if _, taken := holders[name]; !taken && vm.Network.Mode == "netns" && holds(vm.Network, name) {
+				holders[name] = vmKey{vm.Tenant, vm.ID}
+			}
+		}
+	}
+	pass(func(n store.Network, _ string) bool {
+		return g.owns(n) && (n.Live() || n.State == store.NetworkDeleting)
+	})
+	pass(func(n store.Network, name string) bool { return n.Node == "" && n.State == "" && present[name] })
+	pass(func(n store.Network, _ string) bool { return g.owns(n) && n.State == store.NetworkPending })
+	return holders
 }
 
 // attach makes the network of a pending VM: a /30 of this node's range, the firewall, the

@@ -40,7 +40,8 @@
 //     crash) it repairs. If Create fails on a namespace it made itself, it removes it again.
 //   - Delete(name) removes the namespace mount and file, the veth pair (deleting one end
 //     removes both: a sandbox whose namespace a process still holds is cut off all the
-//     same) and /etc/netns/<name>. What is missing is no error.
+//     same) and /etc/netns/<name>. What is missing is no error; another gateway's namespace
+//     of the name is refused and left alone.
 //   - List() names the sandbox networks present, for removing at start those that the
 //     store no longer knows.
 //   - Start(name, cmd) runs a command inside a sandbox, as `egressctl exec` does.
@@ -50,8 +51,8 @@
 // which it holds a namespace id (see `ip netns list-id`): Create sets one at once, and the
 // kernel sets one anyway once the veth joins them. List names only this gateway's
 // namespaces (plus its own "eg…" veths and resolv.conf directories left without a
-// namespace), and Create refuses a namespace of another gateway that has interfaces,
-// instead of taking it over.
+// namespace, which are nobody's to tell), and Create and Delete refuse a namespace of another
+// gateway that has interfaces, instead of taking it over or removing it.
 //
 // The methods are serialised by the Manager; one Manager per process is the intended use.
 //

@@ -32,14 +32,8 @@ func claim(sbH *netlink.Handle, gw int, made bool) error {
 		return nil
 	}
 	if !made {
-		links, err := retryDump(sbH.LinkList)
-		if err != nil {
-			return fmt.Errorf("listing the namespace's links: %w", err)
-		}
-		for _, l := range links {
-			if l.Attrs().Name != "lo" {
-				return fmt.Errorf("the namespace exists and belongs to another gateway (it has %s and no link to this one); if it is stale, remove it with `ip netns del`", l.Attrs().Name)
-			}
+		if err := notForeign(sbH, gw); err != nil {
+			return fmt.Errorf("%w; if it is stale, remove it with `ip netns del`", err)
 		}
 	}
 	if err := sbH.SetNetNsIdByFd(gw, -1); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -65,13 +59,67 @@ func (m *Manager) gatewayFd() (int, func(), error) {
 // inside keeps the namespace alive), and <resolv dir>/<name>. What is already gone is no
 // error, so Delete can be repeated and can clean up after a failed Create. The order leaves,
 // after a crash at any point, something that List still finds.
+//
+// A namespace of the name that belongs to another gateway is refused, as Create refuses it,
+// and nothing is removed: List may have named a resolv.conf directory left without its
+// namespace (a reboot, another gateway deleting it), and by the time the caller deletes it
+// as an orphan the other gateway may have made the namespace again.
 func (m *Manager) Delete(name string) error {
 	if !ValidName(name) {
 		return fmt.Errorf("netns: %q is not an egressd namespace name", name)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.foreign(name); err != nil {
+		return fmt.Errorf("netns: deleting %s: %w", name, err)
+	}
 	return m.deleteLocked(name)
+}
+
+// foreign returns an error if the namespace called name is mounted and belongs to another
+// gateway: it has interfaces besides lo and is not this gateway's (see owned).
+func (m *Manager) foreign(name string) error {
+	if ok, err := isNSMount(m.Path(name)); err != nil || !ok {
+		return nil // nothing mounted: nobody's namespace to lose
+	}
+	sb, err := openNS(m.Path(name))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(sb)
+	gw, closeGW, err := m.gatewayFd()
+	if err != nil {
+		return err
+	}
+	defer closeGW()
+	h, err := routeHandleIn(sb)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := notForeign(h, gw); err != nil {
+		return fmt.Errorf("%w; left alone", err)
+	}
+	return nil
+}
+
+// notForeign returns an error if the namespace behind sbH belongs to another gateway than
+// gw: it is not gw's (see owned), and holds an interface besides lo. An empty one is a
+// Create cut short, anybody's to take or remove.
+func notForeign(sbH *netlink.Handle, gw int) error {
+	if owned(sbH, gw) {
+		return nil
+	}
+	links, err := retryDump(sbH.LinkList)
+	if err != nil {
+		return fmt.Errorf("listing the namespace's links: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().Name != "lo" {
+			return fmt.Errorf("the namespace exists and belongs to another gateway (it has %s and no link to this one)", l.Attrs().Name)
+		}
+	}
+	return nil
 }
 
 func (m *Manager) deleteLocked(name string) error {

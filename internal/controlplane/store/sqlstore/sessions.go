@@ -19,11 +19,13 @@ func (s *Store) CreateSession(ctx context.Context, se store.Session) (store.Sess
 		// Checked here rather than left to the foreign key, whose error would not say which
 		// object is missing. The write lock keeps the answer true until the commit. A VM
 		// being deleted (RetireVM) takes no new session: its policy is gone already, and a
-		// session on it would be held to its own policy alone.
+		// session on it would be held to its own policy alone. Nor does a VM whose creator
+		// is still storing its policy (creating), for the same reason: it is not created
+		// until its policy is stored.
 		if n, err := tx.network(ctx, se.Tenant, se.VMID); err != nil {
 			return err
-		} else if n.State == store.NetworkDeleting {
-			return fmt.Errorf("vm %q is being deleted: %w", se.VMID, store.ErrNotFound)
+		} else if n.State == store.NetworkDeleting || n.State == store.NetworkCreating {
+			return fmt.Errorf("vm %q is %s: %w", se.VMID, n.State, store.ErrNotFound)
 		}
 		var err error
 		se.Revision, err = tx.insert(ctx, change{se.Tenant, store.KindSession, se.ID, store.OpCreate, se.CreatedAt}, row{

@@ -215,3 +215,37 @@ func vmEqual(a, b store.VM) bool {
 	return a.Tenant == b.Tenant && a.ID == b.ID && a.Network == b.Network &&
 		a.Revision == b.Revision && a.CreatedAt.Equal(b.CreatedAt)
 }
+
+// testIDsDifferByCase: IDs, tenants and node IDs are compared byte for byte, as the API and
+// the gateways compare them: "V" and "v" are two VMs, "T" and "t" two tenants, "GW-1" and
+// "gw-1" two nodes. A store that folded case would let one tenant's VM or one node's
+// registration stand for another's.
+func testIDsDifferByCase(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, k := range [][2]string{{"t", "v"}, {"t", "V"}, {"T", "v"}} {
+		if _, err := s.CreateVM(ctx, store.VM{Tenant: k[0], ID: k[1], Network: store.Network{Mode: "netns", Node: "gw-1", State: store.NetworkPending}}); err != nil {
+			t.Fatalf("CreateVM(%s/%s): %v", k[0], k[1], err)
+		}
+	}
+	mustPolicy(t, s, "t", store.ScopeVM, "V", fullPolicy(1))
+	_, err := s.GetPolicy(ctx, "t", store.ScopeVM, "v")
+	wantErr(t, "GetPolicy of t/v after t/V's was set", err, store.ErrNoPolicy)
+	_, err = s.GetVM(ctx, "T", "V")
+	wantErr(t, "GetVM(T/V)", err, store.ErrNotFound)
+	if err := s.DeleteVM(ctx, "t", "V"); err != nil {
+		t.Fatalf("DeleteVM(t/V): %v", err)
+	}
+	for _, k := range [][2]string{{"t", "v"}, {"T", "v"}} {
+		if _, err := s.GetVM(ctx, k[0], k[1]); err != nil {
+			t.Errorf("GetVM(%s/%s) after t/V was deleted: %v", k[0], k[1], err)
+		}
+	}
+	for _, id := range []string{"gw-1", "GW-1"} {
+		if err := s.PutNode(ctx, store.Node{ID: id, SandboxCIDR: "100.96.0.0/24"}); err != nil {
+			t.Fatalf("PutNode(%s): %v", id, err)
+		}
+	}
+	if nodes := mustNodes(t, s); len(nodes) != 2 {
+		t.Errorf("nodes %+v, want gw-1 and GW-1", nodes)
+	}
+}

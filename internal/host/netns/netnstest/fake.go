@@ -78,15 +78,18 @@ func (f *Fake) Create(a netns.Attachment) error {
 	return nil
 }
 
-// Delete removes the network called name, whoever's it is, as the real Delete does. What
-// is not there is no error, and no change.
+// Delete removes this gateway's network called name, as the real Delete does, and refuses
+// a namespace of another gateway (see Foreign), which it leaves alone. What is not there is
+// no error, and no change.
 func (f *Fake) Delete(name string) error {
 	if !netns.ValidName(name) {
 		return fmt.Errorf("netns: %q is not an egressd namespace name", name)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.nets[name]; ok {
+	if n, ok := f.nets[name]; ok && n.foreign {
+		return fmt.Errorf("netns: deleting %s: the namespace exists and belongs to another gateway; left alone", name)
+	} else if ok {
 		delete(f.nets, name)
 		f.ops = append(f.ops, "delete "+name)
 	}

@@ -30,6 +30,14 @@ func checkSandboxRange(ctx context.Context, st interface {
 		if err != nil {
 			continue // not this node's to judge; it was checked when that node started
 		}
+		if other == cfg.sandboxCIDR {
+			// The same range: most likely this host under another ID (its host name
+			// changed, or --node-id did). A new range would leave that node's VMs behind
+			// for good; its own ID brings them back (docs/fleet.md).
+			return fmt.Errorf("--sandbox-cidr %s of node %q is the range of node %q: if this host ran as node %q before, start it with --node-id %s again "+
+				"(under another ID it cannot serve or delete that node's VMs); otherwise give node %q a range that no other node uses",
+				cfg.sandboxCIDR, cfg.nodeID, n.ID, n.ID, n.ID, cfg.nodeID)
+		}
 		if other.Overlaps(cfg.sandboxCIDR) {
 			return fmt.Errorf("--sandbox-cidr %s of node %q overlaps %s of node %q: every transparent node takes sandbox addresses from a range of its own; give node %q a range that no other node uses",
 				cfg.sandboxCIDR, cfg.nodeID, other, n.ID, cfg.nodeID)

@@ -65,6 +65,7 @@ func TestCheckSandboxRange(t *testing.T) {
 		{"gw-a", "100.96.0.0/23", "gw-b"},   // itself, grown into gw-b
 		{"gw-c", "100.96.1.128/25", "gw-b"}, // inside another
 		{"gw-c", "100.96.0.0/16", "gw-a"},   // around others
+		{"gw-c", "100.96.0.0/24", "gw-a"},   // the same: gw-a's host under a new ID?
 	} {
 		cfg := &config{nodeID: tc.id, sandboxCIDR: netip.MustParsePrefix(tc.cidr)}
 		err := checkSandboxRange(context.Background(), nodes, cfg)
@@ -74,6 +75,11 @@ func TestCheckSandboxRange(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), `"`+tc.want+`"`) || !strings.Contains(err.Error(), `"`+tc.id+`"`) || !strings.Contains(err.Error(), tc.cidr)):
 			t.Errorf("%s %s: err %v, want one naming %s, %s and %s", tc.id, tc.cidr, err, tc.id, tc.cidr, tc.want)
 		}
+	}
+	// A host that ran as gw-a, restarted under another ID, is told how to get its VMs back.
+	cfg := &config{nodeID: "gw-renamed", sandboxCIDR: netip.MustParsePrefix("100.96.0.0/24")}
+	if err := checkSandboxRange(context.Background(), nodes, cfg); err == nil || !strings.Contains(err.Error(), "--node-id gw-a") {
+		t.Errorf("the range of gw-a under another ID: %v, want the advice to start with --node-id gw-a", err)
 	}
 }
 

@@ -151,6 +151,9 @@ type notEnforced struct {
 }
 
 func (e *notEnforced) Error() string {
+	if e.rev == 0 { // not known
+		return fmt.Sprintf("the change is stored, but %s. %s", e.why, e.after)
+	}
 	return fmt.Sprintf("the change is stored (revision %d), but %s. %s", e.rev, e.why, e.after)
 }
 
@@ -184,19 +187,27 @@ func runsGateway(roles []string) bool {
 	return slices.Contains(roles, "gateway") || slices.Contains(roles, "all")
 }
 
+// enforcedNewest is enforced for the writes of a request whose revisions it does not know:
+// the store's newest revision is at least theirs. A revision that cannot be read is a
+// notEnforced (503): the writes are stored, but nothing can be waited for.
+func (s *Server) enforcedNewest(ctx context.Context, mode waitMode) (*client.Enforcement, error) {
+	if s.enforcer == nil && mode != waitFleet {
+		return nil, nil // nothing to wait for: do not ask the store for what is not needed
+	}
+	rev, err := s.store.Revision(ctx)
+	if err != nil {
+		return nil, &notEnforced{why: fmt.Sprintf("the store's revision could not be read to wait for the gateways (%v)", err),
+			after: "It takes effect as the gateways' views catch up"}
+	}
+	return s.enforced(ctx, mode, rev)
+}
+
 // answerDeleted answers a delete once it is enforced: 204, or with wait=fleet 200 and
-// which nodes enforce it. The store's newest revision is at least the delete's.
+// which nodes enforce it.
 func (s *Server) answerDeleted(w http.ResponseWriter, r *http.Request, mode waitMode) error {
-	var enf *client.Enforcement
-	if s.enforcer != nil || mode == waitFleet {
-		rev, err := s.store.Revision(r.Context())
-		if err != nil {
-			return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "",
-				"the deletion is stored, but the store's revision could not be read to wait for the gateway: %v", err)
-		}
-		if enf, err = s.enforced(r.Context(), mode, rev); err != nil {
-			return err
-		}
+	enf, err := s.enforcedNewest(r.Context(), mode)
+	if err != nil {
+		return err
 	}
 	if enf == nil {
 		w.WriteHeader(http.StatusNoContent)

@@ -164,28 +164,35 @@ func labelText(labels map[string]string) string {
 
 // awaitNetwork reads the VM until done says its network has got where the caller waits for,
 // or the VM is gone (ErrNotFound, which done sees too), or networkWait has passed. It
-// returns the last VM read and whether done said yes.
-func (s *Server) awaitNetwork(ctx context.Context, tenant, id string, done func(store.VM, error) bool) (store.VM, bool, error) {
+// returns the last VM read and whether done said yes. A read that fails is no answer: the
+// write waited on is durable, and the database may be back within the wait (a restart, a
+// failover), so the wait goes on, and at its end the caller answers that the node's work is
+// not known to be done (202).
+func (s *Server) awaitNetwork(ctx context.Context, tenant, id string, done func(store.VM, error) bool) (store.VM, bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.networkWait)
 	defer cancel()
+	var last store.VM
+	failing := false
 	for {
 		var wake <-chan struct{}
 		if s.changes != nil {
 			wake = s.changes.Next() // before the read: a change after it wakes the wait
 		}
 		vm, err := s.store.GetVM(ctx, tenant, id)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			if ctx.Err() != nil {
-				return vm, false, nil // the wait is over; the caller answers what it knows
+		switch {
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			if !failing && ctx.Err() == nil {
+				s.log.Warn("reading a VM while waiting for its node failed; still waiting", "vm_id", id, "err", err)
 			}
-			return vm, false, err
-		}
-		if done(vm, err) {
-			return vm, true, nil
+			failing = true
+		case done(vm, err):
+			return vm, true
+		default:
+			last = vm
 		}
 		select {
 		case <-ctx.Done():
-			return vm, false, nil
+			return last, false
 		case <-wake:
 		case <-time.After(networkPoll):
 		}

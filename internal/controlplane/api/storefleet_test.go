@@ -63,3 +63,52 @@ func TestStoreFleetSharesReads(t *testing.T) {
 		t.Fatalf("after a failure: %v %v", nodes, err)
 	}
 }
+
+// ctxNodes is slowNodes whose reads end when their context does, as a database's do.
+type ctxNodes struct{ slowNodes }
+
+func (s *ctxNodes) ListNodes(ctx context.Context) ([]store.Node, error) {
+	n := s.reads.Add(1)
+	select {
+	case <-time.After(2 * time.Millisecond):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return []store.Node{{ID: "gw", Roles: []string{"gateway"}, Revision: n, Heartbeat: time.Now()}}, nil
+}
+
+// TestStoreFleetUnderLoad: many callers, a third of them giving up within a read's time (so
+// that the read they lead is cut short and the callers sharing it must read again): every
+// call ends, every answer is fresh, and a caller that does not give up gets one.
+func TestStoreFleetUnderLoad(t *testing.T) {
+	src := &ctxNodes{}
+	f := api.StoreFleet(src)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 60 {
+		wg.Go(func() {
+			for i := range 30 {
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				quitter := (g+i)%3 == 0
+				if quitter {
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(i%3)*time.Millisecond)
+				}
+				before := src.reads.Load()
+				nodes, err := f.Nodes(ctx)
+				cancel()
+				switch {
+				case err != nil && !quitter:
+					t.Errorf("a caller that did not give up got %v", err)
+				case err == nil && nodes[0].Revision <= before:
+					t.Errorf("answered from read %d, which began before the call (reads then: %d)", nodes[0].Revision, before)
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("callers of the shared fleet read still waiting after 20 s")
+	}
+}

@@ -72,7 +72,8 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	} else if err != nil {
 		return err
 	}
-	undo := func(ctx context.Context) error { return s.removeVM(ctx, created) }
+	mine := created // what undo takes back: this VM, whatever created becomes below
+	undo := func(ctx context.Context) error { return s.removeVM(ctx, mine) }
 	out := vmOut(created, 0)
 	if pol != nil {
 		rec, err := s.store.PutPolicy(r.Context(), store.PolicyRecord{Tenant: k.Tenant, Scope: store.ScopeVM, ID: created.ID, Policy: *pol})
@@ -80,10 +81,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 			return errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while it was being created", vm.ID)
 		} else if err != nil {
 			// Do not leave a VM without the policy its creator asked for.
-			if uerr := undo(context.WithoutCancel(r.Context())); uerr != nil {
-				s.log.Error("removing a VM whose policy was not stored", "vm_id", created.ID, "err", uerr)
-			}
-			return err
+			return s.notCreated(r.Context(), created.ID, "storing its policy", err, undo)
 		}
 		out.EgressPolicy = policyOut(rec, warnings)
 	}
@@ -91,27 +89,40 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	if created.Network.Mode == "netns" {
 		var ready bool
 		if created, ready, err = s.makeNetwork(r.Context(), created); err != nil {
-			if uerr := undo(context.WithoutCancel(r.Context())); uerr != nil {
-				s.log.Error("removing a VM whose network was not made", "vm_id", created.ID, "err", uerr)
-			}
-			return err
+			return s.notCreated(r.Context(), mine.ID, "handing it to its node", err, undo)
 		}
 		out.Network = networkOut(created.Network)
 		if !ready {
 			status = http.StatusAccepted
 		}
 	}
-	// Every write of this request has a revision at most the store's newest.
-	rev, err := s.store.Revision(r.Context())
-	if err != nil {
-		return err
-	}
-	if out.Enforcement, err = s.enforced(r.Context(), mode, rev); err != nil {
+	if out.Enforcement, err = s.enforcedNewest(r.Context(), mode); err != nil {
 		return s.createdButNotEnforced(r.Context(), "VM", err, undo)
 	}
 	w.Header().Set("Location", "/v1/vms/"+url.PathEscape(created.ID))
 	writeJSON(w, status, out)
 	return nil
+}
+
+// notCreated answers a creation that failed after the VM was stored (step names what
+// failed), once undo has taken the VM back: err as it is when it is an answer already (a 409,
+// the node's 503), else a 503 that says whether the VM is gone or left for the client to
+// delete: the store that failed the step may fail the undo too (the database lost).
+func (s *Server) notCreated(ctx context.Context, id, step string, err error, undo func(context.Context) error) error {
+	uerr := undo(context.WithoutCancel(ctx))
+	if uerr != nil {
+		s.log.Error("removing a VM that was not created", "vm_id", id, "err", uerr)
+	}
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return err
+	}
+	s.log.Error("creating a VM failed after it was stored", "vm_id", id, "step", step, "err", err)
+	if uerr != nil {
+		return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "",
+			"VM %q was stored, but %s failed (%v), and removing it again failed (%v): delete it and try again", id, step, err, uerr)
+	}
+	return errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "", "VM %q was not created: %s failed (%v). Try again", id, step, err)
 }
 
 // errDeletedMeanwhile: a VM under creation was deleted by another request.
@@ -137,15 +148,17 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 		}
 		vm = next
 	}
-	got, settled, err := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
-		return err != nil || got.Network.State != store.NetworkPending
+	// One wait in all: the node making the network and then enforcing it share networkWait
+	// (each wait below bounds itself by it too, and ends at this deadline first).
+	ctx, cancel := context.WithTimeout(ctx, s.networkWait)
+	defer cancel()
+	got, settled := s.awaitNetwork(ctx, vm.Tenant, vm.ID, func(got store.VM, err error) bool {
+		return err != nil || got.Revision != vm.Revision || got.Network.State != store.NetworkPending
 	})
 	switch {
-	case err != nil:
-		return vm, false, err
 	case !settled:
 		return vm, false, nil
-	case got.ID == "":
+	case got.ID == "" || got.Revision != vm.Revision: // gone, or a VM of the same ID created since
 		return vm, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q was deleted while its network was being made", vm.ID)
 	case got.Network.State == store.NetworkFailed:
 		return got, false, errorf(http.StatusServiceUnavailable, client.CodeUnavailable, "network",
@@ -154,10 +167,10 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 		return got, false, errorf(http.StatusConflict, client.CodeConflict, "vm_id", "VM %q is %s", vm.ID, got.Network.State)
 	}
 	rev, err := s.store.Revision(ctx)
-	if err != nil {
-		return got, false, err
+	if err == nil {
+		err = s.ownerEnforced(ctx, got.Network.Node, rev)
 	}
-	if err := s.ownerEnforced(ctx, got.Network.Node, rev); err != nil {
+	if err != nil {
 		s.log.Info("a VM's network is made but not yet enforced by its node; answering 202", "vm_id", vm.ID, "node", got.Network.Node, "err", err)
 		return got, false, nil
 	}
@@ -165,10 +178,12 @@ func (s *Server) makeNetwork(ctx context.Context, vm store.VM) (store.VM, bool, 
 }
 
 // removeVM takes back a VM that this request created. A network that its node may have
-// started on is the node's to remove (RetireVM); anything else goes at once.
+// started on is the node's to remove (RetireVM); anything else goes at once. A VM of the
+// same ID created since this one was deleted (a VM's revision is that of its creation) is
+// another client's, and stays.
 func (s *Server) removeVM(ctx context.Context, vm store.VM) error {
 	cur, err := s.store.GetVM(ctx, vm.Tenant, vm.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && cur.Revision != vm.Revision) {
 		return nil
 	} else if err != nil {
 		return err
@@ -292,15 +307,15 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, k store.APIKey
 	}
 	down, err := s.downNodes(r.Context())
 	if err != nil {
-		return err
+		// The deletion is stored; whether the node is up is not known: wait for it as if
+		// it were, and answer what the wait found.
+		s.log.Warn("the fleet's nodes could not be read; waiting for a deleted VM's node as if it were up", "vm_id", id, "node", vm.Network.Node, "err", err)
 	}
 	if !down[vm.Network.Node] { // a down node removes nothing: answer at once
-		_, gone, err := s.awaitNetwork(r.Context(), k.Tenant, id, func(_ store.VM, err error) bool {
-			return errors.Is(err, store.ErrNotFound)
+		_, gone := s.awaitNetwork(r.Context(), k.Tenant, id, func(cur store.VM, err error) bool {
+			// Gone, or gone and created again since by another client.
+			return errors.Is(err, store.ErrNotFound) || (err == nil && cur.Revision != vm.Revision)
 		})
-		if err != nil {
-			return err
-		}
 		if gone {
 			return s.answerDeleted(w, r, mode)
 		}

@@ -17,7 +17,10 @@
 // VM, and another node's VMs never appear in its firewall. Its addresses come from its own
 // sandbox range (Config.SandboxCIDR), which the fleet keeps apart from every other node's.
 // A VM stored before networks had nodes (no node, no state) is claimed by the node on whose
-// host its namespace is found: that node writes its ID into the VM and runs it from then on.
+// host its namespace is found, or else by the node whose range holds its address (after a
+// reboot no host has the namespace): that node writes its ID into the VM and runs it from
+// then on. A namespace on this host of another node's VM is left alone: this host ran under
+// that node's ID before (see reconcileVMs).
 //
 // # Reconciling
 //
@@ -69,10 +72,10 @@
 // On start, Run applies the firewall (a gateway whose first apply fails does not start),
 // turns on forwarding, and runs a first round before the data path serves: it repairs the
 // namespaces of its ready VMs (a reboot loses them all), makes its pending ones, finishes
-// its deletions, claims the VMs stored before nodes whose namespaces it finds, and removes
-// namespaces that none of its VMs explains, leaving other gateways' alone. A later apply
-// that fails leaves the previous table in force; it is retried, and Ready reports the
-// gateway not ready until it succeeds.
+// its deletions, claims the VMs stored before nodes whose namespaces it finds or whose
+// addresses are of its range, and removes namespaces that no stored VM explains,
+// leaving other gateways' alone. A later apply that fails leaves the previous table in
+// force; it is retried, and Ready reports the gateway not ready until it succeeds.
 package gateway
 
 import (
@@ -176,6 +179,9 @@ type Gateway struct {
 	// repair names the namespaces of ready VMs to create or repair in the next round: all
 	// of them at start, then those whose repair failed. Only rounds use it.
 	repair map[string]bool
+	// foreign names the namespaces on this host of other nodes' VMs that were logged
+	// (warnForeign). Only rounds use it.
+	foreign map[string]bool
 
 	behind   chan struct{}          // an apply outside the follower failed: it retries
 	wake     chan struct{}          // the view changed this node's VMs: a round is due
@@ -210,6 +216,7 @@ func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, 
 		inflight:   make(map[string]netns.Attachment),
 		retired:    make(map[string]bool),
 		repair:     make(map[string]bool),
+		foreign:    make(map[string]bool),
 		behind:     make(chan struct{}, 1),
 		wake:       make(chan struct{}, 1),
 	}, nil

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -344,7 +345,12 @@ type gwStore struct {
 	mu           sync.Mutex
 	beforeDelete func(tenant, id string)
 	written      []store.Network
+	// lost makes the gateway's writes fail, as while the database is unreachable.
+	lost atomic.Bool
 }
+
+// errLost is a write of the gateway while gwStore.lost is set.
+var errLost = errors.New("the database is unreachable")
 
 func (s *gwStore) DeleteVM(ctx context.Context, tenant, id string) error {
 	s.mu.Lock()
@@ -353,10 +359,16 @@ func (s *gwStore) DeleteVM(ctx context.Context, tenant, id string) error {
 	if hook != nil {
 		hook(tenant, id)
 	}
+	if s.lost.Load() {
+		return errLost
+	}
 	return s.Store.DeleteVM(ctx, tenant, id)
 }
 
 func (s *gwStore) UpdateVMNetwork(ctx context.Context, tenant, id string, update func(store.Network) (store.Network, error)) (store.VM, error) {
+	if s.lost.Load() {
+		return store.VM{}, errLost
+	}
 	vm, err := s.Store.UpdateVMNetwork(ctx, tenant, id, update)
 	if err == nil {
 		s.mu.Lock()

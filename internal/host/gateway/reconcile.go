@@ -110,9 +110,12 @@ func (g *Gateway) reconcileVMs(ctx context.Context, vms []store.VM, present map[
 		}
 		name := netns.Name(vm.Tenant, vm.ID)
 		if vm.Network.Node == "" && vm.Network.State == "" {
-			// Stored before nodes: this node's only if its namespace is on this host, and
-			// is not that of a VM of this node whose name collides with it.
-			if !present[name] || holders[name] != (vmKey{vm.Tenant, vm.ID}) {
+			// Stored before nodes: this node's if its namespace is on this host, or if its
+			// address is of this node's range, which no other node's overlaps (after a
+			// reboot that lost /etc/netns no host has the namespace, and the egressd from
+			// before nodes made it again at start: so does the node that claims it); and
+			// never through the namespace of a VM of this node whose name collides with it.
+			if (!present[name] && !g.inRange(vm.Network)) || holders[name] != (vmKey{vm.Tenant, vm.ID}) {
 				continue
 			}
 			explained[name] = true
@@ -127,6 +130,15 @@ func (g *Gateway) reconcileVMs(ctx context.Context, vms []store.VM, present map[
 			repair[name] = true // as at start: it was not this node's to run until now
 		}
 		if !g.owns(vm.Network) {
+			if present[name] && vm.Network.Node != "" {
+				// Another node's VM, whose namespace is on this host: this host ran it under
+				// another --node-id. It is no orphan: its sandbox may still hold it, and a
+				// namespace made again later would be a new one, which the sandbox is not
+				// in. It stays, cut off by this node's table (fail closed), for the host to
+				// re-adopt once it runs under that ID again.
+				explained[name] = true
+				g.warnForeign(vm, name)
+			}
 			continue
 		}
 		switch vm.Network.State {
@@ -188,7 +200,9 @@ func (g *Gateway) holders(vms []store.VM, present map[string]bool) map[string]vm
 	pass(func(n store.Network, _ string) bool {
 		return g.owns(n) && (n.Live() || n.State == store.NetworkDeleting)
 	})
-	pass(func(n store.Network, name string) bool { return n.Node == "" && n.State == "" && present[name] })
+	pass(func(n store.Network, name string) bool {
+		return n.Node == "" && n.State == "" && (present[name] || g.inRange(n))
+	})
 	pass(func(n store.Network, _ string) bool { return g.owns(n) && n.State == store.NetworkPending })
 	return holders
 }
@@ -339,6 +353,24 @@ func (g *Gateway) readopt(vm store.VM) error {
 	return nil
 }
 
+// inRange reports whether a stored network's address is of this node's sandbox range.
+func (g *Gateway) inRange(n store.Network) bool {
+	p, err := subnetOf(n)
+	return err == nil && g.cfg.SandboxCIDR.Contains(p.Addr())
+}
+
+// warnForeign says, once per namespace and process, that this host holds the namespace of
+// another node's VM, and what to do about it.
+func (g *Gateway) warnForeign(vm store.VM, name string) {
+	if g.foreign[name] {
+		return
+	}
+	g.foreign[name] = true
+	g.log.Warn("gateway: this host has the namespace of a VM of another node, and leaves it alone: this host ran as that node before "+
+		"(--node-id changed?); run egressd here with that --node-id again to serve and delete that node's VMs (docs/fleet.md)",
+		"netns", name, "tenant", vm.Tenant, "vm_id", vm.ID, "vm_node", vm.Network.Node)
+}
+
 // claim makes a VM stored before nodes this node's, if no node has claimed it meanwhile.
 func (g *Gateway) claim(ctx context.Context, vm store.VM) (store.VM, error) {
 	claimed, err := g.st.UpdateVMNetwork(ctx, vm.Tenant, vm.ID, func(n store.Network) (store.Network, error) {
@@ -354,7 +386,7 @@ func (g *Gateway) claim(ctx context.Context, vm store.VM) (store.VM, error) {
 	case err != nil:
 		return store.VM{}, fmt.Errorf("gateway: claiming a VM stored before nodes: %w", err)
 	}
-	g.log.Info("gateway: claimed a VM stored before nodes, whose namespace is on this host", "tenant", vm.Tenant, "vm_id", vm.ID)
+	g.log.Info("gateway: claimed a VM stored before nodes, whose namespace is on this host or whose address is of this node's range", "tenant", vm.Tenant, "vm_id", vm.ID)
 	return claimed, nil
 }
 

@@ -44,7 +44,9 @@ func on(n store.Network, id, state string) store.Network {
 //
 //   - a, b: ready; a's namespace survived, b's did not (a reboot);
 //   - d: deleted while A was down, its namespace still there;
-//   - old, gone: stored before nodes; old's namespace is on this host, gone's on none;
+//   - old, gone: stored before nodes; old's namespace is on this host, gone's on none, and
+//     its address is of another node's range (TestLegacyVMsOfARebootedHostAreClaimed has
+//     one of this node's range);
 //   - x: ready on node B, whose namespace is in the directory this host shares with B;
 //   - p: pending, created while A was down;
 //   - c: creating; f: failed;
@@ -56,7 +58,7 @@ func restarted(t *testing.T) (w *world, orphan, foreign string) {
 	w.put("t", "b", on(network(attachment(t, "t", "b", 1)), nodeA, store.NetworkReady))
 	w.put("t", "d", on(network(attachment(t, "t", "d", 2)), nodeA, store.NetworkDeleting))
 	w.put("t", "old", network(attachment(t, "t", "old", 3)))
-	w.put("t", "gone", network(attachment(t, "t", "gone", 5)))
+	w.put("t", "gone", gone())
 	w.put("t", "x", store.Network{Mode: "netns", Node: nodeB, State: store.NetworkReady, Netns: netns.Name("t", "x"),
 		Path: "/run/netns/" + netns.Name("t", "x"), Address: "100.97.0.2", Gateway: "100.97.0.1"})
 	w.put("t", "p", store.Network{Mode: "netns", Node: nodeA, State: store.NetworkPending})
@@ -67,6 +69,12 @@ func restarted(t *testing.T) (w *world, orphan, foreign string) {
 	w.policy("t", "b", "203.0.113.0/24")
 	o := attachment(t, "t", "o", 6)
 	return w, o.Name, netns.Name("other", "f")
+}
+
+// gone is the network of the VM "gone" of restarted, stored before nodes on node B's range.
+func gone() store.Network {
+	name := netns.Name("t", "gone")
+	return store.Network{Mode: "netns", Netns: name, Path: "/run/netns/" + name, Address: "100.97.0.6", Gateway: "100.97.0.5"}
 }
 
 // host puts on a's host what survived of the last run: see restarted.
@@ -103,7 +111,7 @@ func TestRestartReconcilesTheNodesVMs(t *testing.T) {
 		t.Errorf("the VM stored before nodes whose namespace is here: %+v, want it claimed, ready", old.Network)
 	}
 	for id, want := range map[string]store.Network{
-		"gone": network(attachment(t, "t", "gone", 5)),
+		"gone": gone(),
 		"c":    {Mode: "netns", Node: nodeA, State: store.NetworkCreating},
 		"f":    {Mode: "netns", Node: nodeA, State: store.NetworkFailed, Error: "earlier"},
 	} {

@@ -199,7 +199,7 @@ func (s *singleNode) renamed(t *testing.T) {
 
 	// Its own range under a new ID: refused, with the way out.
 	cmd := exec.Command(egressdtest.Binary(t, "egressd"), append([]string{"--api-listen", l.in.APIAddr, "--proxy-listen", l.in.ProxyAddr,
-		"--data-dir", l.in.DataDir, "--api-rate-limit", "0", "--node-id", "renamed"}, args...)...)
+		"--data-dir", l.in.DataDir, "--api-rate-limit", "0", "--secrets-key-file", egressdtest.SecretsKeyFile(t), "--node-id", "renamed"}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Env = &out, &out, withoutEgressdEnv()
 	if err := netns.StartIn(l.in.Netns, cmd); err != nil {

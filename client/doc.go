@@ -40,9 +40,22 @@
 //	res, err := c.Check(ctx, sess.SessionID, client.CheckRequest{URL: "https://pypi.org/simple/"})
 //	// res.Decision is "allow" or "deny"; res.Layer, Reason and Rule say why.
 //
+// # Secrets and the CA
+//
+// A secret is a value the sandbox never holds: it gets the secret's placeholder, and the
+// gateway puts the value in its place in intercepted requests to the secret's domains. The
+// value (a SecretValue, which never prints) goes in and never comes out:
+//
+//	s, err := c.CreateSecret(ctx, client.CreateSecretRequest{
+//		Name: "openai", Value: client.SecretValue(key), Domains: []string{"api.openai.com"},
+//	})
+//	// The sandbox's OPENAI_API_KEY is s.Placeholder. RotateSecret keeps the placeholder.
+//
+// CAPEM returns the interception CA's certificate, which the sandbox adds to its roots.
+//
 // # Writes are enforced when answered
 //
-// A call that changes what the gateway enforces (a policy, a session, a VM) returns once the
+// A call that changes what the gateway enforces (a policy, a session, a VM, a secret) returns once the
 // egressd that answered enforces it: the next connection through its proxy obeys it. In a
 // fleet, WithWaitFleet makes those calls wait (up to 5 s) until every gateway node does, and
 // the answers say which do in their Enforcement (EnforcedBy, and Lagging when time ran out).

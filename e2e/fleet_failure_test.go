@@ -20,6 +20,7 @@ import (
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
 	"github.com/egressd/egressd/internal/host/netns"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -198,7 +199,8 @@ func (s *singleNode) renamed(t *testing.T) {
 
 	// Its own range under a new ID: refused, with the way out.
 	code, out := runToExit(t, l.in.Netns, append([]string{"--api-listen", l.in.APIAddr, "--proxy-listen", l.in.ProxyAddr,
-		"--data-dir", l.in.DataDir, "--api-rate-limit", "0", "--node-id", "renamed"}, args...), "under a new ID with the old ID's range, egressd")
+		"--data-dir", l.in.DataDir, "--api-rate-limit", "0", "--secrets-key-file", egressdtest.SecretsKeyFile(t), "--node-id", "renamed"}, args...),
+		"under a new ID with the old ID's range, egressd")
 	host, _ := os.Hostname()
 	if code == 0 || !strings.Contains(out, "--node-id "+host) {
 		t.Errorf("under a new ID with the old ID's range: exit %d, want a refusal saying to use --node-id %s:\n%s", code, host, out)

@@ -197,7 +197,7 @@ func (f *fleetRun) overlap(t *testing.T) {
 	ipCmd(t, "-n", ns, "link", "set", "lo", "up")
 	const cidr = "100.96.1.0/25"
 	args := append([]string{"--api-listen", "127.0.0.1:8470", "--proxy-listen", "127.0.0.1:8471",
-		"--data-dir", t.TempDir(), "--api-rate-limit", "0"}, gatewayArgs(l.store, "gw-c", cidr, "c")...)
+		"--data-dir", t.TempDir(), "--api-rate-limit", "0", "--secrets-key-file", egressdtest.SecretsKeyFile(t)}, gatewayArgs(l.store, "gw-c", cidr, "c")...)
 	code, msg := runToExit(t, "/run/netns/"+ns, args, "a node whose range overlaps gw-b's")
 	t.Logf("gw-c with --sandbox-cidr %s: exit %d\n%s", cidr, code, msg)
 	if code == 0 {

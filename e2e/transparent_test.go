@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,23 @@ func TestTransparentHTTPSAndHTTP(t *testing.T) {
 	}
 	if _, code := ctl("curl", "-sS", "--max-time", "10", "--cacert", l.caFile, "https://other.example.test/"); code != 6 {
 		t.Errorf("egressctl exec curl to a refused name: exit %d, want curl's 6 (could not resolve)", code)
+	}
+	// The command trusts egressd's interception CA besides the system's roots: the five CA
+	// variables name one bundle that holds it, removed once the command ends.
+	resp, err := l.in.HTTPClient.Get(l.in.URL + "/v1/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	out, code = ctl("sh", "-c", `for v in REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS CURL_CA_BUNDLE GIT_SSL_CAINFO; do
+		eval "f=\$$v"; [ "$f" = "$SSL_CERT_FILE" ] || { echo "$v=$f"; exit 3; }; done; echo "$SSL_CERT_FILE"; cat "$SSL_CERT_FILE"`)
+	bundle, rest, _ := strings.Cut(out, "\n")
+	if code != 0 || !strings.Contains(rest, string(caPEM)) || strings.Count(rest, "BEGIN CERTIFICATE") < 2 {
+		t.Errorf("egressctl exec: CA variables: exit %d\n%.400s", code, out)
+	}
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("the CA bundle %s is left behind: %v", bundle, err)
 	}
 }
 

@@ -21,7 +21,8 @@ func TestNodeIDHeldByOneProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, egressdtest.Binary(t, "egressd"), "--role", "gateway", "--store", db, "--node-id", "gw-1",
-		"--api-listen", egressdtest.FreePort(t), "--proxy-listen", egressdtest.FreePort(t), "--data-dir", t.TempDir())
+		"--api-listen", egressdtest.FreePort(t), "--proxy-listen", egressdtest.FreePort(t), "--data-dir", t.TempDir(),
+		"--secrets-key-file", egressdtest.SecretsKeyFile(t))
 	out, err := cmd.CombinedOutput()
 	if err == nil || ctx.Err() != nil {
 		t.Fatalf("a second process with a running node's ID: err %v (timed out: %v)\n%s", err, ctx.Err() != nil, out)

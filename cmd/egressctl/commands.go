@@ -40,6 +40,7 @@ var groups = []struct{ name, summary string }{
 	{"egress", "egress policies, effective policy and decision checks"},
 	{"key", "API keys (admin key needed)"},
 	{"node", "the fleet's egressd nodes (admin key needed)"},
+	{"secret", "secrets: values the gateway puts on requests in place of placeholders"},
 }
 
 // commands is the command tree, in the order help lists it.
@@ -50,6 +51,7 @@ var commands = []*command{
 	eventsCmd,
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
 	nodeListCmd,
+	secretCreateCmd, secretListCmd, secretGetCmd, secretRotateCmd, secretDomainsCmd, secretDeleteCmd, caCmd,
 	statusCmd, versionCmd, healthCmd, execCmd,
 }
 

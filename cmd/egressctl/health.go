@@ -52,6 +52,11 @@ gateway's filter (the namespace's resolv.conf is mounted over /etc/resolv.conf f
 ip netns exec does). It runs on the host of the VM's node ("egressctl vm get" names it), as
 root, like egressd. The exit status is the command's.
 
+The command trusts egressd's interception CA besides the system's roots: SSL_CERT_FILE,
+REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS, CURL_CA_BUNDLE and GIT_SSL_CAINFO name a bundle of
+both (a temporary file, removed when the command ends), so that curl, Python, pip, Node and
+git verify the certificates of the domains egressd intercepts.
+
   egressctl exec agent-vm -- curl https://pypi.org/simple/`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		return func(ctx context.Context, a *app, c *client.Client, args []string) error {
@@ -71,6 +76,14 @@ root, like egressd. The exit status is the command's.
 			}
 			cmd := exec.Command(args[1], args[2:]...)
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, a.stdout, a.stderr
+			bundle, err := a.caBundle(ctx, c)
+			if err != nil {
+				return err
+			}
+			if bundle != "" {
+				defer os.Remove(bundle)
+				cmd.Env = withCAEnv(os.Environ(), bundle)
+			}
 			resolv := filepath.Join("/etc/netns", vm.Network.Netns, "resolv.conf")
 			if err := netns.StartIn(vm.Network.Path, cmd, netns.WithResolvConf(resolv)); err != nil {
 				return fmt.Errorf("starting %s in VM %s: %w (egressctl exec needs root on the gateway's host)", args[1], vm.VMID, err)
@@ -83,4 +96,25 @@ root, like egressd. The exit status is the command's.
 			return err
 		}
 	},
+}
+
+// caBundle fetches the interception CA and writes the bundle of the system's roots and it;
+// "" (and a warning) when the egressd is one without a CA.
+func (a *app) caBundle(ctx context.Context, c *client.Client) (string, error) {
+	pem, err := c.CAPEM(ctx)
+	if client.IsNotFound(err) {
+		fmt.Fprintln(a.stderr, "egressctl: this egressd serves no interception CA (GET /v1/ca.pem); the command trusts the system's roots only")
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("fetching the interception CA: %w", err)
+	}
+	bundle, system, err := writeCABundle(pem, append([]string{os.Getenv("SSL_CERT_FILE")}, systemBundles...))
+	if err != nil {
+		return "", err
+	}
+	if system == "" {
+		fmt.Fprintf(a.stderr, "egressctl: no system CA bundle found (looked at %s); the command trusts egressd's CA only\n", strings.Join(systemBundles, ", "))
+	}
+	return bundle, nil
 }

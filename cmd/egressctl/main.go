@@ -1,5 +1,5 @@
 // Command egressctl controls egressd, the egress firewall for code sandboxes, over its HTTP API:
-// VMs, sessions, egress policies, decision checks and API keys.
+// VMs, sessions, egress policies, decision checks, secrets, the interception CA and API keys.
 //
 // It is a thin layer over the Go SDK (package github.com/egressd/egressd/client): every
 // command is one or two SDK calls and a printer. Output is for people by default; -o json

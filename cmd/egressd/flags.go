@@ -39,6 +39,11 @@ type config struct {
 	nodeLabels      labelFlag
 	drainTimeout    time.Duration
 	version         bool
+	// Interception (DESIGN §2.7; secrets.go).
+	secretsKeyFile string
+	caCertFile     string
+	caKeyFile      string
+	upstreamCAFile string
 }
 
 // prefixList is a comma-separated list of CIDRs.
@@ -155,6 +160,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.nodeID, "node-id", "", "this node's ID in a fleet (GET /v1/nodes, GET /v1/status, ?wait=fleet), unique per store (default: the host name)")
 	fs.Var(&c.nodeLabels, "node-label", "a label of this node, name=value, for placing VMs with node_selector (repeatable; its environment twin takes a comma-separated list)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM or SIGINT, how long open connections and API requests may take to finish before they are closed; a second signal exits at once")
+	fs.StringVar(&c.secretsKeyFile, "secrets-key-file", "", "file of the 32-byte key that seals secrets and the CA's key in the store (raw or 64 hex digits, mode 0600; every node of a fleet needs the same one) (default <data-dir>/secrets.key, created on first start)")
+	fs.StringVar(&c.caCertFile, "ca-cert-file", "", "PEM certificate of your own interception CA, with --ca-key-file (default: egressd's own CA, made on first start and kept in the store)")
+	fs.StringVar(&c.caKeyFile, "ca-key-file", "", "PEM private key of --ca-cert-file (mode 0600)")
+	fs.StringVar(&c.upstreamCAFile, "upstream-ca-file", "", "PEM certificates trusted, besides the system's roots, for the upstream side of intercepted connections")
 	fs.BoolVar(&c.version, "version", false, "print the version, the commit and the Go version, and exit")
 
 	// Environment twins first, so that the command line overrides them. --version has none:

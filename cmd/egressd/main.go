@@ -112,6 +112,10 @@ func run(ctx context.Context, cfg *config) error {
 			log.Info("created the first admin API key", "file", path)
 		}
 	}
+	ix, err := setupInterception(ctx, cfg, st, log)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	build := buildinfo.Get()
@@ -144,6 +148,8 @@ func run(ctx context.Context, cfg *config) error {
 		Registry:  reg,
 		Events:    hub,
 		Status:    api.StatusConfig{Build: build, NodeID: cfg.nodeID, Roles: cfg.roles(), Store: st.kind},
+		Sealer:    ix.keys,
+		CA:        ix.ca,
 	}
 	var dp *dataPlane
 	var v *view.View // the gateway's view of the store; nil with --role api

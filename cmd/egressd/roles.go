@@ -66,11 +66,12 @@ func checkRole(cfg *config) error {
 }
 
 // opsOnly serves the operational endpoints of h and nothing else: a gateway-only node
-// answers health checks, scrapes and GET /v1/status (which needs a key, and counts the
-// connections through this node) on --api-listen, but holds no API to change anything.
+// answers health checks, scrapes, GET /v1/status (which needs a key, and counts the
+// connections through this node) and the public GET /v1/ca.pem on --api-listen, but holds
+// no API to change anything.
 func opsOnly(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	for _, pattern := range []string{"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/status"} {
+	for _, pattern := range []string{"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/status", "GET /v1/ca.pem"} {
 		mux.Handle(pattern, h)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

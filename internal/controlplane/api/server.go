@@ -66,6 +66,11 @@ type Config struct {
 	// Status is what GET /v1/status says of this node (status.go); its NodeID also names
 	// this node in "enforced_by" (the host name when empty).
 	Status StatusConfig
+	// Sealer seals secrets' values for the store (the keyring); without it, creating or
+	// rotating a secret answers 503.
+	Sealer Sealer
+	// CA is the interception CA, served at GET /v1/ca.pem (503 when nil).
+	CA CA
 }
 
 // Server is the control-plane HTTP API.
@@ -89,6 +94,8 @@ type Server struct {
 	waitTimeout time.Duration
 	networkWait time.Duration
 	statusCfg   StatusConfig
+	sealer      Sealer
+	ca          CA
 }
 
 // New builds the server; it does not listen.
@@ -112,6 +119,8 @@ func New(cfg Config) *Server {
 		waitTimeout: cfg.WaitTimeout,
 		networkWait: cfg.NetworkWait,
 		statusCfg:   cfg.Status,
+		sealer:      cfg.Sealer,
+		ca:          cfg.CA,
 	}
 	if s.nodeID == "" {
 		s.nodeID, _ = os.Hostname()
@@ -168,6 +177,13 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("POST /v1/api-keys", true, s.createKey)
 	authed("GET /v1/api-keys", true, s.listKeys)
 	authed("DELETE /v1/api-keys/{id}", true, s.deleteKey)
+	authed("POST /v1/secrets", false, s.createSecret)
+	authed("GET /v1/secrets", false, s.listSecrets)
+	authed("GET /v1/secrets/{name}", false, s.getSecret)
+	authed("PUT /v1/secrets/{name}", false, s.updateSecret)
+	authed("DELETE /v1/secrets/{name}", false, s.deleteSecret)
+	s.mux.Handle("GET /v1/ca.pem", s.instrument("GET /v1/ca.pem", http.HandlerFunc(s.caPEM)))
+
 	authed("GET /v1/nodes", true, s.listNodes)
 	authed("GET /v1/status", false, s.status)
 
@@ -197,7 +213,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // pathKnown reports whether some method is routed for r's path.
 func (s *Server) pathKnown(r *http.Request) bool {
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
 		if m == r.Method {
 			continue
 		}

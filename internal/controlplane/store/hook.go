@@ -64,3 +64,17 @@ func (h hooked) UpdateVMNetwork(ctx context.Context, tenant, id string, update f
 	out, err := h.Store.UpdateVMNetwork(ctx, tenant, id, update)
 	return out, h.done(err)
 }
+
+func (h hooked) CreateSecret(ctx context.Context, s Secret) (Secret, error) {
+	out, err := h.Store.CreateSecret(ctx, s)
+	return out, h.done(err)
+}
+
+func (h hooked) UpdateSecret(ctx context.Context, tenant, name string, update func(Secret) (Secret, error)) (Secret, error) {
+	out, err := h.Store.UpdateSecret(ctx, tenant, name, update)
+	return out, h.done(err)
+}
+
+func (h hooked) DeleteSecret(ctx context.Context, tenant, name string) error {
+	return h.done(h.Store.DeleteSecret(ctx, tenant, name))
+}

@@ -50,4 +50,17 @@ func TestWithHookCallsAfterEachSuccessfulMutation(t *testing.T) {
 	// A heartbeat changes nothing a view enforces: waking it every second would be waste.
 	err = s.PutNode(ctx, store.Node{ID: "gw"})
 	step("put node", 8, err)
+	_, err = s.CreateSecret(ctx, store.Secret{Tenant: "t", Name: "api", Domains: []string{"api.test"}, Placeholder: "p", Sealed: []byte("x")})
+	step("create secret", 9, err)
+	_, err = s.UpdateSecret(ctx, "t", "api", func(se store.Secret) (store.Secret, error) { return se, nil })
+	step("update secret", 10, err)
+	_, err = s.UpdateSecret(ctx, "t", "api", func(se store.Secret) (store.Secret, error) { return se, errors.New("no") })
+	step("refused update", 10, err)
+	err = s.DeleteSecret(ctx, "t", "api")
+	step("delete secret", 11, err)
+	// The values written once are read at start, before anything follows the store.
+	_, err = s.InitKeyCheck(ctx, []byte("check"))
+	step("init key check", 11, err)
+	_, err = s.InitCA(ctx, store.CA{CertDER: []byte("c"), SealedKey: []byte("k")})
+	step("init CA", 11, err)
 }

@@ -1,11 +1,12 @@
 // Package store keeps egressd's control-plane state: tenants' API keys, VMs, sessions and their
-// policies, and the fleet's nodes. Store is the one interface; package sqlite is the embedded
+// policies, tenants' secrets, the interception CA, and the fleet's nodes. Store is the one interface; package sqlite is the embedded
 // implementation, package postgres the fleet's, both over the shared SQL of package sqlstore.
 //
 // Every mutation takes the next value of one store-wide revision counter, so that a reader can
 // tell what is newer and (in a fleet) catch up on what it missed. An acknowledged write is
 // durable: when a method returns nil the change survives a crash of the process. Nodes are the
-// exception: their heartbeats take no revision (see PutNode).
+// exception: their heartbeats take no revision (see PutNode); so are the values written once
+// for the whole store, the secrets key's check value and the CA (InitKeyCheck, InitCA).
 //
 // Every method that reads or changes a tenant's object takes the tenant, and an object of
 // another tenant is reported as ErrNotFound, exactly as if it did not exist.
@@ -188,6 +189,40 @@ type Store interface {
 	// Judge a heartbeat against it (Node.Up), never against the local clock.
 	Now(ctx context.Context) (time.Time, error)
 
+	// CreateSecret stores a new secret of a tenant, setting Revision, CreatedAt and
+	// UpdatedAt; ErrConflict if the tenant has one of that name (or, never in practice, its
+	// placeholder is taken).
+	CreateSecret(ctx context.Context, s Secret) (Secret, error)
+	// GetSecret reads one of the tenant's secrets; ErrNotFound if it has none of that name.
+	GetSecret(ctx context.Context, tenant, name string) (Secret, error)
+	// ListSecrets lists the tenant's secrets, by name (byte order).
+	ListSecrets(ctx context.Context, tenant string) ([]Secret, error)
+	// UpdateSecret replaces a secret's Domains and Sealed value with what update makes of the
+	// stored secret, in one transaction, setting Revision and UpdatedAt; the rest (Tenant,
+	// Name, Placeholder, CreatedAt) stays as it is whatever update returns. An error from
+	// update aborts the change and is returned (wrapped); ErrNotFound if there is no such
+	// secret.
+	UpdateSecret(ctx context.Context, tenant, name string, update func(Secret) (Secret, error)) (Secret, error)
+	// DeleteSecret removes one of the tenant's secrets; ErrNotFound if there is none.
+	DeleteSecret(ctx context.Context, tenant, name string) error
+	// AllSecrets lists every tenant's secrets, by tenant and name: for the gateway, which
+	// puts every tenant's secrets on their requests, never for an answer to a tenant.
+	AllSecrets(ctx context.Context) ([]Secret, error)
+
+	// KeyCheck is the check value of the secrets key that the store's sealed data is sealed
+	// with (package keyring); ErrNotFound before the first node stored one.
+	KeyCheck(ctx context.Context) ([]byte, error)
+	// InitKeyCheck stores check unless a check value is stored already, and returns the
+	// check value stored now: the first node's, whichever node asks. Like nodes, it takes no
+	// revision.
+	InitKeyCheck(ctx context.Context, check []byte) ([]byte, error)
+	// GetCA reads the interception CA; ErrNotFound before the first node made one.
+	GetCA(ctx context.Context) (CA, error)
+	// InitCA stores ca unless a CA is stored already, and returns the CA stored now, so that
+	// nodes that start together all end up with the one CA that won. A zero CreatedAt is set
+	// to the current time. It takes no revision.
+	InitCA(ctx context.Context, ca CA) (CA, error)
+
 	// Revision is the newest revision the store has handed out.
 	Revision(ctx context.Context) (int64, error)
 	// Ping reports whether the store can serve requests (readiness).
@@ -230,7 +265,7 @@ type Change struct {
 	Revision int64
 	Tenant   string
 	Kind     string // one of the Kind constants
-	ID       string // the object's ID: key ID, vm_id or session_id
+	ID       string // the object's ID: key ID, vm_id, session_id or secret name
 	Op       string // one of the Op constants
 	At       time.Time
 }
@@ -247,6 +282,8 @@ const (
 	KindSession       = "session"
 	KindVMPolicy      = "vm_policy"
 	KindSessionPolicy = "session_policy"
+	// KindSecret: a tenant's secret; its ID is the secret's name. A rotation is a replace.
+	KindSecret = "secret"
 )
 
 // Operations in the change log.

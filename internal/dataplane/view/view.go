@@ -254,8 +254,10 @@ func (v *View) VMs() []*VM {
 	return out
 }
 
-// Changed is signalled (without blocking, so signals merge) whenever a VM comes, goes or
-// changes its effective policy: the gateway then brings the firewall in line.
+// Changed is signalled (without blocking, so signals merge) whenever the view applies
+// changes: a VM came, went or changed its effective policy, or something else moved its
+// revision (an API key, a secret). The gateway then brings the firewall in line, which most
+// changes leave as it is, and reports the revision as enforced.
 func (v *View) Changed() <-chan struct{} { return v.changed }
 
 func (v *View) signal() {
@@ -344,16 +346,16 @@ func (v *View) sync(ctx context.Context) error {
 		if len(changes) == 0 {
 			return nil
 		}
-		changedVMs, err := v.apply(ctx, changes)
-		if err != nil {
+		if _, err := v.apply(ctx, changes); err != nil {
 			return err
 		}
 		v.setRevision(changes[len(changes)-1].Revision)
-		if changedVMs {
-			// After the revision: a follower that reads Revision on the signal then has
-			// one that covers what changed (the gateway's enforced revision).
-			v.signal()
-		}
+		// After the revision: a follower that reads Revision on the signal then has one that
+		// covers what changed (the gateway's enforced revision). Every batch is signalled,
+		// also one that touches no VM (an API key, a secret): the gateway's table, unchanged,
+		// then reports the batch's revision as enforced, rather than lag behind the view
+		// until its next resync, and so hold up the writes that wait for it.
+		v.signal()
 		if len(changes) < store.MaxChanges {
 			return nil
 		}

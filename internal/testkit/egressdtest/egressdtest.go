@@ -10,6 +10,8 @@ package egressdtest
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -30,9 +32,10 @@ var (
 	buildMu  sync.Mutex
 	buildDir string
 	built    = map[string]string{}
+	keyFile  string // SecretsKeyFile's, in buildDir
 )
 
-// Main runs the tests and removes the binaries they built.
+// Main runs the tests and removes the binaries they built (and the secrets key file).
 func Main(m *testing.M) {
 	code := m.Run()
 	if buildDir != "" {
@@ -53,10 +56,8 @@ func Binary(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatalf("egressdtest: %v", err)
 	}
-	if buildDir == "" {
-		if buildDir, err = os.MkdirTemp("", "egressdtest-bin-"); err != nil {
-			t.Fatalf("egressdtest: %v", err)
-		}
+	if err := ensureBuildDir(); err != nil {
+		t.Fatalf("egressdtest: %v", err)
 	}
 	out := filepath.Join(buildDir, name)
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
@@ -78,6 +79,42 @@ func moduleRoot() (string, error) {
 		return "", fmt.Errorf("not inside the egressd module")
 	}
 	return filepath.Dir(mod), nil
+}
+
+// SecretsKeyFile returns the secrets key file that every egressd of this test process is
+// started with (--secrets-key-file; made once, mode 0600, removed by Main). One key for all
+// of them is what a fleet needs: nodes on one store refuse to start with different keys. A
+// test of egressd's own default (a key made in the data directory) passes
+// "--secrets-key-file=" among its arguments, which overrides this one.
+func SecretsKeyFile(t testing.TB) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if keyFile != "" {
+		return keyFile
+	}
+	if err := ensureBuildDir(); err != nil {
+		t.Fatalf("egressdtest: %v", err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatalf("egressdtest: %v", err)
+	}
+	p := filepath.Join(buildDir, "secrets.key")
+	if err := os.WriteFile(p, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatalf("egressdtest: %v", err)
+	}
+	keyFile = p
+	return p
+}
+
+func ensureBuildDir() error {
+	if buildDir != "" {
+		return nil
+	}
+	var err error
+	buildDir, err = os.MkdirTemp("", "egressdtest-bin-")
+	return err
 }
 
 // FreePort returns a loopback TCP address that was free a moment ago.
@@ -204,6 +241,7 @@ func (in *Instance) startOnce() bool {
 		"--proxy-listen", in.ProxyAddr,
 		"--data-dir", in.DataDir,
 		"--api-rate-limit", "0",
+		"--secrets-key-file", SecretsKeyFile(in.t),
 	}, in.Args...)
 	in.mu.Lock()
 	if in.log == nil {

@@ -53,6 +53,7 @@ from .models import (
     Session,
 )
 from .resources import APIKeys, Nodes, Sessions, VMs
+from .secrets import Secret, Secrets
 
 #: The hosted product's name of the client: ``from egressd import InstaVM`` lets code written
 #: for it run with one import changed.
@@ -69,6 +70,7 @@ __all__ = [
     "Sessions",
     "APIKeys",
     "Nodes",
+    "Secrets",
     # errors
     "EgressdError",
     "APIError",
@@ -104,4 +106,5 @@ __all__ = [
     "Event",
     "APIKey",
     "Node",
+    "Secret",
 ]

@@ -11,6 +11,7 @@ from .egress import Egress
 from .errors import NoSessionError, NotFoundError, NoVMError
 from .models import Policy, Session
 from .resources import VMs, APIKeys, Nodes, Sessions
+from .secrets import Secrets
 
 __all__ = ["Client", "DEFAULT_BASE_URL"]
 
@@ -47,7 +48,8 @@ class Client:
     ``clear_vm`` raise :class:`~egressd.NoVMError`.
 
     Namespaces: :attr:`egress` (policies, checks, events), :attr:`vms`, :attr:`sessions`,
-    :attr:`api_keys` and :attr:`nodes`. The hosted product's top-level names are here too:
+    :attr:`secrets`, :attr:`api_keys` and :attr:`nodes`; :meth:`ca_pem` is the interception
+    CA's certificate. The hosted product's top-level names are here too:
     :meth:`set_session_egress`, :meth:`get_session_egress`, :meth:`set_vm_egress` and
     :meth:`get_vm_egress`.
 
@@ -83,6 +85,8 @@ class Client:
         self.api_keys = APIKeys(self._http)
         #: The fleet's nodes (admin keys only): ``list``.
         self.nodes = Nodes(self._http)
+        #: Secrets: ``create``, ``list``, ``get``, ``rotate``, ``set_domains``, ``delete``.
+        self.secrets = Secrets(self._http)
         #: Egress policies, checks and decision records.
         self.egress = Egress(self)
 
@@ -250,6 +254,17 @@ class Client:
     def package_managers(self) -> Dict[str, List[str]]:
         """The package-manager preset in force: registry hosts by manager."""
         return self.egress.package_managers()
+
+    def ca_pem(self) -> str:
+        """``GET /v1/ca.pem``: the interception CA's certificate, PEM (no key needed).
+
+        The sandbox adds it to the roots it trusts (``SSL_CERT_FILE``,
+        ``REQUESTS_CA_BUNDLE``, ``NODE_EXTRA_CA_CERTS``...), so that the certificates egressd
+        presents for the domains it intercepts (named by ``http_rules`` or a secret) verify.
+        """
+        resp = self._http.open("GET", "/v1/ca.pem", accept="application/x-pem-file")
+        with resp:
+            return resp.read(1 << 20).decode("ascii")
 
     def health(self) -> Dict[str, Any]:
         """``GET /healthz``: ``{"status": "ok"}`` while egressd runs (no key needed); raises

@@ -50,7 +50,7 @@ func TestMigrationsFreshAndReopen(t *testing.T) {
 			t.Errorf("migration row %d = %+v, want version %d %q with a time", i, m, steps[i].Version, steps[i].Name)
 		}
 	}
-	for _, table := range []string{"api_keys", "vms", "sessions", "policies", "changes", "nodes"} {
+	for _, table := range []string{"api_keys", "vms", "sessions", "policies", "changes", "nodes", "secrets", "key_check", "ca"} {
 		var ok bool
 		if err := c.QueryRow(t.Context(), `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&ok); err != nil || !ok {
 			t.Errorf("table %s missing (%v)", table, err)

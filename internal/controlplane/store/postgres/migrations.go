@@ -14,6 +14,7 @@ func schema() sqlstore.Schema {
 			{Version: 1, Name: "initial schema", Up: sqlstore.ExecSQL(schemaV1)},
 			{Version: 2, Name: "nodes", Up: sqlstore.ExecSQL(schemaV2)},
 			{Version: 3, Name: "node sandbox ranges and instances", Up: sqlstore.ExecSQL(schemaV3)},
+			{Version: 4, Name: "secrets, the secrets key check and the CA", Up: sqlstore.ExecSQL(schemaV4)},
 		},
 	}
 }
@@ -117,4 +118,35 @@ CREATE TABLE nodes (
 const schemaV3 = `
 ALTER TABLE nodes ADD COLUMN sandbox_cidr text NOT NULL DEFAULT '';
 ALTER TABLE nodes ADD COLUMN instance text NOT NULL DEFAULT '';
+`
+
+// schemaV4 adds tenants' secrets and what is sealed with the secrets key (DESIGN §2.7). A
+// secret's value is only ever stored sealed (package keyring); its placeholder is unique
+// store-wide, so that a placeholder seen in traffic names one secret. key_check and ca hold
+// one row each (id 1), written once by the first node to start, and take no revision.
+const schemaV4 = `
+CREATE TABLE secrets (
+	tenant      text        NOT NULL,
+	name        text        NOT NULL,
+	domains     jsonb       NOT NULL, -- array of host patterns
+	placeholder text        NOT NULL UNIQUE,
+	sealed      bytea       NOT NULL, -- the value, AES-256-GCM under the secrets key
+	revision    bigint      NOT NULL,
+	created_at  timestamptz NOT NULL,
+	updated_at  timestamptz NOT NULL,
+	PRIMARY KEY (tenant, name)
+);
+
+CREATE TABLE key_check (
+	id         integer     NOT NULL PRIMARY KEY CHECK (id = 1),
+	value      bytea       NOT NULL, -- HMAC-SHA256 of a fixed string under the secrets key
+	created_at timestamptz NOT NULL
+);
+
+CREATE TABLE ca (
+	id         integer     NOT NULL PRIMARY KEY CHECK (id = 1),
+	cert       bytea       NOT NULL, -- DER
+	sealed_key bytea       NOT NULL, -- PKCS #8 DER, sealed under the secrets key
+	created_at timestamptz NOT NULL
+);
 `

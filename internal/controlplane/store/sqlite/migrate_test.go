@@ -58,7 +58,7 @@ func TestMigrationsFreshAndReopen(t *testing.T) {
 			t.Errorf("migration row %d = %+v, want version %d %q with a time", i, m, steps[i].Version, steps[i].Name)
 		}
 	}
-	for _, table := range []string{"api_keys", "vms", "sessions", "policies", "changes", "nodes"} {
+	for _, table := range []string{"api_keys", "vms", "sessions", "policies", "changes", "nodes", "secrets", "key_check", "ca"} {
 		var n int
 		if err := s.reader.QueryRowContext(t.Context(), `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: count %d, %v", table, n, err)

@@ -15,6 +15,7 @@ func schema() sqlstore.Schema {
 			{Version: 2, Name: "api key revisions", Up: sqlstore.ExecSQL(schemaV2)},
 			{Version: 3, Name: "nodes", Up: sqlstore.ExecSQL(schemaV3)},
 			{Version: 4, Name: "node sandbox ranges and instances", Up: sqlstore.ExecSQL(schemaV4)},
+			{Version: 5, Name: "secrets, the secrets key check and the CA", Up: sqlstore.ExecSQL(schemaV5)},
 		},
 	}
 }
@@ -109,4 +110,35 @@ CREATE TABLE nodes (
 const schemaV4 = `
 ALTER TABLE nodes ADD COLUMN sandbox_cidr TEXT NOT NULL DEFAULT '';
 ALTER TABLE nodes ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+`
+
+// schemaV5 adds tenants' secrets and what is sealed with the secrets key (DESIGN §2.7). A
+// secret's value is only ever stored sealed (package keyring); its placeholder is unique
+// store-wide, so that a placeholder seen in traffic names one secret. key_check and ca hold
+// one row each (id 1), written once by the first node to start, and take no revision.
+const schemaV5 = `
+CREATE TABLE secrets (
+	tenant      TEXT    NOT NULL,
+	name        TEXT    NOT NULL,
+	domains     TEXT    NOT NULL, -- JSON array of host patterns
+	placeholder TEXT    NOT NULL UNIQUE,
+	sealed      BLOB    NOT NULL, -- the value, AES-256-GCM under the secrets key
+	revision    INTEGER NOT NULL,
+	created_at  INTEGER NOT NULL,
+	updated_at  INTEGER NOT NULL,
+	PRIMARY KEY (tenant, name)
+) STRICT;
+
+CREATE TABLE key_check (
+	id         INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+	value      BLOB    NOT NULL, -- HMAC-SHA256 of a fixed string under the secrets key
+	created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE ca (
+	id         INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+	cert       BLOB    NOT NULL, -- DER
+	sealed_key BLOB    NOT NULL, -- PKCS #8 DER, sealed under the secrets key
+	created_at INTEGER NOT NULL
+) STRICT;
 `

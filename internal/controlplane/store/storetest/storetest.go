@@ -53,6 +53,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"NodeUpdates", testNodeUpdates},
 		{"NodesTakeNoRevision", testNodesTakeNoRevision},
 		{"Now", testNow},
+		{"Secrets", testSecrets},
+		{"SecretConflicts", testSecretConflicts},
+		{"SecretTenantIsolation", testSecretTenantIsolation},
+		{"UpdateSecret", testUpdateSecret},
+		{"UpdateSecretConcurrent", testUpdateSecretConcurrent},
+		{"AllSecrets", testAllSecrets},
+		{"KeyCheck", testKeyCheck},
+		{"CA", testCA},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

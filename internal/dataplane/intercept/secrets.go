@@ -1,0 +1,199 @@
+package intercept
+
+import (
+	"encoding/base64"
+	"net/http"
+	"strings"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// PlaceholderPrefix begins every placeholder: "egressd-secret-<name>-<24 random base32
+// chars>" (DESIGN §2.7).
+const PlaceholderPrefix = "egressd-secret-"
+
+// ReasonSecretNotForHost is the denial of a request that carries the placeholder of a
+// secret whose domains do not match the request's host (DESIGN §2.7). The code belongs in
+// policy's list (policy.Reasons); until it is there it is declared here, with the same
+// spelling.
+const ReasonSecretNotForHost policy.Reason = "secret_not_for_host"
+
+// Shape of a placeholder.
+const (
+	placeholderTail = 24  // the random part, after the name and a '-'
+	maxPlaceholder  = 256 // bytes, prefix to tail: longer runs are not looked up whole
+	minPlaceholder  = len(PlaceholderPrefix) + 1 + 1 + placeholderTail
+)
+
+// headerEdit is one header value to replace once the request is known to go up.
+type headerEdit struct {
+	key   string
+	i     int
+	value string
+}
+
+// secretScan finds and replaces the placeholders of one request's header values, for the
+// request's host. Nothing is written into the request until apply: a request refused for
+// a secret never holds a value.
+type secretScan struct {
+	secrets Secrets
+	host    string
+
+	edits   []headerEdit
+	applied []string // names of the secrets put in place of their placeholders
+	refused []string // names of secrets whose domains do not match host
+	invalid []string // names of secrets whose value cannot go in a header value
+}
+
+// header scans every value of h.
+func (s *secretScan) header(h http.Header) {
+	for k, vv := range h {
+		for i, v := range vv {
+			if nv, changed := s.value(k, v); changed {
+				s.edits = append(s.edits, headerEdit{k, i, nv})
+			}
+		}
+	}
+}
+
+// apply writes the replaced values into h.
+func (s *secretScan) apply(h http.Header) {
+	for _, e := range s.edits {
+		h[e.key][e.i] = e.value
+	}
+}
+
+// value returns v with its placeholders replaced, and whether any was.
+func (s *secretScan) value(key, v string) (string, bool) {
+	out, changed := s.replace(v)
+	if key == "Authorization" {
+		if nv, ok := s.basic(out); ok {
+			return nv, true
+		}
+	}
+	return out, changed
+}
+
+// basic replaces placeholders inside "Basic base64(user:password)" credentials, where a
+// client that was given user:placeholder (in a URL, to git or pip) puts them.
+func (s *secretScan) basic(v string) (string, bool) {
+	const scheme = "basic "
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v[len(scheme):]))
+	if err != nil || !strings.Contains(string(raw), PlaceholderPrefix) {
+		return "", false
+	}
+	nv, changed := s.replace(string(raw))
+	if !changed {
+		return "", false
+	}
+	return v[:len(scheme)] + base64.StdEncoding.EncodeToString([]byte(nv)), true
+}
+
+// replace returns v with every placeholder of a secret for the host replaced by its value,
+// and whether any was; it notes the secrets found in s. Only a value that contains the
+// prefix costs more than one substring search.
+func (s *secretScan) replace(v string) (string, bool) {
+	i := strings.Index(v, PlaceholderPrefix)
+	if i < 0 {
+		return v, false
+	}
+	var b strings.Builder
+	last, runEnd := 0, -1
+	for i >= 0 {
+		if i >= runEnd {
+			runEnd = i + placeholderRun(v[i:])
+		}
+		next := i + 1
+		if end, sec, ok := s.match(v, i, runEnd); ok {
+			switch {
+			case !sec.ForHost:
+				s.refused = note(s.refused, sec.Name)
+			case !validHeaderValue(sec.Value):
+				s.invalid = note(s.invalid, sec.Name)
+			default:
+				b.WriteString(v[last:i])
+				b.WriteString(sec.Value)
+				last = end
+				s.applied = note(s.applied, sec.Name)
+			}
+			next = end
+		}
+		if j := strings.Index(v[next:], PlaceholderPrefix); j >= 0 {
+			i = next + j
+		} else {
+			i = -1
+		}
+	}
+	if last == 0 {
+		return v, false
+	}
+	b.WriteString(v[last:])
+	return b.String(), true
+}
+
+// match finds the secret whose placeholder starts at v[i]: every end within the run of
+// placeholder characters (up to runEnd) that is '-' and placeholderTail letters or digits
+// is tried, longest first. Such ends are at least placeholderTail+1 bytes apart, so a
+// placeholder costs a handful of lookups at most.
+func (s *secretScan) match(v string, i, runEnd int) (int, Secret, bool) {
+	hi := min(runEnd, i+maxPlaceholder)
+	for k := hi; k >= i+minPlaceholder; k-- {
+		if v[k-placeholderTail-1] != '-' || !alnum(v[k-placeholderTail:k]) {
+			continue
+		}
+		if sec, ok := s.secrets.Lookup(v[i:k], s.host); ok {
+			return k, sec, true
+		}
+	}
+	return 0, Secret{}, false
+}
+
+// placeholderRun is the length of the run of placeholder characters that v starts with:
+// letters, digits, '-', '_' and '.'.
+func placeholderRun(v string) int {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(isAlnum(c) || c == '-' || c == '_' || c == '.') {
+			return i
+		}
+	}
+	return len(v)
+}
+
+func alnum(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// validHeaderValue reports whether v can be a header field value (RFC 9110 §5.5): no
+// control character but HTAB, no DEL. A secret's value must not be able to end the header
+// line it is put in.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// note adds name to names once.
+func note(names []string, name string) []string {
+	for _, n := range names {
+		if n == name {
+			return names
+		}
+	}
+	return append(names, name)
+}

@@ -191,14 +191,17 @@ func (e *env) result() Result {
 
 // client is an HTTP client whose every connection goes to the engine, trusting the
 // interception CA; h2 offers HTTP/2 (and the engine takes it), else HTTP/1.1 only.
-func (e *env) client(h2 bool) *http.Client {
+func (e *env) client(h2 bool) *http.Client { return e.clientTo(e.ln.Addr().String(), h2) }
+
+// clientTo is client, to a listener of the test's own.
+func (e *env) clientTo(addr string, h2 bool) *http.Client {
 	protos := new(http.Protocols)
 	protos.SetHTTP1(!h2)
 	protos.SetHTTP2(h2)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp", e.ln.Addr().String())
+			return d.DialContext(ctx, "tcp", addr)
 		},
 		TLSClientConfig:   &tls.Config{RootCAs: e.ca.Pool},
 		ForceAttemptHTTP2: h2,

@@ -32,6 +32,18 @@
 // it, so TLS starts where the sandbox started it. Result says how the connection ended, with
 // the bytes each way on the sandbox's side, for the caller's close record.
 //
+// Wiring, for both proxies: the caller decides to intercept once it has judged the name
+// (a domain named by http_rules or by a secret), and then dials nothing itself: the engine
+// dials per request. After a CONNECT to name:443 the explicit proxy answers "200
+// Connection established", reads the ClientHello (package sni) and checks its name is
+// the CONNECT's, and passes Prefix = the ClientHello and whatever its reader buffered
+// after it. The transparent proxy passes the ClientHello it peeked on port 443. Either
+// records the connection's decision (events.KindConnect, allowed for the name) before, and
+// its events.KindClose from Result after, tracks it with Live.Track(policy.Conn{Host:
+// name, Port: 443}, c.Cancel), and counts it against the sandbox's connection cap. On
+// plain HTTP (port 80, and CONNECT name:80) it refuses a request for which SecretsIn finds
+// a placeholder (secret_over_http).
+//
 // # What the caller implements
 //
 //   - Certs: Leaf(name) returns the certificate for the name, minted by the CA (cached by

@@ -34,8 +34,9 @@ func TestForwarded(t *testing.T) {
 		o := &recorder{}
 		e := newEnv(t, envOpts{handler: o})
 		req := newRequest(t, "GET", "https://"+apiHost+"/v1/items?limit=5&q=a%20b", nil)
-		req.Header.Set("X-Forwarded-For", "203.0.113.7") // the sandbox's own: passes as it is
-		if !h2 {                                         // HTTP/2 has no Connection header
+		// The sandbox's own X-Forwarded-For passes as it is.
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
+		if !h2 { // HTTP/2 has no Connection header
 			req.Header.Set("Connection", "X-Hop")
 			req.Header.Set("X-Hop", "must not pass")
 		}

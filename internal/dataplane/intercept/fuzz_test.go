@@ -65,6 +65,9 @@ func FuzzScan(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
+		if i, want := indexPrefix(v), strings.Index(v, PlaceholderPrefix); i != want {
+			t.Fatalf("%q: indexPrefix %d, strings.Index %d", v, i, want)
+		}
 		s := secretScan{secrets: scanSecrets, host: apiHost}
 		got, changed := s.replace(v)
 		want, applied, refused := naiveReplace(scanSecrets, apiHost, v)

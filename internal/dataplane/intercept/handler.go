@@ -236,7 +236,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 		h["Trailer"] = []string{strings.Join(keys, ", ")}
 	}
 	ex.writeHeader(res.StatusCode)
-	if err := st.copyBody(ex, res.Body); err != nil {
+	if err := st.copyBody(ex, res.Body, res.ContentLength); err != nil {
 		ex.abort(r, err)
 	}
 	for k, vv := range res.Trailer {
@@ -249,7 +249,9 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 
 // copyBody copies a response body to the client, flushing every piece as it comes: a
 // stream (server-sent events, a slow download) reaches the client as the origin sends it.
-func (st *connState) copyBody(ex *exchange, body io.Reader) error {
+// The last piece of a body of known length is not flushed on its own: the end of the
+// response, right after, flushes it with the end (one write fewer for a small answer).
+func (st *connState) copyBody(ex *exchange, body io.Reader, length int64) error {
 	bp := st.e.bufs.Get().(*[]byte)
 	defer st.e.bufs.Put(bp)
 	buf := *bp
@@ -259,7 +261,7 @@ func (st *connState) copyBody(ex *exchange, body io.Reader) error {
 		if n > 0 {
 			w, werr := ex.w.Write(buf[:n])
 			ex.down += int64(w)
-			if werr == nil {
+			if werr == nil && (length < 0 || ex.down < length) {
 				werr = rc.Flush()
 			}
 			if werr != nil {

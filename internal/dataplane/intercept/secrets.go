@@ -25,6 +25,26 @@ const (
 	minPlaceholder  = len(PlaceholderPrefix) + 1 + 1 + placeholderTail
 )
 
+// SecretsIn returns the names of the secrets whose placeholders are in h's values (an
+// "Authorization: Basic" value decoded), whatever their domains. The plain-HTTP paths of
+// the proxies deny a request for which it returns any (secret_over_http): a placeholder
+// is replaced only inside TLS, and must not travel in the clear either.
+func SecretsIn(h http.Header, secrets Secrets, host string) []string {
+	if secrets == nil {
+		return nil
+	}
+	s := secretScan{secrets: secrets, host: host}
+	s.header(h)
+	names := s.applied
+	for _, n := range s.refused {
+		names = note(names, n)
+	}
+	for _, n := range s.invalid {
+		names = note(names, n)
+	}
+	return names
+}
+
 // headerEdit is one header value to replace once the request is known to go up.
 type headerEdit struct {
 	key   string
@@ -82,7 +102,7 @@ func (s *secretScan) basic(v string) (string, bool) {
 		return "", false
 	}
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v[len(scheme):]))
-	if err != nil || !strings.Contains(string(raw), PlaceholderPrefix) {
+	if err != nil || indexPrefix(string(raw)) < 0 {
 		return "", false
 	}
 	nv, changed := s.replace(string(raw))
@@ -96,7 +116,7 @@ func (s *secretScan) basic(v string) (string, bool) {
 // and whether any was; it notes the secrets found in s. Only a value that contains the
 // prefix costs more than one substring search.
 func (s *secretScan) replace(v string) (string, bool) {
-	i := strings.Index(v, PlaceholderPrefix)
+	i := indexPrefix(v)
 	if i < 0 {
 		return v, false
 	}
@@ -121,7 +141,7 @@ func (s *secretScan) replace(v string) (string, bool) {
 			}
 			next = end
 		}
-		if j := strings.Index(v[next:], PlaceholderPrefix); j >= 0 {
+		if j := indexPrefix(v[next:]); j >= 0 {
 			i = next + j
 		} else {
 			i = -1
@@ -132,6 +152,25 @@ func (s *secretScan) replace(v string) (string, bool) {
 	}
 	b.WriteString(v[last:])
 	return b.String(), true
+}
+
+// indexPrefix is strings.Index(v, PlaceholderPrefix), searching for its rarest part first:
+// "-secret-" starts with a byte that is rare in header values, where the prefix's first
+// byte, 'e', is everywhere and sends strings.Index to a check at every one.
+func indexPrefix(v string) int {
+	const head, rest = "egressd", "-secret-"
+	for off := len(head); off < len(v); {
+		j := strings.Index(v[off:], rest)
+		if j < 0 {
+			return -1
+		}
+		j += off
+		if v[j-len(head):j] == head {
+			return j - len(head)
+		}
+		off = j + 1
+	}
+	return -1
 }
 
 // match finds the secret whose placeholder starts at v[i]: every end within the run of

@@ -198,6 +198,21 @@ func TestScanner(t *testing.T) {
 	}
 }
 
+func TestSecretsIn(t *testing.T) {
+	h := http.Header{
+		"X-A":           {"x " + PlaceholderPrefix + "a-" + tail},
+		"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+PlaceholderPrefix+"far-"+tail))},
+	}
+	got := SecretsIn(h, scanSecrets, apiHost)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"a", "far"}) || h.Get("X-A") != "x "+PlaceholderPrefix+"a-"+tail {
+		t.Fatalf("%q, header %v", got, h)
+	}
+	if got := SecretsIn(http.Header{"X": {"plain"}}, scanSecrets, apiHost); got != nil {
+		t.Fatalf("%q", got)
+	}
+}
+
 func TestScannerHeaderNamesUntouched(t *testing.T) {
 	s := secretScan{secrets: scanSecrets, host: apiHost}
 	name := http.CanonicalHeaderKey(PlaceholderPrefix + "a-" + tail)

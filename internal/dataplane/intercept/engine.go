@@ -71,7 +71,8 @@ type Secret struct {
 
 // Dialer connects to the origin, host on port (always the SNI and 443). It is the
 // caller's judged dialer: it resolves the name itself and dials only an address its
-// policy allows. A refusal by the policy is a *DeniedError.
+// policy allows. A refusal by the policy is a *DeniedError (403); one for the sandbox's
+// connection cap a *DeniedError of policy.ReasonTooMany (429).
 type Dialer interface {
 	Dial(ctx context.Context, host string, port uint16) (net.Conn, error)
 }

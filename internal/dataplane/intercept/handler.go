@@ -236,7 +236,13 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 		h["Trailer"] = []string{strings.Join(keys, ", ")}
 	}
 	ex.writeHeader(res.StatusCode)
-	if err := st.copyBody(ex, res.Body, res.ContentLength); err != nil {
+	err = st.copyBody(ex, res.Body, res.ContentLength)
+	if err == nil && r.Context().Err() != nil {
+		// A cut can race with the origin's clean end (the origin saw its request end
+		// first): the client's side was cut all the same.
+		err = context.Cause(r.Context())
+	}
+	if err != nil {
 		ex.abort(r, err)
 	}
 	for k, vv := range res.Trailer {

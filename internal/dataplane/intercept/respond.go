@@ -59,6 +59,8 @@ func (ex *exchange) refuse(status int, d policy.Decision) {
 		fix = "fix the request"
 	case ReasonSecretNotForHost:
 		fix = "send the placeholder only to the secret's domains, or add this host to them"
+	case policy.ReasonTooMany:
+		fix = "close some of the sandbox's connections first"
 	}
 	if d.Layer == policy.LayerHard && d.Reason == policy.ReasonHardDeny {
 		fix = "no policy can allow this address"
@@ -99,6 +101,8 @@ func (ex *exchange) text(status int, body string) {
 func (ex *exchange) upstreamFailed(r *http.Request, err error) {
 	var denied *DeniedError
 	switch {
+	case errors.As(err, &denied) && denied.Decision.Reason == policy.ReasonTooMany:
+		ex.refuse(http.StatusTooManyRequests, denied.Decision)
 	case errors.As(err, &denied):
 		ex.refuse(http.StatusForbidden, denied.Decision)
 	case r.Context().Err() != nil:

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -281,4 +283,26 @@ func TestWebSocketDenied(t *testing.T) {
 	if resp.StatusCode != 403 || e.dials.Load() != 0 {
 		t.Fatalf("%d, %d dials", resp.StatusCode, e.dials.Load())
 	}
+}
+
+func TestEarlyHintsPassed(t *testing.T) {
+	protos(t, func(t *testing.T, h2 bool) {
+		e := newEnv(t, envOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			io.WriteString(w, "page")
+		})})
+		var hints []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			hints = append(hints, fmt.Sprint(code, " ", h.Get("Link")))
+			return nil
+		}}
+		req := newRequest(t, "GET", "https://"+apiHost+"/", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+		resp, body := get(t, e.client(h2), req)
+		if resp.StatusCode != 200 || body != "page" || len(hints) != 1 || hints[0] != "103 </a.css>; rel=preload" {
+			t.Fatalf("%d %q, interim %q", resp.StatusCode, body, hints)
+		}
+	})
 }

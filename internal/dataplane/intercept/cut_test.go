@@ -34,13 +34,20 @@ func ticker(done chan<- struct{}) http.Handler {
 // openStream starts a request to the ticker and returns its body once a line came.
 func openStream(t *testing.T, c *http.Client) *bufio.Reader {
 	t.Helper()
-	resp, err := c.Get("https://" + apiHost + "/stream")
+	br := openStreamAt(t, c, "/stream")
+	return br
+}
+
+// openStreamAt opens a stream at path and returns its body once a line came.
+func openStreamAt(t *testing.T, c *http.Client, path string) *bufio.Reader {
+	t.Helper()
+	resp, err := c.Get("https://" + apiHost + path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { resp.Body.Close() })
 	br := bufio.NewReader(resp.Body)
-	if line, err := br.ReadString('\n'); line != "tick\n" {
+	if line, err := br.ReadString('\n'); line != "tick\n" && line != "first\n" {
 		t.Fatalf("%q %v", line, err)
 	}
 	return br
@@ -178,4 +185,43 @@ func TestManyConnectionsNoLeak(t *testing.T) {
 		wsHandshake(t, tc, "")
 		tc.Close()
 	}
+}
+
+func TestIdleExchangesEnd(t *testing.T) {
+	protos(t, func(t *testing.T, h2 bool) {
+		done := make(chan struct{}, 4)
+		e := newEnv(t, envOpts{cfg: func(c *Config) { c.IdleTimeout = 300 * time.Millisecond },
+			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer func() { done <- struct{}{} }()
+				if r.URL.Path == "/upload" {
+					io.Copy(io.Discard, r.Body)
+					io.WriteString(w, "got it")
+					return
+				}
+				io.WriteString(w, "first\n") // then silence
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+			})})
+		c := e.client(h2)
+		// An origin that falls silent.
+		br := openStreamAt(t, c, "/silent")
+		cutShows(t, br, done)
+		// A client that stops sending its body.
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		go io.WriteString(pw, "part")
+		start := time.Now()
+		resp, err := c.Do(newRequest(t, "POST", "https://"+apiHost+"/upload", pr))
+		if err != nil {
+			t.Fatalf("stalled upload: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("a stalled upload was answered %d %q", resp.StatusCode, b)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("the stalled upload took %v to end", d)
+		}
+	})
 }

@@ -180,6 +180,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 		body := &requestBody{r: r.Body, ex: ex, rc: http.NewResponseController(ex.w), idle: st.e.cfg.IdleTimeout}
 		defer body.over()
 		out.Body = body
+		ex.body = body
 	}
 
 	// Interim responses other than 100 Continue (which the client's server sends itself
@@ -354,7 +355,8 @@ type requestBody struct {
 	idle time.Duration
 
 	mu   sync.Mutex
-	done bool // the handler returned, or the body ended
+	done bool  // the handler returned, or the body ended
+	err  error // the client's read error, other than the end
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -363,8 +365,23 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	b.ex.up.Add(int64(n))
 	if err != nil {
 		b.over()
+		if err != io.EOF {
+			b.mu.Lock()
+			b.err = err
+			b.mu.Unlock()
+		}
 	}
 	return n, err
+}
+
+// stalled reports whether the client stopped sending the body for the idle timeout.
+func (b *requestBody) stalled() bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err != nil && isTimeout(b.err)
 }
 
 func (b *requestBody) deadline(t time.Time) {

@@ -23,6 +23,7 @@ type exchange struct {
 	method, path string
 	host         string // the request's host when it is not the SNI (421)
 	decision     policy.Decision
+	body         *requestBody // the request's body on its way up, if it has one
 	status       int          // sent to the client; 0 until a final header went
 	up           atomic.Int64 // request body bytes: the transport reads them on its own goroutine
 	down         int64        // response body bytes
@@ -95,29 +96,32 @@ func (ex *exchange) text(status int, body string) {
 }
 
 // upstreamFailed answers a request whose round trip failed: a dial the policy refused
-// (403, its decision), a certificate that did not verify (502, saying so), an origin that
-// could not be reached (502, or 504 on a timeout); nothing when the request was cut or its
-// client left, for nobody reads the answer.
+// (403, its decision), a client that stopped sending its body (408), a certificate that
+// did not verify (502, saying so), an origin that could not be reached (502) or did not
+// answer in time (504). A request that was cut, or whose client left, is aborted: nobody
+// reads an answer, and the server must not make up one of its own.
 func (ex *exchange) upstreamFailed(r *http.Request, err error) {
 	var denied *DeniedError
 	switch {
+	case ex.body.stalled():
+		ex.fail(http.StatusRequestTimeout, "the request body stalled: nothing came for "+ex.st.e.cfg.IdleTimeout.String())
 	case errors.As(err, &denied) && denied.Decision.Reason == policy.ReasonTooMany:
 		ex.refuse(http.StatusTooManyRequests, denied.Decision)
 	case errors.As(err, &denied):
 		ex.refuse(http.StatusForbidden, denied.Decision)
 	case r.Context().Err() != nil:
-		ex.ended = ex.st.cutReason()
+		ex.abort(r, err)
 	default:
 		if verr, ok := verifyError(err); ok {
 			ex.fail(http.StatusBadGateway, "the origin's TLS certificate did not verify ("+clip(verr.Error())+
 				"): the gateway trusts the system's roots and --upstream-ca-file")
 			break
 		}
-		status := http.StatusBadGateway
+		status, why := http.StatusBadGateway, "the origin could not be reached: "
 		if isTimeout(err) {
-			status = http.StatusGatewayTimeout
+			status, why = http.StatusGatewayTimeout, "the origin did not answer in time: "
 		}
-		ex.fail(status, "the origin could not be reached: "+clip(err.Error()))
+		ex.fail(status, why+clip(err.Error()))
 		ex.st.e.log.Info("intercepted request failed upstream", "host", ex.st.c.SNI, "vm", ex.st.c.Source.VMID,
 			"session", ex.st.c.Source.SessionID, "err", err)
 	}

@@ -15,13 +15,13 @@
 // on port 443) hands it one connection at a time:
 //
 //	c := &intercept.Conn{
-//		Client: tc,          // the sandbox's connection
-//		Prefix: hello,       // the bytes already read from it (the ClientHello, and any after)
-//		SNI:    name,        // the server name, in policy.NormalizeName form, judged allowed
-//		Source: src,         // whom the records are about
-//		Policy: pol,         // decides each request; read per request (live)
-//		Secrets: secrets,    // the tenant's secrets, or nil
-//		Dialer: dial,        // the caller's judged dialer: resolves the name itself
+//		Client:  tc,      // the sandbox's connection
+//		Prefix:  hello,   // the bytes already read from it (the ClientHello, and any after)
+//		SNI:     name,    // the server name, in policy.NormalizeName form, judged allowed
+//		Source:  src,     // whom the records are about
+//		Policy:  pol,     // decides each request; read per request (live)
+//		Secrets: secrets, // the tenant's secrets, or nil
+//		Dialer:  dial,    // the caller's judged dialer: resolves the name itself
 //	}
 //	untrack := live.Track(policy.Conn{Host: name, Port: 443}, c.Cancel)
 //	res := engine.Serve(ctx, c) // returns when the connection has ended
@@ -101,8 +101,9 @@
 // connection cuts them), to the SNI on port 443, with TLS verified against Config.RootCAs
 // (the system's roots and --upstream-ca-file, built by the caller) for the SNI. A
 // verification failure is a 502 that says so; an unreachable origin is a 502 (504 on a
-// timeout). An HTTP/1.1 client gets HTTP/1.1 upstream; an HTTP/2 client gets HTTP/2 when
-// the origin offers it, else HTTP/1.1 (several connections, at most MaxUpstreamConns).
+// timeout, or an origin that sends nothing for IdleTimeout). An HTTP/1.1 client gets
+// HTTP/1.1 upstream; an HTTP/2 client gets HTTP/2 when the origin offers it, else
+// HTTP/1.1 (several connections, at most MaxUpstreamConns).
 //
 // The request goes up with Host (and :authority) set to the SNI, hop-by-hop headers
 // removed (those of RFC 9110 §7.6.1 and those the Connection header names; "TE: trailers"
@@ -148,8 +149,12 @@
 // by its SETTINGS_MAX_HEADER_LIST_SIZE) and must arrive within HandshakeTimeout, as must
 // the TLS handshake. A connection waits KeepAliveTimeout for its next request (HTTP/1.1)
 // or closes after that long without a stream (HTTP/2). There is no bound on the number of
-// requests per connection. In an exchange, a client that sends no byte of its body, an
-// origin that sends nothing, or a client that takes nothing, for IdleTimeout, ends it.
+// requests per connection. In an exchange, a client that sends no byte of its body for
+// IdleTimeout gets a 408; an origin that sends nothing for IdleTimeout ends the exchange
+// (a 504 before its answer, an aborted response after); a client that takes nothing for
+// IdleTimeout loses its connection. A request whose client left, or whose connection was
+// cut, is aborted, never answered. An upgraded stream ends when the origin sends nothing for
+// IdleTimeout, whatever the client sends.
 // HTTP/2: at most MaxConcurrentStreams streams per connection, 1 MiB flow-control windows
 // (per stream and per connection), and a connection that cannot write a byte for
 // IdleTimeout is closed.

@@ -381,7 +381,11 @@ func TestSmallTimeouts(t *testing.T) {
 	}
 	c := e.tlsConn(apiHost, "http/1.1")
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: " + apiHost + "\r\n\r\n"))
-	if r := e.result(); r.Reason != "eof" || r.Requests != 1 {
+	if r := e.result(); r.Reason != "eof" || r.Requests != 1 || r.Proto != "http/1.1" {
 		t.Errorf("idle after a request: %+v", r)
+	}
+	get(t, e.client(true), newRequest(t, "GET", "https://"+apiHost+"/", nil))
+	if r := e.result(); r.Reason != "eof" || r.Requests != 1 || r.Proto != "h2" {
+		t.Errorf("HTTP/2, idle after a request: %+v", r)
 	}
 }

@@ -92,7 +92,11 @@
 //     ReasonSecretNotForHost): neither the placeholder nor anything else reaches the origin.
 //     Otherwise each placeholder is replaced by its secret's value, in the header values
 //     only: never in header names, the path, the query or the body.
-//  6. Forward, below.
+//  6. Forward, below. An answer's header values and trailers are searched for the values
+//     put in (of 8 bytes or more), which go back to their placeholders: an origin that
+//     echoes the key it got (an error message, a debugging endpoint, a redirect) does not
+//     hand it to the sandbox that way. The body is not searched: an origin that writes the
+//     key into a body hands it over.
 //
 // # Forwarding
 //

@@ -87,7 +87,7 @@ func (st *connState) serve(ex *exchange, r *http.Request) {
 			return
 		}
 		scan.apply(r.Header)
-		ex.secrets = scan.applied
+		ex.secrets, ex.put = scan.applied, scan.put
 	}
 	st.forward(ex, r, forward, judged)
 }
@@ -222,7 +222,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 	defer res.Body.Close()
 
 	h := ex.w.Header()
-	for k, vv := range endToEnd(res.Header) {
+	for k, vv := range redact(endToEnd(res.Header), ex.put) {
 		h[k] = vv
 	}
 	var announced map[string]bool
@@ -246,7 +246,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 	if err != nil {
 		ex.abort(r, err)
 	}
-	for k, vv := range res.Trailer {
+	for k, vv := range redact(res.Trailer, ex.put) {
 		if !announced[k] {
 			k = http.TrailerPrefix + k
 		}
@@ -316,7 +316,7 @@ func (st *connState) upgrade(ex *exchange, r *http.Request, res *http.Response, 
 	stop := context.AfterFunc(r.Context(), closeBoth) // a cut ends the stream
 	defer stop()
 
-	h := endToEnd(res.Header)
+	h := redact(endToEnd(res.Header), ex.put)
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{got}
 	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")

@@ -28,6 +28,7 @@ type exchange struct {
 	up           atomic.Int64 // request body bytes: the transport reads them on its own goroutine
 	down         int64        // response body bytes
 	secrets      []string
+	put          []secretPut // the values put in the request, to keep out of the answer's header
 	ended        string
 }
 

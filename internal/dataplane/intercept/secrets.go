@@ -45,6 +45,54 @@ func SecretsIn(h http.Header, secrets Secrets, host string) []string {
 	return names
 }
 
+// secretPut is a value put in place of its placeholder.
+type secretPut struct{ placeholder, value string }
+
+func appendPut(puts []secretPut, placeholder, value string) []secretPut {
+	for _, p := range puts {
+		if p.placeholder == placeholder {
+			return puts
+		}
+	}
+	return append(puts, secretPut{placeholder, value})
+}
+
+// minRedacted is the shortest value redact looks for: a shorter one would be found in
+// unrelated text. Real keys are far longer.
+const minRedacted = 8
+
+// redact puts the placeholders back in place of their values in an answer's header
+// values, so that an origin that echoes a request's header (an error message, a debugging
+// endpoint, a redirect) does not hand the sandbox a value it was never to see. It returns h
+// itself when there was nothing to replace.
+func redact(h http.Header, puts []secretPut) http.Header {
+	if len(puts) == 0 {
+		return h
+	}
+	var out http.Header
+	for k, vv := range h {
+		for i, v := range vv {
+			nv := v
+			for _, p := range puts {
+				if len(p.value) >= minRedacted && strings.Contains(nv, p.value) {
+					nv = strings.ReplaceAll(nv, p.value, p.placeholder)
+				}
+			}
+			if nv == v {
+				continue
+			}
+			if out == nil {
+				out = h.Clone()
+			}
+			out[k][i] = nv
+		}
+	}
+	if out == nil {
+		return h
+	}
+	return out
+}
+
 // headerEdit is one header value to replace once the request is known to go up.
 type headerEdit struct {
 	key   string
@@ -60,7 +108,8 @@ type secretScan struct {
 	host    string
 
 	edits   []headerEdit
-	applied []string // names of the secrets put in place of their placeholders
+	put     []secretPut // the values put in, with their placeholders
+	applied []string    // names of the secrets put in place of their placeholders
 	refused []string // names of secrets whose domains do not match host
 	invalid []string // names of secrets whose value cannot go in a header value
 }
@@ -138,6 +187,7 @@ func (s *secretScan) replace(v string) (string, bool) {
 				b.WriteString(sec.Value)
 				last = end
 				s.applied = note(s.applied, sec.Name)
+				s.put = appendPut(s.put, v[i:end], sec.Value)
 			}
 			next = end
 		}

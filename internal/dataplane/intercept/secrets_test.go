@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"encoding/base64"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -254,4 +255,26 @@ func BenchmarkScan(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestSecretKeptOutOfAnswerHeaders(t *testing.T) {
+	protos(t, func(t *testing.T, h2 bool) {
+		e := newEnv(t, envOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// An origin that echoes the key it got, in its header and its trailer.
+			w.Header().Set("X-Echo", "you sent "+r.Header.Get("Authorization"))
+			w.Header().Set("Trailer", "X-Echo-Trailer")
+			io.WriteString(w, "ok")
+			w.Header().Set("X-Echo-Trailer", r.Header.Get("Authorization"))
+		})})
+		ph := e.secrets.add("openai", realKey, apiHost)
+		req := newRequest(t, "GET", "https://"+apiHost+"/x", nil)
+		req.Header.Set("Authorization", "Bearer "+ph)
+		resp, _ := get(t, e.client(h2), req)
+		if got := resp.Header.Get("X-Echo"); got != "you sent Bearer "+ph {
+			t.Errorf("X-Echo = %q", got)
+		}
+		if got := resp.Trailer.Get("X-Echo-Trailer"); got != "Bearer "+ph {
+			t.Errorf("trailer = %q", got)
+		}
+	})
 }

@@ -110,8 +110,8 @@ type secretScan struct {
 	edits   []headerEdit
 	put     []secretPut // the values put in, with their placeholders
 	applied []string    // names of the secrets put in place of their placeholders
-	refused []string // names of secrets whose domains do not match host
-	invalid []string // names of secrets whose value cannot go in a header value
+	refused []string    // names of secrets whose domains do not match host
+	invalid []string    // names of secrets whose value cannot go in a header value
 }
 
 // header scans every value of h.

@@ -121,8 +121,10 @@
 // client's response (HTTP/1.1: the connection closes; HTTP/2: the stream is reset), so the
 // client never takes a cut body for a whole one.
 //
-// An Upgrade request (WebSocket) from an HTTP/1.1 client is decided like any request and
-// then forwarded; when the origin answers 101 the engine passes the 101 on and copies raw
+// A WebSocket Upgrade request from an HTTP/1.1 client is decided like any request and
+// then forwarded (any other Upgrade, h2c above all, is dropped from the request: after a
+// switch the bytes are opaque, and HTTP/2 inside them would carry requests nothing
+// decides); when the origin answers 101 the engine passes the 101 on and copies raw
 // bytes both ways until the origin's side ends (or the connection is cut). HTTP/2's
 // extended CONNECT (RFC 8441) is not served.
 //

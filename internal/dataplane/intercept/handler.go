@@ -169,12 +169,14 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = []string{""} // the transport would send its own
 	}
+	// Only a WebSocket upgrade is passed on. After a switch the bytes are opaque, and one to
+	// h2c (or any protocol that carries requests) would let the sandbox send requests
+	// that nothing decides; without the header, the request is an ordinary one.
 	asked := ""
-	if r.ProtoMajor == 1 {
-		if asked = upgradeType(r.Header); asked != "" {
-			out.Header["Connection"] = []string{"Upgrade"}
-			out.Header["Upgrade"] = []string{asked}
-		}
+	if r.ProtoMajor == 1 && strings.EqualFold(upgradeType(r.Header), "websocket") {
+		asked = upgradeType(r.Header)
+		out.Header["Connection"] = []string{"Upgrade"}
+		out.Header["Upgrade"] = []string{asked}
 	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 		body := &requestBody{r: r.Body, ex: ex, rc: http.NewResponseController(ex.w), idle: st.e.cfg.IdleTimeout}

@@ -306,3 +306,20 @@ func TestEarlyHintsPassed(t *testing.T) {
 		}
 	})
 }
+
+func TestOnlyWebSocketUpgradesPass(t *testing.T) {
+	o := &recorder{}
+	e := newEnv(t, envOpts{handler: o})
+	c := e.tlsConn(apiHost, "http/1.1")
+	// An h2c upgrade would let the sandbox speak HTTP/2 to the origin past every decision.
+	fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: %s\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", apiHost)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	got := o.last(t)
+	if resp.StatusCode != 200 || got.Header.Get("Upgrade") != "" || got.Header.Get("Http2-Settings") != "" || got.Header.Get("Connection") != "" {
+		t.Fatalf("%d; the origin got %v", resp.StatusCode, got.Header)
+	}
+}

@@ -48,17 +48,19 @@ const (
 // Reasons of the data plane's parts: what a connection or query is refused for before, or
 // besides, the policy.
 const (
-	ReasonNameNotFound   Reason = "name_not_found"       // the name has no address (NXDOMAIN, NODATA)
-	ReasonResolveFailed  Reason = "resolve_failed"       // the resolver did not answer
-	ReasonSNIMismatch    Reason = "sni_mismatch"         // the ClientHello names another host than the CONNECT
-	ReasonHostMismatch   Reason = "host_mismatch"        // Host contradicts the URL, the CONNECT or the port
-	ReasonNotTLS         Reason = "not_tls"              // 443 that does not start with a ClientHello
-	ReasonBadRequest     Reason = "bad_request"          // a request the proxy cannot read or judge
-	ReasonTooMany        Reason = "too_many_connections" // the sandbox's connection cap
-	ReasonUnknownSandbox Reason = "unknown_sandbox"      // the source address is no VM's
-	ReasonMalformedQuery Reason = "malformed_query"      // DNS: not one question of opcode QUERY, or EDNS > 0
-	ReasonQueryClass     Reason = "query_class"          // DNS: only class IN
-	ReasonBusy           Reason = "busy"                 // DNS: too many queries in flight
+	ReasonNameNotFound     Reason = "name_not_found"       // the name has no address (NXDOMAIN, NODATA)
+	ReasonResolveFailed    Reason = "resolve_failed"       // the resolver did not answer
+	ReasonSNIMismatch      Reason = "sni_mismatch"         // the ClientHello names another host than the CONNECT
+	ReasonHostMismatch     Reason = "host_mismatch"        // Host contradicts the URL, the CONNECT or the port
+	ReasonNotTLS           Reason = "not_tls"              // 443 that does not start with a ClientHello
+	ReasonBadRequest       Reason = "bad_request"          // a request the proxy cannot read or judge
+	ReasonTooMany          Reason = "too_many_connections" // the sandbox's connection cap
+	ReasonUnknownSandbox   Reason = "unknown_sandbox"      // the source address is no VM's
+	ReasonMalformedQuery   Reason = "malformed_query"      // DNS: not one question of opcode QUERY, or EDNS > 0
+	ReasonQueryClass       Reason = "query_class"          // DNS: only class IN
+	ReasonBusy             Reason = "busy"                 // DNS: too many queries in flight
+	ReasonSecretNotForHost Reason = "secret_not_for_host"  // a placeholder toward a host outside its secret's domains
+	ReasonSecretOverHTTP   Reason = "secret_over_http"     // a placeholder in a plain-HTTP request
 )
 
 // ReasonInfo documents one code.
@@ -109,6 +111,8 @@ var reasonList = []ReasonInfo{
 	{ReasonMalformedQuery, false, "a malformed DNS query"},
 	{ReasonQueryClass, false, "the query class is not answered"},
 	{ReasonBusy, false, "too many DNS queries in flight"},
+	{ReasonSecretNotForHost, false, "the request carries a secret's placeholder toward a host outside the secret's domains"},
+	{ReasonSecretOverHTTP, false, "the request carries a secret's placeholder over plain HTTP"},
 }
 
 var reasonInfo = func() map[Reason]ReasonInfo {

@@ -13,10 +13,9 @@ import (
 const PlaceholderPrefix = "egressd-secret-"
 
 // ReasonSecretNotForHost is the denial of a request that carries the placeholder of a
-// secret whose domains do not match the request's host (DESIGN §2.7). The code belongs in
-// policy's list (policy.Reasons); until it is there it is declared here, with the same
-// spelling.
-const ReasonSecretNotForHost policy.Reason = "secret_not_for_host"
+// secret whose domains do not match the request's host (DESIGN §2.7): policy's code, named
+// here too for the engine's callers.
+const ReasonSecretNotForHost = policy.ReasonSecretNotForHost
 
 // Shape of a placeholder.
 const (

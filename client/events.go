@@ -54,6 +54,12 @@ type Event struct {
 	CloseReason string  `json:"close_reason,omitempty"`
 	// DialMS is how long dialling the destination took (allowed connect events).
 	DialMS float64 `json:"dial_ms,omitempty"`
+	// Request events of an intercepted connection: the method, the decided path (never the
+	// query), the status sent, and the names of the secrets applied (never a value).
+	Method  string   `json:"method,omitempty"`
+	Path    string   `json:"path,omitempty"`
+	Status  int      `json:"status,omitempty"`
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 // EventList is the answer of GET /v1/egress/events.

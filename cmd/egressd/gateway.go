@@ -13,8 +13,10 @@ import (
 	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/internal/dataplane/dnsfilter"
 	"github.com/egressd/egressd/internal/dataplane/events"
+	"github.com/egressd/egressd/internal/dataplane/intercept"
 	"github.com/egressd/egressd/internal/dataplane/proxy"
 	"github.com/egressd/egressd/internal/dataplane/resolve"
+	"github.com/egressd/egressd/internal/dataplane/secrets"
 	"github.com/egressd/egressd/internal/dataplane/view"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/gateway"
@@ -36,6 +38,11 @@ type dataPlane struct {
 	dnsUDP      net.PacketConn
 	dnsTCP      net.Listener
 	gw          *gateway.Gateway
+
+	// The interception of DESIGN §2.7: the tenants' secrets as the gateway reads them, and
+	// the engine that serves intercepted connections.
+	book   *secrets.Book
+	engine *intercept.Engine
 }
 
 // ready is the readiness of the sandbox networks' firewall: nil without --transparent.
@@ -49,10 +56,37 @@ func (d *dataPlane) ready() error {
 // enforcer is what a write waits for before it is answered (DESIGN §3): the view, which the
 // proxies and the DNS filter read, and with --transparent the kernel rules built from it.
 func (d *dataPlane) enforcer(v *view.View) api.Enforcer {
-	if d.gw == nil {
-		return v
+	var e api.Enforcer = v
+	if d.gw != nil {
+		e = kernelEnforcer{v, d.gw}
 	}
-	return kernelEnforcer{v, d.gw}
+	// A secret written (created, rotated, deleted) is answered once the next intercepted
+	// request gets it.
+	return bookEnforcer{e, d.book}
+}
+
+type bookEnforcer struct {
+	api.Enforcer
+	book *secrets.Book
+}
+
+func (e bookEnforcer) WaitRevision(ctx context.Context, rev int64) error {
+	if err := e.Enforcer.WaitRevision(ctx, rev); err != nil {
+		return err
+	}
+	return e.book.WaitRevision(ctx, rev)
+}
+
+// requestSink sends the engine's per-request records to the events hub.
+type requestSink struct{ sink events.Sink }
+
+func (s requestSink) Request(r intercept.Record) {
+	rec := r.Record
+	rec.Method, rec.Path, rec.Status, rec.Secrets = r.Method, r.Path, r.Status, r.Secrets
+	if r.Ended != "" {
+		rec.CloseReason = r.Ended
+	}
+	s.sink.Record(rec)
 }
 
 // revision is the store revision this node enforces, which its heartbeat reports for
@@ -77,16 +111,30 @@ func (e kernelEnforcer) WaitRevision(ctx context.Context, rev int64) error {
 	return e.gw.WaitApplied(ctx, rev)
 }
 
-func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, env *policy.Env) (*dataPlane, error) {
+func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, env *policy.Env, ix *interception) (*dataPlane, error) {
 	d := &dataPlane{log: log}
 	dl := &dialer.Dialer{Resolver: res}
+	d.book = secrets.New(st, ix.keys, secrets.Config{Logger: log})
+	if err := d.book.Start(ctx); err != nil {
+		return nil, err
+	}
 	var err error
+	d.engine, err = intercept.New(intercept.Config{
+		Certs:   ix.ca,
+		RootCAs: ix.upstreamRoots,
+		Sink:    requestSink{sink},
+		Logger:  log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("interception: %w", err)
+	}
 	d.explicit, err = proxy.New(proxy.Config{
 		Sessions:             proxy.FromView(v),
 		Dialer:               dl,
 		Sink:                 sink,
 		Logger:               log,
 		MaxTunnelsPerSession: cfg.maxTunnels,
+		Interception:         &proxy.Interception{Engine: d.engine, Secrets: d.book},
 	})
 	if err != nil {
 		return nil, err

@@ -96,6 +96,11 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	// The explicit proxy hands connections to intercepted hosts to the interception engine
+	// (DESIGN §2.7), so /check answers for them what the engine does. The transparent proxy
+	// does not intercept yet: there, policy.Decide still denies them
+	// (interception_unavailable), since it never sets Conn.Intercepted.
+	env = env.WithInterception()
 	res := &resolve.Resolver{Upstream: cfg.dnsUpstream}
 
 	st, err := openStore(ctx, cfg)
@@ -235,7 +240,7 @@ func run(ctx context.Context, cfg *config) error {
 	if v != nil {
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, store.WithHook(st, kick), v, conns, res, env); err != nil {
+		if dp, err = startDataPlane(viewCtx, cfg, log, store.WithHook(st, kick), v, conns, res, env, ix); err != nil {
 			return err
 		}
 		late.Store(dp)

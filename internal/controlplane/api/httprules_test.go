@@ -33,8 +33,9 @@ func TestHTTPRulesPolicy(t *testing.T) {
 	if !reflect.DeepEqual(got["http_rules"], want) {
 		t.Errorf("stored http_rules = %v, want %v", got["http_rules"], want)
 	}
-	if ws := strings.Join(strs(got["warnings"]), "\n"); !strings.Contains(ws, "interception_unavailable") {
-		t.Errorf("warnings %q do not say that the hosts are unreachable until the gateway intercepts", ws)
+	// egressd intercepts: the hosts are reachable, request by request, and no warning says otherwise.
+	if ws := strings.Join(strs(got["warnings"]), "\n"); strings.Contains(ws, "interception_unavailable") {
+		t.Errorf("warnings %q say that the hosts are unreachable, but the gateway intercepts", ws)
 	}
 	read := c.do("GET", "/v1/egress/session/"+sid, nil).must(t, http.StatusOK)
 	if !reflect.DeepEqual(read["http_rules"], want) {
@@ -52,7 +53,7 @@ func TestHTTPRulesPolicy(t *testing.T) {
 	if first["layer"] != "session" || first["index"] != 0.0 || first["domain"] != "api.example.com" {
 		t.Errorf("effective rule 0 = %v", first)
 	}
-	if notes := strings.Join(strs(eff["notes"]), "\n"); !strings.Contains(notes, "in every layer whose http_rules name the host") || !strings.Contains(notes, "does not intercept yet") {
+	if notes := strings.Join(strs(eff["notes"]), "\n"); !strings.Contains(notes, "in every layer whose http_rules name the host") || strings.Contains(notes, "does not intercept yet") {
 		t.Errorf("notes %q", notes)
 	}
 
@@ -105,8 +106,8 @@ func TestHTTPRulesPolicy(t *testing.T) {
 }
 
 // TestCheckHTTPRules: check with a URL and a method answers the request decision: the
-// entry that denies it, or, for a request the rules allow, what the gateway does with the
-// connection, which until it intercepts is interception_unavailable.
+// entry that denies it, or the entry that allows it: egressd intercepts the hosts that
+// http_rules name, so a request the rules allow is allowed (reason http_rules).
 func TestCheckHTTPRules(t *testing.T) {
 	in := egressdtest.Start(t)
 	c := newClient(t, in, in.AdminKey)
@@ -124,12 +125,12 @@ func TestCheckHTTPRules(t *testing.T) {
 		}
 		return got
 	}
-	const unavailable = "interception_unavailable"
-	got := check(map[string]any{"url": "https://api.example.com/v1/models", "method": "POST"}, "deny", unavailable, "session", false)
+	const byRules = "http_rules"
+	got := check(map[string]any{"url": "https://api.example.com/v1/models", "method": "POST"}, "allow", byRules, "session", false)
 	if !strings.HasPrefix(got["rule"].(string), "http_rules[0] api.example.com") {
 		t.Errorf("rule %q does not name the entry", got["rule"])
 	}
-	check(map[string]any{"url": "https://api.example.com/v1/models"}, "deny", unavailable, "session", false) // GET by default
+	check(map[string]any{"url": "https://api.example.com/v1/models"}, "allow", byRules, "session", false) // GET by default
 	got = check(map[string]any{"url": "https://api.example.com/v1/models", "method": "PUT"}, "deny", "method_not_allowed", "session", false)
 	if got["message"] == "" || !strings.Contains(got["rule"].(string), "methods GET,POST") {
 		t.Errorf("method_not_allowed: %v", got)
@@ -139,12 +140,12 @@ func TestCheckHTTPRules(t *testing.T) {
 	check(map[string]any{"url": "https://api.example.com/v1/%2e%2e/admin"}, "deny", "path_not_allowed", "session", false)
 	check(map[string]any{"url": "https://api.example.com/v1/..%2Fadmin"}, "deny", "path_not_allowed", "session", false)
 	check(map[string]any{"url": "https://API.example.com./v1x"}, "deny", "path_not_allowed", "session", false)
-	check(map[string]any{"url": "https://api.example.com/v1/x?q=/../../admin#frag"}, "deny", unavailable, "session", false)
+	check(map[string]any{"url": "https://api.example.com/v1/x?q=/../../admin#frag"}, "allow", byRules, "session", false)
 	check(map[string]any{"url": "https://api.example.com/v1/%zz"}, "deny", "bad_path", "session", false)
 	check(map[string]any{"url": "https://api.example.com/v1/x", "method": "DELETE"}, "deny", "method_not_allowed", "session", false)
 	check(map[string]any{"url": "https://www.example.com/x", "method": "PATCH"}, "deny", "method_not_allowed", "vm", false)
-	check(map[string]any{"url": "http://www.example.com/x", "method": "DELETE"}, "deny", unavailable, "vm", false)
-	check(map[string]any{"host": "api.example.com", "port": 443}, "deny", unavailable, "session", false)
+	check(map[string]any{"url": "http://www.example.com/x", "method": "DELETE"}, "allow", byRules, "vm", false)
+	check(map[string]any{"host": "api.example.com", "port": 443}, "allow", "allow_https", "session", false) // the connection; its requests are decided one by one
 	check(map[string]any{"host": "api.example.com", "port": 8443}, "deny", "port_not_allowed", "session", false)
 	check(map[string]any{"url": "https://other.test/anything", "method": "PATCH"}, "allow", "allow_https", "session", false)
 	check(map[string]any{"dns_query": "api.example.com"}, "allow", "allow_https", "session", false)
@@ -153,10 +154,10 @@ func TestCheckHTTPRules(t *testing.T) {
 	c.do("POST", "/v1/egress/session/"+sid, map[string]any{"allow_https": true, "mode": "monitor",
 		"http_rules": []any{map[string]any{"domain": "api.example.com", "paths": []string{"/v1/"}}}}).must(t, http.StatusOK)
 	check(map[string]any{"url": "https://api.example.com/admin", "method": "PUT"}, "deny", "method_not_allowed", "vm", false)
-	check(map[string]any{"url": "https://api.example.com/admin"}, "deny", unavailable, "vm", false) // the VM's rules are enforced
+	check(map[string]any{"url": "https://api.example.com/admin"}, "allow", "path_not_allowed", "session", true) // the VM's rules allow it; the session's monitor would not
 	c.do("POST", "/v1/egress/vm/v", map[string]any{"allow_https": true}).must(t, http.StatusOK)
 	check(map[string]any{"url": "https://api.example.com/admin"}, "allow", "path_not_allowed", "session", true)
-	check(map[string]any{"url": "https://api.example.com/v1/x"}, "allow", unavailable, "session", true)
+	check(map[string]any{"url": "https://api.example.com/v1/x"}, "allow", byRules, "session", false)
 
 	for _, tc := range []struct {
 		body  map[string]any

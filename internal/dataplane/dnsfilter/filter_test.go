@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -167,7 +168,7 @@ func TestRecord(t *testing.T) {
 		Reason: policy.ReasonAllowedDomains, Message: policy.ReasonAllowedDomains.Message(), Rule: "allowed_domains *.example.test", Layer: "vm", Mode: "enforce",
 		Transport: "udp", Host: "mixed.example.test", IP: "127.0.0.2", QType: "A",
 	}
-	if rec != want {
+	if !reflect.DeepEqual(rec, want) {
 		t.Errorf("allowed:\n got %+v\nwant %+v", rec, want)
 	}
 	_, rec = e.ask("tcp", query("Evil.Test.", dns.TypeAAAA, true))
@@ -177,7 +178,7 @@ func TestRecord(t *testing.T) {
 		Reason: policy.ReasonNameNotListed, Message: policy.ReasonNameNotListed.Message(), Rule: "not in allowed_domains", Layer: "vm", Mode: "enforce",
 		Transport: "tcp", Host: "evil.test", QType: "AAAA",
 	}
-	if rec != want {
+	if !reflect.DeepEqual(rec, want) {
 		t.Errorf("refused:\n got %+v\nwant %+v", rec, want)
 	}
 }

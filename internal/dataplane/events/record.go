@@ -64,6 +64,14 @@ type Record struct {
 	CloseReason string  `json:"close_reason,omitempty"`
 	// DialMS is how long the dial to the destination took (allowed connect records).
 	DialMS float64 `json:"dial_ms,omitempty"`
+	// A request decided inside an intercepted connection (DESIGN §2.7): its method, its
+	// decided path (never the query), the status sent to the sandbox, and the names of the
+	// secrets applied to it (or, on secret_not_for_host, refused). Never a secret's value
+	// nor any header value.
+	Method  string   `json:"method,omitempty"`
+	Path    string   `json:"path,omitempty"`
+	Status  int      `json:"status,omitempty"`
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 // Source is whom a record is about: the sandbox a connection or query came from. SessionID

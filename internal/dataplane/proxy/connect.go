@@ -37,6 +37,10 @@ func (c *clientConn) connect(req *http.Request, s *Source) {
 		c.httpTunnel(s, t, what)
 		return
 	}
+	if t.host != "" && t.port == 443 && c.p.ix.intercepts(s, t.host) {
+		c.interceptTunnel(s, t.host, what)
+		return
+	}
 	ops := tunnelOps{
 		refuse:      func(d policy.Decision) { c.refuse(what, s, d) },
 		unreachable: func(err error) { c.badGateway(t.String(), err) },

@@ -107,6 +107,24 @@ func deniedName(s *Source, other target, port uint16) (policy.Decision, bool) {
 // proxy's one path for plain HTTP, and reports whether the client connection can carry
 // another request.
 func (c *clientConn) send(req *http.Request, s *Source, t target, what string) bool {
+	if names := c.secretsOverHTTP(req.Header, s, t.host); len(names) > 0 {
+		d := deny(policy.ReasonSecretOverHTTP, "a secret's placeholder is replaced only inside TLS: "+strings.Join(names, ", "))
+		c.record(events.KindRequest, s, t.conn(), d, 0)
+		c.refuse(what, s, d)
+		return false
+	}
+	if t.host != "" && c.p.ix.intercepts(s, t.host) {
+		// Plain HTTP to an intercepted host: its requests are read one by one here, so each
+		// is decided on its method and path too, and the connection is judged as
+		// intercepted.
+		d := effectiveNow(s).DecideRequest(policy.Request{Host: t.host, IP: t.pin, Port: t.port, Method: req.Method, Path: requestPath(req)})
+		if !d.Allow {
+			c.record(events.KindRequest, s, t.conn(), d, 0)
+			c.refuse(what, s, d)
+			return false
+		}
+		t.intercepted = true
+	}
 	for attempt := 0; ; attempt++ {
 		u, ok := c.upstreamFor(s, t, what)
 		if !ok {
@@ -121,6 +139,18 @@ func (c *clientConn) send(req *http.Request, s *Source, t target, what string) b
 		}
 		return keep
 	}
+}
+
+// requestPath is the path of req's target as sent (escaped, no query), for DecideRequest.
+func requestPath(req *http.Request) string {
+	if req.URL == nil {
+		return ""
+	}
+	p := req.URL.EscapedPath()
+	if p == "" && req.URL.Opaque == "" {
+		p = "/"
+	}
+	return p
 }
 
 // checkHost refuses a Host header that names another destination than the URL. other is

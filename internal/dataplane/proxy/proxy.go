@@ -43,6 +43,9 @@ type Config struct {
 	Sink events.Sink
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Interception, if set, hands CONNECTs to intercepted hosts on port 443 to the
+	// interception engine; nil splices every tunnel.
+	Interception *Interception
 
 	// MaxTunnelsPerSession bounds a session's open connections through the proxy (CONNECT
 	// tunnels and plain-HTTP upstream connections), and in transparent mode a VM's (TLS
@@ -66,6 +69,7 @@ type Config struct {
 type Proxy struct {
 	cfg Config
 	log *slog.Logger
+	ix  *interception // nil without Config.Interception
 
 	ctx    context.Context // ends at Close: in-flight dials stop
 	cancel context.CancelFunc
@@ -114,6 +118,7 @@ func New(cfg Config) (*Proxy, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Proxy{
 		cfg: cfg, log: cfg.Logger.With("component", "proxy"),
+		ix:  newInterception(cfg.Interception),
 		ctx: ctx, cancel: cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*clientConn]struct{}),

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func TestConnectAllowedAndRelayed(t *testing.T) {
 		Transport: "tcp", Host: "api.example.test", IP: webIP, Port: 443}
 	got := allow
 	got.Time, got.DialMS = time.Time{}, 0
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("connect record\n got %+v\nwant %+v", got, want)
 	}
 	if allow.DialMS <= 0 {

@@ -24,6 +24,9 @@ type target struct {
 	// nameErr is set when the host is neither an address nor a name NormalizeName accepts
 	// ("exa_mple.com", "127.1"): well-formed as a request, denied by policy.
 	nameErr error
+	// intercepted: the host's requests are decided one by one (DESIGN §2.7), so its
+	// connection is judged with policy.Conn.Intercepted (set by send for plain HTTP).
+	intercepted bool
 }
 
 // conn is the connection attempt to judge.
@@ -31,7 +34,7 @@ func (t target) conn() policy.Conn {
 	if t.host == "" {
 		return policy.Conn{IP: t.ip, Port: t.port, Transport: policy.TCP, IPLiteral: true}
 	}
-	return policy.Conn{Host: t.host, IP: t.pin, Port: t.port, Transport: policy.TCP}
+	return policy.Conn{Host: t.host, IP: t.pin, Port: t.port, Transport: policy.TCP, Intercepted: t.intercepted}
 }
 
 // String is host:port in normal form, brackets around IPv6: the CONNECT target or the

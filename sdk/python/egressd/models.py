@@ -499,11 +499,18 @@ class Event(Model):
     duration_ms: float = 0.0
     close_reason: str = ""
     dial_ms: float = 0.0
+    #: A request inside an intercepted connection: method, decided path (no query), the
+    #: status sent, and the names of the secrets applied (never a value).
+    method: str = ""
+    path: str = ""
+    status: int = 0
+    secrets: List[str] = field(default_factory=list)
 
     @classmethod
     def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
         out = super()._convert(data)
         out["time"] = parse_time(data.get("time"))
+        out["secrets"] = _list(data.get("secrets"))
         return out
 
 

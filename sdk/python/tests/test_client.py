@@ -475,7 +475,8 @@ class PolicyTest(unittest.TestCase):
         self.assertIsInstance(r, egressd.HTTPRule)
         self.assertEqual((r.domain, r.methods, r.paths), ("api.example.com", ["GET", "POST"], ["/v1/", "/~me"]))
         self.assertEqual((p.http_rules[1].methods, p.http_rules[1].paths), ([], []))
-        self.assertTrue(any("interception_unavailable" in w for w in p.warnings), p.warnings)
+        # egressd intercepts: no warning that the hosts are unreachable.
+        self.assertFalse(any("interception_unavailable" in w for w in p.warnings), p.warnings)
         got = c.egress.get_session()
         self.assertEqual(got.policy_dict(), p.policy_dict())
         # A policy read back can be set again as it is, rules included.
@@ -490,12 +491,11 @@ class PolicyTest(unittest.TestCase):
         self.assertEqual(e.http_rules.intercepted, ["*.example.org", "api.example.com"])
         self.assertEqual([(x.layer, x.index) for x in e.http_rules.rules], [("session", 0), ("session", 1), ("vm", 0)])
 
-        # check with a method: the entry that denies, or the interim answer for what the
-        # rules allow (this gateway does not intercept yet).
+        # check with a method: the entry that denies, or the one that allows.
         denied = c.egress.check(url="https://api.example.com/v1/models", method="POST")
         self.assertEqual((denied.decision, denied.reason, denied.layer), ("deny", "method_not_allowed", "vm"))
         self.assertEqual(c.egress.check(url="https://api.example.com/v1/%2e%2e/admin").reason, "path_not_allowed")
-        self.assertEqual(c.egress.check(url="https://api.example.com/v1/models").reason, "interception_unavailable")
+        self.assertEqual(c.egress.check(url="https://api.example.com/v1/models").reason, "http_rules")
         with self.assertRaises(BadRequestError) as ctx:
             c.egress.check(url="https://api.example.com/", method="get")
         self.assertEqual(ctx.exception.field, "method")

@@ -40,6 +40,7 @@ type gwLab struct {
 	web      *testnet.Web
 	otherWeb *testnet.Web
 	caFile   string
+	ca       *testnet.CA // the fake internet's CA (caFile), which egressd trusts upstream
 	gwNS     string
 	inetNS   string
 	suffix   string       // of this lab's names, so that labs of concurrent test runs never share one
@@ -82,6 +83,7 @@ func newGWLab(t testing.TB, extraArgs ...string) *gwLab {
 
 	inet := testnet.In("/run/netns/" + l.inetNS)
 	ca := testnet.NewCA(t)
+	l.ca = ca
 	l.caFile = ca.WriteFile(t, t.TempDir())
 	site := testnet.NPM("registry.npm.test", "egressd-demo", "1.0.0", testnet.PyPI("egressd-demo", "1.0"))
 	l.web = testnet.StartWebOn(t, inet, webAddr, ca, site)
@@ -100,7 +102,9 @@ func newGWLab(t testing.TB, extraArgs ...string) *gwLab {
 	testnet.ServeBanner(t, inet, privateAddr+":5432", "private\n")
 
 	args := append([]string{"--transparent", "--sandbox-cidr", "100.96.0.0/16",
-		"--public-cidrs", "203.0.113.0/24", "--dns-upstream", dnsAddr + ":53"}, extraArgs...)
+		"--public-cidrs", "203.0.113.0/24", "--dns-upstream", dnsAddr + ":53",
+		// Intercepted connections verify the fake internet's certificates.
+		"--upstream-ca-file", l.caFile}, extraArgs...)
 	l.in = egressdtest.StartIn(t, "/run/netns/"+l.gwNS, args...)
 	var err error
 	if l.api, err = client.New(l.in.URL, l.in.AdminKey, client.WithHTTPClient(l.in.HTTPClient)); err != nil {

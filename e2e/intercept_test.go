@@ -25,7 +25,7 @@ import (
 
 // originIP is the fake API origin of the interception tests, apart from webIP so that what
 // it receives is only these tests'.
-const originIP = "127.0.0.3"
+const originIP = "127.0.0.31" // its own: no other test serves on it
 
 // seen is one request as the fake origin received it.
 type seen struct {

@@ -165,6 +165,7 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 		Sink:                 sink,
 		Logger:               log,
 		MaxTunnelsPerSession: cfg.maxTunnels,
+		Interception:         &proxy.Interception{Engine: d.engine, Secrets: d.book},
 	})
 	if err != nil {
 		return err

@@ -96,10 +96,10 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	// The explicit proxy hands connections to intercepted hosts to the interception engine
-	// (DESIGN §2.7), so /check answers for them what the engine does. The transparent proxy
-	// does not intercept yet: there, policy.Decide still denies them
-	// (interception_unavailable), since it never sets Conn.Intercepted.
+	// Both proxies hand connections to intercepted hosts to the interception engine (DESIGN
+	// §2.7), so /check answers for them what the engine does. A path that still splices
+	// (a connection by address) never sets Conn.Intercepted, so policy.Decide denies it
+	// (interception_unavailable).
 	env = env.WithInterception()
 	res := &resolve.Resolver{Upstream: cfg.dnsUpstream}
 

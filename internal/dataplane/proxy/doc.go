@@ -92,6 +92,23 @@
 //   - "Connection: close" from the client, or an HTTP/1.0 client, ends the client
 //     connection after the response. Every refusal closes it too.
 //
+// # Interception
+//
+// With Config.Interception, a host that the session's (transparent: the VM's) effective
+// policy intercepts, http_rules and the tenant's secrets' domains together
+// (policy.Effective.WithIntercepted), is never spliced (DESIGN §2.7). After CONNECT host:443
+// the proxy answers 200, checks the ClientHello names host, and hands the connection to the
+// intercept.Engine; the transparent proxy does the same on port 443 after reading the SNI.
+// The engine reads the current policy per request (a change applies to the next request),
+// looks secrets up in the book per request (a rotation too), and dials through the proxy's
+// judged dialer with Conn.Intercepted. The connection counts against the cap and is tracked
+// with Live: a policy that denies the host cuts it, and a watcher cuts it within
+// Interception.Recheck once the host is no longer intercepted (its rule or secret gone).
+// Plain HTTP to an intercepted host is decided per request with DecideRequest, and any
+// plain-HTTP request carrying a placeholder is refused (secret_over_http). A connection by
+// address whose ClientHello names an intercepted host still splices, so policy denies it
+// (interception_unavailable).
+//
 // # Limits
 //
 // A session has at most MaxTunnelsPerSession connections through the proxy at once

@@ -133,10 +133,7 @@ func (c *clientConn) secretsOverHTTP(h map[string][]string, s *Source, host stri
 }
 
 // interceptTunnel serves a CONNECT to host:443 whose host is intercepted: decide the name,
-// answer 200, check the ClientHello names host, and hand the connection to the engine,
-// which decides and forwards each request and dials per request through the proxy's
-// judged dialer. The connection is tracked like a tunnel: a policy that denies the host,
-// or no longer intercepts it, cuts it.
+// answer 200, check the ClientHello names host, and hand the connection to the engine.
 func (c *clientConn) interceptTunnel(s *Source, host, what string) {
 	conn := policy.Conn{Host: host, Port: 443, Transport: policy.TCP, Intercepted: true}
 	if !c.p.acquire(s) {
@@ -160,7 +157,27 @@ func (c *clientConn) interceptTunnel(s *Source, host, what string) {
 		c.record(events.KindConnect, s, conn, sd, 0)
 		return // the client sees its TLS fail
 	}
-	// The decision recorded is the one in force once the ClientHello is in.
+	c.intercept(s, host, prefix)
+}
+
+// interceptTLS serves a transparent connection to port 443 whose ClientHello (hello, read)
+// names an intercepted host. A refusal is the close, as for any transparent TLS.
+func (c *clientConn) interceptTLS(s *Source, host string, hello []byte) {
+	conn := policy.Conn{Host: host, Port: 443, Transport: policy.TCP, Intercepted: true}
+	if !c.p.acquire(s) {
+		c.record(events.KindConnect, s, conn, c.p.tooMany(s), 0)
+		return
+	}
+	defer c.p.release(s)
+	c.intercept(s, host, hello)
+}
+
+// intercept hands a connection whose ClientHello (prefix) names host, an intercepted host,
+// to the engine, which decides and forwards each request and dials per request through the
+// proxy's judged dialer. The connection holds one of s's slots. It is tracked like a
+// tunnel: a policy that denies the host, or no longer intercepts it, cuts it.
+func (c *clientConn) intercept(s *Source, host string, prefix []byte) {
+	conn := policy.Conn{Host: host, Port: 443, Transport: policy.TCP, Intercepted: true}
 	d := effectiveNow(s).Decide(conn)
 	c.record(events.KindConnect, s, conn, d, 0)
 	if !d.Allow {

@@ -128,6 +128,10 @@ func (c *clientConn) transparentTLS(s *Source, dst netip.AddrPort) {
 		c.p.log.Debug("transparent TLS refused", "vm", s.VMID, "dst", dst.String(), "reason", d.Reason, "rule", d.Rule)
 		return
 	}
+	if dst.Port() == 443 && c.p.ix.intercepts(s, host) {
+		c.interceptTLS(s, host, hello)
+		return
+	}
 	// The connection is judged as the name on the original port: the dialer resolves the
 	// name itself and dials only an address it judged. The client's chosen IP plays no part.
 	conn := policy.Conn{Host: host, Port: dst.Port(), Transport: policy.TCP}

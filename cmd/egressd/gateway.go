@@ -93,10 +93,13 @@ func (s requestSink) Request(r intercept.Record) {
 // ?wait=fleet on the other nodes: the same as enforcer waits for, so that no node counts
 // this one while its kernel rules are older than its view (an apply under way, or failing).
 func (d *dataPlane) revision(v *view.View) func() int64 {
-	if d.gw == nil {
-		return v.Revision
+	rev := v.Revision
+	if d.gw != nil {
+		rev = d.gw.Revision
 	}
-	return d.gw.Revision
+	// The secrets book too, as enforcer waits for it: a node counts for a secret's
+	// ?wait=fleet once its next intercepted request gets the secret.
+	return func() int64 { return min(rev(), d.book.Revision()) }
 }
 
 type kernelEnforcer struct {

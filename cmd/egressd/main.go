@@ -163,6 +163,7 @@ func run(ctx context.Context, cfg *config) error {
 	// writes kick it through PostgreSQL's notifications.
 	changes := &store.Signal{}
 	kick := changes.Kick
+	var late atomic.Pointer[dataPlane] // set once the data plane runs
 	if cfg.role.servesGateway() {
 		// The gateway's live view of the store, so that a new policy is enforced on the very
 		// next connection.
@@ -173,7 +174,13 @@ func run(ctx context.Context, cfg *config) error {
 		if err := v.Start(viewCtx); err != nil {
 			return err
 		}
-		kick = func() { v.Kick(); changes.Kick() }
+		kick = func() {
+			v.Kick()
+			changes.Kick()
+			if d := late.Load(); d != nil {
+				d.book.Kick() // a secret written is what the next intercepted request gets
+			}
+		}
 	}
 	// A gateway node heartbeats as soon as it enforces what an API node waits for.
 	var reporter *waitReporter
@@ -202,7 +209,6 @@ func run(ctx context.Context, cfg *config) error {
 	// with its ID is refused before it can make or remove a sandbox network, and heartbeats
 	// with the revision it enforces, for GET /v1/nodes and ?wait=fleet (DESIGN §5). Until the
 	// data plane runs it reports revision 0: behind everything.
-	var late atomic.Pointer[dataPlane]
 	node := fleet.Config{
 		Node:   store.Node{ID: cfg.nodeID, Roles: cfg.roles(), Address: apiLn.Addr().String(), Labels: cfg.nodeLabels},
 		Logger: log,

@@ -28,7 +28,8 @@ const privateOrigin = "127.0.0.32"
 
 // privateSite is a private package index and git server that require HTTP basic
 // credentials whose password is the secret's value, as a private index or a git host does
-// with a token. It records every request's host, path and Authorization header.
+// with a token, and an API ("api." hosts) that takes any request. It records every
+// request's host, path and Authorization header.
 type privateSite struct {
 	user, value string
 	index       http.Handler
@@ -42,6 +43,10 @@ func (s *privateSite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.seen = append(s.seen, seen{Host: r.Host, Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization")})
 	s.mu.Unlock()
+	if strings.HasPrefix(r.Host, "api.") { // an API that takes a bearer token: it only records
+		fmt.Fprintf(w, "origin %s %s\n", r.Host, r.URL.Path)
+		return
+	}
 	// Without the credentials, 401 with a challenge: git sends its credentials only after one.
 	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(s.user+":"+s.value))
 	if r.Header.Get("Authorization") != want {
@@ -270,6 +275,129 @@ func TestInterceptionClientsExplicitProxy(t *testing.T) {
 		}
 	})
 	if strings.Contains(in.Log(), value) {
+		t.Error("the log holds the value")
+	}
+}
+
+// privateNSOrigin is privateSite's address in the namespace lab's fake internet.
+const privateNSOrigin = "203.0.113.21"
+
+// TestInterceptionClientsTransparent: in the namespace lab, inside a sandbox that knows
+// nothing of proxies and trusts egressd's CA, Node's fetch (a bearer header), pip install and
+// git clone (basic credentials in the URL) with only the placeholder reach the private
+// origin with the secret's value; Node's fetch with the placeholder toward another allowed
+// host is refused and that host never sees a request.
+func TestInterceptionClientsTransparent(t *testing.T) {
+	l := newGWLab(t)
+	testnet.Require(t, haveCmd("node"), "node (Debian package nodejs)")
+	testnet.Require(t, haveCmd("git"), "git")
+	testnet.Require(t, haveCmd("python3") && exec.Command("python3", "-m", "pip", "--version").Run() == nil, "pip")
+	const value = "npm-private-value-0123456789abcdefQRS"
+	ipCmd(t, "-n", l.inetNS, "addr", "add", privateNSOrigin+"/32", "dev", "lo")
+	gitH, head := gitServer(t)
+	site := &privateSite{user: "__token__", value: value, index: privateIndex("egressd-demo", "1.0"), git: gitH}
+	testnet.StartWebOn(t, testnet.In("/run/netns/"+l.inetNS), privateNSOrigin, l.ca, site)
+	for _, name := range []string{"api.private.test", "pypi.private.test", "git.private.test", "elsewhere.private.test"} {
+		l.dns.Set(name, privateNSOrigin)
+	}
+	ctx := context.Background()
+	sec, err := l.api.CreateSecret(ctx, client.CreateSecretRequest{Name: "ns_private", Value: value,
+		Domains: []string{"api.private.test", "pypi.private.test", "git.private.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := l.api.CAPEM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ixCA := filepath.Join(dir, "egressd-ca.pem")
+	if err := os.WriteFile(ixCA, pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm := l.vm("ixc", &policy.Policy{AllowHTTPS: true,
+		AllowedDomains: []string{"api.private.test", "pypi.private.test", "git.private.test", "elsewhere.private.test"},
+		HTTPRules:      []policy.HTTPRule{{Domain: "elsewhere.private.test"}}})
+	// in runs a command in the sandbox with the given environment on top of the lab's.
+	in := func(timeout time.Duration, env []string, args ...string) (string, int) {
+		t.Helper()
+		return l.run(vm, timeout, "env", append(env, args...)...)
+	}
+	// fetch runs Node's fetch with the placeholder in a bearer header and prints the status.
+	const fetchJS = `
+const [url, ph] = process.argv.slice(1);
+fetch(url, {headers: {authorization: "Bearer " + ph}, signal: AbortSignal.timeout(10000)})
+  .then(async r => { await r.text(); console.log("status " + r.status); },
+        e => { console.log("error", e, e.cause); process.exit(3); });
+`
+	fetch := func(url string) string {
+		t.Helper()
+		out, code := in(20*time.Second, []string{"NODE_EXTRA_CA_CERTS=" + ixCA}, "node", "-e", fetchJS, url, sec.Placeholder)
+		if code != 0 {
+			t.Fatalf("node fetch %s: exit %d\n%s", url, code, out)
+		}
+		return strings.TrimSpace(out)
+	}
+	count := func(host, auth string) (n int) {
+		for _, s := range site.requests() {
+			if s.Host == host && (auth == "" || s.Auth == auth) {
+				n++
+			}
+		}
+		return n
+	}
+	creds := "__token__:" + sec.Placeholder + "@"
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("__token__:"+value))
+
+	t.Run("node fetch", func(t *testing.T) {
+		if got := fetch("https://api.private.test/v1/node"); got != "status 200" {
+			t.Fatalf("got %q", got)
+		}
+		if n := count("api.private.test", "Bearer "+value); n != 1 {
+			t.Fatalf("the origin got the value %d times: %+v", n, site.requests())
+		}
+	})
+	t.Run("pip", func(t *testing.T) {
+		d := t.TempDir()
+		// The lab's CURL_CA_BUNDLE (its fake internet's CA) would win over --cert (requests
+		// reads it): here the sandbox trusts egressd's CA.
+		out, code := in(60*time.Second, []string{"PIP_CONFIG_FILE=" + os.DevNull, "PIP_NO_INPUT=1", "CURL_CA_BUNDLE=" + ixCA, "SSL_CERT_FILE=" + ixCA},
+			"python3", "-m", "pip", "install", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
+			"--retries", "0", "--timeout", "15", "--target", d,
+			"--index-url", "https://"+creds+"pypi.private.test/simple/", "--cert", ixCA, "egressd-demo")
+		if code != 0 {
+			t.Fatalf("pip install: exit %d\n%s", code, out)
+		}
+		if _, err := os.Stat(filepath.Join(d, "egressd_demo", "__init__.py")); err != nil {
+			t.Fatalf("pip installed nothing: %v\n%s", err, out)
+		}
+		if n := count("pypi.private.test", basic); n < 2 {
+			t.Fatalf("the index got the value %d times: %+v", n, site.requests())
+		}
+	})
+	t.Run("git clone", func(t *testing.T) {
+		home := t.TempDir()
+		d := filepath.Join(home, "demo")
+		env := []string{"HOME=" + home, "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GIT_SSL_CAINFO=" + ixCA}
+		if out, code := in(30*time.Second, env, "git", "-c", "credential.helper=", "clone", "-q", "https://"+creds+"git.private.test/demo.git", d); code != 0 {
+			t.Fatalf("git clone: exit %d\n%s", code, out)
+		}
+		if out, code := in(10*time.Second, env, "git", "-C", d, "rev-parse", "HEAD"); code != 0 || strings.TrimSpace(out) != head {
+			t.Fatalf("cloned HEAD %q (exit %d), want %s", out, code, head)
+		}
+		if n := count("git.private.test", basic); n == 0 {
+			t.Fatalf("the git server never got the value: %+v", site.requests())
+		}
+	})
+	t.Run("placeholder toward another host", func(t *testing.T) {
+		if got := fetch("https://elsewhere.private.test/v1/node"); got != "status 403" {
+			t.Fatalf("got %q", got)
+		}
+		if n := count("elsewhere.private.test", ""); n != 0 {
+			t.Fatalf("the other host got %d requests: %+v", n, site.requests())
+		}
+	})
+	if strings.Contains(l.in.Log(), value) {
 		t.Error("the log holds the value")
 	}
 }

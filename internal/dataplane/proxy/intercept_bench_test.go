@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -133,7 +134,7 @@ func benchOrigin(b *testing.B, ca *testnet.CA, h http.Handler) {
 	}
 	cfg := ca.ServerConfig().Clone()
 	cfg.NextProtos = []string{"h2", "http/1.1"}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: stdlog.New(io.Discard, "", 0)}
 	go srv.Serve(tls.NewListener(ln, cfg))
 	b.Cleanup(func() { srv.Close() })
 }

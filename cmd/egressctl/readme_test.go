@@ -21,6 +21,9 @@ import (
 // the worked example runs as written.
 const readmeSetupMarker = "<!-- README test: "
 
+// docSetupMarker is readmeSetupMarker in the docs' worked examples (docs/interception.md).
+const docSetupMarker = "<!-- doc test: "
+
 // shellBlock is one ```sh block of a Markdown text.
 type shellBlock struct {
 	code  string
@@ -32,7 +35,7 @@ func shellBlocks(t *testing.T, text, start string) []shellBlock {
 	t.Helper()
 	i := strings.Index(text, "\n"+start+"\n")
 	if i < 0 {
-		t.Fatalf("README.md has no heading %q", start)
+		t.Fatalf("no heading %q", start)
 	}
 	section := text[i+len(start)+2:]
 	if j := strings.Index(section, "\n## "); j >= 0 {
@@ -51,12 +54,12 @@ func shellBlocks(t *testing.T, text, start string) []shellBlock {
 		case line == "```sh":
 			cur = &shellBlock{setup: setup}
 			setup = false
-		case strings.HasPrefix(line, readmeSetupMarker):
+		case strings.HasPrefix(line, readmeSetupMarker), strings.HasPrefix(line, docSetupMarker):
 			setup = true
 		}
 	}
 	if cur != nil {
-		t.Fatalf("README.md: a shell block under %q is not closed", start)
+		t.Fatalf("a shell block under %q is not closed", start)
 	}
 	return blocks
 }

@@ -23,7 +23,7 @@ func (l staticLive) Track(policy.Conn, func(string)) func() {
 }
 
 // bookWith starts a secrets book over a fresh store holding one secret of tenant "t".
-func bookWith(t *testing.T, name, value string, domains ...string) (*secrets.Book, string) {
+func bookWith(t testing.TB, name, value string, domains ...string) (*secrets.Book, string) {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), t.TempDir())
 	if err != nil {

@@ -91,8 +91,12 @@ func (b *Book) Tenant(tenant string) *Set {
 	if s := (*b.tenants.Load())[tenant]; s != nil {
 		return s
 	}
-	return &Set{}
+	return emptySet
 }
+
+// emptySet is every secretless tenant's Set: shared, since a Set is never changed once made,
+// so that a request of such a tenant allocates nothing here.
+var emptySet = &Set{}
 
 // Kick asks for a sync now. It never blocks.
 func (b *Book) Kick() {

@@ -282,3 +282,15 @@ func BenchmarkFor(b *testing.B) {
 		}
 	}
 }
+
+// A tenant without secrets is asked on every intercepted request: the answer must cost no
+// allocation, and still behave as an empty set.
+func TestTenantWithoutSecretsAllocatesNothing(t *testing.T) {
+	b := New(nil, nil, Config{})
+	if s := b.Tenant("nobody"); s == nil || s.Len() != 0 || s.For("api.example.test") != nil || s.ByPlaceholder("p") != nil {
+		t.Fatalf("empty tenant: %+v", s)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = b.Tenant("nobody") }); n != 0 {
+		t.Errorf("Tenant of a secretless tenant: %v allocs, want 0", n)
+	}
+}

@@ -84,14 +84,7 @@ func newIXLab(t *testing.T) *ixLab {
 		l.seen = append(l.seen, seen{Host: r.Host, Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization")})
 		l.mu.Unlock()
 		if r.URL.Path == "/v1/slow" {
-			w.Header().Set("Content-Type", "text/plain")
-			for i := 0; i < 300; i++ { // 6 s at most, unless cut
-				if _, err := w.Write(bytes.Repeat([]byte("s"), 1024)); err != nil {
-					return
-				}
-				w.(http.Flusher).Flush()
-				time.Sleep(20 * time.Millisecond)
-			}
+			slowBody(w)
 			return
 		}
 		io.WriteString(w, "origin "+r.Host+" "+r.Method+" "+r.URL.Path+"\n")

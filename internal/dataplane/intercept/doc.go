@@ -83,7 +83,8 @@
 //     a backslash ("/a%2f..%2fb", "/a/..\b") is refused (400, bad_request): origins disagree
 //     on what it means. The query is never decided on, and goes up as it came.
 //  3. CONNECT inside the connection is refused (400, bad_request).
-//  4. Policy.DecideRequest(SNI, method, path). A denial is a 403 with X-Egress-Decision:
+//  4. Policy.DecideRequest(SNI, method, path), path as it goes up (escaped as sent, dot
+//     segments resolved): the policy decodes it once itself. A denial is a 403 with X-Egress-Decision:
 //     deny, X-Egress-Reason (a code of policy.Reasons), X-Egress-Rule, and a one-line body,
 //     the shape of the explicit proxy's refusals.
 //  5. Secrets. Every header value that contains PlaceholderPrefix is scanned; each

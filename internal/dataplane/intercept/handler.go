@@ -65,7 +65,10 @@ func (st *connState) serve(ex *exchange, r *http.Request) {
 		ex.refuse(http.StatusBadRequest, policy.Refused(policy.ReasonBadRequest, ruleConnect))
 		return
 	}
-	d := st.c.Policy.DecideRequest(sni, r.Method, judged)
+	// The path decided is the one that goes up, escaped as sent (dot segments resolved):
+	// the policy decodes it itself, so the decoded path would be decoded twice ("%252e%252e"
+	// a dot segment to the decision, a literal "%2e%2e" segment to the origin).
+	d := st.c.Policy.DecideRequest(sni, r.Method, forward)
 	if !d.Allow {
 		ex.refuse(http.StatusForbidden, d)
 		return

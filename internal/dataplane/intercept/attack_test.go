@@ -1,0 +1,62 @@
+package intercept
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// realPolicy is the proxies' adapter over a compiled policy: http_rules on host allow
+// only paths under prefix.
+func realPolicy(t *testing.T, host, prefix string) Policy {
+	t.Helper()
+	m, err := policy.Compile(policy.Policy{AllowHTTPS: true,
+		HTTPRules: []policy.HTTPRule{{Domain: host, Paths: []string{prefix}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eff := policy.NewEffective(nil, policy.Layered{Layer: policy.LayerSession, Matcher: m})
+	return PolicyFunc(func(host, method, path string) policy.Decision {
+		return eff.DecideRequest(policy.Request{Host: host, Port: 443, Method: method, Path: path})
+	})
+}
+
+// TestPathDecidedAsSent: the path the real policy decides is the one that goes upstream.
+// policy.DecideRequest decodes the path itself, so a path the engine had already decoded
+// was decoded twice: "%252e%252e" became a dot segment for the decision while the origin
+// reads a literal "%2e%2e" segment, and a request outside "/v1/" was allowed.
+func TestPathDecidedAsSent(t *testing.T) {
+	o := &recorder{}
+	e := newEnv(t, envOpts{handler: o, policy: realPolicy(t, apiHost, "/v1/")})
+	c := e.tlsConn(apiHost, "http/1.1")
+	br := bufio.NewReader(c)
+	for _, tc := range []struct {
+		target string
+		status int
+	}{
+		{"/v1/ok", 200},
+		{"/x/%252e%252e/v1/y", 403}, // the origin reads /x/%2e%2e/v1/y: not under /v1/
+		{"/v1/%252e%252e/y", 200},   // the origin reads /v1/%2e%2e/y: under /v1/
+		{"/v1/../admin", 403},
+		{"/v1/%2e%2E/admin", 403},
+		{"/v1/..;/admin", 403},
+		{"//v1/x", 403},
+		{"/v1/%2fx/../../admin", 403},
+		{"/V1/x", 403},
+	} {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", tc.target, apiHost)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.target, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", tc.target, resp.StatusCode, tc.status)
+		}
+	}
+}

@@ -2,9 +2,13 @@ package intercept
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/egressd/egressd/policy"
@@ -59,4 +63,53 @@ func TestPathDecidedAsSent(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.target, resp.StatusCode, tc.status)
 		}
 	}
+}
+
+// TestMalformedAnswerDoesNotEchoTheValue: an origin that echoes the key it got in a
+// malformed answer (here as its status line) makes the transport's error quote it; the
+// 502 the sandbox gets, and the log line, must carry the placeholder, not the value.
+func TestMalformedAnswerDoesNotEchoTheValue(t *testing.T) {
+	const value = "sk-live-0123456789abcdef"
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString(r.Header.Get("X-Key") + "\r\n\r\n")
+		brw.Flush()
+	})
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	e := newEnv(t, envOpts{handler: echo, noH2: true, cfg: func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &logged}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}})
+	ph := e.secrets.add("key", value, apiHost)
+	for _, h2 := range []bool{false, true} {
+		req := newRequest(t, "GET", "https://"+apiHost+"/", nil)
+		req.Header.Set("X-Key", ph)
+		resp, body := get(t, e.client(h2), req)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("h2=%v: status %d, want 502", h2, resp.StatusCode)
+		}
+		if strings.Contains(body, value) || strings.Contains(fmt.Sprint(resp.Header), value) {
+			t.Errorf("h2=%v: the sandbox got the value in the 502: %q", h2, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logged.String(), value) {
+		t.Errorf("the value is in the log: %s", logged.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

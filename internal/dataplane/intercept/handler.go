@@ -300,7 +300,7 @@ func (e *clientError) Unwrap() error { return e.err }
 // answering). Only an HTTP/1.1 client asks this, for the protocol it named.
 func (st *connState) upgrade(ex *exchange, r *http.Request, res *http.Response, asked string) {
 	back, ok := res.Body.(io.ReadWriteCloser)
-	got := upgradeType(res.Header)
+	got := redactText(upgradeType(res.Header), ex.put) // it may go into a message
 	if !ok || asked == "" || !strings.EqualFold(got, asked) {
 		res.Body.Close()
 		ex.fail(http.StatusBadGateway, "the origin switched protocols to "+clip(sanitize(got))+" when "+clip(sanitize(asked))+" was asked")

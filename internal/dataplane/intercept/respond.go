@@ -122,9 +122,12 @@ func (ex *exchange) upstreamFailed(r *http.Request, err error) {
 		if isTimeout(err) {
 			status, why = http.StatusGatewayTimeout, "the origin did not answer in time: "
 		}
-		ex.fail(status, why+clip(err.Error()))
+		// The error may quote the origin's malformed answer, which may echo the value put
+		// in: the message and the log carry the placeholder instead.
+		msg := redactText(err.Error(), ex.put)
+		ex.fail(status, why+clip(msg))
 		ex.st.e.log.Info("intercepted request failed upstream", "host", ex.st.c.SNI, "vm", ex.st.c.Source.VMID,
-			"session", ex.st.c.Source.SessionID, "err", err)
+			"session", ex.st.c.Source.SessionID, "err", msg)
 	}
 }
 

@@ -3,6 +3,7 @@ package intercept
 import (
 	"encoding/base64"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/egressd/egressd/policy"
@@ -90,6 +91,23 @@ func redact(h http.Header, puts []secretPut) http.Header {
 		return h
 	}
 	return out
+}
+
+// redactText puts the placeholders back in place of their values in a message made from
+// what the origin sent (a transport error quotes a malformed answer, which an origin may
+// make of the key it got): such a message goes to the sandbox in a 502 and to the log. A
+// value is looked for as it is and as %q quotes it (Go's errors quote what they cite).
+func redactText(s string, puts []secretPut) string {
+	for _, p := range puts {
+		if len(p.value) < minRedacted {
+			continue
+		}
+		s = strings.ReplaceAll(s, p.value, p.placeholder)
+		if q := strconv.Quote(p.value); len(q) > 2 {
+			s = strings.ReplaceAll(s, q[1:len(q)-1], p.placeholder)
+		}
+	}
+	return s
 }
 
 // headerEdit is one header value to replace once the request is known to go up.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -112,4 +114,37 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestEarlyHintsRedacted: an origin that echoes the key in a 103 Early Hints header does
+// not hand it to the sandbox (answers' headers and trailers are redacted; interim ones
+// were not).
+func TestEarlyHintsRedacted(t *testing.T) {
+	const value = "sk-live-0123456789abcdef"
+	hints := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</x>; rel=preload; key="+r.Header.Get("X-Key"))
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "ok")
+	})
+	e := newEnv(t, envOpts{handler: hints})
+	ph := e.secrets.add("key", value, apiHost)
+	for _, h2 := range []bool{false, true} {
+		var got []string
+		req := newRequest(t, "GET", "https://"+apiHost+"/", nil)
+		req.Header.Set("X-Key", ph)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				got = append(got, fmt.Sprint(code, h))
+				return nil
+			},
+		}))
+		resp, _ := get(t, e.client(h2), req)
+		if resp.StatusCode != 200 || len(got) == 0 {
+			t.Fatalf("h2=%v: %d, interim %v", h2, resp.StatusCode, got)
+		}
+		if s := strings.Join(got, " "); strings.Contains(s, value) || !strings.Contains(s, ph) {
+			t.Errorf("h2=%v: the 103 carried %s", h2, s)
+		}
+	}
 }

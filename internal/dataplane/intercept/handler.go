@@ -203,7 +203,8 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 				return nil
 			}
 			wh := ex.w.Header()
-			for k, vv := range h {
+			// Redacted as the final answer is: an origin may echo the key in a hint.
+			for k, vv := range redact(http.Header(h), ex.put) {
 				wh[k] = vv
 			}
 			ex.w.WriteHeader(code)

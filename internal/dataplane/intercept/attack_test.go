@@ -148,3 +148,48 @@ func TestEarlyHintsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestPlaceholderOutsideHeaderValuesTowardAnotherHost: DESIGN §2.7 "a request that carries
+// a placeholder to any other host is denied (secret_not_for_host), so neither leaks". The
+// engine searched header values only: a placeholder in the path, the query or a trailer
+// went up to a host that is not its secret's.
+func TestPlaceholderOutsideHeaderValuesTowardAnotherHost(t *testing.T) {
+	protos(t, func(t *testing.T, h2 bool) {
+		o := &recorder{}
+		e := newEnv(t, envOpts{handler: o})
+		ph := e.secrets.add("openai", realKey, otherHost) // not for apiHost
+		for name, mk := range map[string]func() *http.Request{
+			"query": func() *http.Request { return newRequest(t, "GET", "https://"+apiHost+"/x?k="+ph, nil) },
+			"path":  func() *http.Request { return newRequest(t, "GET", "https://"+apiHost+"/x/"+ph, nil) },
+			"encoded path": func() *http.Request {
+				return newRequest(t, "GET", "https://"+apiHost+"/x/"+strings.ReplaceAll(ph, "-", "%2D"), nil)
+			},
+			"trailer": func() *http.Request {
+				pr, pw := io.Pipe()
+				r := newRequest(t, "POST", "https://"+apiHost+"/x", pr)
+				r.Trailer = http.Header{"X-T": nil}
+				go func() {
+					io.WriteString(pw, "body")
+					r.Trailer.Set("X-T", ph)
+					pw.Close()
+				}()
+				return r
+			},
+		} {
+			before := len(o.all())
+			resp, err := e.client(h2).Do(mk())
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			for _, s := range o.all()[before:] {
+				if strings.Contains(fmt.Sprint(s), ph) || strings.Contains(fmt.Sprint(s), strings.ReplaceAll(ph, "-", "%2D")) {
+					t.Errorf("%s: the placeholder reached another host: %+v", name, s)
+				}
+			}
+			if err == nil && resp.StatusCode != 403 {
+				t.Errorf("%s: %d, want 403", name, resp.StatusCode)
+			}
+		}
+	})
+}

@@ -91,6 +91,9 @@
 //     placeholder found (see Placeholders below) is looked up. A placeholder of a secret
 //     whose domains do not match the host denies the whole request (403,
 //     ReasonSecretNotForHost): neither the placeholder nor anything else reaches the origin.
+//     The path (as sent and decoded) and the query (likewise) are searched too, for such
+//     placeholders only, and so is the request's trailer when the body ends (the request
+//     is then ended before the trailer goes up, and answered 403). The body is not.
 //     Otherwise each placeholder is replaced by its secret's value, in the header values
 //     only: never in header names, the path, the query or the body.
 //  6. Forward, below. An answer's header values and trailers are searched for the values

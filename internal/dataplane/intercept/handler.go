@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -77,6 +78,15 @@ func (st *connState) serve(ex *exchange, r *http.Request) {
 	if st.c.Secrets != nil {
 		scan := secretScan{secrets: st.c.Secrets, host: sni}
 		scan.header(r.Header)
+		// The parts never rewritten: a placeholder there for another host refuses the
+		// request as one in a header value does. The path and query are searched as sent
+		// and decoded ("%2D" for '-').
+		scan.refuseIn(r.URL.RawPath)
+		scan.refuseIn(r.URL.Path)
+		scan.refuseIn(r.URL.RawQuery)
+		if q, err := url.QueryUnescape(r.URL.RawQuery); err == nil {
+			scan.refuseIn(q)
+		}
 		switch {
 		case len(scan.refused) > 0:
 			ex.secrets = scan.refused
@@ -182,7 +192,8 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 		out.Header["Upgrade"] = []string{asked}
 	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		body := &requestBody{r: r.Body, ex: ex, rc: http.NewResponseController(ex.w), idle: st.e.cfg.IdleTimeout}
+		body := &requestBody{r: r.Body, ex: ex, rc: http.NewResponseController(ex.w), idle: st.e.cfg.IdleTimeout,
+			trailer: r.Trailer, secrets: st.c.Secrets, host: sni}
 		defer body.over()
 		out.Body = body
 		ex.body = body
@@ -360,15 +371,32 @@ type requestBody struct {
 	rc   *http.ResponseController
 	idle time.Duration
 
-	mu   sync.Mutex
-	done bool  // the handler returned, or the body ended
-	err  error // the client's read error, other than the end
+	// What the trailer is checked with, at the body's end.
+	trailer http.Header
+	secrets Secrets
+	host    string
+
+	mu      sync.Mutex
+	refused []string // secrets whose placeholders the trailer carried to another host
+	done    bool     // the handler returned, or the body ended
+	err     error    // the client's read error, other than the end
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	b.deadline(time.Now().Add(b.idle))
 	n, err := b.r.Read(p)
 	b.ex.up.Add(int64(n))
+	if err == io.EOF {
+		// The trailer is known once the body ended, and the transport sends it after
+		// this EOF: a placeholder in it for another host ends the request instead (the
+		// origin gets a body that never ends, never the trailer).
+		if names := trailerRefused(b.secrets, b.host, b.trailer); len(names) > 0 {
+			b.mu.Lock()
+			b.refused = names
+			b.mu.Unlock()
+			err = errTrailerRefused
+		}
+	}
 	if err != nil {
 		b.over()
 		if err != io.EOF {
@@ -378,6 +406,20 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// errTrailerRefused ends a request body whose trailer carries a placeholder to a host that
+// is not its secret's.
+var errTrailerRefused = errors.New("the request's trailer carries a secret's placeholder for another host")
+
+// trailerRefused returns the secrets whose placeholders the trailer carried to another host.
+func (b *requestBody) trailerRefused() []string {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.refused
 }
 
 // stalled reports whether the client stopped sending the body for the idle timeout.

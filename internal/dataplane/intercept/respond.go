@@ -104,6 +104,11 @@ func (ex *exchange) text(status int, body string) {
 func (ex *exchange) upstreamFailed(r *http.Request, err error) {
 	var denied *DeniedError
 	switch {
+	case len(ex.body.trailerRefused()) > 0:
+		names := ex.body.trailerRefused()
+		ex.secrets = names
+		ex.refuse(http.StatusForbidden, policy.Refused(ReasonSecretNotForHost,
+			"secret "+strings.Join(names, ", ")+" goes only to its own domains, and "+ex.st.c.SNI+" is not one of them (in the trailer)"))
 	case ex.body.stalled():
 		ex.fail(http.StatusRequestTimeout, "the request body stalled: nothing came for "+ex.st.e.cfg.IdleTimeout.String())
 	case errors.As(err, &denied) && denied.Decision.Reason == policy.ReasonTooMany:

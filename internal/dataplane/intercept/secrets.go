@@ -142,6 +142,41 @@ func (s *secretScan) header(h http.Header) {
 	}
 }
 
+// refuseIn notes the secrets not for the host whose placeholders are in v, a part of the
+// request that is never rewritten (the path, the query, a trailer): DESIGN
+// §2.7 denies a request that carries a placeholder to any other host, wherever it is in
+// the request's head. A placeholder for the host there is left as it is.
+func (s *secretScan) refuseIn(v string) {
+	if indexPrefix(v) < 0 {
+		return
+	}
+	t := secretScan{secrets: s.secrets, host: s.host}
+	t.replace(v)
+	for _, n := range t.refused {
+		s.refused = note(s.refused, n)
+	}
+}
+
+// trailerRefused returns the secrets not for the host whose placeholders are in the
+// trailer t's values (an Authorization value decoded), which are never rewritten.
+func trailerRefused(secrets Secrets, host string, t http.Header) []string {
+	if secrets == nil || len(t) == 0 {
+		return nil
+	}
+	s := secretScan{secrets: secrets, host: host}
+	for k, vv := range t {
+		for _, v := range vv {
+			s.refuseIn(v)
+			if k == "Authorization" {
+				if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.TrimPrefix(strings.ToLower(v), "basic "))); err == nil {
+					s.refuseIn(string(raw))
+				}
+			}
+		}
+	}
+	return s.refused
+}
+
 // apply writes the replaced values into h.
 func (s *secretScan) apply(h http.Header) {
 	for _, e := range s.edits {

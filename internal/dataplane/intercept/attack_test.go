@@ -193,3 +193,53 @@ func TestPlaceholderOutsideHeaderValuesTowardAnotherHost(t *testing.T) {
 		}
 	})
 }
+
+// TestHostForms: every form of a Host that is not the SNI is a 421 (or a 400 from the
+// server for a malformed head); the forms that name it are served, and the origin sees the
+// SNI whatever the client wrote.
+func TestHostForms(t *testing.T) {
+	o := &recorder{}
+	e := newEnv(t, envOpts{handler: o})
+	for _, tc := range []struct {
+		head   string
+		status int
+	}{
+		{"GET / HTTP/1.1\r\nHost: API.Example.TEST\r\n", 200},
+		{"GET / HTTP/1.1\r\nHost: api.example.test.:443\r\n", 200},
+		{"GET / HTTP/1.1\r\nHost: api.example.test:444\r\n", 421},
+		{"GET / HTTP/1.1\r\nHost: api.example.test:\r\n", 200}, // an empty port is the default (RFC 3986 §3.2.3)
+		{"GET / HTTP/1.1\r\nHost: [::1]\r\n", 421},
+		{"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", 421},
+		{"GET / HTTP/1.1\r\nHost: other.example.test\r\n", 421},
+		{"GET / HTTP/1.1\r\nHost: api.example.test@other.example.test\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: \r\n", 421},
+		{"GET / HTTP/1.1\r\n", 400},
+		{"GET / HTTP/1.0\r\n", 421},
+		{"GET / HTTP/1.1\r\nHost: api.example.test\r\nHost: other.example.test\r\n", 400},
+		{"GET https://other.example.test/ HTTP/1.1\r\nHost: api.example.test\r\n", 421},
+		{"GET https://api.example.test/ HTTP/1.1\r\nHost: other.example.test\r\n", 200},
+		{"GET //other.example.test/ HTTP/1.1\r\nHost: api.example.test\r\n", 200}, // a path
+	} {
+		c := e.tlsConn(apiHost, "http/1.1")
+		br := bufio.NewReader(c)
+		before := len(o.all())
+		fmt.Fprintf(c, "%sConnection: close\r\n\r\n", tc.head)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Errorf("%q: %v", tc.head, err)
+			c.Close()
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%q: %d, want %d", tc.head, resp.StatusCode, tc.status)
+		}
+		for _, s := range o.all()[before:] {
+			if s.Host != apiHost {
+				t.Errorf("%q: the origin saw Host %q", tc.head, s.Host)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package intercept
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -242,4 +243,26 @@ func TestHostForms(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBasicCredentialEchoRedacted: an origin that echoes the Authorization header it got in
+// an answer's header hands back base64(user:value), which the search for the raw value does
+// not find; the encoded credential goes back to the encoded placeholder credential.
+func TestBasicCredentialEchoRedacted(t *testing.T) {
+	const value = "sk-live-0123456789abcdef"
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+		io.WriteString(w, "ok")
+	})
+	protos(t, func(t *testing.T, h2 bool) {
+		e := newEnv(t, envOpts{handler: echo})
+		ph := e.secrets.add("pypi", value, apiHost)
+		req := newRequest(t, "GET", "https://"+apiHost+"/simple/", nil)
+		req.SetBasicAuth("__token__", ph)
+		resp, _ := get(t, e.client(h2), req)
+		sent := "Basic " + base64.StdEncoding.EncodeToString([]byte("__token__:"+value))
+		if got := resp.Header.Get("X-Echo"); got == sent || got != req.Header.Get("Authorization") {
+			t.Errorf("X-Echo = %q, want the placeholder credential %q", got, req.Header.Get("Authorization"))
+		}
+	})
 }

@@ -210,7 +210,12 @@ func (s *secretScan) basic(v string) (string, bool) {
 	if !changed {
 		return "", false
 	}
-	return v[:len(scheme)] + base64.StdEncoding.EncodeToString([]byte(nv)), true
+	enc := base64.StdEncoding.EncodeToString([]byte(nv))
+	// The encoded credential holds the value too: an origin that echoes the header would
+	// hand back base64(user:value), which the search for the value does not find. It goes
+	// back to the encoded credential the client sent.
+	s.put = appendPut(s.put, strings.TrimSpace(v[len(scheme):]), enc)
+	return v[:len(scheme)] + enc, true
 }
 
 // replace returns v with every placeholder of a secret for the host replaced by its value,

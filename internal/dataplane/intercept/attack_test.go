@@ -266,3 +266,37 @@ func TestBasicCredentialEchoRedacted(t *testing.T) {
 		}
 	})
 }
+
+// TestEchoOnAnotherRequestRedacted: an origin that echoes the key of an earlier request on
+// the connection (a debugging endpoint showing the last request's headers) in the header
+// of a request that carried no placeholder: only the values put in that request itself
+// were searched for.
+func TestEchoOnAnotherRequestRedacted(t *testing.T) {
+	const value = "sk-live-0123456789abcdef"
+	var mu sync.Mutex
+	last := ""
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a := r.Header.Get("Authorization"); a != "" {
+			last = a
+		}
+		w.Header().Set("X-Last", last)
+		io.WriteString(w, "ok")
+	})
+	protos(t, func(t *testing.T, h2 bool) {
+		e := newEnv(t, envOpts{handler: echo})
+		ph := e.secrets.add("key", value, apiHost)
+		c := e.client(h2)
+		req := newRequest(t, "GET", "https://"+apiHost+"/a", nil)
+		req.Header.Set("Authorization", "Bearer "+ph)
+		get(t, c, req)
+		resp, _ := get(t, c, newRequest(t, "GET", "https://"+apiHost+"/debug", nil))
+		if e.accepted.Load() != 1 {
+			t.Fatal("the requests did not share a connection")
+		}
+		if got := resp.Header.Get("X-Last"); strings.Contains(got, value) || got != "Bearer "+ph {
+			t.Errorf("X-Last = %q, want the placeholder", got)
+		}
+	})
+}

@@ -96,10 +96,12 @@
 //     is then ended before the trailer goes up, and answered 403). The body is not.
 //     Otherwise each placeholder is replaced by its secret's value, in the header values
 //     only: never in header names, the path, the query or the body.
-//  6. Forward, below. An answer's header values and trailers are searched for the values
-//     put in (of 8 bytes or more), which go back to their placeholders: an origin that
-//     echoes the key it got (an error message, a debugging endpoint, a redirect) does not
-//     hand it to the sandbox that way. The body is not searched: an origin that writes the
+//  6. Forward, below. An answer's header values and trailers (and 103 hints, and a 502's
+//     message quoting the transport's error) are searched for the values put in on the
+//     connection so far, by any of its requests (of 8 bytes or more; a Basic credential
+//     also as encoded), which go back to their placeholders: an origin that echoes a key
+//     it got (an error message, a debugging endpoint, a redirect) does not hand it to the
+//     sandbox that way. The body is not searched: an origin that writes the
 //     key into a body hands it over.
 //
 // # Forwarding

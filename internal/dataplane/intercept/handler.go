@@ -100,7 +100,8 @@ func (st *connState) serve(ex *exchange, r *http.Request) {
 			return
 		}
 		scan.apply(r.Header)
-		ex.secrets, ex.put = scan.applied, scan.put
+		ex.secrets = scan.applied
+		st.remember(scan.put)
 	}
 	st.forward(ex, r, forward, judged)
 }
@@ -215,7 +216,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 			}
 			wh := ex.w.Header()
 			// Redacted as the final answer is: an origin may echo the key in a hint.
-			for k, vv := range redact(http.Header(h), ex.put) {
+			for k, vv := range redact(http.Header(h), st.putsNow()) {
 				wh[k] = vv
 			}
 			ex.w.WriteHeader(code)
@@ -239,7 +240,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 	defer res.Body.Close()
 
 	h := ex.w.Header()
-	for k, vv := range redact(endToEnd(res.Header), ex.put) {
+	for k, vv := range redact(endToEnd(res.Header), st.putsNow()) {
 		h[k] = vv
 	}
 	var announced map[string]bool
@@ -263,7 +264,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 	if err != nil {
 		ex.abort(r, err)
 	}
-	for k, vv := range redact(res.Trailer, ex.put) {
+	for k, vv := range redact(res.Trailer, st.putsNow()) {
 		if !announced[k] {
 			k = http.TrailerPrefix + k
 		}
@@ -312,7 +313,7 @@ func (e *clientError) Unwrap() error { return e.err }
 // answering). Only an HTTP/1.1 client asks this, for the protocol it named.
 func (st *connState) upgrade(ex *exchange, r *http.Request, res *http.Response, asked string) {
 	back, ok := res.Body.(io.ReadWriteCloser)
-	got := redactText(upgradeType(res.Header), ex.put) // it may go into a message
+	got := redactText(upgradeType(res.Header), st.putsNow()) // it may go into a message
 	if !ok || asked == "" || !strings.EqualFold(got, asked) {
 		res.Body.Close()
 		ex.fail(http.StatusBadGateway, "the origin switched protocols to "+clip(sanitize(got))+" when "+clip(sanitize(asked))+" was asked")
@@ -333,7 +334,7 @@ func (st *connState) upgrade(ex *exchange, r *http.Request, res *http.Response, 
 	stop := context.AfterFunc(r.Context(), closeBoth) // a cut ends the stream
 	defer stop()
 
-	h := redact(endToEnd(res.Header), ex.put)
+	h := redact(endToEnd(res.Header), st.putsNow())
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{got}
 	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")

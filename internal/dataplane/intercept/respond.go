@@ -28,7 +28,6 @@ type exchange struct {
 	up           atomic.Int64 // request body bytes: the transport reads them on its own goroutine
 	down         int64        // response body bytes
 	secrets      []string
-	put          []secretPut // the values put in the request, to keep out of the answer's header
 	ended        string
 }
 
@@ -129,7 +128,7 @@ func (ex *exchange) upstreamFailed(r *http.Request, err error) {
 		}
 		// The error may quote the origin's malformed answer, which may echo the value put
 		// in: the message and the log carry the placeholder instead.
-		msg := redactText(err.Error(), ex.put)
+		msg := redactText(err.Error(), ex.st.putsNow())
 		ex.fail(status, why+clip(msg))
 		ex.st.e.log.Info("intercepted request failed upstream", "host", ex.st.c.SNI, "vm", ex.st.c.Source.VMID,
 			"session", ex.st.c.Source.SessionID, "err", msg)

@@ -97,3 +97,53 @@ func TestH2AuthorityAndHost(t *testing.T) {
 		t.Logf("%s: %s", tc.name, got)
 	}
 }
+
+// TestSlowHeadersClosed: a client that starts a request's head and never finishes it
+// (HTTP/1.1: a header line a byte at a time, never the blank line; HTTP/2: a HEADERS frame
+// without END_HEADERS, never its CONTINUATION) loses its connection within the timeouts.
+func TestSlowHeadersClosed(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *Config) {
+		c.HandshakeTimeout = 300 * time.Millisecond
+		c.KeepAliveTimeout = 300 * time.Millisecond
+		c.IdleTimeout = 300 * time.Millisecond
+	}})
+	closed := func(name string, c io.Reader) {
+		start := time.Now()
+		buf := make([]byte, 4096)
+		for time.Since(start) < 4*time.Second {
+			if _, err := c.Read(buf); err != nil {
+				if d := time.Since(start); d > 3*time.Second {
+					t.Errorf("%s: closed after %v", name, d)
+				}
+				return
+			}
+		}
+		t.Errorf("%s: still open after 4s", name)
+	}
+
+	c1 := e.tlsConn(apiHost, "http/1.1")
+	defer c1.Close()
+	io.WriteString(c1, "GET / HTTP/1.1\r\nHost: "+apiHost+"\r\nX-Slow: a")
+	go func() {
+		for range 20 {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := io.WriteString(c1, "a"); err != nil {
+				return
+			}
+		}
+	}()
+	c1.SetDeadline(time.Now().Add(5 * time.Second))
+	closed("http/1.1", c1)
+
+	c2 := e.tlsConn(apiHost, "h2")
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c2, http2.ClientPreface)
+	fr := http2.NewFramer(c2, c2)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: false})
+	closed("h2", c2)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,41 @@ type connState struct {
 	upMu     sync.Mutex
 	ups      map[*upstreamConn]struct{}
 	upClosed bool
+
+	// Every value put in a request of the connection, with its placeholder: an answer is
+	// redacted of all of them, not only its own request's, since the origin may echo an
+	// earlier request's key (a debugging endpoint) or put it in an error that fails
+	// another stream (an HTTP/2 GOAWAY's debug data).
+	putMu sync.Mutex
+	puts  []secretPut
+}
+
+// maxConnPuts bounds the values a connection remembers (rotations add some); beyond it
+// the oldest are forgotten.
+const maxConnPuts = 256
+
+// remember adds the values put in a request to the connection's.
+func (st *connState) remember(puts []secretPut) {
+	if len(puts) == 0 {
+		return
+	}
+	st.putMu.Lock()
+	defer st.putMu.Unlock()
+	for _, p := range puts {
+		if !slices.Contains(st.puts, p) {
+			st.puts = append(st.puts, p)
+		}
+	}
+	if n := len(st.puts) - maxConnPuts; n > 0 {
+		st.puts = slices.Delete(st.puts, 0, n)
+	}
+}
+
+// putsNow is every value put in a request of the connection so far.
+func (st *connState) putsNow() []secretPut {
+	st.putMu.Lock()
+	defer st.putMu.Unlock()
+	return slices.Clone(st.puts)
 }
 
 // cutReason says why a request's exchange ended before its response did, once its context

@@ -83,19 +83,25 @@
 //     a backslash ("/a%2f..%2fb", "/a/..\b") is refused (400, bad_request): origins disagree
 //     on what it means. The query is never decided on, and goes up as it came.
 //  3. CONNECT inside the connection is refused (400, bad_request).
-//  4. Policy.DecideRequest(SNI, method, path). A denial is a 403 with X-Egress-Decision:
+//  4. Policy.DecideRequest(SNI, method, path), path as it goes up (escaped as sent, dot
+//     segments resolved): the policy decodes it once itself. A denial is a 403 with X-Egress-Decision:
 //     deny, X-Egress-Reason (a code of policy.Reasons), X-Egress-Rule, and a one-line body,
 //     the shape of the explicit proxy's refusals.
 //  5. Secrets. Every header value that contains PlaceholderPrefix is scanned; each
 //     placeholder found (see Placeholders below) is looked up. A placeholder of a secret
 //     whose domains do not match the host denies the whole request (403,
 //     ReasonSecretNotForHost): neither the placeholder nor anything else reaches the origin.
+//     The path (as sent and decoded) and the query (likewise) are searched too, for such
+//     placeholders only, and so is the request's trailer when the body ends (the request
+//     is then ended before the trailer goes up, and answered 403). The body is not.
 //     Otherwise each placeholder is replaced by its secret's value, in the header values
 //     only: never in header names, the path, the query or the body.
-//  6. Forward, below. An answer's header values and trailers are searched for the values
-//     put in (of 8 bytes or more), which go back to their placeholders: an origin that
-//     echoes the key it got (an error message, a debugging endpoint, a redirect) does not
-//     hand it to the sandbox that way. The body is not searched: an origin that writes the
+//  6. Forward, below. An answer's header values and trailers (and 103 hints, and a 502's
+//     message quoting the transport's error) are searched for the values put in on the
+//     connection so far, by any of its requests (of 8 bytes or more; a Basic credential
+//     also as encoded), which go back to their placeholders: an origin that echoes a key
+//     it got (an error message, a debugging endpoint, a redirect) does not hand it to the
+//     sandbox that way. The body is not searched: an origin that writes the
 //     key into a body hands it over.
 //
 // # Forwarding

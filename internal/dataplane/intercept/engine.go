@@ -38,8 +38,9 @@ type Certs interface {
 }
 
 // Policy decides one request on an intercepted connection: host is the connection's SNI
-// (in policy.NormalizeName form), method the request's method as sent, path the decided
-// path (percent-decoded, dot segments resolved, no query). It is called for every request:
+// (in policy.NormalizeName form), method the request's method as sent, path the path as it
+// goes upstream (escaped as the client sent it, dot segments resolved, no query: the form
+// policy.Request.Path takes, which the policy decodes once itself). It is called for every request:
 // an implementation that reads the current effective policy applies a change to the next
 // request.
 type Policy interface {

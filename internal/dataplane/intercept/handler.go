@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -65,7 +66,10 @@ func (st *connState) serve(ex *exchange, r *http.Request) {
 		ex.refuse(http.StatusBadRequest, policy.Refused(policy.ReasonBadRequest, ruleConnect))
 		return
 	}
-	d := st.c.Policy.DecideRequest(sni, r.Method, judged)
+	// The path decided is the one that goes up, escaped as sent (dot segments resolved):
+	// the policy decodes it itself, so the decoded path would be decoded twice ("%252e%252e"
+	// a dot segment to the decision, a literal "%2e%2e" segment to the origin).
+	d := st.c.Policy.DecideRequest(sni, r.Method, forward)
 	if !d.Allow {
 		ex.refuse(http.StatusForbidden, d)
 		return
@@ -74,6 +78,15 @@ func (st *connState) serve(ex *exchange, r *http.Request) {
 	if st.c.Secrets != nil {
 		scan := secretScan{secrets: st.c.Secrets, host: sni}
 		scan.header(r.Header)
+		// The parts never rewritten: a placeholder there for another host refuses the
+		// request as one in a header value does. The path and query are searched as sent
+		// and decoded ("%2D" for '-').
+		scan.refuseIn(r.URL.RawPath)
+		scan.refuseIn(r.URL.Path)
+		scan.refuseIn(r.URL.RawQuery)
+		if q, err := url.QueryUnescape(r.URL.RawQuery); err == nil {
+			scan.refuseIn(q)
+		}
 		switch {
 		case len(scan.refused) > 0:
 			ex.secrets = scan.refused
@@ -87,7 +100,8 @@ func (st *connState) serve(ex *exchange, r *http.Request) {
 			return
 		}
 		scan.apply(r.Header)
-		ex.secrets, ex.put = scan.applied, scan.put
+		ex.secrets = scan.applied
+		st.remember(scan.put)
 	}
 	st.forward(ex, r, forward, judged)
 }
@@ -179,7 +193,8 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 		out.Header["Upgrade"] = []string{asked}
 	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		body := &requestBody{r: r.Body, ex: ex, rc: http.NewResponseController(ex.w), idle: st.e.cfg.IdleTimeout}
+		body := &requestBody{r: r.Body, ex: ex, rc: http.NewResponseController(ex.w), idle: st.e.cfg.IdleTimeout,
+			trailer: r.Trailer, secrets: st.c.Secrets, host: sni}
 		defer body.over()
 		out.Body = body
 		ex.body = body
@@ -200,7 +215,8 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 				return nil
 			}
 			wh := ex.w.Header()
-			for k, vv := range h {
+			// Redacted as the final answer is: an origin may echo the key in a hint.
+			for k, vv := range redact(http.Header(h), st.putsNow()) {
 				wh[k] = vv
 			}
 			ex.w.WriteHeader(code)
@@ -224,7 +240,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 	defer res.Body.Close()
 
 	h := ex.w.Header()
-	for k, vv := range redact(endToEnd(res.Header), ex.put) {
+	for k, vv := range redact(endToEnd(res.Header), st.putsNow()) {
 		h[k] = vv
 	}
 	var announced map[string]bool
@@ -248,7 +264,7 @@ func (st *connState) forward(ex *exchange, r *http.Request, path, judged string)
 	if err != nil {
 		ex.abort(r, err)
 	}
-	for k, vv := range redact(res.Trailer, ex.put) {
+	for k, vv := range redact(res.Trailer, st.putsNow()) {
 		if !announced[k] {
 			k = http.TrailerPrefix + k
 		}
@@ -297,7 +313,7 @@ func (e *clientError) Unwrap() error { return e.err }
 // answering). Only an HTTP/1.1 client asks this, for the protocol it named.
 func (st *connState) upgrade(ex *exchange, r *http.Request, res *http.Response, asked string) {
 	back, ok := res.Body.(io.ReadWriteCloser)
-	got := upgradeType(res.Header)
+	got := redactText(upgradeType(res.Header), st.putsNow()) // it may go into a message
 	if !ok || asked == "" || !strings.EqualFold(got, asked) {
 		res.Body.Close()
 		ex.fail(http.StatusBadGateway, "the origin switched protocols to "+clip(sanitize(got))+" when "+clip(sanitize(asked))+" was asked")
@@ -318,7 +334,7 @@ func (st *connState) upgrade(ex *exchange, r *http.Request, res *http.Response, 
 	stop := context.AfterFunc(r.Context(), closeBoth) // a cut ends the stream
 	defer stop()
 
-	h := redact(endToEnd(res.Header), ex.put)
+	h := redact(endToEnd(res.Header), st.putsNow())
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{got}
 	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
@@ -356,15 +372,32 @@ type requestBody struct {
 	rc   *http.ResponseController
 	idle time.Duration
 
-	mu   sync.Mutex
-	done bool  // the handler returned, or the body ended
-	err  error // the client's read error, other than the end
+	// What the trailer is checked with, at the body's end.
+	trailer http.Header
+	secrets Secrets
+	host    string
+
+	mu      sync.Mutex
+	refused []string // secrets whose placeholders the trailer carried to another host
+	done    bool     // the handler returned, or the body ended
+	err     error    // the client's read error, other than the end
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	b.deadline(time.Now().Add(b.idle))
 	n, err := b.r.Read(p)
 	b.ex.up.Add(int64(n))
+	if err == io.EOF {
+		// The trailer is known once the body ended, and the transport sends it after
+		// this EOF: a placeholder in it for another host ends the request instead (the
+		// origin gets a body that never ends, never the trailer).
+		if names := trailerRefused(b.secrets, b.host, b.trailer); len(names) > 0 {
+			b.mu.Lock()
+			b.refused = names
+			b.mu.Unlock()
+			err = errTrailerRefused
+		}
+	}
 	if err != nil {
 		b.over()
 		if err != io.EOF {
@@ -374,6 +407,20 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// errTrailerRefused ends a request body whose trailer carries a placeholder to a host that
+// is not its secret's.
+var errTrailerRefused = errors.New("the request's trailer carries a secret's placeholder for another host")
+
+// trailerRefused returns the secrets whose placeholders the trailer carried to another host.
+func (b *requestBody) trailerRefused() []string {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.refused
 }
 
 // stalled reports whether the client stopped sending the body for the idle timeout.

@@ -49,6 +49,7 @@ type env struct {
 	accepted atomic.Int64
 	dials    atomic.Int64
 	dialer   Dialer // nil: dial the origin
+	policy   Policy // nil: pol
 	mu       sync.Mutex
 	conns    []*Conn
 	results  chan Result
@@ -61,7 +62,8 @@ type envOpts struct {
 	originName string // the origin shows a certificate for this name, whatever the SNI
 	cfg        func(*Config)
 	dialer     Dialer
-	noChecks   bool // no goroutine check (benchmarks)
+	noChecks   bool   // no goroutine check (benchmarks)
+	policy     Policy // decides instead of the testPolicy (a real policy.Effective)
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -72,7 +74,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e := &env{
 		t: t, ca: testnet.NewCA(t), originCA: testnet.NewCA(t),
 		pol: &testPolicy{}, secrets: newTestSecrets(), sink: &recordSink{},
-		results: make(chan Result, 1000), dialer: o.dialer,
+		results: make(chan Result, 1000), dialer: o.dialer, policy: o.policy,
 	}
 	if o.handler == nil {
 		o.handler = http.NotFoundHandler()
@@ -144,10 +146,14 @@ func (e *env) accept() {
 			if dialer == nil {
 				dialer = DialFunc(e.dialOrigin)
 			}
+			var pol Policy = e.pol
+			if e.policy != nil {
+				pol = e.policy
+			}
 			ic := &Conn{
 				Client: c, Prefix: hello, SNI: host,
 				Source: events.Source{Tenant: "t1", VMID: "vm1", SessionID: "ses_1"},
-				Policy: e.pol, Secrets: e.secrets, Dialer: dialer,
+				Policy: pol, Secrets: e.secrets, Dialer: dialer,
 			}
 			e.mu.Lock()
 			e.conns = append(e.conns, ic)

@@ -28,7 +28,6 @@ type exchange struct {
 	up           atomic.Int64 // request body bytes: the transport reads them on its own goroutine
 	down         int64        // response body bytes
 	secrets      []string
-	put          []secretPut // the values put in the request, to keep out of the answer's header
 	ended        string
 }
 
@@ -104,6 +103,11 @@ func (ex *exchange) text(status int, body string) {
 func (ex *exchange) upstreamFailed(r *http.Request, err error) {
 	var denied *DeniedError
 	switch {
+	case len(ex.body.trailerRefused()) > 0:
+		names := ex.body.trailerRefused()
+		ex.secrets = names
+		ex.refuse(http.StatusForbidden, policy.Refused(ReasonSecretNotForHost,
+			"secret "+strings.Join(names, ", ")+" goes only to its own domains, and "+ex.st.c.SNI+" is not one of them (in the trailer)"))
 	case ex.body.stalled():
 		ex.fail(http.StatusRequestTimeout, "the request body stalled: nothing came for "+ex.st.e.cfg.IdleTimeout.String())
 	case errors.As(err, &denied) && denied.Decision.Reason == policy.ReasonTooMany:
@@ -122,9 +126,12 @@ func (ex *exchange) upstreamFailed(r *http.Request, err error) {
 		if isTimeout(err) {
 			status, why = http.StatusGatewayTimeout, "the origin did not answer in time: "
 		}
-		ex.fail(status, why+clip(err.Error()))
+		// The error may quote the origin's malformed answer, which may echo the value put
+		// in: the message and the log carry the placeholder instead.
+		msg := redactText(err.Error(), ex.st.putsNow())
+		ex.fail(status, why+clip(msg))
 		ex.st.e.log.Info("intercepted request failed upstream", "host", ex.st.c.SNI, "vm", ex.st.c.Source.VMID,
-			"session", ex.st.c.Source.SessionID, "err", err)
+			"session", ex.st.c.Source.SessionID, "err", msg)
 	}
 }
 

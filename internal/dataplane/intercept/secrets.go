@@ -3,6 +3,7 @@ package intercept
 import (
 	"encoding/base64"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/egressd/egressd/policy"
@@ -92,6 +93,23 @@ func redact(h http.Header, puts []secretPut) http.Header {
 	return out
 }
 
+// redactText puts the placeholders back in place of their values in a message made from
+// what the origin sent (a transport error quotes a malformed answer, which an origin may
+// make of the key it got): such a message goes to the sandbox in a 502 and to the log. A
+// value is looked for as it is and as %q quotes it (Go's errors quote what they cite).
+func redactText(s string, puts []secretPut) string {
+	for _, p := range puts {
+		if len(p.value) < minRedacted {
+			continue
+		}
+		s = strings.ReplaceAll(s, p.value, p.placeholder)
+		if q := strconv.Quote(p.value); len(q) > 2 {
+			s = strings.ReplaceAll(s, q[1:len(q)-1], p.placeholder)
+		}
+	}
+	return s
+}
+
 // headerEdit is one header value to replace once the request is known to go up.
 type headerEdit struct {
 	key   string
@@ -122,6 +140,41 @@ func (s *secretScan) header(h http.Header) {
 			}
 		}
 	}
+}
+
+// refuseIn notes the secrets not for the host whose placeholders are in v, a part of the
+// request that is never rewritten (the path, the query, a trailer): DESIGN
+// §2.7 denies a request that carries a placeholder to any other host, wherever it is in
+// the request's head. A placeholder for the host there is left as it is.
+func (s *secretScan) refuseIn(v string) {
+	if indexPrefix(v) < 0 {
+		return
+	}
+	t := secretScan{secrets: s.secrets, host: s.host}
+	t.replace(v)
+	for _, n := range t.refused {
+		s.refused = note(s.refused, n)
+	}
+}
+
+// trailerRefused returns the secrets not for the host whose placeholders are in the
+// trailer t's values (an Authorization value decoded), which are never rewritten.
+func trailerRefused(secrets Secrets, host string, t http.Header) []string {
+	if secrets == nil || len(t) == 0 {
+		return nil
+	}
+	s := secretScan{secrets: secrets, host: host}
+	for k, vv := range t {
+		for _, v := range vv {
+			s.refuseIn(v)
+			if k == "Authorization" {
+				if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.TrimPrefix(strings.ToLower(v), "basic "))); err == nil {
+					s.refuseIn(string(raw))
+				}
+			}
+		}
+	}
+	return s.refused
 }
 
 // apply writes the replaced values into h.
@@ -157,7 +210,12 @@ func (s *secretScan) basic(v string) (string, bool) {
 	if !changed {
 		return "", false
 	}
-	return v[:len(scheme)] + base64.StdEncoding.EncodeToString([]byte(nv)), true
+	enc := base64.StdEncoding.EncodeToString([]byte(nv))
+	// The encoded credential holds the value too: an origin that echoes the header would
+	// hand back base64(user:value), which the search for the value does not find. It goes
+	// back to the encoded credential the client sent.
+	s.put = appendPut(s.put, strings.TrimSpace(v[len(scheme):]), enc)
+	return v[:len(scheme)] + enc, true
 }
 
 // replace returns v with every placeholder of a secret for the host replaced by its value,

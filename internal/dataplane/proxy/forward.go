@@ -107,7 +107,7 @@ func deniedName(s *Source, other target, port uint16) (policy.Decision, bool) {
 // proxy's one path for plain HTTP, and reports whether the client connection can carry
 // another request.
 func (c *clientConn) send(req *http.Request, s *Source, t target, what string) bool {
-	if names := c.secretsOverHTTP(req.Header, s, t.host); len(names) > 0 {
+	if names := c.secretsOverHTTP(req.Header, req.URL, s, t.host); len(names) > 0 {
 		d := deny(policy.ReasonSecretOverHTTP, "a secret's placeholder is replaced only inside TLS: "+strings.Join(names, ", "))
 		c.record(events.KindRequest, s, t.conn(), d, 0)
 		c.refuse(what, s, d)

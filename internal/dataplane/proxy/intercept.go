@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -123,11 +125,26 @@ func (t tenantSecrets) Lookup(placeholder, host string) (intercept.Secret, bool)
 }
 
 // secretsOverHTTP returns the names of the secrets whose placeholders a plain-HTTP request
-// carries: such a request is refused (secret_over_http).
-func (c *clientConn) secretsOverHTTP(h map[string][]string, s *Source, host string) []string {
+// carries, in its header values or its target u (path and query, as sent and decoded; u
+// may be nil): such a request is refused (secret_over_http), since the placeholder would
+// travel in the clear wherever it is in the request's head.
+func (c *clientConn) secretsOverHTTP(h map[string][]string, u *url.URL, s *Source, host string) []string {
 	ix := c.p.ix
 	if ix == nil || ix.set(s.Tenant).Len() == 0 {
 		return nil
+	}
+	if u != nil {
+		// The target's parts, searched as header values are (never sent as such).
+		parts := []string{u.RawPath, u.Path, u.RawQuery, u.Opaque}
+		if q, err := url.QueryUnescape(u.RawQuery); err == nil {
+			parts = append(parts, q)
+		}
+		all := make(http.Header, len(h)+1)
+		for k, v := range h {
+			all[k] = v
+		}
+		all["\x00target"] = parts
+		h = all
 	}
 	return intercept.SecretsIn(h, tenantSecrets{ix, s.Tenant}, host)
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -106,13 +107,24 @@ func TestInterceptionDecisions(t *testing.T) {
 	p := &Proxy{ix: ix}
 	c := &clientConn{p: p}
 	h := http.Header{"X-Key": {"k=" + ph}}
-	if got := c.secretsOverHTTP(h, s, "x.api.test"); len(got) != 1 || got[0] != "tok" {
+	if got := c.secretsOverHTTP(h, nil, s, "x.api.test"); len(got) != 1 || got[0] != "tok" {
 		t.Errorf("secretsOverHTTP = %v", got)
 	}
-	if got := c.secretsOverHTTP(h, other, "x.api.test"); len(got) != 0 {
+	if got := c.secretsOverHTTP(h, nil, other, "x.api.test"); len(got) != 0 {
 		t.Errorf("another tenant: %v", got)
 	}
-	if got := (&clientConn{p: &Proxy{}}).secretsOverHTTP(h, s, "x.api.test"); got != nil {
+	// In the target too: a placeholder travels in the clear wherever it is in the head.
+	for _, target := range []string{"http://x.api.test/p?k=" + ph, "http://x.api.test/" + ph,
+		"http://x.api.test/" + strings.ReplaceAll(ph, "-", "%2D"), "http://x.api.test/?k=" + strings.ReplaceAll(ph, "-", "%2D")} {
+		u, err := url.Parse(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.secretsOverHTTP(http.Header{}, u, s, "x.api.test"); len(got) != 1 || got[0] != "tok" {
+			t.Errorf("%s: secretsOverHTTP = %v", target, got)
+		}
+	}
+	if got := (&clientConn{p: &Proxy{}}).secretsOverHTTP(h, nil, s, "x.api.test"); got != nil {
 		t.Errorf("without interception: %v", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/egressd/egressd/internal/controlplane/keyring"
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/follow"
 )
 
 // Store is what a Book reads (store.Store has it).
@@ -52,8 +53,8 @@ type Book struct {
 	rev      int64
 	advanced chan struct{} // closed (and replaced) when rev grows
 
-	kick   chan struct{}
-	synced atomic.Bool
+	kick chan struct{}
+	loop follow.Loop // its Synced: the last sync reached the store
 }
 
 type key struct{ tenant, name string }
@@ -71,6 +72,8 @@ func New(st Store, keys Opener, cfg Config) *Book {
 	}
 	b := &Book{st: st, keys: keys, cfg: cfg, log: cfg.Logger, secrets: map[key]*Secret{},
 		advanced: make(chan struct{}), kick: make(chan struct{}, 1)}
+	b.loop = follow.Loop{Sync: b.sync, Revision: b.Revision, Poll: cfg.Poll, Timeout: cfg.SyncTimeout,
+		Log: cfg.Logger, What: "secrets", Keeps: "using the secrets last known"}
 	b.tenants.Store(&map[string]*Set{})
 	return b
 }
@@ -81,7 +84,7 @@ func (b *Book) Start(ctx context.Context) error {
 	if err := b.load(ctx); err != nil {
 		return fmt.Errorf("secrets: initial load: %w", err)
 	}
-	go b.follow(ctx)
+	go b.loop.Run(ctx, b.kick)
 	return nil
 }
 
@@ -114,7 +117,7 @@ func (b *Book) Revision() int64 {
 }
 
 // Ready reports whether the last sync reached the store.
-func (b *Book) Ready() bool { return b.synced.Load() }
+func (b *Book) Ready() bool { return b.loop.Synced() }
 
 // WaitRevision returns nil once the book has applied every store change up to rev (so that
 // a secret written at rev is what the next request gets), or ctx's error, wrapped.
@@ -131,32 +134,6 @@ func (b *Book) WaitRevision(ctx context.Context, rev int64) error {
 		case <-advanced:
 		case <-ctx.Done():
 			return fmt.Errorf("secrets: revision %d not applied yet (at %d): %w", rev, cur, context.Cause(ctx))
-		}
-	}
-}
-
-func (b *Book) follow(ctx context.Context) {
-	t := time.NewTicker(b.cfg.Poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.kick:
-		case <-t.C:
-		}
-		syncCtx, cancel := context.WithTimeout(ctx, b.cfg.SyncTimeout)
-		err := b.sync(syncCtx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			// The secrets last known stay in use: a store outage changes nothing by itself.
-			if b.synced.Swap(false) {
-				b.log.Warn("secrets: sync failed; using the secrets last known until the store answers", "err", err)
-			}
-			continue
-		}
-		if !b.synced.Swap(true) {
-			b.log.Info("secrets: in sync with the store again", "revision", b.Revision())
 		}
 	}
 }
@@ -181,7 +158,7 @@ func (b *Book) load(ctx context.Context) error {
 	}
 	b.publish(touched)
 	b.setRevision(rev)
-	b.synced.Store(true)
+	b.loop.SetSynced()
 	return nil
 }
 

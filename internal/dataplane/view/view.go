@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/follow"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -87,7 +88,7 @@ type View struct {
 
 	kick    chan struct{}
 	changed chan struct{} // a VM came, went, or changed its effective policy
-	synced  atomic.Bool   // the last sync reached the store
+	loop    follow.Loop   // the follow loop; its Synced: the last sync reached the store
 	started chan struct{}
 }
 
@@ -109,6 +110,8 @@ func New(st Store, cfg Config) (*View, error) {
 		changed:  make(chan struct{}, 1),
 		started:  make(chan struct{}),
 	}
+	v.loop = follow.Loop{Sync: v.sync, Revision: v.Revision, Poll: cfg.Poll, Timeout: cfg.SyncTimeout,
+		Log: cfg.Logger, What: "view", Keeps: "enforcing the last known policies"}
 	v.idx.Store(newIndex())
 	return v, nil
 }
@@ -161,7 +164,10 @@ func (v *View) Start(ctx context.Context) error {
 		return fmt.Errorf("view: initial load: %w", err)
 	}
 	close(v.started)
-	go v.follow(ctx)
+	go func() {
+		v.loop.Run(ctx, v.kick)
+		v.endAll()
+	}()
 	return nil
 }
 
@@ -209,7 +215,7 @@ func (v *View) setRevision(rev int64) {
 }
 
 // Ready reports whether the last sync reached the store.
-func (v *View) Ready() bool { return v.synced.Load() }
+func (v *View) Ready() bool { return v.loop.Synced() }
 
 // Revision is the store revision the view has applied.
 func (v *View) Revision() int64 {
@@ -272,36 +278,6 @@ func (v *View) Session(id string) *Session {
 	return v.idx.Load().sessions[id]
 }
 
-func (v *View) follow(ctx context.Context) {
-	t := time.NewTicker(v.cfg.Poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			v.endAll()
-			return
-		case <-v.kick:
-		case <-t.C:
-		}
-		syncCtx, cancel := context.WithTimeout(ctx, v.cfg.SyncTimeout)
-		err := v.sync(syncCtx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			// The last compiled policies stay in force: a store outage must not open or
-			// close anything by itself. Logged when it starts, not at every poll.
-			if v.synced.Swap(false) {
-				v.log.Warn("view: sync failed; enforcing the last known policies until the store answers", "err", err)
-			} else {
-				v.log.Debug("view: sync failed again", "err", err)
-			}
-			continue
-		}
-		if !v.synced.Swap(true) {
-			v.log.Info("view: in sync with the store again", "revision", v.Revision())
-		}
-	}
-}
-
 // load reads everything. The revision is read first: a change that lands during the load
 // is applied again by the next sync, which is harmless because applying is idempotent.
 func (v *View) load(ctx context.Context) error {
@@ -329,7 +305,7 @@ func (v *View) load(ctx context.Context) error {
 	}
 	v.commit()
 	v.setRevision(rev)
-	v.synced.Store(true)
+	v.loop.SetSynced()
 	return nil
 }
 

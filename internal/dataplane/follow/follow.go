@@ -1,7 +1,8 @@
 // Package follow is the loop that keeps a live copy of store state (the view, the secrets
 // book) in step with the store's change log: it syncs when kicked and on a poll tick as a
 // safety net, bounds each sync, and on failure keeps the last state, logging once when
-// syncs start failing and once when they succeed again rather than at every poll.
+// syncs start failing and once when they succeed again rather than at every poll. Revision
+// is what such a copy (or the gateway's kernel rules) has applied, which writers wait for.
 package follow
 
 import (

@@ -49,9 +49,7 @@ type Book struct {
 	syncMu  sync.Mutex // serialises loads and syncs, and guards secrets
 	secrets map[key]*Secret
 
-	mu       sync.Mutex // guards rev and advanced: never held across I/O
-	rev      int64
-	advanced chan struct{} // closed (and replaced) when rev grows
+	rev follow.Revision // every change up to it is applied
 
 	kick chan struct{}
 	loop follow.Loop // its Synced: the last sync reached the store
@@ -71,7 +69,7 @@ func New(st Store, keys Opener, cfg Config) *Book {
 		cfg.Logger = slog.Default()
 	}
 	b := &Book{st: st, keys: keys, cfg: cfg, log: cfg.Logger, secrets: map[key]*Secret{},
-		advanced: make(chan struct{}), kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1)}
 	b.loop = follow.Loop{Sync: b.sync, Revision: b.Revision, Poll: cfg.Poll, Timeout: cfg.SyncTimeout,
 		Log: cfg.Logger, What: "secrets", Keeps: "using the secrets last known"}
 	b.tenants.Store(&map[string]*Set{})
@@ -110,11 +108,7 @@ func (b *Book) Kick() {
 }
 
 // Revision is the store revision the book has applied.
-func (b *Book) Revision() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.rev
-}
+func (b *Book) Revision() int64 { return b.rev.Current() }
 
 // Ready reports whether the last sync reached the store.
 func (b *Book) Ready() bool { return b.loop.Synced() }
@@ -123,19 +117,10 @@ func (b *Book) Ready() bool { return b.loop.Synced() }
 // a secret written at rev is what the next request gets), or ctx's error, wrapped.
 func (b *Book) WaitRevision(ctx context.Context, rev int64) error {
 	b.Kick()
-	for {
-		b.mu.Lock()
-		cur, advanced := b.rev, b.advanced
-		b.mu.Unlock()
-		if cur >= rev {
-			return nil
-		}
-		select {
-		case <-advanced:
-		case <-ctx.Done():
-			return fmt.Errorf("secrets: revision %d not applied yet (at %d): %w", rev, cur, context.Cause(ctx))
-		}
+	if cur, err := b.rev.Wait(ctx, rev); err != nil {
+		return fmt.Errorf("secrets: revision %d not applied yet (at %d): %w", rev, cur, err)
 	}
+	return nil
 }
 
 // load reads every secret. The revision is read first: a change that lands during the load
@@ -239,13 +224,4 @@ func (b *Book) publish(touched map[string]bool) {
 }
 
 // setRevision records that every change up to rev is applied, and wakes the waiters.
-func (b *Book) setRevision(rev int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if rev <= b.rev {
-		return
-	}
-	b.rev = rev
-	close(b.advanced)
-	b.advanced = make(chan struct{})
-}
+func (b *Book) setRevision(rev int64) { b.rev.Advance(rev) }

@@ -82,9 +82,9 @@ type View struct {
 	mu     sync.RWMutex
 	next   *index  // the writers' copy of idx, changed in place until commit publishes it
 	ending []*live // sessions and VMs taken out of next, ended once it is published
-	rev    int64   // every change up to rev is applied, and published in idx
-	// advanced is closed (and replaced) when rev grows: it wakes WaitRevision.
-	advanced chan struct{}
+	// rev: every change up to it is applied, and published in idx. Written by the sync
+	// (under mu), waited on by WaitRevision.
+	rev follow.Revision
 
 	kick    chan struct{}
 	changed chan struct{} // a VM came, went, or changed its effective policy
@@ -105,10 +105,9 @@ func New(st Store, cfg Config) (*View, error) {
 	}
 	v := &View{
 		st: st, cfg: cfg, log: cfg.Logger,
-		advanced: make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		changed:  make(chan struct{}, 1),
-		started:  make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
+		started: make(chan struct{}),
 	}
 	v.loop = follow.Loop{Sync: v.sync, Revision: v.Revision, Poll: cfg.Poll, Timeout: cfg.SyncTimeout,
 		Log: cfg.Logger, What: "view", Keeps: "enforcing the last known policies"}
@@ -187,42 +186,20 @@ func (v *View) Kick() {
 // bounds the wait.
 func (v *View) WaitRevision(ctx context.Context, rev int64) error {
 	v.Kick()
-	for {
-		v.mu.RLock()
-		cur, advanced := v.rev, v.advanced
-		v.mu.RUnlock()
-		if cur >= rev {
-			return nil
-		}
-		select {
-		case <-advanced:
-		case <-ctx.Done():
-			return fmt.Errorf("view: revision %d not applied yet (at %d): %w", rev, cur, context.Cause(ctx))
-		}
+	if cur, err := v.rev.Wait(ctx, rev); err != nil {
+		return fmt.Errorf("view: revision %d not applied yet (at %d): %w", rev, cur, err)
 	}
+	return nil
 }
 
 // setRevision records that every change up to rev is applied, and wakes the waiters.
-func (v *View) setRevision(rev int64) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if rev <= v.rev {
-		return
-	}
-	v.rev = rev
-	close(v.advanced)
-	v.advanced = make(chan struct{})
-}
+func (v *View) setRevision(rev int64) { v.rev.Advance(rev) }
 
 // Ready reports whether the last sync reached the store.
 func (v *View) Ready() bool { return v.loop.Synced() }
 
 // Revision is the store revision the view has applied.
-func (v *View) Revision() int64 {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return v.rev
-}
+func (v *View) Revision() int64 { return v.rev.Current() }
 
 // Authenticate finds the open session whose proxy credentials these are.
 func (v *View) Authenticate(sessionID, token string) (*Session, error) {
@@ -312,9 +289,7 @@ func (v *View) load(ctx context.Context) error {
 // sync applies the changes after the view's revision.
 func (v *View) sync(ctx context.Context) error {
 	for {
-		v.mu.RLock()
-		from := v.rev
-		v.mu.RUnlock()
+		from := v.rev.Current()
 		changes, err := v.st.ChangesSince(ctx, from, store.MaxChanges)
 		if err != nil {
 			return err

@@ -42,23 +42,3 @@ func TestWaitApplied(t *testing.T) {
 		t.Errorf("Revision after the retry = %d, want at least %d", got, rev)
 	}
 }
-
-func TestRevisionWaiter(t *testing.T) {
-	var rw revisionWaiter
-	done := make(chan error, 1)
-	go func() { done <- rw.wait(context.Background(), 3) }()
-	rw.advance(2)
-	select {
-	case err := <-done:
-		t.Fatalf("returned at revision 2: %v", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	rw.advance(1) // never goes back
-	rw.advance(5)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := rw.wait(context.Background(), 4); err != nil {
-		t.Fatal(err)
-	}
-}

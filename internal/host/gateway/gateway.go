@@ -91,6 +91,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/follow"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/policy"
@@ -186,7 +187,7 @@ type Gateway struct {
 	behind   chan struct{}          // an apply outside the follower failed: it retries
 	wake     chan struct{}          // the view changed this node's VMs: a round is due
 	status   atomic.Pointer[status] // the outcome of the last apply, nil before the first
-	enforced revisionWaiter         // the view revision of the last table in force
+	enforced follow.Revision        // the view revision of the last table in force
 	own      atomic.Int64           // this node's live VMs in the last desired state
 }
 
@@ -324,7 +325,7 @@ func (g *Gateway) applyLocked(force bool) error {
 	d := g.desiredLocked()
 	if !force && g.applied != nil && firewall.Render(d) == firewall.Render(*g.applied) {
 		g.status.Store(&status{})
-		g.enforced.advance(rev)
+		g.enforced.Advance(rev)
 		return nil
 	}
 	if err := g.fw.Apply(d); err != nil {
@@ -347,7 +348,7 @@ func (g *Gateway) applyLocked(force bool) error {
 	}
 	g.applied = &d
 	g.status.Store(&status{})
-	g.enforced.advance(rev)
+	g.enforced.Advance(rev)
 	return nil
 }
 

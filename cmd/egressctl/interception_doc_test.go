@@ -40,20 +40,7 @@ func TestInterceptionDocExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := shellBlocks(t, string(doc), "## A worked example")
-	var script strings.Builder
-	script.WriteString("set -e -o pipefail\n")
-	setups := 0
-	for _, b := range blocks {
-		if b.setup {
-			setups++
-			continue
-		}
-		script.WriteString(b.code)
-	}
-	if setups != 1 || len(blocks) < 5 {
-		t.Fatalf("the example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
-	}
+	script := exampleScript(t, string(doc), "set -e -o pipefail\n")
 
 	var mu sync.Mutex
 	var seen []string // what the origin got: method, path, and whether the value came

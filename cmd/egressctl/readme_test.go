@@ -30,6 +30,29 @@ type shellBlock struct {
 	setup bool // preceded by readmeSetupMarker
 }
 
+// exampleScript is the worked example of a document (the ```sh blocks under "## A worked
+// example") as one bash script that starts with preamble. Its one setup block, which the test
+// does itself, is left out; a document without it, or with fewer than four other blocks, fails
+// t.
+func exampleScript(t *testing.T, doc, preamble string) *strings.Builder {
+	t.Helper()
+	blocks := shellBlocks(t, doc, "## A worked example")
+	script := &strings.Builder{}
+	script.WriteString(preamble)
+	setups := 0
+	for _, b := range blocks {
+		if b.setup {
+			setups++
+			continue
+		}
+		script.WriteString(b.code)
+	}
+	if setups != 1 || len(blocks) < 5 {
+		t.Fatalf("the worked example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
+	}
+	return script
+}
+
 // shellBlocks returns the ```sh blocks of text between the heading start and the next "## ".
 func shellBlocks(t *testing.T, text, start string) []shellBlock {
 	t.Helper()
@@ -85,20 +108,7 @@ func TestREADMEWorkedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := shellBlocks(t, string(readme), "## A worked example")
-	var script strings.Builder
-	script.WriteString("set -e\n")
-	setups := 0
-	for _, b := range blocks {
-		if b.setup {
-			setups++
-			continue
-		}
-		script.WriteString(b.code)
-	}
-	if setups != 1 || len(blocks) < 5 {
-		t.Fatalf("the worked example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
-	}
+	script := exampleScript(t, string(readme), "set -e\n")
 	var want []string
 	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
 		want = append(want, m[1])

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -407,7 +408,7 @@ func startWeb(t *testing.T, ip string, ca *testnet.CA) *web {
 		return get(h)
 	}
 	w.serve = func(addr string, useTLS bool) string {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listenFixed(addr)
 		if err != nil {
 			t.Fatalf("listen %s: %v", addr, err)
 		}
@@ -457,4 +458,18 @@ func echo(t *testing.T, banner string) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// listenFixed listens on addr, a fixed port (the fake web's :80 and :443), trying again for up
+// to two seconds while the address is in use: a connection of the previous test on that
+// address may still be closing when the next test's site starts.
+func listenFixed(addr string) (net.Listener, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return ln, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -91,3 +91,44 @@ func TestTCPCLI(t *testing.T) {
 		t.Errorf("after the refusals: %q, want %q", p.AllowedTCP, want)
 	}
 }
+
+// FuzzTCPFlag: --tcp never passes an empty entry on, never loses or invents a character
+// other than the spaces around an entry, and splits only where each part has a port.
+func FuzzTCPFlag(f *testing.F) {
+	for _, s := range []string{"github.com:22", "a:1,b:2", "github.com:22,443", " a:1 , b:2 ", ",", "", "a,b", "[::1]:22,x:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		var l tcpFlag
+		if err := l.Set(v); err != nil {
+			return
+		}
+		if len(l) == 0 {
+			t.Fatalf("Set(%q) accepted nothing", v)
+		}
+		for _, e := range l {
+			if e == "" || e != strings.TrimSpace(e) {
+				t.Fatalf("Set(%q) gave entry %q", v, e)
+			}
+		}
+		if len(l) == 1 {
+			// One part, or a value kept whole because a part has no port.
+			if l[0] != strings.TrimSpace(v) {
+				t.Fatalf("Set(%q) = %q", v, l)
+			}
+			return
+		}
+		for _, e := range l {
+			if !strings.Contains(e, ":") || strings.Contains(e, ",") {
+				t.Fatalf("Set(%q) split into %q", v, l)
+			}
+		}
+		parts := strings.Split(v, ",")
+		for i := range parts {
+			parts[i] = strings.TrimSpace(parts[i])
+		}
+		if !reflect.DeepEqual([]string(l), parts) {
+			t.Fatalf("Set(%q) = %q, want %q", v, l, parts)
+		}
+	})
+}

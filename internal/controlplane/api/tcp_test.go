@@ -141,6 +141,7 @@ func TestAllowedTCPCheck(t *testing.T) {
 			{map[string]any{"host": "github.com", "port": 22}, "allow", "allowed_tcp", "session", "allowed_tcp github.com:22"},
 			{map[string]any{"host": "GitHub.COM.", "port": 22}, "allow", "allowed_tcp", "session", "allowed_tcp github.com:22"},
 			{map[string]any{"host": "github.com", "port": 22, "transport": "tcp"}, "allow", "allowed_tcp", "session", "allowed_tcp github.com:22"},
+			{map[string]any{"host": "github.com", "port": 22, "transport": "TCP"}, "allow", "allowed_tcp", "session", "allowed_tcp github.com:22"},
 			{map[string]any{"host": "x.db.example.test", "port": 5432}, "allow", "allowed_tcp", "session", "allowed_tcp *.db.example.test:5432"},
 			{map[string]any{"host": "a.b.db.example.test", "port": 5432}, "allow", "allowed_tcp", "session", "allowed_tcp *.db.example.test:5432"},
 			{map[string]any{"host": "one.example.test", "port": 1}, "allow", "allowed_tcp", "session", "allowed_tcp one.example.test:1"},
@@ -180,6 +181,15 @@ func TestAllowedTCPCheck(t *testing.T) {
 				t.Errorf("check %v = %v, want %s, reason %s, layer %s, rule %q", tc.body, got, tc.decision, tc.reason, tc.why, tc.rule)
 			}
 		}
+
+		// allowed_domains and the web flags open no other port, allowed_cidrs no name.
+		c.do("POST", "/v1/egress/session/"+sid, map[string]any{"allow_https": true, "allow_http": true, "allowed_domains": []string{"github.com"}, "allowed_cidrs": []string{"198.51.100.0/24"}}).must(t, http.StatusOK)
+		for _, body := range []map[string]any{{"host": "github.com", "port": 22}, {"host": "github.com", "port": 8443}, {"dns_query": "x.db.example.test"}} {
+			if got := c.do("POST", "/v1/egress/session/"+sid+"/check", body).must(t, http.StatusOK); got["decision"] != "deny" || got["layer"] != "session" {
+				t.Errorf("check %v without allowed_tcp in the session = %v, want a deny by the session", body, got)
+			}
+		}
+		c.do("POST", "/v1/egress/session/"+sid, map[string]any{"allowed_tcp": []string{"github.com:22"}}).must(t, http.StatusOK)
 
 		// Monitor mode in the session records would-be denials and never loosens the VM.
 		c.do("POST", "/v1/egress/session/"+sid, map[string]any{"mode": "monitor"}).must(t, http.StatusOK)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/testnet"
 )
 
 // jsonBlocks returns the ```json blocks of a Markdown section (from the line start to the
@@ -60,7 +61,9 @@ func TestAPIDocAllowedTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := string(raw)
-	in := egressdtest.Start(t)
+	// A body with "resolve" must not send a query off the machine, whatever the policy.
+	d := testnet.StartDNS(t, "127.0.0.1")
+	in := egressdtest.Start(t, "--dns-upstream", d.Addr)
 	c := newClient(t, in, in.AdminKey)
 	c.do("POST", "/v1/vms", map[string]any{"vm_id": "v"}).must(t, http.StatusCreated)
 	sid := c.do("POST", "/v1/sessions", map[string]any{"vm_id": "v"}).must(t, http.StatusCreated)["session_id"].(string)

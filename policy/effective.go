@@ -261,7 +261,7 @@ func intersectTCP(ls []NamedPolicy) EffectiveList {
 			empty = append(empty, l)
 		}
 		if i == 0 {
-			value = slices.Clone(l.Policy.AllowedTCP)
+			value = append([]string{}, l.Policy.AllowedTCP...)
 		} else {
 			value = IntersectEndpoints(value, l.Policy.AllowedTCP)
 		}

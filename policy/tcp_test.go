@@ -240,6 +240,10 @@ func TestExplainAllowedTCP(t *testing.T) {
 	if !slices.ContainsFunc(e.Notes, func(n string) bool { return strings.Contains(n, "allowed_tcp opens TCP") }) {
 		t.Errorf("notes do not explain allowed_tcp: %q", e.Notes)
 	}
+	// A stored policy that predates the field has a nil list: the answer is still a list.
+	if e := Explain(nil, NamedPolicy{Layer: LayerVM, Policy: Policy{AllowedTCP: nil}}); e.AllowedTCP.Value == nil {
+		t.Error("one layer with a nil allowed_tcp: Value is nil, want an empty list")
+	}
 	e = Explain(nil,
 		NamedPolicy{Layer: LayerSession, Policy: Policy{AllowedTCP: []string{"git.test:22"}}},
 		NamedPolicy{Layer: LayerVM, Policy: Policy{AllowedTCP: []string{"git.test:2222"}}},

@@ -21,12 +21,12 @@ type Flow struct {
 	Proto    uint8  // IP protocol number: 6 TCP, 17 UDP, 1 ICMP
 	// Marked: admitted by the sandbox's allowed_tcp set (ct mark firewall.MarkTCP). The
 	// other flows are reported only with Reader.Sandboxes set.
-	Marked           bool
-	Start, End       time.Time
-	BytesOut         uint64 // from the sandbox, IP headers included
-	BytesIn          uint64 // to the sandbox
-	PacketsOut       uint64
-	PacketsIn        uint64
+	Marked     bool
+	Start, End time.Time
+	BytesOut   uint64 // from the sandbox, IP headers included
+	BytesIn    uint64 // to the sandbox
+	PacketsOut uint64
+	PacketsIn  uint64
 }
 
 // Attempt is the first packet of a flow that the firewall denied (Prefix "deny") or, for

@@ -38,7 +38,9 @@ func message(t testing.TB, attrs ...netlink.Attribute) []byte {
 	return append([]byte{2, 0, 0x19, 0xa7}, b...)
 }
 
-func prefix(s string) netlink.Attribute { return netlink.Attribute{Type: nfulaPrefix, Data: append([]byte(s), 0)} }
+func prefix(s string) netlink.Attribute {
+	return netlink.Attribute{Type: nfulaPrefix, Data: append([]byte(s), 0)}
+}
 func payload(p []byte) netlink.Attribute {
 	return netlink.Attribute{Type: nfulaPayload, Data: p}
 }

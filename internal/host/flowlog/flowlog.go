@@ -57,6 +57,9 @@ type Reader struct {
 	Sandboxes netip.Prefix
 	// OnOpen, if set, is called with each reported flow when it opens (no End, no bytes).
 	OnOpen func(Flow)
+	// Ready, if set, is called once Run's sockets are subscribed (what the kernel reports
+	// from then on is read), before any other callback.
+	Ready func()
 	// Queue is how many records wait for a slow consumer before new ones are dropped
 	// (0: 4096), per source.
 	Queue int
@@ -126,6 +129,9 @@ func (r *Reader) Run(ctx context.Context, flows func(Flow), attempts func(Attemp
 		defer nl.close()
 	}
 
+	if r.Ready != nil {
+		r.Ready()
+	}
 	q := make(chan record, r.queue())
 	aq := make(chan record, r.queue())
 	errc := make(chan error, 2)

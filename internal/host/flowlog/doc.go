@@ -38,6 +38,11 @@
 //   - net.netfilter.nf_conntrack_events left at its default (2: on while someone
 //     listens). A connection opened before the reader joined may have no events at all.
 //
+// A connection's record comes when conntrack forgets it: after a close, once TIME_WAIT
+// (nf_conntrack_tcp_timeout_time_wait, 120 s by default) has passed and the kernel's
+// conntrack GC has reaped the entry, which in a quiet namespace can be up to about a
+// minute later (reading the table reaps too). A cut (firewall.FlushTCP) is reported at once.
+//
 // Bytes are those of IP packets (headers included) that conntrack saw: BytesOut from the
 // sandbox, BytesIn to it. A flow the gateway cut (firewall.FlushTCP) is reported too, with
 // the bytes up to the cut.

@@ -97,6 +97,28 @@ func TestAllowedTCP(t *testing.T) {
 		reach(t, l.sbx, "", "203.0.113.10:22", "srv")
 		blocked(t, l.sbx, "", "203.0.113.10:2222") // same address, other port
 	})
+	t.Run("a spoofed source does not use the element", func(t *testing.T) {
+		l.sbx.ip(t, "addr", "add", "100.96.0.3/29", "dev", "eth0")
+		blocked(t, l.sbx, "100.96.0.3", "203.0.113.10:22")
+	})
+	t.Run("many endpoints in one Admit, in chunks", func(t *testing.T) {
+		var many []Endpoint
+		for i := 0; i < 3*elementsPerMessage+7; i++ {
+			many = append(many, Endpoint{Addr: addr4(u32(ip("198.18.64.0")) + uint32(i)), Port: uint16(1000 + i), Timeout: time.Minute})
+		}
+		if err := fw.Admit("other", many); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(elements(t, l.gw, "other")); got != len(many) {
+			t.Errorf("the set holds %d elements, want %d", got, len(many))
+		}
+		if err := fw.Revoke("other", many); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(elements(t, l.gw, "other")); got != 0 {
+			t.Errorf("after Revoke the set holds %d elements", got)
+		}
+	})
 	t.Run("another sandbox's element admits nothing here", func(t *testing.T) {
 		if err := fw.Admit("other", []Endpoint{ep("203.0.113.10", 2222, time.Minute)}); err != nil {
 			t.Fatal(err)

@@ -358,3 +358,22 @@ func TestFlowClosedByItself(t *testing.T) {
 	t.Logf("record %v after the close", time.Since(began))
 	none(t, rn.flows, 500*time.Millisecond, to("203.0.113.10", 22), "a second record")
 }
+
+// A denied connection's retransmitted SYNs are one attempt, not one each.
+func TestAttemptRetransmissionsAreOne(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	rn := start(t, l, &Reader{}, nil)
+	// SYNs at 0, 1 and 3 s: the dial gives up after 3.5 s.
+	if c, err := l.dial("203.0.113.10:2222", 3500*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("a denied connection got through")
+	}
+	if _, ok := next(t, rn.attempts, 5*time.Second, func(a Attempt) bool { return a.Port == 2222 }); !ok {
+		t.Fatal("no attempt")
+	}
+	none(t, rn.attempts, 500*time.Millisecond, func(a Attempt) bool { return a.Port == 2222 }, "a second attempt")
+	if s := rn.r.Stats(); s.Repeats < 1 {
+		t.Errorf("stats %+v: the retransmissions were not seen (the check would be vacuous)", s)
+	}
+}

@@ -70,6 +70,12 @@
 //     has one, NFULA_TIMESTAMP. Closing the socket releases the group (the kernel
 //     destroys the instance of a closed socket).
 //
+// Each logged packet is the first packet of a flow the kernel never confirmed, so a
+// denied connection's retransmitted SYNs and a UDP client's resends are logged each; the
+// reader reports one Attempt per (source, destination, ports, protocol) within
+// Reader.Repeat (10 s) and counts the rest (Stats.Repeats). A new connection has a new
+// source port: it is a new attempt.
+//
 // The parser (ParsePacket) takes untrusted bytes (the packet was built by the sandbox)
 // and is fuzzed: it reads no field it has not checked the length of, and a packet
 // it cannot read is counted (Stats.Malformed), never fatal.

@@ -26,7 +26,7 @@
 //
 // # Conntrack
 //
-// The reader joins the conntrack NEW and DESTROY multicast groups of the namespace
+// The reader joins the conntrack NEW, UPDATE and DESTROY multicast groups of the namespace
 // (github.com/ti-mo/conntrack decodes the events). Requirements of the gateway host, in
 // the gateway's namespace, beside net.ipv4.ip_forward=1:
 //
@@ -38,10 +38,13 @@
 //   - net.netfilter.nf_conntrack_events left at its default (2: on while someone
 //     listens). A connection opened before the reader joined may have no events at all.
 //
-// A connection's record comes when conntrack forgets it: after a close, once TIME_WAIT
-// (nf_conntrack_tcp_timeout_time_wait, 120 s by default) has passed and the kernel's
-// conntrack GC has reaped the entry, which in a quiet namespace can be up to about a
-// minute later (reading the table reaps too). A cut (firewall.FlushTCP) is reported at once.
+// A TCP connection's record comes when it ends: when conntrack moves it to TIME_WAIT
+// (after both FINs) or CLOSE (after a reset), the reader asks conntrack for the entry's
+// counters (update events carry none) and reports it then, rather than when conntrack
+// forgets the entry (TIME_WAIT lasts nf_conntrack_tcp_timeout_time_wait, 120 s by
+// default, and the kernel's GC may reap it a minute after that); its DESTROY event is
+// then left out. A flow whose update was missed, or that never ends that way (UDP, a
+// timeout, a cut by firewall.FlushTCP), is reported at DESTROY; a cut is at once.
 //
 // Bytes are those of IP packets (headers included) that conntrack saw: BytesOut from the
 // sandbox, BytesIn to it. A flow the gateway cut (firewall.FlushTCP) is reported too, with

@@ -139,6 +139,36 @@ func TestSOCKSConnect(t *testing.T) {
 		t.Errorf("events lack the allowed or the denied connection: %+v", evs)
 	}
 
+	// A local forward for clients without SOCKS (psql in docs/proxy.md): socat runs
+	// socks-connect for the connection it accepts.
+	socat, err := exec.LookPath("socat")
+	testnet.Require(t, err == nil, "socat")
+	fwd := egressdtest.FreePort(t)
+	fcmd := exec.Command(socat, "TCP-LISTEN:"+strings.TrimPrefix(fwd, "127.0.0.1:")+",bind=127.0.0.1,reuseaddr",
+		"EXEC:"+bin+" socks-connect git.example.test "+port)
+	fcmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_SOCKS_URL=" + sess.SOCKSURL}
+	if err := fcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fcmd.Process.Kill(); fcmd.Wait() })
+	var fc net.Conn
+	for i := 0; i < 100; i++ { // socat takes a moment to listen
+		if fc, err = net.DialTimeout("tcp", fwd, time.Second); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the socat forward: %v", err)
+	}
+	fc.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(fc, "through socat\n")
+	got := make([]byte, len("SSH-2.0-egressd-test\r\nthrough socat\n"))
+	if _, err := io.ReadFull(fc, got); err != nil || string(got) != "SSH-2.0-egressd-test\r\nthrough socat\n" {
+		t.Errorf("through the socat forward: %q %v", got, err)
+	}
+	fc.Close()
+
 	// ssh with socks-connect as its ProxyCommand reaches the server's banner through egressd.
 	ssh, err := exec.LookPath("ssh")
 	testnet.Require(t, err == nil, "ssh")

@@ -23,6 +23,8 @@ type Matcher struct {
 
 	preset *presetMatcher // nil unless AllowPackageManagers
 
+	tcp domainSet[[]tcpPort] // allowed_tcp by name pattern
+
 	rules domainSet[[]*compiledRule] // http_rules by domain pattern
 }
 
@@ -47,6 +49,7 @@ func Compile(p Policy, preset *Preset) (*Matcher, error) {
 	m.cidrs = newPrefixSet(m.prefixes)
 	m.cidrRules = prefixed("allowed_cidrs ", np.AllowedCIDRs)
 	m.rules = compileRules(np.HTTPRules)
+	m.tcp = compileTCP(np.AllowedTCP)
 	if np.AllowPackageManagers {
 		if preset == nil {
 			preset = builtin()
@@ -73,6 +76,7 @@ func (m *Matcher) Policy() Policy {
 	p.AllowedDomains = slices.Clone(p.AllowedDomains)
 	p.AllowedCIDRs = slices.Clone(p.AllowedCIDRs)
 	p.DeniedDomains = slices.Clone(p.DeniedDomains)
+	p.AllowedTCP = slices.Clone(p.AllowedTCP)
 	p.HTTPRules = cloneRules(p.HTTPRules)
 	return p
 }

@@ -82,11 +82,12 @@ const (
 	ruleHTTPOff         = "allow_http is off"
 	ruleHTTPOffPreset   = "allow_http is off and the host is not in the package manager preset"
 	ruleNotPublic       = "the address is not public and not in allowed_cidrs"
-	rulePort            = "only TCP 80 and 443 (with a host name) and allowed_cidrs destinations are open"
+	rulePort            = "only TCP 80 and 443 with a host name, allowed_tcp endpoints by name and allowed_cidrs destinations are open"
 	ruleUDP             = "UDP goes only to allowed_cidrs (QUIC falls back to TCP)"
 	ruleICMP            = "ICMP goes only to allowed_cidrs"
 	ruleTransport       = "only TCP, UDP and ICMP are known"
 	ruleIPLiteral       = "connect by host name, or add the address to allowed_cidrs"
+	ruleIPLiteralTCP    = "connect by a host name that allowed_tcp lists, or add the address to allowed_cidrs"
 	ruleNoHost          = "TLS without SNI or HTTP without Host: the gateway needs a name to judge"
 	ruleNameNoWeb       = "allowed_domains is empty and allow_http and allow_https are off"
 	ruleNoPolicy        = "no layer is set: nothing is allowed"
@@ -249,7 +250,20 @@ func (m *Matcher) decide(c Conn, ip netip.Addr, cl *classes) verdict {
 	default:
 		return verdict{false, ReasonTransport, ruleTransport}
 	}
+	if c.Host != "" {
+		// allowed_tcp opens name:port whatever the web flags say; the address, as for the
+		// web, must be public or inside allowed_cidrs (DESIGN §2.6).
+		if rule, ok := m.matchTCP(c.Host, c.Port); ok {
+			if ip.IsValid() && !cl.isPublic(ip) {
+				return verdict{false, ReasonNotPublic, ruleNotPublic}
+			}
+			return verdict{true, ReasonAllowedTCP, rule}
+		}
+	}
 	if c.Port != 80 && c.Port != 443 {
+		if c.Host == "" && c.IPLiteral {
+			return verdict{false, ReasonIPLiteral, ruleIPLiteralTCP}
+		}
 		return verdict{false, ReasonPort, rulePort}
 	}
 	if c.Host == "" {

@@ -84,6 +84,9 @@ func (m *Matcher) decideName(name string) verdict {
 	if rule, ok := m.matchPreset(name); ok {
 		return verdict{true, ReasonAllowPackageManagers, rule}
 	}
+	if rule, ok := m.matchTCPName(name); ok {
+		return verdict{true, ReasonAllowedTCP, rule}
+	}
 	if m.allowed.empty() {
 		switch {
 		case m.policy.AllowHTTPS:

@@ -6,7 +6,7 @@
 //
 // # Policies
 //
-// A Policy has eight fields, by their JSON names:
+// A Policy has nine fields, by their JSON names:
 //
 //   - allow_https, allow_http: outbound HTTPS on TCP 443, HTTP on TCP 80, to a host name;
 //   - allowed_domains: if non-empty, the only hosts those flags reach; if empty, any public
@@ -18,6 +18,9 @@
 //   - denied_domains: never allowed, whatever else allows them;
 //   - mode: "enforce" (the default) or "monitor", which records would-be denials and lets
 //     the traffic through;
+//   - allowed_tcp: "name:port" endpoints for TCP that is not web ("github.com:22",
+//     "*.db.example.com:5432"), whatever the web flags say, at a public address or one inside
+//     allowed_cidrs; the names get DNS answers. No IP literals: those belong in allowed_cidrs;
 //   - http_rules: per-domain method and path rules (HTTPRule). A domain that an entry names
 //     is intercepted: each HTTP request to it is decided (DecideRequest).
 //
@@ -44,14 +47,16 @@
 //     allow_package_managers, the preset's hosts are allowed on both ports. The address the
 //     gateway resolved must then be public, or inside allowed_cidrs: a name never leads
 //     into a private network.
-//  4. Everything else is denied: other ports, UDP, ICMP, IP literals, TLS without SNI.
+//  4. TCP by name to an allowed_tcp endpoint (name:port), whatever the web flags say, at an
+//     address that is public or inside allowed_cidrs (DESIGN §2.6).
+//  5. Everything else is denied: other ports, UDP, ICMP, IP literals, TLS without SNI.
 //
 // denied_domains win wherever a host name is seen, allowed_cidrs included. Each layer
 // decides on its own and the decision is their AND: the more restrictive layer wins, and a
 // monitor layer never loosens an enforce layer. An Effective with no layer denies everything.
 //
 // Effective.DecideQuery judges a DNS query: only A and AAAA are answered, for a name that every
-// layer could allow (allowed_domains, whatever the web flags say, which is how internal
+// layer could allow (allowed_domains or allowed_tcp, whatever the web flags say, which is how internal
 // services are reached by name; the preset; any name when a web flag is on with an empty
 // allowed_domains). Effective.KeepAnswer filters the addresses of an answer.
 //

@@ -40,6 +40,9 @@ type Explanation struct {
 	AllowedCIDRs EffectiveList `json:"allowed_cidrs"`
 	// DeniedDomains is the union of the layers' lists.
 	DeniedDomains EffectiveList `json:"denied_domains"`
+	// AllowedTCP is the intersection of the layers' lists: per port, the names every layer
+	// opens on it. From names the layers with an empty list, or every layer.
+	AllowedTCP EffectiveList `json:"allowed_tcp"`
 	// HTTPRules are the http_rules entries of every layer, monitor layers included (their
 	// domains are intercepted too), and the domains they make intercepted.
 	HTTPRules EffectiveHTTPRules `json:"http_rules"`
@@ -144,6 +147,7 @@ func Explain(preset *Preset, layers ...NamedPolicy) Explanation {
 		e.AllowedDomains = EffectiveDomains{Hosts: HostsNone, Value: p.AllowedDomains, From: []Layer{}}
 		e.AllowedCIDRs = EffectiveList{Value: p.AllowedCIDRs, From: []Layer{}}
 		e.DeniedDomains = EffectiveList{Value: p.DeniedDomains, From: []Layer{}}
+		e.AllowedTCP = EffectiveList{Value: p.AllowedTCP, From: []Layer{}}
 		e.HTTPRules = explainRules(nil)
 		e.Notes = append(e.Notes, "No policy is set, not even a default one: everything is denied.")
 		e.Notes = append(e.Notes, noteHard)
@@ -169,6 +173,7 @@ func Explain(preset *Preset, layers ...NamedPolicy) Explanation {
 	e.AllowedDomains = intersectDomains(enforcing)
 	e.AllowedCIDRs = intersectCIDRs(enforcing)
 	e.DeniedDomains = unionDomains(enforcing)
+	e.AllowedTCP = intersectTCP(enforcing)
 	e.HTTPRules = explainRules(layers)
 	if e.AllowPackageManagers.Value {
 		e.PackageManagers = slices.Sorted(maps.Keys(preset.Managers))
@@ -246,6 +251,25 @@ func intersectCIDRs(ls []NamedPolicy) EffectiveList {
 		return EffectiveList{Value: strs, From: names(empty)}
 	}
 	return EffectiveList{Value: strs, From: names(ls)}
+}
+
+func intersectTCP(ls []NamedPolicy) EffectiveList {
+	var empty []NamedPolicy
+	var value []string
+	for i, l := range ls {
+		if len(l.Policy.AllowedTCP) == 0 {
+			empty = append(empty, l)
+		}
+		if i == 0 {
+			value = slices.Clone(l.Policy.AllowedTCP)
+		} else {
+			value = IntersectEndpoints(value, l.Policy.AllowedTCP)
+		}
+	}
+	if len(empty) > 0 {
+		return EffectiveList{Value: value, From: names(empty)}
+	}
+	return EffectiveList{Value: value, From: names(ls)}
 }
 
 func explainRules(ls []NamedPolicy) EffectiveHTTPRules {
@@ -343,12 +367,21 @@ func notes(e *Explanation, preset *Preset, layers, enforcing []NamedPolicy) []st
 		add("The allowed_cidrs of %s have no range in common: no destination is allowed by address.",
 			joinLayers(e.AllowedCIDRs.From))
 	}
+	if len(e.AllowedTCP.Value) > 0 {
+		add("allowed_tcp opens TCP to its name:port endpoints whatever the web flags say, at addresses the gateway " +
+			"resolved that are public or inside allowed_cidrs; the names get DNS answers. In transparent mode the " +
+			"kernel opens an address and port for a VM once that VM looked the name up, so another name that shares " +
+			"the address and port is reachable too.")
+	} else if len(enforcing) > 1 && everyLayerHas(enforcing, func(p Policy) bool { return len(p.AllowedTCP) > 0 }) {
+		add("The allowed_tcp of %s have no endpoint in common: no TCP endpoint is allowed by name.",
+			joinLayers(e.AllowedTCP.From))
+	}
 	if len(e.DeniedDomains.Value) > 0 {
 		add("denied_domains win over every allow, the preset and allowed_cidrs included, wherever a host name is seen.")
 	}
 	ruleNotes(e, layers, add)
-	if !web && !pm.Value && len(e.AllowedCIDRs.Value) == 0 && !monitorOnly {
-		add("Nothing is allowed: every web flag is off and allowed_cidrs is empty.")
+	if !web && !pm.Value && len(e.AllowedCIDRs.Value) == 0 && len(e.AllowedTCP.Value) == 0 && !monitorOnly {
+		add("Nothing is allowed: every web flag is off, and allowed_cidrs and allowed_tcp are empty.")
 	}
 	add(noteHard)
 	return ns
@@ -411,8 +444,12 @@ func presetLeft(preset *Preset, ls []NamedPolicy) string {
 }
 
 func everyLayerHasCIDRs(ls []NamedPolicy) bool {
+	return everyLayerHas(ls, func(p Policy) bool { return len(p.AllowedCIDRs) > 0 })
+}
+
+func everyLayerHas(ls []NamedPolicy, has func(Policy) bool) bool {
 	for _, l := range ls {
-		if len(l.Policy.AllowedCIDRs) == 0 {
+		if !has(l.Policy) {
 			return false
 		}
 	}

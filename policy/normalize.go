@@ -68,6 +68,9 @@ func (p Policy) normalizeFor(limits bool, c *Classifier) (Policy, []string, erro
 	for i, pr := range prefixes {
 		out.AllowedCIDRs[i] = pr.String()
 	}
+	if out.AllowedTCP, err = normalizeTCP(p.AllowedTCP, limits); err != nil {
+		return Policy{}, nil, err
+	}
 	if out.HTTPRules, err = normalizeHTTPRules(p.HTTPRules, limits); err != nil {
 		return Policy{}, nil, err
 	}

@@ -26,6 +26,7 @@ func TestNormalize(t *testing.T) {
 		AllowedCIDRs:   []string{"10.0.0.0/8", "192.0.2.1/32", "198.51.100.0/24", "2001:db8::/32"},
 		DeniedDomains:  []string{},
 		Mode:           Enforce,
+		AllowedTCP:     []string{},
 		HTTPRules:      []HTTPRule{},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -39,6 +39,7 @@ type Policy struct {
 	AllowedCIDRs         []string   `json:"allowed_cidrs"`
 	DeniedDomains        []string   `json:"denied_domains"`
 	Mode                 Mode       `json:"mode"`
+	AllowedTCP           []string   `json:"allowed_tcp"`
 	HTTPRules            []HTTPRule `json:"http_rules"`
 }
 
@@ -56,6 +57,9 @@ func (p Policy) WithDefaults() Policy {
 	}
 	if p.DeniedDomains == nil {
 		p.DeniedDomains = []string{}
+	}
+	if p.AllowedTCP == nil {
+		p.AllowedTCP = []string{}
 	}
 	if p.Mode == "" {
 		p.Mode = Enforce
@@ -106,7 +110,7 @@ func jsonError(err error) error {
 		return &FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &FieldError{Field: name, Message: fmt.Sprintf("unknown field %q; the fields are allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode and http_rules", name)}
+		return &FieldError{Field: name, Message: fmt.Sprintf("unknown field %q; the fields are allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode, allowed_tcp and http_rules", name)}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return &FieldError{Message: "the body is empty or cut short; send one JSON object"}
 	}

@@ -19,6 +19,7 @@ func TestParse(t *testing.T) {
 		AllowedCIDRs:   []string{},
 		DeniedDomains:  []string{},
 		Mode:           Monitor,
+		AllowedTCP:     []string{},
 		HTTPRules:      []HTTPRule{},
 	}
 	if !reflect.DeepEqual(p, want) {
@@ -89,7 +90,7 @@ func TestPolicyJSONNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"allow_package_managers":false,"allow_http":false,"allow_https":false,"allowed_domains":[],"allowed_cidrs":[],"denied_domains":[],"mode":"enforce","http_rules":[]}`
+	want := `{"allow_package_managers":false,"allow_http":false,"allow_https":false,"allowed_domains":[],"allowed_cidrs":[],"denied_domains":[],"mode":"enforce","allowed_tcp":[],"http_rules":[]}`
 	if string(b) != want {
 		t.Errorf("JSON = %s\nwant   %s", b, want)
 	}

@@ -16,7 +16,8 @@ const (
 	ReasonAllowHTTPS           Reason = "allow_https"
 	ReasonAllowHTTP            Reason = "allow_http"
 	ReasonAllowPackageManagers Reason = "allow_package_managers"
-	ReasonHTTPRules            Reason = "http_rules" // a request that an http_rules entry allows
+	ReasonHTTPRules            Reason = "http_rules"  // a request that an http_rules entry allows
+	ReasonAllowedTCP           Reason = "allowed_tcp" // a name:port that an allowed_tcp entry opens
 )
 
 // Reasons for denying, by the policy (Decide, DecideQuery) or by the gateway's own rules.
@@ -78,6 +79,7 @@ var reasonList = []ReasonInfo{
 	{ReasonAllowHTTP, true, "HTTP is allowed to any host"},
 	{ReasonAllowPackageManagers, true, "the host is a package registry of the preset"},
 	{ReasonHTTPRules, true, "the request matches an http_rules entry"},
+	{ReasonAllowedTCP, true, "the host and port are in allowed_tcp"},
 
 	{ReasonHardDeny, false, "the address is always denied"},
 	{ReasonDeniedDomain, false, "the host is in denied_domains"},

@@ -161,7 +161,7 @@ func TestSOCKSDecisions(t *testing.T) {
 		{"an address as a name (ATYP 3)", "", "", 0, 0, "", "", ""}, // filled below
 		{"name whose address allowed_cidrs opens, other port", "", "api.example.test", port, socks5.Succeeded, policy.ReasonAllowedCIDRs, "api.example.test", webIP},
 		{"IPv4 outside allowed_cidrs", "", "127.0.0.51", 443, socks5.NotAllowed, policy.ReasonIPLiteral, "", "127.0.0.51"},
-		{"IPv4 outside allowed_cidrs, other port", "", "127.0.0.51", port, socks5.NotAllowed, policy.ReasonPort, "", "127.0.0.51"},
+		{"IPv4 outside allowed_cidrs, other port", "", "127.0.0.51", port, socks5.NotAllowed, policy.ReasonIPLiteral, "", "127.0.0.51"},
 		{"IPv4-mapped outside", "", "::ffff:127.0.0.51", 443, socks5.NotAllowed, policy.ReasonIPLiteral, "", "127.0.0.51"},
 		{"metadata address", "", "169.254.169.254", 80, socks5.NotAllowed, policy.ReasonHardDeny, "", "169.254.169.254"},
 		{"name resolving to a private address", "", "rebind.example.test", 443, socks5.NotAllowed, policy.ReasonHardDeny, "rebind.example.test", privateIP},

@@ -78,9 +78,8 @@ func TestSOCKSConnect(t *testing.T) {
 		t.Fatalf("socks_url %q, want %q", sess.SOCKSURL, want)
 	}
 	if _, err := c.SetSessionPolicy(ctx, sess.SessionID, policy.Policy{
-		AllowedDomains: []string{"git.example.test"},
-		DeniedDomains:  []string{"denied.example.test"},
-		AllowedCIDRs:   []string{sshLikeIP + "/32"},
+		AllowedTCP:    []string{"git.example.test:" + port, "denied.example.test:" + port},
+		DeniedDomains: []string{"denied.example.test"},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +132,7 @@ func TestSOCKSConnect(t *testing.T) {
 	var denied, allowed bool
 	for _, e := range evs {
 		denied = denied || e.Host == "denied.example.test" && e.Decision == "deny" && e.Reason == string(policy.ReasonDeniedDomain)
-		allowed = allowed || e.Host == "git.example.test" && e.Decision == "allow" && e.IP == sshLikeIP
+		allowed = allowed || e.Host == "git.example.test" && e.Decision == "allow" && e.IP == sshLikeIP && e.Reason == string(policy.ReasonAllowedTCP)
 	}
 	if !denied || !allowed {
 		t.Errorf("events lack the allowed or the denied connection: %+v", evs)

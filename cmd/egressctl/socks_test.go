@@ -183,6 +183,17 @@ func TestSOCKSConnect(t *testing.T) {
 	if !strings.Contains(string(sshOut), "remote software version egressd-test") {
 		t.Errorf("ssh did not reach the server through socks-connect:\n%s", sshOut)
 	}
+
+	// git over ssh, as docs/proxy.md has it: GIT_SSH_COMMAND with the ProxyCommand.
+	git, err := exec.LookPath("git")
+	testnet.Require(t, err == nil, "git")
+	cmd = exec.CommandContext(ctx, git, "ls-remote", "ssh://git@git.example.test:"+port+"/org/repo.git")
+	cmd.Env = append(cmd.Env, "PATH="+binDir+":"+os.Getenv("PATH"), "HOME="+dir, "EGRESSD_SOCKS_URL="+sess.SOCKSURL,
+		"GIT_SSH_COMMAND=ssh -v -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ProxyCommand='egressctl socks-connect %h %p'")
+	gitOut, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(gitOut), "remote software version egressd-test") {
+		t.Errorf("git over ssh did not reach the server through socks-connect:\n%s", gitOut)
+	}
 }
 
 // Without --socks-listen a session has no socks_url.

@@ -454,3 +454,60 @@ func TestSOCKSCurl(t *testing.T) {
 		t.Errorf("curl with a wrong token: %q", out)
 	}
 }
+
+// TestSOCKSNamesThatAreNoNames: a name field that smuggles something else (an address in
+// another notation, a port, a user, a path, NUL, a zone) never reaches the address it
+// hints at: it is refused as a name, or leads nowhere.
+func TestSOCKSNamesThatAreNoNames(t *testing.T) {
+	e := newEnv(t, policy.Policy{AllowHTTPS: true, AllowHTTP: true, AllowedCIDRs: []string{webIP + "/32"}})
+	addr := e.startSOCKS()
+	for _, host := range []string{
+		"127.0.0.50.", "0x7f.0.0.50", "2130706482", "127.50", "[127.0.0.50]", "[::ffff:127.0.0.50]",
+		"api.example.test:443", "user@api.example.test", "api.example.test/x", "api.example.test\x00.evil",
+		"api.example.test ", "fe80::1%lo", "127.0.0.50%lo", "*.example.test", ".", "..",
+	} {
+		e.sink.reset()
+		c, rep := e.socksConnect(addr, host, 443)
+		c.Close()
+		if rep == socks5.Succeeded {
+			t.Errorf("%q: connected", host)
+		}
+		for _, r := range e.sink.all() {
+			if r.Decision == events.Allow {
+				t.Errorf("%q: allowed: %+v", host, r)
+			}
+		}
+	}
+	if seen := e.web.seen(); len(seen) != 0 {
+		t.Errorf("the server saw %v", seen)
+	}
+}
+
+// TestSOCKSCountsAgainstTheCap: SOCKS5 tunnels and HTTP CONNECTs share the session's cap;
+// one over it is refused (0x02 or 429) and recorded as too_many_connections.
+func TestSOCKSCountsAgainstTheCap(t *testing.T) {
+	e := newEnv(t, apiOnly, func(c *Config) { c.MaxTunnelsPerSession = 2 })
+	addr := e.startSOCKS()
+	c1, rep := e.socksConnect(addr, "api.example.test", 80)
+	if rep != socks5.Succeeded {
+		t.Fatal(rep)
+	}
+	if _, _, resp, _ := e.connect("api.example.test:80"); resp.StatusCode != 200 {
+		t.Fatalf("second tunnel: %s", resp.Status)
+	}
+	if _, rep := e.socksConnect(addr, "api.example.test", 80); rep != socks5.NotAllowed {
+		t.Errorf("SOCKS over the cap: %v", rep)
+	}
+	if _, _, resp, _ := e.connect("api.example.test:80"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("CONNECT over the cap: %s", resp.Status)
+	}
+	r := e.sink.wait(t, "cap", func(r events.Record) bool { return r.Decision == events.Deny })
+	if r.Reason != policy.ReasonTooMany {
+		t.Errorf("record %q", r.Reason)
+	}
+	c1.Close()
+	e.sink.wait(t, "close", func(r events.Record) bool { return r.Kind == events.KindClose })
+	if _, rep := e.socksConnect(addr, "api.example.test", 80); rep != socks5.Succeeded {
+		t.Errorf("after a tunnel closed: %v", rep)
+	}
+}

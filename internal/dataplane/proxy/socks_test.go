@@ -511,3 +511,25 @@ func TestSOCKSCountsAgainstTheCap(t *testing.T) {
 		t.Errorf("after a tunnel closed: %v", rep)
 	}
 }
+
+// TestSOCKSMonitorMode: in monitor mode a would-be denial flows and is recorded with
+// would_deny; a hard denial is refused all the same.
+func TestSOCKSMonitorMode(t *testing.T) {
+	e := newEnv(t, policy.Policy{Mode: policy.Monitor, AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}})
+	addr := e.startSOCKS()
+	c, rep := e.socksConnect(addr, "other.example.test", 443)
+	if rep != socks5.Succeeded {
+		t.Fatalf("monitor mode: %v", rep)
+	}
+	if err := tls.Client(c, &tls.Config{ServerName: "other.example.test", RootCAs: e.ca.Pool}).Handshake(); err != nil {
+		t.Errorf("monitor mode: %v", err)
+	}
+	c.Close()
+	r := e.sink.wait(t, "would deny", func(r events.Record) bool { return r.Kind == events.KindConnect })
+	if r.Decision != events.Allow || !r.WouldDeny || r.Reason != policy.ReasonHostNotListed || r.Mode != "monitor" {
+		t.Errorf("record %+v", r)
+	}
+	if _, rep := e.socksConnect(addr, "rebind.example.test", 443); rep != socks5.NotAllowed {
+		t.Errorf("monitor mode, a loopback answer: %v", rep)
+	}
+}

@@ -64,7 +64,7 @@ func TestANewNodeIDLeavesTheOldIDsNetworks(t *testing.T) {
 	}
 	v := old.ready("t", "v", "203.0.113.0/24")
 	stop()
-	time.Sleep(10 * time.Millisecond) // the old gateway's goroutines end
+	old.gw.Wait() // the old gateway has stopped
 
 	renamed := w.node("gw-renamed", netip.MustParsePrefix("100.98.0.0/24"), time.Hour)
 	sameHost(renamed, old)
@@ -120,7 +120,7 @@ func TestKilledWhileMakingANetwork(t *testing.T) {
 	}
 	w.create(nodeA, "t", "v", "203.0.113.0/24")
 	eventually(t, "the namespace made", func() bool { return a.nets.has(name) })
-	time.Sleep(20 * time.Millisecond) // the stopped gateway's goroutines end
+	a.gw.Wait() // the stopped gateway has stopped
 	if vm, _ := w.get("t", "v"); vm.Network.State != store.NetworkPending {
 		t.Fatalf("after the kill: %+v, want still pending", vm.Network)
 	}
@@ -155,7 +155,7 @@ func TestKilledWhileDeleting(t *testing.T) {
 	a.st.setBeforeDelete(func(string, string) { kill() })
 	w.retire("t", "v")
 	eventually(t, "the namespace removed", func() bool { return !a.nets.has(n.Netns) })
-	time.Sleep(20 * time.Millisecond)
+	a.gw.Wait() // the killed gateway has stopped
 	if vm, ok := w.get("t", "v"); !ok || vm.Network.State != store.NetworkDeleting {
 		t.Fatalf("after the kill: %+v (there: %v), want deleting", vm.Network, ok)
 	}

@@ -143,12 +143,31 @@ export interface CheckResult {
   addresses?: AddressResult[];
 }
 
-/** The body of a check: one of a URL, a host and port, an address, or a DNS query. */
+/** The check fields, each form naming the others as `never` so that a body mixing forms does not compile. */
+interface CheckFields {
+  url: string;
+  method: string;
+  host: string;
+  ip: string;
+  port: number;
+  transport: "tcp" | "udp";
+  dns_query: string;
+  qtype: string;
+}
+
+type CheckForm<Required extends keyof CheckFields, Optional extends keyof CheckFields = never> = {
+  [K in Required]: CheckFields[K];
+} & { [K in Optional]?: CheckFields[K] } & { [K in Exclude<keyof CheckFields, Required | Optional>]?: never };
+
+/**
+ * The body of a check, one of: a URL (and `method`, upper case, `GET` when left out); a host
+ * and port; an address (`port`, `transport`); a DNS query (`qtype`).
+ */
 export type CheckInput =
-  | { url: string; method?: string }
-  | { host: string; port: number }
-  | { ip: string; port?: number; transport?: "tcp" | "udp" }
-  | { dns_query: string; qtype?: string };
+  | CheckForm<"url", "method">
+  | CheckForm<"host" | "port">
+  | CheckForm<"ip", "port" | "transport">
+  | CheckForm<"dns_query", "qtype">;
 
 /** An effective flag and the layers it comes from. */
 export interface EffectiveBool {

@@ -11,6 +11,8 @@
  */
 
 export { Client, DEFAULT_BASE_URL, type ClientOptions } from "./client.js";
+/** The hosted product's name of the client: `import { InstaVM } from "egressd"` lets code written for it run with one import changed. */
+export { Client as InstaVM } from "./client.js";
 export {
   Egress,
   type CheckParams,

@@ -7,6 +7,7 @@ import {
   Client,
   DEFAULT_BASE_URL,
   EgressdConnectionError,
+  InstaVM,
   NoSessionError,
   NoVMError,
   NotFoundError,
@@ -322,6 +323,10 @@ describe("configuration", () => {
     }
   });
 
+  test("InstaVM, the hosted product's name, is the client", () => {
+    assert.equal(InstaVM, Client);
+  });
+
   test("the key as X-API-Key", async () => {
     const c = client({ authHeader: "x-api-key" });
     assert.ok(Array.isArray(await c.vms.list()));
@@ -351,21 +356,48 @@ describe("AbortSignal", () => {
     const c = client();
     const ctrl = new AbortController();
     ctrl.abort();
+    const sid = { session_id: "ses_x" };
     const calls = [
       (signal) => c.egress.setSession({ allow_https: true, signal }),
+      (signal) => c.egress.setSession({ ...sid, signal }),
+      (signal) => c.egress.getSession({ ...sid, signal }),
+      (signal) => c.egress.clearSession({ ...sid, signal }),
       (signal) => c.egress.setVm({ signal }),
-      (signal) => c.vms.list({ signal }),
+      (signal) => c.egress.setVm({ vm_id: "v", signal }),
+      (signal) => c.egress.getVm({ vm_id: "v", signal }),
+      (signal) => c.egress.clearVm({ vm_id: "v", signal }),
+      (signal) => c.egress.effective({ ...sid, signal }),
+      (signal) => c.egress.check({ ...sid, url: "https://x.test/", signal }),
+      (signal) => c.egress.packageManagers({ signal }),
+      (signal) => c.events.list({ signal }),
+      (signal) => c.events.follow({ signal }).next(),
       (signal) => c.vms.create({ signal }),
+      (signal) => c.vms.list({ signal }),
+      (signal) => c.vms.get("v", { signal }),
+      (signal) => c.vms.delete("v", { signal }),
+      (signal) => c.sessions.create("v", { signal }),
       (signal) => c.sessions.list({ signal }),
+      (signal) => c.sessions.get("s", { signal }),
+      (signal) => c.sessions.delete("s", { signal }),
+      (signal) => c.secrets.create({ name: "n", value: "v", domains: ["a.test"], signal }),
       (signal) => c.secrets.list({ signal }),
+      (signal) => c.secrets.get("n", { signal }),
+      (signal) => c.secrets.rotate("n", { value: "v", signal }),
+      (signal) => c.secrets.setDomains("n", ["a.test"], { signal }),
+      (signal) => c.secrets.delete("n", { signal }),
+      (signal) => c.apiKeys.create({ tenant: "t", signal }),
       (signal) => c.apiKeys.list({ signal }),
+      (signal) => c.apiKeys.delete("k", { signal }),
       (signal) => c.nodes.list({ signal }),
       (signal) => c.status({ signal }),
       (signal) => c.caPem({ signal }),
       (signal) => c.health({ signal }),
-      (signal) => c.events.list({ signal }),
-      (signal) => c.egress.packageManagers({ signal }),
+      (signal) => c.ready({ signal }),
       (signal) => c.request("GET", "/v1/vms", { signal }),
+      (signal) => c.ensureVm({ signal }),
+      (signal) => c.ensureSession({ signal }),
+      (signal) => c.newSession({ signal }),
+      (signal) => client({ sessionId: "ses_x" }).endSession({ deleteVm: true, signal }),
     ];
     const vmsBefore = (await c.vms.list()).length;
     for (const call of calls) {

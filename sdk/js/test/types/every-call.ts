@@ -9,6 +9,7 @@ import {
   DEFAULT_BASE_URL,
   EgressdConnectionError,
   EgressdError,
+  InstaVM,
   InvalidPolicyError,
   RateLimitedError,
   errorFromResponse,
@@ -40,6 +41,7 @@ const vid: string | undefined = client.vmId;
 const proxy: string | undefined = client.proxyUrl;
 const socks: string | undefined = client.socksUrl;
 const base: string = client.baseUrl;
+const hosted: Client = new InstaVM({ apiKey: "key" });
 
 async function everyCall(): Promise<void> {
   const policy: PolicyInput = {
@@ -149,4 +151,4 @@ async function everyCall(): Promise<void> {
   const mapped: APIError = errorFromResponse(404, '{"error":{"code":"not_found","message":"x"}}', new Headers());
 }
 
-export { everyCall, sid, vid, proxy, socks, base };
+export { everyCall, sid, vid, proxy, socks, base, hosted };

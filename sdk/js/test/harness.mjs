@@ -24,11 +24,6 @@ export function skipOrFail(t, reason) {
   t.skip(reason);
 }
 
-/** Whether a command runs (`cmd --version`). */
-export function have(cmd) {
-  const r = spawnSync(cmd, ["version"], { stdio: "ignore" });
-  return !r.error;
-}
 
 let built;
 

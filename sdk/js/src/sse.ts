@@ -18,21 +18,25 @@ export interface ServerSentEvent {
  */
 export class SSEParser {
   private buffer = "";
+  private afterCR = false;
   private id: string | undefined;
   private event = "";
   private data: string[] = [];
 
   /** Feed text; returns the events it completed. */
   push(text: string): ServerSentEvent[] {
+    if (text === "") return []; // a decoder holding half a character: nothing to see yet
+    // A chunk that ended with CR ended a line; an LF starting this one is that CRLF's second half.
+    if (this.afterCR && text.startsWith("\n")) text = text.slice(1);
+    this.afterCR = false;
     this.buffer += text;
     const out: ServerSentEvent[] = [];
     for (;;) {
       const m = /\r\n|\r|\n/.exec(this.buffer);
       if (!m) break;
-      // A lone CR at the very end may be the first half of a CRLF split across chunks.
-      if (m[0] === "\r" && m.index === this.buffer.length - 1) break;
       const line = this.buffer.slice(0, m.index);
       this.buffer = this.buffer.slice(m.index + m[0].length);
+      if (m[0] === "\r" && this.buffer === "") this.afterCR = true;
       const ev = this.line(line);
       if (ev) out.push(ev);
     }

@@ -14,7 +14,7 @@ import {
   PolicyNotSetError,
   UnauthorizedError,
 } from "egressd";
-import { EgressdServer } from "./harness.mjs";
+import { EgressdServer, SDK_DIR } from "./harness.mjs";
 
 let server;
 const client = (opts = {}) => new Client({ baseUrl: server.url, apiKey: server.adminKey, ...opts });
@@ -325,6 +325,28 @@ describe("configuration", () => {
 
   test("InstaVM, the hosted product's name, is the client", () => {
     assert.equal(InstaVM, Client);
+  });
+
+  test("without Node's process (as in a browser): no environment, and calls work", async () => {
+    const { spawnSync } = await import("node:child_process");
+    const script = `
+      const proc = globalThis.process;
+      Object.defineProperty(globalThis, "process", { value: undefined, configurable: true, writable: true });
+      const { Client, DEFAULT_BASE_URL } = await import("egressd");
+      const out = { envless: new Client().baseUrl === DEFAULT_BASE_URL };
+      const c = new Client({ baseUrl: ${JSON.stringify(server.url)}, apiKey: ${JSON.stringify(server.adminKey)} });
+      await c.egress.setSession({ allow_https: true });
+      out.session = /^ses_/.test(c.sessionId);
+      out.check = (await c.egress.check({ url: "http://x.test/" })).decision; // HTTP is off
+      out.events = Array.isArray(await c.events.list({ session_id: c.sessionId }));
+      await c.endSession({ deleteVm: true });
+      proc.stdout.write(JSON.stringify(out));
+    `;
+    // The environment names an egressd that is not there: a client that read it would fail.
+    const env = { ...process.env, EGRESSD_URL: "http://127.0.0.1:1", EGRESSD_API_KEY: "wrong" };
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: SDK_DIR, env, encoding: "utf8", timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { envless: true, session: true, check: "deny", events: true });
   });
 
   test("the key as X-API-Key", async () => {

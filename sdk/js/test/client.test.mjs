@@ -373,6 +373,52 @@ describe("configuration", () => {
   });
 });
 
+describe("socks_url", () => {
+  test("a session answer's socks_url becomes client.socksUrl, and goes with the session", async () => {
+    // egressd answers socks_url only with --socks-listen (issue 13); a stand-in answers it here.
+    const { createServer } = await import("node:http");
+    const seen = [];
+    const fake = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => (body += d));
+      req.on("end", () => {
+        seen.push(`${req.method} ${req.url} ${body}`);
+        const json = (status, v) => {
+          res.writeHead(status, { "Content-Type": "application/json" });
+          res.end(v === undefined ? "" : JSON.stringify(v));
+        };
+        if (req.method === "POST" && req.url === "/v1/vms") return json(201, { vm_id: "vm_s", network: { mode: "none" }, sessions: 0, created_at: "2026-01-01T00:00:00Z" });
+        if (req.method === "POST" && req.url === "/v1/sessions") {
+          return json(201, { session_id: "ses_s", vm_id: "vm_s", proxy_url: "http://ses_s:t@127.0.0.1:8471", socks_url: "socks5://ses_s:t@127.0.0.1:1080", created_at: "2026-01-01T00:00:00Z" });
+        }
+        if (req.method === "POST" && req.url === "/v1/egress/session/ses_s") return json(200, { ...JSON.parse(body), scope: "session", id: "ses_s" });
+        if (req.method === "DELETE") return json(204);
+        json(404, { error: { code: "not_found", message: "no" } });
+      });
+    });
+    await new Promise((r) => fake.listen(0, "127.0.0.1", r));
+    try {
+      const c = new Client({ baseUrl: `http://127.0.0.1:${fake.address().port}`, apiKey: "k" });
+      const p = await c.egress.setSession({ allowed_tcp: ["github.com:22"] });
+      assert.deepEqual(p.allowed_tcp, ["github.com:22"]);
+      assert.equal(c.socksUrl, "socks5://ses_s:t@127.0.0.1:1080");
+      assert.equal(c.proxyUrl, "http://ses_s:t@127.0.0.1:8471");
+      await c.endSession({ deleteVm: true });
+      assert.equal(c.socksUrl, undefined);
+      assert.deepEqual(seen, [
+        "POST /v1/vms {}",
+        'POST /v1/sessions {"vm_id":"vm_s"}',
+        'POST /v1/egress/session/ses_s {"allowed_tcp":["github.com:22"]}',
+        "DELETE /v1/sessions/ses_s ",
+        "DELETE /v1/vms/vm_s ",
+      ]);
+    } finally {
+      fake.closeAllConnections();
+      await new Promise((r) => fake.close(r));
+    }
+  });
+});
+
 describe("AbortSignal", () => {
   test("an aborted signal rejects every call with its reason, and sends nothing", async () => {
     const c = client();

@@ -3,7 +3,7 @@
  * the API's Server-Sent Events stream that reconnects by itself.
  */
 
-import { EgressdConnectionError, EgressdError } from "./errors.js";
+import { EgressdConnectionError, EgressdError, RateLimitedError, ServerError } from "./errors.js";
 import { Deadline, type RequestOptions, type Transport } from "./http.js";
 import { SSEParser } from "./sse.js";
 import type { Event } from "./types.js";
@@ -28,6 +28,8 @@ export interface FollowOptions extends EventFilters, RequestOptions {
   giveUpAfterMs?: number;
   /** Give up after this many failed attempts in a row (unlimited when left out). */
   maxReconnects?: number;
+  /** A stream open this long counts as healthy: its loss starts a new `giveUpAfterMs`. Default 10,000 ms. */
+  healthyAfterMs?: number;
 }
 
 // The first wait before reopening a broken stream, doubling up to the longest (the Go SDK's).
@@ -93,27 +95,35 @@ export class Events {
    * twice as long each time up to 5 s: a restart of egressd is ridden out, and no record is
    * delivered twice. Once the stream has stayed broken for `giveUpAfterMs`, or after
    * `maxReconnects` failed attempts in a row, the last {@link EgressdConnectionError} is
-   * thrown. API errors (a bad filter, a revoked key, too many streams) are thrown at once.
+   * thrown. API errors (a bad filter, a revoked key) are thrown at once; once a stream has been
+   * open, a 5xx or 429 on reopening it is waited out like a refused connection. A stream that
+   * stayed open `healthyAfterMs` (or delivered a record) starts the count afresh when it breaks.
    */
   async *follow(opts: FollowOptions = {}): AsyncGenerator<Event, void, undefined> {
-    const q = { ...query(opts), follow: true };
+    const first = { ...query(opts), follow: true };
+    // Resuming after a record, Last-Event-ID supersedes the start point and the limit, which
+    // were for the first connection only (as the Go SDK does).
+    const resumed = { ...first, since: undefined, limit: undefined };
     const idleMs = opts.idleTimeoutMs ?? 45_000;
     const giveUpMs = opts.giveUpAfterMs ?? 60_000;
+    const healthyMs = opts.healthyAfterMs ?? 10_000;
     const outer = opts.signal;
     let lastId: string | undefined;
     let lastSeq = -1;
     let failures = 0;
     let brokenSince: number | undefined;
+    let everOpened = false;
     for (;;) {
       if (outer?.aborted) throw outer.reason;
       let cause: unknown;
+      let openedAt: number | undefined;
       const deadline = new Deadline(outer, idleMs);
       let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
       try {
         const resp = await this.http.open(
           "GET",
           "/v1/egress/events",
-          { query: q, accept: "text/event-stream", headers: lastId ? { "Last-Event-ID": lastId } : undefined },
+          { query: lastId ? resumed : first, accept: "text/event-stream", headers: lastId ? { "Last-Event-ID": lastId } : undefined },
           deadline,
         );
         const ctype = resp.headers.get("Content-Type") ?? "";
@@ -123,6 +133,8 @@ export class Events {
             { status: resp.status },
           );
         }
+        everOpened = true;
+        openedAt = Date.now();
         reader = resp.body.getReader();
         const decoder = new TextDecoder();
         const parser = new SSEParser();
@@ -154,13 +166,22 @@ export class Events {
         cause = new EgressdConnectionError("egressd ended the event stream");
       } catch (err) {
         if (outer?.aborted) throw outer.reason;
-        if (!(err instanceof EgressdConnectionError)) throw err;
+        // Once a stream has been open, egressd answering 5xx or 429 is a restart or a
+        // passing overload: ridden out like a refused connection. Other API errors (a bad
+        // filter, a revoked key) cannot be fixed by waiting.
+        const passing = everOpened && (err instanceof ServerError || err instanceof RateLimitedError);
+        if (!(err instanceof EgressdConnectionError) && !passing) throw err;
         cause = err;
       } finally {
         deadline.close();
         reader?.cancel().catch(() => undefined);
       }
       const now = Date.now();
+      if (openedAt !== undefined && now - openedAt >= healthyMs) {
+        // The stream was healthy (a quiet session sends no records for long): this is a new loss.
+        failures = 0;
+        brokenSince = undefined;
+      }
       brokenSince ??= now;
       if ((opts.maxReconnects !== undefined && failures >= opts.maxReconnects) || now - brokenSince >= giveUpMs) {
         throw cause;

@@ -216,6 +216,90 @@ describe("follow against a stand-in stream", () => {
     assert.deepEqual(seen.slice(0, 2), [undefined, "2"]);
   });
 
+  test("a resumed stream sends Last-Event-ID instead of since and limit", async () => {
+    const urls = [];
+    handler = (req, res) => {
+      urls.push({ url: req.url, last: req.headers["last-event-id"] });
+      res.writeHead(200, { "Content-Type": "text/event-stream" });
+      res.end(record(urls.length, `h${urls.length}.test`));
+    };
+    const got = [];
+    for await (const e of client().events.follow({ since: 5, limit: 0, session_id: "ses_1", maxReconnects: 2 })) {
+      got.push(e.seq);
+      if (got.length === 2) break;
+    }
+    assert.deepEqual(got, [1, 2]);
+    const q = urls.map(({ url, last }) => [Object.fromEntries(new URL(url, "http://x").searchParams), last]);
+    assert.deepEqual(q, [
+      [{ session_id: "ses_1", since: "5", limit: "0", follow: "true" }, undefined],
+      [{ session_id: "ses_1", follow: "true" }, "1"],
+    ]);
+  });
+
+  test("once open, a 503 or 429 on reopening is waited out; a 400 is not", async () => {
+    let n = 0;
+    const errorAnswer = (res, status, code) => {
+      res.writeHead(status, { "Content-Type": "application/json", "Retry-After": "1" });
+      res.end(JSON.stringify({ error: { code, message: code } }));
+    };
+    handler = (req, res) => {
+      n++;
+      if (n === 2) return errorAnswer(res, 503, "unavailable");
+      if (n === 3) return errorAnswer(res, 429, "rate_limited");
+      res.writeHead(200, { "Content-Type": "text/event-stream" });
+      res.end(record(n, `h${n}.test`));
+    };
+    const got = [];
+    for await (const e of client().events.follow({ maxReconnects: 5 })) {
+      got.push(e.host);
+      if (got.length === 2) break;
+    }
+    assert.deepEqual(got, ["h1.test", "h4.test"]);
+
+    // A 503 before any stream was open is an answer, not a passing state.
+    n = 1;
+    const first = await client().events.follow({ maxReconnects: 5 }).next().catch((e) => e);
+    assert.equal(first.code, "unavailable");
+    // A 400 on reopening is thrown at once.
+    n = 0;
+    handler = (req, res) => {
+      n++;
+      if (n === 1) {
+        res.writeHead(200, { "Content-Type": "text/event-stream" });
+        return res.end(record(1, "a.test"));
+      }
+      errorAnswer(res, 400, "bad_request");
+    };
+    const it = client().events.follow({ maxReconnects: 5 });
+    assert.equal((await it.next()).value.host, "a.test");
+    const err = await it.next().catch((e) => e);
+    assert.equal(err.code, "bad_request");
+    assert.equal(n, 2);
+  });
+
+  test("a quiet stream that stayed open is a new loss when it breaks, not an old one", async () => {
+    // Each stream stays open 200 ms with nothing to say, then ends: with healthyAfterMs 100
+    // each loss starts afresh, so giveUpAfterMs (400) never runs out; the sixth stream has a record.
+    let n = 0;
+    handler = (req, res) => {
+      n++;
+      res.writeHead(200, { "Content-Type": "text/event-stream" });
+      res.write(": heartbeat\n\n");
+      if (n === 6) return res.end(record(1, "late.test"));
+      setTimeout(() => res.end(), 200);
+    };
+    const it = client().events.follow({ giveUpAfterMs: 400, healthyAfterMs: 100, idleTimeoutMs: 5000 });
+    const r = await it.next();
+    assert.equal(r.value.host, "late.test");
+    assert.equal(n, 6);
+    await it.return();
+    // Without the healthy rule the same streams are one long loss: given up on.
+    n = 0;
+    const err = await client().events.follow({ giveUpAfterMs: 400, healthyAfterMs: 60_000, idleTimeoutMs: 5000 }).next().catch((e) => e);
+    assert.ok(err instanceof EgressdConnectionError, String(err));
+    assert.ok(n < 6);
+  });
+
   test("gives up after maxReconnects, with the last connection error", async () => {
     let opened = 0;
     handler = (req, res) => {

@@ -88,7 +88,7 @@ async function everyCall(): Promise<void> {
     signal,
   });
   await client.events.list({ since: 12345 });
-  for await (const e of client.events.follow({ session_id: "ses_1", limit: 0, idleTimeoutMs: 1000, giveUpAfterMs: 5000, maxReconnects: 3, signal })) {
+  for await (const e of client.events.follow({ session_id: "ses_1", limit: 0, idleTimeoutMs: 1000, giveUpAfterMs: 5000, maxReconnects: 3, healthyAfterMs: 10_000, signal })) {
     const seq: number = e.seq;
     const host: string | undefined = e.host;
     break;

@@ -149,7 +149,12 @@ export class Events {
           deadline.arm();
           for (const sse of parser.push(decoder.decode(chunk.value, { stream: true }))) {
             if (sse.event !== "decision") continue;
-            const event = JSON.parse(sse.data) as Event;
+            let event: Event;
+            try {
+              event = JSON.parse(sse.data) as Event;
+            } catch (err) {
+              throw new EgressdError(`a record of the event stream is not JSON: ${(err as Error).message}`, { cause: err });
+            }
             if (sse.id) lastId = sse.id;
             failures = 0;
             brokenSince = undefined;

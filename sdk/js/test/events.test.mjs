@@ -313,6 +313,19 @@ describe("follow against a stand-in stream", () => {
     assert.equal(opened, 3);
   });
 
+  test("a record that is not JSON is an error, not retried", async () => {
+    let n = 0;
+    handler = (req, res) => {
+      n++;
+      res.writeHead(200, { "Content-Type": "text/event-stream" });
+      res.end("id: 1\nevent: decision\ndata: {not json\n\n");
+    };
+    const err = await client().events.follow({ maxReconnects: 3 }).next().catch((e) => e);
+    assert.ok(err instanceof EgressdError && !(err instanceof EgressdConnectionError), String(err));
+    assert.match(err.message, /not JSON/);
+    assert.equal(n, 1);
+  });
+
   test("an answer that is not an event stream is an error at once", async () => {
     handler = (req, res) => {
       res.writeHead(200, { "Content-Type": "application/json" });

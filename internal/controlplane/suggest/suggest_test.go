@@ -1,0 +1,350 @@
+package suggest
+
+import (
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/dataplane/events"
+	"github.com/egressd/egressd/policy"
+)
+
+// attempt is one connection attempt or DNS query of the test's sandbox.
+type attempt struct {
+	host string
+	port uint16
+	ip   string // the resolved address, or the literal with no host
+	dns  bool
+	udp  bool
+}
+
+func web(host string, port uint16) attempt { return attempt{host: host, port: port} }
+
+// decided makes the records the gateway would: each attempt decided by the effective policy
+// of the layers that are set (session first), through the one record builder.
+func decided(t *testing.T, env *policy.Env, layers []policy.NamedPolicy, as ...attempt) []events.Record {
+	t.Helper()
+	set, err := env.Effective(layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := events.Source{Tenant: "t", VMID: "vm-1", SessionID: "s-1"}
+	var out []events.Record
+	for i, a := range as {
+		var r events.Record
+		if a.dns {
+			q := policy.Query{Name: a.host, Type: policy.QTypeA}
+			r = events.Decided(events.KindDNS, src, policy.Conn{Host: a.host}, set.DecideQuery(q))
+			r.QType = "A"
+		} else {
+			c := policy.Conn{Host: a.host, Port: a.port, Transport: policy.TCP, Intercepted: true}
+			if a.udp {
+				c.Transport = policy.UDP
+			}
+			if a.ip != "" {
+				c.IP = netip.MustParseAddr(a.ip)
+				c.IPLiteral = a.host == ""
+			}
+			r = events.Decided(events.KindConnect, src, c, set.Decide(c))
+		}
+		r.Seq = uint64(i + 1)
+		out = append(out, r)
+	}
+	return out
+}
+
+func session(p policy.Policy) policy.NamedPolicy {
+	return policy.NamedPolicy{Layer: policy.LayerSession, Policy: p}
+}
+
+func vm(p policy.Policy) policy.NamedPolicy { return policy.NamedPolicy{Layer: policy.LayerVM, Policy: p} }
+
+func norm(t *testing.T, p policy.Policy) policy.Policy {
+	t.Helper()
+	n, _, err := p.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func entries(es []client.SuggestedEntry) []string {
+	out := []string{}
+	for _, e := range es {
+		s := e.Entry + "=" + itoa(e.Covers)
+		if len(e.Names) > 0 {
+			s += "(" + strings.Join(e.Names, " ") + ")"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+n/10%10)) + string(rune('0'+n%10))) }
+
+func notAllowed(ns []client.NotAllowable) []string {
+	out := []string{}
+	for _, n := range ns {
+		out = append(out, string(n.Reason)+" "+n.Host+n.IP+"="+itoa(n.Covers))
+	}
+	return out
+}
+
+func TestSuggest(t *testing.T) {
+	env, err := policy.NewEnv(&policy.Classifier{Public: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	denyAll := policy.DenyAll()
+	httpsAny := policy.Policy{AllowHTTPS: true}
+	listed := policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test", "other.example.test"}}
+	monitor := policy.Policy{Mode: policy.Monitor}
+	denied := policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"ok.test"}, DeniedDomains: []string{"bad.test", "*.bad.test"}}
+
+	for _, tc := range []struct {
+		name     string
+		scope    string
+		layers   []policy.NamedPolicy // as they were when the attempts were made
+		now      *policy.Policy       // the layer's policy now (nil: the first layer's, as above)
+		unset    bool                 // the layer has no policy
+		other    bool                 // the other layer is set
+		attempts []attempt
+
+		flags, domains, tcp []string
+		not                 []string
+		others              []client.LayerCount
+		already             int
+		notes               []string // substrings, each of some note
+		wantPolicy          func(p *policy.Policy) bool
+	}{{
+		name:   "deny all: flags, names and an endpoint",
+		layers: []policy.NamedPolicy{session(denyAll)},
+		attempts: []attempt{web("a.example.test", 443), web("a.example.test", 443), web("b.example.test", 80),
+			web("git.example.test", 22)},
+		flags:   []string{"allow_http=01", "allow_https=02"},
+		domains: []string{"a.example.test=02", "b.example.test=01"},
+		tcp:     []string{"git.example.test:22=01"},
+		wantPolicy: func(p *policy.Policy) bool {
+			return p.AllowHTTP && p.AllowHTTPS && slices.Equal(p.AllowedDomains, []string{"a.example.test", "b.example.test"}) &&
+				slices.Equal(p.AllowedTCP, []string{"git.example.test:22"}) && p.Mode == policy.Enforce
+		},
+	}, {
+		name:   "three siblings collapse; the parent stays itself",
+		layers: []policy.NamedPolicy{session(listed)},
+		attempts: []attempt{web("a.x.test", 443), web("b.x.test", 443), web("c.d.x.test", 443), web("c.d.x.test", 443),
+			web("x.test", 443), web("y.test", 443)},
+		domains: []string{"*.x.test=04(a.x.test b.x.test c.d.x.test)", "x.test=01", "y.test=01"},
+	}, {
+		name:     "two siblings do not collapse",
+		layers:   []policy.NamedPolicy{session(listed)},
+		attempts: []attempt{web("a.x.test", 443), web("b.x.test", 443)},
+		domains:  []string{"a.x.test=01", "b.x.test=01"},
+	}, {
+		name:   "a shared hosting suffix never collapses",
+		layers: []policy.NamedPolicy{session(listed)},
+		attempts: []attempt{web("a.github.io", 443), web("b.github.io", 443), web("c.github.io", 443),
+			web("a.example.co.uk", 443), web("b.example.co.uk", 443), web("c.example.co.uk", 443)},
+		domains: []string{"*.example.co.uk=03(a.example.co.uk b.example.co.uk c.example.co.uk)", "a.github.io=01", "b.github.io=01", "c.github.io=01"},
+	}, {
+		name:   "tcp siblings collapse per port",
+		layers: []policy.NamedPolicy{session(denyAll)},
+		attempts: []attempt{web("a.db.x.test", 5432), web("b.db.x.test", 5432), web("c.x.test", 5432),
+			web("a.db.x.test", 22)},
+		tcp: []string{"*.x.test:5432=03(a.db.x.test b.db.x.test c.x.test)", "a.db.x.test:22=01"},
+	}, {
+		name:     "a listed host needs only its flag; the note names the other listed hosts",
+		layers:   []policy.NamedPolicy{session(listed)},
+		attempts: []attempt{web("api.example.test", 80)},
+		flags:    []string{"allow_http=01"},
+		notes:    []string{"opens port 80 (HTTP) to other.example.test too"},
+	}, {
+		name:     "no hosts listed: the flag alone, said to open every host",
+		layers:   []policy.NamedPolicy{session(httpsAny)},
+		attempts: []attempt{web("a.example.test", 80), web("b.example.test", 80)},
+		flags:    []string{"allow_http=02"},
+		notes:    []string{"opens port 80 (HTTP) to every public host"},
+		wantPolicy: func(p *policy.Policy) bool {
+			return p.AllowHTTP && p.AllowHTTPS && len(p.AllowedDomains) == 0 // never narrows HTTPS
+		},
+	}, {
+		name:     "the VM's denials are not the session's",
+		layers:   []policy.NamedPolicy{session(httpsAny), vm(listed)},
+		attempts: []attempt{web("a.example.test", 443), web("git.example.test", 22)},
+		tcp:      []string{"git.example.test:22=01"}, // the session denied that one first
+		others:   []client.LayerCount{{Layer: "vm", Covers: 1}},
+	}, {
+		name:     "the VM's own suggestion takes them",
+		scope:    client.ScopeVM,
+		layers:   []policy.NamedPolicy{vm(listed), session(httpsAny)},
+		attempts: []attempt{web("a.example.test", 443)},
+		domains:  []string{"a.example.test=01"},
+	}, {
+		name:   "not allowable: hard, denied_domains, IP literal, private address, UDP, query type",
+		layers: []policy.NamedPolicy{session(denied)},
+		attempts: []attempt{{ip: "169.254.169.254", port: 80}, web("bad.test", 443), web("x.bad.test", 443), {ip: "203.0.113.9", port: 443},
+			{host: "ok.test", port: 443, ip: "198.51.100.7"}, {ip: "203.0.113.9", port: 53, udp: true}, {host: "ok.test", ip: "203.0.113.9", port: 443}},
+		not: []string{"denied_domain bad.test=01", "denied_domain x.bad.test=01", "hard_deny 169.254.169.254=01",
+			"ip_literal 203.0.113.9=01", "not_public ok.test198.51.100.7=01", "udp_not_allowed 203.0.113.9=01"},
+		wantPolicy: func(p *policy.Policy) bool { return slices.Equal(p.AllowedDomains, []string{"ok.test"}) && len(p.AllowedCIDRs) == 0 },
+	}, {
+		name:     "monitor: would-be denials, and the mode stays",
+		layers:   []policy.NamedPolicy{session(monitor)},
+		attempts: []attempt{web("a.example.test", 443), web("a.example.test", 22)},
+		flags:    []string{"allow_https=01"},
+		domains:  []string{"a.example.test=01"},
+		tcp:      []string{"a.example.test:22=01"},
+		wantPolicy: func(p *policy.Policy) bool {
+			return p.Mode == policy.Monitor && p.AllowHTTPS
+		},
+	}, {
+		name:     "already allowed by the policy as it is now",
+		layers:   []policy.NamedPolicy{session(denyAll)},
+		now:      &listed,
+		attempts: []attempt{web("api.example.test", 443), web("new.example.test", 443)},
+		domains:  []string{"new.example.test=01"},
+		already:  1,
+	}, {
+		name:     "denied for another reason now",
+		layers:   []policy.NamedPolicy{session(listed)},
+		now:      &policy.Policy{AllowHTTPS: true, DeniedDomains: []string{"a.example.test"}},
+		attempts: []attempt{web("a.example.test", 443)},
+		not:      []string{"denied_domain a.example.test=01"},
+	}, {
+		name:   "DNS: a name seen only there is listed; a query for an endpoint's name counts there",
+		layers: []policy.NamedPolicy{session(denyAll)},
+		attempts: []attempt{{host: "only.dns.test", dns: true}, {host: "only.dns.test", dns: true},
+			{host: "git.example.test", dns: true}, web("git.example.test", 22),
+			{host: "a.example.test", dns: true}, web("a.example.test", 443)},
+		flags:   []string{"allow_https=01"},
+		domains: []string{"a.example.test=02", "only.dns.test=02"},
+		tcp:     []string{"git.example.test:22=02"},
+		notes:   []string{"1 of the names were seen only in DNS queries"},
+	}, {
+		name:     "no session policy and a VM policy: nothing is the session's",
+		layers:   []policy.NamedPolicy{vm(listed)},
+		unset:    true,
+		other:    true,
+		attempts: []attempt{web("a.example.test", 443)},
+		others:   []client.LayerCount{{Layer: "vm", Covers: 1}},
+		notes:    []string{"has no policy and the other layer is set"},
+		wantPolicy: func(p *policy.Policy) bool {
+			return p == nil
+		},
+	}, {
+		name:     "no layer set: the default's denials, from the default",
+		layers:   nil,
+		unset:    true,
+		attempts: []attempt{web("a.example.test", 443)},
+		flags:    []string{"allow_https=01"},
+		domains:  []string{"a.example.test=01"},
+		notes:    []string{"starts from the operator's default policy"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			scope := cmpOr(tc.scope, client.ScopeSession)
+			recs := decided(t, env, tc.layers, tc.attempts...)
+			in := Input{Scope: scope, ID: "x", Records: recs, OtherLayerSet: tc.other}
+			if !tc.unset {
+				p := tc.layers[0].Policy
+				if tc.now != nil {
+					p = *tc.now
+				}
+				p = norm(t, p)
+				in.Policy, in.Revision = &p, 7
+			}
+			got, err := Suggest(env, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check := func(what string, got, want []string) {
+				t.Helper()
+				if want == nil {
+					want = []string{}
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("%s = %q, want %q", what, got, want)
+				}
+			}
+			check("flags", entries(got.Flags), tc.flags)
+			check("allowed_domains", entries(got.AllowedDomains), tc.domains)
+			check("allowed_tcp", entries(got.AllowedTCP), tc.tcp)
+			check("not_allowable", sortedCopy(notAllowed(got.NotAllowable)), tc.not)
+			if want := cmpOr2(tc.others); !reflect.DeepEqual(got.OtherLayers, want) {
+				t.Errorf("other_layers = %+v, want %+v", got.OtherLayers, want)
+			}
+			if got.AlreadyAllowed != tc.already {
+				t.Errorf("already_allowed = %d, want %d", got.AlreadyAllowed, tc.already)
+			}
+			if got.Decisions != len(tc.attempts)-allowedCount(recs) {
+				t.Errorf("decisions = %d of %d records", got.Decisions, len(recs))
+			}
+			for _, n := range tc.notes {
+				if !slices.ContainsFunc(got.Notes, func(s string) bool { return strings.Contains(s, n) }) {
+					t.Errorf("no note says %q: %q", n, got.Notes)
+				}
+			}
+			if changed := len(got.Flags)+len(got.AllowedDomains)+len(got.AllowedTCP) > 0; got.Changed != changed {
+				t.Errorf("changed = %v with %d flags, %d domains, %d tcp", got.Changed, len(got.Flags), len(got.AllowedDomains), len(got.AllowedTCP))
+			}
+			if tc.wantPolicy != nil && !tc.wantPolicy(got.Policy) {
+				t.Errorf("merged policy: %+v", got.Policy)
+			}
+			if got.PolicySet == tc.unset || (!tc.unset && got.Revision != 7) {
+				t.Errorf("policy_set %v, revision %d", got.PolicySet, got.Revision)
+			}
+		})
+	}
+}
+
+func allowedCount(rs []events.Record) int {
+	n := 0
+	for _, r := range rs {
+		if r.Decision == events.Allow && !r.WouldDeny {
+			n++
+		}
+	}
+	return n
+}
+
+func sortedCopy(ss []string) []string {
+	ss = slices.Clone(ss)
+	slices.Sort(ss)
+	return ss
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func cmpOr2(ls []client.LayerCount) []client.LayerCount {
+	if ls == nil {
+		return []client.LayerCount{}
+	}
+	return ls
+}
+
+// TestSuggestSkipsAllowedAndCloseRecords: allowed decisions and close records are no denials;
+// a truncated read says so.
+func TestSuggestSkipsAllowedAndCloseRecords(t *testing.T) {
+	recs := []events.Record{
+		{Kind: events.KindConnect, Decision: events.Allow, Layer: "session", Reason: policy.ReasonAllowHTTPS, Host: "a.test", Port: 443},
+		{Kind: events.KindClose, Decision: events.Allow, Host: "a.test", Port: 443},
+		{Kind: events.KindClose, Decision: events.Deny, Layer: "session", Reason: policy.ReasonHTTPSOff, Host: "b.test", Port: 443},
+	}
+	p := norm(t, policy.Policy{AllowHTTPS: true})
+	got, err := Suggest(nil, Input{Scope: client.ScopeSession, ID: "s", Policy: &p, Records: recs, Truncated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Decisions != 0 || got.Changed || !reflect.DeepEqual(*got.Policy, p) {
+		t.Fatalf("got %+v", got)
+	}
+	if !got.Truncated || !slices.ContainsFunc(got.Notes, func(s string) bool { return strings.Contains(s, "ask again with since") }) {
+		t.Fatalf("truncated read not said: %+v", got.Notes)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -83,7 +84,7 @@ func entries(es []client.SuggestedEntry) []string {
 	return out
 }
 
-func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+n/10%10)) + string(rune('0'+n%10))) }
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func notAllowed(ns []client.NotAllowable) []string {
 	out := []string{}
@@ -124,9 +125,9 @@ func TestSuggest(t *testing.T) {
 		layers: []policy.NamedPolicy{session(denyAll)},
 		attempts: []attempt{web("a.example.test", 443), web("a.example.test", 443), web("b.example.test", 80),
 			web("git.example.test", 22)},
-		flags:   []string{"allow_http=01", "allow_https=02"},
-		domains: []string{"a.example.test=02", "b.example.test=01"},
-		tcp:     []string{"git.example.test:22=01"},
+		flags:   []string{"allow_http=1", "allow_https=2"},
+		domains: []string{"a.example.test=2", "b.example.test=1"},
+		tcp:     []string{"git.example.test:22=1"},
 		wantPolicy: func(p *policy.Policy) bool {
 			return p.AllowHTTP && p.AllowHTTPS && slices.Equal(p.AllowedDomains, []string{"a.example.test", "b.example.test"}) &&
 				slices.Equal(p.AllowedTCP, []string{"git.example.test:22"}) && p.Mode == policy.Enforce
@@ -136,35 +137,35 @@ func TestSuggest(t *testing.T) {
 		layers: []policy.NamedPolicy{session(listed)},
 		attempts: []attempt{web("a.x.test", 443), web("b.x.test", 443), web("c.d.x.test", 443), web("c.d.x.test", 443),
 			web("x.test", 443), web("y.test", 443)},
-		domains: []string{"*.x.test=04(a.x.test b.x.test c.d.x.test)", "x.test=01", "y.test=01"},
+		domains: []string{"*.x.test=4(a.x.test b.x.test c.d.x.test)", "x.test=1", "y.test=1"},
 	}, {
 		name:     "two siblings do not collapse",
 		layers:   []policy.NamedPolicy{session(listed)},
 		attempts: []attempt{web("a.x.test", 443), web("b.x.test", 443)},
-		domains:  []string{"a.x.test=01", "b.x.test=01"},
+		domains:  []string{"a.x.test=1", "b.x.test=1"},
 	}, {
 		name:   "a shared hosting suffix never collapses",
 		layers: []policy.NamedPolicy{session(listed)},
 		attempts: []attempt{web("a.github.io", 443), web("b.github.io", 443), web("c.github.io", 443),
 			web("a.example.co.uk", 443), web("b.example.co.uk", 443), web("c.example.co.uk", 443)},
-		domains: []string{"*.example.co.uk=03(a.example.co.uk b.example.co.uk c.example.co.uk)", "a.github.io=01", "b.github.io=01", "c.github.io=01"},
+		domains: []string{"*.example.co.uk=3(a.example.co.uk b.example.co.uk c.example.co.uk)", "a.github.io=1", "b.github.io=1", "c.github.io=1"},
 	}, {
 		name:   "tcp siblings collapse per port",
 		layers: []policy.NamedPolicy{session(denyAll)},
 		attempts: []attempt{web("a.db.x.test", 5432), web("b.db.x.test", 5432), web("c.x.test", 5432),
 			web("a.db.x.test", 22)},
-		tcp: []string{"*.x.test:5432=03(a.db.x.test b.db.x.test c.x.test)", "a.db.x.test:22=01"},
+		tcp: []string{"*.x.test:5432=3(a.db.x.test b.db.x.test c.x.test)", "a.db.x.test:22=1"},
 	}, {
 		name:     "a listed host needs only its flag; the note names the other listed hosts",
 		layers:   []policy.NamedPolicy{session(listed)},
 		attempts: []attempt{web("api.example.test", 80)},
-		flags:    []string{"allow_http=01"},
+		flags:    []string{"allow_http=1"},
 		notes:    []string{"opens port 80 (HTTP) to other.example.test too"},
 	}, {
 		name:     "no hosts listed: the flag alone, said to open every host",
 		layers:   []policy.NamedPolicy{session(httpsAny)},
 		attempts: []attempt{web("a.example.test", 80), web("b.example.test", 80)},
-		flags:    []string{"allow_http=02"},
+		flags:    []string{"allow_http=2"},
 		notes:    []string{"opens port 80 (HTTP) to every public host"},
 		wantPolicy: func(p *policy.Policy) bool {
 			return p.AllowHTTP && p.AllowHTTPS && len(p.AllowedDomains) == 0 // never narrows HTTPS
@@ -173,29 +174,29 @@ func TestSuggest(t *testing.T) {
 		name:     "the VM's denials are not the session's",
 		layers:   []policy.NamedPolicy{session(httpsAny), vm(listed)},
 		attempts: []attempt{web("a.example.test", 443), web("git.example.test", 22)},
-		tcp:      []string{"git.example.test:22=01"}, // the session denied that one first
+		tcp:      []string{"git.example.test:22=1"}, // the session denied that one first
 		others:   []client.LayerCount{{Layer: "vm", Covers: 1}},
 	}, {
 		name:     "the VM's own suggestion takes them",
 		scope:    client.ScopeVM,
 		layers:   []policy.NamedPolicy{vm(listed), session(httpsAny)},
 		attempts: []attempt{web("a.example.test", 443)},
-		domains:  []string{"a.example.test=01"},
+		domains:  []string{"a.example.test=1"},
 	}, {
 		name:   "not allowable: hard, denied_domains, IP literal, private address, UDP, query type",
 		layers: []policy.NamedPolicy{session(denied)},
 		attempts: []attempt{{ip: "169.254.169.254", port: 80}, web("bad.test", 443), web("x.bad.test", 443), {ip: "203.0.113.9", port: 443},
 			{host: "ok.test", port: 443, ip: "198.51.100.7"}, {ip: "203.0.113.9", port: 53, udp: true}, {host: "ok.test", ip: "203.0.113.9", port: 443}},
-		not: []string{"denied_domain bad.test=01", "denied_domain x.bad.test=01", "hard_deny 169.254.169.254=01",
-			"ip_literal 203.0.113.9=01", "not_public ok.test198.51.100.7=01", "udp_not_allowed 203.0.113.9=01"},
+		not: []string{"denied_domain bad.test=1", "denied_domain x.bad.test=1", "hard_deny 169.254.169.254=1",
+			"ip_literal 203.0.113.9=1", "not_public ok.test198.51.100.7=1", "udp_not_allowed 203.0.113.9=1"},
 		wantPolicy: func(p *policy.Policy) bool { return slices.Equal(p.AllowedDomains, []string{"ok.test"}) && len(p.AllowedCIDRs) == 0 },
 	}, {
 		name:     "monitor: would-be denials, and the mode stays",
 		layers:   []policy.NamedPolicy{session(monitor)},
 		attempts: []attempt{web("a.example.test", 443), web("a.example.test", 22)},
-		flags:    []string{"allow_https=01"},
-		domains:  []string{"a.example.test=01"},
-		tcp:      []string{"a.example.test:22=01"},
+		flags:    []string{"allow_https=1"},
+		domains:  []string{"a.example.test=1"},
+		tcp:      []string{"a.example.test:22=1"},
 		wantPolicy: func(p *policy.Policy) bool {
 			return p.Mode == policy.Monitor && p.AllowHTTPS
 		},
@@ -204,23 +205,23 @@ func TestSuggest(t *testing.T) {
 		layers:   []policy.NamedPolicy{session(denyAll)},
 		now:      &listed,
 		attempts: []attempt{web("api.example.test", 443), web("new.example.test", 443)},
-		domains:  []string{"new.example.test=01"},
+		domains:  []string{"new.example.test=1"},
 		already:  1,
 	}, {
 		name:     "denied for another reason now",
 		layers:   []policy.NamedPolicy{session(listed)},
 		now:      &policy.Policy{AllowHTTPS: true, DeniedDomains: []string{"a.example.test"}},
 		attempts: []attempt{web("a.example.test", 443)},
-		not:      []string{"denied_domain a.example.test=01"},
+		not:      []string{"denied_domain a.example.test=1"},
 	}, {
 		name:   "DNS: a name seen only there is listed; a query for an endpoint's name counts there",
 		layers: []policy.NamedPolicy{session(denyAll)},
 		attempts: []attempt{{host: "only.dns.test", dns: true}, {host: "only.dns.test", dns: true},
 			{host: "git.example.test", dns: true}, web("git.example.test", 22),
 			{host: "a.example.test", dns: true}, web("a.example.test", 443)},
-		flags:   []string{"allow_https=01"},
-		domains: []string{"a.example.test=02", "only.dns.test=02"},
-		tcp:     []string{"git.example.test:22=02"},
+		flags:   []string{"allow_https=1"},
+		domains: []string{"a.example.test=2", "only.dns.test=2"},
+		tcp:     []string{"git.example.test:22=2"},
 		notes:   []string{"1 of the names were seen only in DNS queries"},
 	}, {
 		name:     "no session policy and a VM policy: nothing is the session's",
@@ -238,8 +239,8 @@ func TestSuggest(t *testing.T) {
 		layers:   nil,
 		unset:    true,
 		attempts: []attempt{web("a.example.test", 443)},
-		flags:    []string{"allow_https=01"},
-		domains:  []string{"a.example.test=01"},
+		flags:    []string{"allow_https=1"},
+		domains:  []string{"a.example.test=1"},
 		notes:    []string{"starts from the operator's default policy"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

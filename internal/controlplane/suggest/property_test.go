@@ -192,7 +192,9 @@ func checkProperty(t *testing.T, env *policy.Env, iter int, base policy.Policy, 
 				}
 				if flagOn[port] && listedBefore(h) {
 					flag := map[uint16]string{80: "allow_http", 443: "allow_https"}[port]
-					if !slices.ContainsFunc(got.Notes, func(n string) bool { return strings.HasPrefix(n, flag+" applies") || strings.Contains(n, "turning "+flag+" on opens") }) {
+					if !slices.ContainsFunc(got.Notes, func(n string) bool {
+						return strings.HasPrefix(n, flag+" applies") || strings.Contains(n, "turning "+flag+" on opens")
+					}) {
 						fail("%s opens %s:%d with no note saying so: %q", flag, h, port, got.Notes)
 					}
 					continue

@@ -84,11 +84,11 @@ type builder struct {
 	judge       *policy.Effective // the base alone, enforced
 	out         *client.Suggestion
 
-	flags     map[string]int            // "allow_http", "allow_https" -> decisions
+	flags     map[string]int             // "allow_http", "allow_https" -> decisions
 	flagHosts map[string]map[string]bool // flag -> hosts denied for want of it
-	web       map[string]int            // names for allowed_domains -> connection decisions
-	tcp       map[string]int            // "name:port" -> decisions
-	dns       map[string]int            // names queried -> DNS decisions
+	web       map[string]int             // names for allowed_domains -> connection decisions
+	tcp       map[string]int             // "name:port" -> decisions
+	dns       map[string]int             // names queried -> DNS decisions
 	not       map[notKey]*client.NotAllowable
 	other     map[string]int // layer -> decisions
 }

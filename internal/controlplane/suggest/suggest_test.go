@@ -61,7 +61,9 @@ func session(p policy.Policy) policy.NamedPolicy {
 	return policy.NamedPolicy{Layer: policy.LayerSession, Policy: p}
 }
 
-func vm(p policy.Policy) policy.NamedPolicy { return policy.NamedPolicy{Layer: policy.LayerVM, Policy: p} }
+func vm(p policy.Policy) policy.NamedPolicy {
+	return policy.NamedPolicy{Layer: policy.LayerVM, Policy: p}
+}
 
 func norm(t *testing.T, p policy.Policy) policy.Policy {
 	t.Helper()
@@ -189,7 +191,9 @@ func TestSuggest(t *testing.T) {
 			{host: "ok.test", port: 443, ip: "198.51.100.7"}, {ip: "203.0.113.9", port: 53, udp: true}, {host: "ok.test", ip: "203.0.113.9", port: 443}},
 		not: []string{"denied_domain bad.test=1", "denied_domain x.bad.test=1", "hard_deny 169.254.169.254=1",
 			"ip_literal 203.0.113.9=1", "not_public ok.test198.51.100.7=1", "udp_not_allowed 203.0.113.9=1"},
-		wantPolicy: func(p *policy.Policy) bool { return slices.Equal(p.AllowedDomains, []string{"ok.test"}) && len(p.AllowedCIDRs) == 0 },
+		wantPolicy: func(p *policy.Policy) bool {
+			return slices.Equal(p.AllowedDomains, []string{"ok.test"}) && len(p.AllowedCIDRs) == 0
+		},
 	}, {
 		name:     "monitor: would-be denials, and the mode stays",
 		layers:   []policy.NamedPolicy{session(monitor)},

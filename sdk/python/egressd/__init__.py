@@ -51,6 +51,10 @@ from .models import (
     Policy,
     PolicyFields,
     Session,
+    LayerCount,
+    NotAllowable,
+    SuggestedEntry,
+    Suggestion,
 )
 from .resources import APIKeys, Nodes, Sessions, VMs
 from .secrets import Secret, Secrets
@@ -107,4 +111,8 @@ __all__ = [
     "APIKey",
     "Node",
     "Secret",
+    "Suggestion",
+    "SuggestedEntry",
+    "NotAllowable",
+    "LayerCount",
 ]

@@ -318,7 +318,7 @@ func (b *builder) notes(merged policy.Policy) {
 		}
 		var more []string
 		for _, d := range merged.AllowedDomains {
-			if !b.flagHosts[f.Entry][d] {
+			if !b.coversSome(d, b.flagHosts[f.Entry]) {
 				more = append(more, d)
 			}
 		}
@@ -344,6 +344,17 @@ func (b *builder) notes(merged policy.Policy) {
 		out.Notes = append(out.Notes, fmt.Sprintf("More decisions were recorded than one suggestion reads (%d of each kind): "+
 			"ask again with since set after the last ones read.", client.MaxSuggestionRecords))
 	}
+}
+
+// coversSome says whether the allowed_domains entry d matches one of hosts: an entry that
+// was added for the hosts a flag is turned on for opens nothing more by that flag.
+func (b *builder) coversSome(d string, hosts map[string]bool) bool {
+	for h := range hosts {
+		if covers(d, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // namesOf is the names an entry was made for.

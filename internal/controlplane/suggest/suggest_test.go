@@ -164,6 +164,13 @@ func TestSuggest(t *testing.T) {
 		flags:    []string{"allow_http=1"},
 		notes:    []string{"opens port 80 (HTTP) to other.example.test too"},
 	}, {
+		name:     "a wildcard made for the hosts a flag is turned on for is not 'more'",
+		layers:   []policy.NamedPolicy{session(policy.Policy{AllowedDomains: []string{"keep.test"}})},
+		attempts: []attempt{web("a.x.test", 443), web("b.x.test", 443), web("c.x.test", 443)},
+		flags:    []string{"allow_https=3"},
+		domains:  []string{"*.x.test=3(a.x.test b.x.test c.x.test)"},
+		notes:    []string{"opens port 443 (HTTPS) to keep.test too."},
+	}, {
 		name:     "no hosts listed: the flag alone, said to open every host",
 		layers:   []policy.NamedPolicy{session(httpsAny)},
 		attempts: []attempt{web("a.example.test", 80), web("b.example.test", 80)},

@@ -133,7 +133,8 @@ func (b *builder) record(r *events.Record) {
 	if r.Kind == events.KindDNS {
 		d = b.judge.DecideQuery(policy.Query{Name: host, Type: policy.QTypeA})
 	} else {
-		if r.Transport != "" && r.Transport != string(policy.TCP) {
+		// A port outside 1-65535 cannot be an entry (nor is it one a gateway records).
+		if r.Transport != "" && r.Transport != string(policy.TCP) || r.Port < 1 || r.Port > 65535 {
 			b.notAllowable(r, r.Reason, r.Rule)
 			return
 		}

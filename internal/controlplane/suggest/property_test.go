@@ -2,6 +2,7 @@ package suggest
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -42,6 +43,10 @@ func randomPolicy(r *rand.Rand) policy.Policy {
 	if r.IntN(4) == 0 {
 		p.Mode = policy.Monitor
 	}
+	if r.IntN(5) == 0 {
+		p.AllowedCIDRs = []string{"198.51.100.0/24"}
+	}
+	p.AllowPackageManagers = r.IntN(5) == 0 // the preset's hosts are not in the universe: it must stay as it is
 	return p
 }
 
@@ -96,6 +101,22 @@ func checkProperty(t *testing.T, env *policy.Env, iter int, base policy.Policy, 
 			t.Fatal(err)
 		}
 		return set
+	}
+	// Only additions to allowed_domains, allowed_tcp and the web flags: nothing else moves.
+	m := *got.Policy
+	if !reflect.DeepEqual(m.AllowedCIDRs, base.AllowedCIDRs) || !reflect.DeepEqual(m.DeniedDomains, base.DeniedDomains) ||
+		m.Mode != base.Mode || m.AllowPackageManagers != base.AllowPackageManagers || !reflect.DeepEqual(m.HTTPRules, base.HTTPRules) {
+		fail("a field other than the additions changed")
+	}
+	for _, d := range base.AllowedDomains {
+		if !slices.Contains(m.AllowedDomains, d) {
+			fail("allowed_domains lost %s", d)
+		}
+	}
+	for _, e := range base.AllowedTCP {
+		if !slices.Contains(m.AllowedTCP, e) {
+			fail("allowed_tcp lost %s", e)
+		}
 	}
 	before, after := judge(base), judge(*got.Policy)
 	conn := func(h string, port uint16) policy.Conn {

@@ -24,7 +24,8 @@ type Suggestion struct {
 	PolicySet bool  `json:"policy_set"`
 	Revision  int64 `json:"revision"`
 	// Decisions counts the denials and would-be denials read (this layer's and others').
-	// Truncated says that there were more than one read holds (MaxSuggestionRecords): ask
+	// Truncated says that a read was full (MaxSuggestionRecords denied records, or as many
+	// allowed ones, among which the would-be denials are), so some may be missed: ask
 	// again with a later since to see the rest.
 	Decisions int  `json:"decisions"`
 	Truncated bool `json:"truncated"`

@@ -342,8 +342,8 @@ func (b *builder) notes(merged policy.Policy) {
 			"connections too, so one suggestion covers both.", dnsOnly))
 	}
 	if out.Truncated {
-		out.Notes = append(out.Notes, fmt.Sprintf("More decisions were recorded than one suggestion reads (%d of each kind): "+
-			"ask again with since set after the last ones read.", client.MaxSuggestionRecords))
+		out.Notes = append(out.Notes, fmt.Sprintf("More records matched than one suggestion reads (%d denied, %d allowed among which the would-be denials), "+
+			"so some denials may be missing: ask again with since set after the last ones read.", client.MaxSuggestionRecords, client.MaxSuggestionRecords))
 	}
 }
 

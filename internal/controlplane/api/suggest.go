@@ -32,9 +32,10 @@ func (s *Server) suggestion(scope store.Scope) handlerFunc {
 		id := r.PathValue("id")
 		f.Tenant = k.Tenant
 		in := suggest.Input{Scope: string(scope), ID: id}
+		var vmID string
 		if scope == store.ScopeSession {
 			f.SessionID = id
-			if in.OtherLayerSet, err = s.sessionVMPolicySet(ctx, k.Tenant, id); err != nil {
+			if vmID, in.OtherLayerSet, err = s.sessionVMPolicySet(ctx, k.Tenant, id); err != nil {
 				return err
 			}
 		} else {
@@ -55,6 +56,19 @@ func (s *Server) suggestion(scope store.Scope) handlerFunc {
 			return policyLookupError(err, scope, id)
 		}
 		in.Records, in.Truncated = s.denials(f)
+		if vmID != "" {
+			// Transparent mode records the VM only: its records without a session are this
+			// session's too, as far as its policy denies them.
+			vf := f
+			vf.SessionID, vf.VMID = "", vmID
+			all, truncated := s.denials(vf)
+			for _, r := range all {
+				if r.SessionID == "" {
+					in.Shared = append(in.Shared, r)
+				}
+			}
+			in.Truncated = in.Truncated || truncated
+		}
 		out, err := suggest.Suggest(s.env, in)
 		if err != nil {
 			return errorf(http.StatusConflict, client.CodeConflict, "", "%v", err)
@@ -64,22 +78,22 @@ func (s *Server) suggestion(scope store.Scope) handlerFunc {
 	}
 }
 
-// sessionVMPolicySet finds the tenant's session and says whether its VM has a policy.
-func (s *Server) sessionVMPolicySet(ctx context.Context, tenant, id string) (bool, error) {
+// sessionVMPolicySet finds the tenant's session: its VM, and whether that has a policy.
+func (s *Server) sessionVMPolicySet(ctx context.Context, tenant, id string) (string, bool, error) {
 	se, err := s.store.GetSession(ctx, tenant, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return false, notFound("session", id)
+		return "", false, notFound("session", id)
 	} else if err != nil {
-		return false, err
+		return "", false, err
 	}
 	_, err = s.store.GetPolicy(ctx, tenant, store.ScopeVM, se.VMID)
 	switch {
 	case err == nil:
-		return true, nil
+		return se.VMID, true, nil
 	case errors.Is(err, store.ErrNoPolicy), errors.Is(err, store.ErrNotFound):
-		return false, nil
+		return se.VMID, false, nil
 	}
-	return false, err
+	return "", false, err
 }
 
 // denials reads the denials and the would-be denials (recorded as allowed) that f matches,

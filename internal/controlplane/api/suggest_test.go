@@ -177,3 +177,36 @@ func TestSuggestionWithoutEvents(t *testing.T) {
 		t.Fatalf("without events: %d %s", status, code)
 	}
 }
+
+// TestSuggestionSharedRecords: a session's suggestion reads its VM's records that name no
+// session (transparent mode), never those of another session or another VM.
+func TestSuggestionSharedRecords(t *testing.T) {
+	env := startEventsEnv(t, true)
+	ctx := context.Background()
+	a, _ := client.New(env.url, env.keyA)
+	for _, id := range []string{"vm-t", "vm-other"} {
+		if _, err := a.CreateVM(ctx, client.CreateVMRequest{VMID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	se, err := a.CreateSession(ctx, client.CreateSessionRequest{VMID: "vm-t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SetSessionPolicy(ctx, se.SessionID, policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"ok.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := func(vm, session, host string) {
+		env.hub.Record(events.Record{Kind: events.KindConnect, Tenant: "a", VMID: vm, SessionID: session, Decision: events.Deny,
+			Layer: "session", Reason: policy.ReasonHostNotListed, Host: host, Port: 443, Transport: "tcp"})
+	}
+	rec("vm-t", "", "shared.test")
+	rec("vm-t", "ses_someone_else", "theirs.test")
+	rec("vm-other", "", "other-vm.test")
+	rec("vm-t", se.SessionID, "mine.test")
+	_, _, got := env.getSuggestion(env.keyA, "/v1/egress/session/"+se.SessionID+"/suggestion")
+	want := []client.SuggestedEntry{{Entry: "mine.test", Covers: 1}, {Entry: "shared.test", Covers: 1}}
+	if got.Decisions != 2 || !reflect.DeepEqual(got.AllowedDomains, want) {
+		t.Fatalf("suggestion %+v, want allowed_domains %+v", got, want)
+	}
+}

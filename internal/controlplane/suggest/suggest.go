@@ -29,6 +29,12 @@ type Input struct {
 	// and close records are skipped. Truncated says that there were more than these.
 	Records   []events.Record
 	Truncated bool
+	// Shared are, for a session, the records of its VM that name no session: in transparent
+	// mode the gateway sees only the VM, and its traffic is held to the VM's policy and every
+	// open session's. A session layer's denial among them is this session's only if its
+	// policy denies it too; otherwise another session's policy did (counted in other_layers
+	// as "session").
+	Shared []events.Record
 }
 
 // Suggest computes the suggestion for in, in env's setting (its preset, address classes and
@@ -66,7 +72,10 @@ func Suggest(env *policy.Env, in Input) (*client.Suggestion, error) {
 		b.judge = env.Combine(policy.Layered{Layer: layer, Matcher: m})
 	}
 	for i := range in.Records {
-		b.record(&in.Records[i])
+		b.record(&in.Records[i], false)
+	}
+	for i := range in.Shared {
+		b.record(&in.Shared[i], true)
 	}
 	if err := b.finish(env); err != nil {
 		return nil, err
@@ -103,7 +112,7 @@ var fixable = map[policy.Reason]bool{
 	policy.ReasonNoPolicy:      true,
 }
 
-func (b *builder) record(r *events.Record) {
+func (b *builder) record(r *events.Record, shared bool) {
 	if r.Kind == events.KindClose || !(r.Decision == events.Deny || r.WouldDeny) {
 		return
 	}
@@ -141,6 +150,8 @@ func (b *builder) record(r *events.Record) {
 		d = b.judge.Decide(policy.Conn{Host: host, Port: uint16(r.Port), Transport: policy.TCP, Intercepted: true})
 	}
 	switch {
+	case d.Allow && shared:
+		b.other[string(policy.LayerSession)]++ // another open session's policy denied it
 	case d.Allow:
 		b.out.AlreadyAllowed++
 	case !fixable[d.Reason]:

@@ -360,3 +360,37 @@ func TestSuggestSkipsAllowedAndCloseRecords(t *testing.T) {
 		t.Fatalf("truncated read not said: %+v", got.Notes)
 	}
 }
+
+// TestSuggestSharedRecords: in transparent mode records name the VM only, and every open
+// session's policy applies. A session's suggestion takes those its own policy denies, and
+// counts the others as another session's.
+func TestSuggestSharedRecords(t *testing.T) {
+	env, err := policy.NewEnv(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := norm(t, policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test", "b.test"}})
+	theirs := norm(t, policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test", "c.test"}})
+	recs := decided(t, env, []policy.NamedPolicy{session(theirs), session(mine)},
+		web("a.test", 443), web("b.test", 443), web("c.test", 443), web("d.test", 443), web("git.test", 22))
+	for i := range recs {
+		recs[i].SessionID = "" // as the transparent gateway records them
+	}
+	got, err := Suggest(env, Input{Scope: client.ScopeSession, ID: "s-1", Policy: &mine, Shared: recs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"c.test=1", "d.test=1"}; !reflect.DeepEqual(entries(got.AllowedDomains), want) {
+		t.Errorf("allowed_domains %q, want %q", entries(got.AllowedDomains), want)
+	}
+	if want := []string{"git.test:22=1"}; !reflect.DeepEqual(entries(got.AllowedTCP), want) {
+		t.Errorf("allowed_tcp %q, want %q", entries(got.AllowedTCP), want)
+	}
+	// b.test: the other session's policy denied it; this one allows it.
+	if want := []client.LayerCount{{Layer: "session", Covers: 1}}; !reflect.DeepEqual(got.OtherLayers, want) || got.AlreadyAllowed != 0 {
+		t.Errorf("other_layers %+v, already_allowed %d; want %+v, 0", got.OtherLayers, got.AlreadyAllowed, want)
+	}
+	if got.Decisions != 4 {
+		t.Errorf("decisions %d, want 4", got.Decisions)
+	}
+}

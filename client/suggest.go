@@ -18,6 +18,9 @@ import (
 type Suggestion struct {
 	Scope string `json:"scope"` // "session" or "vm"
 	ID    string `json:"id"`
+	// VMID is a session's VM (empty for a VM's suggestion), whose own suggestion takes the
+	// denials of its layer.
+	VMID string `json:"vm_id,omitempty"`
 	// PolicySet says whether the layer has a policy. Revision is its revision (0 when none
 	// is set): the suggestion starts from that policy, or from the operator's default policy
 	// when none is set and the default is what applied.
@@ -41,7 +44,7 @@ type Suggestion struct {
 	// suggestion fixes them.
 	OtherLayers []LayerCount `json:"other_layers"`
 	// AlreadyAllowed counts the denials that the layer's current policy would allow now
-	// (it changed since they were recorded).
+	// (it changed since they were recorded), and those of a layer whose policy was cleared.
 	AlreadyAllowed int `json:"already_allowed"`
 	// Notes say what a reader could miss, e.g. that a flag opens a port to more hosts than were denied.
 	Notes []string `json:"notes"`

@@ -200,10 +200,12 @@ func printSuggestion(w io.Writer, s *client.Suggestion, t *target) error {
 	for _, o := range s.OtherLayers {
 		hint := ""
 		switch {
-		case o.Layer == client.ScopeVM && t.session != "":
-			hint = ": see egressctl suggest --vm <its VM>"
+		case o.Layer == client.ScopeVM && s.VMID != "":
+			hint = ": see egressctl suggest --vm " + s.VMID
 		case o.Layer == client.ScopeSession && t.vm != "":
-			hint = ": see egressctl suggest --session <the session>"
+			hint = ": see egressctl suggest --session for each session of the VM"
+		case o.Layer == client.ScopeSession:
+			hint = " (another session on the VM)"
 		}
 		fmt.Fprintf(w, "\n%d denials were the %s layer's%s", o.Covers, o.Layer, hint)
 	}

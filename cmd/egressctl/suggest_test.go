@@ -124,6 +124,16 @@ func TestSuggestApplyEndToEnd(t *testing.T) {
 		t.Fatalf("applied policy: %+v", p)
 	}
 
+	// The VM layer's denials point at the VM's own suggestion.
+	c.ok("egress", "set", "--vm", "vm-learn", "--cidr", "198.51.100.0/24")
+	if reason := refusedConnect(t, s.ProxyURL, "git.example.test:"+port); reason != "port_not_allowed" {
+		t.Fatalf("after the VM policy: reason %q", reason)
+	}
+	if out := c.ok("suggest", "--session", s.SessionID); !strings.Contains(out, "1 denials were the vm layer's: see egressctl suggest --vm vm-learn") {
+		t.Fatalf("no pointer to the VM's suggestion:\n%s", out)
+	}
+	c.ok("egress", "clear", "--vm", "vm-learn")
+
 	// The next connection passes; a name nothing denied is still refused.
 	conn := egressdtest.Connect(t, s.ProxyURL, "git.example.test:"+port)
 	conn.Close()
@@ -144,7 +154,9 @@ func TestSuggestApplyEndToEnd(t *testing.T) {
 	}
 	// The VM's suggestion: the session's denials are not the VM's.
 	out = c.ok("suggest", "--vm", "vm-learn")
-	if !strings.Contains(out, "6 denials were the session layer's") || !strings.Contains(out, "No change to suggest.") {
+	// (The VM layer's one denial is its no more: it has no policy now.)
+	if !strings.Contains(out, "6 denials were the session layer's: see egressctl suggest --session") || !strings.Contains(out, "No change to suggest.") ||
+		!strings.Contains(out, "1 denials are allowed by the policy as it is now.") {
 		t.Fatalf("VM suggestion:\n%s", out)
 	}
 }

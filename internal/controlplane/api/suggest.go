@@ -56,6 +56,7 @@ func (s *Server) suggestion(scope store.Scope) handlerFunc {
 			return policyLookupError(err, scope, id)
 		}
 		in.Records, in.Truncated = s.denials(f)
+		in.VMID = vmID
 		if vmID != "" {
 			// Transparent mode records the VM only: its records without a session are this
 			// session's too, as far as its policy denies them.

@@ -91,7 +91,7 @@ func TestSuggestionAPI(t *testing.T) {
 
 	path := "/v1/egress/session/" + se.SessionID + "/suggestion"
 	_, _, got := env.getSuggestion(env.keyA, path)
-	if got.Scope != "session" || got.ID != se.SessionID || !got.PolicySet || got.Revision == 0 || got.Decisions != 5 || !got.Changed {
+	if got.Scope != "session" || got.ID != se.SessionID || got.VMID != vm.VMID || !got.PolicySet || got.Revision == 0 || got.Decisions != 5 || !got.Changed {
 		t.Fatalf("suggestion: %+v", got)
 	}
 	if want := []client.SuggestedEntry{{Entry: "allow_https", Covers: 3}}; !reflect.DeepEqual(got.Flags, want) {
@@ -124,7 +124,7 @@ func TestSuggestionAPI(t *testing.T) {
 	// The VM has no policy and its session has one: the session's denials are not the VM's;
 	// the default's are (the session ran under it before its policy was set).
 	_, _, vs := env.getSuggestion(env.keyA, "/v1/egress/vm/"+vm.VMID+"/suggestion")
-	if vs.Scope != "vm" || vs.PolicySet || !reflect.DeepEqual(vs.OtherLayers, []client.LayerCount{{Layer: "session", Covers: 3}}) ||
+	if vs.Scope != "vm" || vs.VMID != "" || vs.PolicySet || !reflect.DeepEqual(vs.OtherLayers, []client.LayerCount{{Layer: "session", Covers: 3}}) ||
 		!reflect.DeepEqual(vs.AllowedDomains, []client.SuggestedEntry{{Entry: "vm.example.test", Covers: 1}}) {
 		t.Errorf("VM suggestion: %+v", vs)
 	}

@@ -16,6 +16,8 @@ import (
 type Input struct {
 	// Scope is the layer to fix, client.ScopeSession or client.ScopeVM, and ID its session or VM.
 	Scope, ID string
+	// VMID is a session's VM, answered so that a reader can ask for its suggestion.
+	VMID string
 	// Policy is the layer's stored policy and Revision its revision; nil when none is set.
 	Policy   *policy.Policy
 	Revision int64
@@ -46,7 +48,7 @@ func Suggest(env *policy.Env, in Input) (*client.Suggestion, error) {
 		layer = policy.LayerVM
 	}
 	out := &client.Suggestion{
-		Scope: in.Scope, ID: in.ID, PolicySet: in.Policy != nil, Revision: in.Revision, Truncated: in.Truncated,
+		Scope: in.Scope, ID: in.ID, VMID: in.VMID, PolicySet: in.Policy != nil, Revision: in.Revision, Truncated: in.Truncated,
 		Flags: []client.SuggestedEntry{}, AllowedDomains: []client.SuggestedEntry{}, AllowedTCP: []client.SuggestedEntry{},
 		NotAllowable: []client.NotAllowable{}, OtherLayers: []client.LayerCount{}, Notes: []string{},
 	}
@@ -126,6 +128,11 @@ func (b *builder) record(r *events.Record, shared bool) {
 	// default (or, once set, would have to allow it too).
 	if (layer != b.layer && layer != policy.LayerDefault) || b.noBase {
 		b.other[r.Layer]++
+		return
+	}
+	if layer == b.layer && b.fromDefault {
+		// The layer had a policy then and has none now: by itself it denies nothing any more.
+		b.out.AlreadyAllowed++
 		return
 	}
 	if !fixable[r.Reason] || r.Host == "" {

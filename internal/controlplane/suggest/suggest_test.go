@@ -246,6 +246,13 @@ func TestSuggest(t *testing.T) {
 			return p == nil
 		},
 	}, {
+		name:     "a layer cleared since: its old denials are no longer its own",
+		scope:    client.ScopeVM,
+		layers:   []policy.NamedPolicy{vm(listed)},
+		unset:    true,
+		attempts: []attempt{web("a.example.test", 443)},
+		already:  1,
+	}, {
 		name:     "no layer set: the default's denials, from the default",
 		layers:   nil,
 		unset:    true,

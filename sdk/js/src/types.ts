@@ -352,6 +352,8 @@ export interface NotAllowable {
 export interface Suggestion {
   scope: "session" | "vm";
   id: string;
+  /** A session's VM (absent for a VM's suggestion). */
+  vm_id?: string;
   /** Whether the layer has a policy, and its revision (0 when none). */
   policy_set: boolean;
   revision: number;

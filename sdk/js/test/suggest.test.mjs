@@ -39,6 +39,7 @@ test("suggest, apply, and the old denials are allowed", async () => {
   const s = await waitFor(() => c.egress.sessionSuggestion(), (s) => s.decisions >= 4);
   assert.equal(s.scope, "session");
   assert.equal(s.id, c.sessionId);
+  assert.equal(s.vm_id, c.vmId);
   assert.equal(s.changed, true);
   assert.deepEqual(s.flags, [{ entry: "allow_http", covers: 4 }]);
   assert.deepEqual(s.allowed_domains, [

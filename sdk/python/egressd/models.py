@@ -628,7 +628,7 @@ class Suggestion(Model):
     smallest change to that layer's policy that would have allowed the denials it caused.
 
     Attributes:
-        scope, id: the layer: ``"session"`` or ``"vm"``, and its ID.
+        scope, id: the layer: ``"session"`` or ``"vm"``, and its ID; ``vm_id``, a session's VM.
         policy_set, revision: whether the layer has a policy, and its revision (0 when none).
         decisions: denials and would-be denials read; ``truncated`` when there were more.
         flags, allowed_domains, allowed_tcp: what to add (:class:`SuggestedEntry`).
@@ -643,6 +643,7 @@ class Suggestion(Model):
 
     scope: str = ""
     id: str = ""
+    vm_id: str = ""
     policy_set: bool = False
     revision: int = 0
     decisions: int = 0

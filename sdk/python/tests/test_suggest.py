@@ -68,6 +68,7 @@ class SuggestTest(unittest.TestCase):
         s = wait_for_denials(client, 5)
         self.assertIsInstance(s, Suggestion)
         self.assertEqual((s.scope, s.id, s.policy_set, s.changed), ("session", client.session_id, True, True))
+        self.assertEqual(s.vm_id, client.vm_id)
         self.assertEqual([(f.entry, f.covers) for f in s.flags], [("allow_http", 4)])
         self.assertEqual(
             [(e.entry, e.covers, e.names) for e in s.allowed_domains],

@@ -89,3 +89,27 @@ func policyAnswer(revision int64) func(w http.ResponseWriter) {
 		json.NewEncoder(w).Encode(client.Policy{Policy: policy.DenyAll(), Scope: "session", ID: "s-1", Revision: revision})
 	}
 }
+
+// TestSuggestUsage: a wrong command line is refused before any request, saying what is wrong.
+func TestSuggestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"suggest"}, "give exactly one of --session and --vm"},
+		{[]string{"suggest", "--session", "s", "--vm", "v"}, "give exactly one of --session and --vm"},
+		{[]string{"suggest", "--session", "s", "--since", "yesterday"}, `--since "yesterday"`},
+		{[]string{"suggest", "--session", "s", "--yes"}, "--yes goes with --apply"},
+		{[]string{"suggest", "--session", "s", "extra"}, `unexpected argument "extra"`},
+	} {
+		// No server at all: the refusal must come before any request.
+		_, stderr, code := runHere(map[string]string{"EGRESSD_URL": "http://127.0.0.1:1"}, tc.args...)
+		if code != exitError || !strings.Contains(stderr, tc.stderr) || !strings.Contains(stderr, "Usage: egressctl suggest") {
+			t.Errorf("%q: exit %d, stderr %q; want %d with %q", tc.args, code, stderr, exitError, tc.stderr)
+		}
+	}
+	out, _, code := runHere(nil, "suggest", "--help")
+	if code != 0 || !strings.Contains(out, "--apply") || !strings.Contains(out, "monitor") {
+		t.Errorf("suggest --help: exit %d\n%s", code, out)
+	}
+}

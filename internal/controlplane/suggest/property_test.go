@@ -70,6 +70,12 @@ func TestSuggestionProperty(t *testing.T) {
 		if r.IntN(2) == 0 {
 			layers = append(layers, vm(norm(t, randomPolicy(r))))
 		}
+		// A third of the runs are transparent mode: another session's policy applies too,
+		// first in report order, and the records name no session.
+		shared := r.IntN(3) == 0
+		if shared {
+			layers = append([]policy.NamedPolicy{session(norm(t, randomPolicy(r)))}, layers...)
+		}
 		var as []attempt
 		for n := r.IntN(25); n > 0; n-- {
 			h := propHosts[r.IntN(len(propHosts))]
@@ -80,7 +86,14 @@ func TestSuggestionProperty(t *testing.T) {
 			}
 		}
 		recs := decided(t, env, layers, as...)
-		got, err := Suggest(env, Input{Scope: client.ScopeSession, ID: "s-1", Policy: &sp, Records: recs})
+		in := Input{Scope: client.ScopeSession, ID: "s-1", Policy: &sp, Records: recs}
+		if shared {
+			for i := range recs {
+				recs[i].SessionID = ""
+			}
+			in.Records, in.Shared = nil, recs
+		}
+		got, err := Suggest(env, in)
 		if err != nil {
 			t.Fatalf("iter %d: %v", iter, err)
 		}
@@ -131,12 +144,18 @@ func checkProperty(t *testing.T, env *policy.Env, iter int, base policy.Policy, 
 			continue
 		}
 		denied[r.Host] = true
+		// What the layer itself says of it: the record's own reason, unless the record is
+		// shared (transparent mode), where another session's policy may have reported it.
+		shared := r.SessionID == ""
 		if r.Kind == events.KindDNS {
-			d := after.DecideQuery(dnsQ(r.Host))
-			if fixable[r.Reason] && !d.Allow {
-				fail("DNS %s (%s) still denied: %+v", r.Host, r.Reason, d)
+			d, bd := after.DecideQuery(dnsQ(r.Host)), before.DecideQuery(dnsQ(r.Host))
+			if !shared && bd.Reason != r.Reason {
+				fail("DNS %s: recorded %s, judged %s", r.Host, r.Reason, bd.Reason)
 			}
-			if r.Reason == policy.ReasonDeniedDomain && d.Allow {
+			if !bd.Allow && fixable[bd.Reason] && !d.Allow {
+				fail("DNS %s (%s) still denied: %+v", r.Host, bd.Reason, d)
+			}
+			if before.DecideQuery(dnsQ(r.Host)).Reason == policy.ReasonDeniedDomain && d.Allow {
 				fail("DNS %s in denied_domains now answered", r.Host)
 			}
 			continue
@@ -144,11 +163,15 @@ func checkProperty(t *testing.T, env *policy.Env, iter int, base policy.Policy, 
 		if r.Port != 80 && r.Port != 443 {
 			deniedTCP[r.Host+":"+itoa(r.Port)] = true
 		}
-		d := after.Decide(conn(r.Host, uint16(r.Port)))
-		if fixable[r.Reason] && !d.Allow {
-			fail("%s:%d (%s) still denied: %+v", r.Host, r.Port, r.Reason, d)
+		d, bd := after.Decide(conn(r.Host, uint16(r.Port))), before.Decide(conn(r.Host, uint16(r.Port)))
+		if !shared && bd.Reason != r.Reason {
+			fail("%s:%d: recorded %s, judged %s", r.Host, r.Port, r.Reason, bd.Reason)
 		}
-		if r.Reason == policy.ReasonDeniedDomain && d.Allow {
+		if !bd.Allow && fixable[bd.Reason] && !d.Allow {
+			fail("%s:%d (%s) still denied: %+v", r.Host, r.Port, bd.Reason, d)
+		}
+		// The layer's own denied_domains still win (a shared record's may be another session's).
+		if before.Decide(conn(r.Host, uint16(r.Port))).Reason == policy.ReasonDeniedDomain && d.Allow {
 			fail("%s:%d in denied_domains now allowed", r.Host, r.Port)
 		}
 	}

@@ -135,7 +135,8 @@ func (b *builder) record(r *events.Record, shared bool) {
 		b.out.AlreadyAllowed++
 		return
 	}
-	if !fixable[r.Reason] || r.Host == "" {
+	// A shared record's denied_domains entry may be another session's: judged again below.
+	if !fixable[r.Reason] && !(shared && r.Reason == policy.ReasonDeniedDomain) || r.Host == "" {
 		b.notAllowable(r, r.Reason, r.Rule)
 		return
 	}

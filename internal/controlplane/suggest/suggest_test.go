@@ -376,10 +376,11 @@ func TestSuggestSharedRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine := norm(t, policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test", "b.test"}})
-	theirs := norm(t, policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test", "c.test"}})
+	mine := norm(t, policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test", "b.test", "e.test"}, DeniedDomains: []string{"f.test"}})
+	theirs := norm(t, policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test", "c.test", "f.test"}, DeniedDomains: []string{"e.test"}})
 	recs := decided(t, env, []policy.NamedPolicy{session(theirs), session(mine)},
-		web("a.test", 443), web("b.test", 443), web("c.test", 443), web("d.test", 443), web("git.test", 22))
+		web("a.test", 443), web("b.test", 443), web("c.test", 443), web("d.test", 443), web("git.test", 22),
+		web("e.test", 443), web("f.test", 443))
 	for i := range recs {
 		recs[i].SessionID = "" // as the transparent gateway records them
 	}
@@ -393,11 +394,15 @@ func TestSuggestSharedRecords(t *testing.T) {
 	if want := []string{"git.test:22=1"}; !reflect.DeepEqual(entries(got.AllowedTCP), want) {
 		t.Errorf("allowed_tcp %q, want %q", entries(got.AllowedTCP), want)
 	}
-	// b.test: the other session's policy denied it; this one allows it.
-	if want := []client.LayerCount{{Layer: "session", Covers: 1}}; !reflect.DeepEqual(got.OtherLayers, want) || got.AlreadyAllowed != 0 {
+	// b.test and e.test (their denied_domains): the other session's policy denied them; this
+	// one allows them. f.test is in this one's denied_domains: not allowable.
+	if want := []client.LayerCount{{Layer: "session", Covers: 2}}; !reflect.DeepEqual(got.OtherLayers, want) || got.AlreadyAllowed != 0 {
 		t.Errorf("other_layers %+v, already_allowed %d; want %+v, 0", got.OtherLayers, got.AlreadyAllowed, want)
 	}
-	if got.Decisions != 4 {
-		t.Errorf("decisions %d, want 4", got.Decisions)
+	if want := []string{"denied_domain f.test=1"}; !reflect.DeepEqual(notAllowed(got.NotAllowable), want) {
+		t.Errorf("not_allowable %q, want %q", notAllowed(got.NotAllowable), want)
+	}
+	if got.Decisions != 6 {
+		t.Errorf("decisions %d, want 6", got.Decisions)
 	}
 }

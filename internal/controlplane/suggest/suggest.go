@@ -135,8 +135,9 @@ func (b *builder) record(r *events.Record, shared bool) {
 		b.out.AlreadyAllowed++
 		return
 	}
-	// A shared record's denied_domains entry may be another session's: judged again below.
-	if !fixable[r.Reason] && !(shared && r.Reason == policy.ReasonDeniedDomain) || r.Host == "" {
+	// A denial by name is judged again below: a denied_domains entry may have been removed
+	// since, or, in a shared record, be another session's.
+	if !fixable[r.Reason] && r.Reason != policy.ReasonDeniedDomain || r.Host == "" {
 		b.notAllowable(r, r.Reason, r.Rule)
 		return
 	}

@@ -219,6 +219,13 @@ func TestSuggest(t *testing.T) {
 		domains:  []string{"new.example.test=1"},
 		already:  1,
 	}, {
+		name:     "a denied_domains entry removed since: judged anew",
+		layers:   []policy.NamedPolicy{session(denied)},
+		now:      &policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"ok.test"}},
+		attempts: []attempt{web("bad.test", 443), web("x.bad.test", 443), web("bad.test", 22)},
+		domains:  []string{"bad.test=1", "x.bad.test=1"},
+		tcp:      []string{"bad.test:22=1"},
+	}, {
 		name:     "denied for another reason now",
 		layers:   []policy.NamedPolicy{session(listed)},
 		now:      &policy.Policy{AllowHTTPS: true, DeniedDomains: []string{"a.example.test"}},

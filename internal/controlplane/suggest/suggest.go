@@ -114,6 +114,9 @@ var fixable = map[policy.Reason]bool{
 	policy.ReasonNoPolicy:      true,
 }
 
+// record sorts one record: not a denial (skipped), another layer's, not allowable, allowed
+// by the layer as it is now, or something to add. A shared record names no session (see
+// Input.Shared).
 func (b *builder) record(r *events.Record, shared bool) {
 	if r.Kind == events.KindClose || !(r.Decision == events.Deny || r.WouldDeny) {
 		return
@@ -131,8 +134,13 @@ func (b *builder) record(r *events.Record, shared bool) {
 		return
 	}
 	if layer == b.layer && b.fromDefault {
-		// The layer had a policy then and has none now: by itself it denies nothing any more.
-		b.out.AlreadyAllowed++
+		// The layer had a policy then and has none now: by itself it denies nothing any more
+		// (a shared record's was another session's, this one having none).
+		if shared {
+			b.other[r.Layer]++
+		} else {
+			b.out.AlreadyAllowed++
+		}
 		return
 	}
 	// A denial by name is judged again below: a denied_domains entry may have been removed

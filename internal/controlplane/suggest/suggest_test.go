@@ -412,4 +412,14 @@ func TestSuggestSharedRecords(t *testing.T) {
 	if got.Decisions != 6 {
 		t.Errorf("decisions %d, want 6", got.Decisions)
 	}
+
+	// A session without a policy, on a VM without one: the session-layer denials of shared
+	// records were the other sessions', never "already allowed".
+	none, err := Suggest(env, Input{Scope: client.ScopeSession, ID: "s-2", Shared: recs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []client.LayerCount{{Layer: "session", Covers: 6}}; !reflect.DeepEqual(none.OtherLayers, want) || none.AlreadyAllowed != 0 || none.Changed {
+		t.Errorf("no policy: %+v", none)
+	}
 }

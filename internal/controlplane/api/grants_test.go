@@ -117,7 +117,9 @@ func TestGrantExpiryCutsTunnel(t *testing.T) {
 	if time.Now().After(g.ExpiresAt) {
 		t.Skip("the machine is too slow for a 3 s grant to outlive the setup")
 	}
+	t0 := time.Now()
 	waitClosed(t, tunnel, "expiry")
+	t.Logf("cut %v after the expiry (waited %v)", time.Since(g.ExpiresAt), time.Since(t0))
 	if status := connectRefused(t, s.ProxyURL, target); status == "" {
 		t.Error("a CONNECT is allowed after the grant expired")
 	}

@@ -102,10 +102,6 @@ func (s *Server) grantWarnings(r *http.Request, tenant string, scope store.Scope
 				"reachable on ports 80 and 443 (a grant never turns a flag on); use tcp entries for other ports")
 		case len(p.AllowedDomains) == 0:
 			ws = append(ws, "the layer's allowed_domains is empty, which allows any host on its web ports already: the domains add nothing")
-		case !p.AllowHTTP:
-			ws = append(ws, "the layer's allow_http is off: the domains are reachable on port 443 only")
-		case !p.AllowHTTPS:
-			ws = append(ws, "the layer's allow_https is off: the domains are reachable on port 80 only")
 		}
 	}
 	return ws, nil

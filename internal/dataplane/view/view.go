@@ -117,7 +117,7 @@ func New(st Store, cfg Config) (*View, error) {
 		changed:  make(chan struct{}, 1),
 		rearm:    make(chan struct{}, 1),
 		expiries: make(map[expiryKey]time.Time),
-		started: make(chan struct{}),
+		started:  make(chan struct{}),
 	}
 	v.loop = follow.Loop{Sync: v.sync, Revision: v.Revision, Poll: cfg.Poll, Timeout: cfg.SyncTimeout,
 		Log: cfg.Logger, What: "view", Keeps: "enforcing the last known policies"}

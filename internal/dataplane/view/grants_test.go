@@ -2,12 +2,15 @@ package view_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
 	"github.com/egressd/egressd/internal/dataplane/view"
 	"github.com/egressd/egressd/policy"
 )
@@ -152,5 +155,75 @@ func TestGrantsAcrossRestart(t *testing.T) {
 	}
 	if d := s.Effective().Decide(db); !d.Allow || d.Rule != "grant gr_long: allowed_tcp db.example.com:5432" {
 		t.Errorf("the unexpired grant after a restart: %+v", d)
+	}
+}
+
+// downStore fails every read while down is set, as a database that went away would.
+type downStore struct {
+	*sqlite.Store
+	down atomic.Bool
+}
+
+var errDown = errors.New("the store is down")
+
+func (d *downStore) ChangesSince(ctx context.Context, rev int64, limit int) ([]store.Change, error) {
+	if d.down.Load() {
+		return nil, errDown
+	}
+	return d.Store.ChangesSince(ctx, rev, limit)
+}
+
+func (d *downStore) GetPolicy(ctx context.Context, tenant string, scope store.Scope, id string) (store.PolicyRecord, error) {
+	if d.down.Load() {
+		return store.PolicyRecord{}, errDown
+	}
+	return d.Store.GetPolicy(ctx, tenant, scope, id)
+}
+
+func (d *downStore) ListGrants(ctx context.Context, tenant string, scope store.Scope, id string, now time.Time) ([]store.Grant, error) {
+	if d.down.Load() {
+		return nil, errDown
+	}
+	return d.Store.ListGrants(ctx, tenant, scope, id, now)
+}
+
+// TestGrantExpiresWhileTheStoreIsDown: a store that does not answer keeps no grant alive:
+// the view compiles the policy again from the layers it holds, and cuts.
+func TestGrantExpiresWhileTheStoreIsDown(t *testing.T) {
+	f := newFixture(t, view.Config{Poll: time.Hour})
+	d := &downStore{Store: f.st}
+	f.put(store.ScopeVM, "vm1", policy.Policy{AllowHTTPS: true})
+	g := f.grant(store.ScopeVM, "vm1", "gr_d", 2*time.Second, "git.example.com:22")
+	v, err := view.New(d, view.Config{Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := v.Authenticate("early", "early-token")
+	vm := v.VM("t", "vm1")
+	if !allows(s, ssh) || !allows(vm, ssh) {
+		t.Fatal("the grant does not allow before its expiry")
+	}
+	cut := make(chan string, 2)
+	defer s.Track(ssh, func(r string) { cut <- r })()
+	defer vm.Track(ssh, func(r string) { cut <- r })()
+	d.down.Store(true)
+	if time.Now().After(g.ExpiresAt) {
+		t.Skip("the machine is too slow for a 2 s grant to outlive the setup")
+	}
+	for range 2 {
+		if r := waitCut(t, cut, "store down"); r != view.CancelPolicy {
+			t.Errorf("cut for %q", r)
+		}
+	}
+	if allows(s, ssh) || allows(vm, ssh) {
+		t.Error("the expired grant still allows while the store is down")
+	}
+	if !allows(s, https) {
+		t.Error("the policy itself was dropped with the grant")
 	}
 }

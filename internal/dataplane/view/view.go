@@ -91,7 +91,7 @@ type View struct {
 	// expiries: when the effective policy of a session (by ID) or a VM must be compiled
 	// again because one of its grants expires; guarded by mu. rearm wakes the expiry timer
 	// when it changed.
-	expiries map[expiryKey]time.Time
+	expiries map[expiryKey]expiring
 	rearm    chan struct{}
 
 	kick    chan struct{}
@@ -116,7 +116,7 @@ func New(st Store, cfg Config) (*View, error) {
 		kick:     make(chan struct{}, 1),
 		changed:  make(chan struct{}, 1),
 		rearm:    make(chan struct{}, 1),
-		expiries: make(map[expiryKey]time.Time),
+		expiries: make(map[expiryKey]expiring),
 		started:  make(chan struct{}),
 	}
 	v.loop = follow.Loop{Sync: v.sync, Revision: v.Revision, Poll: cfg.Poll, Timeout: cfg.SyncTimeout,
@@ -380,7 +380,7 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	set, expiry, err := v.compile(ctx, se.Tenant, store.SessionLayers(se))
+	set, layers, err := v.compile(ctx, se.Tenant, store.SessionLayers(se))
 	if err != nil {
 		return "", err
 	}
@@ -394,7 +394,7 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 		return "", err
 	}
 	v.mu.Lock()
-	v.setExpiry(expiryKey{session: id}, expiry)
+	v.setExpiry(expiryKey{session: id}, layers)
 	idx := v.edit()
 	s := idx.sessions[id]
 	if s == nil {
@@ -429,7 +429,7 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	for i, se := range sessions {
 		ids[i] = se.ID
 	}
-	set, expiry, err := v.compile(ctx, vm.Tenant, store.VMLayers(vm.ID, ids))
+	set, layers, err := v.compile(ctx, vm.Tenant, store.VMLayers(vm.ID, ids))
 	if err != nil {
 		return err
 	}
@@ -444,7 +444,7 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.setExpiry(expiryKey{vm: k}, expiry)
+	v.setExpiry(expiryKey{vm: k}, layers)
 	idx := v.edit()
 	cur := idx.vms[k]
 	if cur != nil && cur.Network == vm.Network {
@@ -507,19 +507,15 @@ func (v *View) endVM(k vmKey) {
 }
 
 // compile builds an effective policy from the layers that are set, with their active
-// grants, or the default when none is. It also returns when the first of those grants
-// expires (zero: none), when the policy must be compiled again without it.
-func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef) (*policy.Effective, time.Time, error) {
+// grants, or the default when none is. It also returns the layers, from which the view
+// compiles the policy again, without the store, when one of their grants expires.
+func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef) (*policy.Effective, []policy.NamedPolicy, error) {
 	layers, err := store.LoadLayers(ctx, v.st, tenant, refs...)
 	if err != nil {
-		return nil, time.Time{}, err
-	}
-	var grants []policy.Grant
-	for _, l := range layers {
-		grants = append(grants, l.Grants...)
+		return nil, nil, err
 	}
 	set, err := v.cfg.Env.Effective(layers...)
-	return set, policy.NextExpiry(grants), err
+	return set, layers, err
 }
 
 // end takes a session out of the index, for commit to end it, and returns its VM ID (""

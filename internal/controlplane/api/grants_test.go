@@ -258,3 +258,36 @@ func TestGrantsAcrossRestart(t *testing.T) {
 		t.Errorf("refused with a grant on both layers: %s", status)
 	}
 }
+
+// TestGrantsInCheckAndEffective: /check answers what the gateway does with a grant (the rule
+// names it), and /effective lists the layer's grants with their entries in the values.
+func TestGrantsInCheckAndEffective(t *testing.T) {
+	in := egressdtest.Start(t)
+	c := newClient(t, in, in.AdminKey)
+	s := sandbox(t, goClient(t, in, in.AdminKey), "v")
+	base := "/v1/egress/session/" + s.SessionID
+	check := func() map[string]any {
+		return c.do("POST", base+"/check", map[string]any{"host": "github.com", "port": 22}).must(t, http.StatusOK)
+	}
+	if d := check(); d["decision"] != "deny" {
+		t.Fatalf("before the grant: %v", d)
+	}
+	g := c.do("POST", base+"/grants", map[string]any{"tcp": []string{"github.com:22"}, "ttl_seconds": 600}).must(t, http.StatusOK)
+	id := g["id"].(string)
+	if d := check(); d["decision"] != "allow" || d["rule"] != "grant "+id+": allowed_tcp github.com:22" || d["layer"] != "session" {
+		t.Errorf("check with the grant: %v", d)
+	}
+	eff := c.do("GET", base+"/effective", nil).must(t, http.StatusOK)
+	if got := strs(eff["allowed_tcp"].(map[string]any)["value"]); !equal(got, []string{"github.com:22"}) {
+		t.Errorf("effective allowed_tcp: %v", got)
+	}
+	layers := eff["layers"].([]any)
+	grants, _ := layers[0].(map[string]any)["grants"].([]any)
+	if len(grants) != 1 || grants[0].(map[string]any)["id"] != id {
+		t.Errorf("effective layers: %v", layers)
+	}
+	c.do("DELETE", base+"/grants/"+id, nil)
+	if d := check(); d["decision"] != "deny" {
+		t.Errorf("after revoking: %v", d)
+	}
+}

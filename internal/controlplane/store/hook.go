@@ -93,5 +93,8 @@ func (h hooked) DeleteGrant(ctx context.Context, tenant string, scope Scope, id,
 
 func (h hooked) SweepGrants(ctx context.Context, now time.Time) (int, error) {
 	n, err := h.Store.SweepGrants(ctx, now)
+	if n == 0 {
+		return n, err // nothing changed: no view needs waking
+	}
 	return n, h.done(err)
 }

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -9,8 +10,6 @@ import (
 
 	"github.com/egressd/egressd/internal/controlplane/store"
 )
-
-const grantColumns = `tenant, id, scope, object_id, domains, tcp, cidrs, note, revision, created_at, expires_at`
 
 // CreateGrant stores a new grant on one of the tenant's sessions or VMs, setting Revision,
 // CreatedAt and ExpiresAt. It is logged under the object's ID (store.GrantKind), so that a
@@ -79,21 +78,47 @@ func orEmpty(l []string) []string {
 }
 
 // ListGrants lists the active grants of one of the tenant's sessions or VMs, oldest first.
+// One statement answers both questions (is the object there, which grants has it) from one
+// snapshot, as GetPolicy does: every compile of a layer asks it.
 func (s *Store) ListGrants(ctx context.Context, tenant string, scope store.Scope, id string, now time.Time) ([]store.Grant, error) {
 	q, err := scopeQueries(scope)
 	if err != nil {
 		return nil, fmt.Errorf("%s: list grants: %w", s.d.Name(), err)
 	}
-	var ok bool
-	if err := s.reader.QueryRowContext(ctx, q.objectExists, tenant, id).Scan(&ok); err != nil {
+	rows, err := s.reader.QueryContext(ctx, q.grants, tenant, id, s.d.TimeArg(now))
+	if err != nil {
 		return nil, s.wrap("list grants", err)
 	}
-	if !ok {
+	defer rows.Close()
+	found := false
+	out := []store.Grant{}
+	for rows.Next() {
+		found = true
+		var gid sql.NullString
+		var note sql.NullString
+		var rev sql.NullInt64
+		var domains, tcp, cidrs []byte
+		var created, expires timeValue
+		if err := rows.Scan(&gid, &domains, &tcp, &cidrs, &note, &rev, &created, &expires); err != nil {
+			return nil, s.wrap("list grants", err)
+		}
+		if !gid.Valid {
+			continue // the object, without grants
+		}
+		g := store.Grant{Tenant: tenant, ID: gid.String, Scope: scope, ObjectID: id, Note: note.String, Revision: rev.Int64,
+			CreatedAt: created.t, ExpiresAt: expires.t}
+		if err := decodeEntries(&g, domains, tcp, cidrs); err != nil {
+			return nil, s.wrap("list grants", err)
+		}
+		out = append(out, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap("list grants", err)
+	}
+	if !found {
 		return nil, fmt.Errorf("%s: list grants: %s %q: %w", s.d.Name(), scope, id, store.ErrNotFound)
 	}
-	return list(ctx, s, "list grants", `SELECT `+grantColumns+` FROM grants
-		WHERE tenant = $1 AND scope = $2 AND object_id = $3 AND expires_at > $4 ORDER BY revision`,
-		scanGrant, tenant, string(scope), id, s.d.TimeArg(now))
+	return out, nil
 }
 
 // DeleteGrant revokes one grant of one of the tenant's sessions or VMs.
@@ -186,24 +211,16 @@ func (w *wtx) deleteGrantsOf(ctx context.Context, kind, query, tenant, id string
 	return w.logDeletes(ctx, tenant, kind, slices.Compact(owners), at)
 }
 
-func scanGrant(r scanner) (store.Grant, error) {
-	var g store.Grant
-	var scope string
-	var domains, tcp, cidrs []byte
-	var created, expires timeValue
-	if err := r.Scan(&g.Tenant, &g.ID, &scope, &g.ObjectID, &domains, &tcp, &cidrs, &g.Note, &g.Revision, &created, &expires); err != nil {
-		return store.Grant{}, err
-	}
-	g.Scope = store.Scope(scope)
+// decodeEntries reads a grant's JSON lists into g.
+func decodeEntries(g *store.Grant, domains, tcp, cidrs []byte) error {
 	for _, f := range []struct {
 		doc []byte
 		to  *[]string
 	}{{domains, &g.Domains}, {tcp, &g.TCP}, {cidrs, &g.CIDRs}} {
 		if err := json.Unmarshal(f.doc, f.to); err != nil {
-			return store.Grant{}, fmt.Errorf("grant %q: decode entries: %w", g.ID, err)
+			return fmt.Errorf("grant %q: decode entries: %w", g.ID, err)
 		}
 		*f.to = orEmpty(*f.to)
 	}
-	g.CreatedAt, g.ExpiresAt = created.t, expires.t
-	return g, nil
+	return nil
 }

@@ -33,6 +33,11 @@ func TestGrantCommands(t *testing.T) {
 		t.Errorf("grant add -o json: %+v", g)
 	}
 
+	eff := c.ok("egress", "effective", "--session", sid)
+	if !strings.Contains(eff, "session "+sessionGrantID(t, c, sid)+" until ") || !strings.Contains(eff, "tcp github.com:22") {
+		t.Errorf("egress effective does not show the grant:\n%s", eff)
+	}
+
 	list := c.ok("grant", "list", "--session", sid)
 	mustHaveLine(t, list, "ID", "ENTRIES", "EXPIRES", "NOTE")
 	if !strings.Contains(list, "domain example.com, tcp github.com:22, cidr 198.51.100.0/24") {
@@ -64,4 +69,14 @@ func TestGrantCommands(t *testing.T) {
 	}
 	c.fails(1, "tcp[0]", "grant", "add", "--vm", "vm-g", "--tcp", "github.com", "--ttl", "1m")
 	c.fails(1, "not found", "grant", "add", "--vm", "nope", "--tcp", "a.test:1", "--ttl", "1m")
+}
+
+func sessionGrantID(t *testing.T, c *ctl, sid string) string {
+	t.Helper()
+	var gl client.GrantList
+	c.json(&gl, "grant", "list", "--session", sid)
+	if len(gl.Grants) == 0 {
+		t.Fatal("no grant")
+	}
+	return gl.Grants[0].ID
 }

@@ -31,6 +31,9 @@ describe("grants", () => {
     assert.equal(Date.parse(g.expires_at) - Date.parse(g.created_at), 600_000);
     assert.ok(g.warnings?.length, "a grant on a session without a policy says what it adds");
 
+    const eff = await c.egress.effective({ session_id: s.session_id });
+    assert.deepEqual(eff.layers.flatMap((l) => (l.grants ?? []).map((x) => x.id)), [g.id]);
+
     const v = await c.grants.create({ vmId: "vm-g", cidrs: ["198.51.100.0/24"], ttlSeconds: MAX_GRANT_TTL_SECONDS });
     assert.deepEqual((await c.grants.list({ sessionId: s.session_id })).map((x) => x.id), [g.id]);
     assert.deepEqual((await c.grants.list({ vmId: "vm-g" })).map((x) => x.id), [v.id]);

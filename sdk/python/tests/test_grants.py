@@ -44,6 +44,10 @@ class GrantsTest(unittest.TestCase):
         self.assertEqual(g.expires_at - g.created_at, dt.timedelta(minutes=10))
         self.assertTrue(g.warnings, "a grant on a session without a policy says what it adds")
 
+        eff = client.egress.effective(session_id=sid)
+        self.assertEqual([x.id for layer in eff.layers for x in layer.grants], [g.id])
+        self.assertIsInstance(eff.layers[0].grants[0], egressd.Grant)
+
         v = client.grants.create(vm_id="vm-g", cidrs=["198.51.100.0/24"], ttl=60)
         self.assertEqual([x.id for x in client.grants.list(session_id=sid)], [g.id])
         self.assertEqual([x.id for x in client.grants.list(vm_id="vm-g")], [v.id])

@@ -132,6 +132,17 @@ func testGrantErrors(t *testing.T, s store.Store) {
 	if _, err := s.ListGrants(ctx, tenantB, store.ScopeVM, "vm-1", time.Now()); err == nil {
 		t.Error("ListGrants of another tenant's VM succeeded")
 	}
+	// Another tenant's VM and session of the same IDs get none of tenant A's grants, and
+	// their own are theirs.
+	mustVM(t, s, tenantB, "vm-1")
+	if l, err := s.ListGrants(ctx, tenantB, store.ScopeVM, "vm-1", time.Now()); err != nil || len(l) != 0 {
+		t.Errorf("tenant B's vm-1 lists %+v, %v; want no grant", l, err)
+	}
+	mustGrant(t, s, store.Grant{Tenant: tenantB, ID: "gr_b", Scope: store.ScopeVM, ObjectID: "vm-1", TCP: []string{"b.test:2"}}, time.Hour)
+	if l, _ := s.ListGrants(ctx, tenantA, store.ScopeVM, "vm-1", time.Now()); len(l) != 1 || l[0].ID != "gr_1" {
+		t.Errorf("tenant A's vm-1 after tenant B's grant: %+v", l)
+	}
+	wantErr(t, "revoking tenant B's grant as tenant A", s.DeleteGrant(ctx, tenantA, store.ScopeVM, "vm-1", "gr_b"), store.ErrNotFound)
 	wantErr(t, "DeleteGrant of another tenant", s.DeleteGrant(ctx, tenantB, store.ScopeVM, "vm-1", "gr_1"), store.ErrNotFound)
 	if l, _ := s.ListGrants(ctx, tenantA, store.ScopeVM, "vm-1", time.Now()); len(l) != 1 {
 		t.Errorf("the failed writes changed the grants: %+v", l)

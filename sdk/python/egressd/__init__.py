@@ -58,6 +58,7 @@ from .models import (
 )
 from .resources import APIKeys, Nodes, Sessions, VMs
 from .secrets import Secret, Secrets
+from .grants import Grant, Grants
 
 #: The hosted product's name of the client: ``from egressd import InstaVM`` lets code written
 #: for it run with one import changed.
@@ -75,6 +76,7 @@ __all__ = [
     "APIKeys",
     "Nodes",
     "Secrets",
+    "Grants",
     # errors
     "EgressdError",
     "APIError",
@@ -115,4 +117,5 @@ __all__ = [
     "SuggestedEntry",
     "NotAllowable",
     "LayerCount",
+    "Grant",
 ]

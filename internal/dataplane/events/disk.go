@@ -97,7 +97,7 @@ func openDisk(c diskConfig) (*diskRing, []Record, uint64, error) {
 	d := &diskRing{
 		dir: c.dir, keep: c.keep, keepBytes: c.keepBytes,
 		segRecords: max(int64(c.keep)/ringSegments, 1),
-		segBytes:   max(c.keepBytes/ringSegments, min(c.keepBytes, 4<<10)),
+		segBytes:   max(c.keepBytes/ringSegments, 1),
 		queue:      make(chan Record, c.queue),
 		done:       make(chan struct{}),
 		log:        c.log,

@@ -92,14 +92,15 @@ func (h *Hub) Query(f Filter) []Record {
 }
 
 // past returns the records loaded from the event ring that are still to be seen when newest
-// is the newest Seq: each record of this run takes the place of the oldest loaded one, so
+// is the newest Seq: the newest of them that fit in the buffer beside this run's records, so
 // that the two together are at most Buffer records, as the buffer alone would hold.
 func (h *Hub) past(newest uint64) []Record {
 	ran := newest - (h.first - 1) // records of this run up to newest
-	if ran >= uint64(len(h.history)) {
-		return nil
+	room := uint64(len(h.ring)) - min(ran, uint64(len(h.ring)))
+	if room >= uint64(len(h.history)) {
+		return h.history
 	}
-	return h.history[ran:]
+	return h.history[uint64(len(h.history))-room:]
 }
 
 // tail returns the newest n records that f matches, oldest first: from the buffer's

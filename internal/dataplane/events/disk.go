@@ -122,6 +122,10 @@ func (d *diskRing) load(want int) ([]Record, uint64, error) {
 	var perSeg [][]Record
 	var last uint64
 	for _, e := range entries { // ReadDir sorts by name: by Seq
+		if strings.HasSuffix(e.Name(), tmpSuffix) { // a rewrite (fit) that a crash cut short
+			_ = os.Remove(filepath.Join(d.dir, e.Name()))
+			continue
+		}
 		name, ok := strings.CutSuffix(e.Name(), segSuffix)
 		first, err := strconv.ParseUint(name, 10, 64)
 		if !ok || len(name) != 20 || err != nil || !e.Type().IsRegular() {
@@ -140,10 +144,8 @@ func (d *diskRing) load(want int) ([]Record, uint64, error) {
 		d.segs = append(d.segs, s)
 		perSeg = append(perSeg, recs)
 	}
-	// The bounds may have shrunk since the ring was written.
-	for len(d.segs) > 0 && (d.total() > int64(d.keep) || d.totalBytes() > d.keepBytes) {
-		d.remove(&d.segs[0])
-		d.segs, perSeg = d.segs[1:], perSeg[1:]
+	if perSeg, err = d.fit(perSeg); err != nil {
+		return nil, 0, err
 	}
 	var loaded []Record
 	for i := len(perSeg) - 1; i >= 0 && len(loaded) < want; i-- {

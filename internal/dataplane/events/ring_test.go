@@ -415,3 +415,81 @@ func TestRingOffWithAZeroBound(t *testing.T) {
 		}
 	}
 }
+
+// TestRingBoundsShrunkSinceItWasWritten: a restart with smaller bounds keeps the newest
+// records that fit them (rewriting the oldest segment kept), and loads only those.
+func TestRingBoundsShrunkSinceItWasWritten(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		keep      int
+		keepBytes int64
+	}{
+		{"records", 100, 64 << 20},
+		{"bytes", 100000, 16 << 10},
+		{"both", 300, 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			h := ringHub(t, dir, events.HubConfig{RingKeep: 1000})
+			recordN(h, "a", "s", 1000)
+			before := all(h, "a")
+			closeHub(t, h)
+			old := map[string][]byte{}
+			paths, _ := ringFiles(t, dir)
+			for _, p := range paths {
+				old[p], _ = os.ReadFile(p)
+			}
+			cfg := events.HubConfig{RingKeep: tc.keep, RingKeepBytes: tc.keepBytes}
+			h = ringHub(t, dir, cfg)
+			got := all(h, "a")
+			_, size := ringFiles(t, dir)
+			if len(got) == 0 || len(got) > tc.keep || size > tc.keepBytes {
+				t.Fatalf("%d records, %d bytes loaded; bounds %d, %d", len(got), size, tc.keep, tc.keepBytes)
+			}
+			// All that fits: one more of the old records would not.
+			if len(got) < min(tc.keep, len(before)) && size+int64(len(before[0].Host))+300 < tc.keepBytes {
+				t.Errorf("only %d records, %d bytes kept of %d, %d", len(got), size, tc.keep, tc.keepBytes)
+			}
+			sameRecords(t, "the newest", got, before[len(before)-len(got):])
+			closeHub(t, h)
+
+			// A crash in the middle of the rewrite (before anything new was written): the old
+			// segments are still there beside the new ones, and a temporary file is left.
+			// The next start sorts it out.
+			for p, b := range old {
+				if _, err := os.Stat(p); os.IsNotExist(err) {
+					if err := os.WriteFile(p, b, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			tmp := filepath.Join(dir, "00000000000000000001.seg.tmp")
+			if err := os.WriteFile(tmp, []byte("half"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h = ringHub(t, dir, cfg)
+			third := all(h, "a")
+			_, size = ringFiles(t, dir)
+			if len(third) > tc.keep || size > tc.keepBytes || third[len(third)-1].Host != before[len(before)-1].Host {
+				t.Fatalf("after a crashed rewrite: %d records, %d bytes, newest %s", len(third), size, third[len(third)-1].Host)
+			}
+			for i := 1; i < len(third); i++ {
+				if third[i].Seq <= third[i-1].Seq {
+					t.Fatalf("after a crashed rewrite: seq %d after %d", third[i].Seq, third[i-1].Seq)
+				}
+			}
+			if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+				t.Errorf("the temporary file is still there: %v", err)
+			}
+			h.Record(deny("a", "s", "new.test"))
+			closeHub(t, h)
+			var logBuf bytes.Buffer
+			cfg.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+			h = ringHub(t, dir, cfg)
+			again := all(h, "a")
+			if len(again) > tc.keep || again[len(again)-1].Host != "new.test" || logBuf.Len() > 0 {
+				t.Fatalf("after one more record: %d records, newest %s; log %s", len(again), again[len(again)-1].Host, logBuf.String())
+			}
+		})
+	}
+}

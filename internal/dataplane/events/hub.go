@@ -57,8 +57,8 @@ type HubConfig struct {
 }
 
 // Hub is the Sink that the data path sends every decision to. It keeps the newest records in
-// a ring buffer for Query, fans them out to subscribers, queues them for the audit file and
-// counts them in Prometheus metrics. Record never blocks on any consumer: a slow subscriber
+// a ring buffer for Query, fans them out to subscribers, queues them for the event ring on
+// disk and the audit file, and counts them in Prometheus metrics. Record never blocks on any consumer: a slow subscriber
 // or a slow disk loses records, and the loss is counted.
 //
 // Record waits for no lock that other Records take (DESIGN §9): it reserves its Seq with one

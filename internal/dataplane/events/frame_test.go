@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -197,5 +198,50 @@ func TestRecordCarriesNoSecretValues(t *testing.T) {
 	}
 	if f, _ := typ.FieldByName("Secrets"); f.Type != reflect.TypeFor[[]string]() {
 		t.Errorf("Secrets is %v: names only, a []string", f.Type)
+	}
+}
+
+// TestRingWriteFailureIsCountedAndRecovers drives the writer by hand (no goroutine) onto a
+// file where every write fails (/dev/full): the records are counted as lost, the ring's
+// accounting goes back, and the next write starts a segment that works.
+func TestRingWriteFailureIsCountedAndRecovers(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip("no /dev/full")
+	}
+	dir := t.TempDir()
+	lost := prometheus.NewCounter(prometheus.CounterOpts{Name: "lost"})
+	d := &diskRing{dir: dir, keep: 100, keepBytes: 1 << 20, segRecords: 10, segBytes: 1 << 17, log: quietLog,
+		dropLog: dropLog{path: dir, log: quietLog, lost: lost}}
+	d.segs = []segment{{first: 1}}
+	d.use(full)
+	for seq := uint64(1); seq <= 3; seq++ {
+		r := sample(seq)
+		d.write(&r)
+	}
+	d.flush()
+	var m dto.Metric
+	if err := lost.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 3 {
+		t.Fatalf("%v records counted lost, want 3", got)
+	}
+	if d.records.Load() != 0 || d.bytes.Load() != 0 {
+		t.Fatalf("the ring counts %d records, %d bytes after they were lost", d.records.Load(), d.bytes.Load())
+	}
+	r := sample(4)
+	d.write(&r)
+	d.flush()
+	if d.f == full || d.records.Load() != 1 {
+		t.Fatalf("no new segment after the failure: %d records", d.records.Load())
+	}
+	if err := d.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2, loaded, _ := openTestDisk(t, dir, quietLog)
+	defer d2.close()
+	if len(loaded) != 1 || loaded[0].Seq != 4 {
+		t.Fatalf("loaded %d records", len(loaded))
 	}
 }

@@ -138,7 +138,7 @@ func run(ctx context.Context, cfg *config) error {
 	conns := events.NewOpenConns(hub)
 	defer func() {
 		if err := hub.Close(); err != nil {
-			log.Error("closing the audit log", "err", err)
+			log.Error("closing the audit log or the event ring", "err", err)
 		}
 	}()
 	reopenOnHangup(ctx, hub, log)

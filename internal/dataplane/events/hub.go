@@ -58,8 +58,8 @@ type HubConfig struct {
 
 // Hub is the Sink that the data path sends every decision to. It keeps the newest records in
 // a ring buffer for Query, fans them out to subscribers, queues them for the event ring on
-// disk and the audit file, and counts them in Prometheus metrics. Record never blocks on any consumer: a slow subscriber
-// or a slow disk loses records, and the loss is counted.
+// disk and the audit file, and counts them in Prometheus metrics. Record never blocks on any
+// consumer: a slow subscriber or a slow disk loses records, and the loss is counted.
 //
 // Record waits for no lock that other Records take (DESIGN §9): it reserves its Seq with one
 // atomic add, stores the record in its own ring slot (whose lock only a reader of that slot
@@ -133,6 +133,8 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		h.disk, h.history = d, loaded
 		seed = max(seed, last)
 		m.ring.Store(d)
+		cfg.Logger.Info("event ring", "dir", cfg.RingDir, "loaded", len(loaded), "records", d.records.Load(), "bytes", d.bytes.Load(),
+			"keep", cfg.RingKeep, "keep_bytes", cfg.RingKeepBytes)
 	}
 	h.first = seed + 1
 	h.seq.Store(seed)

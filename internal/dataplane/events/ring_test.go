@@ -487,7 +487,7 @@ func TestRingBoundsShrunkSinceItWasWritten(t *testing.T) {
 			cfg.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
 			h = ringHub(t, dir, cfg)
 			again := all(h, "a")
-			if len(again) > tc.keep || again[len(again)-1].Host != "new.test" || logBuf.Len() > 0 {
+			if len(again) > tc.keep || again[len(again)-1].Host != "new.test" || strings.Contains(logBuf.String(), "level=WARN") {
 				t.Fatalf("after one more record: %d records, newest %s; log %s", len(again), again[len(again)-1].Host, logBuf.String())
 			}
 		})

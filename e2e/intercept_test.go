@@ -328,9 +328,25 @@ print(opener.open(req, timeout=20).read().decode(), end="")
 	if !bytes.Contains(audit, []byte(`"secret_not_for_host"`)) {
 		t.Error("the audit file has no secret_not_for_host record")
 	}
+	// The event ring in the data dir (kept across restarts) has them too, names only.
+	var ring []byte
+	for deadline := time.Now().Add(10 * time.Second); !bytes.Contains(ring, []byte(`"secret_not_for_host"`)); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the event ring has no secret_not_for_host record")
+		}
+		ring = nil
+		segs, _ := filepath.Glob(filepath.Join(l.in.DataDir, "events", "*.seg"))
+		for _, p := range segs {
+			b, _ := os.ReadFile(p)
+			ring = append(ring, b...)
+		}
+	}
+	if !bytes.Contains(ring, []byte(`"api_key"`)) {
+		t.Error("the event ring does not name the secret applied")
+	}
 	l.api.ListSecrets(ctx)
 	for _, v := range []string{value1, value2, "cut-value-0123456789"} {
-		for what, b := range map[string][]byte{"events": raw, "audit file": audit, "log": []byte(l.in.Log()), "API answers": l.answers.Bytes()} {
+		for what, b := range map[string][]byte{"events": raw, "audit file": audit, "event ring": ring, "log": []byte(l.in.Log()), "API answers": l.answers.Bytes()} {
 			if bytes.Contains(b, []byte(v)) {
 				t.Errorf("the %s hold a secret's value", what)
 			}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -28,6 +29,8 @@ type config struct {
 	hardDenyCIDRs   prefixList
 	dnsUpstream     string
 	auditLog        string
+	eventsKeep      int   // records of the event ring in <data-dir>/events; 0: off
+	eventsKeepBytes int64 // bytes of it; 0: off
 	sandboxCIDR     netip.Prefix
 	transparent     bool
 	transparentPort uint16
@@ -45,6 +48,32 @@ type config struct {
 	caCertFile     string
 	caKeyFile      string
 	upstreamCAFile string
+}
+
+// Bounds of --events-keep and --events-keep-bytes: every kept record is loaded into memory
+// at start, and a ring's segment (an eighth of it) must hold a large record.
+const (
+	maxEventsKeep      = 1000000
+	minEventsKeepBytes = 1 << 20
+)
+
+// parseBytes reads a size: a whole number of bytes, optionally with KiB, MiB, GiB or TiB.
+func parseBytes(s string) (int64, error) {
+	num, unit := strings.TrimSpace(s), int64(1)
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, unit = strings.TrimSpace(rest), u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/unit {
+		return 0, fmt.Errorf("%q is not a size: give bytes, or a whole number with KiB, MiB, GiB or TiB, such as 64MiB", s)
+	}
+	return n * unit, nil
 }
 
 // prefixList is a comma-separated list of CIDRs.
@@ -143,6 +172,13 @@ func parseFlags(args []string) (*config, error) {
 	fs.Var(&c.hardDenyCIDRs, "hard-deny-cidrs", "comma-separated ranges denied whatever any policy says, added to the built-in list")
 	fs.StringVar(&c.dnsUpstream, "dns-upstream", "", "resolver egressd asks (host:port; the system's when unset)")
 	fs.StringVar(&c.auditLog, "audit-log", "", "JSON-lines file of every decision")
+	fs.IntVar(&c.eventsKeep, "events-keep", events.DefaultBuffer, "newest decision records kept on disk in <data-dir>/events, so that the events API, follow and suggestions still see them after a restart (0: off; at most 1000000, each ~1 KiB of memory when loaded)")
+	c.eventsKeepBytes = 64 << 20
+	fs.Func("events-keep-bytes", "bytes of disk the kept decision records may take, such as 64MiB or 1GiB (0: off; at least 1MiB) (default 64MiB)", func(s string) error {
+		n, err := parseBytes(s)
+		c.eventsKeepBytes = n
+		return err
+	})
 	c.sandboxCIDR = netip.MustParsePrefix("100.96.0.0/16")
 	fs.Func("sandbox-cidr", "IPv4 range sandbox networks are taken from, a /30 each (transparent mode) (default 100.96.0.0/16)", func(s string) error {
 		p, err := netip.ParsePrefix(s)
@@ -193,6 +229,12 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.drainTimeout <= 0 {
 		return nil, fmt.Errorf("--drain-timeout %s: give a positive duration, such as 10s", c.drainTimeout)
+	}
+	if c.eventsKeep < 0 || c.eventsKeep > maxEventsKeep {
+		return nil, fmt.Errorf("--events-keep %d: give 0 (off) to %d records", c.eventsKeep, maxEventsKeep)
+	}
+	if c.eventsKeepBytes != 0 && c.eventsKeepBytes < minEventsKeepBytes {
+		return nil, fmt.Errorf("--events-keep-bytes %d: give 0 (off) or at least 1MiB", c.eventsKeepBytes)
 	}
 	if c.nodeID == "" {
 		host, err := os.Hostname()

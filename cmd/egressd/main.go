@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -128,7 +129,7 @@ func run(ctx context.Context, cfg *config) error {
 	reg := prometheus.NewRegistry()
 	build := buildinfo.Get()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build.Collector())
-	hub, err := events.NewHub(events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log})
+	hub, err := events.NewHub(hubConfig(cfg, reg, log))
 	if err != nil {
 		return err
 	}
@@ -137,7 +138,7 @@ func run(ctx context.Context, cfg *config) error {
 	conns := events.NewOpenConns(hub)
 	defer func() {
 		if err := hub.Close(); err != nil {
-			log.Error("closing the audit log", "err", err)
+			log.Error("closing the audit log or the event ring", "err", err)
 		}
 	}()
 	reopenOnHangup(ctx, hub, log)
@@ -316,6 +317,19 @@ func run(ctx context.Context, cfg *config) error {
 		log.Info("drained", "took", took.Round(time.Millisecond))
 	}
 	return err
+}
+
+// hubConfig is the events hub's configuration. The event ring is kept where decisions are
+// taken: a process without the gateway records none. The buffer holds at least what the
+// ring keeps, so that all of it is seen after a restart.
+func hubConfig(cfg *config, reg prometheus.Registerer, log *slog.Logger) events.HubConfig {
+	hc := events.HubConfig{AuditPath: cfg.auditLog, Registerer: reg, Logger: log}
+	if cfg.role.servesGateway() && cfg.eventsKeep > 0 && cfg.eventsKeepBytes > 0 {
+		hc.Buffer = max(events.DefaultBuffer, cfg.eventsKeep)
+		hc.RingDir = filepath.Join(cfg.dataDir, "events")
+		hc.RingKeep, hc.RingKeepBytes = cfg.eventsKeep, cfg.eventsKeepBytes
+	}
+	return hc
 }
 
 // reopenOnHangup reopens the audit log on SIGHUP, so that logrotate can move it away.

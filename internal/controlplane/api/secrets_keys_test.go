@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"io/fs"
 	"math/big"
 	"net/http"
 	"os"
@@ -67,13 +68,23 @@ func TestSecretValueNeverShown(t *testing.T) {
 	for i, a := range answers {
 		places["API answer "+string(rune('A'+i))] = a
 	}
-	files, _ := filepath.Glob(filepath.Join(in.DataDir, "*"))
-	for _, f := range files {
+	// Every file under it, the event ring's segments (events/) included.
+	var files []string
+	err = filepath.WalkDir(in.DataDir, func(f string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
 		data, err := os.ReadFile(f)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		places["the data directory's "+filepath.Base(f)] = data
+		rel, _ := filepath.Rel(in.DataDir, f)
+		places["the data directory's "+rel] = data
+		files = append(files, rel)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(files) == 0 {
 		t.Fatal("no store files to look into")

@@ -7,15 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// warnEvery bounds how often a dropping audit log says so: a full disk must not also flood
-// the log with a line per record.
-const warnEvery = time.Minute
 
 // auditLog writes records as JSON lines from a goroutine of its own, fed by a bounded queue.
 // Only that goroutine touches the file, so Reopen is a request to it rather than a lock.
@@ -25,10 +19,7 @@ type auditLog struct {
 	reopens chan chan error
 	done    chan struct{}
 	log     *slog.Logger
-	lost    prometheus.Counter
-
-	lastWarn  atomic.Int64  // UnixNano of the last warning
-	sinceWarn atomic.Uint64 // records dropped since then
+	dropLog
 
 	// Owned by the writer goroutine.
 	f       *os.File
@@ -58,7 +49,7 @@ func openAudit(path string, queue int, lost prometheus.Counter, log *slog.Logger
 		reopens: make(chan chan error),
 		done:    make(chan struct{}),
 		log:     log,
-		lost:    lost,
+		dropLog: dropLog{path: path, log: log, lost: lost},
 	}
 	a.use(f)
 	go a.run()
@@ -131,22 +122,6 @@ func (a *auditLog) fail(err error, lost int) {
 	a.pending = 0
 	a.broken = true
 	a.dropped(lost, "writing the audit log failed; records are being dropped", "err", err)
-}
-
-// dropped counts lost records and says so at most once per warnEvery. It is called from
-// Record on the data path too, so the common case is two atomic operations.
-func (a *auditLog) dropped(n int, msg string, args ...any) {
-	if n <= 0 {
-		return
-	}
-	a.lost.Add(float64(n))
-	a.sinceWarn.Add(uint64(n))
-	now := time.Now().UnixNano()
-	last := a.lastWarn.Load()
-	if now-last < int64(warnEvery) || !a.lastWarn.CompareAndSwap(last, now) {
-		return
-	}
-	a.log.Warn(msg, append(args, "path", a.path, "dropped", a.sinceWarn.Swap(0))...)
 }
 
 // swap opens the path anew and moves to it. If it cannot be opened, writing goes on to the

@@ -20,15 +20,20 @@ func BenchmarkRecord(b *testing.B) {
 		name  string
 		audit bool
 		sub   bool
+		ring  bool
 	}{
-		{"bare", false, false},
-		{"audit+follower", true, true},
+		{"bare", false, false, false},
+		{"audit+follower", true, true, false},
+		{"ring", false, false, true}, // egressd's default: the event ring on
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			reg := prometheus.NewRegistry()
 			cfg := events.HubConfig{Registerer: reg, Logger: quiet}
 			if bc.audit {
 				cfg.AuditPath = filepath.Join(b.TempDir(), "audit.jsonl")
+			}
+			if bc.ring {
+				cfg.RingDir, cfg.RingKeep, cfg.RingKeepBytes = b.TempDir(), events.DefaultBuffer, 64<<20
 			}
 			h, err := events.NewHub(cfg)
 			if err != nil {
@@ -49,7 +54,9 @@ func BenchmarkRecord(b *testing.B) {
 			}
 			r := deny("a", "ses_0123456789abcdef", "registry.npm.test")
 			b.ReportAllocs()
-			drops := func() float64 { return gather(b, reg, events.MetricEventsDropped, "sink", events.SinkAudit) }
+			drops := func() float64 {
+				return gather(b, reg, events.MetricEventsDropped, "sink", events.SinkAudit) + gather(b, reg, events.MetricEventsDropped, "sink", events.SinkRing)
+			}
 			b.Run("serial", func(b *testing.B) {
 				before := drops()
 				for b.Loop() {

@@ -7,7 +7,8 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// The fan-out hands every record to the subscribers and the audit queue in Seq order,
+// The fan-out hands every record to the subscribers, the event ring's queue and the audit
+// queue in Seq order,
 // without a lock that a Record would wait for. Many Records store into the ring at once;
 // the one that finds nobody delivering becomes the deliverer and hands out every stored
 // record after the last one delivered, in order, up to the first that is not stored yet
@@ -28,7 +29,7 @@ const (
 )
 
 type fanOut struct {
-	// needed is set while the hand-out has work: an audit file, a subscriber, or a request
+	// needed is set while the hand-out has work: an audit file or event ring, a subscriber, or a request
 	// waiting for records to be stored. Without it Record skips the fan-out, and delivered
 	// falls behind until a subscriber comes. Every Record reads it, the deliverer seldom
 	// changes it: it is kept off the cache line that the role's compare-and-swaps write.
@@ -131,7 +132,7 @@ func (h *Hub) deliver(own *Record) {
 		h.carryOut(f.pending[0])
 		f.pending = f.pending[1:]
 	}
-	if needed := h.audit != nil || len(f.subs) > 0 || len(f.pending) > 0; needed != f.needed.Load() {
+	if needed := h.audit != nil || h.disk != nil || len(f.subs) > 0 || len(f.pending) > 0; needed != f.needed.Load() {
 		f.needed.Store(needed)
 	}
 }
@@ -179,6 +180,19 @@ func (h *Hub) hand(r *Record) {
 			}
 		}
 	}
+	if h.disk != nil {
+		queued := false
+		if !f.closed {
+			select {
+			case h.disk.queue <- *r:
+				queued = true
+			default:
+			}
+		}
+		if !queued {
+			h.disk.dropped(1, "the event ring's queue is full (or egressd is shutting down); records are being dropped")
+		}
+	}
 	if h.audit == nil {
 		return
 	}
@@ -202,6 +216,9 @@ func (h *Hub) lost(n uint64) {
 	}
 	if h.audit != nil {
 		h.audit.dropped(int(n), "records were overwritten in the buffer before they reached the audit log's queue; records are being dropped")
+	}
+	if h.disk != nil {
+		h.disk.dropped(int(n), "records were overwritten in the buffer before they reached the event ring's queue; records are being dropped")
 	}
 }
 

@@ -40,15 +40,26 @@ type HubConfig struct {
 	// AuditQueue is how many records may wait for the audit writer before new ones are
 	// dropped (and counted) rather than slow the data path down.
 	AuditQueue int
+	// RingDir, when set with RingKeep and RingKeepBytes above zero, is the directory of the
+	// event ring (disk.go): every record is written there too, and a new Hub loads the newest
+	// of them (at most Buffer), so that Query and Subscribe see them after a restart and Seq
+	// goes on above them. A torn or corrupt tail found there is dropped with a log line.
+	RingDir string
+	// RingKeep and RingKeepBytes bound the ring in records and in bytes of its files.
+	RingKeep      int
+	RingKeepBytes int64
+	// RingQueue is how many records may wait for the ring's writer before new ones are
+	// dropped (and counted); DefaultAuditQueue when zero.
+	RingQueue int
 	// Registerer receives the metrics (see metrics.go); nil keeps them unregistered.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
 
 // Hub is the Sink that the data path sends every decision to. It keeps the newest records in
-// a ring buffer for Query, fans them out to subscribers, queues them for the audit file and
-// counts them in Prometheus metrics. Record never blocks on any consumer: a slow subscriber
-// or a slow disk loses records, and the loss is counted.
+// a ring buffer for Query, fans them out to subscribers, queues them for the event ring on
+// disk and the audit file, and counts them in Prometheus metrics. Record never blocks on any
+// consumer: a slow subscriber or a slow disk loses records, and the loss is counted.
 //
 // Record waits for no lock that other Records take (DESIGN §9): it reserves its Seq with one
 // atomic add, stores the record in its own ring slot (whose lock only a reader of that slot
@@ -60,6 +71,10 @@ type HubConfig struct {
 type Hub struct {
 	metrics *metrics
 	audit   *auditLog // nil without an audit file
+	disk    *diskRing // nil without an event ring
+	// history is what the event ring held at start, oldest first, every Seq below first.
+	// It is never written after NewHub; see past.
+	history []Record
 	subBuf  int
 	first   uint64 // the Seq the first record got
 	ring    []slot // the record with Seq s is in ring[s%len(ring)] while it is kept
@@ -93,23 +108,45 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := newMetrics()
-	// Sequence numbers start at the start time in microseconds rather than at 1, so that a
-	// client resuming a stream with a Seq from before a restart of egressd gets every record
-	// of the new run instead of waiting for the counter to catch up with its old one. They stay
-	// below 2^53 (exact in JavaScript) until the 2250s.
-	seed := uint64(max(time.Now().UnixMicro(), 1))
 	h := &Hub{
 		metrics: m,
 		subBuf:  cfg.SubscriberBuffer,
-		first:   seed + 1,
 		ring:    make([]slot, cfg.Buffer),
 	}
+	// Sequence numbers start at the start time in microseconds rather than at 1, so that a
+	// client resuming a stream with a Seq from before a restart of egressd gets every record
+	// of the new run instead of waiting for the counter to catch up with its old one. They stay
+	// below 2^53 (exact in JavaScript) until the 2250s. Above the ring's newest, too, in case
+	// the clock went back: a Seq is never given twice.
+	seed := uint64(max(time.Now().UnixMicro(), 1))
+	if cfg.RingDir != "" && cfg.RingKeep > 0 && cfg.RingKeepBytes > 0 {
+		if cfg.RingQueue <= 0 {
+			cfg.RingQueue = DefaultAuditQueue
+		}
+		d, loaded, last, err := openDisk(diskConfig{
+			dir: cfg.RingDir, keep: cfg.RingKeep, keepBytes: cfg.RingKeepBytes, queue: cfg.RingQueue,
+			load: cfg.Buffer, lost: m.droppedDisk, log: cfg.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		h.disk, h.history = d, loaded
+		seed = max(seed, last)
+		m.ring.Store(d)
+		cfg.Logger.Info("event ring", "dir", cfg.RingDir, "loaded", len(loaded), "records", d.records.Load(), "bytes", d.bytes.Load(),
+			"keep", cfg.RingKeep, "keep_bytes", cfg.RingKeepBytes)
+	}
+	h.first = seed + 1
 	h.seq.Store(seed)
 	h.stored.Store(seed)
 	h.fan.delivered = seed
+	if h.disk != nil {
+		h.fan.needed.Store(true) // the ring gets every record
+	}
 	if cfg.AuditPath != "" {
 		var err error
 		if h.audit, err = openAudit(cfg.AuditPath, cfg.AuditQueue, m.droppedAudit, cfg.Logger); err != nil {
+			h.closeDisk()
 			return nil, err
 		}
 		h.fan.needed.Store(true) // the audit file gets every record
@@ -118,6 +155,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		if h.audit != nil {
 			_ = h.audit.close() // nothing was written
 		}
+		h.closeDisk()
 		return nil, fmt.Errorf("events: registering metrics: %w", err)
 	}
 	return h, nil
@@ -159,9 +197,10 @@ func (h *Hub) Reopen() error {
 	return h.audit.reopen()
 }
 
-// Close ends every subscription, writes what is queued to the audit file, syncs and closes it.
+// Close ends every subscription, writes what is queued to the audit file and the event ring,
+// syncs and closes them.
 // Records sent after Close are still counted and kept for Query, but reach no file. Close is
-// idempotent; it returns the audit file's error, if any.
+// idempotent; it returns the audit file's and the event ring's errors, if any.
 func (h *Hub) Close() error {
 	h.closeOnce.Do(func() {
 		// Once the request is carried out, every record sent before Close is queued and no
@@ -171,6 +210,16 @@ func (h *Hub) Close() error {
 		if h.audit != nil {
 			h.closeErr = h.audit.close()
 		}
+		if h.disk != nil {
+			h.closeErr = errors.Join(h.closeErr, h.disk.close())
+		}
 	})
 	return h.closeErr
+}
+
+// closeDisk closes the event ring of a Hub that NewHub gives up on.
+func (h *Hub) closeDisk() {
+	if h.disk != nil {
+		_ = h.disk.close()
+	}
 }

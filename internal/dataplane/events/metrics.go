@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,12 +20,15 @@ const (
 	MetricConnectionDuration = "egressd_connection_duration_seconds"
 	MetricDialDuration       = "egressd_dial_duration_seconds"
 	MetricEventsDropped      = "egressd_events_dropped_total"
+	MetricRingRecords        = "egressd_events_ring_records"
+	MetricRingBytes          = "egressd_events_ring_bytes"
 )
 
 // Values of the sink label of egressd_events_dropped_total.
 const (
 	SinkAudit      = "audit"      // the audit file's queue was full, or writing failed
 	SinkSubscriber = "subscriber" // a follower of the events API read too slowly
+	SinkRing       = "ring"       // the event ring's queue was full, writing failed, or a record was too large
 )
 
 // otherLabel replaces a label value outside its known set. Labels come only from fixed sets
@@ -70,6 +74,8 @@ type metrics struct {
 	dropped           *prometheus.CounterVec
 	droppedAudit      prometheus.Counter
 	droppedSubscriber prometheus.Counter
+	droppedDisk       prometheus.Counter
+	ring              atomic.Pointer[diskRing] // for the ring's gauges; nil without one
 	collectors        []prometheus.Collector
 
 	// counters caches the child of decisions for each label set: WithLabelValues validates
@@ -105,7 +111,7 @@ func newMetrics() *metrics {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricEventsDropped,
-			Help: "Decision records a consumer lost because it fell behind: sink is audit (the audit file) or subscriber (a follower of the events API).",
+			Help: "Decision records a consumer lost because it fell behind: sink is audit (the audit file), ring (the event ring on disk) or subscriber (a follower of the events API).",
 		}, []string{"sink"}),
 	}
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -116,7 +122,24 @@ func newMetrics() *metrics {
 	m.bytesDn = bytes.WithLabelValues("down")
 	m.droppedAudit = m.dropped.WithLabelValues(SinkAudit)
 	m.droppedSubscriber = m.dropped.WithLabelValues(SinkSubscriber)
-	m.collectors = []prometheus.Collector{m.decisions, m.wouldDeny, m.active, bytes, m.connDuration, m.dialDuration, m.dropped}
+	m.droppedDisk = m.dropped.WithLabelValues(SinkRing)
+	ringGauge := func(get func(*diskRing) int64) func() float64 {
+		return func() float64 {
+			if d := m.ring.Load(); d != nil {
+				return float64(get(d))
+			}
+			return 0
+		}
+	}
+	ringRecords := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: MetricRingRecords,
+		Help: "Records held by the event ring on disk (--events-keep bounds it).",
+	}, ringGauge(func(d *diskRing) int64 { return d.records.Load() }))
+	ringBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: MetricRingBytes,
+		Help: "Bytes of the event ring's files on disk (--events-keep-bytes bounds it).",
+	}, ringGauge(func(d *diskRing) int64 { return d.bytes.Load() }))
+	m.collectors = []prometheus.Collector{m.decisions, m.wouldDeny, m.active, bytes, m.connDuration, m.dialDuration, m.dropped, ringRecords, ringBytes}
 	return m
 }
 

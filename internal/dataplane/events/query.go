@@ -1,6 +1,10 @@
 package events
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"time"
+)
 
 // Limits of one query.
 const (
@@ -66,6 +70,16 @@ func (h *Hub) Query(f Filter) []Record {
 	oldest := h.oldest(newest)
 	var out []Record
 	if f.hasStart() {
+		past := h.past(newest)
+		i, _ := slices.BinarySearchFunc(past, f.AfterSeq+1, func(r Record, seq uint64) int { return cmp.Compare(r.Seq, seq) })
+		for ; i < len(past) && len(out) < n; i++ {
+			if f.match(&past[i]) {
+				out = append(out, past[i])
+			}
+		}
+		if len(out) == n {
+			return out
+		}
 		h.scan(max(oldest, f.AfterSeq+1), newest, true, func(r *Record) bool {
 			if f.match(r) {
 				out = append(out, *r)
@@ -77,7 +91,20 @@ func (h *Hub) Query(f Filter) []Record {
 	return h.tail(&f, n, newest, oldest)
 }
 
-// tail returns the newest n records in [oldest, newest] that f matches, oldest first.
+// past returns the records loaded from the event ring that are still to be seen when newest
+// is the newest Seq: the newest of them that fit in the buffer beside this run's records, so
+// that the two together are at most Buffer records, as the buffer alone would hold.
+func (h *Hub) past(newest uint64) []Record {
+	ran := newest - (h.first - 1) // records of this run up to newest
+	room := uint64(len(h.ring)) - min(ran, uint64(len(h.ring)))
+	if room >= uint64(len(h.history)) {
+		return h.history
+	}
+	return h.history[uint64(len(h.history))-room:]
+}
+
+// tail returns the newest n records that f matches, oldest first: from the buffer's
+// [oldest, newest], then from the loaded records before them.
 func (h *Hub) tail(f *Filter, n int, newest, oldest uint64) []Record {
 	if n <= 0 {
 		return nil
@@ -89,6 +116,12 @@ func (h *Hub) tail(f *Filter, n int, newest, oldest uint64) []Record {
 		}
 		return len(out) < n
 	})
+	past := h.past(newest)
+	for i := len(past) - 1; i >= 0 && len(out) < n; i-- {
+		if f.match(&past[i]) {
+			out = append(out, past[i])
+		}
+	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
 	}

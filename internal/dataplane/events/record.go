@@ -1,6 +1,7 @@
 // Package events records every decision egressd takes (DESIGN §6): the explicit proxy, the
 // transparent proxy and the DNS filter hand each one to a Sink, and the Hub fans it out to a
 // bounded in-memory buffer (GET /v1/egress/events, with follow=true streaming), an optional
+// event ring on disk that the buffer is loaded from after a restart (disk.go), an optional
 // JSON-lines audit file and Prometheus metrics.
 package events
 

@@ -149,13 +149,17 @@ func checkStructure(t *testing.T, ns *netNS, d Desired) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sets) != 5+len(d.Sandboxes) {
-		t.Errorf("%d sets and maps, want %d", len(sets), 5+len(d.Sandboxes))
+	if len(sets) != 5+2*len(d.Sandboxes) {
+		t.Errorf("%d sets and maps, want %d", len(sets), 5+2*len(d.Sandboxes))
 	}
 	for _, s := range d.Sandboxes {
 		set, err := c.GetSetByName(tbl, prefixAllow+s.Name)
 		if err != nil || !set.Interval || set.KeyType.Name != nftables.TypeIPAddr.Name {
 			t.Errorf("allow set of %s: %+v, %v", s.Name, set, err)
+		}
+		set, err = c.GetSetByName(tbl, prefixTCP+s.Name)
+		if err != nil || !set.Concatenation || !set.HasTimeout || set.Interval || set.KeyType.Name != tcpKeyType.Name {
+			t.Errorf("tcp set of %s: %+v, %v", s.Name, set, err)
 		}
 	}
 }

@@ -90,7 +90,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/dataplane/follow"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/netns"
@@ -129,6 +132,12 @@ type Firewall interface {
 	Apply(d firewall.Desired) error
 	// FlushConntrack deletes the tracked flows of sandbox to destinations outside keep.
 	FlushConntrack(sandbox netip.Addr, keep []netip.Prefix) (int, error)
+	// Admit puts eps into the tcp_<name> set of the sandbox called name in the table in
+	// force, each with its timeout (allowed_tcp); serialised with Apply.
+	Admit(name string, eps []firewall.Endpoint) error
+	// FlushTCP cuts the connections that sandbox opened through its set (ct mark) and
+	// that keep does not keep.
+	FlushTCP(sandbox netip.Addr, keep func(dst netip.Addr, port uint16) bool) (int, error)
 }
 
 // Config is the gateway's setting.
@@ -148,6 +157,13 @@ type Config struct {
 	// 0 means a minute. A failed apply or round is retried sooner: after a second, then
 	// twice as long each time, up to Resync.
 	Resync time.Duration
+	// TCPMinTTL and TCPGrace set how long an answer's addresses stay open for new
+	// allowed_tcp connections: max(TTL, TCPMinTTL) + TCPGrace (DESIGN §2.6); 0 means
+	// DefaultTCPMinTTL and DefaultTCPGrace. Tests shorten them.
+	TCPMinTTL, TCPGrace time.Duration
+	// Sink takes the records of the kernel's flows and denied attempts (RecordFlow,
+	// RecordAttempt); nil means events.Discard.
+	Sink events.Sink
 }
 
 // roundTimeout bounds one round's store calls: a store connection that hangs must turn
@@ -173,6 +189,14 @@ type Gateway struct {
 	// their rules go now, not when the view catches up.
 	retired map[string]bool
 	applied *firewall.Desired // the state in force (the last applied), nil before the first
+	// appliedKey is the rendering of applied without its allowed_tcp elements, whose
+	// timeouts shrink by the second: an apply is skipped when the rest is unchanged.
+	appliedKey string
+	// inForce names the sandboxes of applied by address.
+	inForce map[netip.Addr]string
+	// tcp is the allowed_tcp book of each sandbox of the desired state, by name (tcp.go).
+	tcp map[string]*vmTCP
+	now func() time.Time // the clock of admissions' expiry; tests move it
 	// seen is this node's VMs' networks as the view showed them at the last apply: when
 	// they change, a round is due.
 	seen map[vmKey]store.Network
@@ -189,6 +213,7 @@ type Gateway struct {
 	status   atomic.Pointer[status] // the outcome of the last apply, nil before the first
 	enforced follow.Revision        // the view revision of the last table in force
 	own      atomic.Int64           // this node's live VMs in the last desired state
+	attempts *rate.Limiter          // records of denied attempts, all sandboxes together
 }
 
 // status is the outcome of the last apply: err is nil when the table in force is the one
@@ -210,6 +235,15 @@ func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, 
 	if cfg.Resync <= 0 {
 		cfg.Resync = time.Minute
 	}
+	if cfg.TCPMinTTL <= 0 {
+		cfg.TCPMinTTL = DefaultTCPMinTTL
+	}
+	if cfg.TCPGrace <= 0 {
+		cfg.TCPGrace = DefaultTCPGrace
+	}
+	if cfg.Sink == nil {
+		cfg.Sink = events.Discard
+	}
 	return &Gateway{
 		cfg: cfg, st: st, view: v, nets: nets, fw: fw, alloc: alloc,
 		log:        cfg.Logger.With("node", cfg.NodeID),
@@ -220,6 +254,9 @@ func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, 
 		foreign:    make(map[string]bool),
 		behind:     make(chan struct{}, 1),
 		wake:       make(chan struct{}, 1),
+		now:        time.Now,
+		tcp:        make(map[string]*vmTCP),
+		attempts:   rate.NewLimiter(attemptRate, attemptBurst),
 	}, nil
 }
 
@@ -322,8 +359,10 @@ func (g *Gateway) fallBehind() {
 // established forwarded flows are cut too.
 func (g *Gateway) applyLocked(force bool) error {
 	rev := g.view.Revision() // before reading the VMs: they reflect at least rev
-	d := g.desiredLocked()
-	if !force && g.applied != nil && firewall.Render(d) == firewall.Render(*g.applied) {
+	d, cut := g.desiredLocked(g.now())
+	key := renderKey(d)
+	if !force && !cut && g.applied != nil && key == g.appliedKey {
+		g.flushTCPLocked()
 		g.status.Store(&status{})
 		g.enforced.Advance(rev)
 		return nil
@@ -346,18 +385,38 @@ func (g *Gateway) applyLocked(force bool) error {
 			}
 		}
 	}
-	g.applied = &d
+	g.applied, g.appliedKey = &d, key
+	g.inForce = make(map[netip.Addr]string, len(d.Sandboxes))
+	for _, s := range d.Sandboxes {
+		g.inForce[s.Addr] = s.Name
+	}
+	g.flushTCPLocked()
 	g.status.Store(&status{})
 	g.enforced.Advance(rev)
 	return nil
+}
+
+// renderKey is d's rendering without the allowed_tcp elements: what must be applied anew
+// when it changes. Admissions reach the kernel through Admit, each apply carries them with
+// their remaining lifetimes, and a dropped one forces an apply (desiredLocked).
+func renderKey(d firewall.Desired) string {
+	d.Sandboxes = slices.Clone(d.Sandboxes)
+	for i := range d.Sandboxes {
+		d.Sandboxes[i].TCP = nil
+	}
+	return firewall.Render(d)
 }
 
 // desiredLocked is the firewall state of this node's VMs whose network the view shows live,
 // and of the attachments in flight (whose rules deny everything: their VMs are not ready
 // yet). An attachment stops being in flight once the view shows its VM ready at its address;
 // a retired network is left out even while the view still shows it.
-func (g *Gateway) desiredLocked() firewall.Desired {
-	d := firewall.Desired{
+//
+// Each live sandbox carries its allowed_tcp admissions that have not expired and that its
+// policy still allows (tcpLocked; cut says some were dropped), and monitor mode when every
+// layer of its policy is monitor. The books of sandboxes no longer in it are dropped.
+func (g *Gateway) desiredLocked(now time.Time) (d firewall.Desired, cut bool) {
+	d = firewall.Desired{
 		ProxyPort:   g.cfg.ProxyPort,
 		DNSPort:     g.cfg.DNSPort,
 		SandboxCIDR: g.cfg.SandboxCIDR,
@@ -365,6 +424,7 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 		IfacePrefix: netns.HostIfacePrefix,
 	}
 	live := make(map[string]bool)
+	books := make(map[string]bool)
 	seen := make(map[vmKey]store.Network)
 	for _, vm := range g.view.VMs() {
 		if !g.owns(vm.Network) {
@@ -390,8 +450,14 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 			}
 			delete(g.inflight, a.Name)
 		}
-		d.Sandboxes = append(d.Sandboxes, sandbox(a, vm.Allowed))
+		s := sandbox(a, vm.Allowed)
+		s.Monitor = vm.Effective != nil && vm.Effective.MonitorOnly()
+		var dropped bool
+		s.TCP, dropped = g.tcpLocked(a.Name, vm, a.Addr, now, books)
+		cut = cut || dropped
+		d.Sandboxes = append(d.Sandboxes, s)
 	}
+	g.dropGoneLocked(books)
 	g.own.Store(int64(len(d.Sandboxes)))
 	for _, a := range g.inflight {
 		d.Sandboxes = append(d.Sandboxes, sandbox(a, nil))
@@ -411,7 +477,7 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 		}
 	}
 	slices.SortFunc(d.Sandboxes, func(a, b firewall.Sandbox) int { return a.Addr.Compare(b.Addr) })
-	return d
+	return d, cut
 }
 
 type vmKey struct{ tenant, id string }

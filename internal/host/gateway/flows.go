@@ -87,10 +87,11 @@ func (g *Gateway) RecordFlow(f Flow) {
 // RecordAttempt records a logged first packet (DESIGN §6), at most attemptRate a second
 // for all sandboxes: a "connect" record of the decision the policy takes on it. The host
 // is the name this VM last looked up for the address, when the gateway remembers one, and
-// the decision is Decide's with that name (or the address alone), its IP, port and
-// transport. The kernel dropped the packet (or, in monitor mode, let it through), so a
-// decision that would allow it (a name whose answer expired, say) is recorded as the
-// address alone is judged: without an answer in force, the kernel knows only addresses.
+// the decision is Decide's with that name (or the address alone, as an IP literal), its
+// IP, port and transport. The kernel dropped the packet (or, in monitor mode, let it
+// through), so a decision that would allow it (a name whose answer expired, say) is
+// recorded as a denial (ip_literal: without an answer in force, the kernel knows only
+// addresses), whose rule says to look the name up again.
 // A monitor attempt is an allowed record with would_deny, followed at once by its close
 // record (reason "untracked": the kernel forwards such flows without the gateway's
 // accounting), so that every allowed connect record has its close.
@@ -129,28 +130,23 @@ func (g *Gateway) RecordAttempt(a Attempt) {
 // answer in force opened.
 const ruleNoAnswer = "the kernel forwards allowed_tcp to the addresses of a name's current DNS answer only: look the name up again"
 
-// decideAttempt is the decision recorded for a logged packet: see RecordAttempt. c's Host
-// is dropped when the name does not explain the drop.
+// decideAttempt is the decision recorded for a logged packet: see RecordAttempt.
 func decideAttempt(eff *policy.Effective, c *policy.Conn, monitor bool) policy.Decision {
 	if eff == nil {
 		return policy.Decision{Reason: policy.ReasonNoPolicy, Rule: "no policy is in force for this sandbox", Layer: policy.LayerDefault, Mode: policy.Enforce}
 	}
 	explains := func(d policy.Decision) bool { return !d.Allow || d.WouldDeny }
-	if c.Host != "" {
-		if d := eff.Decide(*c); explains(d) {
-			return fit(d, monitor)
-		}
+	if c.Host == "" {
+		c.IPLiteral = true
 	}
-	byName := c.Host != ""
-	c.Host, c.IPLiteral = "", true
 	if d := eff.Decide(*c); explains(d) {
 		return fit(d, monitor)
 	}
-	// Every judgement allows it, and the kernel still logged it: an address whose answer
-	// expired (or was never given to this VM), or a policy change the kernel had not
-	// applied yet.
+	// The policy allows it, and the kernel still logged it: the name's answer expired (or
+	// was never given to this VM), or the kernel had not applied a change yet. The record
+	// keeps the name, which says what to look up again.
 	d := policy.Refused(policy.ReasonIPLiteral, ruleNoAnswer)
-	if !byName {
+	if c.Host == "" {
 		d.Rule = "no answer in force opened this address and port for the sandbox"
 	}
 	return fit(d, monitor)

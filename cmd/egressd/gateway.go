@@ -218,6 +218,13 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 // again after a pause.
 func runFlowLog(ctx context.Context, gw *gateway.Gateway, log *slog.Logger) {
 	const pause = 5 * time.Second
+	// Conntrack counts bytes (and stamps flows) only when asked to: without these, every
+	// flow record says 0 bytes. Both only add accounting; the table loaded the module.
+	for _, s := range []string{"net.netfilter.nf_conntrack_acct", "net.netfilter.nf_conntrack_timestamp"} {
+		if err := netns.SetSysctl(s, "1"); err != nil {
+			log.Warn("flow log: records of allowed_tcp connections may lack bytes or times", "err", err)
+		}
+	}
 	for ctx.Err() == nil {
 		r := &flowlog.Reader{}
 		err := r.Run(ctx, func(f flowlog.Flow) {

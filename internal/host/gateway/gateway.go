@@ -118,6 +118,8 @@ type Gateway struct {
 	inForce map[netip.Addr]string
 	// tcp is the allowed_tcp book of each sandbox of the desired state, by name (tcp.go).
 	tcp map[string]*vmTCP
+	// tcpBehind: admissions were dropped and the apply that was to remove them failed.
+	tcpBehind bool
 	now func() time.Time // the clock of admissions' expiry; tests move it
 	// seen is this node's VMs' networks as the view showed them at the last apply: when
 	// they change, a round is due.
@@ -282,6 +284,9 @@ func (g *Gateway) fallBehind() {
 func (g *Gateway) applyLocked(force bool) error {
 	rev := g.view.Revision() // before reading the VMs: they reflect at least rev
 	d, cut := g.desiredLocked(g.now())
+	// Admissions dropped by an apply that failed are still in the kernel: the next apply
+	// must not be skipped for want of a difference elsewhere.
+	cut = cut || g.tcpBehind
 	key := renderKey(d)
 	if !force && !cut && g.applied != nil && key == g.appliedKey {
 		g.flushTCPLocked()
@@ -290,6 +295,7 @@ func (g *Gateway) applyLocked(force bool) error {
 		return nil
 	}
 	if err := g.fw.Apply(d); err != nil {
+		g.tcpBehind = cut
 		err = fmt.Errorf("gateway: firewall: %w", err)
 		g.status.Store(&status{err: err})
 		return err
@@ -307,7 +313,7 @@ func (g *Gateway) applyLocked(force bool) error {
 			}
 		}
 	}
-	g.applied, g.appliedKey = &d, key
+	g.applied, g.appliedKey, g.tcpBehind = &d, key, false
 	g.inForce = make(map[netip.Addr]string, len(d.Sandboxes))
 	for _, s := range d.Sandboxes {
 		g.inForce[s.Addr] = s.Name

@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/policy"
 )
@@ -306,6 +309,28 @@ func TestAdmitFailure(t *testing.T) {
 		t.Errorf("the book holds %d admissions the kernel refused", n)
 	}
 	_ = netns.Name // the names of the sandboxes are netns's
+}
+
+// TestTighteningAfterAFailedApply: admissions dropped by a policy change whose apply
+// failed leave the kernel with the next apply that succeeds, though nothing else changed.
+func TestTighteningAfterAFailedApply(t *testing.T) {
+	w := newTCPWorld(t)
+	a := w.tcpNode()
+	name, addr := a.vm("t", "a", gitPolicy)
+	must(t, a.answer(addr, "t", "a", "git.example.test", 60, "203.0.113.10"))
+	_, failedBefore := a.fw.Applies()
+	a.fw.Fail(errors.New("netlink: the kernel said no"))
+	np, _, err := policy.Policy{}.WithDefaults().NormalizeFor(tcpClassifier)
+	must(t, err)
+	if _, err := w.st.PutPolicy(context.Background(), store.PolicyRecord{Tenant: "t", Scope: store.ScopeVM, ID: "a", Policy: np}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "an apply failed", func() bool { _, failed := a.fw.Applies(); return failed > failedBefore })
+	a.fw.Fail(nil)
+	a.enforced()
+	if got := a.fw.kernel.elements(name); len(got) != 0 {
+		t.Errorf("set %v after the retried apply", got)
+	}
 }
 
 func must(t *testing.T, err error) {

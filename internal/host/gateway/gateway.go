@@ -120,7 +120,7 @@ type Gateway struct {
 	tcp map[string]*vmTCP
 	// tcpBehind: admissions were dropped and the apply that was to remove them failed.
 	tcpBehind bool
-	now func() time.Time // the clock of admissions' expiry; tests move it
+	now       func() time.Time // the clock of admissions' expiry; tests move it
 	// seen is this node's VMs' networks as the view showed them at the last apply: when
 	// they change, a round is due.
 	seen map[vmKey]store.Network

@@ -119,3 +119,21 @@ func (l *gwLab) awaitEvents(t *testing.T, bound time.Duration, f client.EventsFi
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestTransparentMonitorEveryPort: a VM whose policy is monitor reaches any port (the
+// kernel lets it through) and each such flow is recorded as a would-be denial.
+func TestTransparentMonitorEveryPort(t *testing.T) {
+	l := newGWLab(t)
+	m := l.vm("m", &policy.Policy{Mode: policy.Monitor})
+	if out, _ := l.py(m, tcpProbe(webAddr, 22)); strings.TrimSpace(out) != "open" {
+		t.Fatalf("monitor VM to %s:22: %q", webAddr, out)
+	}
+	evs := l.awaitEvents(t, 10*time.Second, client.EventsFilter{VMID: l.id("m")}, func(evs []client.Event) bool {
+		return slices.ContainsFunc(evs, func(e client.Event) bool { return e.Kind == "connect" && e.Port == 22 })
+	})
+	for _, e := range evs {
+		if e.Kind == "connect" && e.Port == 22 && (e.Decision != "allow" || !e.WouldDeny || e.Mode != "monitor" || e.IP != webAddr) {
+			t.Errorf("the monitored flow recorded as %+v", e)
+		}
+	}
+}

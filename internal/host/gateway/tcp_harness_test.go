@@ -89,6 +89,9 @@ func (f *fw) Admit(name string, eps []firewall.Endpoint) error {
 			return fmt.Errorf("admit: bad endpoint %v", e)
 		}
 	}
+	if err := f.Fake.Admit(name, eps); err != nil { // the table in force, for Dump
+		return err
+	}
 	k.put(name, eps, k.now())
 	k.admits++
 	return nil

@@ -31,6 +31,7 @@ func TestLookupOpensOnlyTheAskingVM(t *testing.T) {
 	if got, want := a.fw.kernel.elements(nameA), []string{"203.0.113.10 . 22 for 2m0s"}; !slices.Equal(got, want) {
 		t.Errorf("A's set %v, want %v", got, want)
 	}
+	golden(t, "tcp-admitted.nft", a.fw.Dump())
 	for _, n := range []string{nameB, nameC} {
 		if got := a.fw.kernel.elements(n); len(got) != 0 {
 			t.Errorf("%s's set %v after A's lookup", n, got)

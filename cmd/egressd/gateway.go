@@ -228,12 +228,17 @@ func runFlowLog(ctx context.Context, gw *gateway.Gateway, log *slog.Logger) {
 	for ctx.Err() == nil {
 		r := &flowlog.Reader{}
 		err := r.Run(ctx, func(f flowlog.Flow) {
-			if f.Marked && f.Proto == unix.IPPROTO_TCP {
-				gw.RecordFlow(gateway.Flow{
-					Src: f.Src, Dst: f.Dst, DstPort: f.Port, Start: f.Start, Duration: f.End.Sub(f.Start),
-					BytesUp: int64(f.BytesOut), BytesDown: int64(f.BytesIn),
-				})
+			if !f.Marked || f.Proto != unix.IPPROTO_TCP {
+				return
 			}
+			var lived time.Duration
+			if !f.Start.IsZero() && !f.End.IsZero() { // a missed NEW event leaves no start
+				lived = f.End.Sub(f.Start)
+			}
+			gw.RecordFlow(gateway.Flow{
+				Src: f.Src, Dst: f.Dst, DstPort: f.Port, Start: f.Start, Duration: lived,
+				BytesUp: int64(f.BytesOut), BytesDown: int64(f.BytesIn),
+			})
 		}, func(a flowlog.Attempt) {
 			gw.RecordAttempt(gateway.Attempt{
 				Src: a.Src, Dst: a.Dst, DstPort: a.Port, Transport: transport(a.Proto),

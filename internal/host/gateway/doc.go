@@ -86,7 +86,9 @@
 // admission expired included: the book remembers, per VM, the pairs once admitted and the
 // names looked up for addresses, up to a bound, oldest forgotten first. A connection
 // whose admission is forgotten, or that an earlier run of egressd opened, is cut at the
-// VM's next policy change: the gateway cannot say that the policy allows it. A VM that
+// VM's next policy change: the gateway cannot say that the policy allows it. A restart
+// cuts nothing by itself (the first policy a run sees for a VM is taken as the one its
+// connections were opened under). A VM that
 // goes away takes its book with it; a VM made later at its address starts empty. A VM
 // whose every layer is monitor is a monitor sandbox in the table (the kernel lets
 // everything but the hard denials through, and logs what it would have dropped).

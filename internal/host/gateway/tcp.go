@@ -53,6 +53,9 @@ type vmTCP struct {
 	names        *bounded[netip.Addr, string]  // the name last looked up for an address
 	eff          *policy.Effective             // the policy of the last desired state
 	flushed      *policy.Effective             // the policy the established flows were last cut by
+	// inherited: the sandbox was in the first table this run applied, so the kernel may
+	// hold connections that an earlier run of egressd admitted, of which nothing is known.
+	inherited bool
 }
 
 func newVMTCP(vm VM, addr netip.Addr) *vmTCP {
@@ -167,6 +170,7 @@ func (g *Gateway) tcpLocked(name string, vm VM, addr netip.Addr, now time.Time, 
 	st := g.tcp[name]
 	if st == nil || st.tenant != vm.Tenant || st.vmID != vm.ID || st.addr != addr {
 		st = newVMTCP(vm, addr)
+		st.inherited = g.applied == nil
 		g.tcp[name] = st
 	}
 	st.eff = vm.Effective
@@ -212,7 +216,9 @@ func (g *Gateway) flushTCPLocked() {
 		if st.flushed == st.eff {
 			continue
 		}
-		if st.admitted.len() == 0 {
+		if st.flushed == nil || (st.admitted.len() == 0 && !st.inherited) {
+			// The sandbox's first policy is the one its connections were opened under
+			// (a restart cuts nothing), or it has none to cut.
 			st.flushed = st.eff
 			continue
 		}
@@ -229,7 +235,7 @@ func (g *Gateway) flushTCPLocked() {
 			g.log.Warn("gateway: cutting allowed_tcp connections of a tightened policy", "netns", name, "err", err)
 			continue // again at the next apply
 		}
-		st.flushed = st.eff
+		st.flushed, st.inherited = st.eff, false
 	}
 }
 

@@ -334,6 +334,41 @@ func TestTighteningAfterAFailedApply(t *testing.T) {
 	}
 }
 
+// TestConnectionsOfAnEarlierRun: a restarted gateway knows nothing of the connections the
+// previous run admitted (their marks keep them up). Starting cuts none of them; the VM's
+// next policy change cuts them all, since none can be judged; a VM made in this run that
+// opened nothing costs no conntrack dump.
+func TestConnectionsOfAnEarlierRun(t *testing.T) {
+	w := newTCPWorld(t)
+	w.put("t", "a", on(network(attachment(t, "t", "a", 0)), nodeA, store.NetworkReady))
+	np, _, err := gitPolicy.WithDefaults().NormalizeFor(tcpClassifier)
+	must(t, err)
+	if _, err := w.st.PutPolicy(context.Background(), store.PolicyRecord{Tenant: "t", Scope: store.ScopeVM, ID: "a", Policy: np}); err != nil {
+		t.Fatal(err)
+	}
+	a := w.tcpNode()
+	name, addr := netns.Name("t", "a"), attachment(t, "t", "a", 0).Addr
+	a.fw.kernel.mu.Lock()
+	a.fw.kernel.flows = map[netip.Addr][]endpoint{addr: {{mustIP("203.0.113.10"), 22}}}
+	a.fw.kernel.mu.Unlock()
+	a.gw.mu.Lock()
+	must(t, a.gw.applyLocked(true))
+	a.gw.mu.Unlock()
+	if got := a.fw.kernel.open(name); len(got) != 1 {
+		t.Fatalf("after the start: %v, want the earlier run's connection", got)
+	}
+	_, _ = a.vm("t", "b", gitPolicy)
+	a.fw.kernel.flushes()
+	a.setTCPPolicy("t", "a", policy.Policy{AllowedTCP: []string{"git.example.test:22", "x.example.test:1"}})
+	if got := a.fw.kernel.open(name); len(got) != 0 {
+		t.Errorf("after a policy change: %v, want the unknown connection cut", got)
+	}
+	a.setTCPPolicy("t", "b", policy.Policy{})
+	if f := a.fw.kernel.flushes(); !slices.Equal(f, []netip.Addr{addr}) {
+		t.Errorf("FlushTCP for %v, want only A's %v", f, addr)
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

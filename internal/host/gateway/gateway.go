@@ -121,6 +121,7 @@ type Gateway struct {
 	// tcpBehind: admissions were dropped and the apply that was to remove them failed.
 	tcpBehind bool
 	now       func() time.Time // the clock of admissions' expiry; tests move it
+	attempts  *rate.Limiter    // records of denied attempts, all sandboxes together
 	// seen is this node's VMs' networks as the view showed them at the last apply: when
 	// they change, a round is due.
 	seen map[vmKey]store.Network
@@ -137,7 +138,6 @@ type Gateway struct {
 	status   atomic.Pointer[status] // the outcome of the last apply, nil before the first
 	enforced follow.Revision        // the view revision of the last table in force
 	own      atomic.Int64           // this node's live VMs in the last desired state
-	attempts *rate.Limiter          // records of denied attempts, all sandboxes together
 }
 
 // status is the outcome of the last apply: err is nil when the table in force is the one

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -338,7 +339,11 @@ func TestLargeState(t *testing.T) {
 	bigDeny := withSandboxes(big)
 	bigDeny.HardDeny = append(bigDeny.HardDeny, big.Allowed...)
 	bigDeny.Sandboxes[0].Allowed = nil
-	for name, d := range map[string]Desired{"300 sandboxes": withSandboxes(many...), "10000 allowed": withSandboxes(big), "10000 denied": bigDeny} {
+	bigTCP := sbx(0, "bigtcp")
+	for i := 0; i < 10000; i++ {
+		bigTCP.TCP = append(bigTCP.TCP, Endpoint{Addr: addr4(u32(ip("198.18.0.0")) + uint32(i)), Port: uint16(1 + i%3), Timeout: time.Hour})
+	}
+	for name, d := range map[string]Desired{"300 sandboxes": withSandboxes(many...), "10000 allowed": withSandboxes(big), "10000 denied": bigDeny, "10000 tcp": withSandboxes(bigTCP)} {
 		t.Run(name, func(t *testing.T) {
 			ns := newNetNS(t, "large")
 			if err := ns.firewall().Apply(d); err != nil {

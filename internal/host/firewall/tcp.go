@@ -219,16 +219,24 @@ func (f *Firewall) elements(op, name string, eps []Endpoint, admit bool) error {
 			err = errors.Join(err, c.SetAddElements(ns, s.elems[rest:end]))
 		}
 		if err != nil {
+			f.dropLasting() // messages of this batch may be queued on it
 			return fmt.Errorf("firewall: %s %s: %w", op, name, err)
 		}
 	}
 	if err := c.Flush(); err != nil {
-		// The socket may hold answers the library did not read: start afresh next time.
-		_ = c.CloseLasting()
-		f.admitConn = nil
+		f.dropLasting() // the socket may hold answers the library did not read
 		return fmt.Errorf("firewall: %s %d endpoints of %s: %w", op, len(es), name, err)
 	}
 	return nil
+}
+
+// dropLasting closes the lasting connection after a failure, so that the next call
+// starts afresh. Called with f.mu held.
+func (f *Firewall) dropLasting() {
+	if f.admitConn != nil {
+		_ = f.admitConn.CloseLasting()
+		f.admitConn = nil
+	}
 }
 
 // lasting is the netlink connection that Admit and Revoke reuse (a socket per call would

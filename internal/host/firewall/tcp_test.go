@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // tcpLab is the lab of packet_test.go with servers on the fake internet for allowed_tcp:
@@ -96,6 +98,28 @@ func TestAllowedTCP(t *testing.T) {
 		}
 		reach(t, l.sbx, "", "203.0.113.10:22", "srv")
 		blocked(t, l.sbx, "", "203.0.113.10:2222") // same address, other port
+	})
+	t.Run("a spoofed source does not use the element", func(t *testing.T) {
+		l.sbx.ip(t, "addr", "add", "100.96.0.3/29", "dev", "eth0")
+		blocked(t, l.sbx, "100.96.0.3", "203.0.113.10:22")
+	})
+	t.Run("many endpoints in one Admit, in chunks", func(t *testing.T) {
+		var many []Endpoint
+		for i := 0; i < 3*elementsPerMessage+7; i++ {
+			many = append(many, Endpoint{Addr: addr4(u32(ip("198.18.64.0")) + uint32(i)), Port: uint16(1000 + i), Timeout: time.Minute})
+		}
+		if err := fw.Admit("other", many); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(elements(t, l.gw, "other")); got != len(many) {
+			t.Errorf("the set holds %d elements, want %d", got, len(many))
+		}
+		if err := fw.Revoke("other", many); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(elements(t, l.gw, "other")); got != 0 {
+			t.Errorf("after Revoke the set holds %d elements", got)
+		}
 	})
 	t.Run("another sandbox's element admits nothing here", func(t *testing.T) {
 		if err := fw.Admit("other", []Endpoint{ep("203.0.113.10", 2222, time.Minute)}); err != nil {
@@ -352,5 +376,126 @@ func benchNS(b *testing.B) netns.NsHandle {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { h.Close() })
+	return h
+}
+
+// A TCP packet without SYN to an admitted endpoint opens nothing: only a SYN is looked up
+// in the set. The packet never reaches the fake internet, and the sandbox gets a reset.
+func TestAllowedTCPNeedsSYN(t *testing.T) {
+	t.Parallel()
+	l, fw := tcpLab(t)
+	if err := fw.Admit("egressd-lab", []Endpoint{ep("203.0.113.10", 22, time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := ip("100.96.0.2").As4(), ip("203.0.113.10").As4()
+	seen := capture(t, l.inet, func() {
+		got := capture(t, l.sbx, func() {
+			err := l.sbx.do(func() {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer unix.Close(fd)
+				seg := tcpSegment(src, dst, 40022, 22, tcpACK|0x08 /* PSH */)
+				pkt := append(ipHeader(src, dst, len(seg)), seg...)
+				if err := unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst}); err != nil {
+					t.Error(err)
+				}
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+		if !slices.Contains(got, "203.0.113.10:22>40022 R") {
+			t.Errorf("the sandbox got %q, want a reset from 203.0.113.10:22", got)
+		}
+	})
+	for _, p := range seen {
+		if strings.HasSuffix(p, ">22 A") {
+			t.Errorf("the mid-stream packet reached the fake internet: %q", seen)
+		}
+	}
+	// The capture sees what is forwarded (the check above is not vacuous).
+	seen = capture(t, l.inet, func() { reach(t, l.sbx, "", "203.0.113.10:22", "srv") })
+	if !slices.ContainsFunc(seen, func(p string) bool { return strings.HasSuffix(p, ">22 S") }) {
+		t.Errorf("the fake internet's capture missed an admitted SYN: %q", seen)
+	}
+}
+
+// capture runs fn while reading the TCP packets that ns receives (a raw socket), and
+// returns them as "src:sport>dport FLAGS" (S, A, R: SYN, ACK without SYN, RST).
+func capture(t *testing.T, ns *netNS, fn func()) []string {
+	t.Helper()
+	var fd int
+	var err error
+	if e := ns.do(func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_TCP) }); e != nil || err != nil {
+		t.Fatalf("raw socket in %s: %v %v", ns.name, e, err)
+	}
+	defer unix.Close(fd)
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
+	fn()
+	var out []string
+	buf := make([]byte, 1500)
+	for i := 0; i < 10; i++ { // bounded: until 100 ms pass without a packet, 10 at most
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if len(out) > 0 || i > 3 {
+				break
+			}
+			continue
+		}
+		p := buf[:n] // a raw IPv4 socket reads the IP header too
+		ihl := int(p[0]&0x0f) * 4
+		if n < ihl+14 {
+			continue
+		}
+		fl := p[ihl+13]
+		kind := "A"
+		switch {
+		case fl&tcpRST != 0:
+			kind = "R"
+		case fl&tcpSYN != 0:
+			kind = "S"
+		}
+		out = append(out, fmt.Sprintf("%s:%d>%d %s", netip.AddrFrom4([4]byte(p[12:16])),
+			binary.BigEndian.Uint16(p[ihl:]), binary.BigEndian.Uint16(p[ihl+2:]), kind))
+	}
+	return out
+}
+
+// ipHeader is an IPv4 header for a raw IPPROTO_RAW socket (the kernel fills in the
+// checksum and, if 0, the ID).
+func ipHeader(src, dst [4]byte, payload int) []byte {
+	h := make([]byte, 20)
+	h[0] = 0x45
+	binary.BigEndian.PutUint16(h[2:], uint16(20+payload))
+	h[8], h[9] = 64, unix.IPPROTO_TCP
+	copy(h[12:], src[:])
+	copy(h[16:], dst[:])
+	return h
+}
+
+// tcpSegment is a 20-byte TCP header with a valid checksum (conntrack drops bad ones).
+func tcpSegment(src, dst [4]byte, sport, dport uint16, flags byte) []byte {
+	h := make([]byte, 20)
+	binary.BigEndian.PutUint16(h[0:], sport)
+	binary.BigEndian.PutUint16(h[2:], dport)
+	binary.BigEndian.PutUint32(h[4:], 1000)
+	binary.BigEndian.PutUint32(h[8:], 2000)
+	h[12] = 5 << 4
+	h[13] = flags
+	binary.BigEndian.PutUint16(h[14:], 65535)
+	var sum uint32
+	pseudo := append(append(append([]byte{}, src[:]...), dst[:]...), 0, unix.IPPROTO_TCP, 0, 20)
+	for _, b := range [][]byte{pseudo, h} {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(h[16:], ^uint16(sum))
 	return h
 }

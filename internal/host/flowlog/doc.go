@@ -38,6 +38,11 @@
 //   - net.netfilter.nf_conntrack_events left at its default (2: on while someone
 //     listens). A connection opened before the reader joined may have no events at all.
 //
+// A connection's record comes when conntrack forgets it: after a close, once TIME_WAIT
+// (nf_conntrack_tcp_timeout_time_wait, 120 s by default) has passed and the kernel's
+// conntrack GC has reaped the entry, which in a quiet namespace can be up to about a
+// minute later (reading the table reaps too). A cut (firewall.FlushTCP) is reported at once.
+//
 // Bytes are those of IP packets (headers included) that conntrack saw: BytesOut from the
 // sandbox, BytesIn to it. A flow the gateway cut (firewall.FlushTCP) is reported too, with
 // the bytes up to the cut.
@@ -64,6 +69,12 @@
 //     "monitor"), NFULA_PAYLOAD (the packet from its IPv4 header) and, when the packet
 //     has one, NFULA_TIMESTAMP. Closing the socket releases the group (the kernel
 //     destroys the instance of a closed socket).
+//
+// Each logged packet is the first packet of a flow the kernel never confirmed, so a
+// denied connection's retransmitted SYNs and a UDP client's resends are logged each; the
+// reader reports one Attempt per (source, destination, ports, protocol) within
+// Reader.Repeat (10 s) and counts the rest (Stats.Repeats). A new connection has a new
+// source port: it is a new attempt.
 //
 // The parser (ParsePacket) takes untrusted bytes (the packet was built by the sandbox)
 // and is fuzzed: it reads no field it has not checked the length of, and a packet

@@ -57,6 +57,11 @@ type Reader struct {
 	Sandboxes netip.Prefix
 	// OnOpen, if set, is called with each reported flow when it opens (no End, no bytes).
 	OnOpen func(Flow)
+	// Repeat is how long the same attempt (same source and destination address and port,
+	// same protocol) is reported once: a denied SYN is retransmitted, a UDP client sends
+	// again, and each is the first packet of a flow the kernel never confirmed, so each is
+	// logged. 0 means 10 s; a negative value reports every packet logged.
+	Repeat time.Duration
 	// Ready, if set, is called once Run's sockets are subscribed (what the kernel reports
 	// from then on is read), before any other callback.
 	Ready func()
@@ -66,6 +71,7 @@ type Reader struct {
 
 	flowsDropped, attemptsDropped atomic.Uint64
 	kernelLost, malformed         atomic.Uint64
+	repeats                       atomic.Uint64
 }
 
 // Stats counts what was lost.
@@ -74,11 +80,12 @@ type Stats struct {
 	AttemptsDropped uint64 // attempts the consumer was too slow for
 	KernelLost      uint64 // times a socket overflowed (ENOBUFS): the kernel dropped an unknown number
 	Malformed       uint64 // messages that could not be read
+	Repeats         uint64 // attempts not reported because the same one was, within Repeat
 }
 
 // Stats returns the counts so far.
 func (r *Reader) Stats() Stats {
-	return Stats{r.flowsDropped.Load(), r.attemptsDropped.Load(), r.kernelLost.Load(), r.malformed.Load()}
+	return Stats{r.flowsDropped.Load(), r.attemptsDropped.Load(), r.kernelLost.Load(), r.malformed.Load(), r.repeats.Load()}
 }
 
 func (r *Reader) group() uint16 {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/host/firewall"
+	vnl "github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // running is a Reader running in the lab's gateway namespace, its records in channels.
@@ -253,6 +255,7 @@ func TestAttemptFloodIsLimited(t *testing.T) {
 		}
 	}
 	limit := 50 + int(20*(took.Seconds()+1)) // burst + rate over the flood and the wait's slack
+	t.Logf("%d attempts for %d flows sent in %v", got, flows, took)
 	if got == 0 || got > limit {
 		t.Errorf("%d attempts for %d flows sent in %v, want 1..%d", got, flows, took, limit)
 	}
@@ -315,3 +318,62 @@ func TestGroupHeld(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// A connection that ends by itself is reported when conntrack forgets it (after
+// TIME_WAIT, shortened here to a second in the lab's gateway), once.
+func TestFlowClosedByItself(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	l.gw.sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1")
+	echoServer(t, l.inet, "203.0.113.10:22")
+	if err := l.fw.Admit("lab", []firewall.Endpoint{{Addr: ip("203.0.113.10"), Port: 22, Timeout: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	rn := start(t, l, &Reader{}, nil)
+	c, err := l.dial("203.0.113.10:22", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, c, 3000)
+	began := time.Now()
+	c.Close()
+	// The kernel reaps an expired entry on its next GC scan, which may be a minute away
+	// in an idle namespace, or when the table is read: the test reads it (bounded).
+	h, err := vnl.NewHandleAt(l.gw.h, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var f Flow
+	ok := false
+	for i := 0; i < 30 && !ok; i++ {
+		if _, err := h.ConntrackTableList(vnl.ConntrackTable, unix.AF_INET); err != nil {
+			t.Fatal(err)
+		}
+		f, ok = next(t, rn.flows, 500*time.Millisecond, to("203.0.113.10", 22))
+	}
+	if !ok || !f.Marked || f.BytesOut < 3000 || f.BytesIn < 3000 {
+		t.Fatalf("flow record: %+v, %v", f, ok)
+	}
+	t.Logf("record %v after the close", time.Since(began))
+	none(t, rn.flows, 500*time.Millisecond, to("203.0.113.10", 22), "a second record")
+}
+
+// A denied connection's retransmitted SYNs are one attempt, not one each.
+func TestAttemptRetransmissionsAreOne(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	rn := start(t, l, &Reader{}, nil)
+	// SYNs at 0, 1 and 3 s: the dial gives up after 3.5 s.
+	if c, err := l.dial("203.0.113.10:2222", 3500*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("a denied connection got through")
+	}
+	if _, ok := next(t, rn.attempts, 5*time.Second, func(a Attempt) bool { return a.Port == 2222 }); !ok {
+		t.Fatal("no attempt")
+	}
+	none(t, rn.attempts, 500*time.Millisecond, func(a Attempt) bool { return a.Port == 2222 }, "a second attempt")
+	if s := rn.r.Stats(); s.Repeats < 1 {
+		t.Errorf("stats %+v: the retransmissions were not seen (the check would be vacuous)", s)
+	}
+}

@@ -82,7 +82,9 @@ func run(t *testing.T, args ...string) {
 	}
 }
 
-func (n *netNS) ip(t *testing.T, args ...string) { run(t, append([]string{"ip", "-n", n.name}, args...)...) }
+func (n *netNS) ip(t *testing.T, args ...string) {
+	run(t, append([]string{"ip", "-n", n.name}, args...)...)
+}
 
 func (n *netNS) sysctl(t *testing.T, kv string) {
 	run(t, "ip", "netns", "exec", n.name, "sysctl", "-qw", kv)

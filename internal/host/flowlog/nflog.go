@@ -27,6 +27,7 @@ type nflogSource struct {
 	r      *Reader
 	once   sync.Once
 	queued []netlink.Message // packets that came in before the bind was acknowledged
+	seen   *repeats
 }
 
 func (r *Reader) openNFLOG() (*nflogSource, error) {
@@ -34,7 +35,7 @@ func (r *Reader) openNFLOG() (*nflogSource, error) {
 	if err != nil {
 		return nil, wrap("nflog: netlink", err)
 	}
-	s := &nflogSource{c: c, r: r}
+	s := &nflogSource{c: c, r: r, seen: newRepeats(r.Repeat)}
 	_ = setReadBuffer(c, socketBuffer) // best effort: overflows are counted anyway
 	if err := s.bind(r.group()); err != nil {
 		s.close()
@@ -104,6 +105,10 @@ func (s *nflogSource) read(ctx context.Context, q chan<- record) error {
 				s.r.malformed.Add(1)
 				continue
 			}
+			if s.seen.repeat(a, time.Now()) {
+				s.r.repeats.Add(1)
+				continue
+			}
 			offer(q, record{attempt: &a}, &s.r.attemptsDropped)
 		}
 	}
@@ -141,4 +146,50 @@ func setReadBuffer(c *netlink.Conn, n int) error {
 		return err
 	}
 	return serr
+}
+
+// repeats remembers the attempts reported within a window, bounded: past maxRepeats
+// entries, those out of the window go, and if that is not enough, all (a flood of
+// distinct attempts is limited by the log rule anyway).
+type repeats struct {
+	window time.Duration
+	last   map[attemptKey]time.Time
+}
+
+type attemptKey struct {
+	src, dst       [4]byte
+	sport, dport   uint16
+	proto, icmpTyp uint8
+}
+
+const maxRepeats = 4096
+
+func newRepeats(window time.Duration) *repeats {
+	if window == 0 {
+		window = 10 * time.Second
+	}
+	return &repeats{window: window, last: map[attemptKey]time.Time{}}
+}
+
+// repeat reports whether a was reported within the window before now, and notes it.
+func (r *repeats) repeat(a Attempt, now time.Time) bool {
+	if r.window < 0 {
+		return false
+	}
+	k := attemptKey{a.Src.As4(), a.Dst.As4(), a.SrcPort, a.Port, a.Proto, a.ICMPType}
+	if t, ok := r.last[k]; ok && now.Sub(t) < r.window {
+		return true
+	}
+	if len(r.last) >= maxRepeats {
+		for k, t := range r.last {
+			if now.Sub(t) >= r.window {
+				delete(r.last, k)
+			}
+		}
+		if len(r.last) >= maxRepeats {
+			clear(r.last)
+		}
+	}
+	r.last[k] = now
+	return false
 }

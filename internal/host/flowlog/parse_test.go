@@ -149,3 +149,37 @@ func containsNUL(s string) bool {
 	}
 	return false
 }
+
+func TestRepeats(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	syn := Attempt{Src: ip("100.96.0.2"), Dst: ip("203.0.113.10"), Proto: 6, SrcPort: 40000, Port: 22}
+	other := syn
+	other.SrcPort = 40001 // a new connection: a new attempt
+	r := newRepeats(0)
+	steps := []struct {
+		a    Attempt
+		at   time.Duration
+		want bool
+	}{
+		{syn, 0, false}, {syn, time.Second, true}, {other, 2 * time.Second, false},
+		{syn, 9 * time.Second, true}, {syn, 11 * time.Second, false}, {syn, 12 * time.Second, true},
+	}
+	for i, s := range steps {
+		if got := r.repeat(s.a, t0.Add(s.at)); got != s.want {
+			t.Errorf("step %d: repeat = %v, want %v", i, got, s.want)
+		}
+	}
+	if off := newRepeats(-1); off.repeat(syn, t0) || off.repeat(syn, t0) {
+		t.Error("a negative window suppressed an attempt")
+	}
+	// Bounded: a flood of distinct attempts never grows the map past maxRepeats.
+	for i := 0; i < 3*maxRepeats; i++ {
+		a := syn
+		a.SrcPort = uint16(i)
+		a.Port = uint16(i >> 16)
+		r.repeat(a, t0.Add(13*time.Second))
+		if len(r.last) > maxRepeats {
+			t.Fatalf("%d entries", len(r.last))
+		}
+	}
+}

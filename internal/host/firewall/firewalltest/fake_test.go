@@ -106,3 +106,17 @@ func TestFakeAdmitRevokeFlush(t *testing.T) {
 		t.Errorf("FlushTCP(nil keep) cut %d, left %v", n, f.Conns())
 	}
 }
+
+// The fake and the real firewall have the same methods, so a gateway's interface fits both.
+type firewallCalls interface {
+	Apply(firewall.Desired) error
+	FlushConntrack(netip.Addr, []netip.Prefix) (int, error)
+	Admit(string, []firewall.Endpoint) error
+	Revoke(string, []firewall.Endpoint) error
+	FlushTCP(netip.Addr, func(netip.Addr, uint16) bool) (int, error)
+}
+
+var (
+	_ firewallCalls = (*Fake)(nil)
+	_ firewallCalls = (*firewall.Firewall)(nil)
+)

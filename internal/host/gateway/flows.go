@@ -109,11 +109,11 @@ func (g *Gateway) RecordAttempt(a Attempt) {
 	if c.Transport == "" {
 		c.Transport = policy.TCP
 	}
-	g.mu.Lock()
-	if st := g.bookOf(vm, src); st != nil {
+	if st := g.book(vm, src); st != nil {
+		st.namesMu.Lock()
 		c.Host, _ = st.names.get(dst)
+		st.namesMu.Unlock()
 	}
-	g.mu.Unlock()
 	d := decideAttempt(vm.Effective, &c, a.Monitor)
 	s := events.Source{Tenant: vm.Tenant, VMID: vm.ID}
 	r := events.Decided(events.KindConnect, s, c, d)
@@ -164,6 +164,20 @@ func fit(d policy.Decision, monitor bool) policy.Decision {
 	}
 	d.Allow, d.WouldDeny = false, false
 	return d
+}
+
+// book is the allowed_tcp book of vm at address src, as the last table applied had it,
+// without waiting for an apply under way (books is published after each).
+func (g *Gateway) book(vm VM, src netip.Addr) *vmTCP {
+	m := g.books.Load()
+	if m == nil {
+		return nil
+	}
+	st := (*m)[src]
+	if st == nil || st.tenant != vm.Tenant || st.vmID != vm.ID {
+		return nil
+	}
+	return st
 }
 
 // bookOf is the allowed_tcp book of vm at address src, if the table in force has it.

@@ -118,6 +118,9 @@ type Gateway struct {
 	inForce map[netip.Addr]string
 	// tcp is the allowed_tcp book of each sandbox of the desired state, by name (tcp.go).
 	tcp map[string]*vmTCP
+	// books is the allowed_tcp books of the table in force by sandbox address, published
+	// after each apply for the readers that do not take mu (names of DNS answers, records).
+	books atomic.Pointer[map[netip.Addr]*vmTCP]
 	// tcpBehind: admissions were dropped and the apply that was to remove them failed.
 	tcpBehind bool
 	now       func() time.Time // the clock of admissions' expiry; tests move it
@@ -315,9 +318,14 @@ func (g *Gateway) applyLocked(force bool) error {
 	}
 	g.applied, g.appliedKey, g.tcpBehind = &d, key, false
 	g.inForce = make(map[netip.Addr]string, len(d.Sandboxes))
+	books := make(map[netip.Addr]*vmTCP, len(d.Sandboxes))
 	for _, s := range d.Sandboxes {
 		g.inForce[s.Addr] = s.Name
+		if st := g.tcp[s.Name]; st != nil {
+			books[s.Addr] = st
+		}
 	}
+	g.books.Store(&books)
 	g.flushTCPLocked()
 	g.status.Store(&status{})
 	g.enforced.Advance(rev)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/egressd/egressd/internal/dataplane/dnsfilter"
@@ -50,9 +51,12 @@ type vmTCP struct {
 	addr         netip.Addr
 	admits       map[endpoint]admission
 	admitted     *bounded[endpoint, admission] // every pair once admitted, the latest admission
-	names        *bounded[netip.Addr, string]  // the name last looked up for an address
-	eff          *policy.Effective             // the policy of the last desired state
-	flushed      *policy.Effective             // the policy the established flows were last cut by
+	// names is the name last looked up for an address. It has its own lock, so that the
+	// answers of web names (most of them) never wait for an apply: see books.
+	namesMu sync.Mutex
+	names   *bounded[netip.Addr, string]
+	eff     *policy.Effective // the policy of the last desired state
+	flushed *policy.Effective // the policy the established flows were last cut by
 	// inherited: the sandbox was in the first table this run applied, so the kernel may
 	// hold connections that an earlier run of egressd admitted, of which nothing is known.
 	inherited bool
@@ -80,32 +84,31 @@ func newVMTCP(vm VM, addr netip.Addr) *vmTCP {
 // DNS filter identified the same VM: one VM's lookup never opens anything for another.
 func (g *Gateway) OpenTCP(_ context.Context, a dnsfilter.Answered) error {
 	now := g.now()
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	vm, ok := g.view.VMByAddr(a.Src)
 	if !ok || vm.Tenant != a.Tenant || vm.ID != a.VMID || !g.owns(vm.Network) || !vm.Network.Live() {
 		return fmt.Errorf("gateway: open tcp: %s is no live sandbox of this node's (asked as %s/%s)", a.Src, a.Tenant, a.VMID)
 	}
-	name, st := g.inForce[a.Src], (*vmTCP)(nil)
-	if name != "" {
-		st = g.tcp[name]
-	}
-	if st != nil && (st.tenant != vm.Tenant || st.vmID != vm.ID) {
-		st = nil // the address went to another VM; the next apply catches up
-	}
-	if st != nil {
+	if st := g.book(vm, a.Src); st != nil {
+		st.namesMu.Lock()
 		for _, ip := range a.Addrs {
 			st.names.put(ip.Unmap(), a.Name)
 		}
+		st.namesMu.Unlock()
 	}
-	eff := vm.Effective
-	if eff == nil {
-		return nil
-	}
-	ports := eff.TCPPorts(a.Name)
-	if len(ports) == 0 {
+	if vm.Effective == nil || len(vm.Effective.TCPPorts(a.Name)) == 0 {
 		return nil // a web name, or none: the proxy judges what the sandbox does with it
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// Read again under the lock: an apply that ran since judged the admissions by the
+	// policy it read, and this one must not be judged by an older one.
+	vm, ok = g.view.VMByAddr(a.Src)
+	if !ok || vm.Tenant != a.Tenant || vm.ID != a.VMID || vm.Effective == nil {
+		return fmt.Errorf("gateway: open tcp: %s/%s is gone", a.Tenant, a.VMID)
+	}
+	eff := vm.Effective
+	ports := eff.TCPPorts(a.Name)
+	st := g.bookOf(vm, a.Src)
 	life := max(time.Duration(a.TTL)*time.Second, g.cfg.TCPMinTTL) + g.cfg.TCPGrace
 	add := make(map[endpoint]admission)
 	for _, ip := range a.Addrs {
@@ -141,7 +144,7 @@ func (g *Gateway) OpenTCP(_ context.Context, a dnsfilter.Answered) error {
 	for k, ad := range add {
 		eps = append(eps, firewall.Endpoint{Addr: k.addr, Port: k.port, Timeout: ad.expires.Sub(now)})
 	}
-	if err := g.fw.Admit(name, eps); err != nil {
+	if err := g.fw.Admit(g.inForce[a.Src], eps); err != nil {
 		return fmt.Errorf("gateway: open tcp for %s/%s: %w", vm.Tenant, vm.ID, err)
 	}
 	for k, ad := range add {

@@ -89,7 +89,11 @@
 // VM's next policy change: the gateway cannot say that the policy allows it. A restart
 // cuts nothing by itself (the first policy a run sees for a VM is taken as the one its
 // connections were opened under). A VM that
-// goes away takes its book with it; a VM made later at its address starts empty. A VM
+// goes away takes its book with it and its connections are cut (their conntrack entries,
+// marked, would otherwise outlive it, for the next VM at its address to send on); a VM
+// made later at its address starts empty, and its first apply cuts every marked
+// connection from that address it did not open itself (a conntrack dump per new VM), which
+// covers a VM removed while egressd was down. A VM
 // whose every layer is monitor is a monitor sandbox in the table (the kernel lets
 // everything but the hard denials through, and logs what it would have dropped).
 //

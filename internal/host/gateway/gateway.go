@@ -123,8 +123,11 @@ type Gateway struct {
 	books atomic.Pointer[map[netip.Addr]*vmTCP]
 	// tcpBehind: admissions were dropped and the apply that was to remove them failed.
 	tcpBehind bool
-	now       func() time.Time // the clock of admissions' expiry; tests move it
-	attempts  *rate.Limiter    // records of denied attempts, all sandboxes together
+	// tcpGone is the addresses of sandboxes that went away with connections opened
+	// through their sets, whose cut (FlushTCP) is still to do.
+	tcpGone  map[netip.Addr]bool
+	now      func() time.Time // the clock of admissions' expiry; tests move it
+	attempts *rate.Limiter    // records of denied attempts, all sandboxes together
 	// seen is this node's VMs' networks as the view showed them at the last apply: when
 	// they change, a round is due.
 	seen map[vmKey]store.Network

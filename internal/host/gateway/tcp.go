@@ -60,6 +60,12 @@ type vmTCP struct {
 	// inherited: the sandbox was in the first table this run applied, so the kernel may
 	// hold connections that an earlier run of egressd admitted, of which nothing is known.
 	inherited bool
+	// stale: the book is new after the first table, so marked connections from its
+	// address can only be another sandbox's (one that had the address before: a VM
+	// removed, its address given to the next one, or one removed while egressd was down).
+	// The forward chain passes them by their mark whatever the set holds, so they are cut
+	// before this sandbox's first policy counts as judged.
+	stale bool
 }
 
 func newVMTCP(vm VM, addr netip.Addr) *vmTCP {
@@ -172,8 +178,12 @@ func (g *Gateway) tcpLocked(name string, vm VM, addr netip.Addr, now time.Time, 
 	keep[name] = true
 	st := g.tcp[name]
 	if st == nil || st.tenant != vm.Tenant || st.vmID != vm.ID || st.addr != addr {
+		if st != nil && (st.admitted.len() > 0 || st.inherited) {
+			g.goneTCPLocked(st.addr)
+		}
 		st = newVMTCP(vm, addr)
 		st.inherited = g.applied == nil
+		st.stale = g.applied != nil
 		g.tcp[name] = st
 	}
 	st.eff = vm.Effective
@@ -198,12 +208,43 @@ func stillAllowed(eff *policy.Effective, name string, k endpoint) bool {
 }
 
 // dropGoneLocked forgets the sandboxes that are no longer in the desired state: a VM that
-// goes away drops its admissions (its set goes with its rules).
+// goes away drops its admissions (its set goes with its rules), and the connections it
+// opened through its set are cut (flushTCPLocked): their conntrack entries would
+// otherwise outlive it, marked, for the next sandbox at its address to send on.
 func (g *Gateway) dropGoneLocked(keep map[string]bool) {
-	for name := range g.tcp {
+	for name, st := range g.tcp {
 		if !keep[name] {
+			if st.admitted.len() > 0 || st.inherited {
+				g.goneTCPLocked(st.addr)
+			}
 			delete(g.tcp, name)
 		}
+	}
+}
+
+func (g *Gateway) goneTCPLocked(a netip.Addr) {
+	if g.tcpGone == nil {
+		g.tcpGone = make(map[netip.Addr]bool)
+	}
+	g.tcpGone[a] = true
+}
+
+// cutGoneLocked cuts the connections of the sandboxes gone (tcpGone). An address that a
+// sandbox of the desired state holds again is left to that sandbox's book, which is
+// stale (new) and cuts whatever it did not admit itself.
+func (g *Gateway) cutGoneLocked() {
+	held := make(map[netip.Addr]bool, len(g.tcp))
+	for _, st := range g.tcp {
+		held[st.addr] = true
+	}
+	for a := range g.tcpGone {
+		if !held[a] {
+			if _, err := g.fw.FlushTCP(a, nil); err != nil {
+				g.log.Warn("gateway: cutting allowed_tcp connections of a sandbox gone", "addr", a, "err", err)
+				continue // again at the next apply
+			}
+		}
+		delete(g.tcpGone, a)
 	}
 }
 
@@ -215,11 +256,12 @@ func (g *Gateway) dropGoneLocked(keep map[string]bool) {
 // cut: the gateway cannot say the policy allows it. A sandbox that never opened anything
 // has no such flows and costs no conntrack dump.
 func (g *Gateway) flushTCPLocked() {
+	g.cutGoneLocked()
 	for name, st := range g.tcp {
-		if st.flushed == st.eff {
+		if st.flushed == st.eff && !st.stale {
 			continue
 		}
-		if st.flushed == nil || (st.admitted.len() == 0 && !st.inherited) {
+		if !st.stale && (st.flushed == nil || (st.admitted.len() == 0 && !st.inherited)) {
 			// The sandbox's first policy is the one its connections were opened under
 			// (a restart cuts nothing), or it has none to cut.
 			st.flushed = st.eff
@@ -238,7 +280,7 @@ func (g *Gateway) flushTCPLocked() {
 			g.log.Warn("gateway: cutting allowed_tcp connections of a tightened policy", "netns", name, "err", err)
 			continue // again at the next apply
 		}
-		st.flushed, st.inherited = st.eff, false
+		st.flushed, st.inherited, st.stale = st.eff, false, false
 	}
 }
 

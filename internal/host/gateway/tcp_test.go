@@ -337,7 +337,7 @@ func TestTighteningAfterAFailedApply(t *testing.T) {
 // TestConnectionsOfAnEarlierRun: a restarted gateway knows nothing of the connections the
 // previous run admitted (their marks keep them up). Starting cuts none of them; the VM's
 // next policy change cuts them all, since none can be judged; a VM made in this run that
-// opened nothing costs no conntrack dump.
+// opened nothing costs no conntrack dump past its first apply's (reuse_test.go).
 func TestConnectionsOfAnEarlierRun(t *testing.T) {
 	w := newTCPWorld(t)
 	w.put("t", "a", on(network(attachment(t, "t", "a", 0)), nodeA, store.NetworkReady))

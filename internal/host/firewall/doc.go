@@ -75,7 +75,7 @@
 //	forward  (filter 0) → fwd_<name>:
 //	    ip daddr @hard_deny drop          hard deny first, whatever Allowed or TCP says
 //	    ip saddr Addr ip daddr @allow_<name> accept
-//	    ct state established,related ct mark & MarkTCP == MarkTCP accept
+//	    ct state established ct mark & MarkTCP == MarkTCP accept
 //	    ip saddr Addr tcp flags syn / fin,syn,rst,ack ip daddr . tcp dport @tcp_<name>
 //	        ct mark set ct mark | MarkTCP accept
 //	    ct state new tcp flags ! syn reject with tcp reset      (enforce only)
@@ -113,7 +113,12 @@
 //     tightening cuts it without FlushTCP (it never carries the mark: the SYN is
 //     accepted by the allow rule before the tcp set rule could mark it).
 //   - the established-and-marked rule before the set: it is the common packet, and it
-//     must pass whether or not the element is still there.
+//     must pass whether or not the element is still there. Established only, not
+//     related: conntrack relates an ICMP error to the connection its quoted packet
+//     belongs to, whoever sends it, so with related a sandbox could send ICMP errors
+//     (and the bytes they carry) to the destination of another sandbox's allowed_tcp
+//     connection, passing by that connection's mark. A sandbox's own ICMP errors about
+//     its allowed_tcp connections are dropped with them (it has no need to send any).
 //   - SYN only (no ACK, FIN, RST) for the set: a stray mid-stream packet to an admitted
 //     endpoint does not open a flow the set then marks.
 //   - the reset of new non-SYN TCP before the log: see above.

@@ -170,6 +170,19 @@ func ctMarked() frag {
 	}, false}
 }
 
+// ctEstablishedOnly: ct state established, without related. A packet's own source
+// (anti-spoofing) does not say whose connection conntrack relates it to: an ICMP error is
+// related to the connection its quoted packet belongs to, whoever sends it, so a sandbox
+// could send one quoting another sandbox's connection.
+func ctEstablishedOnly() frag {
+	bits := binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED)
+	return frag{"ct state established", []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: make([]byte, 4)},
+		cmp(expr.CmpOpNeq, make([]byte, 4)),
+	}, false}
+}
+
 // ctMarkSet: ct mark set ct mark | MarkTCP, leaving the other bits of the mark alone.
 func ctMarkSet() frag {
 	return frag{fmt.Sprintf("ct mark set ct mark | %#08x", MarkTCP), []expr.Any{

@@ -208,7 +208,9 @@ func fwdRules(st *state, s sandbox) []rule {
 	rs := []rule{
 		newRule("hard deny", ipDaddrInSet(setHardDeny), drop()),
 		newRule("allowed_cidrs", ipSaddrEq(s.addr), ipDaddrInSet(prefixAllow+s.name), accept()),
-		newRule("allowed_tcp: a connection outlives its element", ctEstablished(), ctMarked(), accept()),
+		// Established, not related: another sandbox's ICMP errors can be related to this
+		// sandbox's connections (doc.go), and the mark is not the sender's.
+		newRule("allowed_tcp: a connection outlives its element", ctEstablishedOnly(), ctMarked(), accept()),
 		newRule("allowed_tcp: new connections", ipSaddrEq(s.addr), tcpSYNOnly(),
 			daddrDportInSet(prefixTCP+s.name), ctMarkSet(), accept()),
 	}

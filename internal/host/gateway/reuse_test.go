@@ -3,8 +3,11 @@ package gateway
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -72,5 +75,42 @@ func TestAnAddressFreedWhileDown(t *testing.T) {
 	a.setTCPPolicy("t", "b", policy.Policy{AllowedTCP: []string{"git.example.test:22", "x.example.test:1"}})
 	if got := a.fw.kernel.open(nameB); !slices.Equal(got, []string{"203.0.113.10:22"}) {
 		t.Errorf("B's own connection after a loosening: %v", got)
+	}
+}
+
+// TestAGrantExpiringCutsItsConnections: a grant's allowed_tcp entry (DESIGN §2.8) opens
+// like the policy's own; when it expires (the view compiles the policy again, by its own
+// clock) the pairs it opened leave the set and the connections only it allowed are cut,
+// while those the VM's policy allows by itself stay.
+func TestAGrantExpiringCutsItsConnections(t *testing.T) {
+	w := newTCPWorld(t)
+	a := w.tcpNode()
+	name, addr := a.vm("t", "a", policy.Policy{AllowedTCP: []string{"db.example.test:5432"}})
+	if _, err := w.st.CreateGrant(t.Context(), store.Grant{Tenant: "t", Scope: store.ScopeVM, ObjectID: "a",
+		TCP: []string{"git.example.test:22"}, Domains: []string{}, CIDRs: []string{}}, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a.enforced()
+	must(t, a.answer(addr, "t", "a", "git.example.test", 60, "203.0.113.10"))
+	must(t, a.answer(addr, "t", "a", "db.example.test", 60, "203.0.113.20"))
+	for _, e := range []struct {
+		ip   string
+		port uint16
+	}{{"203.0.113.10", 22}, {"203.0.113.20", 5432}} {
+		if !a.fw.kernel.connect(name, e.ip, e.port) {
+			t.Fatalf("%s:%d: no connection (the grant not in force?)", e.ip, e.port)
+		}
+	}
+	eventually(t, "the grant's connection cut", func() bool {
+		return slices.Equal(a.fw.kernel.open(name), []string{"203.0.113.20:5432"})
+	})
+	if got := a.fw.kernel.elements(name); len(got) != 1 || !strings.HasPrefix(got[0], "203.0.113.20 . 5432 ") {
+		t.Errorf("set %v after the grant expired, want db's element only", got)
+	}
+	if err := a.answer(addr, "t", "a", "git.example.test", 60, "203.0.113.10"); err != nil {
+		t.Fatal(err)
+	}
+	if a.fw.kernel.connect(name, "203.0.113.10", 22) {
+		t.Error("a new lookup after the grant expired opened its entry")
 	}
 }

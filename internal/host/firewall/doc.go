@@ -73,6 +73,7 @@
 //	    drop everything else (API, explicit proxy, SSH, ICMP: a sandbox sees none of it);
 //	    from any other interface: drop ProxyPort and DNSPort (the listeners bind wildcard)
 //	forward  (filter 0) → fwd_<name>:
+//	    ip daddr @hard_deny ct state new limit rate 20/second burst 50 packets log prefix "deny" group G
 //	    ip daddr @hard_deny drop          hard deny first, whatever Allowed or TCP says
 //	    ip saddr Addr ip daddr @allow_<name> accept
 //	    ct state established ct mark & MarkTCP == MarkTCP accept
@@ -109,6 +110,9 @@
 //
 // The order of fwd_<name>, and why:
 //   - hard deny first: nothing a policy admits reaches the gateway, metadata, loopback.
+//     Its first packet is logged with the prefix "deny" in monitor sandboxes too (the
+//     kernel drops it there as well), with a limit of its own: a sandbox's log rate is
+//     at most twice the figure below.
 //   - allowed_cidrs before the mark: a flow to such a range is checked per packet, so
 //     tightening cuts it without FlushTCP (it never carries the mark: the SYN is
 //     accepted by the allow rule before the tcp set rule could mark it).

@@ -206,6 +206,9 @@ func sandboxChains(st *state, s sandbox) []*chain {
 // fwdRules is a sandbox's forward chain (the order is explained in doc.go).
 func fwdRules(st *state, s sandbox) []rule {
 	rs := []rule{
+		// Recorded like every denial (DESIGN §6), monitor or not: the kernel drops it.
+		newRule("hard deny: the first packet of a flow",
+			ipDaddrInSet(setHardDeny), ctStateNew(), limitRate(logRate, logBurst), nflog(PrefixDeny, st.logGroup)),
 		newRule("hard deny", ipDaddrInSet(setHardDeny), drop()),
 		newRule("allowed_cidrs", ipSaddrEq(s.addr), ipDaddrInSet(prefixAllow+s.name), accept()),
 		// Established, not related: another sandbox's ICMP errors can be related to this

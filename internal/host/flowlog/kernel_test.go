@@ -370,3 +370,26 @@ func TestAttemptRetransmissionsAreOne(t *testing.T) {
 		t.Errorf("stats %+v: the retransmissions were not seen (the check would be vacuous)", s)
 	}
 }
+
+// A hard-denied destination (cloud metadata, here on port 80, which is not redirected to
+// the proxy) is a denial like any other: its first packet yields an Attempt with the
+// prefix deny, in a monitor sandbox too (the kernel drops it there as well).
+func TestHardDenyAttempts(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	rn := start(t, l, &Reader{}, nil)
+	for _, monitor := range []bool{false, true} {
+		l.apply(t, monitor)
+		for _, port := range []uint16{80, 22} {
+			addr := netip.AddrPortFrom(ip("169.254.169.254"), port).String()
+			if c, err := l.dial(addr, 300*time.Millisecond); err == nil {
+				c.Close()
+				t.Fatalf("monitor %v: %s got through", monitor, addr)
+			}
+			a, ok := next(t, rn.attempts, 5*time.Second, func(a Attempt) bool { return a.Port == port && a.Dst == ip("169.254.169.254") })
+			if !ok || a.Prefix != firewall.PrefixDeny {
+				t.Errorf("monitor %v, %s: attempt %+v (%v), want one with the prefix deny", monitor, addr, a, ok)
+			}
+		}
+	}
+}

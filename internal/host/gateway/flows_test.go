@@ -83,6 +83,8 @@ func TestRecordAttempt(t *testing.T) {
 			[]string{"deny ip_literal "}},
 		{"hard deny", Attempt{Src: addr, Dst: mustIP("198.51.100.53"), DstPort: 22},
 			[]string{"deny hard_deny "}},
+		{"hard deny in a monitor sandbox (the kernel drops and logs it as deny)", Attempt{Src: addrM, Dst: mustIP("169.254.169.254"), DstPort: 80},
+			[]string{"deny hard_deny "}},
 		{"monitor", Attempt{Src: addrM, Dst: mustIP("203.0.113.30"), DstPort: 22, Monitor: true},
 			[]string{"allow would_deny port_not_allowed www.example.test", "close"}},
 		{"no VM", Attempt{Src: mustIP("100.96.0.250"), Dst: mustIP("203.0.113.10"), DstPort: 22}, nil},

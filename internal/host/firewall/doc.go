@@ -69,7 +69,9 @@
 //	                                      Host) and dials the address; other ports to
 //	                                      allowed_cidrs are routed as they are (forward)
 //	input    (filter 0), for what is addressed to the gateway itself:
-//	    from a sandbox: accept established/related, ProxyPort (tcp) and DNSPort (udp, tcp);
+//	    from a sandbox: accept established (not related: an ICMP error is related to the
+//	    connection it quotes, whoever sends it, so one sandbox could aim ICMP errors at
+//	    another's proxied connections), ProxyPort (tcp) and DNSPort (udp, tcp);
 //	    drop everything else (API, explicit proxy, SSH, ICMP: a sandbox sees none of it);
 //	    from any other interface: drop ProxyPort and DNSPort (the listeners bind wildcard)
 //	forward  (filter 0) → fwd_<name>:

@@ -124,7 +124,9 @@ func build(st *state) *plan {
 
 	sbxIn := func(f ...frag) []frag { return append([]frag{ifaceInSet("iifname", setIfaces, false)}, f...) }
 	input := []rule{
-		newRule("replies and related ICMP", sbxIn(ctEstablished(), accept())...),
+		// Not related: a sandbox's ICMP error is related to whichever connection it quotes,
+		// another sandbox's proxied one included (doc.go); a sandbox has none to send here.
+		newRule("replies", sbxIn(ctEstablishedOnly(), accept())...),
 	}
 	if st.proxyPort != 0 {
 		input = append(input, newRule("transparent proxy", sbxIn(dport("tcp", st.proxyPort), accept())...))

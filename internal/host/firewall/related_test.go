@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +192,56 @@ func TestAllowedTCPIsNotUDP(t *testing.T) {
 	}
 	if got != "" {
 		t.Errorf("a datagram shaped like a SYN got %q", got)
+	}
+}
+
+// TestRelatedICMPToTheGateway: the same trick aimed at the gateway itself. Another
+// sandbox's web connection is DNATed to the gateway's proxy, and an ICMP error quoting
+// it is related to that connection and DNATed with it: a sandbox that sends "fragmentation
+// needed" about it must not lower the path MTU the gateway uses towards the other
+// sandbox (nor reach the gateway's stack with anything else that way). Before the input
+// chain accepted established packets only, it did.
+func TestRelatedICMPToTheGateway(t *testing.T) {
+	t.Parallel()
+	l, _ := tcpLab(t)
+	b := secondSandbox(t, l)
+	serve(t, l.gw, "tcp4", "100.96.0.9:15001", serveText("proxy"))
+	bc, _, err := dial(b, "", "203.0.113.10:443", ok)
+	if err != nil {
+		t.Fatalf("the other sandbox's web connection: %v", err)
+	}
+	defer bc.Close()
+	_, bport, _ := net.SplitHostPort(bc.LocalAddr().String())
+	port, _ := strconv.Atoi(bport)
+
+	server, a, other := ip("203.0.113.10").As4(), ip("100.96.0.2").As4(), ip("100.96.0.10").As4()
+	h := ipHeader(server, other, 1400)
+	binary.BigEndian.PutUint16(h[10:], checksum(h))
+	quote := append(h, tcpSegment(server, other, 443, uint16(port), tcpACK)[:8]...)
+	msg := icmpError(a, server, quote, nil)
+	// Type 3 code 4, fragmentation needed, next-hop MTU 576.
+	icmp := msg[20:]
+	icmp[1] = 4
+	binary.BigEndian.PutUint16(icmp[6:], 576)
+	icmp[2], icmp[3] = 0, 0
+	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp))
+	// The gateway's TCP stack counts each ICMP error it looks at for a connection whose
+	// quoted sequence number is not in flight (the quote's is made up).
+	icmpsToTCP := func() int {
+		f := strings.Fields(l.gw.exec(t, "nstat", "-asz", "TcpExtOutOfWindowIcmps"))
+		if len(f) < 3 || f[1] != "TcpExtOutOfWindowIcmps" {
+			t.Fatalf("nstat: %q", f)
+		}
+		n, err := strconv.Atoi(f[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := icmpsToTCP()
+	sendRaw(t, l.sbx, server, msg)
+	time.Sleep(200 * time.Millisecond) // a drop leaves no trace to wait for
+	if after := icmpsToTCP(); after != before {
+		t.Errorf("the lab sandbox's ICMP error about the other sandbox's proxied connection reached the gateway's TCP stack (%d → %d)", before, after)
 	}
 }

@@ -114,3 +114,38 @@ func TestAGrantExpiringCutsItsConnections(t *testing.T) {
 		t.Error("a new lookup after the grant expired opened its entry")
 	}
 }
+
+// TestASessionOpeningTightens: in transparent mode a VM's traffic is held to its policy
+// AND every open session's (DESIGN §2.4). A session that opens with a narrower
+// allowed_tcp removes the VM's pairs it does not allow and cuts their connections; a
+// lookup then opens only what both layers allow.
+func TestASessionOpeningTightens(t *testing.T) {
+	w := newTCPWorld(t)
+	a := w.tcpNode()
+	both := policy.Policy{AllowedTCP: []string{"db.example.test:5432", "git.example.test:22"}}
+	name, addr := a.vm("t", "a", both)
+	must(t, a.answer(addr, "t", "a", "git.example.test", 60, "203.0.113.10"))
+	must(t, a.answer(addr, "t", "a", "db.example.test", 60, "203.0.113.20"))
+	if !a.fw.kernel.connect(name, "203.0.113.10", 22) || !a.fw.kernel.connect(name, "203.0.113.20", 5432) {
+		t.Fatal("no connections")
+	}
+	if _, err := w.st.CreateSession(t.Context(), store.Session{Tenant: "t", ID: "s1", VMID: "a", TokenHash: make([]byte, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	np, _, err := policy.Policy{AllowedTCP: []string{"db.example.test:5432"}}.WithDefaults().NormalizeFor(tcpClassifier)
+	must(t, err)
+	if _, err := w.st.PutPolicy(t.Context(), store.PolicyRecord{Tenant: "t", Scope: store.ScopeSession, ID: "s1", Policy: np}); err != nil {
+		t.Fatal(err)
+	}
+	a.enforced()
+	if got := a.fw.kernel.open(name); !slices.Equal(got, []string{"203.0.113.20:5432"}) {
+		t.Errorf("connections %v with the session open, want db's only", got)
+	}
+	if got := a.fw.kernel.elements(name); len(got) != 1 || !strings.HasPrefix(got[0], "203.0.113.20 . 5432 ") {
+		t.Errorf("set %v with the session open, want db's element only", got)
+	}
+	must(t, a.answer(addr, "t", "a", "git.example.test", 60, "203.0.113.10"))
+	if a.fw.kernel.connect(name, "203.0.113.10", 22) {
+		t.Error("a lookup with the session open opened what only the VM layer allows")
+	}
+}

@@ -78,7 +78,7 @@
 //	    ip daddr @hard_deny ct state new limit rate 20/second burst 50 packets log prefix "deny" group G
 //	    ip daddr @hard_deny drop          hard deny first, whatever Allowed or TCP says
 //	    ip saddr Addr ip daddr @allow_<name> accept
-//	    ct state established ct mark & MarkTCP == MarkTCP accept
+//	    ct state established ct mark & MarkTCP == MarkTCP tcp flags != syn / fin,syn,rst,ack accept
 //	    ip saddr Addr tcp flags syn / fin,syn,rst,ack ip daddr . tcp dport @tcp_<name>
 //	        ct mark set ct mark | MarkTCP accept
 //	    ct state new tcp flags ! syn reject with tcp reset      (enforce only)
@@ -125,6 +125,10 @@
 //     (and the bytes they carry) to the destination of another sandbox's allowed_tcp
 //     connection, passing by that connection's mark. A sandbox's own ICMP errors about
 //     its allowed_tcp connections are dropped with them (it has no need to send any).
+//     Nor a SYN: after the server resets a connection, conntrack keeps its entry (state
+//     CLOSE) for a while and takes a SYN of the same four-tuple as part of it, so a
+//     connection reopened from the same port would pass by the old mark after the
+//     element expired. Every SYN meets the set.
 //   - SYN only (no ACK, FIN, RST) for the set: a stray mid-stream packet to an admitted
 //     endpoint does not open a flow the set then marks.
 //   - the reset of new non-SYN TCP before the log: see above.

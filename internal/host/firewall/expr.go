@@ -201,23 +201,28 @@ const (
 	tcpACK      = 0x10
 )
 
-// tcpFlags: meta l4proto tcp, then the flags byte masked with mask compared to want.
-func tcpFlags(text string, mask, want byte) frag {
+// tcpFlags: meta l4proto tcp, then the flags byte masked with mask compared (op) to want.
+func tcpFlags(text string, mask, want byte, op expr.CmpOp) frag {
 	return frag{text, []expr.Any{
 		meta(expr.MetaKeyL4PROTO), cmp(expr.CmpOpEq, []byte{unix.IPPROTO_TCP}),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOff, Len: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
-		cmp(expr.CmpOpEq, []byte{want}),
+		cmp(op, []byte{want}),
 	}, false}
 }
 
 // tcpSYNOnly: a connection's first packet, SYN without ACK (nor FIN, RST).
 func tcpSYNOnly() frag {
-	return tcpFlags("tcp flags syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN)
+	return tcpFlags("tcp flags syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN, expr.CmpOpEq)
+}
+
+// tcpNotSYNOnly: a TCP packet that is not a connection's first (tcpSYNOnly).
+func tcpNotSYNOnly() frag {
+	return tcpFlags("tcp flags != syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN, expr.CmpOpNeq)
 }
 
 // tcpNotSYN: any TCP packet without SYN.
-func tcpNotSYN() frag { return tcpFlags("tcp flags ! syn", tcpSYN, 0) }
+func tcpNotSYN() frag { return tcpFlags("tcp flags ! syn", tcpSYN, 0, expr.CmpOpEq) }
 
 // regConcat2 is the second 32-bit register of a concatenation (NFT_REG32_01): the key
 // ip daddr . tcp dport is laid out from register 1 on, one field per 32-bit register.

@@ -215,7 +215,10 @@ func fwdRules(st *state, s sandbox) []rule {
 		newRule("allowed_cidrs", ipSaddrEq(s.addr), ipDaddrInSet(prefixAllow+s.name), accept()),
 		// Established, not related: another sandbox's ICMP errors can be related to this
 		// sandbox's connections (doc.go), and the mark is not the sender's.
-		newRule("allowed_tcp: a connection outlives its element", ctEstablishedOnly(), ctMarked(), accept()),
+		// Not a SYN either: conntrack takes a SYN of a four-tuple whose connection the server
+		// reset as part of that (marked) entry, and the new connection would pass by the
+		// old mark after its element expired. A SYN always meets the set.
+		newRule("allowed_tcp: a connection outlives its element", ctEstablishedOnly(), ctMarked(), tcpNotSYNOnly(), accept()),
 		newRule("allowed_tcp: new connections", ipSaddrEq(s.addr), tcpSYNOnly(),
 			daddrDportInSet(prefixTCP+s.name), ctMarkSet(), accept()),
 	}

@@ -312,14 +312,16 @@ func (g *Gateway) applyLocked(force bool) error {
 		g.status.Store(&status{err: err})
 		return err
 	}
-	before := make(map[string][]netip.Prefix)
+	before := make(map[string]firewall.Sandbox)
 	if g.applied != nil {
 		for _, s := range g.applied.Sandboxes {
-			before[s.Name] = s.Allowed
+			before[s.Name] = s
 		}
 	}
 	for _, s := range d.Sandboxes {
-		if prev, ok := before[s.Name]; ok && !covers(s.Allowed, prev) {
+		// A monitor sandbox's kernel forwarded everything: back in enforce, the flows it
+		// opened outside Allowed go as after a tightening (replies would still come in).
+		if prev, ok := before[s.Name]; ok && (!covers(s.Allowed, prev.Allowed) || prev.Monitor && !s.Monitor) {
 			if _, err := g.fw.FlushConntrack(s.Addr, s.Allowed); err != nil {
 				g.log.Warn("gateway: removing conntrack entries of a tightened policy", "netns", s.Name, "err", err)
 			}

@@ -149,3 +149,24 @@ func TestASessionOpeningTightens(t *testing.T) {
 		t.Error("a lookup with the session open opened what only the VM layer allows")
 	}
 }
+
+// TestMonitorToEnforceFlushesConntrack: a monitor sandbox's kernel lets everything through
+// (its flows are tracked, unmarked). Switched to enforce, those flows' packets from the
+// sandbox are dropped, but their conntrack entries would stay, and the forward chain
+// passes what comes back on an established flow into the sandbox: a server the policy no
+// longer allows could go on sending to it. The switch deletes the entries outside
+// allowed_cidrs, as a tightening of allowed_cidrs does; staying in monitor flushes nothing.
+func TestMonitorToEnforceFlushesConntrack(t *testing.T) {
+	w := newTCPWorld(t)
+	a := w.tcpNode()
+	_, addr := a.vm("t", "a", policy.Policy{Mode: policy.Monitor, AllowedCIDRs: []string{"203.0.113.0/24"}})
+	a.fw.Flushes()
+	a.setTCPPolicy("t", "a", policy.Policy{Mode: policy.Monitor, AllowedCIDRs: []string{"203.0.113.0/24"}, AllowedTCP: []string{"x.example.test:1"}})
+	if got := flushStrings(a.fw.Flushes()); len(got) != 0 {
+		t.Errorf("a change within monitor flushed %q", got)
+	}
+	a.setTCPPolicy("t", "a", policy.Policy{AllowedCIDRs: []string{"203.0.113.0/24"}})
+	if got, want := flushStrings(a.fw.Flushes()), []string{addr.String() + " keep 203.0.113.0/24"}; !slices.Equal(got, want) {
+		t.Errorf("flushes after monitor → enforce: %q, want %q", got, want)
+	}
+}

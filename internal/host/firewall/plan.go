@@ -219,7 +219,9 @@ func fwdRules(st *state, s sandbox) []rule {
 		// reset as part of that (marked) entry, and the new connection would pass by the
 		// old mark after its element expired. A SYN always meets the set.
 		newRule("allowed_tcp: a connection outlives its element", ctEstablishedOnly(), ctMarked(), tcpNotSYNOnly(), accept()),
-		newRule("allowed_tcp: new connections", ipSaddrEq(s.addr), tcpSYNOnly(),
+		// New only: a SYN that conntrack finds invalid (a bad checksum, say) has no entry,
+		// so it would leave without masquerade, carrying the sandbox's own address.
+		newRule("allowed_tcp: new connections", ipSaddrEq(s.addr), ctStateNew(), tcpSYNOnly(),
 			daddrDportInSet(prefixTCP+s.name), ctMarkSet(), accept()),
 	}
 	if s.monitor {

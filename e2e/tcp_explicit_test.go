@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -78,7 +79,8 @@ func TestAllowedTCPThroughHTTPProxy(t *testing.T) {
 	testnet.Require(t, haveCmd("ssh"), "ssh (openssh-client)")
 	testnet.Require(t, haveCmd("socat"), "socat")
 	sess := l.explicitSession("explicit")
-	l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22"}, DeniedDomains: []string{"denied.git.test"}})
+	repo := l.startSSHD()
+	l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "realgit.test:22"}, DeniedDomains: []string{"denied.git.test"}})
 	user, pass := sessionCreds(t, sess.ProxyURL)
 	// socat speaks HTTP CONNECT with Basic credentials: ssh's ProxyCommand through the proxy.
 	viaProxy := fmt.Sprintf("socat - PROXY:127.0.0.1:%%h:%%p,proxyport=%s,proxyauth=%s:%s",
@@ -105,6 +107,17 @@ func TestAllowedTCPThroughHTTPProxy(t *testing.T) {
 		}
 		if got := l.git.Banners()[before:]; len(got) == 0 || !strings.HasPrefix(got[0], "SSH-2.0-OpenSSH") {
 			t.Fatalf("git's ssh did not reach the fake server (banners %q):\n%s", got, out)
+		}
+	})
+	t.Run("git clone from a real sshd", func(t *testing.T) {
+		dir := t.TempDir()
+		out, code := l.gwRun(60*time.Second, []string{"GIT_SSH_COMMAND=" + repo.gitSSHCommand(viaProxy), "HOME=" + dir},
+			"git", "clone", "-q", repo.URL, dir+"/clone")
+		if code != 0 {
+			t.Fatalf("git clone over ssh through the HTTP proxy: exit %d\n%s", code, out)
+		}
+		if b, err := os.ReadFile(dir + "/clone/README"); err != nil || string(b) != repo.File {
+			t.Fatalf("cloned README: %q, %v", b, err)
 		}
 	})
 	t.Run("refusals", func(t *testing.T) {

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/host/netns"
+	"github.com/egressd/egressd/internal/testkit/testnet"
+	"github.com/egressd/egressd/policy"
+)
+
+// The allowed_tcp benchmarks run in the namespace lab (tcplab_test.go), as root:
+//
+//	go test -run '^$' -bench AllowedTCP -benchtime 3s ./e2e/
+//
+// BenchmarkAllowedTCPNewConnections and BenchmarkAllowedTCPThroughput compare one server
+// reached by an allowed_tcp name (its address in the VM's kernel set after a DNS answer)
+// with the same server reached by allowed_cidrs (the VM's allow set), in one run: both are
+// forwarded by the kernel, so the ratio is the cost of the set lookup and the ct mark.
+// BenchmarkAllowedTCPDNSToConnect measures, from inside the sandbox, the time from a DNS
+// answer's arrival to an established connection to the address it gave (DESIGN §2.6: the
+// gateway opens the address before it answers).
+
+// benchTCPVMs makes a VM that reaches bulk.test by allowed_tcp and one that reaches its
+// address by allowed_cidrs.
+func benchTCPVMs(b *testing.B) (*tcpLab, *client.VM, *client.VM) {
+	l := newTCPLab(b)
+	byName := l.vm("by-name", &policy.Policy{AllowedTCP: []string{"bulk.test:9000"}})
+	byCIDR := l.vm("by-cidr", &policy.Policy{AllowedCIDRs: []string{bulkAddr + "/32"}})
+	return l, byName, byCIDR
+}
+
+// bulkOnce opens one connection inside vm to the bulk server and reads n bytes.
+func bulkOnce(b *testing.B, dial func(context.Context, string, string) (net.Conn, error), n uint64) {
+	c, err := dial(context.Background(), "tcp", bulkAddr+":9000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	got, err := bulkGet(c, n)
+	if err != nil || uint64(got) != n {
+		b.Fatalf("bulk: %d of %d bytes, %v", got, n, err)
+	}
+}
+
+type benchPath struct {
+	name string
+	vm   *client.VM
+}
+
+func benchPaths(b *testing.B, l *tcpLab, byName, byCIDR *client.VM) []benchPath {
+	// The lookup opens the address for the VM for at least two minutes (max(TTL, 60 s) +
+	// 60 s); each sub-benchmark asks again, so a long run keeps it open.
+	if got := l.lookup(byName, "bulk.test"); got != bulkAddr {
+		b.Fatalf("lookup of bulk.test: %q", got)
+	}
+	return []benchPath{{"allowed_cidrs", byCIDR}, {"allowed_tcp", byName}}
+}
+
+func BenchmarkAllowedTCPNewConnections(b *testing.B) {
+	l, byName, byCIDR := benchTCPVMs(b)
+	for _, p := range benchPaths(b, l, byName, byCIDR) {
+		b.Run(p.name, func(b *testing.B) {
+			l.lookup(byName, "bulk.test")
+			dial := netns.DialIn(p.vm.Network.Path)
+			for b.Loop() {
+				bulkOnce(b, dial, 1)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
+		})
+	}
+}
+
+func BenchmarkAllowedTCPThroughput(b *testing.B) {
+	l, byName, byCIDR := benchTCPVMs(b)
+	const size = 256 << 20
+	for _, p := range benchPaths(b, l, byName, byCIDR) {
+		b.Run(p.name, func(b *testing.B) {
+			l.lookup(byName, "bulk.test")
+			dial := netns.DialIn(p.vm.Network.Path)
+			b.SetBytes(size)
+			for b.Loop() {
+				bulkOnce(b, dial, size)
+			}
+		})
+	}
+}
+
+// latNames is how many names (and addresses) BenchmarkAllowedTCPDNSToConnect cycles
+// through: s<i>.lat.test is 203.0.113.(100+i). Each sample needs an address that is not in
+// the VM's set yet; after latNames samples the entry is removed and put back, which empties
+// the set, outside the timer.
+const latNames = 100
+
+// BenchmarkAllowedTCPDNSToConnect: one op is one sample, taken inside the sandbox's
+// namespace: a DNS query for a fresh name to the gateway, then a TCP connect to the address
+// answered; the figure is the time from the answer's arrival to the connection being
+// established (fresh-p50/p99), beside the same connect to an address already in the set
+// (warm-p50/p99), and the query's own round trip (dns-p50/p99), which includes the
+// gateway's admission into the kernel set.
+func BenchmarkAllowedTCPDNSToConnect(b *testing.B) {
+	l := newTCPLab(b)
+	inet := testnet.In("/run/netns/" + l.inetNS)
+	for i := range latNames {
+		addr := fmt.Sprintf("203.0.113.%d", 100+i)
+		ipCmd(b, "-n", l.inetNS, "addr", "add", addr+"/32", "dev", "lo")
+		l.dns.Set(fmt.Sprintf("s%d.lat.test", i), addr)
+	}
+	ln, err := inet.Listen("tcp", "0.0.0.0:9100")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	on := policy.Policy{AllowedTCP: []string{"*.lat.test:9100"}}
+	vm := l.vm("lat", &on)
+	server := vm.Network.Gateway + ":53"
+
+	var fresh, warm, query []float64
+	// sample asks for name and connects to its answer, twice; it runs in the sandbox's
+	// namespace, so that no namespace switch is timed.
+	sample := func(name string) error {
+		return netns.Do(vm.Network.Path, func() error {
+			uc, err := net.Dial("udp", server)
+			if err != nil {
+				return err
+			}
+			defer uc.Close()
+			conn := &dns.Conn{Conn: uc}
+			m := new(dns.Msg)
+			m.SetQuestion(name, dns.TypeA)
+			uc.SetDeadline(time.Now().Add(3 * time.Second))
+			start := time.Now()
+			if err := conn.WriteMsg(m); err != nil {
+				return err
+			}
+			r, err := conn.ReadMsg()
+			answered := time.Now()
+			if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+				return fmt.Errorf("query %s: %v, %v", name, r, err)
+			}
+			a, ok := r.Answer[0].(*dns.A)
+			if !ok {
+				return fmt.Errorf("query %s: answer %v", name, r.Answer[0])
+			}
+			target := net.JoinHostPort(a.A.String(), "9100")
+			d := net.Dialer{Timeout: 5 * time.Second}
+			c, err := d.Dial("tcp", target)
+			established := time.Now()
+			if err != nil {
+				return fmt.Errorf("connect to %s after its answer: %w", target, err)
+			}
+			c.Close()
+			t0 := time.Now()
+			c, err = d.Dial("tcp", target)
+			if err != nil {
+				return fmt.Errorf("second connect to %s: %w", target, err)
+			}
+			warm = append(warm, float64(time.Since(t0).Microseconds()))
+			c.Close()
+			query = append(query, float64(answered.Sub(start).Microseconds()))
+			fresh = append(fresh, float64(established.Sub(answered).Microseconds()))
+			return nil
+		})
+	}
+	i := 0
+	for b.Loop() {
+		if i == latNames {
+			// Empty the set: the entry removed (its addresses revoked), then given back.
+			b.StopTimer()
+			l.setVM("lat", policy.Policy{AllowedTCP: []string{"other.lat.test:9100"}})
+			l.setVM("lat", on)
+			i = 0
+			b.StartTimer()
+		}
+		if err := sample(fmt.Sprintf("s%d.lat.test.", i)); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(percentile(fresh, 50), "fresh-p50-µs")
+	b.ReportMetric(percentile(fresh, 99), "fresh-p99-µs")
+	b.ReportMetric(percentile(warm, 50), "warm-p50-µs")
+	b.ReportMetric(percentile(warm, 99), "warm-p99-µs")
+	b.ReportMetric(percentile(query, 50), "dns-p50-µs")
+	b.ReportMetric(percentile(query, 99), "dns-p99-µs")
+	b.Logf("DNS answer → connection established, fresh address: p50 %.0f µs, p99 %.0f µs; already in the set: p50 %.0f µs, p99 %.0f µs; query round trip with admission: p50 %.0f µs, p99 %.0f µs (%d samples)",
+		percentile(fresh, 50), percentile(fresh, 99), percentile(warm, 50), percentile(warm, 99), percentile(query, 50), percentile(query, 99), len(fresh))
+}

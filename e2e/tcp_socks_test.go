@@ -1,0 +1,204 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/testkit/testnet"
+	"github.com/egressd/egressd/policy"
+)
+
+// allowed_tcp through the SOCKS5 listener (--socks-listen): the same decisions as CONNECT,
+// with RFC 1929 credentials (session ID and token).
+
+func TestAllowedTCPThroughSOCKS(t *testing.T) {
+	l := newTCPLab(t, "--socks-listen", socksAddr)
+	testnet.Require(t, haveCmd("ssh"), "ssh (openssh-client)")
+	sess := l.explicitSession("socks")
+	user, pass := sessionCreds(t, sess.ProxyURL)
+	l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432"}, AllowHTTPS: true,
+		AllowedDomains: []string{"api.example.test"}})
+	dial := l.dialGW
+	open := func(target socksTarget) (net.Conn, byte, error) { return socksDial(dial, socksAddr, user, pass, target) }
+	socksEnv := []string{"SOCKS_ADDR=" + socksAddr, "SOCKS_USER=" + user, "SOCKS_PASS=" + pass}
+	proxyCommand := "python3 " + socksProxyCommand(t) + " %h %p"
+
+	t.Run("ssh by name", func(t *testing.T) {
+		out, code := l.gwRun(30*time.Second, socksEnv, "ssh", sshArgs(proxyCommand, "git@git.test", "true")...)
+		if code != 255 || !reachedByOpenSSH(l.git) {
+			t.Fatalf("ssh through SOCKS5: exit %d (want 255, the fake server's close), banners %q\n%s", code, l.git.Banners(), out)
+		}
+	})
+	t.Run("git clone from a real sshd", func(t *testing.T) {
+		repo := l.startSSHD()
+		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432", "realgit.test:22"}, AllowHTTPS: true,
+			AllowedDomains: []string{"api.example.test"}})
+		dir := t.TempDir()
+		out, code := l.gwRun(60*time.Second, append(socksEnv, "GIT_SSH_COMMAND="+repo.gitSSHCommand(proxyCommand), "HOME="+dir),
+			"git", "clone", "-q", repo.URL, dir+"/clone")
+		if code != 0 {
+			t.Fatalf("git clone over ssh through SOCKS5: exit %d\n%s", code, out)
+		}
+		if b, err := os.ReadFile(dir + "/clone/README"); err != nil || string(b) != repo.File {
+			t.Fatalf("cloned README: %q, %v", b, err)
+		}
+	})
+	t.Run("curl --socks5-hostname", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--socks5-hostname", socksAddr, "--proxy-user", user + ":" + pass},
+			{"-x", "socks5h://" + user + ":" + pass + "@" + socksAddr},
+		} {
+			out, code := l.gwRun(30*time.Second, nil, "curl", append([]string{"-sS", "--max-time", "10", "--cacert", l.caFile},
+				append(args, "https://api.example.test/")...)...)
+			if code != 0 || out != "hello from api.example.test\n" {
+				t.Errorf("curl %v: exit %d %q", args[:1], code, out)
+			}
+			// A name the policy does not allow: curl reports the SOCKS refusal (exit 97).
+			out, code = l.gwRun(30*time.Second, nil, "curl", append([]string{"-sS", "--max-time", "10", "--cacert", l.caFile},
+				append(args, "https://other.example.test/")...)...)
+			if code == 0 {
+				t.Errorf("curl %v to a name not allowed: %q", args[:1], out)
+			}
+		}
+		for _, h := range l.web.Hosts() {
+			if strings.HasPrefix(h, "other.example.test") {
+				t.Errorf("the web server saw %s", h)
+			}
+		}
+	})
+	t.Run("raw tunnel by name", func(t *testing.T) {
+		c, _, err := open(socksName("git.test", 22))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		expectFakeSSH(t, c, bufio.NewReader(c))
+	})
+	t.Run("credentials", func(t *testing.T) {
+		for _, tc := range []struct{ user, pass string }{
+			{user, pass + "x"}, {user, ""}, {"", pass}, {"s_nonexistent", pass}, {strings.ToUpper(user), pass},
+		} {
+			c, err := dial(socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := socksHandshake(c, tc.user, tc.pass, socksConnect, socksName("git.test", 22))
+			c.Close()
+			if err == nil && rep != socksAuthFailed {
+				t.Errorf("user %q, password of %d bytes: reply %#x, want a failed authentication", tc.user, len(tc.pass), rep)
+			}
+		}
+		// No user/password method offered: 0xFF.
+		c, err := dial(socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte{5, 1, 0})
+		var sel [2]byte
+		if _, err := c.Read(sel[:]); err == nil && sel[1] != 0xff {
+			t.Errorf("greeting with only 'no authentication': selected %#x", sel[1])
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "rebind.example.test:22", "meta.example.test:22",
+			"denied.git.test:22"}, DeniedDomains: []string{"denied.git.test"}})
+		gitConns := l.git.conns.Load()
+		for _, target := range []socksTarget{
+			socksName("other.example.test", 22),  // a name not listed, the same port
+			socksName("gitmirror.test", 22),      // not listed, though it shares git.test's address
+			socksName("git.test", 2222),          // the listed name, another port
+			socksName("rebind.example.test", 22), // listed, answers a private address
+			socksName("meta.example.test", 22),   // listed, answers the metadata address
+			socksName("denied.git.test", 22),     // listed and denied: denied_domains wins
+			socksIP(gitAddr, 22),                 // an IP literal outside allowed_cidrs
+			socksIP("::ffff:"+gitAddr, 22),       // the same, IPv4-mapped
+			socksIP(privateAddr, 22),             // private, outside allowed_cidrs
+			socksIP(metaAddr, 22),                // metadata
+			socksName("git.test", 0),             // no such port
+		} {
+			c, rep, err := open(target)
+			if err == nil {
+				c.Close()
+				t.Errorf("CONNECT %s: succeeded", target)
+				continue
+			}
+			if rep == socksSucceeded {
+				t.Errorf("CONNECT %s: %v", target, err)
+			}
+		}
+		for _, cmd := range []byte{socksBind, socksUDPAssociate} {
+			for _, target := range []socksTarget{socksName("git.test", 22), socksIP(gitAddr, 22), socksIP("0.0.0.0", 0)} {
+				c, err := dial(socksAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rep, err := socksHandshake(c, user, pass, cmd, target)
+				c.Close()
+				if err == nil && rep != socksCmdUnsupported {
+					t.Errorf("command %d to %s: reply %#x, want %#x (command not supported)", cmd, target, rep, socksCmdUnsupported)
+				}
+			}
+		}
+		if n := l.git.conns.Load() - gitConns; n != 0 {
+			t.Errorf("%d refused requests reached git.test's server", n)
+		}
+		if n := l.private.conns.Load() + l.meta.conns.Load() + l.tcp22.Load(); n != 0 {
+			t.Errorf("%d connections reached the private, metadata or unlisted server", n)
+		}
+	})
+	t.Run("IP literal inside allowed_cidrs", func(t *testing.T) {
+		l.setSessionPolicy(sess, policy.Policy{AllowedCIDRs: []string{"198.51.100.0/24"}})
+		c, _, err := open(socksIP(privateAddr, 22))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		expectFakeSSH(t, c, bufio.NewReader(c))
+	})
+	t.Run("entry removed cuts the tunnel", func(t *testing.T) {
+		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432"}})
+		c, _, err := open(socksName("git.test", 22))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		expectFakeSSH(t, c, br)
+		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"db.test:5432"}})
+		expectCut(t, c, br)
+		// And the next request is refused.
+		if c, rep, err := open(socksName("git.test", 22)); err == nil || rep != socksNotAllowed {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("CONNECT git.test:22 after the entry was removed: reply %#x, %v", rep, err)
+		}
+	})
+	t.Run("records", func(t *testing.T) {
+		events, err := l.api.Events(context.Background(), client.EventsFilter{SessionID: sess.SessionID, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var allowed, denied bool
+		for _, e := range events {
+			if e.Kind == "connect" && e.Decision == "allow" && e.Host == "git.test" && e.Port == 22 && e.Reason == string(policy.ReasonAllowedTCP) && e.Rule != "" {
+				allowed = true
+			}
+			if e.Decision == "deny" && e.Host == "gitmirror.test" && e.Port == 22 && e.Reason != "" {
+				denied = true
+			}
+		}
+		if !allowed || !denied {
+			t.Errorf("records of SOCKS5 requests: allowed git.test:22 %v, denied gitmirror.test:22 %v\n%s", allowed, denied, fmt.Sprint(events))
+		}
+	})
+}

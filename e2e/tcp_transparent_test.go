@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/host/firewall"
+	"github.com/egressd/egressd/internal/host/netns"
+	"github.com/egressd/egressd/internal/testkit/testnet"
+	"github.com/egressd/egressd/policy"
+)
+
+// allowed_tcp in the transparent gateway (DESIGN §2.6): a sandbox that knows nothing of
+// proxies asks the gateway's DNS filter for an allowed_tcp name, the addresses answered go
+// into that VM's kernel set with the port, and the kernel forwards TCP to them.
+
+// lookup resolves name inside the VM the way its programs do (resolv.conf names the
+// gateway); it returns the address or "error <kind>".
+func (l *tcpLab) lookup(vm *client.VM, name string) string {
+	l.t.Helper()
+	out, _ := l.py(vm, fmt.Sprintf(`
+import socket
+try:
+    print(socket.gethostbyname(%q))
+except Exception as e:
+    print("error", type(e).__name__)
+`, name))
+	return strings.TrimSpace(out)
+}
+
+// dialVM opens a TCP connection from inside the VM with Go (for tunnels the test holds).
+func dialVM(vm *client.VM, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return netns.DialIn(vm.Network.Path)(ctx, "tcp", addr)
+}
+
+// tcpSet is the listing of the VM's allowed_tcp set in the gateway's kernel.
+func (l *tcpLab) tcpSet(vm *client.VM) string {
+	l.t.Helper()
+	out, code := l.gwRun(10*time.Second, nil, "nft", "list", "set", "inet", firewall.TableName, "tcp_"+vm.Network.Netns)
+	if code != 0 {
+		l.t.Fatalf("nft list set: exit %d\n%s", code, out)
+	}
+	return out
+}
+
+func TestAllowedTCPTransparent(t *testing.T) {
+	l := newTCPLab(t)
+	testnet.Require(t, haveCmd("ssh"), "ssh (openssh-client)")
+	testnet.Require(t, haveCmd("nft"), "nft")
+	p := policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432", "rebind.example.test:22", "meta.example.test:22", "realgit.test:22"}}
+	a := l.vm("tcp-a", &p)
+	b := l.vm("tcp-b", &p) // the same policy: only its own lookups open anything for it
+	repo := l.startSSHD()
+
+	t.Run("ssh by name", func(t *testing.T) {
+		out, code := l.run(a, 30*time.Second, "ssh", sshArgs("none", "git@git.test", "true")...)
+		if code != 255 || !reachedByOpenSSH(l.git) {
+			t.Fatalf("ssh from the sandbox: exit %d (want 255, the fake server's close), banners %q\n%s", code, l.git.Banners(), out)
+		}
+	})
+	t.Run("git clone from a real sshd", func(t *testing.T) {
+		testnet.Require(t, haveCmd("git"), "git")
+		dir := t.TempDir()
+		out, code := l.run(a, 60*time.Second, "env", "HOME="+dir, "GIT_SSH_COMMAND="+repo.gitSSHCommand(""),
+			"git", "clone", "-q", repo.URL, dir+"/clone")
+		if code != 0 {
+			t.Fatalf("git clone over ssh from the sandbox: exit %d\n%s", code, out)
+		}
+		if got, err := os.ReadFile(dir + "/clone/README"); err != nil || string(got) != repo.File {
+			t.Fatalf("cloned README: %q, %v", got, err)
+		}
+	})
+	t.Run("psql by name", func(t *testing.T) {
+		testnet.Require(t, haveCmd("psql"), "psql (postgresql-client)")
+		out, code := l.run(a, 30*time.Second, "psql", "host=db.test port=5432 user=e2e dbname=demo connect_timeout=5", "-c", "select 1")
+		if code == 0 || !strings.Contains(out, fakePGMessage+" user=e2e database=demo") {
+			t.Fatalf("psql: exit %d, want the fake server's FATAL:\n%s", code, out)
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		gitConns := l.git.conns.Load()
+		// Names not listed are not answered, whatever the port.
+		for _, name := range []string{"other.example.test", "gitmirror.test", "api.example.test"} {
+			if got := l.lookup(a, name); !strings.HasPrefix(got, "error") {
+				t.Errorf("lookup of %s, not listed: %q", name, got)
+			}
+		}
+		// Listed names whose answers are private or metadata: nothing given, nothing opened.
+		for _, name := range []string{"rebind.example.test", "meta.example.test"} {
+			if got := l.lookup(a, name); !strings.HasPrefix(got, "error") {
+				t.Errorf("lookup of %s (a non-public answer): %q", name, got)
+			}
+		}
+		for _, addr := range []string{
+			webAddr + ":22",     // other.example.test's address, the same port
+			gitAddr + ":2222",   // an answered address, another port
+			privateAddr + ":22", // the private answer's address
+			metaAddr + ":22",
+		} {
+			if c, err := dialVM(a, addr); err == nil {
+				c.Close()
+				t.Errorf("%s: connected from the sandbox", addr)
+			}
+		}
+		// The second VM asked nothing: the address its neighbour looked up is closed to it.
+		if c, err := dialVM(b, gitAddr+":22"); err == nil {
+			c.Close()
+			t.Errorf("VM b reached %s:22 without a lookup of its own", gitAddr)
+		}
+		if n := l.tcp22.Load() + l.private.conns.Load() + l.meta.conns.Load(); n != 0 {
+			t.Errorf("%d connections reached servers the policy does not open", n)
+		}
+		if n := l.git.conns.Load() - gitConns; n != 0 {
+			t.Errorf("%d refused connections reached git.test's server", n)
+		}
+		// Once b looks the name up itself, it is open to b too.
+		if got := l.lookup(b, "git.test"); got != gitAddr {
+			t.Fatalf("lookup of git.test from VM b: %q", got)
+		}
+		c, err := dialVM(b, gitAddr+":22")
+		if err != nil {
+			t.Fatalf("VM b after its own lookup: %v", err)
+		}
+		c.Close()
+	})
+	t.Run("the grain is the address", func(t *testing.T) {
+		// Documented (docs/policy.md): another name on an answered address and port is
+		// reachable too; here, the address itself.
+		if got := l.lookup(a, "git.test"); got != gitAddr {
+			t.Fatalf("lookup of git.test: %q", got)
+		}
+		c, err := dialVM(a, gitAddr+":22")
+		if err != nil {
+			t.Fatalf("the answered address by number: %v", err)
+		}
+		c.Close()
+	})
+	t.Run("an open connection outlives its set element", func(t *testing.T) {
+		if got := l.lookup(a, "git.test"); got != gitAddr {
+			t.Fatalf("lookup of git.test: %q", got)
+		}
+		// The fake DNS answers with TTL 30: the element lives max(30 s, 60 s) + 60 s.
+		set := l.tcpSet(a)
+		m := regexp.MustCompile(regexp.QuoteMeta(gitAddr) + ` \. 22 timeout (\S+)`).FindStringSubmatch(set)
+		if m == nil || m[1] != "2m" {
+			t.Fatalf("the element of git.test:22 in the VM's set: %v, want timeout 2m:\n%s", m, set)
+		}
+		c, err := dialVM(a, gitAddr+":22")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		expectFakeSSH(t, c, br)
+		// Expire it the way the kernel does at its timeout: the element goes.
+		if out, code := l.gwRun(10*time.Second, nil, "nft", "delete", "element", "inet", firewall.TableName,
+			"tcp_"+a.Network.Netns, "{ "+gitAddr+" . 22 }"); code != 0 {
+			t.Fatalf("nft delete element: %d %s", code, out)
+		}
+		for i := 0; i < 3; i++ {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(c, "still %d\n", i)
+			if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("still %d\n", i) {
+				t.Fatalf("the open connection after its element expired: %q, %v", line, err)
+			}
+		}
+		// A new connection to it without a new answer is dropped.
+		if c2, err := dialVM(a, gitAddr+":22"); err == nil {
+			c2.Close()
+			t.Errorf("a new connection after the element expired")
+		}
+	})
+	t.Run("entry removed cuts an open connection", func(t *testing.T) {
+		if got := l.lookup(a, "git.test"); got != gitAddr {
+			t.Fatalf("lookup of git.test: %q", got)
+		}
+		c, err := dialVM(a, gitAddr+":22")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		expectFakeSSH(t, c, br)
+		l.setVM("tcp-a", policy.Policy{AllowedTCP: []string{"db.test:5432"}})
+		expectCut(t, c, br)
+		if c2, err := dialVM(a, gitAddr+":22"); err == nil {
+			c2.Close()
+			t.Errorf("a new connection to git.test:22 after its entry was removed")
+		}
+		if got := l.lookup(a, "git.test"); !strings.HasPrefix(got, "error") {
+			t.Errorf("lookup of git.test after its entry was removed: %q", got)
+		}
+		if set := l.tcpSet(a); strings.Contains(set, gitAddr+" . 22") {
+			t.Errorf("the element stays in the set:\n%s", set)
+		}
+	})
+}
+
+// TestAllowedTCPTransparentRecords: what the kernel forwards and drops is recorded
+// (DESIGN §6): one record with bytes per allowed_tcp connection, a denied attempt, and in
+// monitor mode a would-be denial that passes.
+func TestAllowedTCPTransparentRecords(t *testing.T) {
+	l := newTCPLab(t)
+	enforce := l.vm("rec-enforce", &policy.Policy{AllowedTCP: []string{"bulk.test:9000"}})
+	monitor := l.vm("rec-monitor", &policy.Policy{Mode: policy.Monitor, AllowedTCP: []string{"bulk.test:9000"}})
+	ctx := context.Background()
+
+	// One allowed_tcp connection carrying a known number of bytes.
+	const size = 300_000
+	if got := l.lookup(enforce, "bulk.test"); got != bulkAddr {
+		t.Fatalf("lookup of bulk.test: %q", got)
+	}
+	c, err := dialVM(enforce, bulkAddr+":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := bulkGet(c, size); err != nil || n != size {
+		t.Fatalf("bulk: %d bytes, %v", n, err)
+	}
+	c.Close()
+	// A denied attempt: an address no answer opened.
+	if c, err := dialVM(enforce, webAddr+":22"); err == nil {
+		c.Close()
+		t.Fatalf("enforce: %s:22 connected", webAddr)
+	}
+	// Monitor: the same attempt passes and is a would-be denial.
+	before := l.tcp22.Load()
+	if c, err := dialVM(monitor, webAddr+":22"); err != nil {
+		t.Fatalf("monitor: %s:22: %v", webAddr, err)
+	} else {
+		c.Close()
+	}
+	if l.tcp22.Load() == before {
+		t.Errorf("monitor: the connection did not reach the server")
+	}
+
+	var closes, denies, wouldDeny []client.Event
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		closes, denies, wouldDeny = nil, nil, nil
+		for _, vm := range []*client.VM{enforce, monitor} {
+			list, err := l.api.Events(ctx, client.EventsFilter{VMID: vm.VMID, Limit: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range list {
+				switch {
+				case vm == enforce && e.Kind == "close" && e.IP == bulkAddr && e.Port == 9000:
+					closes = append(closes, e)
+				case vm == enforce && e.Decision == "deny" && e.IP == webAddr && e.Port == 22:
+					denies = append(denies, e)
+				case vm == monitor && e.WouldDeny && e.IP == webAddr && e.Port == 22:
+					wouldDeny = append(wouldDeny, e)
+				}
+			}
+		}
+		if len(closes) > 0 && len(denies) > 0 && len(wouldDeny) > 0 {
+			break
+		}
+	}
+	if len(closes) != 1 {
+		t.Errorf("close records of the allowed_tcp connection: %d, want 1: %+v", len(closes), closes)
+	} else if e := closes[0]; e.BytesDown < size || e.BytesUp < 8 || e.Host != "bulk.test" {
+		t.Errorf("close record: host %q, %d bytes up, %d down (want >= 8 and >= %d): %+v", e.Host, e.BytesUp, e.BytesDown, size, e)
+	}
+	if len(denies) == 0 {
+		t.Errorf("no record of the denied attempt to %s:22", webAddr)
+	} else if e := denies[0]; e.Transport != "tcp" || e.Reason == "" {
+		t.Errorf("denied attempt record: %+v", e)
+	}
+	if len(wouldDeny) == 0 {
+		t.Errorf("no would-be denial recorded in monitor mode for %s:22", webAddr)
+	} else if e := wouldDeny[0]; e.Decision != "allow" {
+		t.Errorf("monitor record: %+v", e)
+	}
+}

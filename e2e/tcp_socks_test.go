@@ -26,7 +26,9 @@ func TestAllowedTCPThroughSOCKS(t *testing.T) {
 	l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432"}, AllowHTTPS: true,
 		AllowedDomains: []string{"api.example.test"}})
 	dial := l.dialGW
-	open := func(target socksTarget) (net.Conn, byte, error) { return socksDial(dial, socksAddr, user, pass, target) }
+	open := func(target socksTarget) (net.Conn, byte, error) {
+		return socksDial(dial, socksAddr, user, pass, target)
+	}
 	socksEnv := []string{"SOCKS_ADDR=" + socksAddr, "SOCKS_USER=" + user, "SOCKS_PASS=" + pass}
 	proxyCommand := "python3 " + socksProxyCommand(t) + " %h %p"
 

@@ -214,6 +214,12 @@ func TestAllowedTCPTransparentRecords(t *testing.T) {
 	enforce := l.vm("rec-enforce", &policy.Policy{AllowedTCP: []string{"bulk.test:9000"}})
 	monitor := l.vm("rec-monitor", &policy.Policy{Mode: policy.Monitor, AllowedTCP: []string{"bulk.test:9000"}})
 	ctx := context.Background()
+	// A connection's record comes with conntrack's DESTROY event, which for a TCP connection
+	// closed normally is at the end of TIME_WAIT: 120 s by default. The lab's gateway
+	// namespace shortens it so that the test need not wait two minutes.
+	if out, code := l.gwRun(10*time.Second, nil, "sysctl", "-w", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"); code != 0 {
+		t.Fatalf("sysctl in the gateway namespace: %d %s", code, out)
+	}
 
 	// One allowed_tcp connection carrying a known number of bytes.
 	const size = 300_000
@@ -245,7 +251,7 @@ func TestAllowedTCPTransparentRecords(t *testing.T) {
 	}
 
 	var closes, denies, wouldDeny []client.Event
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		closes, denies, wouldDeny = nil, nil, nil
 		for _, vm := range []*client.VM{enforce, monitor} {
 			list, err := l.api.Events(ctx, client.EventsFilter{VMID: vm.VMID, Limit: 1000})

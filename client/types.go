@@ -61,10 +61,13 @@ type Enforcement struct {
 
 // Session is one use of a VM. ProxyURL carries the session's proxy credentials and is shown
 // only in the answer to POST /v1/sessions: like an API key, its token is stored hashed.
+// SOCKSURL (socks5h://<session_id>:<token>@host:port) carries the same credentials for the
+// SOCKS5 listener, and is set only when egressd runs one (--socks-listen).
 type Session struct {
 	SessionID string    `json:"session_id"`
 	VMID      string    `json:"vm_id"`
 	ProxyURL  string    `json:"proxy_url,omitempty"`
+	SOCKSURL  string    `json:"socks_url,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	// Set only in the answer to a write made with wait=fleet.
 	*Enforcement

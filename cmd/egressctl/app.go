@@ -31,6 +31,8 @@ type app struct {
 	apiKey  secret
 	output  string // "text" or "json"
 	timeout time.Duration
+	// socksURL is EGRESSD_SOCKS_URL, for socks-connect.
+	socksURL string
 }
 
 // secret is a flag value that never shows itself: flag's --help prints a flag's current value
@@ -69,6 +71,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		output:  "text",
 		timeout: 30 * time.Second,
 	}
+	a.socksURL = getenv("EGRESSD_SOCKS_URL")
 	if u := getenv("EGRESSD_URL"); u != "" {
 		a.url = u
 	}

@@ -52,7 +52,7 @@ var commands = []*command{
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
 	nodeListCmd,
 	secretCreateCmd, secretListCmd, secretGetCmd, secretRotateCmd, secretDomainsCmd, secretDeleteCmd, caCmd,
-	statusCmd, versionCmd, healthCmd, execCmd,
+	statusCmd, versionCmd, healthCmd, execCmd, socksConnectCmd,
 }
 
 // findCommand returns the command that args name, and the arguments after its name.

@@ -111,6 +111,9 @@ func (a *app) printSession(s *client.Session) error {
 	if s.ProxyURL != "" {
 		fields = append(fields, one("proxy_url", s.ProxyURL))
 	}
+	if s.SOCKSURL != "" {
+		fields = append(fields, one("socks_url", s.SOCKSURL))
+	}
 	fields = append(fields, one("created", formatTime(s.CreatedAt)))
 	return printFields(a.stdout, fields...)
 }

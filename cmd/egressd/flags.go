@@ -18,6 +18,7 @@ import (
 type config struct {
 	apiListen       string
 	proxyListen     string
+	socksListen     string
 	dataDir         string
 	storeURL        string
 	role            role
@@ -127,6 +128,7 @@ func parseFlags(args []string) (*config, error) {
 	}
 	fs.StringVar(&c.apiListen, "api-listen", "127.0.0.1:8470", "address of the HTTP API")
 	fs.StringVar(&c.proxyListen, "proxy-listen", "127.0.0.1:8471", "address of the explicit proxy (sessions' proxy_url points here; with --role api, only that)")
+	fs.StringVar(&c.socksListen, "socks-listen", "", "address of the SOCKS5 listener (RFC 1928, username/password = session ID/token; sessions' socks_url points here; with --role api, only that) (default off)")
 	fs.StringVar(&c.dataDir, "data-dir", "./egressd-data", "directory of the embedded SQLite store and admin.key")
 	fs.StringVar(&c.storeURL, "store", "", "a postgres:// URL to use PostgreSQL instead of the embedded store (a fleet's shared store)")
 	c.role = roleAll

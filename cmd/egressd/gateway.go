@@ -31,6 +31,7 @@ type dataPlane struct {
 	log      *slog.Logger
 	explicit *proxy.Proxy
 	proxyLn  net.Listener
+	socksLn  net.Listener // the explicit proxy's SOCKS5 front; nil without --socks-listen
 
 	transparent *proxy.Proxy
 	tpLn        net.Listener
@@ -145,11 +146,21 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 	if d.proxyLn, err = net.Listen("tcp", cfg.proxyListen); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	if cfg.socksListen != "" {
+		// The same proxy serves it: one cap per session, one drain, one decision path.
+		if d.socksLn, err = net.Listen("tcp", cfg.socksListen); err != nil {
+			d.proxyLn.Close()
+			return nil, fmt.Errorf("socks: %w", err)
+		}
+	}
 	if !cfg.transparent {
 		return d, nil
 	}
 	if err := d.startTransparent(ctx, cfg, log, st, v, dl, res, sink, env); err != nil {
 		d.proxyLn.Close()
+		if d.socksLn != nil {
+			d.socksLn.Close()
+		}
 		d.closeTransparent()
 		return nil, err
 	}
@@ -203,8 +214,11 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 
 // serve runs every listener until one fails.
 func (d *dataPlane) serve() error {
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- fmt.Errorf("proxy: %w", d.explicit.Serve(d.proxyLn)) }()
+	if d.socksLn != nil {
+		go func() { errc <- fmt.Errorf("socks: %w", d.explicit.ServeSOCKS(d.socksLn)) }()
+	}
 	if d.transparent != nil {
 		go func() { errc <- fmt.Errorf("transparent proxy: %w", d.transparent.ServeTransparent(d.tpLn)) }()
 		go func() { errc <- fmt.Errorf("dns filter: %w", d.dns.Serve(d.dnsUDP)) }()

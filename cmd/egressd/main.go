@@ -81,6 +81,9 @@ func run(ctx context.Context, cfg *config) error {
 		}
 	}
 	listens := []string{cfg.apiListen, cfg.proxyListen}
+	if cfg.socksListen != "" {
+		listens = append(listens, cfg.socksListen)
+	}
 	if cfg.transparent {
 		// Sandboxes reach these ports only through the firewall's redirects.
 		listens = append(listens, fmt.Sprintf("0.0.0.0:%d", cfg.transparentPort), fmt.Sprintf("0.0.0.0:%d", cfg.dnsPort))
@@ -148,6 +151,7 @@ func run(ctx context.Context, cfg *config) error {
 		Env:       env,
 		Planner:   &dialer.Dialer{Resolver: res},
 		ProxyAddr: cfg.proxyListen,
+		SOCKSAddr: cfg.socksListen,
 		RateLimit: cfg.rateLimit,
 		Logger:    log,
 		Registry:  reg,
@@ -279,6 +283,9 @@ func run(ctx context.Context, cfg *config) error {
 	if dp != nil {
 		go func() { errc <- dp.serve() }()
 		attrs = append(attrs, "proxy", cfg.proxyListen)
+		if cfg.socksListen != "" {
+			attrs = append(attrs, "socks", cfg.socksListen)
+		}
 	}
 	log.Info("egressd listening", attrs...)
 

@@ -40,8 +40,11 @@ func TestVMAndSessionLifecycle(t *testing.T) {
 	if want := regexp.MustCompile(`^http://` + regexp.QuoteMeta(sid) + `:[A-Za-z0-9_-]{20,}@` + regexp.QuoteMeta(in.ProxyAddr) + `$`); !want.MatchString(proxy) {
 		t.Errorf("proxy_url = %q, want http://%s:<token>@%s", proxy, sid, in.ProxyAddr)
 	}
+	if _, ok := se["socks_url"]; ok {
+		t.Errorf("socks_url = %v without --socks-listen", se["socks_url"])
+	}
 	got := c.do("GET", "/v1/sessions/"+sid, nil).must(t, http.StatusOK)
-	if got["session_id"] != sid || got["proxy_url"] != nil {
+	if got["session_id"] != sid || got["proxy_url"] != nil || got["socks_url"] != nil {
 		t.Errorf("GET session = %v (the proxy token is shown only once)", got)
 	}
 	c.do("POST", "/v1/sessions", map[string]any{"vm_id": "nope"}).mustError(t, http.StatusNotFound, "not_found", "vm_id")

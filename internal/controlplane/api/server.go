@@ -33,6 +33,9 @@ type Config struct {
 	Env *policy.Env
 	// ProxyAddr is the explicit proxy's host:port, used to build sessions' proxy_url.
 	ProxyAddr string
+	// SOCKSAddr is the SOCKS5 listener's host:port, used to build sessions' socks_url; empty
+	// (the listener off) means no socks_url.
+	SOCKSAddr string
 	// Changes wakes the waits for a node's work on a VM's network (placement.go) when the
 	// store changes; when nil they read the store every quarter second.
 	Changes Changes
@@ -78,6 +81,7 @@ type Server struct {
 	store     store.Store
 	env       *policy.Env
 	proxyAddr string
+	socksAddr string
 	changes   Changes
 	planner   Planner
 	log       *slog.Logger
@@ -104,6 +108,7 @@ func New(cfg Config) *Server {
 		store:     cfg.Store,
 		env:       cfg.Env,
 		proxyAddr: cfg.ProxyAddr,
+		socksAddr: cfg.SOCKSAddr,
 		changes:   cfg.Changes,
 		planner:   cfg.Planner,
 		log:       cfg.Logger,

@@ -38,6 +38,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request, k store.A
 		})
 	}
 	out.ProxyURL = s.proxyURL(se.ID, token)
+	out.SOCKSURL = s.socksURL(se.ID, token)
 	w.Header().Set("Location", "/v1/sessions/"+url.PathEscape(se.ID))
 	writeJSON(w, http.StatusCreated, out)
 	return nil
@@ -50,6 +51,15 @@ func (s *Server) proxyURL(sessionID, token string) string {
 		return ""
 	}
 	return (&url.URL{Scheme: "http", User: url.UserPassword(sessionID, token), Host: s.proxyAddr}).String()
+}
+
+// socksURL is the SOCKS5 listener's address with the session's credentials in it
+// (socks5h: the gateway resolves names), or "" when the listener is off.
+func (s *Server) socksURL(sessionID, token string) string {
+	if s.socksAddr == "" {
+		return ""
+	}
+	return (&url.URL{Scheme: "socks5h", User: url.UserPassword(sessionID, token), Host: s.socksAddr}).String()
 }
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request, k store.APIKey) error {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -13,43 +14,74 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// connect serves a CONNECT request: decide, dial, answer 200, check the TLS server name
-// (on port 443 by name; the first bytes to an address, or by name to another port), then
-// relay until the tunnel ends; to port 80, serve the HTTP inside instead. The connection is
-// the tunnel's from here.
+// connect serves a CONNECT request: parse its target, then openTunnel with the HTTP
+// front (403, 502, 200). The connection is the tunnel's from here.
 func (c *clientConn) connect(req *http.Request, s *Source) {
-	what := "CONNECT " + req.RequestURI
 	t, err := parseAuthority(req.RequestURI, 0)
 	if err != nil {
 		c.record(events.KindConnect, s, policy.Conn{Transport: policy.TCP}, deny(policy.ReasonBadRequest, ruleBadTarget), 0)
-		c.refuse(what, s, deny(policy.ReasonBadRequest, err.Error()))
+		c.refuse("CONNECT "+req.RequestURI, s, deny(policy.ReasonBadRequest, err.Error()))
 		return
 	}
-	conn := t.conn()
+	c.openTunnel(s, t, "CONNECT", c.httpFront(s))
+}
+
+// front is how a client is answered before its tunnel carries bytes: what differs between
+// an HTTP CONNECT (403, 502 or 504, "200 Connection established") and a SOCKS5 CONNECT
+// (a reply code). Everything else, the decision, the dial, the checks of the first bytes,
+// the records and the tracking, is openTunnel's, the same for both.
+type front struct {
+	// refuse answers a denial (the policy's or the proxy's own) of what, e.g.
+	// "CONNECT host:port"; the connection is closed after it.
+	refuse func(what string, d policy.Decision)
+	// unreachable answers an allowed destination (target, host:port) that could not be
+	// reached.
+	unreachable func(target string, err error)
+	// ready answers that the destination is connected (up, nil for an intercepted
+	// connection, whose upstream is dialled per request); an error is a client that left.
+	ready func(up net.Conn) error
+}
+
+// httpFront answers as the HTTP proxy does.
+func (c *clientConn) httpFront(s *Source) front {
+	return front{
+		refuse:      func(what string, d policy.Decision) { c.refuse(what, s, d) },
+		unreachable: c.badGateway,
+		ready:       func(net.Conn) error { return c.established() },
+	}
+}
+
+// openTunnel is the one path of a CONNECT, by HTTP or by SOCKS5, once its target t is
+// parsed: decide, dial, answer through f, check the TLS server name (on port 443 by name;
+// the first bytes to an address, or by name to another port), then relay until the tunnel
+// ends; to port 80, serve the HTTP inside instead; to an intercepted host on 443, hand it
+// to the interception engine. verb names the front in messages and logs ("CONNECT",
+// "SOCKS5 CONNECT"). The connection is the tunnel's from here.
+func (c *clientConn) openTunnel(s *Source, t target, verb string, f front) {
 	if t.nameErr != nil {
 		d := deny(policy.ReasonBadName, t.nameErr.Error())
 		c.record(events.KindConnect, s, policy.Conn{Port: t.port, Transport: policy.TCP}, d, 0)
-		c.refuse(what, s, d)
+		f.refuse(verb+" "+clip(sanitize(t.host))+":"+itoa(int(t.port)), d)
 		return
 	}
-	what = "CONNECT " + t.String()
+	what := verb + " " + t.String()
 	if t.port == 80 {
-		c.httpTunnel(s, t, what)
+		c.httpTunnel(s, t, what, f)
 		return
 	}
 	if t.host != "" && t.port == 443 && c.p.ix.intercepts(s, t.host) {
-		c.interceptTunnel(s, t.host, what)
+		c.interceptTunnel(s, t.host, what, f)
 		return
 	}
 	ops := tunnelOps{
-		refuse:      func(d policy.Decision) { c.refuse(what, s, d) },
-		unreachable: func(err error) { c.badGateway(t.String(), err) },
-		ready:       c.established,
+		refuse:      func(d policy.Decision) { f.refuse(what, d) },
+		unreachable: func(err error) { f.unreachable(t.String(), err) },
+		ready:       f.ready,
 	}
 	switch {
 	case t.host == "" || t.port != 443:
-		// To an address, or by name to a port that only allowed_cidrs can open: a TLS
-		// server name is judged at the address dialled, as after a CONNECT to it.
+		// To an address, or by name to a port other than the web's: a TLS server name is
+		// judged at the address dialled, as after a CONNECT to it.
 		ops.first = func(judged policy.Conn, d policy.Decision, r *relay.Relay) ([]byte, policy.Conn, policy.Decision, error) {
 			return c.peekName(s, judged, d, r)
 		}
@@ -62,7 +94,7 @@ func (c *clientConn) connect(req *http.Request, s *Source) {
 			return prefix, judged, sd, nil
 		}
 	}
-	c.tunnel(s, conn, what, ops)
+	c.tunnel(s, t.conn(), what, ops)
 }
 
 // established answers a CONNECT whose destination is connected.
@@ -79,11 +111,12 @@ func (c *clientConn) established() error {
 // anew, on the upstream connection the CONNECT opened while it goes to the same place. A
 // request for another host than the CONNECT's is refused; inside a CONNECT to an address,
 // a Host name is judged at that address (forwardOrigin).
-func (c *clientConn) httpTunnel(s *Source, t target, what string) {
-	if _, ok := c.dialUpstream(events.KindConnect, s, t, what); !ok {
+func (c *clientConn) httpTunnel(s *Source, t target, what string, f front) {
+	u, ok := c.dialUpstream(events.KindConnect, s, t, what, f)
+	if !ok {
 		return
 	}
-	if c.established() != nil {
+	if f.ready(u.tc) != nil {
 		return
 	}
 	for {
@@ -105,9 +138,9 @@ type tunnelOps struct {
 	refuse func(policy.Decision)
 	// unreachable answers an allowed destination that could not be reached.
 	unreachable func(error)
-	// ready, if set, runs once the destination is connected, before a byte moves (the
-	// CONNECT's 200); an error is a client that left.
-	ready func() error
+	// ready, if set, runs once the destination up is connected, before a byte moves (the
+	// CONNECT's 200, the SOCKS5 success); an error is a client that left.
+	ready func(up net.Conn) error
 	// first reads what the client sends first, while the destination's bytes already flow
 	// to it, and judges what it shows: the connection as judged (with a name that its
 	// first bytes gave, say) and the decision on it, which is recorded; a denial ends the
@@ -160,7 +193,7 @@ func (c *clientConn) tunnel(s *Source, conn policy.Conn, what string, ops tunnel
 	defer func() { untrack() }()
 
 	if ops.ready != nil {
-		if err := ops.ready(); err != nil {
+		if err := ops.ready(res.Conn); err != nil {
 			c.record(events.KindConnect, s, judged, d, res.Latency())
 			r.Cancel(relay.ReasonError)
 			c.recordClose(s, judged, r.Run(nil))

@@ -63,6 +63,43 @@
 // it; a request for another host is refused (policy.ReasonHostMismatch, or the policy's denial of
 // the name it gives). The client may wait KeepAliveTimeout before its first request.
 //
+// # SOCKS5
+//
+// ServeSOCKS serves the same proxy on a SOCKS5 listener (RFC 1928; package socks5 reads and
+// writes the protocol), for clients that are not HTTP: ssh, git over ssh, database
+// clients. A SOCKS5 CONNECT is a CONNECT by another door: once its target is read, it
+// takes the very path of a CONNECT (openTunnel), with a front that answers in SOCKS5
+// replies instead of HTTP status lines. What is decided, dialled, checked, recorded and
+// cut is the same; only these differ:
+//
+//   - Identity: the only method offered is username/password (RFC 1929), with the session
+//     ID as the username and its token as the password (the session's socks_url,
+//     socks5h://<session_id>:<token>@host:port). A client that does not offer it gets
+//     "no acceptable method"; wrong or ended credentials get status 1 and a close, logged
+//     and not recorded, as a 407 is. The greeting, the credentials and the request must
+//     all arrive within HandshakeTimeout.
+//   - The target: a name (ATYP 3) goes through policy.NormalizeName; an address (ATYP 1
+//     or 4, an IPv4-mapped IPv6 one unmapped, or a name that is an address) is an IP
+//     literal, judged as CONNECT judges one: only allowed_cidrs opens it. A name that is
+//     neither is denied (bad_name). Only CONNECT is served: BIND and UDP ASSOCIATE (and
+//     any other command) get "command not supported" (0x07) and a record with
+//     policy.ReasonBadRequest; an unknown address type gets 0x08; other malformed bytes, a
+//     close.
+//   - Answers: every denial is "connection not allowed by ruleset" (0x02), whatever its
+//     reason, which the record carries; an allowed destination that cannot be reached is
+//     "host unreachable" (0x04: no address, no answer in time), "network unreachable"
+//     (0x03), "connection refused" (0x05) or "general failure" (0x01). Success (0x00)
+//     carries the local address of the gateway's connection to the destination (0.0.0.0:0
+//     for an intercepted connection, whose upstream is dialled per request).
+//   - After the success the tunnel is served as after a CONNECT's 200: name:443 must carry
+//     a ClientHello naming the name (or is intercepted), name:80 is read as HTTP request by
+//     request (whose refusals are HTTP 403s, as inside a CONNECT), and anything else is
+//     relayed after peekName. Bytes the client sent before the reply go to the destination
+//     after those checks.
+//
+// Records are the CONNECT's (events.KindConnect, then KindClose), without a field that
+// tells the doors apart.
+//
 // # HTTP: absolute URLs
 //
 // A plain request ("GET http://host/path HTTP/1.1") is parsed with net/http's ReadRequest,

@@ -186,7 +186,7 @@ func (c *clientConn) upstreamFor(s *Source, t target, what string) (*upstream, b
 		}
 		c.closeUpstream("")
 	}
-	u, ok := c.dialUpstream(events.KindRequest, s, t, what)
+	u, ok := c.dialUpstream(events.KindRequest, s, t, what, c.httpFront(s))
 	if ok {
 		c.record(events.KindRequest, s, u.conn, u.allowed, 0)
 	}
@@ -195,13 +195,13 @@ func (c *clientConn) upstreamFor(s *Source, t target, what string) (*upstream, b
 
 // dialUpstream decides t for s, dials it and keeps it as the client connection's upstream.
 // It records the connection; a refusal is recorded as kind (the request, or the CONNECT
-// that asked for the upstream) and answered to the client.
-func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string) (*upstream, bool) {
+// that asked for the upstream) and answered to the client through f.
+func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string, f front) (*upstream, bool) {
 	conn := t.conn()
 	if !c.p.acquire(s) {
 		d := c.p.tooMany(s)
 		c.record(kind, s, conn, d, 0)
-		c.refuse(what, s, d)
+		f.refuse(what, d)
 		return nil, false
 	}
 	dial := c.p.cfg.Dialer.Dial
@@ -213,7 +213,7 @@ func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string)
 	case errors.Is(err, dialer.ErrDenied):
 		c.p.release(s)
 		c.record(kind, s, res.Target, res.Decision, 0)
-		c.refuse(what, s, res.Decision)
+		f.refuse(what, res.Decision)
 		return nil, false
 	case err != nil:
 		c.p.release(s)
@@ -223,7 +223,7 @@ func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string)
 			c.record(kind, s, res.Target, res.Decision, 0)
 		}
 		c.p.log.Info("HTTP destination unreachable", "session", s.ID, "vm", s.VMID, "target", t.String(), "err", err)
-		c.badGateway(t.String(), err)
+		f.unreachable(t.String(), err)
 		return nil, false
 	}
 	cc := &countingConn{tc: res.Conn, idle: c.p.cfg.IdleTimeout}

@@ -150,22 +150,22 @@ func (c *clientConn) secretsOverHTTP(h map[string][]string, u *url.URL, s *Sourc
 }
 
 // interceptTunnel serves a CONNECT to host:443 whose host is intercepted: decide the name,
-// answer 200, check the ClientHello names host, and hand the connection to the engine.
-func (c *clientConn) interceptTunnel(s *Source, host, what string) {
+// answer through f (200, or the SOCKS5 success), check the ClientHello names host, and hand the connection to the engine.
+func (c *clientConn) interceptTunnel(s *Source, host, what string, f front) {
 	conn := policy.Conn{Host: host, Port: 443, Transport: policy.TCP, Intercepted: true}
 	if !c.p.acquire(s) {
 		d := c.p.tooMany(s)
 		c.record(events.KindConnect, s, conn, d, 0)
-		c.refuse(what, s, d)
+		f.refuse(what, d)
 		return
 	}
 	defer c.p.release(s)
 	if d := effectiveNow(s).Decide(conn); !d.Allow {
 		c.record(events.KindConnect, s, conn, d, 0)
-		c.refuse(what, s, d)
+		f.refuse(what, d)
 		return
 	}
-	if c.established() != nil {
+	if f.ready(nil) != nil {
 		return
 	}
 	prefix, sd := c.checkSNI(host)

@@ -131,14 +131,21 @@ func parseAuthority(s string, defaultPort uint16) (target, error) {
 	if host == "" {
 		return bad("empty host")
 	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return target{ip: a.Unmap(), port: port}, nil
+	return hostTarget(host, port), nil
+}
+
+// hostTarget is host, a CONNECT's or a SOCKS5 request's, at port: an IP literal when it is
+// an address (unmapped), else a name in policy.NormalizeName form, or a target with nameErr
+// when it is neither.
+func hostTarget(host string, port uint16) target {
+	if a, err := netip.ParseAddr(host); err == nil && a.Zone() == "" {
+		return target{ip: a.Unmap(), port: port}
 	}
 	name, err := policy.NormalizeName(host)
 	if err != nil {
-		return target{host: host, port: port, nameErr: err}, nil
+		return target{host: host, port: port, nameErr: err}
 	}
-	return target{host: name, port: port}, nil
+	return target{host: name, port: port}
 }
 
 // absoluteAuthority returns the authority of an absolute http:// request-target, as the

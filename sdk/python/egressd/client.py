@@ -77,6 +77,7 @@ class Client:
         self._session_id = session_id
         self._vm_id = vm_id
         self._proxy_url: Optional[str] = None
+        self._socks_url: Optional[str] = None
         #: VMs: ``create``, ``list``, ``get``, ``delete``.
         self.vms = VMs(self._http)
         #: Sessions: ``create``, ``list``, ``get``, ``delete``.
@@ -117,6 +118,13 @@ class Client:
         (egressd shows it once); ``None`` otherwise."""
         return self._proxy_url
 
+    @property
+    def socks_url(self) -> Optional[str]:
+        """The current session's SOCKS5 URL (``socks5h://<session_id>:<token>@host:port``),
+        when egressd runs its SOCKS5 listener (``--socks-listen``) and this client created the
+        session; ``None`` otherwise."""
+        return self._socks_url
+
     def ensure_vm(self) -> str:
         """The current VM's ID: the one given, the current session's, or a new VM's."""
         with self._lock:
@@ -155,7 +163,7 @@ class Client:
                     self.sessions.delete(self._session_id)
                 except NotFoundError:
                     pass
-                self._session_id = self._proxy_url = None
+                self._session_id = self._proxy_url = self._socks_url = None
             if delete_vm and self._vm_id is not None:
                 try:
                     self.vms.delete(self._vm_id)
@@ -167,6 +175,7 @@ class Client:
         self._session_id = session.session_id
         self._vm_id = session.vm_id
         self._proxy_url = session.proxy_url
+        self._socks_url = session.socks_url
 
     def _session_or_current(self, session_id: Optional[str]) -> str:
         """For a write: the given session, or the current one, created if needed."""

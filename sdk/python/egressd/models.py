@@ -289,17 +289,21 @@ class VM(Model):
 @dataclass(frozen=True)
 class Session(Model):
     """One use of a VM. ``proxy_url`` (``http://<session_id>:<token>@host:port``) is set only
-    in the answer that creates the session: keep it."""
+    in the answer that creates the session: keep it. ``socks_url``
+    (``socks5h://<session_id>:<token>@host:port``) is set there too when egressd runs its
+    SOCKS5 listener (``--socks-listen``), for ssh, git and database clients."""
 
     session_id: str = ""
     vm_id: str = ""
     proxy_url: Optional[str] = None
+    socks_url: Optional[str] = None
     created_at: Optional[datetime] = None
 
     @classmethod
     def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
         out = super()._convert(data)
         out["proxy_url"] = data.get("proxy_url") or None
+        out["socks_url"] = data.get("socks_url") or None
         out["created_at"] = parse_time(data.get("created_at"))
         return out
 

@@ -155,6 +155,19 @@ class ModelsTest(unittest.TestCase):
         d["labels"]["team"] = "changed"
         self.assertEqual(vm["labels"]["team"], "x")  # to_dict() is a copy
 
+    def test_session_socks_url(self) -> None:
+        wire = {"session_id": "ses_a", "vm_id": "v", "proxy_url": "http://ses_a:t@127.0.0.1:8471",
+                "socks_url": "socks5h://ses_a:t@127.0.0.1:8472", "created_at": "2026-01-02T03:04:05Z"}
+        s = egressd.Session.from_dict(wire)
+        self.assertEqual(s.socks_url, "socks5h://ses_a:t@127.0.0.1:8472")
+        self.assertEqual(s.to_dict(), wire)
+        # Without --socks-listen the answer has none.
+        self.assertIsNone(egressd.Session.from_dict({"session_id": "ses_a", "proxy_url": "http://x"}).socks_url)
+        c = egressd.Client(api_key="k", base_url="http://127.0.0.1:1")
+        self.assertIsNone(c.socks_url)
+        c._adopt(s)
+        self.assertEqual((c.session_id, c.proxy_url, c.socks_url), ("ses_a", wire["proxy_url"], wire["socks_url"]))
+
     def test_models_are_frozen_mappings(self) -> None:
         p = egressd.Policy.from_dict({"allow_https": True, "scope": "vm", "id": "v", "revision": 3})
         with self.assertRaises(AttributeError):

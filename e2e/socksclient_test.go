@@ -7,10 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 )
 
@@ -125,55 +122,6 @@ func socksHandshake(c net.Conn, user, pass string, cmd byte, t socksTarget) (byt
 		return 0, fmt.Errorf("reply's bound address: %w", err)
 	}
 	return rep[1], nil
-}
-
-// socksProxyCommand writes an ssh ProxyCommand that connects through a SOCKS5 listener with
-// RFC 1929 credentials, as none of the Debian tools here does (nc -X 5 and socat offer no
-// user/password): python3 with the standard library. It reads the listener's address and
-// the credentials from SOCKS_ADDR, SOCKS_USER and SOCKS_PASS; it exits 1 on a refusal, after
-// saying which reply came.
-func socksProxyCommand(t testing.TB) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "socks-proxy-command.py")
-	const script = `import os, socket, struct, sys, threading
-host, port = sys.argv[1], int(sys.argv[2])
-phost, pport = os.environ["SOCKS_ADDR"].rsplit(":", 1)
-user, pw = os.environ["SOCKS_USER"].encode(), os.environ["SOCKS_PASS"].encode()
-s = socket.create_connection((phost, int(pport)), timeout=10)
-def read(n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c: sys.exit("socks: closed during the handshake")
-        b += c
-    return b
-s.sendall(b"\x05\x01\x02")
-if read(2) != b"\x05\x02": sys.exit("socks: user/password not accepted")
-s.sendall(bytes([1, len(user)]) + user + bytes([len(pw)]) + pw)
-if read(2)[1] != 0: sys.exit("socks: authentication failed")
-name = host.encode()
-s.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", port))
-rep = read(4)
-if rep[1] != 0: sys.exit("socks: reply %d" % rep[1])
-read({1: 6, 4: 18}.get(rep[3], 0) or read(1)[0] + 2)
-s.settimeout(None)
-def up():
-    while True:
-        b = os.read(0, 65536)
-        if not b: break
-        s.sendall(b)
-    try: s.shutdown(socket.SHUT_WR)
-    except OSError: pass
-threading.Thread(target=up, daemon=True).start()
-while True:
-    b = s.recv(65536)
-    if not b: break
-    os.write(1, b)
-`
-	if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // errSocksRefused is returned by socksDial for a reply other than success.

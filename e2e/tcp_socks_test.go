@@ -3,14 +3,17 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
 )
@@ -23,14 +26,19 @@ func TestAllowedTCPThroughSOCKS(t *testing.T) {
 	testnet.Require(t, haveCmd("ssh"), "ssh (openssh-client)")
 	sess := l.explicitSession("socks")
 	user, pass := sessionCreds(t, sess.ProxyURL)
+	if want := "socks5h://" + user + ":" + pass + "@" + socksAddr; sess.SOCKSURL != want {
+		t.Fatalf("the session's socks_url: %q, want %q", sess.SOCKSURL, want)
+	}
 	l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432"}, AllowHTTPS: true,
 		AllowedDomains: []string{"api.example.test"}})
 	dial := l.dialGW
 	open := func(target socksTarget) (net.Conn, byte, error) {
 		return socksDial(dial, socksAddr, user, pass, target)
 	}
-	socksEnv := []string{"SOCKS_ADDR=" + socksAddr, "SOCKS_USER=" + user, "SOCKS_PASS=" + pass}
-	proxyCommand := "python3 " + socksProxyCommand(t) + " %h %p"
+	// ssh's ProxyCommand as docs/proxy.md gives it: egressctl socks-connect, which reads the
+	// session's socks_url from EGRESSD_SOCKS_URL.
+	socksEnv := []string{"EGRESSD_SOCKS_URL=" + sess.SOCKSURL}
+	proxyCommand := egressdtest.Binary(t, "egressctl") + " socks-connect %h %p"
 
 	t.Run("ssh by name", func(t *testing.T) {
 		out, code := l.gwRun(30*time.Second, socksEnv, "ssh", sshArgs(proxyCommand, "git@git.test", "true")...)
@@ -50,6 +58,30 @@ func TestAllowedTCPThroughSOCKS(t *testing.T) {
 		}
 		if b, err := os.ReadFile(dir + "/clone/README"); err != nil || string(b) != repo.File {
 			t.Fatalf("cloned README: %q, %v", b, err)
+		}
+	})
+	t.Run("psql through a socat forward", func(t *testing.T) {
+		testnet.Require(t, haveCmd("psql") && haveCmd("socat"), "psql and socat")
+		// docs/proxy.md's way for clients without SOCKS: a local forward, one connection per
+		// accept, each one through egressctl socks-connect.
+		port := "15432"
+		fwd := exec.Command("ip", "netns", "exec", l.gwNS, "socat", "TCP-LISTEN:"+port+",bind=127.0.0.1,reuseaddr,fork",
+			"EXEC:'"+egressdtest.Binary(t, "egressctl")+" socks-connect db.test 5432'")
+		fwd.Env = append(cleanProxyEnv(), socksEnv...)
+		if err := fwd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { fwd.Process.Kill(); fwd.Wait() }()
+		var out string
+		var code int
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			out, code = l.gwRun(30*time.Second, nil, "psql", "host=127.0.0.1 port="+port+" user=e2e dbname=demo connect_timeout=5", "-c", "select 1")
+			if !strings.Contains(out, "Connection refused") { // socat not listening yet
+				break
+			}
+		}
+		if code == 0 || !strings.Contains(out, fakePGMessage+" user=e2e database=demo") {
+			t.Fatalf("psql through SOCKS5: exit %d, want the fake server's FATAL:\n%s", code, out)
 		}
 	})
 	t.Run("curl --socks5-hostname", func(t *testing.T) {
@@ -133,7 +165,8 @@ func TestAllowedTCPThroughSOCKS(t *testing.T) {
 				t.Errorf("CONNECT %s: succeeded", target)
 				continue
 			}
-			if rep == socksSucceeded {
+			// A reply other than success, or (port 0, a malformed request) a close without one.
+			if rep == socksSucceeded && !(target.port == 0 && !errors.Is(err, errSocksRefused)) {
 				t.Errorf("CONNECT %s: %v", target, err)
 			}
 		}

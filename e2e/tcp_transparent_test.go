@@ -246,6 +246,9 @@ func TestAllowedTCPTransparentRecords(t *testing.T) {
 	} else {
 		c.Close()
 	}
+	for deadline := time.Now().Add(5 * time.Second); l.tcp22.Load() == before && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // the server counts after its accept
+	}
 	if l.tcp22.Load() == before {
 		t.Errorf("monitor: the connection did not reach the server")
 	}

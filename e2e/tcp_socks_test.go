@@ -146,40 +146,50 @@ func TestAllowedTCPThroughSOCKS(t *testing.T) {
 		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "rebind.example.test:22", "meta.example.test:22",
 			"denied.git.test:22"}, DeniedDomains: []string{"denied.git.test"}})
 		gitConns := l.git.conns.Load()
-		for _, target := range []socksTarget{
-			socksName("other.example.test", 22),  // a name not listed, the same port
-			socksName("gitmirror.test", 22),      // not listed, though it shares git.test's address
-			socksName("git.test", 2222),          // the listed name, another port
-			socksName("rebind.example.test", 22), // listed, answers a private address
-			socksName("meta.example.test", 22),   // listed, answers the metadata address
-			socksName("denied.git.test", 22),     // listed and denied: denied_domains wins
-			socksIP(gitAddr, 22),                 // an IP literal outside allowed_cidrs
-			socksIP("::ffff:"+gitAddr, 22),       // the same, IPv4-mapped
-			socksIP(privateAddr, 22),             // private, outside allowed_cidrs
-			socksIP(metaAddr, 22),                // metadata
-			socksName("git.test", 0),             // no such port
+		for _, tc := range []struct {
+			target socksTarget
+			// malformed: a request the listener may close without a reply, instead of
+			// answering a refusal.
+			malformed bool
+		}{
+			{target: socksName("other.example.test", 22)},  // a name not listed, the same port
+			{target: socksName("gitmirror.test", 22)},      // not listed, though it shares git.test's address
+			{target: socksName("git.test", 2222)},          // the listed name, another port
+			{target: socksName("rebind.example.test", 22)}, // listed, answers a private address
+			{target: socksName("meta.example.test", 22)},   // listed, answers the metadata address
+			{target: socksName("denied.git.test", 22)},     // listed and denied: denied_domains wins
+			{target: socksName("DENIED.Git.Test.", 22)},    // the same, another spelling
+			{target: socksIP(gitAddr, 22)},                 // an IP literal outside allowed_cidrs
+			{target: socksIP("::ffff:"+gitAddr, 22)},       // the same, IPv4-mapped
+			{target: socksName(gitAddr, 22)},               // the same, as a name
+			{target: socksIP(privateAddr, 22)},             // private, outside allowed_cidrs
+			{target: socksIP(metaAddr, 22)},                // metadata
+			{target: socksName("git.test", 0), malformed: true},
+			{target: socksName("git.test\x00.evil.test", 22), malformed: true},
+			{target: socksName("git.test:22", 22), malformed: true},
+			{target: socksName("*.test", 22), malformed: true},
+			{target: socksName("git test", 22), malformed: true},
 		} {
-			c, rep, err := open(target)
+			c, rep, err := open(tc.target)
 			if err == nil {
 				c.Close()
-				t.Errorf("CONNECT %s: succeeded", target)
+				t.Errorf("CONNECT %q: succeeded", tc.target)
 				continue
 			}
-			// A reply other than success, or (port 0, a malformed request) a close without one.
-			if rep == socksSucceeded && !(target.port == 0 && !errors.Is(err, errSocksRefused)) {
-				t.Errorf("CONNECT %s: %v", target, err)
+			if rep == socksSucceeded && !(tc.malformed && !errors.Is(err, errSocksRefused)) {
+				t.Errorf("CONNECT %q: %v", tc.target, err)
 			}
 		}
 		for _, cmd := range []byte{socksBind, socksUDPAssociate} {
-			for _, target := range []socksTarget{socksName("git.test", 22), socksIP(gitAddr, 22), socksIP("0.0.0.0", 0)} {
+			for _, target := range []socksTarget{socksName("git.test", 22), socksIP(gitAddr, 22), socksIP(privateAddr, 5432)} {
 				c, err := dial(socksAddr)
 				if err != nil {
 					t.Fatal(err)
 				}
 				rep, err := socksHandshake(c, user, pass, cmd, target)
 				c.Close()
-				if err == nil && rep != socksCmdUnsupported {
-					t.Errorf("command %d to %s: reply %#x, want %#x (command not supported)", cmd, target, rep, socksCmdUnsupported)
+				if err != nil || rep != socksCmdUnsupported {
+					t.Errorf("command %d to %s: reply %#x, %v; want %#x (command not supported)", cmd, target, rep, err, socksCmdUnsupported)
 				}
 			}
 		}
@@ -188,6 +198,22 @@ func TestAllowedTCPThroughSOCKS(t *testing.T) {
 		}
 		if n := l.private.conns.Load() + l.meta.conns.Load() + l.tcp22.Load(); n != 0 {
 			t.Errorf("%d connections reached the private, metadata or unlisted server", n)
+		}
+	})
+	t.Run("UDP ASSOCIATE and BIND for 0.0.0.0:0", func(t *testing.T) {
+		// RFC 1928 §7: a client that does not know the address it will send from asks
+		// UDP ASSOCIATE for 0.0.0.0 port 0, the most common form; it must get "command not
+		// supported", not a silent close.
+		for _, cmd := range []byte{socksUDPAssociate, socksBind} {
+			c, err := dial(socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := socksHandshake(c, user, pass, cmd, socksIP("0.0.0.0", 0))
+			c.Close()
+			if err != nil || rep != socksCmdUnsupported {
+				t.Errorf("command %d for 0.0.0.0:0: reply %#x, %v; want %#x (command not supported)", cmd, rep, err, socksCmdUnsupported)
+			}
 		}
 	})
 	t.Run("IP literal inside allowed_cidrs", func(t *testing.T) {

@@ -177,6 +177,30 @@ func TestAllowedTCPThroughHTTPProxy(t *testing.T) {
 			t.Errorf("%d connections reached the private or metadata server", n)
 		}
 	})
+	t.Run("layers intersected", func(t *testing.T) {
+		// The VM allows git.test:22 and db.test:5432, the session git.test:22 only: db.test
+		// is refused; the VM's own policy cannot widen the session's.
+		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22"}})
+		if _, err := l.api.SetVMPolicy(context.Background(), l.id("explicit"), policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432"}}); err != nil {
+			t.Fatal(err)
+		}
+		defer l.api.DeleteVMPolicy(context.Background(), l.id("explicit"))
+		if resp, _, _ := l.httpConnect(sess.ProxyURL, "db.test:5432"); resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Egress-Reason") != "port_not_allowed" {
+			t.Errorf("CONNECT db.test:5432 that only the VM allows: %s %q", resp.Status, resp.Header.Get("X-Egress-Reason"))
+		}
+		if resp, c, br := l.httpConnect(sess.ProxyURL, "git.test:22"); resp.StatusCode != http.StatusOK {
+			t.Errorf("CONNECT git.test:22 that both allow: %s", resp.Status)
+		} else {
+			expectFakeSSH(t, c, br)
+		}
+		// And the other way round: the VM narrower than the session.
+		if _, err := l.api.SetVMPolicy(context.Background(), l.id("explicit"), policy.Policy{AllowedTCP: []string{"db.test:5432"}}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, _, _ := l.httpConnect(sess.ProxyURL, "git.test:22"); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("CONNECT git.test:22 that only the session allows: %s", resp.Status)
+		}
+	})
 	t.Run("entry removed cuts the tunnel", func(t *testing.T) {
 		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"git.test:22", "db.test:5432"}})
 		resp, c, br := l.httpConnect(sess.ProxyURL, "git.test:22")

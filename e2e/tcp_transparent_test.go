@@ -180,6 +180,42 @@ func TestAllowedTCPTransparent(t *testing.T) {
 			t.Errorf("a new connection after the element expired")
 		}
 	})
+	t.Run("a session's narrower policy holds the VM's network", func(t *testing.T) {
+		// Sessions share their VM's network: its traffic is held to the VM policy AND every
+		// open session's (DESIGN §2.4). A session that allows only db.test:5432 closes
+		// git.test:22 for the whole VM, open connections included, until it ends.
+		if got := l.lookup(a, "git.test"); got != gitAddr {
+			t.Fatalf("lookup of git.test: %q", got)
+		}
+		c, err := dialVM(a, gitAddr+":22")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		expectFakeSSH(t, c, br)
+		ctx := context.Background()
+		s, err := l.api.CreateSession(ctx, client.CreateSessionRequest{VMID: a.VMID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.api.SetSessionPolicy(ctx, s.SessionID, policy.Policy{AllowedTCP: []string{"db.test:5432"}}); err != nil {
+			t.Fatal(err)
+		}
+		expectCut(t, c, br)
+		if got := l.lookup(a, "git.test"); !strings.HasPrefix(got, "error") {
+			t.Errorf("lookup of git.test with the session open: %q", got)
+		}
+		if got := l.lookup(a, "db.test"); got != dbAddr {
+			t.Errorf("lookup of db.test, which both layers allow: %q", got)
+		}
+		if err := l.api.DeleteSession(ctx, s.SessionID); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.lookup(a, "git.test"); got != gitAddr {
+			t.Errorf("lookup of git.test after the session ended: %q", got)
+		}
+	})
 	t.Run("entry removed cuts an open connection", func(t *testing.T) {
 		if got := l.lookup(a, "git.test"); got != gitAddr {
 			t.Fatalf("lookup of git.test: %q", got)

@@ -247,6 +247,7 @@ func TestAllowedTCPTransparent(t *testing.T) {
 // monitor mode a would-be denial that passes.
 func TestAllowedTCPTransparentRecords(t *testing.T) {
 	l := newTCPLab(t)
+	testnet.Require(t, haveCmd("conntrack"), "conntrack (conntrack-tools)")
 	enforce := l.vm("rec-enforce", &policy.Policy{AllowedTCP: []string{"bulk.test:9000"}})
 	monitor := l.vm("rec-monitor", &policy.Policy{Mode: policy.Monitor, AllowedTCP: []string{"bulk.test:9000"}})
 	ctx := context.Background()
@@ -293,7 +294,11 @@ func TestAllowedTCPTransparentRecords(t *testing.T) {
 	}
 
 	var closes, denies, wouldDeny []client.Event
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		// The kernel deletes an expired conntrack entry (and sends its DESTROY event) when
+		// its garbage collector passes, up to a minute later, or when a dump walks past
+		// it: list the table to have it now.
+		l.gwRun(10*time.Second, nil, "conntrack", "-L", "-p", "tcp")
 		closes, denies, wouldDeny = nil, nil, nil
 		for _, vm := range []*client.VM{enforce, monitor} {
 			list, err := l.api.Events(ctx, client.EventsFilter{VMID: vm.VMID, Limit: 1000})

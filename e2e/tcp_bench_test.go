@@ -17,7 +17,7 @@ import (
 
 // The allowed_tcp benchmarks run in the namespace lab (tcplab_test.go), as root:
 //
-//	go test -run '^$' -bench AllowedTCP -benchtime 3s ./e2e/
+//	go test -run '^$' -bench AllowedTCP -benchtime 5s ./e2e/
 //
 // BenchmarkAllowedTCPNewConnections and BenchmarkAllowedTCPThroughput compare one server
 // reached by an allowed_tcp name (its address in the VM's kernel set after a DNS answer)

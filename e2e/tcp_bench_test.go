@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -26,7 +28,8 @@ import (
 // the set lookup, the ct mark and the flow's records (conntrack events read by egressd).
 // BenchmarkAllowedTCPDNSToConnect measures, from inside the sandbox, the time from a DNS
 // answer's arrival to an established connection to the address it gave (DESIGN §2.6: the
-// gateway opens the address before it answers).
+// gateway opens the address before it answers). BenchmarkAllowedTCPExplicit compares the
+// explicit fronts to the same server: SOCKS5 by name and by address, CONNECT by name.
 
 // benchTCPVMs makes a VM that reaches bulk.test by allowed_tcp and one that reaches its
 // address by allowed_cidrs.
@@ -224,4 +227,80 @@ func BenchmarkAllowedTCPDNSToConnect(b *testing.B) {
 		"query round trip with admission: p50 %.0f µs, p99 %.0f µs; of a web name (no admission): p50 %.0f µs, p99 %.0f µs (%d samples)",
 		percentile(fresh, 50), percentile(fresh, 99), percentile(fresh, 100), percentile(warm, 50), percentile(warm, 99),
 		percentile(query, 50), percentile(query, 99), percentile(web, 50), percentile(web, 99), len(fresh))
+}
+
+// BenchmarkAllowedTCPExplicit: the explicit fronts, run in the gateway namespace where
+// egressd listens. Each op is one connection to the byte server by each of three ways, in
+// turn: SOCKS5 by name (allowed_tcp: egressd resolves the name and judges the address),
+// SOCKS5 by address (allowed_cidrs), and the HTTP proxy's CONNECT by name. Sub-benchmarks
+// by size: 1 byte (new connections) and 64 MiB (throughput).
+func BenchmarkAllowedTCPExplicit(b *testing.B) {
+	l := newTCPLab(b, "--socks-listen", socksAddr)
+	sess := l.explicitSession("bench-explicit")
+	l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"bulk.test:9000"}, AllowedCIDRs: []string{bulkAddr + "/32"}})
+	user, pass := sessionCreds(b, sess.ProxyURL)
+	ways := []struct {
+		name string
+		dial func() (net.Conn, error)
+	}{
+		{"socks-name", func() (net.Conn, error) {
+			c, _, err := socksDial(l.dialGW, socksAddr, user, pass, socksName("bulk.test", 9000))
+			return c, err
+		}},
+		{"socks-cidr", func() (net.Conn, error) {
+			c, _, err := socksDial(l.dialGW, socksAddr, user, pass, socksIP(bulkAddr, 9000))
+			return c, err
+		}},
+		{"connect-name", func() (net.Conn, error) {
+			return httpConnectConn(l, sess.ProxyURL, "bulk.test:9000")
+		}},
+	}
+	for _, size := range []uint64{1, 64 << 20} {
+		b.Run(fmt.Sprintf("bytes=%d", size), func(b *testing.B) {
+			took := make([]time.Duration, len(ways))
+			for i := 0; b.Loop(); i++ {
+				for k := range ways {
+					w := ways[(i+k)%len(ways)]
+					start := time.Now()
+					c, err := w.dial()
+					if err != nil {
+						b.Fatalf("%s: %v", w.name, err)
+					}
+					got, err := bulkGet(c, size)
+					c.Close()
+					if err != nil || uint64(got) != size {
+						b.Fatalf("%s: %d of %d bytes, %v", w.name, got, size, err)
+					}
+					took[(i+k)%len(ways)] += time.Since(start)
+				}
+			}
+			for k, w := range ways {
+				if size == 1 {
+					b.ReportMetric(float64(b.N)/took[k].Seconds(), w.name+"-conns/s")
+				} else {
+					b.ReportMetric(float64(b.N)*float64(size)/1e6/took[k].Seconds(), w.name+"-MB/s")
+				}
+			}
+		})
+	}
+}
+
+// httpConnectConn opens a tunnel through the HTTP proxy (in the gateway namespace).
+func httpConnectConn(l *tcpLab, proxyURL, target string) (net.Conn, error) {
+	c, err := l.dialGW(l.in.ProxyAddr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: %s\r\n\r\n", target, target, auth(proxyURL))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		c.Close()
+		return nil, fmt.Errorf("CONNECT %s: %v %v", target, resp, err)
+	}
+	if br.Buffered() > 0 {
+		c.Close()
+		return nil, fmt.Errorf("CONNECT %s: bytes before the tunnel", target)
+	}
+	return c, nil
 }

@@ -81,8 +81,14 @@ AllowUsers root
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// sshd's privilege separation directory; Debian's package makes it at boot only.
-	os.MkdirAll("/run/sshd", 0o755)
+	// sshd's privilege separation directory; Debian's package makes it at boot only. Made
+	// here if missing, and removed again once this sshd has stopped.
+	if !fileExists("/run/sshd") {
+		if err := os.Mkdir("/run/sshd", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove("/run/sshd") })
+	}
 	ipCmd(t, "-n", l.inetNS, "addr", "add", realGitAddr+"/32", "dev", "lo")
 	sshd := "/usr/sbin/sshd"
 	if p, err := exec.LookPath("sshd"); err == nil {

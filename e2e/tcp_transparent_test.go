@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/egressd/egressd/client"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/netns"
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
 )
@@ -51,6 +53,23 @@ func (l *tcpLab) tcpSet(vm *client.VM) string {
 		l.t.Fatalf("nft list set: exit %d\n%s", code, out)
 	}
 	return out
+}
+
+// egressctl runs egressctl against the lab's egressd, in the gateway namespace where its
+// API listens; it returns the combined output and the exit code.
+func (l *tcpLab) egressctl(args ...string) (string, int) {
+	l.t.Helper()
+	cmd := exec.Command(egressdtest.Binary(l.t, "egressctl"), args...)
+	cmd.Env = append(cleanProxyEnv(), "EGRESSD_URL="+l.in.URL, "EGRESSD_API_KEY="+l.in.AdminKey)
+	var buf strings.Builder
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := netns.RunIn("/run/netns/"+l.gwNS, cmd)
+	if ee, ok := err.(*exec.ExitError); ok {
+		return buf.String(), ee.ExitCode()
+	} else if err != nil {
+		l.t.Fatalf("egressctl: %v", err)
+	}
+	return buf.String(), 0
 }
 
 func TestAllowedTCPTransparent(t *testing.T) {
@@ -239,7 +258,10 @@ func TestAllowedTCPTransparent(t *testing.T) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		expectFakeSSH(t, c, br)
-		l.setVM("tcp-a", policy.Policy{AllowedTCP: []string{"db.test:5432"}})
+		// Through the CLI, as an operator would: setting the VM policy replaces it whole.
+		if out, code := l.egressctl("egress", "set", "--vm", a.VMID, "--tcp", "db.test:5432"); code != 0 {
+			t.Fatalf("egressctl egress set --tcp: exit %d\n%s", code, out)
+		}
 		expectCut(t, c, br)
 		if c2, err := dialVM(a, gitAddr+":22"); err == nil {
 			c2.Close()

@@ -211,6 +211,29 @@ func TestAllowedTCPThroughHTTPProxy(t *testing.T) {
 		l.setSessionPolicy(sess, policy.Policy{AllowedTCP: []string{"db.test:5432"}})
 		expectCut(t, c, br)
 	})
+	t.Run("records", func(t *testing.T) {
+		var connect, closed, denied bool
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !(connect && closed && denied); time.Sleep(100 * time.Millisecond) {
+			events, err := l.api.Events(context.Background(), client.EventsFilter{SessionID: sess.SessionID, Limit: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range events {
+				switch {
+				case e.Kind == "connect" && e.Decision == "allow" && e.Host == "git.test" && e.Port == 22:
+					connect = connect || (e.Reason == string(policy.ReasonAllowedTCP) && e.Rule != "" && e.IP == gitAddr)
+				case e.Kind == "close" && e.Host == "git.test" && e.Port == 22:
+					closed = closed || (e.BytesUp > 0 && e.BytesDown > 0)
+				case e.Decision == "deny" && e.Host == "gitmirror.test" && e.Port == 22:
+					denied = denied || e.Reason == "port_not_allowed"
+				}
+			}
+		}
+		if !connect || !closed || !denied {
+			t.Errorf("records: allowed connect to git.test:22 (reason allowed_tcp, its address) %v, its close with bytes %v, the denial of gitmirror.test:22 %v",
+				connect, closed, denied)
+		}
+	})
 }
 
 // expectFakeSSH reads the fake SSH server's banner from a fresh tunnel, then checks that

@@ -248,7 +248,7 @@ func TestSetPolicySendsDefaultsExplicitly(t *testing.T) {
 	want := map[string]any{
 		"allow_package_managers": false, "allow_http": false, "allow_https": true,
 		"allowed_domains": []any{"api.openai.com"}, "allowed_cidrs": []any{}, "denied_domains": []any{},
-		"mode": "enforce", "http_rules": []any{},
+		"mode": "enforce", "allowed_tcp": []any{}, "http_rules": []any{},
 	}
 	if a, b := mustJSON(t, sent), mustJSON(t, want); a != b {
 		t.Errorf("body\n got %s\nwant %s", a, b)
@@ -285,6 +285,14 @@ func TestRequestShapes(t *testing.T) {
 			return err
 		}, "POST", "/v1/vms", "", `{"vm_id":"v1","network":{"mode":"netns"}}`},
 		{"Check URL", func() error { _, err := c.Check(ctx, "s1", CheckRequest{URL: "https://pypi.org/simple/"}); return err }, "POST", "/v1/egress/session/s1/check", "", `{"url":"https://pypi.org/simple/"}`},
+		{"Check host and port", func() error {
+			_, err := c.Check(ctx, "s1", CheckRequest{Host: "github.com", Port: 22})
+			return err
+		}, "POST", "/v1/egress/session/s1/check", "", `{"host":"github.com","port":22}`},
+		{"SetVMPolicy allowed_tcp", func() error {
+			_, err := c.SetVMPolicy(ctx, "v1", policy.Policy{AllowedTCP: []string{"github.com:22"}})
+			return err
+		}, "POST", "/v1/egress/vm/v1", "", `{"allow_package_managers":false,"allow_http":false,"allow_https":false,"allowed_domains":[],"allowed_cidrs":[],"denied_domains":[],"mode":"enforce","allowed_tcp":["github.com:22"],"http_rules":[]}`},
 		{"Check DNS", func() error {
 			_, err := c.Check(ctx, "s1", CheckRequest{DNSQuery: "pypi.org", QType: "AAAA", Resolve: true})
 			return err

@@ -15,9 +15,10 @@
 // # Sandboxes and policies
 //
 // A VM is one sandbox; a session is one use of it. A policy (policy.Policy: the web flags,
-// allowed domains and CIDRs, denied domains and mode) can be set on either. A session's traffic is allowed only if every policy that
-// is set allows it, the session's and its VM's; with neither set the operator's default
-// applies, which out of the box denies everything.
+// allowed domains and CIDRs, denied domains, TCP endpoints by name, HTTP rules and mode) can
+// be set on either. A session's traffic is allowed only if every policy that is set allows
+// it, the session's and its VM's; with neither set the operator's default applies, which out
+// of the box denies everything.
 //
 //	vm, err := c.CreateVM(ctx, client.CreateVMRequest{})
 //	sess, err := c.CreateSession(ctx, client.CreateSessionRequest{VMID: vm.VMID})
@@ -26,6 +27,13 @@
 //		AllowHTTPS:           true,
 //		AllowPackageManagers: true,
 //		AllowedDomains:       []string{"api.openai.com", "*.githubusercontent.com"},
+//	})
+//
+// AllowedTCP opens TCP that is not web traffic by name and port, whatever the web flags say:
+// ssh and git to a code host, a database under a wildcard.
+//
+//	_, err = c.SetVMPolicy(ctx, vm.VMID, policy.Policy{
+//		AllowedTCP: []string{"github.com:22", "*.db.example.com:5432"},
 //	})
 //
 // Setting a policy replaces it whole: a field left at its zero value takes its default, so
@@ -39,6 +47,12 @@
 //
 //	res, err := c.Check(ctx, sess.SessionID, client.CheckRequest{URL: "https://pypi.org/simple/"})
 //	// res.Decision is "allow" or "deny"; res.Layer, Reason and Rule say why.
+//	res, err = c.Check(ctx, sess.SessionID, client.CheckRequest{Host: "github.com", Port: 22})
+//	// Reason "allowed_tcp", Rule "allowed_tcp github.com:22" when every layer lists it.
+//
+// With Resolve set, egressd looks the name up as the gateway would and judges each address
+// too (res.Addresses): an allowed name whose addresses are not public, and not inside
+// allowed_cidrs, is denied with reason "not_public".
 //
 // # Secrets and the CA
 //

@@ -67,3 +67,26 @@ func ExampleIsPolicyNotSet() {
 		fmt.Println("revision", p.Revision)
 	}
 }
+
+// ssh and git to a code host, and a database under a wildcard, from every session of a VM;
+// then ask what the gateway would decide for one of them.
+func ExampleClient_Check_allowedTCP() {
+	ctx := context.Background()
+	c, err := client.New("http://127.0.0.1:8470", os.Getenv("EGRESSD_API_KEY"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.SetVMPolicy(ctx, "vm-1", policy.Policy{
+		AllowedTCP: []string{"github.com:22", "*.db.example.com:5432"},
+	}); err != nil {
+		log.Fatal(err) // e.g. "allowed_tcp[0]: ... (400 invalid_policy)"
+	}
+	res, err := c.Check(ctx, "ses_0123", client.CheckRequest{Host: "github.com", Port: 22, Resolve: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s (reason %s, rule %s)\n", res.Decision, res.Reason, res.Rule)
+	for _, a := range res.Addresses {
+		fmt.Printf("  %s: %s (%s)\n", a.IP, a.Decision, a.Reason)
+	}
+}

@@ -66,7 +66,8 @@ func TestParsePolicy(t *testing.T) {
 func TestParsePolicyReadsWhatTheAPIAnswers(t *testing.T) {
 	stored := Policy{
 		Policy: policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"a.test"}, DeniedDomains: []string{"b.a.test"},
-			HTTPRules: []policy.HTTPRule{{Domain: "a.test", Methods: []string{"GET"}, Paths: []string{"/v1/"}}}}.WithDefaults(),
+			AllowedTCP: []string{"git.a.test:22"},
+			HTTPRules:  []policy.HTTPRule{{Domain: "a.test", Methods: []string{"GET"}, Paths: []string{"/v1/"}}}}.WithDefaults(),
 		Scope: ScopeVM, ID: "vm-1", Revision: 42, UpdatedAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC),
 		Warnings: []string{"a warning"},
 	}

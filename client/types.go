@@ -94,7 +94,8 @@ type Effective struct {
 }
 
 // CheckRequest is the body of POST /v1/egress/session/{id}/check. Set exactly one of: URL
-// (and Method); Host and Port; IP, Port and Transport; DNSQuery and QType.
+// (and Method); Host and Port (TCP to a name on any port 1-65535: web ports by the web
+// rules, every port by allowed_tcp); IP, Port and Transport; DNSQuery and QType.
 type CheckRequest struct {
 	URL string `json:"url,omitempty"`
 	// Method goes with URL: the request's method, upper case ("POST"); GET when empty. It

@@ -25,7 +25,8 @@ The layer is where the decision came from: session, vm, default (no policy set) 
 (denied whatever any policy says, such as loopback or the cloud metadata address). A name
 is judged as a name; with --resolve egressd also looks it up and judges each address, as
 the gateway does before it dials. For a URL to a domain that http_rules name, the request
-is judged too: its path and --method (GET by default).
+is judged too: its path and --method (GET by default). --host with any --port answers
+for allowed_tcp too: "--host github.com --port 22".
 
 Exit status: 0 when the decision is allow, 3 when it is deny, 1 when the check itself
 failed. In monitor mode the decision is allow, and "would deny" says whether an enforcing

@@ -48,6 +48,7 @@ func effectiveFields(e *client.Effective) []field {
 		withFrom("allowed_domains", domains, e.AllowedDomains.From),
 		withFrom("allowed_cidrs", orNone(e.AllowedCIDRs.Value), e.AllowedCIDRs.From),
 		withFrom("denied_domains", orNone(e.DeniedDomains.Value), e.DeniedDomains.From),
+		withFrom("allowed_tcp", orNone(e.AllowedTCP.Value), e.AllowedTCP.From),
 	}
 	if len(e.HTTPRules.Rules) > 0 {
 		rules := make([]string, len(e.HTTPRules.Rules))

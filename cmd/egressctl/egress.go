@@ -56,6 +56,31 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
+// tcpFlag is the repeatable --tcp: allowed_tcp entries, "name:port", one per value or
+// several separated by commas. A value with a part that has no port ("github.com:22,443")
+// is kept whole, so that egressd names the mistake (one port per entry) instead of
+// refusing a bare "443" as a name without a port.
+type tcpFlag []string
+
+func (l *tcpFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *tcpFlag) Set(v string) error {
+	var parts []string
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return errors.New("empty entry")
+		}
+		if !strings.Contains(part, ":") {
+			*l = append(*l, strings.TrimSpace(v))
+			return nil
+		}
+		parts = append(parts, part)
+	}
+	*l = append(*l, parts...)
+	return nil
+}
+
 // ruleFlag is a repeatable --http-rule: one http_rules entry per value, written
 // "DOMAIN [METHOD,...|*] [PATH...]" (see parseHTTPRule).
 type ruleFlag []policy.HTTPRule
@@ -120,7 +145,7 @@ func formatHTTPRule(r policy.HTTPRule) string {
 
 var egressSetCmd = &command{
 	name:     "egress set",
-	synopsis: "(--session SESSION | --vm VM) [--http] [--https] [--package-managers] [--domain D]... [--cidr C]... [--deny-domain D]... [--http-rule RULE]... [--monitor] [-f policy.json]",
+	synopsis: "(--session SESSION | --vm VM) [--http] [--https] [--package-managers] [--domain D]... [--cidr C]... [--deny-domain D]... [--tcp NAME:PORT]... [--http-rule RULE]... [--monitor] [-f policy.json]",
 	summary:  "set (replace) the policy of a session or a VM",
 	help: `
 Sets the egress policy of a session or a VM, replacing the one it had: what is not given is
@@ -131,6 +156,9 @@ off or empty. With no rule flags at all the policy denies everything.
   "egressctl egress package-managers") on ports 80 and 443, whatever --http and --https say.
   --cidr allows a range on every port and protocol, e.g. an internal network.
   --deny-domain denies a name whatever else allows it.
+  --tcp NAME:PORT allows TCP to that name on that port (ssh, git, databases), whatever
+  --http and --https say: "github.com:22", "*.db.example.com:5432" (repeatable). The
+  address dialled must be public or inside a --cidr range; --deny-domain still wins.
   --http-rule "DOMAIN [METHOD,...] [PATH...]" allows only those requests to DOMAIN
   (repeatable; "*" or no methods: any method, no paths: any path; a path is a prefix,
   matched on "/" boundaries). Such a domain is intercepted: each request is decided.
@@ -146,6 +174,7 @@ warnings are dropped), so a policy can be copied:
 Examples:
   egressctl egress set --session S --https --domain api.openai.com --package-managers
   egressctl egress set --vm V --cidr 10.0.0.0/8
+  egressctl egress set --session S --tcp github.com:22 --tcp '*.db.example.com:5432'
   egressctl egress set --session S --https --http-rule 'api.example.com GET,POST /v1/'
   egressctl egress set --session S            # deny everything`,
 	setup: func(fs *flag.FlagSet) runFunc {
@@ -159,6 +188,8 @@ Examples:
 		fs.Var(&domains, "domain", "allow HTTP/HTTPS only to this `domain` (repeatable)")
 		fs.Var(&cidrs, "cidr", "allow every port and protocol to this `CIDR` (repeatable)")
 		fs.Var(&denied, "deny-domain", "never allow this `domain` (repeatable)")
+		var tcp tcpFlag
+		fs.Var(&tcp, "tcp", "allow TCP to this `name:port`, e.g. github.com:22 (repeatable)")
 		var rules ruleFlag
 		fs.Var(&rules, "http-rule", "allow only these requests to a domain: `\"DOMAIN [METHOD,...] [PATH...]\"` (repeatable)")
 		monitor := fs.Bool("monitor", false, "record would-be denials but let traffic through")
@@ -183,6 +214,7 @@ Examples:
 			p.AllowedDomains = append(p.AllowedDomains, domains...)
 			p.AllowedCIDRs = append(p.AllowedCIDRs, cidrs...)
 			p.DeniedDomains = append(p.DeniedDomains, denied...)
+			p.AllowedTCP = append(p.AllowedTCP, tcp...)
 			p.HTTPRules = append(p.HTTPRules, rules...)
 			if *monitor {
 				p.Mode = policy.Monitor

@@ -120,6 +120,9 @@ func TestSummarizePolicy(t *testing.T) {
 		{&client.Policy{Policy: policy.Policy{Mode: policy.Monitor}}, "monitor, deny all"},
 		{&client.Policy{Policy: policy.Policy{AllowHTTPS: true, AllowPackageManagers: true, AllowedDomains: []string{"a", "b"}}}, "https, package managers, 2 domains"},
 		{&client.Policy{Policy: policy.Policy{AllowedCIDRs: []string{"10.0.0.0/8"}}}, "1 cidr"},
+		// A policy of allowed_tcp alone allows something: never "deny all".
+		{&client.Policy{Policy: policy.Policy{AllowedTCP: []string{"github.com:22"}}}, "1 tcp endpoint"},
+		{&client.Policy{Policy: policy.Policy{Mode: policy.Monitor, AllowedTCP: []string{"a.test:22", "b.test:22"}}}, "monitor, 2 tcp endpoints"},
 	}
 	for _, tc := range cases {
 		if got := summarizePolicy(tc.p); got != tc.want {

@@ -104,6 +104,7 @@ func rulesFields(p policy.Policy) []field {
 		{"allowed_domains", domains},
 		{"allowed_cidrs", orNone(p.AllowedCIDRs)},
 		{"denied_domains", orNone(p.DeniedDomains)},
+		{"allowed_tcp", orNone(p.AllowedTCP)},
 	}
 	if len(p.HTTPRules) > 0 {
 		// In the form --http-rule takes, so that a line can be copied into a command.
@@ -160,6 +161,7 @@ func summarizePolicy(p *client.Policy) string {
 	count(len(p.AllowedDomains), "domain")
 	count(len(p.AllowedCIDRs), "cidr")
 	count(len(p.DeniedDomains), "denied domain")
+	count(len(p.AllowedTCP), "tcp endpoint")
 	if len(parts) == 0 || (len(parts) == 1 && parts[0] == "monitor") {
 		parts = append(parts, "deny all")
 	}

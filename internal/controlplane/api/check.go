@@ -189,7 +189,7 @@ func parseEndpoint(req client.CheckRequest) (policy.Conn, error) {
 		if err != nil {
 			return policy.Conn{}, err
 		}
-		if req.Transport != "" && req.Transport != "tcp" {
+		if req.Transport != "" && !strings.EqualFold(req.Transport, "tcp") {
 			return policy.Conn{}, badRequest("transport", "a host is judged for TCP; for UDP give an ip")
 		}
 		return hostConn(req.Host, port, "host")

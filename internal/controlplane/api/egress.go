@@ -80,7 +80,9 @@ func policyLookupError(err error, scope store.Scope, id string) error {
 
 func policyOut(rec store.PolicyRecord, warnings []string) *client.Policy {
 	return &client.Policy{
-		Policy:    rec.Policy,
+		// A policy stored before a field existed (allowed_tcp, http_rules) lacks it: it is
+		// answered with the field's default, an empty list, never null.
+		Policy:    rec.Policy.WithDefaults(),
 		Scope:     string(rec.Scope),
 		ID:        rec.ID,
 		Revision:  rec.Revision,
@@ -106,6 +108,10 @@ func (s *Server) effective(w http.ResponseWriter, r *http.Request, k store.APIKe
 	se, layers, err := s.layers(r.Context(), k.Tenant, r.PathValue("id"))
 	if err != nil {
 		return err
+	}
+	for i := range layers {
+		// A policy stored before a list field existed has it nil: explained as empty, not null.
+		layers[i].Policy = layers[i].Policy.WithDefaults()
 	}
 	writeJSON(w, http.StatusOK, client.Effective{SessionID: se.ID, VMID: se.VMID, Explanation: s.env.Explain(layers...)})
 	return nil

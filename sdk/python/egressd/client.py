@@ -225,11 +225,12 @@ class Client:
         mode: str = "enforce",
         session_id: Optional[str] = None,
         http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
+        allowed_tcp: Optional[Iterable[str]] = None,
     ) -> Policy:
         """Alias of :meth:`Egress.set_session <egressd.egress.Egress.set_session>`."""
         return self.egress.set_session(
             allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs,
-            denied_domains, mode, session_id, http_rules=http_rules,
+            denied_domains, mode, session_id, http_rules=http_rules, allowed_tcp=allowed_tcp,
         )
 
     def get_session_egress(self, session_id: Optional[str] = None) -> Policy:
@@ -247,11 +248,12 @@ class Client:
         denied_domains: Optional[Iterable[str]] = None,
         mode: str = "enforce",
         http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
+        allowed_tcp: Optional[Iterable[str]] = None,
     ) -> Policy:
         """Alias of :meth:`Egress.set_vm <egressd.egress.Egress.set_vm>`."""
         return self.egress.set_vm(
             vm_id, allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs,
-            denied_domains, mode, http_rules=http_rules,
+            denied_domains, mode, http_rules=http_rules, allowed_tcp=allowed_tcp,
         )
 
     def get_vm_egress(self, vm_id: Optional[str] = None) -> Policy:

@@ -82,6 +82,7 @@ def policy_body(
     denied_domains: Optional[Iterable[str]] = None,
     mode: str = "enforce",
     http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
+    allowed_tcp: Optional[Iterable[str]] = None,
 ) -> Dict[str, Any]:
     """The JSON body of a policy (DESIGN §2.1): every field, with its default when not given.
 
@@ -98,6 +99,7 @@ def policy_body(
         "allowed_cidrs": _names("allowed_cidrs", allowed_cidrs),
         "denied_domains": _names("denied_domains", denied_domains),
         "mode": mode,
+        "allowed_tcp": _names("allowed_tcp", allowed_tcp),
         "http_rules": _rules(http_rules),
     }
 
@@ -139,6 +141,7 @@ class Egress:
         mode: str = "enforce",
         session_id: Optional[str] = None,
         http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
+        allowed_tcp: Optional[Iterable[str]] = None,
     ) -> Policy:
         """Set a session's policy (``POST /v1/egress/session/{id}``) and return it as stored.
 
@@ -163,10 +166,15 @@ class Egress:
                 (methods in upper case, paths as prefixes starting with ``/``; either left out
                 means any). A domain named here is intercepted, and each request to it must
                 match a rule of every layer that has rules for it.
+            allowed_tcp: ``"name:port"`` endpoints for TCP that is not web traffic, allowed
+                whatever the web flags say, e.g. ``["github.com:22", "*.db.example.com:5432"]``
+                (one port per entry, 1-65535; names only: an address belongs in
+                ``allowed_cidrs``). ``denied_domains`` still win, and the address dialled
+                must be public or inside ``allowed_cidrs``.
         """
         body = policy_body(
             allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode,
-            http_rules,
+            http_rules, allowed_tcp,
         )
         sid = self._client._session_or_current(session_id)
         data = self._http.request("POST", path_for("/v1/egress/session/", sid), json_body=body)
@@ -205,6 +213,7 @@ class Egress:
         denied_domains: Optional[Iterable[str]] = None,
         mode: str = "enforce",
         http_rules: Optional[Iterable[Mapping[str, Any]]] = None,
+        allowed_tcp: Optional[Iterable[str]] = None,
     ) -> Policy:
         """Set a VM's policy (``POST /v1/egress/vm/{id}``) and return it as stored.
 
@@ -214,7 +223,7 @@ class Egress:
         """
         body = policy_body(
             allow_package_managers, allow_http, allow_https, allowed_domains, allowed_cidrs, denied_domains, mode,
-            http_rules,
+            http_rules, allowed_tcp,
         )
         vid = self._client._vm_or_current(vm_id)
         return Policy.from_dict(self._vm_request("POST", vid, body))
@@ -277,6 +286,8 @@ class Egress:
         Give one of: ``url`` (and ``method``, upper case, ``"GET"`` when left out: it matters
         for domains that ``http_rules`` name); ``host`` and ``port``; ``ip``, ``port`` and
         ``transport`` (``"tcp"`` or ``"udp"``); ``dns_query`` and ``qtype`` (``"A"``, ...).
+        ``host`` and ``port`` judge TCP to a name on any port 1-65535: the web rules on 80 and
+        443, ``allowed_tcp`` on every port (``check(host="github.com", port=22)``).
         A name is judged as a name, with no lookup, unless ``resolve=True``: egressd then
         looks it up as the gateway would and judges each address too (``result.addresses``).
 

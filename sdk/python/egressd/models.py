@@ -49,6 +49,7 @@ POLICY_FIELDS: Tuple[str, ...] = (
     "allowed_cidrs",
     "denied_domains",
     "mode",
+    "allowed_tcp",
     "http_rules",
 )
 
@@ -182,6 +183,8 @@ class PolicyFields(Model):
         allowed_cidrs: ranges allowed on every port and protocol.
         denied_domains: hosts never allowed, whatever else allows them.
         mode: ``"enforce"`` or ``"monitor"`` (record would-be denials, block nothing).
+        allowed_tcp: ``"name:port"`` endpoints for TCP that is not web traffic, e.g.
+            ``"github.com:22"``, ``"*.db.example.com:5432"``, whatever the web flags say.
         http_rules: method and path rules per domain (:class:`HTTPRule`); a domain named
             here is intercepted and each request to it decided.
     """
@@ -193,12 +196,13 @@ class PolicyFields(Model):
     allowed_cidrs: List[str] = field(default_factory=list)
     denied_domains: List[str] = field(default_factory=list)
     mode: str = "enforce"
+    allowed_tcp: List[str] = field(default_factory=list)
     http_rules: List[HTTPRule] = field(default_factory=list)
 
     @classmethod
     def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
         out = super()._convert(data)
-        for name in ("allowed_domains", "allowed_cidrs", "denied_domains"):
+        for name in ("allowed_domains", "allowed_cidrs", "denied_domains", "allowed_tcp"):
             if name in out:
                 out[name] = _list(out[name])
         if "http_rules" in out:
@@ -439,8 +443,8 @@ class EffectiveHTTPRules(Model):
 class Effective(Model):
     """What applies to a session's traffic: its policy AND its VM's, or the default.
 
-    Flags are ANDed, ``allowed_domains`` and ``allowed_cidrs`` intersected, ``denied_domains``
-    joined; each says in ``from_`` which layers it comes from. ``notes`` says in words what the
+    Flags are ANDed, ``allowed_domains``, ``allowed_cidrs`` and ``allowed_tcp`` intersected,
+    ``denied_domains`` joined; each says in ``from_`` which layers it comes from. ``notes`` says in words what the
     values alone do not.
     """
 
@@ -454,6 +458,7 @@ class Effective(Model):
     allowed_domains: EffectiveDomains = field(default_factory=EffectiveDomains)
     allowed_cidrs: EffectiveList = field(default_factory=EffectiveList)
     denied_domains: EffectiveList = field(default_factory=EffectiveList)
+    allowed_tcp: EffectiveList = field(default_factory=EffectiveList)
     http_rules: EffectiveHTTPRules = field(default_factory=EffectiveHTTPRules)
     package_managers: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
@@ -465,7 +470,7 @@ class Effective(Model):
         for name in ("mode", "allow_package_managers", "allow_http", "allow_https"):
             out[name] = EffectiveValue.from_dict(data.get(name) or {})
         out["allowed_domains"] = EffectiveDomains.from_dict(data.get("allowed_domains") or {})
-        for name in ("allowed_cidrs", "denied_domains"):
+        for name in ("allowed_cidrs", "denied_domains", "allowed_tcp"):
             out[name] = EffectiveList.from_dict(data.get(name) or {})
         out["http_rules"] = EffectiveHTTPRules.from_dict(data.get("http_rules") or {})
         out["package_managers"] = _list(data.get("package_managers"))

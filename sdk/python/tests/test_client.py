@@ -305,6 +305,7 @@ class PolicyTest(unittest.TestCase):
                 "allowed_cidrs": [],
                 "denied_domains": [],
                 "mode": "enforce",
+                "allowed_tcp": [],
                 "http_rules": [],
             },
         )
@@ -499,6 +500,75 @@ class PolicyTest(unittest.TestCase):
         with self.assertRaises(BadRequestError) as ctx:
             c.egress.check(url="https://api.example.com/", method="get")
         self.assertEqual(ctx.exception.field, "method")
+
+    def test_allowed_tcp(self) -> None:
+        c = admin()
+        p = c.egress.set_session(allowed_tcp=["GitHub.com:22", "github.com.:22", "*.DB.example.test:5432"], denied_domains=["bad.db.example.test"])
+        self.assertEqual(p.allowed_tcp, ["*.db.example.test:5432", "github.com:22"])  # normalised, sorted, deduplicated
+        got = c.egress.get_session()
+        self.assertEqual(got.allowed_tcp, p.allowed_tcp)
+        self.assertEqual(got.policy_dict(), p.policy_dict())
+        # A policy read back can be set again as it is.
+        self.assertEqual(c.egress.set_session(**got.policy_dict()).policy_dict(), p.policy_dict())
+        # The VM's, through the alias: every layer must list an endpoint.
+        v = c.set_vm_egress(allowed_tcp=["github.com:22", "git.corp.example:2222"])
+        self.assertEqual(v.allowed_tcp, ["git.corp.example:2222", "github.com:22"])
+        e = c.egress.effective()
+        self.assertEqual(e.allowed_tcp.value, ["github.com:22"])
+        self.assertEqual(e.allowed_tcp.from_, ["session", "vm"])
+
+        for kwargs, decision, reason in [
+            ({"host": "github.com", "port": 22}, "allow", "allowed_tcp"),
+            ({"host": "GITHUB.com.", "port": 22}, "allow", "allowed_tcp"),
+            ({"host": "github.com", "port": 23}, "deny", "port_not_allowed"),
+            ({"host": "x.db.example.test", "port": 5432}, "deny", "port_not_allowed"),  # the VM does not list it
+            ({"host": "git.corp.example", "port": 2222}, "deny", "port_not_allowed"),  # the session does not
+            ({"host": "github.com", "port": 443}, "deny", "https_off"),
+            ({"host": "140.82.112.3", "port": 22}, "deny", "ip_literal"),
+            ({"ip": "140.82.112.3", "port": 22, "transport": "tcp"}, "deny", "port_not_allowed"),
+            ({"dns_query": "github.com"}, "allow", "allowed_tcp"),
+        ]:
+            with self.subTest(**kwargs):
+                r = c.egress.check(**kwargs)  # type: ignore[arg-type]
+                self.assertEqual((r.decision, r.reason), (decision, reason), r)
+        r = c.egress.check(host="github.com", port=22)
+        self.assertEqual((r.rule, r.layer, r.allowed), ("allowed_tcp github.com:22", "session", True))
+        c.set_vm_egress(allowed_tcp=["*.db.example.test:5432"])
+        self.assertEqual(c.egress.check(host="bad.db.example.test", port=5432).reason, "denied_domain")
+        for port in (0, 65536, -1):
+            with self.subTest(port=port):
+                with self.assertRaises(BadRequestError) as ctx:
+                    c.egress.check(host="github.com", port=port)
+                self.assertEqual(ctx.exception.field, "port")
+        with self.assertRaises(BadRequestError) as ctx:
+            c.egress.check(host="github.com")
+        self.assertEqual(ctx.exception.field, "port")
+
+    def test_allowed_tcp_errors_name_the_field(self) -> None:
+        c = admin()
+        c.ensure_session()
+        for entries, field in [
+            (["github.com"], "allowed_tcp[0]"),
+            (["github.com:22", "github.com:0"], "allowed_tcp[1]"),
+            (["github.com:22", "140.82.112.3:22"], "allowed_tcp[1]"),
+            (["github.com:22-23"], "allowed_tcp[0]"),
+            (["*:22"], "allowed_tcp[0]"),
+        ]:
+            with self.subTest(field=field, entries=entries):
+                with self.assertRaises(InvalidPolicyError) as ctx:
+                    c.egress.set_session(allowed_tcp=entries)
+                self.assertEqual((ctx.exception.status, ctx.exception.field), (400, field))
+        with self.assertRaises(InvalidPolicyError) as ctx:
+            c.egress.set_vm(allowed_tcp=["github.com:65536"])
+        self.assertEqual(ctx.exception.field, "allowed_tcp[0]")
+        with self.assertRaises(InvalidPolicyError) as ctx:
+            c.vms.create(egress_policy={"allowed_tcp": ["github.com"]})
+        self.assertEqual(ctx.exception.field, "egress_policy.allowed_tcp[0]")
+        # A single string is refused before sending: it is not a list of one entry.
+        with self.assertRaises(TypeError):
+            c.egress.set_session(allowed_tcp="github.com:22")  # type: ignore[arg-type]
+        with self.assertRaises(TypeError):
+            c.egress.set_session(allowed_tcp=[("github.com", 22)])  # type: ignore[list-item]
 
     def test_http_rules_errors_name_the_field(self) -> None:
         c = admin()

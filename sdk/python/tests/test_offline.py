@@ -188,7 +188,7 @@ class ModelsTest(unittest.TestCase):
         self.assertEqual(
             egressd.POLICY_FIELDS,
             ("allow_package_managers", "allow_http", "allow_https", "allowed_domains", "allowed_cidrs",
-             "denied_domains", "mode", "http_rules"),
+             "denied_domains", "mode", "allowed_tcp", "http_rules"),
         )
 
     def test_http_rules_models(self) -> None:
@@ -236,6 +236,31 @@ class ModelsTest(unittest.TestCase):
             with self.subTest(bad=bad):
                 with self.assertRaisesRegex(TypeError, msg):
                     policy_body(http_rules=bad)  # type: ignore[arg-type]
+
+    def test_allowed_tcp_body_and_models(self) -> None:
+        from egressd.egress import policy_body
+
+        self.assertEqual(policy_body()["allowed_tcp"], [])
+        body = policy_body(allowed_tcp=("github.com:22", "*.db.example.com:5432"))
+        self.assertEqual(body["allowed_tcp"], ["github.com:22", "*.db.example.com:5432"])
+        self.assertEqual(list(body), list(egressd.POLICY_FIELDS))  # every field, in the API's order
+        for bad, msg in [
+            ("github.com:22", "not a single string"),
+            (["github.com:22", 22], r"allowed_tcp\[1\] must be a string"),
+        ]:
+            with self.subTest(bad=bad):
+                with self.assertRaisesRegex(TypeError, msg):
+                    policy_body(allowed_tcp=bad)  # type: ignore[arg-type]
+
+        p = egressd.Policy.from_dict({"allowed_tcp": ["github.com:22"], "scope": "vm"})
+        self.assertEqual(p.allowed_tcp, ["github.com:22"])
+        self.assertEqual(p.policy_dict()["allowed_tcp"], ["github.com:22"])
+        # A policy answered without the field (an older egressd) reads as an empty list.
+        self.assertEqual(egressd.Policy.from_dict({}).allowed_tcp, [])
+        self.assertEqual(egressd.Policy.from_dict({"allowed_tcp": None}).allowed_tcp, [])
+        e = egressd.Effective.from_dict({"allowed_tcp": {"value": ["github.com:22"], "from": ["session", "vm"]}})
+        self.assertEqual((e.allowed_tcp.value, e.allowed_tcp.from_), (["github.com:22"], ["session", "vm"]))
+        self.assertEqual(egressd.Effective.from_dict({}).allowed_tcp.value, [])
 
 
 class SSEParserTest(unittest.TestCase):

@@ -158,3 +158,27 @@ func recordEqual(a, b store.PolicyRecord) bool {
 	return a.Tenant == b.Tenant && a.Scope == b.Scope && a.ID == b.ID && reflect.DeepEqual(a.Policy, b.Policy) &&
 		a.Revision == b.Revision && a.UpdatedAt.Equal(b.UpdatedAt)
 }
+
+// testPolicyAllowedTCP: allowed_tcp comes back entry for entry, order kept, an empty list
+// as an empty list, and a replacement that drops it leaves none of the old entries.
+func testPolicyAllowedTCP(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustVM(t, s, tenantA, "vm-tcp")
+	for _, tcp := range [][]string{
+		{"github.com:22"},
+		{"*.db.example.com:5432", "github.com:22", "xn--bcher-kva.example:2222", "one.example.com:1", "top.example.com:65535"},
+		{},
+		nil,
+	} {
+		p := emptyPolicy()
+		p.AllowedTCP = tcp
+		put := mustPolicy(t, s, tenantA, store.ScopeVM, "vm-tcp", p)
+		got, err := s.GetPolicy(ctx, tenantA, store.ScopeVM, "vm-tcp")
+		if err != nil {
+			t.Fatalf("GetPolicy: %v", err)
+		}
+		if !recordEqual(got, put) || !reflect.DeepEqual(got.Policy.AllowedTCP, tcp) {
+			t.Errorf("allowed_tcp %#v came back as %#v", tcp, got.Policy.AllowedTCP)
+		}
+	}
+}

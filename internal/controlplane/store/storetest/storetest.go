@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Policies", testPolicies},
 		{"PolicyErrors", testPolicyErrors},
 		{"PolicyScopes", testPolicyScopes},
+		{"PolicyAllowedTCP", testPolicyAllowedTCP},
 		{"DeleteVMCascades", testDeleteVMCascades},
 		{"Networks", testNetworks},
 		{"UpdateVMNetwork", testUpdateVMNetwork},
@@ -98,6 +99,7 @@ func fullPolicy(i int) policy.Policy {
 		AllowedCIDRs:         []string{"198.51.100.0/24", "2001:db8::/32"},
 		DeniedDomains:        []string{"evil.example.com"},
 		Mode:                 policy.Monitor,
+		AllowedTCP:           []string{fmt.Sprintf("git%d.example.com:22", i), "*.db.example.com:5432", "top.example.com:65535"},
 	}
 }
 

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/testnet"
+)
+
+// TestPolicyDocTCPExample runs the example of docs/policy.md's allowed_tcp section as
+// written, against a real egressd on loopback: every command succeeds (bash -e) and every
+// `egress check` decides what its comment says. Only the setup block is the test's own.
+func TestPolicyDocTCPExample(t *testing.T) {
+	for _, tool := range []string{"bash", "python3"} {
+		_, err := exec.LookPath(tool)
+		testnet.Require(t, err == nil, tool+" (the example uses it)")
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "policy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := shellBlocks(t, string(doc), "## TCP by name: `allowed_tcp`")
+	script := &strings.Builder{}
+	script.WriteString("set -e\n")
+	setups := 0
+	for _, b := range blocks {
+		if b.setup {
+			setups++
+			continue
+		}
+		script.WriteString(b.code)
+	}
+	if setups != 1 || len(blocks) < 3 {
+		t.Fatalf("the example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
+	}
+	var want []string
+	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
+		want = append(want, m[1])
+	}
+
+	in := egressdtest.Start(t)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the example failed: %v\n--- script:\n%s--- output:\n%s", err, script.String(), out.String())
+	}
+	var got []string
+	for _, m := range decisionLine.FindAllStringSubmatch(out.String(), -1) {
+		got = append(got, m[1])
+	}
+	if len(want) < 6 || !slices.Equal(got, want) {
+		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out.String())
+	}
+	for _, re := range []string{
+		`(?m)^allow +\(layer session, reason allowed_tcp, rule allowed_tcp github\.com:22\)`,
+		`(?m)^deny +\(layer session, reason denied_domain`,
+		`(?m)^allowed_tcp: +\*\.db\.example\.com:5432 +\(from session, vm\)`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("the output has no line matching %s:\n%s", re, out.String())
+		}
+	}
+}

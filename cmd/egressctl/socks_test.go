@@ -78,9 +78,8 @@ func TestSOCKSConnect(t *testing.T) {
 		t.Fatalf("socks_url %q, want %q", sess.SOCKSURL, want)
 	}
 	if _, err := c.SetSessionPolicy(ctx, sess.SessionID, policy.Policy{
-		AllowedDomains: []string{"git.example.test"},
-		DeniedDomains:  []string{"denied.example.test"},
-		AllowedCIDRs:   []string{sshLikeIP + "/32"},
+		AllowedTCP:    []string{"git.example.test:" + port, "denied.example.test:" + port},
+		DeniedDomains: []string{"denied.example.test"},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +132,7 @@ func TestSOCKSConnect(t *testing.T) {
 	var denied, allowed bool
 	for _, e := range evs {
 		denied = denied || e.Host == "denied.example.test" && e.Decision == "deny" && e.Reason == string(policy.ReasonDeniedDomain)
-		allowed = allowed || e.Host == "git.example.test" && e.Decision == "allow" && e.IP == sshLikeIP
+		allowed = allowed || e.Host == "git.example.test" && e.Decision == "allow" && e.IP == sshLikeIP && e.Reason == string(policy.ReasonAllowedTCP)
 	}
 	if !denied || !allowed {
 		t.Errorf("events lack the allowed or the denied connection: %+v", evs)
@@ -183,6 +182,17 @@ func TestSOCKSConnect(t *testing.T) {
 	sshOut, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(sshOut), "remote software version egressd-test") {
 		t.Errorf("ssh did not reach the server through socks-connect:\n%s", sshOut)
+	}
+
+	// git over ssh, as docs/proxy.md has it: GIT_SSH_COMMAND with the ProxyCommand.
+	git, err := exec.LookPath("git")
+	testnet.Require(t, err == nil, "git")
+	cmd = exec.CommandContext(ctx, git, "ls-remote", "ssh://git@git.example.test:"+port+"/org/repo.git")
+	cmd.Env = append(cmd.Env, "PATH="+binDir+":"+os.Getenv("PATH"), "HOME="+dir, "EGRESSD_SOCKS_URL="+sess.SOCKSURL,
+		"GIT_SSH_COMMAND=ssh -v -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ProxyCommand='egressctl socks-connect %h %p'")
+	gitOut, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(gitOut), "remote software version egressd-test") {
+		t.Errorf("git over ssh did not reach the server through socks-connect:\n%s", gitOut)
 	}
 }
 

@@ -163,7 +163,7 @@ func TestDialIPLiteral(t *testing.T) {
 	lit := policy.Conn{IP: netip.MustParseAddr("::ffff:" + publicIP), Port: port(ln), IPLiteral: true}
 
 	res, err := d.Dial(context.Background(), set(t, policy.Policy{AllowHTTPS: true, AllowHTTP: true}), lit)
-	if !errors.Is(err, ErrDenied) || res.Decision.Reason != policy.ReasonPort {
+	if !errors.Is(err, ErrDenied) || res.Decision.Reason != policy.ReasonIPLiteral {
 		t.Fatalf("IP literal without allowed_cidrs: %v %+v", err, res.Decision)
 	}
 	res, err = d.Dial(context.Background(), set(t, policy.Policy{AllowedCIDRs: []string{publicIP}}), lit)

@@ -254,8 +254,8 @@ func (c *clientConn) checkSNI(host string) ([]byte, policy.Decision) {
 }
 
 // peekName is the first look at a tunnel to an IP literal (allowed by allowed_cidrs, or in
-// monitor mode), or by name to a port other than 443 (open because the name's addresses are
-// inside allowed_cidrs). A name is judged wherever it is seen (DESIGN §4): when the
+// monitor mode), or by name to a port other than 443 (open by an allowed_tcp entry, or
+// because the name's addresses are inside allowed_cidrs). A name is judged wherever it is seen (DESIGN §4): when the
 // client's first bytes are a TLS ClientHello with a server name, the tunnel is judged again
 // as that name at the address dialled, as policy.Set.Decide judges a connection with both,
 // so that denied_domains holds there too, and the record carries the name. What else it

@@ -44,7 +44,7 @@
 //     name, or something other than TLS is refused by closing the tunnel before a byte
 //     reaches the destination. The ClientHello itself is passed on untouched: the proxy
 //     does not terminate TLS. For an IP literal (any port but 80), and for a name on
-//     a port other than 80 and 443 (which only allowed_cidrs opens), a name is judged
+//     a port other than 80 and 443 (which allowed_tcp or allowed_cidrs opens), a name is judged
 //     wherever it is seen (DESIGN §4): the proxy looks at the client's first bytes while
 //     the destination's already flow to the client (relay.RunAfter: a server that speaks
 //     first is heard), and when they are a ClientHello with a server name, the tunnel is

@@ -161,7 +161,7 @@ func TestSOCKSDecisions(t *testing.T) {
 		{"an address as a name (ATYP 3)", "", "", 0, 0, "", "", ""}, // filled below
 		{"name whose address allowed_cidrs opens, other port", "", "api.example.test", port, socks5.Succeeded, policy.ReasonAllowedCIDRs, "api.example.test", webIP},
 		{"IPv4 outside allowed_cidrs", "", "127.0.0.51", 443, socks5.NotAllowed, policy.ReasonIPLiteral, "", "127.0.0.51"},
-		{"IPv4 outside allowed_cidrs, other port", "", "127.0.0.51", port, socks5.NotAllowed, policy.ReasonPort, "", "127.0.0.51"},
+		{"IPv4 outside allowed_cidrs, other port", "", "127.0.0.51", port, socks5.NotAllowed, policy.ReasonIPLiteral, "", "127.0.0.51"},
 		{"IPv4-mapped outside", "", "::ffff:127.0.0.51", 443, socks5.NotAllowed, policy.ReasonIPLiteral, "", "127.0.0.51"},
 		{"metadata address", "", "169.254.169.254", 80, socks5.NotAllowed, policy.ReasonHardDeny, "", "169.254.169.254"},
 		{"name resolving to a private address", "", "rebind.example.test", 443, socks5.NotAllowed, policy.ReasonHardDeny, "rebind.example.test", privateIP},
@@ -452,5 +452,84 @@ func TestSOCKSCurl(t *testing.T) {
 	}
 	if out, err := run("socks5h://ses_a:wrong@"+addr, "https://api.example.test/"); err == nil {
 		t.Errorf("curl with a wrong token: %q", out)
+	}
+}
+
+// TestSOCKSNamesThatAreNoNames: a name field that smuggles something else (an address in
+// another notation, a port, a user, a path, NUL, a zone) never reaches the address it
+// hints at: it is refused as a name, or leads nowhere.
+func TestSOCKSNamesThatAreNoNames(t *testing.T) {
+	e := newEnv(t, policy.Policy{AllowHTTPS: true, AllowHTTP: true, AllowedCIDRs: []string{webIP + "/32"}})
+	addr := e.startSOCKS()
+	for _, host := range []string{
+		"127.0.0.50.", "0x7f.0.0.50", "2130706482", "127.50", "[127.0.0.50]", "[::ffff:127.0.0.50]",
+		"api.example.test:443", "user@api.example.test", "api.example.test/x", "api.example.test\x00.evil",
+		"api.example.test ", "fe80::1%lo", "127.0.0.50%lo", "*.example.test", ".", "..",
+	} {
+		e.sink.reset()
+		c, rep := e.socksConnect(addr, host, 443)
+		c.Close()
+		if rep == socks5.Succeeded {
+			t.Errorf("%q: connected", host)
+		}
+		for _, r := range e.sink.all() {
+			if r.Decision == events.Allow {
+				t.Errorf("%q: allowed: %+v", host, r)
+			}
+		}
+	}
+	if seen := e.web.seen(); len(seen) != 0 {
+		t.Errorf("the server saw %v", seen)
+	}
+}
+
+// TestSOCKSCountsAgainstTheCap: SOCKS5 tunnels and HTTP CONNECTs share the session's cap;
+// one over it is refused (0x02 or 429) and recorded as too_many_connections.
+func TestSOCKSCountsAgainstTheCap(t *testing.T) {
+	e := newEnv(t, apiOnly, func(c *Config) { c.MaxTunnelsPerSession = 2 })
+	addr := e.startSOCKS()
+	c1, rep := e.socksConnect(addr, "api.example.test", 80)
+	if rep != socks5.Succeeded {
+		t.Fatal(rep)
+	}
+	if _, _, resp, _ := e.connect("api.example.test:80"); resp.StatusCode != 200 {
+		t.Fatalf("second tunnel: %s", resp.Status)
+	}
+	if _, rep := e.socksConnect(addr, "api.example.test", 80); rep != socks5.NotAllowed {
+		t.Errorf("SOCKS over the cap: %v", rep)
+	}
+	if _, _, resp, _ := e.connect("api.example.test:80"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("CONNECT over the cap: %s", resp.Status)
+	}
+	r := e.sink.wait(t, "cap", func(r events.Record) bool { return r.Decision == events.Deny })
+	if r.Reason != policy.ReasonTooMany {
+		t.Errorf("record %q", r.Reason)
+	}
+	c1.Close()
+	e.sink.wait(t, "close", func(r events.Record) bool { return r.Kind == events.KindClose })
+	if _, rep := e.socksConnect(addr, "api.example.test", 80); rep != socks5.Succeeded {
+		t.Errorf("after a tunnel closed: %v", rep)
+	}
+}
+
+// TestSOCKSMonitorMode: in monitor mode a would-be denial flows and is recorded with
+// would_deny; a hard denial is refused all the same.
+func TestSOCKSMonitorMode(t *testing.T) {
+	e := newEnv(t, policy.Policy{Mode: policy.Monitor, AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}})
+	addr := e.startSOCKS()
+	c, rep := e.socksConnect(addr, "other.example.test", 443)
+	if rep != socks5.Succeeded {
+		t.Fatalf("monitor mode: %v", rep)
+	}
+	if err := tls.Client(c, &tls.Config{ServerName: "other.example.test", RootCAs: e.ca.Pool}).Handshake(); err != nil {
+		t.Errorf("monitor mode: %v", err)
+	}
+	c.Close()
+	r := e.sink.wait(t, "would deny", func(r events.Record) bool { return r.Kind == events.KindConnect })
+	if r.Decision != events.Allow || !r.WouldDeny || r.Reason != policy.ReasonHostNotListed || r.Mode != "monitor" {
+		t.Errorf("record %+v", r)
+	}
+	if _, rep := e.socksConnect(addr, "rebind.example.test", 443); rep != socks5.NotAllowed {
+		t.Errorf("monitor mode, a loopback answer: %v", rep)
 	}
 }

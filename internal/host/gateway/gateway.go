@@ -189,6 +189,7 @@ type Gateway struct {
 	status   atomic.Pointer[status] // the outcome of the last apply, nil before the first
 	enforced follow.Revision        // the view revision of the last table in force
 	own      atomic.Int64           // this node's live VMs in the last desired state
+	done     sync.WaitGroup         // the goroutines Run started
 }
 
 // status is the outcome of the last apply: err is nil when the table in force is the one
@@ -268,10 +269,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if roundErr != nil {
 		g.log.Warn("gateway: some VMs could not be reconciled at start; retrying")
 	}
-	go g.follow(ctx)
-	go g.reconcileLoop(ctx, roundErr != nil)
+	g.done.Add(2)
+	go func() { defer g.done.Done(); g.follow(ctx) }()
+	go func() { defer g.done.Done(); g.reconcileLoop(ctx, roundErr != nil) }()
 	return nil
 }
+
+// Wait returns once the work that Run started in the background has stopped, after Run's
+// context ended: then nothing of the gateway writes to the store or the kernel any more.
+func (g *Gateway) Wait() { g.done.Wait() }
 
 // follow applies the firewall whenever the view changes, and on every resync even
 // unchanged (it repairs a table changed by hand). A failed apply leaves the previous table

@@ -130,6 +130,9 @@ func (n *node) run() *node {
 	if err := n.gw.Run(n.w.t.Context()); err != nil {
 		n.w.t.Fatalf("Run: %v", err)
 	}
+	// The test's context ends before its cleanups run: wait for the gateway to stop
+	// writing before the store is closed and its directory removed.
+	n.w.t.Cleanup(n.gw.Wait)
 	return n
 }
 

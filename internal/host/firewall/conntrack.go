@@ -18,7 +18,9 @@ import (
 //
 // Flows whose destination the gateway rewrote (DNS and web DNATed to its own listeners)
 // are left alone: the DNS filter and the transparent proxy enforce policy on those
-// themselves. It runs in the current network namespace, or the one of WithNetNSFd.
+// themselves. So are flows admitted by the tcp_<name> set (ct mark MarkTCP): their
+// destination is outside Allowed by nature, and FlushTCP is their cut. It runs in the
+// current network namespace, or the one of WithNetNSFd.
 // It returns how many entries it deleted.
 func FlushConntrack(sandboxAddr netip.Addr, keep []netip.Prefix, opts ...Option) (int, error) {
 	a := sandboxAddr.Unmap()
@@ -29,28 +31,78 @@ func FlushConntrack(sandboxAddr netip.Addr, keep []netip.Prefix, opts ...Option)
 	if err != nil {
 		return 0, fmt.Errorf("firewall: flush conntrack: keep: %w", err)
 	}
-	o := collect(opts)
-	var h *netlink.Handle
-	if o.netnsFd != 0 {
-		h, err = netlink.NewHandleAt(netns.NsHandle(o.netnsFd), unix.NETLINK_NETFILTER)
-	} else {
-		h, err = netlink.NewHandle(unix.NETLINK_NETFILTER)
-	}
+	n, err := deleteFlows(collect(opts), staleFilter{src: a, keep: kept})
 	if err != nil {
-		return 0, fmt.Errorf("firewall: flush conntrack: netlink: %w", err)
+		return n, fmt.Errorf("firewall: flush conntrack of %v: %w", a, err)
 	}
-	defer h.Close()
-	n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, staleFilter{src: a, keep: kept})
-	if err != nil {
-		return int(n), fmt.Errorf("firewall: flush conntrack of %v: %w", a, err)
-	}
-	return int(n), nil
+	return n, nil
 }
 
 // FlushConntrack is the package's FlushConntrack, in the firewall's network namespace: the
 // gateway cuts flows where it applies rules.
 func (f *Firewall) FlushConntrack(sandboxAddr netip.Addr, keep []netip.Prefix) (int, error) {
 	return FlushConntrack(sandboxAddr, keep, WithNetNSFd(f.netnsFd))
+}
+
+// FlushTCP deletes the conntrack entries of the TCP connections that sandboxAddr opened
+// through its tcp_<name> set (ct mark MarkTCP) and that keep (given the destination as
+// the sandbox dialled it) does not keep; keep nil keeps none. It is the cut of DESIGN
+// §2.6: call it after Revoke (or an Apply without the endpoints), when a policy change
+// removed an allowed_tcp entry. The sandbox's next packet on such a connection then
+// meets the forward chain as a new flow without SYN and is answered with a TCP reset, so
+// the sandbox learns at once; the remote side is left to its own timeouts (its next
+// packet reaches the gateway itself, whose stack answers with a reset).
+//
+// The reset needs conntrack to pick up a mid-stream packet as new, which is the
+// kernel's default (net.netfilter.nf_conntrack_tcp_loose=1); with it off the packet is
+// invalid and dropped silently: the connection is cut all the same, without the reset.
+// It returns how many entries it deleted.
+func FlushTCP(sandboxAddr netip.Addr, keep func(dst netip.Addr, port uint16) bool, opts ...Option) (int, error) {
+	a := sandboxAddr.Unmap()
+	if !a.Is4() {
+		return 0, fmt.Errorf("firewall: flush tcp: %v is not an IPv4 address", sandboxAddr)
+	}
+	n, err := deleteFlows(collect(opts), tcpFilter{src: a, keep: keep})
+	if err != nil {
+		return n, fmt.Errorf("firewall: flush tcp connections of %v: %w", a, err)
+	}
+	return n, nil
+}
+
+// FlushTCP is the package's FlushTCP in the firewall's network namespace.
+func (f *Firewall) FlushTCP(sandboxAddr netip.Addr, keep func(dst netip.Addr, port uint16) bool) (int, error) {
+	return FlushTCP(sandboxAddr, keep, WithNetNSFd(f.netnsFd))
+}
+
+func deleteFlows(o options, filter netlink.CustomConntrackFilter) (int, error) {
+	var h *netlink.Handle
+	var err error
+	if o.netnsFd != 0 {
+		h, err = netlink.NewHandleAt(netns.NsHandle(o.netnsFd), unix.NETLINK_NETFILTER)
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_NETFILTER)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filter)
+	return int(n), err
+}
+
+// tcpFilter matches the flows FlushTCP deletes.
+type tcpFilter struct {
+	src  netip.Addr
+	keep func(netip.Addr, uint16) bool
+}
+
+func (f tcpFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	src, ok1 := ipOf(fl.Forward.SrcIP)
+	dst, ok2 := ipOf(fl.Forward.DstIP)
+	if !ok1 || !ok2 || src != f.src || fl.Forward.Protocol != unix.IPPROTO_TCP || fl.Mark&MarkTCP == 0 {
+		return false
+	}
+	return f.keep == nil || !f.keep(dst, fl.Forward.DstPort)
 }
 
 // staleFilter matches the flows FlushConntrack deletes.
@@ -62,7 +114,7 @@ type staleFilter struct {
 func (f staleFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 	src, ok1 := ipOf(fl.Forward.SrcIP)
 	dst, ok2 := ipOf(fl.Forward.DstIP)
-	if !ok1 || !ok2 || src != f.src {
+	if !ok1 || !ok2 || src != f.src || fl.Mark&MarkTCP != 0 {
 		return false
 	}
 	// The reply comes from the original destination unless it was DNATed (to the gateway).

@@ -25,6 +25,16 @@ type Sandbox struct {
 	// prefixes are ignored (every IPv6 packet from a sandbox is dropped anyway); an
 	// IPv4-mapped IPv6 prefix counts as the IPv4 prefix it holds.
 	Allowed []netip.Prefix
+	// TCP are the (address, port) pairs the kernel forwards TCP to for this sandbox
+	// (allowed_tcp, DESIGN §2.6): the addresses the DNS filter answered for an allowed_tcp
+	// name, each with its remaining lifetime. Apply installs them with these timeouts, so a
+	// caller passes what it admitted (Admit) that has not expired yet, and a full table
+	// replace keeps them. See Endpoint for what is dropped.
+	TCP []Endpoint
+	// Monitor: the sandbox's effective policy is in monitor mode in every layer. What the
+	// forward chain would drop is let through (hard deny excepted) and its first packet
+	// logged with the prefix "monitor" instead of "deny".
+	Monitor bool
 }
 
 // Desired is the whole state of the firewall. Apply makes the kernel hold exactly this.
@@ -52,6 +62,9 @@ type Desired struct {
 	// dropped, so a veth that exists before the Apply that names it fails closed.
 	// Every HostIface must start with it. Optional.
 	IfacePrefix string
+	// LogGroup is the NFLOG group of the log rules (the first packet of a denied flow);
+	// 0 means DefaultLogGroup. The flow log reader binds the same group.
+	LogGroup uint16
 }
 
 // floor is the part of the hard-deny set that is always there (DESIGN §2.2 step 1).
@@ -71,6 +84,8 @@ type sandbox struct {
 	name, iface   string
 	addr, gateway netip.Addr
 	allowed       []ipRange
+	tcp           []endpoint // sorted, one per (address, port)
+	monitor       bool
 }
 
 // state is a validated Desired: the input of build.
@@ -81,6 +96,7 @@ type state struct {
 	hardDeny    []ipRange
 	sandboxCIDR netip.Prefix // invalid when unset (only allowed without sandboxes)
 	ifacePrefix string
+	logGroup    uint16
 }
 
 // Validate reports whether Apply would accept d, with the error Apply would return. Fakes
@@ -94,7 +110,10 @@ func (d Desired) Validate() error {
 // the field at fault; they are bugs of the caller (the store and the netns package produce
 // Desired), not user input.
 func validate(d Desired) (*state, error) {
-	st := &state{proxyPort: d.ProxyPort, dnsPort: d.DNSPort, ifacePrefix: d.IfacePrefix}
+	st := &state{proxyPort: d.ProxyPort, dnsPort: d.DNSPort, ifacePrefix: d.IfacePrefix, logGroup: d.LogGroup}
+	if st.logGroup == 0 {
+		st.logGroup = DefaultLogGroup
+	}
 	if d.SandboxCIDR.IsValid() {
 		p, ok := prefix4(d.SandboxCIDR)
 		if !ok {
@@ -170,6 +189,11 @@ func validSandbox(s Sandbox, st *state) (sandbox, error) {
 		return v, fmt.Errorf("Allowed: %w", err)
 	}
 	v.allowed = allowed
+	v.tcp, err = endpoints(s.TCP)
+	if err != nil {
+		return v, fmt.Errorf("TCP: %w", err)
+	}
+	v.monitor = s.Monitor
 	return v, nil
 }
 

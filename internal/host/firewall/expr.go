@@ -150,6 +150,95 @@ func ctEstablished() frag {
 	}, false}
 }
 
+// ctStateNew: ct state new (the first packet of a flow conntrack has not seen before).
+func ctStateNew() frag {
+	bits := binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW)
+	return frag{"ct state new", []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: make([]byte, 4)},
+		cmp(expr.CmpOpNeq, make([]byte, 4)),
+	}, false}
+}
+
+// ctMarked: ct mark & MarkTCP == MarkTCP, the flow was admitted by a tcp_<name> set.
+func ctMarked() frag {
+	m := binaryutil.NativeEndian.PutUint32(MarkTCP)
+	return frag{fmt.Sprintf("ct mark & %#08x == %#08x", MarkTCP, MarkTCP), []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m, Xor: make([]byte, 4)},
+		cmp(expr.CmpOpEq, m),
+	}, false}
+}
+
+// ctMarkSet: ct mark set ct mark | MarkTCP, leaving the other bits of the mark alone.
+func ctMarkSet() frag {
+	return frag{fmt.Sprintf("ct mark set ct mark | %#08x", MarkTCP), []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^MarkTCP), Xor: binaryutil.NativeEndian.PutUint32(MarkTCP)},
+		&expr.Ct{Register: 1, SourceRegister: true, Key: expr.CtKeyMARK},
+	}, false}
+}
+
+const (
+	tcpFlagsOff = 13
+	tcpFIN      = 0x01
+	tcpSYN      = 0x02
+	tcpRST      = 0x04
+	tcpACK      = 0x10
+)
+
+// tcpFlags: meta l4proto tcp, then the flags byte masked with mask compared to want.
+func tcpFlags(text string, mask, want byte) frag {
+	return frag{text, []expr.Any{
+		meta(expr.MetaKeyL4PROTO), cmp(expr.CmpOpEq, []byte{unix.IPPROTO_TCP}),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOff, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
+		cmp(expr.CmpOpEq, []byte{want}),
+	}, false}
+}
+
+// tcpSYNOnly: a connection's first packet, SYN without ACK (nor FIN, RST).
+func tcpSYNOnly() frag {
+	return tcpFlags("tcp flags syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN)
+}
+
+// tcpNotSYN: any TCP packet without SYN.
+func tcpNotSYN() frag { return tcpFlags("tcp flags ! syn", tcpSYN, 0) }
+
+// regConcat2 is the second 32-bit register of a concatenation (NFT_REG32_01): the key
+// ip daddr . tcp dport is laid out from register 1 on, one field per 32-bit register.
+const regConcat2 = 9
+
+// daddrDportInSet: ip daddr . tcp dport @set. The l4proto dependency is not part of it:
+// the rule that uses it matches TCP flags first (tcpSYNOnly), as nft would not repeat it.
+func daddrDportInSet(set string) frag {
+	return frag{"ip daddr . tcp dport @" + set, []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offDaddr, Len: 4},
+		&expr.Payload{DestRegister: regConcat2, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		lookup(set, false),
+	}, true}
+}
+
+// rejectReset: reject with tcp reset (the rule has matched TCP already).
+func rejectReset() frag {
+	return frag{"reject with tcp reset", []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}, false}
+}
+
+// limitRate: limit rate N/second burst B packets.
+func limitRate(rate uint64, burst uint32) frag {
+	return frag{fmt.Sprintf("limit rate %d/second burst %d packets", rate, burst), []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: rate, Unit: expr.LimitTimeSecond, Burst: burst},
+	}, false}
+}
+
+// nflog: log prefix "P" group G, the packet to NFLOG group G (read by package flowlog).
+func nflog(prefix string, group uint16) frag {
+	return frag{fmt.Sprintf("log prefix %q group %d", prefix, group), []expr.Any{&expr.Log{
+		Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Group: group, Data: []byte(prefix),
+	}}, false}
+}
+
 func verdict(k expr.VerdictKind, text string) frag {
 	return frag{text, []expr.Any{&expr.Verdict{Kind: k}}, false}
 }

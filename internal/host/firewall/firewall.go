@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
@@ -19,7 +18,9 @@ import (
 type Firewall struct {
 	netnsFd int                   // 0: the netns of the calling thread
 	extra   []nftables.ConnOption // tests: nftables.WithTestDial
-	mu      sync.Mutex
+	mu      sync.Mutex            // serialises Apply, Admit and Revoke
+	// admitConn is the lasting connection of Admit and Revoke, opened on first use.
+	admitConn *nftables.Conn
 }
 
 // Option configures a Firewall (and FlushConntrack).
@@ -103,16 +104,7 @@ func (f *Firewall) install(p *plan) error {
 	// Set IDs are our own, so that the library's global ID counter is not involved.
 	ids := make(map[string]uint32, len(p.sets))
 	for i, s := range p.sets {
-		ns := &nftables.Set{Table: t, ID: uint32(i + 1), Name: s.name}
-		switch {
-		case s.vmap:
-			ns.KeyType, ns.DataType, ns.IsMap = nftables.TypeIFName, nftables.TypeVerdict, true
-			ns.KeyByteOrder = binaryutil.NativeEndian
-		case s.ifname:
-			ns.KeyType, ns.KeyByteOrder = nftables.TypeIFName, binaryutil.NativeEndian
-		default:
-			ns.KeyType, ns.Interval, ns.KeyByteOrder = nftables.TypeIPAddr, true, binaryutil.BigEndian
-		}
+		ns := s.nftSet(t, uint32(i+1))
 		if err := c.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("firewall: set %s: %w", s.name, err)
 		}

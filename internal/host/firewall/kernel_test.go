@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -149,13 +150,17 @@ func checkStructure(t *testing.T, ns *netNS, d Desired) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sets) != 5+len(d.Sandboxes) {
-		t.Errorf("%d sets and maps, want %d", len(sets), 5+len(d.Sandboxes))
+	if len(sets) != 5+2*len(d.Sandboxes) {
+		t.Errorf("%d sets and maps, want %d", len(sets), 5+2*len(d.Sandboxes))
 	}
 	for _, s := range d.Sandboxes {
 		set, err := c.GetSetByName(tbl, prefixAllow+s.Name)
 		if err != nil || !set.Interval || set.KeyType.Name != nftables.TypeIPAddr.Name {
 			t.Errorf("allow set of %s: %+v, %v", s.Name, set, err)
+		}
+		set, err = c.GetSetByName(tbl, prefixTCP+s.Name)
+		if err != nil || !set.Concatenation || !set.HasTimeout || set.Interval || set.KeyType.Name != tcpKeyType.Name {
+			t.Errorf("tcp set of %s: %+v, %v", s.Name, set, err)
 		}
 	}
 }
@@ -334,7 +339,11 @@ func TestLargeState(t *testing.T) {
 	bigDeny := withSandboxes(big)
 	bigDeny.HardDeny = append(bigDeny.HardDeny, big.Allowed...)
 	bigDeny.Sandboxes[0].Allowed = nil
-	for name, d := range map[string]Desired{"300 sandboxes": withSandboxes(many...), "10000 allowed": withSandboxes(big), "10000 denied": bigDeny} {
+	bigTCP := sbx(0, "bigtcp")
+	for i := 0; i < 10000; i++ {
+		bigTCP.TCP = append(bigTCP.TCP, Endpoint{Addr: addr4(u32(ip("198.18.0.0")) + uint32(i)), Port: uint16(1 + i%3), Timeout: time.Hour})
+	}
+	for name, d := range map[string]Desired{"300 sandboxes": withSandboxes(many...), "10000 allowed": withSandboxes(big), "10000 denied": bigDeny, "10000 tcp": withSandboxes(bigTCP)} {
 		t.Run(name, func(t *testing.T) {
 			ns := newNetNS(t, "large")
 			if err := ns.firewall().Apply(d); err != nil {

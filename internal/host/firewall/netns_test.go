@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -147,7 +148,7 @@ func (n *netNS) do(fn func()) error {
 	return <-errc
 }
 
-// dump is `nft -j list table inet egressd` made canonical: handles dropped, set elements
+// dump is `nft -j list table inet egressd` made canonical: handles and expiries dropped, set elements
 // sorted (a hash set lists them in no fixed order), one object a line. "" if no table.
 func (n *netNS) dump(t *testing.T) string {
 	t.Helper()
@@ -186,6 +187,7 @@ func strip(v any) {
 	switch x := v.(type) {
 	case map[string]any:
 		delete(x, "handle")
+		delete(x, "expires") // a set element's time left: it runs down while the test runs
 		for _, e := range x {
 			strip(e)
 		}
@@ -203,6 +205,9 @@ func jsonText(v any) string {
 
 // listTable is `nft list table <family> <name>` in the namespace, for humans and for
 // comparing tables egressd must not touch.
+// A set element's " expires 1m59s968ms" is cut out: it runs down while the test runs.
 func (n *netNS) listTable(t *testing.T, family, name string) string {
-	return n.exec(t, "nft", "list", "table", family, name)
+	return expires.ReplaceAllString(n.exec(t, "nft", "list", "table", family, name), "")
 }
+
+var expires = regexp.MustCompile(` expires [0-9dhms]+`)

@@ -39,6 +39,7 @@ type set struct {
 	name     string
 	ifname   bool // key type ifname; else ipv4_addr with flags interval
 	vmap     bool // ifname : verdict
+	tcp      bool // ipv4_addr . inet_service with flags timeout
 	elemText []string
 	elems    []nftables.SetElement
 }
@@ -108,7 +109,7 @@ func build(st *state) *plan {
 	p := &plan{}
 	p.sets = append(p.sets, ipSet(setHardDeny, st.hardDeny), ifaceSet(setIfaces, st.sandboxes))
 	for _, s := range st.sandboxes {
-		p.sets = append(p.sets, ipSet(prefixAllow+s.name, s.allowed))
+		p.sets = append(p.sets, ipSet(prefixAllow+s.name, s.allowed), tcpSet(prefixTCP+s.name, s.tcp))
 	}
 	p.sets = append(p.sets,
 		dispatchMap(mapRaw, prefixRaw, st.sandboxes),
@@ -182,7 +183,6 @@ func build(st *state) *plan {
 // maps: whatever they do not drop falls to the base chain's policy (accept), and never
 // back into the base chain's later rules.
 func sandboxChains(st *state, s sandbox) []*chain {
-	allow := prefixAllow + s.name
 	toDNS := dnat(s.gateway, st.dnsPort)
 	toProxy := dnat(s.gateway, st.proxyPort)
 	return []*chain{
@@ -199,12 +199,30 @@ func sandboxChains(st *state, s sandbox) []*chain {
 			newRule("web to the transparent proxy", dport("tcp", webPortHTTP), toProxy),
 			newRule("web to the transparent proxy", dport("tcp", webPortHTTPS), dnat(s.gateway, st.proxyPort)),
 		}},
-		{name: prefixFwd + s.name, rules: []rule{
-			newRule("hard deny", ipDaddrInSet(setHardDeny), drop()),
-			newRule("allowed_cidrs", ipSaddrEq(s.addr), ipDaddrInSet(allow), accept()),
-			newRule("everything else from a sandbox", drop()),
-		}},
+		{name: prefixFwd + s.name, rules: fwdRules(st, s)},
 	}
+}
+
+// fwdRules is a sandbox's forward chain (the order is explained in doc.go).
+func fwdRules(st *state, s sandbox) []rule {
+	rs := []rule{
+		newRule("hard deny", ipDaddrInSet(setHardDeny), drop()),
+		newRule("allowed_cidrs", ipSaddrEq(s.addr), ipDaddrInSet(prefixAllow+s.name), accept()),
+		newRule("allowed_tcp: a connection outlives its element", ctEstablished(), ctMarked(), accept()),
+		newRule("allowed_tcp: new connections", ipSaddrEq(s.addr), tcpSYNOnly(),
+			daddrDportInSet(prefixTCP+s.name), ctMarkSet(), accept()),
+	}
+	if s.monitor {
+		return append(rs,
+			newRule("monitor: the first packet of a would-be denied flow",
+				ctStateNew(), limitRate(logRate, logBurst), nflog(PrefixMonitor, st.logGroup)),
+			newRule("monitor: everything else from a sandbox passes", accept()))
+	}
+	return append(rs,
+		newRule("a cut connection's next packet: reset", ctStateNew(), tcpNotSYN(), rejectReset()),
+		newRule("the first packet of a denied flow",
+			ctStateNew(), limitRate(logRate, logBurst), nflog(PrefixDeny, st.logGroup)),
+		newRule("everything else from a sandbox", drop()))
 }
 
 // objects counts what the batch adds: chains, rules, sets and set elements.

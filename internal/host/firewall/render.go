@@ -23,16 +23,18 @@ func (p *plan) render() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
 	for _, s := range p.sets {
-		kind, typ := "set", "ipv4_addr"
+		kind, typ, flags := "set", "ipv4_addr", "interval"
 		switch {
 		case s.vmap:
-			kind, typ = "map", "ifname : verdict"
+			kind, typ, flags = "map", "ifname : verdict", ""
 		case s.ifname:
-			typ = "ifname"
+			typ, flags = "ifname", ""
+		case s.tcp:
+			typ, flags = "ipv4_addr . inet_service", "timeout"
 		}
 		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.name, typ)
-		if !s.ifname {
-			b.WriteString("\t\tflags interval\n")
+		if flags != "" {
+			fmt.Fprintf(&b, "\t\tflags %s\n", flags)
 		}
 		if len(s.elemText) > 0 {
 			b.WriteString("\t\telements = {\n")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from Render")
@@ -45,9 +46,20 @@ func goldenStates() map[string]Desired {
 		sbx(1, "vm-b", "198.51.100.64/26", "198.51.100.0/26", "0.0.0.0/0"),
 	)
 	three.IfacePrefix = "eg"
+	three.Sandboxes[1].TCP = []Endpoint{ // vm-a: unsorted, a duplicate, an IPv6 and an expired one
+		{Addr: ip("203.0.113.10"), Port: 5432, Timeout: 2 * time.Minute},
+		{Addr: ip("203.0.113.9"), Port: 22, Timeout: 150 * time.Second},
+		{Addr: ip("::ffff:203.0.113.10"), Port: 22, Timeout: 25 * time.Hour},
+		{Addr: ip("203.0.113.10"), Port: 5432, Timeout: time.Minute},
+		{Addr: ip("2001:db8::1"), Port: 22, Timeout: time.Hour},
+		{Addr: ip("203.0.113.11"), Port: 22, Timeout: -time.Second},
+	}
+	three.Sandboxes[2].Monitor = true // vm-b
+	three.LogGroup = 7
 	three.HardDeny = append(three.HardDeny, pfx("169.254.169.254/32", "198.18.0.0/31", "::ffff:198.18.0.4/127")...)
 	one := sbx(0, "egressd-1a2b3c4d5e", "198.51.100.0/24")
 	one.HostIface = "eg1a2b3c4d5e"
+	one.TCP = []Endpoint{{Addr: ip("203.0.113.10"), Port: 22, Timeout: 120 * time.Second}}
 	return map[string]Desired{
 		"empty":    {},
 		"one":      withSandboxes(one),

@@ -2,13 +2,20 @@
 // calls a gateway makes on a firewall.Firewall and keeps, instead of a kernel table, the
 // text that firewall.Render gives for the state in force. A golden file of that text is
 // the real rule set, line for line, that the kernel would hold.
+//
+// Admit and Revoke change the tcp_<name> set of the state in force, as the kernel does
+// (Dump shows the elements with the timeouts given; the fake has no clock, nothing
+// expires). Connections opened with Connect stand for the kernel's conntrack entries of
+// allowed_tcp flows, so that FlushTCP has something to cut and a test can see what it cut.
 package firewalltest
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/egressd/egressd/internal/host/firewall"
 )
@@ -24,6 +31,20 @@ type Fake struct {
 	failWith error             // what every Apply returns while set
 	flushes  []Flush
 	applied  chan struct{}
+	conns    []Conn // open allowed_tcp connections, in the order opened
+	cuts     []Conn // connections FlushTCP cut, since the last call of Cuts
+}
+
+// Conn is an open TCP connection admitted by a tcp_<name> set: a conntrack entry carrying
+// firewall.MarkTCP.
+type Conn struct {
+	Sandbox, Dst netip.Addr
+	Port         uint16
+}
+
+// String writes a connection as "100.96.0.2 -> 203.0.113.10:22".
+func (c Conn) String() string {
+	return c.Sandbox.String() + " -> " + netip.AddrPortFrom(c.Dst, c.Port).String()
 }
 
 // Flush is one call of FlushConntrack: the flows of Sandbox to destinations outside Keep.
@@ -59,6 +80,12 @@ func (f *Fake) Apply(d firewall.Desired) error {
 		d.Sandboxes[i].Allowed = slices.Clone(d.Sandboxes[i].Allowed)
 	}
 	d.HardDeny = slices.Clone(d.HardDeny)
+	for i := range d.Sandboxes {
+		// What Apply ignores (expired, IPv6) is not in the kernel's set: Connect must not see it.
+		d.Sandboxes[i].TCP = slices.DeleteFunc(slices.Clone(d.Sandboxes[i].TCP), func(e firewall.Endpoint) bool {
+			return !e.Addr.Unmap().Is4() || e.Timeout < time.Millisecond
+		})
+	}
 	f.inForce = &d
 	f.applies++
 	if f.applied != nil {
@@ -135,4 +162,137 @@ func (f *Fake) Applied() <-chan struct{} {
 		f.applied = make(chan struct{}, 1)
 	}
 	return f.applied
+}
+
+// Admit puts eps into the tcp set of sandbox name in the state in force, replacing the
+// timeout of an element already there. Like the kernel, it fails for a sandbox the table
+// does not have, and for an endpoint the real Admit refuses (in which case nothing changes).
+func (f *Fake) Admit(name string, eps []firewall.Endpoint) error {
+	return f.change("admit", name, eps, func(tcp []firewall.Endpoint, e firewall.Endpoint) []firewall.Endpoint {
+		tcp = slices.DeleteFunc(tcp, func(x firewall.Endpoint) bool { return same(x, e) })
+		return append(tcp, e)
+	})
+}
+
+// Revoke removes eps from the tcp set of sandbox name; an element not there is no error.
+func (f *Fake) Revoke(name string, eps []firewall.Endpoint) error {
+	keys := make([]firewall.Endpoint, len(eps))
+	for i, e := range eps {
+		keys[i] = firewall.Endpoint{Addr: e.Addr, Port: e.Port, Timeout: time.Hour}
+	}
+	return f.change("revoke", name, keys, func(tcp []firewall.Endpoint, e firewall.Endpoint) []firewall.Endpoint {
+		return slices.DeleteFunc(tcp, func(x firewall.Endpoint) bool { return same(x, e) })
+	})
+}
+
+func same(a, b firewall.Endpoint) bool { return a.Addr.Unmap() == b.Addr.Unmap() && a.Port == b.Port }
+
+func (f *Fake) change(op, name string, eps []firewall.Endpoint, apply func([]firewall.Endpoint, firewall.Endpoint) []firewall.Endpoint) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failWith != nil {
+		return f.failWith
+	}
+	i := f.sandboxLocked(name)
+	if i < 0 {
+		return fmt.Errorf("firewalltest: %s: no sandbox %q in the table", op, name)
+	}
+	tcp := slices.Clone(f.inForce.Sandboxes[i].TCP)
+	for _, e := range eps {
+		if !e.Addr.IsValid() || e.Port == 0 {
+			return fmt.Errorf("firewalltest: %s %s: endpoint %v:%d: invalid address or port 0", op, name, e.Addr, e.Port)
+		}
+		if !e.Addr.Unmap().Is4() || e.Timeout < time.Millisecond {
+			continue // ignored, as by the real Admit
+		}
+		tcp = apply(tcp, firewall.Endpoint{Addr: e.Addr.Unmap(), Port: e.Port, Timeout: e.Timeout})
+	}
+	f.inForce.Sandboxes[i].TCP = tcp
+	return nil
+}
+
+func (f *Fake) sandboxLocked(name string) int {
+	if f.inForce == nil {
+		return -1
+	}
+	return slices.IndexFunc(f.inForce.Sandboxes, func(s firewall.Sandbox) bool { return s.Name == name })
+}
+
+// TCP lists the tcp set of sandbox name in force, as the table holds it: sorted, one per
+// (address, port), as "203.0.113.10 . 22 timeout 2m".
+func (f *Fake) TCP(name string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := f.sandboxLocked(name)
+	if i < 0 {
+		return nil
+	}
+	eps := slices.Clone(f.inForce.Sandboxes[i].TCP)
+	slices.SortFunc(eps, func(a, b firewall.Endpoint) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	out := make([]string, len(eps))
+	for j, e := range eps {
+		out[j] = e.String()
+	}
+	return out
+}
+
+// Connect opens a TCP connection from sandbox to dst:port as the kernel would: only if
+// the sandbox's tcp set in force has (dst, port). It reports whether it did.
+func (f *Fake) Connect(sandbox, dst netip.Addr, port uint16) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inForce == nil {
+		return false
+	}
+	for _, s := range f.inForce.Sandboxes {
+		if s.Addr.Unmap() != sandbox.Unmap() {
+			continue
+		}
+		if slices.ContainsFunc(s.TCP, func(e firewall.Endpoint) bool { return e.Addr == dst.Unmap() && e.Port == port }) {
+			f.conns = append(f.conns, Conn{Sandbox: sandbox.Unmap(), Dst: dst.Unmap(), Port: port})
+			return true
+		}
+	}
+	return false
+}
+
+// FlushTCP cuts the open connections of sandbox that keep does not keep (nil: all), and
+// returns how many.
+func (f *Fake) FlushTCP(sandbox netip.Addr, keep func(dst netip.Addr, port uint16) bool) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failWith != nil {
+		return 0, f.failWith
+	}
+	n := 0
+	f.conns = slices.DeleteFunc(f.conns, func(c Conn) bool {
+		if c.Sandbox != sandbox.Unmap() || (keep != nil && keep(c.Dst, c.Port)) {
+			return false
+		}
+		f.cuts = append(f.cuts, c)
+		n++
+		return true
+	})
+	return n, nil
+}
+
+// Conns lists the open connections, in the order opened.
+func (f *Fake) Conns() []Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.conns)
+}
+
+// Cuts returns the connections FlushTCP cut since the last call of Cuts, in order.
+func (f *Fake) Cuts() []Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.cuts
+	f.cuts = nil
+	return out
 }

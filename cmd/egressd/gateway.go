@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/internal/controlplane/api"
 	"github.com/egressd/egressd/internal/controlplane/store"
@@ -19,6 +22,7 @@ import (
 	"github.com/egressd/egressd/internal/dataplane/secrets"
 	"github.com/egressd/egressd/internal/dataplane/view"
 	"github.com/egressd/egressd/internal/host/firewall"
+	"github.com/egressd/egressd/internal/host/flowlog"
 	"github.com/egressd/egressd/internal/host/gateway"
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/process/shutdown"
@@ -205,11 +209,75 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 		DNSPort:     cfg.dnsPort,
 		Env:         env,
 		Logger:      log,
+		Sink:        sink,
 	})
 	if err != nil {
 		return err
 	}
-	return d.gw.Run(ctx)
+	// The DNS filter opens allowed_tcp addresses through the gateway before it answers.
+	d.dns.TCP = d.gw
+	if err := d.gw.Run(ctx); err != nil {
+		return err
+	}
+	go runFlowLog(ctx, d.gw, log)
+	return nil
+}
+
+// runFlowLog turns the kernel's conntrack and log events into records (gateway.RecordFlow
+// and RecordAttempt) until ctx ends. The firewall keeps forwarding and dropping without
+// it: a reader that fails loses records, not enforcement, so it is logged and started
+// again after a pause.
+func runFlowLog(ctx context.Context, gw *gateway.Gateway, log *slog.Logger) {
+	const pause = 5 * time.Second
+	// Conntrack counts bytes (and stamps flows) only when asked to: without these, every
+	// flow record says 0 bytes. Both only add accounting; the table loaded the module.
+	for _, s := range []string{"net.netfilter.nf_conntrack_acct", "net.netfilter.nf_conntrack_timestamp"} {
+		if err := netns.SetSysctl(s, "1"); err != nil {
+			log.Warn("flow log: records of allowed_tcp connections may lack bytes or times", "err", err)
+		}
+	}
+	for ctx.Err() == nil {
+		r := &flowlog.Reader{}
+		err := r.Run(ctx, func(f flowlog.Flow) {
+			if !f.Marked || f.Proto != unix.IPPROTO_TCP {
+				return
+			}
+			var lived time.Duration
+			if !f.Start.IsZero() && !f.End.IsZero() { // a missed NEW event leaves no start
+				lived = f.End.Sub(f.Start)
+			}
+			gw.RecordFlow(gateway.Flow{
+				Src: f.Src, Dst: f.Dst, DstPort: f.Port, Start: f.Start, Duration: lived,
+				BytesUp: int64(f.BytesOut), BytesDown: int64(f.BytesIn),
+			})
+		}, func(a flowlog.Attempt) {
+			gw.RecordAttempt(gateway.Attempt{
+				Src: a.Src, Dst: a.Dst, DstPort: a.Port, Transport: transport(a.Proto),
+				Monitor: a.Prefix == firewall.PrefixMonitor, Time: a.At,
+			})
+		})
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		log.Error("flow log: reading the kernel's flows and denied attempts failed; their records are lost until it restarts", "err", err, "retry_in", pause)
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+	}
+}
+
+// transport names an IP protocol number as decisions do.
+func transport(proto uint8) policy.Transport {
+	switch proto {
+	case unix.IPPROTO_TCP:
+		return policy.TCP
+	case unix.IPPROTO_UDP:
+		return policy.UDP
+	case unix.IPPROTO_ICMP:
+		return policy.ICMP
+	}
+	return policy.Transport("ip-proto-" + strconv.Itoa(int(proto)))
 }
 
 // serve runs every listener until one fails.

@@ -114,6 +114,29 @@
 // most 1232 (DNS Flag Day 2020: no fragments), whole records only, with TC set when
 // something was left out; the client asks again over TCP, which gets the whole answer.
 //
+// # Opening TCP (allowed_tcp)
+//
+// With Server.TCP set (the transparent gateway sets it), every answer that gives the
+// sandbox at least one address is first told to TCP.OpenTCP: the sandbox (its source
+// address, tenant and VM), the name asked, the addresses exactly as the sandbox gets them
+// (filtered, and after truncation to what the client can take), and the smallest TTL of
+// those records. The gateway puts the (address, port) pairs that the VM's allowed_tcp
+// entries allow for the name into that VM's kernel set (DESIGN §2.6) and remembers which
+// name the VM looked up for which address; it opens nothing for any other VM. The answer
+// is written only once OpenTCP has returned, so the connection that the sandbox makes as
+// soon as it has the address finds the kernel open.
+//
+// When OpenTCP fails (the kernel could not take the elements), the sandbox gets SERVFAIL,
+// with EDE 0 "the gateway could not open the answer's addresses", and no address: it
+// fails closed. The choice keeps the sandbox's view consistent: an address it is given is
+// one the kernel forwards to (or one it never needed to, a web name's, which goes to the
+// proxy), never one whose connections the kernel would drop without a word; SERVFAIL
+// makes a stub resolver ask again, which retries the opening. The record of such a query
+// keeps the policy's decision (the name is allowed), as for an upstream failure, without
+// an address. An AAAA answer is told too; the kernel forwards no IPv6 from a sandbox, so
+// its addresses open nothing, and a dual-stack client falls back to IPv4 as it does for
+// the web.
+//
 // # Records
 //
 // Each query that reaches the handler gives exactly one events.Record, sent after the

@@ -33,12 +33,16 @@ const maxEDEText = 200
 // filters the answer, writes the answer and sends one record to the Sink.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	src, transport := peer(w)
-	m, rec := s.handle(req, src, transport)
+	m, rec, asker := s.handleQuery(req, src, transport)
 	size := dns.MaxMsgSize
 	if transport == policy.UDP {
 		size = udpSize(req)
 	}
 	m.Truncate(size)
+	if asker != nil {
+		// After truncation: the hook is told the addresses the sandbox actually gets.
+		m = s.open(req, m, asker, &rec)
+	}
 	_ = w.WriteMsg(m) // a client that went away needs no answer
 	s.sink().Record(rec)
 }
@@ -72,8 +76,16 @@ func udpSize(req *dns.Msg) int {
 	return size
 }
 
-// handle decides one query and builds its answer (not yet truncated) and its record.
+// handle decides one query and builds its answer (not yet truncated) and its record,
+// without telling TCP of the answer.
 func (s *Server) handle(req *dns.Msg, src netip.Addr, transport policy.Transport) (*dns.Msg, events.Record) {
+	m, rec, _ := s.handleQuery(req, src, transport)
+	return m, rec
+}
+
+// handleQuery is handle, and also says who asked when the answer is an upstream answer to
+// an allowed question (nil otherwise): its addresses are for TCP to open (open).
+func (s *Server) handleQuery(req *dns.Msg, src netip.Addr, transport policy.Transport) (*dns.Msg, events.Record, *asker) {
 	s.init()
 	rec := events.Record{Transport: string(transport)}
 	if len(req.Question) > 0 {
@@ -90,24 +102,24 @@ func (s *Server) handle(req *dns.Msg, src netip.Addr, transport policy.Transport
 	}
 	if !known {
 		rule := "no sandbox has the source address " + src.String()
-		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeProhibited, policy.Refused(policy.ReasonUnknownSandbox, rule), &rec), rec
+		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeProhibited, policy.Refused(policy.ReasonUnknownSandbox, rule), &rec), rec, nil
 	}
 	rec.Tenant, rec.VMID = tenant, vmID
 	switch opt := req.IsEdns0(); {
 	case req.Opcode != dns.OpcodeQuery:
-		return refuse(req, dns.RcodeNotImplemented, dns.ExtendedErrorCodeNotSupported, policy.Refused(policy.ReasonMalformedQuery, ruleOpcode), &rec), rec
+		return refuse(req, dns.RcodeNotImplemented, dns.ExtendedErrorCodeNotSupported, policy.Refused(policy.ReasonMalformedQuery, ruleOpcode), &rec), rec, nil
 	case len(req.Question) != 1:
-		return refuse(req, dns.RcodeFormatError, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonMalformedQuery, ruleQuestions), &rec), rec
+		return refuse(req, dns.RcodeFormatError, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonMalformedQuery, ruleQuestions), &rec), rec, nil
 	case opt != nil && opt.Version() != 0:
-		return refuse(req, dns.RcodeBadVers, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonMalformedQuery, ruleEDNSVersion), &rec), rec
+		return refuse(req, dns.RcodeBadVers, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonMalformedQuery, ruleEDNSVersion), &rec), rec, nil
 	}
 	q := req.Question[0]
 	if q.Qclass != dns.ClassINET {
-		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeNotSupported, policy.Refused(policy.ReasonQueryClass, ruleClass), &rec), rec
+		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeNotSupported, policy.Refused(policy.ReasonQueryClass, ruleClass), &rec), rec, nil
 	}
 	if set == nil {
 		d := policy.Decision{Reason: policy.ReasonNoPolicy, Rule: ruleNoSet, Layer: policy.LayerDefault, Mode: policy.Enforce}
-		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeBlocked, d, &rec), rec
+		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeBlocked, d, &rec), rec, nil
 	}
 	name, err := policy.NormalizeName(q.Name)
 	var d policy.Decision
@@ -121,20 +133,24 @@ func (s *Server) handle(req *dns.Msg, src netip.Addr, transport policy.Transport
 		rec.Host = name
 	}
 	if !d.Allow || name == "" {
-		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeBlocked, d, &rec), rec
+		return refuse(req, dns.RcodeRefused, dns.ExtendedErrorCodeBlocked, d, &rec), rec, nil
 	}
 	decided(&rec, d)
-	return s.resolve(req, name, set, &rec), rec
+	m, answered := s.resolve(req, name, set, &rec)
+	if !answered {
+		return m, rec, nil
+	}
+	return m, rec, &asker{src: src, tenant: tenant, vmID: vmID, name: name}
 }
 
-// resolve forwards an allowed question upstream and builds the filtered answer.
-func (s *Server) resolve(req *dns.Msg, name string, set *policy.Effective, rec *events.Record) *dns.Msg {
+// resolve forwards an allowed question upstream and builds the filtered answer; answered
+// says it is the upstream's answer, filtered, rather than a failure.
+func (s *Server) resolve(req *dns.Msg, name string, set *policy.Effective, rec *events.Record) (m *dns.Msg, answered bool) {
 	q := req.Question[0]
 	qname := dns.Fqdn(name)
 	resp, err := s.forward(qname, q.Qtype)
 	if errors.Is(err, errBusy) {
-		m := refuse(req, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonBusy, ruleBusy), rec)
-		return m
+		return refuse(req, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, policy.Refused(policy.ReasonBusy, ruleBusy), rec), false
 	}
 	var rcodeErr *resolve.RcodeError
 	switch {
@@ -143,15 +159,14 @@ func (s *Server) resolve(req *dns.Msg, name string, set *policy.Effective, rec *
 		// sandbox sees REFUSED only when egressd's policy refused.
 		m := reply(req, dns.RcodeServerFailure)
 		addEDE(m, dns.ExtendedErrorCodeOther, "egressd: the upstream resolver answered "+dns.RcodeToString[rcodeErr.Rcode])
-		return m
+		return m, false
 	case err != nil:
 		s.warn("dnsfilter: upstream failed", "err", err)
 		m := reply(req, dns.RcodeServerFailure)
 		addEDE(m, dns.ExtendedErrorCodeNetworkError, "egressd: the upstream resolver did not answer")
-		return m
+		return m, false
 	}
-	rcode := resp.Rcode
-	m := reply(req, rcode)
+	m = reply(req, resp.Rcode)
 	ans := filterAnswer(resp, qname, q.Qtype, set, s.maxTTL)
 	for _, rr := range ans.records {
 		if h := rr.Header(); strings.EqualFold(h.Name, qname) {
@@ -165,7 +180,7 @@ func (s *Server) resolve(req *dns.Msg, name string, set *policy.Effective, rec *
 	if ans.first.IsValid() {
 		rec.IP = ans.first.String()
 	}
-	return m
+	return m, true
 }
 
 // decided fills a record with a decision: the fields of the query the handler set (tenant,

@@ -62,6 +62,9 @@ type Server struct {
 	// Resolver answers the allowed queries; nil means a resolve.Resolver that resolves the
 	// system's way. egressd passes its one resolver (--dns-upstream, or the system's).
 	Resolver Exchanger
+	// TCP, when set, is told of every answer with addresses before the sandbox gets it
+	// (allowed_tcp in transparent mode); nil: nobody is.
+	TCP TCPOpener
 	// Sink takes one record per query; nil means events.Discard.
 	Sink events.Sink
 	// Logger reports upstream failures (at most one line every 10 seconds); nil means

@@ -1,81 +1,3 @@
-// Package gateway runs the transparent gateway (DESIGN §4, §5): on one gateway node, it makes
-// and removes the sandbox networks of the VMs that belong to that node, and keeps the
-// firewall in line with their effective policies.
-//
-// It is the glue between four parts that know nothing of each other: the store (which VMs
-// exist, on which node, in which state), the view (the store as the data path sees it, with
-// each VM's effective policy), package netns (namespaces and veth pairs) and package
-// firewall (one nftables table). Each part is behind a small interface (Store, View,
-// Namespaces, Firewall), so that the logic here is tested without root, against the real
-// SQLite store and the fakes of packages netnstest and firewalltest.
-//
-// # Ownership
-//
-// Every VM with a "netns" network belongs to one node (store.Network.Node), chosen by the
-// API when the VM is created. A gateway touches only the VMs whose node is its own
-// (Config.NodeID): it never makes, repairs, removes or writes the network of another node's
-// VM, and another node's VMs never appear in its firewall. Its addresses come from its own
-// sandbox range (Config.SandboxCIDR), which the fleet keeps apart from every other node's.
-// A VM stored before networks had nodes (no node, no state) is claimed by the node on whose
-// host its namespace is found, or else by the node whose range holds its address (after a
-// reboot no host has the namespace): that node writes its ID into the VM and runs it from
-// then on. A namespace on this host of another node's VM is left alone: this host ran under
-// that node's ID before (see reconcileVMs).
-//
-// # Reconciling
-//
-// Nobody calls the gateway to make or remove a network: the API only writes the VM, and the
-// gateway reconciles its own VMs with what it runs, in rounds. A round runs at start,
-// whenever the view shows one of this node's VMs come, go or change its network, on every
-// resync tick, and again after a failure (after a second, then twice as long each time, up
-// to the resync interval). It reads every VM from the store and, for each of its own, takes
-// one step according to the network's state:
-//
-//   - creating: nothing. The API is still storing the VM's policy.
-//   - pending: make it. The gateway takes the lowest free /30 of its range, puts the
-//     attachment in the firewall first (denying everything: the veth never exists without
-//     rules that name it), creates the namespace, then writes the VM's address and the state
-//     ready, if the VM is still pending (if it was deleted meanwhile, what was made goes
-//     again). If the network cannot be made, what was made goes and the state becomes failed,
-//     with the reason in the VM's error. A VM whose namespace name (a 40-bit hash of tenant
-//     and vm_id) is another VM's of this node fails at once: making it would take over the
-//     other's namespace, whoever's tenant that is.
-//   - ready (or no state, stored before states): run it. Its rules are in the firewall, with
-//     its effective policy, from the moment the view shows it ready.
-//   - failed: nothing; nothing of it is left.
-//   - deleting: remove it. The API has deleted its sessions and policies; the gateway takes
-//     its rules out of the firewall, removes its namespace, and deletes the VM from the
-//     store, which tells the API that the deletion is done.
-//
-// Then it removes the namespaces of its own (those package netns finds on this host) that
-// none of its VMs explains. One VM whose step fails does not stop the others: the failure is
-// logged and the step taken again in a later round. Rounds run one at a time, and never
-// hold the lock that the firewall's apply takes across a store call or a namespace's
-// creation, so that a slow store or a slow kernel never delays a policy change of another
-// VM reaching the firewall.
-//
-// # The firewall
-//
-// Run follows the view and applies the whole desired firewall state, in one transaction,
-// whenever a VM comes, goes or changes its policy, and on every resync tick (repairing a
-// table someone changed by hand). The desired state holds this node's VMs whose network is
-// live in the view (ready), each with its effective allowed_cidrs, and the attachments being
-// made (denying everything). A VM becomes ready in the store only once the firewall that names
-// its interface is applied, and its policy reaches the firewall once the view shows it ready.
-// WaitApplied and Revision say which store revision the rules in force reflect.
-//
-// # Failing closed, restarting
-//
-// The firewall's rules outlive egressd: if egressd dies, packets from a sandbox still meet
-// the same table, whose redirects now lead to closed ports and whose forwarding allows only
-// what the last policy allowed, and no sandbox network is made or removed until it is back.
-// On start, Run applies the firewall (a gateway whose first apply fails does not start),
-// turns on forwarding, and runs a first round before the data path serves: it repairs the
-// namespaces of its ready VMs (a reboot loses them all), makes its pending ones, finishes
-// its deletions, claims the VMs stored before nodes whose namespaces it finds or whose
-// addresses are of its range, and removes namespaces that no stored VM explains,
-// leaving other gateways' alone. A later apply that fails leaves the previous table in
-// force; it is retried, and Ready reports the gateway not ready until it succeeds.
 package gateway
 
 import (
@@ -90,7 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/egressd/egressd/internal/controlplane/store"
+	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/dataplane/follow"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/netns"
@@ -129,6 +54,12 @@ type Firewall interface {
 	Apply(d firewall.Desired) error
 	// FlushConntrack deletes the tracked flows of sandbox to destinations outside keep.
 	FlushConntrack(sandbox netip.Addr, keep []netip.Prefix) (int, error)
+	// Admit puts eps into the tcp_<name> set of the sandbox called name in the table in
+	// force, each with its timeout (allowed_tcp); serialised with Apply.
+	Admit(name string, eps []firewall.Endpoint) error
+	// FlushTCP cuts the connections that sandbox opened through its set (ct mark) and
+	// that keep does not keep.
+	FlushTCP(sandbox netip.Addr, keep func(dst netip.Addr, port uint16) bool) (int, error)
 }
 
 // Config is the gateway's setting.
@@ -148,6 +79,13 @@ type Config struct {
 	// 0 means a minute. A failed apply or round is retried sooner: after a second, then
 	// twice as long each time, up to Resync.
 	Resync time.Duration
+	// TCPMinTTL and TCPGrace set how long an answer's addresses stay open for new
+	// allowed_tcp connections: max(TTL, TCPMinTTL) + TCPGrace (DESIGN §2.6); 0 means
+	// DefaultTCPMinTTL and DefaultTCPGrace. Tests shorten them.
+	TCPMinTTL, TCPGrace time.Duration
+	// Sink takes the records of the kernel's flows and denied attempts (RecordFlow,
+	// RecordAttempt); nil means events.Discard.
+	Sink events.Sink
 }
 
 // roundTimeout bounds one round's store calls: a store connection that hangs must turn
@@ -173,6 +111,20 @@ type Gateway struct {
 	// their rules go now, not when the view catches up.
 	retired map[string]bool
 	applied *firewall.Desired // the state in force (the last applied), nil before the first
+	// appliedKey is the rendering of applied without its allowed_tcp elements, whose
+	// timeouts shrink by the second: an apply is skipped when the rest is unchanged.
+	appliedKey string
+	// inForce names the sandboxes of applied by address.
+	inForce map[netip.Addr]string
+	// tcp is the allowed_tcp book of each sandbox of the desired state, by name (tcp.go).
+	tcp map[string]*vmTCP
+	// books is the allowed_tcp books of the table in force by sandbox address, published
+	// after each apply for the readers that do not take mu (names of DNS answers, records).
+	books atomic.Pointer[map[netip.Addr]*vmTCP]
+	// tcpBehind: admissions were dropped and the apply that was to remove them failed.
+	tcpBehind bool
+	now       func() time.Time // the clock of admissions' expiry; tests move it
+	attempts  *rate.Limiter    // records of denied attempts, all sandboxes together
 	// seen is this node's VMs' networks as the view showed them at the last apply: when
 	// they change, a round is due.
 	seen map[vmKey]store.Network
@@ -211,6 +163,15 @@ func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, 
 	if cfg.Resync <= 0 {
 		cfg.Resync = time.Minute
 	}
+	if cfg.TCPMinTTL <= 0 {
+		cfg.TCPMinTTL = DefaultTCPMinTTL
+	}
+	if cfg.TCPGrace <= 0 {
+		cfg.TCPGrace = DefaultTCPGrace
+	}
+	if cfg.Sink == nil {
+		cfg.Sink = events.Discard
+	}
 	return &Gateway{
 		cfg: cfg, st: st, view: v, nets: nets, fw: fw, alloc: alloc,
 		log:        cfg.Logger.With("node", cfg.NodeID),
@@ -221,6 +182,9 @@ func New(st Store, v View, nets Namespaces, fw Firewall, cfg Config) (*Gateway, 
 		foreign:    make(map[string]bool),
 		behind:     make(chan struct{}, 1),
 		wake:       make(chan struct{}, 1),
+		now:        time.Now,
+		tcp:        make(map[string]*vmTCP),
+		attempts:   rate.NewLimiter(attemptRate, attemptBurst),
 	}, nil
 }
 
@@ -328,13 +292,19 @@ func (g *Gateway) fallBehind() {
 // established forwarded flows are cut too.
 func (g *Gateway) applyLocked(force bool) error {
 	rev := g.view.Revision() // before reading the VMs: they reflect at least rev
-	d := g.desiredLocked()
-	if !force && g.applied != nil && firewall.Render(d) == firewall.Render(*g.applied) {
+	d, cut := g.desiredLocked(g.now())
+	// Admissions dropped by an apply that failed are still in the kernel: the next apply
+	// must not be skipped for want of a difference elsewhere.
+	cut = cut || g.tcpBehind
+	key := renderKey(d)
+	if !force && !cut && g.applied != nil && key == g.appliedKey {
+		g.flushTCPLocked()
 		g.status.Store(&status{})
 		g.enforced.Advance(rev)
 		return nil
 	}
 	if err := g.fw.Apply(d); err != nil {
+		g.tcpBehind = cut
 		err = fmt.Errorf("gateway: firewall: %w", err)
 		g.status.Store(&status{err: err})
 		return err
@@ -352,18 +322,43 @@ func (g *Gateway) applyLocked(force bool) error {
 			}
 		}
 	}
-	g.applied = &d
+	g.applied, g.appliedKey, g.tcpBehind = &d, key, false
+	g.inForce = make(map[netip.Addr]string, len(d.Sandboxes))
+	books := make(map[netip.Addr]*vmTCP, len(d.Sandboxes))
+	for _, s := range d.Sandboxes {
+		g.inForce[s.Addr] = s.Name
+		if st := g.tcp[s.Name]; st != nil {
+			books[s.Addr] = st
+		}
+	}
+	g.books.Store(&books)
+	g.flushTCPLocked()
 	g.status.Store(&status{})
 	g.enforced.Advance(rev)
 	return nil
+}
+
+// renderKey is d's rendering without the allowed_tcp elements: what must be applied anew
+// when it changes. Admissions reach the kernel through Admit, each apply carries them with
+// their remaining lifetimes, and a dropped one forces an apply (desiredLocked).
+func renderKey(d firewall.Desired) string {
+	d.Sandboxes = slices.Clone(d.Sandboxes)
+	for i := range d.Sandboxes {
+		d.Sandboxes[i].TCP = nil
+	}
+	return firewall.Render(d)
 }
 
 // desiredLocked is the firewall state of this node's VMs whose network the view shows live,
 // and of the attachments in flight (whose rules deny everything: their VMs are not ready
 // yet). An attachment stops being in flight once the view shows its VM ready at its address;
 // a retired network is left out even while the view still shows it.
-func (g *Gateway) desiredLocked() firewall.Desired {
-	d := firewall.Desired{
+//
+// Each live sandbox carries its allowed_tcp admissions that have not expired and that its
+// policy still allows (tcpLocked; cut says some were dropped), and monitor mode when every
+// layer of its policy is monitor. The books of sandboxes no longer in it are dropped.
+func (g *Gateway) desiredLocked(now time.Time) (d firewall.Desired, cut bool) {
+	d = firewall.Desired{
 		ProxyPort:   g.cfg.ProxyPort,
 		DNSPort:     g.cfg.DNSPort,
 		SandboxCIDR: g.cfg.SandboxCIDR,
@@ -371,6 +366,7 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 		IfacePrefix: netns.HostIfacePrefix,
 	}
 	live := make(map[string]bool)
+	books := make(map[string]bool)
 	seen := make(map[vmKey]store.Network)
 	for _, vm := range g.view.VMs() {
 		if !g.owns(vm.Network) {
@@ -396,8 +392,14 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 			}
 			delete(g.inflight, a.Name)
 		}
-		d.Sandboxes = append(d.Sandboxes, sandbox(a, vm.Allowed))
+		s := sandbox(a, vm.Allowed)
+		s.Monitor = vm.Effective != nil && vm.Effective.MonitorOnly()
+		var dropped bool
+		s.TCP, dropped = g.tcpLocked(a.Name, vm, a.Addr, now, books)
+		cut = cut || dropped
+		d.Sandboxes = append(d.Sandboxes, s)
 	}
+	g.dropGoneLocked(books)
 	g.own.Store(int64(len(d.Sandboxes)))
 	for _, a := range g.inflight {
 		d.Sandboxes = append(d.Sandboxes, sandbox(a, nil))
@@ -417,7 +419,7 @@ func (g *Gateway) desiredLocked() firewall.Desired {
 		}
 	}
 	slices.SortFunc(d.Sandboxes, func(a, b firewall.Sandbox) int { return a.Addr.Compare(b.Addr) })
-	return d
+	return d, cut
 }
 
 type vmKey struct{ tenant, id string }

@@ -307,6 +307,7 @@ type fw struct {
 	mu      sync.Mutex
 	named   map[string]bool
 	inForce map[string][]netip.Prefix // by sandbox name: what the table in force allows it
+	kernel  kernelTCP                 // the tcp_<name> sets and the flows they admitted (tcp_harness_test.go)
 }
 
 func (f *fw) Apply(d firewall.Desired) error {
@@ -323,6 +324,7 @@ func (f *fw) Apply(d firewall.Desired) error {
 		f.named[s.Name] = true
 		f.inForce[s.Name] = slices.Clone(s.Allowed)
 	}
+	f.kernel.apply(d)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/dataplane/view"
+	"github.com/egressd/egressd/policy"
 )
 
 // View is the live picture of the VMs that the firewall follows. FromView adapts the view
@@ -18,6 +19,9 @@ type View interface {
 	// Revision is the store revision the view has applied: VMs reflects every change up
 	// to it.
 	Revision() int64
+	// VMByAddr is the VM whose live network has the address a (a sandbox's source
+	// address), as VMs would show it.
+	VMByAddr(a netip.Addr) (VM, bool)
 }
 
 // VM is a VM as the gateway sees it.
@@ -27,6 +31,9 @@ type VM struct {
 	// Allowed is the effective allowed_cidrs: what the VM's policy AND every open
 	// session's on it allow (DESIGN §2.4), forwarded by the kernel on any port.
 	Allowed []netip.Prefix
+	// Effective is the effective policy itself: allowed_tcp admissions are judged by it,
+	// and monitor mode (every layer monitor) read from it. nil allows nothing.
+	Effective *policy.Effective
 }
 
 // FromView adapts the view of the store. Each call of VMs reads every VM's effective
@@ -39,9 +46,23 @@ func (l liveView) VMs() []VM {
 	vms := l.v.VMs()
 	out := make([]VM, 0, len(vms))
 	for _, vm := range vms {
-		out = append(out, VM{Tenant: vm.Tenant, ID: vm.ID, Network: vm.Network, Allowed: vm.Effective().AllowedPrefixes()})
+		out = append(out, gatewayVM(vm))
 	}
 	return out
+}
+
+func (l liveView) VMByAddr(a netip.Addr) (VM, bool) {
+	vm := l.v.VMByAddr(a)
+	if vm == nil {
+		return VM{}, false
+	}
+	return gatewayVM(vm), true
+}
+
+// gatewayVM reads vm's effective policy once, so that Allowed and Effective agree.
+func gatewayVM(vm *view.VM) VM {
+	eff := vm.Effective()
+	return VM{Tenant: vm.Tenant, ID: vm.ID, Network: vm.Network, Allowed: eff.AllowedPrefixes(), Effective: eff}
 }
 
 func (l liveView) Changed() <-chan struct{} { return l.v.Changed() }

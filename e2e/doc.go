@@ -3,4 +3,11 @@
 // tests without network namespaces use loopback addresses for every role: fake public
 // servers on 127.0.0.2 (inside --public-cidrs 127.0.0.0/26), answers that must be refused on
 // 127.0.0.100, egressd itself on 127.0.0.1.
+//
+// The namespace lab (gwlab_test.go) runs egressd in a gateway namespace in front of a fake
+// internet namespace, with DESIGN §10's addresses. The allowed_tcp lab (tcplab_test.go) adds
+// services that are not web: a fake SSH server, a real OpenSSH sshd serving a git
+// repository, a fake PostgreSQL server and a byte source, reached with OpenSSH's ssh, git,
+// psql and curl through the HTTP proxy's CONNECT, the SOCKS5 listener and the transparent
+// gateway's kernel sets.
 package e2e

@@ -173,7 +173,9 @@ func TestSOCKSDecisions(t *testing.T) {
 		{"not a name", "", "exa_mple.example.test", 443, socks5.NotAllowed, policy.ReasonBadName, "", ""},
 		{"127.1", "", "127.1", 443, socks5.NotAllowed, policy.ReasonBadName, "", ""},
 		{"BIND", "\x05\x02\x00\x03\x10api.example.test\x01\xbb", "", 0, socks5.CommandNotSupported, policy.ReasonBadRequest, "api.example.test", ""},
-		{"UDP ASSOCIATE", "\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00", "", 0, 0, "", "", ""}, // port 0: malformed, closed
+		{"UDP ASSOCIATE for 0.0.0.0:0", "\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00", "", 0, socks5.CommandNotSupported, policy.ReasonBadRequest, "", "0.0.0.0"}, // RFC 1928 §7's usual form
+		{"BIND for 0.0.0.0:0", "\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00", "", 0, socks5.CommandNotSupported, policy.ReasonBadRequest, "", "0.0.0.0"},
+		{"CONNECT to port 0", "\x05\x01\x00\x01\x00\x00\x00\x00\x00\x00", "", 0, 0, "", "", ""}, // malformed, closed
 		{"UDP ASSOCIATE to a port", "\x05\x03\x00\x01\x00\x00\x00\x00\x00\x35", "", 0, socks5.CommandNotSupported, policy.ReasonBadRequest, "", "0.0.0.0"},
 		{"address type 2", "\x05\x01\x00\x02\x01\x02\x03\x04\x00\x16", "", 0, socks5.AddressNotSupported, "", "", ""},
 	} {

@@ -229,9 +229,12 @@ func (q Request) String() string {
 	return netip.AddrPortFrom(q.Addr, q.Port).String()
 }
 
-// ReadRequest reads a request: version 5, CMD, RSV 0, the address and a port other than
-// 0. The command is returned whatever it is: answering one other than CmdConnect is the
-// caller's. An unknown address type is an *Error with AddressNotSupported.
+// ReadRequest reads a request: version 5, CMD, RSV 0, the address and the port, which for
+// CONNECT must not be 0. The command is returned whatever it is: answering one other than
+// CmdConnect is the caller's. BIND and UDP ASSOCIATE commonly carry 0.0.0.0:0 (RFC 1928
+// §7: the client does not know its address yet), so port 0 is theirs to send and the
+// caller's "command not supported" to answer. An unknown address type is an *Error with
+// AddressNotSupported.
 func ReadRequest(r io.Reader) (Request, error) {
 	var hdr [4]byte
 	if err := readFull(r, hdr[:], true); err != nil {
@@ -275,8 +278,8 @@ func ReadRequest(r io.Reader) (Request, error) {
 		return Request{}, fmt.Errorf("socks5: reading the request's port: %w", err)
 	}
 	q.Port = uint16(p[0])<<8 | uint16(p[1])
-	if q.Port == 0 {
-		return Request{}, malformed("request for port 0")
+	if q.Port == 0 && q.Cmd == CmdConnect {
+		return Request{}, malformed("CONNECT to port 0")
 	}
 	return q, nil
 }

@@ -302,3 +302,40 @@ func TestSOCKSSessionEndsBeforeTheRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestSOCKSToItself: egressd's own listeners are never a destination, whatever opens
+// them: an allowed_tcp name that resolves to the SOCKS listener's address, on its port; an
+// IP literal inside allowed_cidrs; the listener's address IPv4-mapped. Each is a hard denial,
+// and the listener is not entered a second time.
+func TestSOCKSToItself(t *testing.T) {
+	e := newEnv(t, policy.Policy{})
+	socks := e.startSOCKS()
+	self := netip.MustParseAddrPort(socks)
+	ep := "loop.example.test:" + strconv.Itoa(int(self.Port()))
+	m, err := policy.Compile(policy.Policy{AllowedTCP: []string{ep}, AllowedCIDRs: []string{"127.0.0.0/24"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &policy.Classifier{Public: classifier.Public, Self: []netip.AddrPort{self}}
+	e.live.publish(policy.NewEffective(cl, policy.Layered{Layer: policy.LayerSession, Matcher: m}))
+	e.dns.Set("loop.example.test", self.Addr().String())
+	for _, tc := range []struct{ name, req string }{
+		{"the name", "\x05\x01\x00\x03\x11loop.example.test" + portBytes(self.Port())},
+		{"the address", "\x05\x01\x00\x01" + string(self.Addr().AsSlice()) + portBytes(self.Port())},
+		{"the address, mapped", "\x05\x01\x00\x04" + string(netip.AddrFrom16(self.Addr().As16()).AsSlice()) + portBytes(self.Port())},
+	} {
+		e.sink.reset()
+		c, _, rep := e.rawSOCKS(socks, tc.req)
+		c.Close()
+		if rep != socks5.NotAllowed {
+			t.Errorf("%s: reply %v, want not allowed", tc.name, rep)
+		}
+		r := e.sink.wait(t, tc.name, func(r events.Record) bool { return r.Kind == events.KindConnect })
+		if r.Decision != events.Deny || r.Reason != policy.ReasonHardDeny {
+			t.Errorf("%s: record %s %q (%s)", tc.name, r.Decision, r.Reason, r.Rule)
+		}
+		if n := len(e.sink.all()); n != 1 {
+			t.Errorf("%s: %d records, want 1 (the listener entered again?):\n%s", tc.name, n, e.sink.dump())
+		}
+	}
+}

@@ -339,3 +339,78 @@ func TestSOCKSToItself(t *testing.T) {
 		}
 	}
 }
+
+// TestSOCKSAllowedTCPCutsPrecisely: a tightening cuts exactly the tunnels it no longer
+// allows: a wildcard narrowed to one of its names keeps that name's tunnel and cuts the
+// other's; a name added to denied_domains is cut though its entry stays.
+func TestSOCKSAllowedTCPCutsPrecisely(t *testing.T) {
+	target := netip.MustParseAddrPort(echo(t, ""))
+	p := strconv.Itoa(int(target.Port()))
+	e := newEnv(t, policy.Policy{AllowedTCP: []string{"*.db.example.test:" + p, "git.example.test:" + p}})
+	for _, n := range []string{"a.db.example.test", "b.db.example.test", "git.example.test"} {
+		e.dns.Set(n, webIP)
+	}
+	socks := e.startSOCKS()
+	open := map[string]*bufio.Reader{}
+	conns := map[string]net.Conn{}
+	for _, n := range []string{"a.db.example.test", "b.db.example.test", "git.example.test"} {
+		c, rep := e.socksConnect(socks, n, target.Port())
+		if rep != socks5.Succeeded {
+			t.Fatalf("%s: %v", n, rep)
+		}
+		io.WriteString(c, "ping\n")
+		br := bufio.NewReader(c)
+		if line, err := br.ReadString('\n'); line != "ping\n" {
+			t.Fatalf("%s: echo %q %v", n, line, err)
+		}
+		open[n], conns[n] = br, c
+	}
+	e.live.publish(set(t, policy.Policy{AllowedTCP: []string{"a.db.example.test:" + p, "git.example.test:" + p}, DeniedDomains: []string{"git.example.test"}}))
+	for _, n := range []string{"b.db.example.test", "git.example.test"} {
+		conns[n].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := open[n].ReadString('\n'); err == nil || isTimeout(err) {
+			t.Errorf("%s: not cut: %v", n, err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); e.sink.count(events.KindClose, "") < 2 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	}
+	io.WriteString(conns["a.db.example.test"], "still\n")
+	if line, err := open["a.db.example.test"].ReadString('\n'); line != "still\n" {
+		t.Errorf("a.db.example.test, still allowed, was cut: %q %v", line, err)
+	}
+	for _, r := range e.sink.all() {
+		if r.Kind == events.KindClose && (r.Host == "a.db.example.test" || r.CloseReason != "policy") {
+			t.Errorf("close %s %q", r.Host, r.CloseReason)
+		}
+	}
+	if n := e.sink.count(events.KindClose, ""); n != 2 {
+		t.Errorf("%d close records, want 2:\n%s", n, e.sink.dump())
+	}
+}
+
+// TestSOCKSDecidedAtTheRequest: the policy that decides is the one in force when the
+// request comes, not when the credentials did: a tightening in between refuses it.
+func TestSOCKSDecidedAtTheRequest(t *testing.T) {
+	target := netip.MustParseAddrPort(echo(t, "SSH-2.0-fake\r\n"))
+	ep := "git.example.test:" + strconv.Itoa(int(target.Port()))
+	e := newEnv(t, policy.Policy{AllowedTCP: []string{ep}})
+	e.dns.Set("git.example.test", webIP)
+	socks := e.startSOCKS()
+	c := socksDial(t, socks)
+	io.WriteString(c, "\x05\x01\x02\x01\x05ses_a\x05tok_a")
+	head := make([]byte, 4)
+	if _, err := io.ReadFull(c, head); err != nil || string(head) != "\x05\x02\x01\x00" {
+		t.Fatalf("handshake %q %v", head, err)
+	}
+	e.live.publish(set(t, policy.Policy{AllowedTCP: []string{"other.example.test:" + strconv.Itoa(int(target.Port()))}}))
+	io.WriteString(c, "\x05\x01\x00\x03\x10git.example.test"+portBytes(target.Port()))
+	_, err := socks5.ReadReply(c)
+	var re *socks5.ReplyError
+	if !errors.As(err, &re) || re.Reply != socks5.NotAllowed {
+		t.Errorf("after a tightening: %v, want not allowed", err)
+	}
+	r := e.sink.wait(t, "denial", func(r events.Record) bool { return r.Kind == events.KindConnect })
+	if r.Decision != events.Deny || r.Reason != policy.ReasonPort || r.Host != "git.example.test" {
+		t.Errorf("record %s %q host %q", r.Decision, r.Reason, r.Host)
+	}
+}

@@ -50,9 +50,7 @@ func (c *clientConn) serveSOCKS() {
 // socksHandshake reads the greeting, the credentials and the request, answering what
 // comes before the request's reply. A client that does not offer username/password gets
 // "no acceptable method"; wrong credentials, status 1 (the proxy's 407: logged, not
-// recorded, as no session is known); credentials that stopped working by the time the
-// request came (the session ended), "not allowed", logged likewise; anything malformed, a
-// close.
+// recorded, as no session is known); anything malformed, a close.
 func (c *clientConn) socksHandshake() (*Source, socks5.Request, bool) {
 	c.cr.mode = modeRaw
 	c.conn.SetDeadline(time.Now().Add(c.p.cfg.HandshakeTimeout))
@@ -92,14 +90,6 @@ func (c *clientConn) socksHandshake() (*Source, socks5.Request, bool) {
 			c.socksReply(se.Reply, nil)
 		}
 		return fail("request", err)
-	}
-	// The client chose when to send the request, up to HandshakeTimeout after the
-	// credentials: a session that ended meanwhile must not open a connection (an HTTP
-	// CONNECT is authenticated with its request, so it has no such wait).
-	if s, err = c.p.cfg.Sessions.Authenticate(id, token); err != nil {
-		c.socksReply(socks5.NotAllowed, nil)
-		c.p.log.Debug("SOCKS5 session ended before its request", "session", id, "client", c.conn.RemoteAddr().String(), "err", err)
-		return nil, socks5.Request{}, false
 	}
 	return s, req, true
 }

@@ -414,3 +414,39 @@ func TestSOCKSDecidedAtTheRequest(t *testing.T) {
 		t.Errorf("record %s %q host %q", r.Decision, r.Reason, r.Host)
 	}
 }
+
+// TestPort80TunnelAfterTheSessionEnds: a tunnel to name:80 carries requests one by one, each
+// on an upstream connection decided anew; when the session ends the upstream is cut, and
+// the next request in the same tunnel must not reach the server, through either door.
+func TestPort80TunnelAfterTheSessionEnds(t *testing.T) {
+	for _, d := range doors {
+		t.Run(d.name, func(t *testing.T) {
+			e := newEnv(t, policy.Policy{AllowedTCP: []string{"api.example.test:80"}})
+			socks := e.startSOCKS()
+			c, br, ok := d.open(e, socks, "api.example.test", 80)
+			if !ok {
+				t.Fatal("refused")
+			}
+			get := func() (*http.Response, error) {
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				return resp, err
+			}
+			if resp, err := get(); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("first request: %v %v", resp, err)
+			}
+			e.auth.end("ses_a")
+			before := len(e.web.seen())
+			if resp, err := get(); err == nil && resp.StatusCode == 200 {
+				t.Error("a request after the session ended was served")
+			}
+			if seen := e.web.seen(); len(seen) != before {
+				t.Errorf("the server saw %v after the session ended", seen[before:])
+			}
+		})
+	}
+}

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/dataplane/events"
 	"github.com/egressd/egressd/internal/dataplane/socks5"
 	"github.com/egressd/egressd/policy"
@@ -440,6 +443,54 @@ func TestPort80TunnelAfterTheSessionEnds(t *testing.T) {
 				t.Fatalf("first request: %v %v", resp, err)
 			}
 			e.auth.end("ses_a")
+			before := len(e.web.seen())
+			if resp, err := get(); err == nil && resp.StatusCode == 200 {
+				t.Error("a request after the session ended was served")
+			}
+			if seen := e.web.seen(); len(seen) != before {
+				t.Errorf("the server saw %v after the session ended", seen[before:])
+			}
+		})
+	}
+}
+
+// TestPort80TunnelAfterTheSessionEndsInTheView: the same attack against the real view over
+// a real store, where the ended session keeps its last policy: the session is deleted in
+// the store, and the tunnel's next request still reaches nothing.
+func TestPort80TunnelAfterTheSessionEndsInTheView(t *testing.T) {
+	for _, d := range doors {
+		t.Run(d.name, func(t *testing.T) {
+			pol := policy.Policy{AllowedTCP: []string{"api.example.test:80"}}
+			var live *liveStore
+			e := newEnv(t, pol, func(c *Config) {
+				live = newLiveStore(t, slog.New(slog.DiscardHandler), store.VM{ID: "vm_v", Network: store.Network{Mode: "netns", Address: "127.0.0.1", Gateway: "127.0.0.2"}}, "ses_a", "tok_a", pol, pol)
+				c.Sessions = FromView(live.view)
+			})
+			socks := e.startSOCKS()
+			c, br, ok := d.open(e, socks, "api.example.test", 80)
+			if !ok {
+				t.Fatal("refused")
+			}
+			get := func() (*http.Response, error) {
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				return resp, err
+			}
+			if resp, err := get(); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("first request: %v %v", resp, err)
+			}
+			if err := live.st.DeleteSession(context.Background(), "t1", "ses_a"); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if _, err := live.view.Authenticate("ses_a", "tok_a"); err != nil {
+					break
+				}
+			}
 			before := len(e.web.seen())
 			if resp, err := get(); err == nil && resp.StatusCode == 200 {
 				t.Error("a request after the session ended was served")

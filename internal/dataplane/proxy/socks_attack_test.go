@@ -501,3 +501,71 @@ func TestPort80TunnelAfterTheSessionEndsInTheView(t *testing.T) {
 		})
 	}
 }
+
+// TestSOCKSLayersAndGrantInTheView: through the real view, a SOCKS5 session is judged with
+// its VM's policy too (the session cannot open what the VM does not list, nor the VM what
+// the session does not), and a session grant's allowed_tcp entry opens name:port until it
+// expires, when the tunnel it allowed is cut.
+func TestSOCKSLayersAndGrantInTheView(t *testing.T) {
+	target := netip.MustParseAddrPort(echo(t, ""))
+	ep := "git.example.test:" + strconv.Itoa(int(target.Port()))
+	listed := policy.Policy{AllowedTCP: []string{ep}}
+	web := policy.Policy{AllowHTTPS: true}
+	vm := store.VM{ID: "vm_v", Network: store.Network{Mode: "netns", Address: "127.0.0.1", Gateway: "127.0.0.2"}}
+	for _, tc := range []struct {
+		name        string
+		vm, session policy.Policy
+		allow       bool
+	}{
+		{"both", listed, listed, true},
+		{"the VM only", listed, web, false},
+		{"the session only", web, listed, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, policy.Policy{}, func(c *Config) {
+				c.Sessions = FromView(newLiveStore(t, slog.New(slog.DiscardHandler), vm, "ses_a", "tok_a", tc.vm, tc.session).view)
+			})
+			e.dns.Set("git.example.test", webIP)
+			c, rep := e.socksConnect(e.startSOCKS(), "git.example.test", target.Port())
+			c.Close()
+			if (rep == socks5.Succeeded) != tc.allow {
+				t.Errorf("reply %v, want allowed %v", rep, tc.allow)
+			}
+		})
+	}
+	t.Run("a grant", func(t *testing.T) {
+		var live *liveStore
+		e := newEnv(t, policy.Policy{}, func(c *Config) {
+			live = newLiveStore(t, slog.New(slog.DiscardHandler), vm, "ses_a", "tok_a", listed, web)
+			c.Sessions = FromView(live.view)
+		})
+		e.dns.Set("git.example.test", webIP)
+		socks := e.startSOCKS()
+		if _, rep := e.socksConnect(socks, "git.example.test", target.Port()); rep != socks5.NotAllowed {
+			t.Fatalf("before the grant: %v", rep)
+		}
+		if _, err := live.st.CreateGrant(context.Background(), store.Grant{Tenant: "t1", ID: "gr_s", Scope: store.ScopeSession, ObjectID: "ses_a", TCP: []string{ep}}, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		var c net.Conn
+		rep := socks5.Reply(0xff)
+		for deadline := time.Now().Add(5 * time.Second); rep != socks5.Succeeded && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			c, rep = e.socksConnect(socks, "git.example.test", target.Port())
+		}
+		if rep != socks5.Succeeded {
+			t.Fatalf("with the grant: %v", rep)
+		}
+		r := e.sink.wait(t, "allow", func(r events.Record) bool { return r.Decision == events.Allow })
+		if r.Rule != "grant gr_s: allowed_tcp "+ep {
+			t.Errorf("rule %q", r.Rule)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Errorf("the tunnel outlived its grant: %v", err)
+		}
+		cl := e.sink.wait(t, "close", func(r events.Record) bool { return r.Kind == events.KindClose })
+		if cl.CloseReason != "policy" {
+			t.Errorf("close reason %q", cl.CloseReason)
+		}
+	})
+}

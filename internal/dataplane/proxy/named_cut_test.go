@@ -68,3 +68,42 @@ func TestNamedTunnelCutAsItsAddressToo(t *testing.T) {
 		})
 	}
 }
+
+// TestPinnedUpstreamCutAsItsAddressToo: inside a tunnel to an address on port 80, a Host
+// name is judged at that address and its upstream is kept alive; a policy that no longer
+// opens the address (though it allows the name as a web host) cuts that upstream, and the
+// next request is refused rather than carried to the address the client chose.
+func TestPinnedUpstreamCutAsItsAddressToo(t *testing.T) {
+	for _, d := range doors {
+		t.Run(d.name, func(t *testing.T) {
+			e := newEnv(t, policy.Policy{AllowedCIDRs: []string{webIP + "/32"}})
+			socks := e.startSOCKS()
+			c, br, ok := d.open(e, socks, webIP, 80)
+			if !ok {
+				t.Fatal("refused")
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			get := func() int {
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					return 0
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if code := get(); code != 200 {
+				t.Fatalf("before: %d", code)
+			}
+			e.live.publish(set(t, policy.Policy{AllowHTTP: true, AllowedDomains: []string{"api.example.test"}}))
+			before := len(e.web.seen())
+			if code := get(); code == 200 {
+				t.Error("a request to an address the policy no longer opens was served on the kept-alive upstream")
+			}
+			if seen := e.web.seen(); len(seen) != before {
+				t.Errorf("the server saw %v", seen[before:])
+			}
+		})
+	}
+}

@@ -53,13 +53,14 @@ func TestNamedTunnelCutAsItsAddressToo(t *testing.T) {
 				t.Fatalf("record %s host %q ip %q", r.Decision, r.Host, r.IP)
 			}
 			e.live.publish(set(t, policy.Policy{AllowedTCP: []string{"git.example.test:" + p}}))
-			tc.SetDeadline(time.Now().Add(5 * time.Second))
-			if err := get(); err == nil {
-				t.Error("the tunnel to an address the policy no longer opens still carries requests")
-			}
+			// The cut lands on its own goroutine: its close record says it has.
 			cl := e.sink.wait(t, "close", func(r events.Record) bool { return r.Kind == events.KindClose })
 			if cl.CloseReason != "policy" {
 				t.Errorf("close reason %q", cl.CloseReason)
+			}
+			tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := get(); err == nil {
+				t.Error("the tunnel to an address the policy no longer opens still carries requests")
 			}
 			if c, _, ok := d.open(e, socks, webIP, uint16(port)); ok {
 				c.Close()

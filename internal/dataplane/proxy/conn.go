@@ -187,9 +187,18 @@ func (c *clientConn) authenticate(req *http.Request) (*Source, bool) {
 	return sess, true
 }
 
-// effectiveNow is the session's effective policy now; a session without one (which the view
-// never hands out) gets an Effective without layers, which denies everything.
+// effectiveNow is the session's effective policy now; a session that ended, or one without
+// a policy (which the view never hands out), gets an Effective without layers, which denies
+// everything.
 func effectiveNow(s *Source) *policy.Effective {
+	select {
+	case <-s.Live.Done():
+		// An ended session keeps its last policy for the connections it is cutting, but
+		// a connection that outlived its credentials (a tunnel to port 80 whose next
+		// request dials anew, a SOCKS5 request sent after the credentials) opens nothing.
+		return denyAll
+	default:
+	}
 	if set := s.Live.Effective(); set != nil {
 		return set
 	}

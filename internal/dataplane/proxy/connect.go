@@ -204,9 +204,11 @@ func (c *clientConn) tunnel(s *Source, conn policy.Conn, what string, ops tunnel
 	result := r.RunAfter(func() ([]byte, error) {
 		prefix, jc, jd, err := ops.first(judged, d, r)
 		if jc != judged {
-			// Tracked as what it now is: a policy that denies the name cuts it.
-			untrack()
-			judged, untrack = jc, s.Live.Track(jc, r.Cancel)
+			// Tracked as what it now is too: a policy that denies the name cuts it, and so
+			// does one that denies what it was opened as (an address the client chose,
+			// which the name alone would not have been dialled to).
+			opened, named := untrack, s.Live.Track(jc, r.Cancel)
+			judged, untrack = jc, func() { opened(); named() }
 		}
 		if err == nil && !jd.Allow {
 			// The allow is recorded only now, so this connection has one record: this denial.

@@ -158,9 +158,13 @@
 // # Policy changes
 //
 // Every live connection is registered with its session (Live.Track) as the connection it
-// was allowed as: the name, the address dialled, the port. When a new effective policy no
-// longer allows it, or the session ends, the view cancels it and the proxy closes it at
-// once: a transfer in progress is cut, not left to finish.
+// was allowed as: the name, the address dialled, the port. A tunnel judged again by the
+// name its first bytes show is registered as that name at the address too, and stays
+// registered as what it was opened as (an address the client chose, say). When a new
+// effective policy no longer allows one of them, or the session ends, the view cancels it
+// and the proxy closes it at once: a transfer in progress is cut, not left to finish. An
+// ended session allows nothing more: a tunnel's next request, or a SOCKS5 request sent
+// after the credentials, is denied.
 //
 // # Records
 //

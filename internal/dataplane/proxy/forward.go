@@ -24,9 +24,12 @@ import (
 // upstream is a plain-HTTP connection to one destination, kept alive across the client's
 // requests to that same host:port.
 type upstream struct {
-	sess    *Source
-	target  target      // as the client named it
-	conn    policy.Conn // as it was allowed: the name, the address dialled, the port
+	sess   *Source
+	target target      // as the client named it
+	conn   policy.Conn // as it was allowed: the name, the address dialled, the port
+	// opened is the address a pinned name was dialled at, as the IP literal it was judged
+	// as too (zero for a name the gateway resolved): the upstream must stay allowed as both.
+	opened  policy.Conn
 	allowed policy.Decision
 	tc      *net.TCPConn
 	cc      *countingConn
@@ -179,7 +182,8 @@ func checkHost(hdr []byte, t target) (d policy.Decision, other target, ok bool) 
 func (c *clientConn) upstreamFor(s *Source, t target, what string) (*upstream, bool) {
 	if u := c.up; u != nil {
 		if u.sess.same(s) && u.target == t && u.cancelled() == "" {
-			if d := effectiveNow(s).Decide(u.conn); d.Allow {
+			set := effectiveNow(s)
+			if d := set.Decide(u.conn); d.Allow && (!u.opened.IP.IsValid() || set.Decide(u.opened).Allow) {
 				c.record(events.KindRequest, s, u.conn, d, 0)
 				return u, true
 			}
@@ -240,6 +244,13 @@ func (c *clientConn) dialUpstream(kind string, s *Source, t target, what string,
 		u.cancel(aborted)
 	}
 	u.untrack = s.Live.Track(res.Target, u.cancel)
+	if t.pin.IsValid() {
+		// Dialled at an address the client chose: a policy that no longer opens that
+		// address cuts it, even if it allows the name elsewhere.
+		u.opened = policy.Conn{IP: t.pin, Port: t.port, Transport: policy.TCP, IPLiteral: true}
+		named, opened := u.untrack, s.Live.Track(u.opened, u.cancel)
+		u.untrack = func() { named(); opened() }
+	}
 	c.record(events.KindConnect, s, res.Target, res.Decision, res.Latency())
 	return u, true
 }

@@ -244,7 +244,7 @@ type authEntry struct {
 var errUnauthorized = errors.New("no open session has these credentials")
 
 func (f *fakeSessions) add(id, token string, s *policy.Effective) (*Source, *fakeLive) {
-	live := &fakeLive{conns: map[*tracked]struct{}{}}
+	live := &fakeLive{conns: map[*tracked]struct{}{}, done: make(chan struct{})}
 	live.set.Store(s)
 	sess := &Source{Tenant: "tenant_a", ID: id, VMID: "vm_a", Live: live}
 	f.mu.Lock()
@@ -268,7 +268,9 @@ func (f *fakeSessions) end(id string) {
 	e := f.m[id]
 	delete(f.m, id)
 	f.mu.Unlock()
-	e.sess.Live.(*fakeLive).cancelAll("session ended")
+	l := e.sess.Live.(*fakeLive)
+	close(l.done)
+	l.cancelAll("session ended")
 }
 
 // fakeLive behaves as view.Session does for Set and Track.
@@ -276,6 +278,7 @@ type fakeLive struct {
 	set   atomic.Pointer[policy.Effective]
 	mu    sync.Mutex
 	conns map[*tracked]struct{}
+	done  chan struct{} // closed when the session ends; nil: never
 }
 
 type tracked struct {
@@ -287,6 +290,8 @@ type tracked struct {
 func (t *tracked) fire(reason string) { t.once.Do(func() { go t.cancel(reason) }) }
 
 func (l *fakeLive) Effective() *policy.Effective { return l.set.Load() }
+
+func (l *fakeLive) Done() <-chan struct{} { return l.done }
 
 func (l *fakeLive) Track(c policy.Conn, cancel func(string)) func() {
 	t := &tracked{c: c, cancel: cancel}

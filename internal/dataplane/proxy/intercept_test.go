@@ -19,6 +19,8 @@ import (
 type staticLive struct{ eff *policy.Effective }
 
 func (l staticLive) Effective() *policy.Effective { return l.eff }
+
+func (l staticLive) Done() <-chan struct{} { return nil }
 func (l staticLive) Track(policy.Conn, func(string)) func() {
 	return func() {}
 }

@@ -53,6 +53,9 @@ type Live interface {
 	// at most once, when a new policy denies c or the session ends. untrack is called when
 	// the connection ends.
 	Track(c policy.Conn, cancel func(reason string)) (untrack func())
+	// Done is closed when the session (or the VM) ends; from then on it allows nothing,
+	// whatever its last policy said. A nil channel: it never ends.
+	Done() <-chan struct{}
 }
 
 // FromView authenticates against the gateway's live view of the store.

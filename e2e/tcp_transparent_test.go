@@ -292,10 +292,10 @@ func TestAllowedTCPTransparentRecords(t *testing.T) {
 	enforce := l.vm("rec-enforce", &policy.Policy{AllowedTCP: []string{"bulk.test:9000"}})
 	monitor := l.vm("rec-monitor", &policy.Policy{Mode: policy.Monitor, AllowedTCP: []string{"bulk.test:9000"}})
 	ctx := context.Background()
-	// A connection's record comes with conntrack's DESTROY event, which for a TCP connection
-	// closed normally is at the end of TIME_WAIT (120 s by default) or of the closing state
-	// it is left in. The lab's gateway namespace shortens them all to 1 s, so that the test
-	// need not wait minutes.
+	// A connection's record comes when conntrack moves it to TIME_WAIT or CLOSE; one whose
+	// update was missed comes with its DESTROY event, at the end of the closing state it is
+	// left in. The lab's gateway namespace shortens those states to 1 s, so that even then
+	// the test need not wait minutes.
 	for _, s := range []string{"time_wait", "close", "close_wait", "last_ack", "fin_wait"} {
 		if out, code := l.gwRun(10*time.Second, nil, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_"+s+"=1"); code != 0 {
 			t.Fatalf("sysctl in the gateway namespace: %d %s", code, out)

@@ -21,8 +21,8 @@ func TestTransparentAllowedTCPQuick(t *testing.T) {
 	l := newGWLab(t)
 	l.dns.Set("git.example.test", webAddr)
 	p := policy.Policy{AllowedTCP: []string{"git.example.test:22"}}
-	// Closed connections leave conntrack at once (in this lab's gateway only), so that
-	// their records come now rather than after TIME_WAIT.
+	// Closed connections leave conntrack at once (in this lab's gateway only), so that a
+	// record whose TIME_WAIT update was missed still comes now, with the DESTROY.
 	for _, s := range []string{"time_wait", "close", "close_wait", "last_ack", "fin_wait"} {
 		ipCmd(t, "netns", "exec", l.gwNS, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_"+s+"=1")
 	}
@@ -52,10 +52,10 @@ func TestTransparentAllowedTCPQuick(t *testing.T) {
 		t.Errorf("the server got %d connections on 22, want only A's", n)
 	}
 
-	// A's connection is recorded when conntrack forgets it: allowed by the entry, named,
-	// with its bytes.
-	// Conntrack forgets an expired entry when its garbage collector passes, up to a minute
-	// later, or at once when a dump meets it: the lab dumps its gateway's table meanwhile.
+	// A's connection is recorded when it ends: allowed by the entry, named, with its bytes.
+	// Should its TIME_WAIT update be missed, its DESTROY comes when conntrack's garbage
+	// collector passes, up to a minute later, or at once when a dump meets the expired
+	// entry: the lab dumps its gateway's table meanwhile.
 	_, errCT := exec.LookPath("conntrack")
 	flow := l.awaitEvents(t, 90*time.Second, client.EventsFilter{VMID: l.id("a")}, func(evs []client.Event) bool {
 		if errCT == nil {

@@ -12,8 +12,9 @@ import (
 	"github.com/egressd/egressd/internal/host/firewall"
 )
 
-// Flow is one connection that went through the gateway, reported when conntrack forgets
-// it (DESTROY), or when it opens (NEW) to Reader.OnOpen, with no End and no bytes.
+// Flow is one connection that went through the gateway, reported when it ends (a TCP
+// connection's move to TIME_WAIT or CLOSE, else conntrack's DESTROY), or when it opens
+// (NEW) to Reader.OnOpen, with no End and no bytes.
 type Flow struct {
 	Src, Dst netip.Addr // as the sandbox sent it: Src the sandbox, Dst the address it dialled
 	SrcPort  uint16

@@ -103,12 +103,12 @@
 // # Records of the kernel's flows
 //
 // The flow log (package flowlog, wired by cmd/egressd) reports the connections that
-// conntrack forgets and the first packets that the forward chain logged. RecordFlow makes
+// ended and the first packets that the forward chain logged. RecordFlow makes
 // of an allowed_tcp connection what the proxy makes of one it relays: a "connect" record
 // (allowed, reason allowed_tcp, the admitting rule, the name as host), stamped with the
 // connection's start, and its "close" record with bytes each way and duration. It comes
-// when conntrack forgets the connection, which is after TCP's TIME_WAIT and the garbage
-// collector's pass: up to a few minutes after the connection closed. RecordAttempt makes a
+// when the connection ends (conntrack's TIME_WAIT or CLOSE state; see package flowlog),
+// or when a cut or a timeout deletes its entry. RecordAttempt makes a
 // "connect" record of each logged packet, at most attemptRate a second over all sandboxes
 // (the kernel limits each sandbox too): the VM by its source address, the host the name
 // this VM last looked up for the destination when the book remembers one, and the decision

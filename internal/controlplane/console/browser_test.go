@@ -210,7 +210,7 @@ func TestConsoleInChromium(t *testing.T) {
 			t.Errorf("confirmation says %q", got)
 		}
 		b.click(r + " button.confirm-add")
-		b.waitFor("#session-status.ok", 10*time.Second)
+		b.waitText("#session-status", "Set the session policy", 10*time.Second)
 		if !eventually(t, 8, func() bool { return l.get("added.example.test") == http.StatusOK }) {
 			t.Fatal("added.example.test still denied after add to policy")
 		}
@@ -231,6 +231,7 @@ func TestConsoleInChromium(t *testing.T) {
 			t.Errorf("grant button says %q", got)
 		}
 		b.click(row + " button.grant")
+		b.waitText("#session-status", "Allowed api.example.test:80 on the session layer for 5 minutes", 10*time.Second)
 		b.waitFor("#grants-table", 10*time.Second)
 		if got := b.text("#grants-table"); !strings.Contains(got, "api.example.test") {
 			t.Errorf("grants table: %q", got)
@@ -255,7 +256,7 @@ func TestConsoleInChromium(t *testing.T) {
 			t.Errorf("suggestion: %q", got)
 		}
 		b.click("#suggestion-apply")
-		b.waitFor("#suggestion-none", 10*time.Second)
+		b.waitText("#session-status", "Applied the suggestion", 10*time.Second)
 		for _, h := range []string{"learn1.example.test", "learn2.example.test"} {
 			if code := l.get(h); code != http.StatusOK {
 				t.Errorf("%s after apply: %d, want 200", h, code)

@@ -184,6 +184,22 @@ func (b *browser) waitFor(sel string, limit time.Duration) time.Duration {
 	return time.Since(start)
 }
 
+// waitText waits up to limit for the text of sel to contain want.
+func (b *browser) waitText(sel, want string, limit time.Duration) {
+	b.t.Helper()
+	js := `(document.querySelector(` + jsonString(sel) + `)?.textContent ?? "").includes(` + jsonString(want) + `)`
+	deadline := time.Now().Add(limit)
+	for {
+		if eval[bool](b, js) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s did not say %q within %s\npage:\n%s", sel, want, limit, b.dump())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // text is the visible text of the first element sel matches.
 func (b *browser) text(sel string) string {
 	b.t.Helper()

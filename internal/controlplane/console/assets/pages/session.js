@@ -150,8 +150,8 @@ export function render({ client, view, arg: sid, onError }) {
               "Revoke",
               async () => {
                 try {
-                  await client.request("DELETE", `/v1/egress/${g.scope}/${enc(g.owner)}/grants/${enc(g.grant_id ?? g.id)}`, { signal });
-                  say(`Revoked ${g.grant_id ?? g.id}.`);
+                  await client.request("DELETE", `/v1/egress/${g.scope}/${enc(g.owner)}/grants/${enc(g.id ?? g.grant_id)}`, { signal });
+                  say(`Revoked ${g.id ?? g.grant_id}.`);
                   await Promise.all([loadGrants(), loadEffective()]);
                 } catch (err) {
                   fail(err);
@@ -159,7 +159,7 @@ export function render({ client, view, arg: sid, onError }) {
               },
               { class: "danger" },
             ),
-          ], { "data-grant": g.grant_id ?? g.id }),
+          ], { "data-grant": g.id ?? g.grant_id }),
         ),
         { class: "cards", id: "grants-table" },
       ),
@@ -170,7 +170,9 @@ export function render({ client, view, arg: sid, onError }) {
     const plan = grantFor(g, st.minutes);
     if (!plan.body) return;
     const res = await client.request("POST", `/v1/egress/${plan.scope}/${enc(plan.id)}/grants`, { json: plan.body, signal });
-    say(`Allowed ${g.key} on the ${plan.scope} layer for ${st.minutes} minutes${res?.grant_id ? ` (${res.grant_id})` : ""}.`);
+    const id = res?.id ?? res?.grant_id;
+    const warn = (res?.warnings ?? []).join(" ");
+    say(`Allowed ${g.key} on the ${plan.scope} layer for ${st.minutes} minutes${id ? ` (${id})` : ""}.${warn ? ` ${warn}` : ""}`);
     await Promise.all([loadGrants(), loadEffective()]);
   }
 
@@ -304,7 +306,7 @@ export function render({ client, view, arg: sid, onError }) {
       h("span", { class: "mono" }, st.eff.vm_id),
       " · ",
     );
-    renderSuggestion({ client, box: suggestBox, sid, vmId: st.eff.vm_id, signal, fail, say, current: basePolicy, after: loadEffective, onError });
+    renderSuggestion({ client, box: suggestBox, sid, vmId: st.eff.vm_id, signal, fail, say, after: loadEffective, onError });
     await loadGrants();
     drawDenied();
   })().catch((err) => {

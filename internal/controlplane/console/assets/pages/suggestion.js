@@ -2,67 +2,36 @@
 // that the recorded denials would have been allowed, and a button that sets it.
 
 import { NotFoundError, MethodNotAllowedError } from "../sdk/index.js";
-import { h, mount, table, row, errorBox, action } from "../ui.js";
-import { policyFields, POLICY_FIELDS } from "../logic.js";
+import { h, mount, table, row, badge, errorBox, action } from "../ui.js";
+import { policyFields } from "../logic.js";
 
-/** The merged policy of a suggestion answer, whichever name it has. */
-export function mergedOf(s) {
-  return s?.policy ?? s?.merged_policy ?? s?.merged ?? undefined;
-}
-
-/** What setting `next` instead of `cur` changes, in words. */
-export function diff(cur, next) {
-  const a = policyFields(cur);
-  const b = policyFields(next);
+/** What the suggestion adds, in words, from its entries (flags, domains, TCP endpoints). */
+export function additions(s) {
   const out = [];
-  for (const k of POLICY_FIELDS) {
-    if (Array.isArray(b[k])) {
-      const key = (x) => (typeof x === "object" ? JSON.stringify(x) : x);
-      const before = new Set(a[k].map(key));
-      const after = new Set(b[k].map(key));
-      for (const x of after) if (!before.has(x)) out.push(`${k} + ${x}`);
-      for (const x of before) if (!after.has(x)) out.push(`${k} − ${x}`);
-    } else if (a[k] !== b[k]) {
-      out.push(`${k}: ${b[k]}`);
-    }
-  }
+  for (const f of s?.flags ?? []) out.push({ text: `${f.entry}: true`, covers: f.covers, names: f.names });
+  for (const d of s?.allowed_domains ?? []) out.push({ text: `allowed_domains + ${d.entry}`, covers: d.covers, names: d.names });
+  for (const d of s?.allowed_tcp ?? []) out.push({ text: `allowed_tcp + ${d.entry}`, covers: d.covers, names: d.names });
   return out;
 }
 
-function cell(v) {
-  if (v === undefined || v === null) return "";
-  if (typeof v === "object") return h("span", { class: "mono" }, JSON.stringify(v));
-  return String(v);
-}
-
-/** A list of objects as a table whose columns are their keys. */
-function objects(items, id) {
-  const keys = [...new Set(items.flatMap((i) => (typeof i === "object" && i ? Object.keys(i) : ["value"])))];
+function notAllowable(items) {
+  const head = ["destination", "reason", "layer", "covers", "why"];
   return table(
-    keys,
-    items.map((i) => row(keys, keys.map((k) => cell(typeof i === "object" && i ? i[k] : i)))),
-    { class: "cards", id },
+    head,
+    items.map((n) =>
+      row(head, [
+        h("span", { class: "mono" }, [n.host || n.ip || "", n.port ? `:${n.port}` : ""].join("")),
+        h("span", { class: "mono" }, n.reason ?? ""),
+        n.layer ? badge(n.layer, n.layer) : "",
+        String(n.covers ?? ""),
+        n.explanation ?? "",
+      ]),
+    ),
+    { class: "cards", id: "suggestion-not-allowable" },
   );
 }
 
-/** The parts of a suggestion answer other than the merged policy, as tables and values. */
-function parts(s) {
-  const out = [];
-  for (const [k, v] of Object.entries(s ?? {})) {
-    if (v === mergedOf(s) || v === undefined || v === null) continue;
-    if (Array.isArray(v)) {
-      if (v.length === 0) continue;
-      out.push(h("h3", {}, k.replaceAll("_", " ")), objects(v, `suggestion-${k}`));
-    } else if (typeof v === "object") {
-      out.push(h("h3", {}, k.replaceAll("_", " ")), h("pre", {}, JSON.stringify(v, null, 2)));
-    } else if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") {
-      out.push(h("div", {}, h("span", { class: "muted" }, `${k.replaceAll("_", " ")}: `), String(v)));
-    }
-  }
-  return out;
-}
-
-export function renderSuggestion({ client, box, sid, vmId, signal, fail, say, current, after, onError }) {
+export function renderSuggestion({ client, box, sid, vmId, signal, fail, say, after, onError }) {
   let scope = "session";
   const body = h("div", { id: "suggestion-body" });
   const pick = h(
@@ -95,13 +64,12 @@ export function renderSuggestion({ client, box, sid, vmId, signal, fail, say, cu
       mount(body, errorBox(err));
       return;
     }
-    const merged = mergedOf(s);
-    const changes = merged ? diff(current(scope), merged) : [];
+    const adds = additions(s);
     const apply =
-      merged && changes.length > 0
+      s.changed && s.policy
         ? action("Apply", async () => {
             try {
-              const fields = policyFields(merged);
+              const fields = policyFields(s.policy);
               const p =
                 scope === "vm"
                   ? await client.egress.setVm({ vm_id: vmId, ...fields, signal })
@@ -114,13 +82,32 @@ export function renderSuggestion({ client, box, sid, vmId, signal, fail, say, cu
             }
           }, { id: "suggestion-apply" })
         : null;
+    const others = (s.other_layers ?? []).filter((o) => o.covers > 0);
     mount(
       body,
-      changes.length > 0
-        ? [h("p", {}, `Applying sets the ${scope} policy to the current one plus:`), h("ul", { class: "plain mono", id: "suggestion-changes" }, changes.map((c) => h("li", {}, c)))]
-        : h("p", { class: "muted", id: "suggestion-none" }, "Nothing to add: the recorded decisions need no change to this layer."),
+      h(
+        "p",
+        { class: "muted" },
+        `From ${s.decisions ?? 0} recorded denial${s.decisions === 1 ? "" : "s"}${s.truncated ? " (more were recorded: not all read)" : ""}; ` +
+          (s.policy_set ? `the ${scope} policy at revision ${s.revision}.` : `the ${scope} has no policy of its own: the suggestion starts from the default.`),
+      ),
+      adds.length > 0
+        ? [
+            h("p", {}, `Applying sets the ${scope} policy to its current one plus:`),
+            h(
+              "ul",
+              { class: "plain mono", id: "suggestion-changes" },
+              adds.map((a) =>
+                h("li", {}, a.text, " ", h("span", { class: "muted" }, `(${a.covers} decision${a.covers === 1 ? "" : "s"}${a.names?.length ? `: ${a.names.join(", ")}` : ""})`)),
+              ),
+            ),
+          ]
+        : h("p", { class: "muted", id: "suggestion-none" }, "Nothing to add: the recorded denials need no change to this layer."),
       apply,
-      h("details", {}, h("summary", {}, "Details"), parts(s)),
+      (s.notes ?? []).length ? h("ul", { class: "notes muted" }, s.notes.map((n) => h("li", {}, n))) : null,
+      s.already_allowed ? h("p", { class: "muted" }, `${s.already_allowed} denial(s) are allowed by the policy now.`) : null,
+      others.length ? h("p", { class: "muted" }, `Denied by other layers (see their suggestion): ${others.map((o) => `${o.layer} ${o.covers}`).join(", ")}.`) : null,
+      (s.not_allowable ?? []).length ? [h("h3", {}, "Not allowable by a policy entry"), notAllowable(s.not_allowable)] : null,
     );
   }
 

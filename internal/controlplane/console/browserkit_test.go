@@ -246,7 +246,7 @@ func (b *browser) screenshot(name string) {
 func (b *browser) viewport(w, h int64, mobile bool) {
 	b.t.Helper()
 	if mobile {
-		b.do("phone viewport", chromedp.EmulateViewport(w, h, chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulateScale(2)))
+		b.do("phone viewport", chromedp.EmulateViewport(w, h, chromedp.EmulateMobile, chromedp.EmulateTouch))
 	} else {
 		b.do("viewport", chromedp.EmulateViewport(w, h))
 	}

@@ -170,7 +170,7 @@ export function policyAddition(base, group) {
           p[webFlag] = true;
           changes.push(`${webFlag}: true`);
         }
-      } else {
+      } else if (!p.allowed_tcp.includes(`${host}:${group.port}`)) {
         p.allowed_tcp = addTo(p.allowed_tcp, `${host}:${group.port}`);
         changes.push(`allowed_tcp + ${host}:${group.port}`);
       }
@@ -178,8 +178,10 @@ export function policyAddition(base, group) {
     case "ip_literal":
     case "not_public":
       if (!group.ip) return { why: "the record names no address" };
-      p.allowed_cidrs = addTo(p.allowed_cidrs, cidrOf(group.ip));
-      changes.push(`allowed_cidrs + ${cidrOf(group.ip)}`);
+      if (!p.allowed_cidrs.includes(cidrOf(group.ip))) {
+        p.allowed_cidrs = addTo(p.allowed_cidrs, cidrOf(group.ip));
+        changes.push(`allowed_cidrs + ${cidrOf(group.ip)}`);
+      }
       break;
     case "denied_domain": {
       const keep = p.denied_domains.filter((d) => !hostMatches(d, host));

@@ -3,8 +3,8 @@ package console_test
 import (
 	"context"
 	"io"
-	"os"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"

@@ -45,10 +45,10 @@ function effectiveRows(eff) {
 }
 
 function layersBox(eff) {
-  const head = ["layer", "revision", "updated"];
+  const head = ["layer", "revision", "updated", "grants"];
   return table(
     head,
-    eff.layers.map((l) => row(head, [badge(l.layer, l.layer), l.revision ?? "", fmtTime(l.updated_at)])),
+    eff.layers.map((l) => row(head, [badge(l.layer, l.layer), l.revision ?? "", fmtTime(l.updated_at), String(l.grants?.length ?? 0)])),
     { class: "cards" },
   );
 }

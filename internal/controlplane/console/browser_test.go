@@ -124,7 +124,6 @@ func (l *consoleLab) needs(t *testing.T, path, what string) {
 func TestConsoleInChromium(t *testing.T) {
 	l := newConsoleLab(t)
 	b := l.b
-	defer b.checkClean()
 
 	// A wrong key is refused, and nothing is kept.
 	b.expect("401") // the browser logs the refused status/ call
@@ -297,5 +296,38 @@ func TestConsoleInChromium(t *testing.T) {
 	b.waitFor("#api-key", 5*time.Second)
 	if kept := eval[string](b, `sessionStorage.getItem("egressd.apiKey") ?? ""`); kept != "" {
 		t.Error("sign-out left the key in sessionStorage")
+	}
+
+	// Another tenant's key sees none of this tenant's VMs, and no nodes (admin only).
+	other, err := l.api.CreateAPIKey(context.Background(), client.CreateAPIKeyRequest{Tenant: "tenant-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.signIn(other.Key)
+	b.waitFor("#page-vms", 10*time.Second)
+	b.waitText("#page-vms", "No VMs yet", 10*time.Second)
+	b.expect("/v1/nodes:") // the 403 the nodes page gets, in the browser's log
+	b.do("nodes page", chromedp.Navigate(l.in.URL+"/ui/#/nodes"))
+	b.waitText("#page-nodes", "admin keys only", 10*time.Second)
+
+	// Everything so far ran without an exception, a console error or a CSP violation.
+	b.checkClean()
+
+	// The CSP is in force in the real browser: a string cannot become HTML (Trusted Types)
+	// nor code (no eval), and no other origin can be fetched.
+	for _, tc := range []struct{ what, js string }{
+		{"innerHTML", `(() => { try { document.createElement("div").innerHTML = "<img src=x>"; return "assigned"; } catch (e) { return e.name; } })()`},
+		{"eval", `(() => { try { return String(eval("1 + 1")); } catch (e) { return e.name; } })()`},
+		{"new Function", `(() => { try { return String(new Function("return 2")()); } catch (e) { return e.name; } })()`},
+	} {
+		if got := eval[string](b, tc.js); got != "TypeError" && got != "EvalError" {
+			t.Errorf("%s under the console's CSP: %q, want it refused", tc.what, got)
+		}
+	}
+	ctx, cancel := b.bounded(20 * time.Second)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch("http://`+webIP+`/").then(() => "fetched", (e) => e.name)`, chromedp.EvalAwaitPromise))
+	if err != nil || got == "fetched" {
+		t.Errorf("fetching another origin from the console: %q %v, want a refusal", got, err)
 	}
 }

@@ -60,6 +60,10 @@ func TestServedByEgressd(t *testing.T) {
 			}
 		}
 	}
+	// The start line says where the console is.
+	if want := "console=http://" + in.APIAddr + "/ui/"; !strings.Contains(in.Log(), want) {
+		t.Errorf("egressd's start log lacks %s", want)
+	}
 	// The console needs no key, and gives none: the page is the same for everyone.
 	resp, err := http.Get(in.URL + "/ui/app.js")
 	if err != nil {

@@ -185,6 +185,29 @@ func TestConsoleInChromium(t *testing.T) {
 	b.set("#f-decision", "")
 	b.screenshot("events")
 
+	// Monitor mode: a would-be denial passes, and shows as one, in the stream and among the
+	// session's denied hosts.
+	t.Run("monitor mode", func(t *testing.T) {
+		mon, err := l.api.CreateSession(context.Background(), client.CreateSessionRequest{VMID: l.vm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.api.SetSessionPolicy(context.Background(), mon.SessionID, policy.Policy{Mode: policy.Monitor, AllowHTTP: true, AllowedDomains: []string{"other.example.test"}}); err != nil {
+			t.Fatal(err)
+		}
+		b.do("events of the monitored session", chromedp.Navigate(l.in.URL+"/ui/#/events?session_id="+mon.SessionID))
+		b.waitFor("#live .dot.on", 10*time.Second)
+		if code, _, _ := through(t, mon.ProxyURL, "http://api.example.test/"); code != http.StatusOK {
+			t.Fatalf("monitor mode: %d, want 200", code)
+		}
+		b.waitFor(`#stream-body tr[data-host="api.example.test"][data-decision="deny"] .badge-would`, 5*time.Second)
+		if n := eval[int](b, `document.querySelectorAll('#stream-body tr[data-host="other.example.test"]').length`); n != 0 {
+			t.Errorf("the session filter shows %d records of another session", n)
+		}
+		b.do("monitored session page", chromedp.Navigate(l.in.URL+"/ui/#/session/"+mon.SessionID))
+		b.waitFor(`#denied-table tr[data-target="api.example.test:80"] .badge-would`, 10*time.Second)
+	})
+
 	// The session: the denied host grouped, with the layer that denied it.
 	b.do("session page", chromedp.Navigate(l.in.URL+"/ui/#/session/"+l.sess.SessionID))
 	b.waitFor("#effective-table", 10*time.Second)

@@ -30,7 +30,7 @@ export function render({ client, view, onError }) {
     const vmHead = ["VM", "network", "policy", "sessions", "created"];
     const vmRows = list.map((vm) =>
       row(vmHead, [
-        h("span", { class: "mono" }, vm.vm_id),
+        [h("span", { class: "mono" }, vm.vm_id), h("div", {}, h("a", { href: `#/events?vm_id=${encodeURIComponent(vm.vm_id)}`, class: "muted" }, "decisions"))],
         [vm.network?.mode ?? "none", vm.network?.state ? [" ", badge(vm.network.state)] : null, vm.network?.address ? h("div", { class: "mono muted" }, vm.network.address) : null],
         policySummary(vm.egress_policy),
         (byVm.get(vm.vm_id) ?? []).length === 0

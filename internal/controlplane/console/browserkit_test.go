@@ -167,9 +167,21 @@ func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 }
 
 // click clicks the first element that sel matches, once it is visible.
+// A page may redraw a list between the wait and the click (a record arrived), which
+// detaches the node found: the click is tried again, a bounded number of times.
 func (b *browser) click(sel string) {
 	b.t.Helper()
-	b.do("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+	var err error
+	for range 3 {
+		ctx, cancel := b.bounded(10 * time.Second)
+		err = chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.t.Fatalf("click %s: %v\npage:\n%s", sel, err, b.dump())
 }
 
 // waitFor waits up to limit for a selector to be visible and returns how long it took.

@@ -229,8 +229,20 @@ export function render({ client, view, arg: sid, onError }) {
     return [h("div", { class: "actions" }, grantBtn, addBtn), plan.why ? h("div", { class: "muted" }, plan.why) : null, confirm];
   }
 
-  function drawDenied() {
+  // The last drawn state: a redraw that would change nothing is skipped, so that a button is
+  // not replaced under the reader's pointer each time a record arrives.
+  let drawn = "";
+  function drawDenied(force = false) {
     const groups = groupDenials(st.events);
+    const sig = JSON.stringify([
+      groups.map((g) => [g.key, g.count, g.layer, g.reason, g.allowedSince, g.would]),
+      st.minutes,
+      [...st.open.entries()],
+      st.grantsMissing,
+      st.eff?.layers.map((l) => [l.layer, l.revision]),
+    ]);
+    if (!force && sig === drawn) return;
+    drawn = sig;
     if (groups.length === 0) {
       mount(deniedBox, h("p", { class: "muted" }, "No denials recorded for this session."));
       return;

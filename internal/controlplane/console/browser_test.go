@@ -61,6 +61,13 @@ func newConsoleLab(t *testing.T) *consoleLab {
 	if _, err := api.SetSessionPolicy(ctx, l.sess.SessionID, policy.Policy{AllowHTTP: true, AllowedDomains: []string{"other.example.test"}}); err != nil {
 		t.Fatal(err)
 	}
+	// A second VM with a VM policy, so that the VMs page shows one.
+	if _, err := api.CreateVM(ctx, client.CreateVMRequest{VMID: "vm-build"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.SetVMPolicy(ctx, "vm-build", policy.Policy{AllowHTTPS: true, AllowPackageManagers: true, AllowedDomains: []string{"api.example.test"}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := api.CreateSecret(ctx, client.CreateSecretRequest{Name: "github-token", Value: secretValue, Domains: []string{"api.example.test"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +153,9 @@ func TestConsoleInChromium(t *testing.T) {
 	b.waitFor("#vms-table", 10*time.Second)
 	if got := b.text("#vms-table"); !strings.Contains(got, l.vm) || !strings.Contains(got, l.sess.SessionID) {
 		t.Errorf("VMs page lacks the VM or its session:\n%s", got)
+	}
+	if got := b.text("#vms-table"); !strings.Contains(got, "vm-build") || !strings.Contains(got, "package managers") {
+		t.Errorf("VMs page lacks the second VM's policy:\n%s", got)
 	}
 	if kept := eval[string](b, `sessionStorage.getItem("egressd.apiKey") ?? ""`); kept != l.in.AdminKey {
 		t.Error("the key is not in sessionStorage after signing in")

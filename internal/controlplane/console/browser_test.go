@@ -154,7 +154,8 @@ func TestConsoleInChromium(t *testing.T) {
 	if got := b.text("#vms-table"); !strings.Contains(got, l.vm) || !strings.Contains(got, l.sess.SessionID) {
 		t.Errorf("VMs page lacks the VM or its session:\n%s", got)
 	}
-	if got := b.text("#vms-table"); !strings.Contains(got, "vm-build") || !strings.Contains(got, "package managers") {
+	b.waitText(`.vm-policy[data-vm="vm-build"]`, "package managers", 10*time.Second)
+	if got := b.text("#vms-table"); !strings.Contains(got, "vm-build") || !strings.Contains(got, "no VM policy") {
 		t.Errorf("VMs page lacks the second VM's policy:\n%s", got)
 	}
 	if kept := eval[string](b, `sessionStorage.getItem("egressd.apiKey") ?? ""`); kept != l.in.AdminKey {

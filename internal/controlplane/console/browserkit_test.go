@@ -46,6 +46,7 @@ type browser struct {
 	mu       sync.Mutex
 	problems []string // exceptions, console errors, CSP violations
 	allowed  []string // substrings of expected problems (a refused key's 401)
+	shots    map[string][]byte
 }
 
 // violationHook records CSP violations in the page itself. It is injected by the DevTools
@@ -235,8 +236,9 @@ func eval[T any](b *browser, js string) T {
 	return v
 }
 
-// screenshot writes the page as docs/console/<name>.png of the repository (the pictures
-// that docs/console.md shows).
+// screenshot takes the page as docs/console/<name>.png of the repository (the pictures that
+// docs/console.md shows). They are written when the test ends, and only if it passed, so that
+// a failing run does not replace the pictures with a broken page.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
 	ctx, cancel := b.bounded(20 * time.Second)
@@ -245,13 +247,30 @@ func (b *browser) screenshot(name string) {
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", name, err)
 	}
-	dir := filepath.Join(repoRoot(b.t), "docs", "console")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.t.Fatal(err)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shots == nil {
+		b.shots = map[string][]byte{}
+		dir := filepath.Join(repoRoot(b.t), "docs", "console")
+		b.t.Cleanup(func() {
+			if b.t.Failed() {
+				b.t.Logf("screenshots not written to %s: the test failed", dir)
+				return
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				b.t.Error(err)
+				return
+			}
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for name, png := range b.shots {
+				if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+					b.t.Error(err)
+				}
+			}
+		})
 	}
-	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
-		b.t.Fatal(err)
-	}
+	b.shots[name] = png
 }
 
 // viewport sets the page's size; mobile also emulates a touch screen.

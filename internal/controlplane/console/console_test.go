@@ -2,6 +2,7 @@ package console
 
 import (
 	"io/fs"
+	"os"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -236,6 +237,37 @@ func TestEveryAssetServed(t *testing.T) {
 	for name := range assetText(t) {
 		if !served[name] && path.Ext(name) != "" {
 			t.Errorf("%s is embedded but not served (no content type for %s)", name, path.Ext(name))
+		}
+	}
+}
+
+// docs/console.md shows every screenshot the browser test writes, and names none that is
+// missing.
+func TestDocsShowEveryScreenshot(t *testing.T) {
+	doc, err := os.ReadFile("../../../docs/console.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\]\((console/[^)]+\.png)\)`).FindAllStringSubmatch(string(doc), -1) {
+		linked[m[1]] = true
+		if _, err := os.Stat("../../../docs/" + m[1]); err != nil {
+			t.Errorf("docs/console.md shows %s, which is not there", m[1])
+		}
+	}
+	for _, name := range []string{"signin", "vms", "session", "events", "secrets", "nodes", "session-phone"} {
+		if !linked["console/"+name+".png"] {
+			t.Errorf("docs/console.md does not show console/%s.png", name)
+		}
+	}
+	// The browser test takes exactly those.
+	src, err := os.ReadFile("browser_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`screenshot\("([^"]+)"\)`).FindAllStringSubmatch(string(src), -1) {
+		if !linked["console/"+m[1]+".png"] {
+			t.Errorf("the browser test takes %s.png, which docs/console.md does not show", m[1])
 		}
 	}
 }

@@ -15,6 +15,12 @@ type NamedPolicy struct {
 	Policy    Policy
 	Revision  int64
 	UpdatedAt time.Time
+	// Grants are the layer's active grants (DESIGN §2.8), added to Policy.
+	Grants []Grant
+	// NoPolicy: the layer has no policy, only Grants. Such a layer restricts nothing, so
+	// its grants add nothing while another layer is set; with no layer set, they are added
+	// to the operator's default policy, which stands in for the unset layers (Env.Effective).
+	NoPolicy bool
 }
 
 // Explanation is the effective policy of a session as one readable object (GET
@@ -58,6 +64,8 @@ type EffectiveLayer struct {
 	Revision  int64     `json:"revision,omitempty"`
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	Policy    Policy    `json:"policy"`
+	// Grants are the layer's active grants; the values of the Explanation include them.
+	Grants []Grant `json:"grants,omitempty"`
 }
 
 // EffectiveBool is an ANDed flag and the layers it comes from.
@@ -135,8 +143,8 @@ func Explain(preset *Preset, layers ...NamedPolicy) Explanation {
 			e.Notes = append(e.Notes, fmt.Sprintf("The %s policy is invalid (%v): it allows nothing.", l.Layer, err))
 			p = DenyAll()
 		}
-		layers[i].Policy = p
-		e.Layers = append(e.Layers, EffectiveLayer{Layer: l.Layer, Revision: l.Revision, UpdatedAt: l.UpdatedAt, Policy: p})
+		layers[i].Policy = withGrants(p, l.Grants)
+		e.Layers = append(e.Layers, EffectiveLayer{Layer: l.Layer, Revision: l.Revision, UpdatedAt: l.UpdatedAt, Policy: p, Grants: l.Grants})
 	}
 	if len(layers) == 0 {
 		p := DenyAll()

@@ -110,10 +110,16 @@ func (e *Env) Combine(layers ...Layered) *Effective {
 // Effective compiles the layers that are set into the effective policy (DESIGN §2.4): the
 // one way the API and the gateway turn stored policies into an Effective. With no layer, the
 // default policy applies.
+//
+// Grants (NamedPolicy.Grants) are added to their layers, with rules that name them. The
+// grants of a layer with no policy (NoPolicy) add nothing while another layer is set (that
+// layer restricts nothing already); with no layer set they are added to the default policy.
 func (e *Env) Effective(layers ...NamedPolicy) (*Effective, error) {
+	e = e.orBuiltin()
+	layers = e.withDefault(layers)
 	ls := make([]Layered, 0, len(layers))
 	for _, l := range layers {
-		m, err := e.Compile(l.Policy)
+		m, err := CompileGrants(l.Policy, e.preset, l.Grants)
 		if err != nil {
 			return nil, fmt.Errorf("compile the %s policy: %w", l.Layer, err)
 		}
@@ -122,10 +128,30 @@ func (e *Env) Effective(layers ...NamedPolicy) (*Effective, error) {
 	return e.Combine(ls...), nil
 }
 
+// withDefault resolves the layers with no policy (NoPolicy): dropped while another layer is
+// set; with none set, their grants go on the default policy, as LayerDefault. With no grant
+// either, it returns no layer, and Combine applies the compiled default.
+func (e *Env) withDefault(layers []NamedPolicy) []NamedPolicy {
+	var set []NamedPolicy
+	var orphans []Grant
+	for _, l := range layers {
+		if l.NoPolicy {
+			orphans = append(orphans, l.Grants...)
+		} else {
+			set = append(set, l)
+		}
+	}
+	if len(set) == 0 && len(orphans) > 0 {
+		return []NamedPolicy{{Layer: LayerDefault, Policy: e.def, Grants: orphans}}
+	}
+	return set
+}
+
 // Explain is the effective policy of the layers as one readable object (see Explain); with
 // no layer, the default policy's.
 func (e *Env) Explain(layers ...NamedPolicy) Explanation {
 	e = e.orBuiltin()
+	layers = e.withDefault(layers)
 	if len(layers) == 0 {
 		layers = []NamedPolicy{{Layer: LayerDefault, Policy: e.def}}
 	}

@@ -94,14 +94,19 @@ type tcpPort struct {
 // carries the ports of the wildcards that also match its names ("*.a.com:1" and
 // "*.b.a.com:2" both open x.b.a.com).
 func compileTCP(entries []string) domainSet[[]tcpPort] {
+	return compileTCPRules(entries, prefixed("allowed_tcp ", entries))
+}
+
+// compileTCPRules is compileTCP with the rule of each entry given (a grant's names the grant).
+func compileTCPRules(entries, rules []string) domainSet[[]tcpPort] {
 	own := map[string][]tcpPort{}
 	var patterns []string
-	for _, e := range entries {
+	for i, e := range entries {
 		name, port := splitEndpoint(e)
 		if _, ok := own[name]; !ok {
 			patterns = append(patterns, name)
 		}
-		own[name] = append(own[name], tcpPort{port, "allowed_tcp " + e})
+		own[name] = append(own[name], tcpPort{port, rules[i]})
 	}
 	values := make([][]tcpPort, len(patterns))
 	for i, p := range patterns {

@@ -41,6 +41,7 @@ var groups = []struct{ name, summary string }{
 	{"key", "API keys (admin key needed)"},
 	{"node", "the fleet's egressd nodes (admin key needed)"},
 	{"secret", "secrets: values the gateway puts on requests in place of placeholders"},
+	{"grant", "grants: allowances that end by themselves"},
 }
 
 // commands is the command tree, in the order help lists it.
@@ -52,6 +53,7 @@ var commands = []*command{
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
 	nodeListCmd,
 	secretCreateCmd, secretListCmd, secretGetCmd, secretRotateCmd, secretDomainsCmd, secretDeleteCmd, caCmd,
+	grantAddCmd, grantListCmd, grantRevokeCmd,
 	statusCmd, versionCmd, healthCmd, execCmd, socksConnectCmd,
 }
 

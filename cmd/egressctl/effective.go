@@ -60,6 +60,17 @@ func effectiveFields(e *client.Effective) []field {
 	if len(e.PackageManagers) > 0 {
 		fields = append(fields, one("package_managers", strings.Join(e.PackageManagers, ", ")))
 	}
+	// Grants are in the values above; this says which ones, and until when.
+	var grants []string
+	for _, l := range e.Layers {
+		for _, g := range l.Grants {
+			entries := strings.Join(append(append(prefixAll("domain ", g.Domains), prefixAll("tcp ", g.TCP)...), prefixAll("cidr ", g.CIDRs)...), ", ")
+			grants = append(grants, fmt.Sprintf("%s %s until %s: %s", l.Layer, g.ID, formatTime(g.ExpiresAt), entries))
+		}
+	}
+	if len(grants) > 0 {
+		fields = append(fields, field{"grants", grants})
+	}
 	return append(fields, field{"note", e.Notes}.orOmit()...)
 }
 
@@ -80,4 +91,12 @@ func withFrom(key string, values []string, layers []policy.Layer) field {
 	values = append([]string(nil), values...)
 	values[0] += from(layers)
 	return field{key, values}
+}
+
+func prefixAll(prefix string, ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = prefix + s
+	}
+	return out
 }

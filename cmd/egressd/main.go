@@ -262,6 +262,7 @@ func run(ctx context.Context, cfg *config) error {
 			background.Go(func() { reporter.run(viewCtx, apiCfg.Enforcer, hb.Kick) })
 		}
 	}
+	background.Go(func() { sweepGrants(viewCtx, st, log) })
 	apiCfg.Store = store.WithHook(st, kick)
 	apiCfg.Changes = changes
 	apiCfg.Fleet = api.StoreFleet(st)

@@ -176,6 +176,12 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("GET /v1/egress/vm/{id}", false, s.getPolicy(store.ScopeVM))
 	authed("DELETE /v1/egress/vm/{id}", false, s.deletePolicy(store.ScopeVM))
 	authed("GET /v1/egress/session/{id}/effective", false, s.effective)
+	for _, scope := range []store.Scope{store.ScopeSession, store.ScopeVM} {
+		base := "/v1/egress/" + string(scope) + "/{id}/grants"
+		authed("POST "+base, false, s.createGrant(scope))
+		authed("GET "+base, false, s.listGrants(scope))
+		authed("DELETE "+base+"/{grant_id}", false, s.deleteGrant(scope))
+	}
 	authed("POST /v1/egress/session/{id}/check", false, s.check)
 	authed("GET /v1/egress/package-managers", false, s.packageManagers)
 	authed("GET /v1/egress/events", false, s.listEvents)

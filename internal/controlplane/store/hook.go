@@ -1,6 +1,9 @@
 package store
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // WithHook wraps s so that after is called once every successful mutation has returned. In a
 // single process the API's store is wrapped with the gateway view's Kick, so that a policy
@@ -77,4 +80,21 @@ func (h hooked) UpdateSecret(ctx context.Context, tenant, name string, update fu
 
 func (h hooked) DeleteSecret(ctx context.Context, tenant, name string) error {
 	return h.done(h.Store.DeleteSecret(ctx, tenant, name))
+}
+
+func (h hooked) CreateGrant(ctx context.Context, g Grant, ttl time.Duration) (Grant, error) {
+	out, err := h.Store.CreateGrant(ctx, g, ttl)
+	return out, h.done(err)
+}
+
+func (h hooked) DeleteGrant(ctx context.Context, tenant string, scope Scope, id, grantID string) error {
+	return h.done(h.Store.DeleteGrant(ctx, tenant, scope, id, grantID))
+}
+
+func (h hooked) SweepGrants(ctx context.Context, now time.Time) (int, error) {
+	n, err := h.Store.SweepGrants(ctx, now)
+	if n == 0 {
+		return n, err // nothing changed: no view needs waking
+	}
+	return n, h.done(err)
 }

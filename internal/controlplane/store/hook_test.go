@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/controlplane/store/sqlite"
@@ -63,4 +64,18 @@ func TestWithHookCallsAfterEachSuccessfulMutation(t *testing.T) {
 	step("init key check", 11, err)
 	_, err = s.InitCA(ctx, store.CA{CertDER: []byte("c"), SealedKey: []byte("k")})
 	step("init CA", 11, err)
+	_, err = s.CreateVM(ctx, store.VM{Tenant: "t", ID: "g", Network: store.Network{Mode: "none"}})
+	step("create VM", 12, err)
+	g, err := s.CreateGrant(ctx, store.Grant{Tenant: "t", ID: "gr_1", Scope: store.ScopeVM, ObjectID: "g"}, time.Second)
+	step("create grant", 13, err)
+	_, err = s.CreateGrant(ctx, store.Grant{Tenant: "t", ID: "gr_2", Scope: store.ScopeVM, ObjectID: "nope"}, time.Second)
+	step("refused grant", 13, err)
+	_, err = s.SweepGrants(ctx, g.CreatedAt)
+	step("a sweep that finds nothing", 13, err)
+	_, err = s.SweepGrants(ctx, g.ExpiresAt)
+	step("a sweep that deletes", 14, err)
+	_, err = s.CreateGrant(ctx, store.Grant{Tenant: "t", ID: "gr_3", Scope: store.ScopeVM, ObjectID: "g"}, time.Second)
+	step("create grant", 15, err)
+	err = s.DeleteGrant(ctx, "t", store.ScopeVM, "g", "gr_3")
+	step("revoke grant", 16, err)
 }

@@ -27,6 +27,8 @@ var (
 	ErrConflict = errors.New("already exists")
 	// ErrNoPolicy: the object exists but has no policy of that scope set.
 	ErrNoPolicy = errors.New("no policy set")
+	// ErrTooMany: the object has as many grants as it may have.
+	ErrTooMany = errors.New("too many")
 )
 
 // Scope is what a policy is attached to.
@@ -222,6 +224,23 @@ type Store interface {
 	// nodes that start together all end up with the one CA that won. A zero CreatedAt is set
 	// to the current time. It takes no revision.
 	InitCA(ctx context.Context, ca CA) (CA, error)
+
+	// CreateGrant stores a new grant on one of the tenant's sessions or VMs (ErrNotFound if
+	// the object is not there, or is a VM being created or deleted), setting Revision,
+	// CreatedAt and ExpiresAt = CreatedAt + ttl; ttl must be within MinGrantTTL..MaxGrantTTL.
+	// ErrConflict if the ID is taken, ErrTooMany if the object has MaxGrantsPerObject active
+	// grants already. The write takes a revision like a policy write, so views follow it.
+	CreateGrant(ctx context.Context, g Grant, ttl time.Duration) (Grant, error)
+	// ListGrants lists the active grants (ExpiresAt after now) of one of the tenant's
+	// sessions or VMs, oldest first; ErrNotFound if the object is not there.
+	ListGrants(ctx context.Context, tenant string, scope Scope, id string, now time.Time) ([]Grant, error)
+	// DeleteGrant revokes one grant of a session or VM; ErrNotFound if that object of the
+	// tenant has no grant with this ID.
+	DeleteGrant(ctx context.Context, tenant string, scope Scope, id, grantID string) error
+	// SweepGrants deletes every grant that expired at or before now, logging each, and
+	// returns how many it deleted. Readers ignore expired grants already: sweeping only
+	// keeps the table small.
+	SweepGrants(ctx context.Context, now time.Time) (int, error)
 
 	// Revision is the newest revision the store has handed out.
 	Revision(ctx context.Context) (int64, error)

@@ -48,6 +48,8 @@ type Store interface {
 	GetSession(ctx context.Context, tenant, id string) (store.Session, error)
 	ListSessions(ctx context.Context, tenant, vmID string) ([]store.Session, error)
 	GetPolicy(ctx context.Context, tenant string, scope store.Scope, id string) (store.PolicyRecord, error)
+	// ListGrants gives each layer its active grants (DESIGN §2.8).
+	ListGrants(ctx context.Context, tenant string, scope store.Scope, id string, now time.Time) ([]store.Grant, error)
 	ChangesSince(ctx context.Context, rev int64, limit int) ([]store.Change, error)
 	Revision(ctx context.Context) (int64, error)
 }
@@ -86,6 +88,12 @@ type View struct {
 	// (under mu), waited on by WaitRevision.
 	rev follow.Revision
 
+	// expiries: when the effective policy of a session (by ID) or a VM must be compiled
+	// again because one of its grants expires; guarded by mu. rearm wakes the expiry timer
+	// when it changed.
+	expiries map[expiryKey]expiring
+	rearm    chan struct{}
+
 	kick    chan struct{}
 	changed chan struct{} // a VM came, went, or changed its effective policy
 	loop    follow.Loop   // the follow loop; its Synced: the last sync reached the store
@@ -105,9 +113,11 @@ func New(st Store, cfg Config) (*View, error) {
 	}
 	v := &View{
 		st: st, cfg: cfg, log: cfg.Logger,
-		kick:    make(chan struct{}, 1),
-		changed: make(chan struct{}, 1),
-		started: make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		changed:  make(chan struct{}, 1),
+		rearm:    make(chan struct{}, 1),
+		expiries: make(map[expiryKey]expiring),
+		started:  make(chan struct{}),
 	}
 	v.loop = follow.Loop{Sync: v.sync, Revision: v.Revision, Poll: cfg.Poll, Timeout: cfg.SyncTimeout,
 		Log: cfg.Logger, What: "view", Keeps: "enforcing the last known policies"}
@@ -163,6 +173,7 @@ func (v *View) Start(ctx context.Context) error {
 		return fmt.Errorf("view: initial load: %w", err)
 	}
 	close(v.started)
+	go v.expiryTimer(ctx)
 	go func() {
 		v.loop.Run(ctx, v.kick)
 		v.endAll()
@@ -288,6 +299,9 @@ func (v *View) load(ctx context.Context) error {
 
 // sync applies the changes after the view's revision.
 func (v *View) sync(ctx context.Context) error {
+	if err := v.expire(ctx, time.Now()); err != nil {
+		return err
+	}
 	for {
 		from := v.rev.Current()
 		changes, err := v.st.ChangesSince(ctx, from, store.MaxChanges)
@@ -324,11 +338,11 @@ func (v *View) apply(ctx context.Context, changes []store.Change) (bool, error) 
 	vms := make(map[vmKey]bool)
 	for _, c := range changes {
 		switch c.Kind {
-		case store.KindSession, store.KindSessionPolicy:
+		case store.KindSession, store.KindSessionPolicy, store.KindSessionGrant:
 			sessions[key{c.Tenant, c.ID}] = true
 		case store.KindVM:
 			vms[vmKey{c.Tenant, c.ID}] = true
-		case store.KindVMPolicy:
+		case store.KindVMPolicy, store.KindVMGrant:
 			vms[vmKey{c.Tenant, c.ID}] = true
 			list, err := v.st.ListSessions(ctx, c.Tenant, c.ID)
 			if err != nil {
@@ -366,7 +380,7 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	set, err := v.compile(ctx, se.Tenant, store.SessionLayers(se))
+	set, layers, err := v.compile(ctx, se.Tenant, store.SessionLayers(se))
 	if err != nil {
 		return "", err
 	}
@@ -380,6 +394,7 @@ func (v *View) refresh(ctx context.Context, tenant, id string) (string, error) {
 		return "", err
 	}
 	v.mu.Lock()
+	v.setExpiry(expiryKey{session: id}, layers)
 	idx := v.edit()
 	s := idx.sessions[id]
 	if s == nil {
@@ -414,7 +429,7 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	for i, se := range sessions {
 		ids[i] = se.ID
 	}
-	set, err := v.compile(ctx, vm.Tenant, store.VMLayers(vm.ID, ids))
+	set, layers, err := v.compile(ctx, vm.Tenant, store.VMLayers(vm.ID, ids))
 	if err != nil {
 		return err
 	}
@@ -429,6 +444,7 @@ func (v *View) refreshVM(ctx context.Context, k vmKey) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.setExpiry(expiryKey{vm: k}, layers)
 	idx := v.edit()
 	cur := idx.vms[k]
 	if cur != nil && cur.Network == vm.Network {
@@ -479,6 +495,7 @@ func unindexAddr(idx *index, vm *VM) {
 func (v *View) endVM(k vmKey) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	delete(v.expiries, expiryKey{vm: k})
 	idx := v.edit()
 	vm := idx.vms[k]
 	if vm == nil {
@@ -489,13 +506,16 @@ func (v *View) endVM(k vmKey) {
 	v.ending = append(v.ending, vm.live)
 }
 
-// compile builds an effective policy from the layers that are set, or the default when none is.
-func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef) (*policy.Effective, error) {
+// compile builds an effective policy from the layers that are set, with their active
+// grants, or the default when none is. It also returns the layers, from which the view
+// compiles the policy again, without the store, when one of their grants expires.
+func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef) (*policy.Effective, []policy.NamedPolicy, error) {
 	layers, err := store.LoadLayers(ctx, v.st, tenant, refs...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return v.cfg.Env.Effective(layers...)
+	set, err := v.cfg.Env.Effective(layers...)
+	return set, layers, err
 }
 
 // end takes a session out of the index, for commit to end it, and returns its VM ID (""
@@ -503,6 +523,7 @@ func (v *View) compile(ctx context.Context, tenant string, refs []store.LayerRef
 func (v *View) end(id string) string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	delete(v.expiries, expiryKey{session: id})
 	idx := v.edit()
 	s := idx.sessions[id]
 	if s == nil {

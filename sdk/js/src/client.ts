@@ -2,6 +2,7 @@
  * The client: `new Client({apiKey, baseUrl, sessionId?, vmId?})`, with a current session.
  */
 
+import { Grants } from "./grants.js";
 import { Egress, type CurrentTarget } from "./egress.js";
 import { NoSessionError, NotFoundError, NoVMError } from "./errors.js";
 import { Events } from "./events.js";
@@ -67,6 +68,8 @@ export class Client {
   readonly apiKeys: APIKeys;
   /** The fleet's nodes (admin keys only): `list`. */
   readonly nodes: Nodes;
+  /** Grants on sessions and VMs: `create`, `list`, `revoke`. */
+  readonly grants: Grants;
 
   private readonly http: Transport;
   private _sessionId: string | undefined;
@@ -102,6 +105,7 @@ export class Client {
     this.secrets = new Secrets(this.http);
     this.apiKeys = new APIKeys(this.http);
     this.nodes = new Nodes(this.http);
+    this.grants = new Grants(this.http);
   }
 
   /** The API's base URL, without a trailing slash. */

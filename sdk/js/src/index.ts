@@ -23,6 +23,7 @@ export {
 } from "./egress.js";
 export { Events, type EventFilters, type FollowOptions } from "./events.js";
 export { APIKeys, Nodes, Secrets, Sessions, VMs, type CreateVMParams } from "./resources.js";
+export { Grants, MAX_GRANT_TTL_SECONDS, type CreateGrantParams, type Grant, type GrantTarget } from "./grants.js";
 export type { AuthHeader, FetchLike, QueryValue, RequestOptions } from "./http.js";
 export * from "./errors.js";
 export type * from "./types.js";

@@ -6,6 +6,8 @@
  * types do not name it yet.
  */
 
+import type { Grant } from "./grants.js";
+
 /** `"enforce"`, or `"monitor"` to record would-be denials and block nothing. */
 export type Mode = "enforce" | "monitor";
 
@@ -198,6 +200,8 @@ export interface EffectiveLayer {
   revision?: number;
   updated_at?: string;
   policy: PolicyFields;
+  /** The layer's active grants; the effective values include them. */
+  grants?: Grant[];
 }
 
 /** An `http_rules` entry of one layer, with its index in that layer's list. */

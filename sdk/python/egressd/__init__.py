@@ -54,6 +54,7 @@ from .models import (
 )
 from .resources import APIKeys, Nodes, Sessions, VMs
 from .secrets import Secret, Secrets
+from .grants import Grant, Grants
 
 #: The hosted product's name of the client: ``from egressd import InstaVM`` lets code written
 #: for it run with one import changed.
@@ -71,6 +72,7 @@ __all__ = [
     "APIKeys",
     "Nodes",
     "Secrets",
+    "Grants",
     # errors
     "EgressdError",
     "APIError",
@@ -107,4 +109,5 @@ __all__ = [
     "APIKey",
     "Node",
     "Secret",
+    "Grant",
 ]

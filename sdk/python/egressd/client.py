@@ -12,6 +12,7 @@ from .errors import NoSessionError, NotFoundError, NoVMError
 from .models import Policy, Session
 from .resources import VMs, APIKeys, Nodes, Sessions
 from .secrets import Secrets
+from .grants import Grants
 
 __all__ = ["Client", "DEFAULT_BASE_URL"]
 
@@ -88,6 +89,8 @@ class Client:
         self.nodes = Nodes(self._http)
         #: Secrets: ``create``, ``list``, ``get``, ``rotate``, ``set_domains``, ``delete``.
         self.secrets = Secrets(self._http)
+        #: Grants on sessions and VMs: ``create``, ``list``, ``revoke``.
+        self.grants = Grants(self._http)
         #: Egress policies, checks and decision records.
         self.egress = Egress(self)
 

@@ -403,12 +403,17 @@ class EffectiveLayer(Model):
     revision: int = 0
     updated_at: Optional[datetime] = None
     policy: PolicyFields = field(default_factory=PolicyFields)
+    #: The layer's active grants (:class:`~egressd.Grant`); the effective values include them.
+    grants: List[Any] = field(default_factory=list)
 
     @classmethod
     def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        from .grants import Grant  # grants imports this module
+
         out = super()._convert(data)
         out["updated_at"] = parse_time(data.get("updated_at"))
         out["policy"] = PolicyFields.from_dict(data.get("policy") or {})
+        out["grants"] = [Grant.from_dict(g) for g in data.get("grants") or []]
         return out
 
 

@@ -15,6 +15,7 @@ func schema() sqlstore.Schema {
 			{Version: 2, Name: "nodes", Up: sqlstore.ExecSQL(schemaV2)},
 			{Version: 3, Name: "node sandbox ranges and instances", Up: sqlstore.ExecSQL(schemaV3)},
 			{Version: 4, Name: "secrets, the secrets key check and the CA", Up: sqlstore.ExecSQL(schemaV4)},
+			{Version: 5, Name: "grants", Up: sqlstore.ExecSQL(schemaV5)},
 		},
 	}
 }
@@ -149,4 +150,24 @@ CREATE TABLE ca (
 	sealed_key bytea       NOT NULL, -- PKCS #8 DER, sealed under the secrets key
 	created_at timestamptz NOT NULL
 );
+`
+
+// schemaV5 adds grants (DESIGN §2.8), as the embedded store's schema version 6 does.
+const schemaV5 = `
+CREATE TABLE grants (
+	id         text        NOT NULL PRIMARY KEY,
+	tenant     text        NOT NULL,
+	scope      text        NOT NULL CHECK (scope IN ('session', 'vm')),
+	object_id  text        NOT NULL,
+	domains    jsonb       NOT NULL, -- array of host patterns
+	tcp        jsonb       NOT NULL, -- array of name:port
+	cidrs      jsonb       NOT NULL, -- array of prefixes
+	note       text        NOT NULL,
+	revision   bigint      NOT NULL,
+	created_at timestamptz NOT NULL,
+	expires_at timestamptz NOT NULL
+);
+
+CREATE INDEX grants_by_object ON grants (tenant, scope, object_id);
+CREATE INDEX grants_by_expiry ON grants (expires_at);
 `

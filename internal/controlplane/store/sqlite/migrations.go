@@ -16,6 +16,7 @@ func schema() sqlstore.Schema {
 			{Version: 3, Name: "nodes", Up: sqlstore.ExecSQL(schemaV3)},
 			{Version: 4, Name: "node sandbox ranges and instances", Up: sqlstore.ExecSQL(schemaV4)},
 			{Version: 5, Name: "secrets, the secrets key check and the CA", Up: sqlstore.ExecSQL(schemaV5)},
+			{Version: 6, Name: "grants", Up: sqlstore.ExecSQL(schemaV6)},
 		},
 	}
 }
@@ -141,4 +142,27 @@ CREATE TABLE ca (
 	sealed_key BLOB    NOT NULL, -- PKCS #8 DER, sealed under the secrets key
 	created_at INTEGER NOT NULL
 ) STRICT;
+`
+
+// schemaV6 adds grants (DESIGN §2.8): entries added to a session's or VM's layer until
+// expires_at. Like policies, they have no foreign key (object_id names a VM or a session
+// depending on scope); the Go code deletes them with their object. IDs are unique
+// store-wide. Readers ignore expired rows; SweepGrants deletes them (by the expiry index).
+const schemaV6 = `
+CREATE TABLE grants (
+	id         TEXT    NOT NULL PRIMARY KEY,
+	tenant     TEXT    NOT NULL,
+	scope      TEXT    NOT NULL CHECK (scope IN ('session', 'vm')),
+	object_id  TEXT    NOT NULL,
+	domains    TEXT    NOT NULL, -- JSON array of host patterns
+	tcp        TEXT    NOT NULL, -- JSON array of name:port
+	cidrs      TEXT    NOT NULL, -- JSON array of prefixes
+	note       TEXT    NOT NULL,
+	revision   INTEGER NOT NULL,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX grants_by_object ON grants (tenant, scope, object_id);
+CREATE INDEX grants_by_expiry ON grants (expires_at);
 `

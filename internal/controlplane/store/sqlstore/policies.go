@@ -21,6 +21,9 @@ type scopeSQL struct {
 	// get: one row if the object exists, with NULL policy columns if it has no policy;
 	// args tenant, id. Prepared once, in readStmts.
 	get string
+	// grants: one row per active grant of the object, or one row of NULLs if it has none,
+	// no row if the object does not exist; args tenant, id, now. Ordered oldest first.
+	grants string
 }
 
 var scopes = map[store.Scope]scopeSQL{
@@ -38,6 +41,9 @@ func scopeQueriesFor(scope store.Scope, kind, table string) scopeSQL {
 		get: `SELECT p.policy, p.revision, p.updated_at FROM ` + table + ` o
 			LEFT JOIN policies p ON p.tenant = o.tenant AND p.scope = '` + string(scope) + `' AND p.id = o.id
 			WHERE o.tenant = $1 AND o.id = $2`,
+		grants: `SELECT g.id, g.domains, g.tcp, g.cidrs, g.note, g.revision, g.created_at, g.expires_at FROM ` + table + ` o
+			LEFT JOIN grants g ON g.tenant = o.tenant AND g.scope = '` + string(scope) + `' AND g.object_id = o.id AND g.expires_at > $3
+			WHERE o.tenant = $1 AND o.id = $2 ORDER BY g.revision`,
 	}
 }
 

@@ -83,6 +83,10 @@ func (s *Store) DeleteSession(ctx context.Context, tenant, id string) error {
 			return err
 		}
 		now := s.timestamp()
+		if err := tx.deleteGrantsOf(ctx, store.KindSessionGrant, `DELETE FROM grants WHERE tenant = $1 AND scope = 'session'
+				AND object_id = $2 RETURNING object_id`, tenant, id, now); err != nil {
+			return err
+		}
 		if n > 0 {
 			if _, err := tx.log(ctx, change{tenant, store.KindSessionPolicy, id, store.OpDelete, now}); err != nil {
 				return err

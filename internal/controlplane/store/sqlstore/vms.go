@@ -146,6 +146,15 @@ func (w *wtx) network(ctx context.Context, tenant, id string) (store.Network, er
 // VM, so that the VM's deletion has the transaction's highest revision.
 func (w *wtx) deleteVMParts(ctx context.Context, tenant, id string, withVM bool) error {
 	now := w.s.timestamp()
+	// Grants first: the session grants are found through the sessions.
+	if err := w.deleteGrantsOf(ctx, store.KindSessionGrant, `DELETE FROM grants WHERE tenant = $1 AND scope = 'session'
+			AND object_id IN (SELECT id FROM sessions WHERE tenant = $1 AND vm_id = $2) RETURNING object_id`, tenant, id, now); err != nil {
+		return err
+	}
+	if err := w.deleteGrantsOf(ctx, store.KindVMGrant, `DELETE FROM grants WHERE tenant = $1 AND scope = 'vm' AND object_id = $2
+			RETURNING object_id`, tenant, id, now); err != nil {
+		return err
+	}
 	steps := []struct {
 		kind  string
 		query string

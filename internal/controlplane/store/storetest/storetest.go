@@ -62,6 +62,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AllSecrets", testAllSecrets},
 		{"KeyCheck", testKeyCheck},
 		{"CA", testCA},
+		{"Grants", testGrants},
+		{"GrantErrors", testGrantErrors},
+		{"GrantCascades", testGrantCascades},
+		{"SweepGrants", testSweepGrants},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,7 +49,7 @@ var commands = []*command{
 	vmCreateCmd, vmListCmd, vmGetCmd, vmDeleteCmd,
 	sessionCreateCmd, sessionListCmd, sessionGetCmd, sessionDeleteCmd,
 	egressSetCmd, egressGetCmd, egressClearCmd, egressEffectiveCmd, egressCheckCmd, egressPackageManagersCmd,
-	eventsCmd,
+	eventsCmd, suggestCmd,
 	keyCreateCmd, keyListCmd, keyDeleteCmd,
 	nodeListCmd,
 	secretCreateCmd, secretListCmd, secretGetCmd, secretRotateCmd, secretDomainsCmd, secretDeleteCmd, caCmd,

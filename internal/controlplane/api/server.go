@@ -185,6 +185,8 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("POST /v1/egress/session/{id}/check", false, s.check)
 	authed("GET /v1/egress/package-managers", false, s.packageManagers)
 	authed("GET /v1/egress/events", false, s.listEvents)
+	authed("GET /v1/egress/session/{id}/suggestion", false, s.suggestion(store.ScopeSession))
+	authed("GET /v1/egress/vm/{id}/suggestion", false, s.suggestion(store.ScopeVM))
 
 	authed("POST /v1/api-keys", true, s.createKey)
 	authed("GET /v1/api-keys", true, s.listKeys)

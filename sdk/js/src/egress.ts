@@ -6,7 +6,7 @@
 
 import { NotFoundError } from "./errors.js";
 import { pathFor, type RequestOptions, type Transport } from "./http.js";
-import type { CheckInput, CheckResult, Effective, Policy, PolicyInput } from "./types.js";
+import type { CheckInput, CheckResult, Effective, Policy, PolicyInput, Suggestion } from "./types.js";
 
 /** What the client gives the egress calls: its transport and its current session and VM. */
 export interface CurrentTarget {
@@ -31,6 +31,8 @@ export type SessionParams = { session_id?: string } & RequestOptions;
 export type VMParams = { vm_id?: string } & RequestOptions;
 /** `check`'s parameters: one form of {@link CheckInput}, and `resolve` to look the name up as the gateway would. */
 export type CheckParams = CheckInput & { resolve?: boolean; session_id?: string } & RequestOptions;
+/** A suggestion's start point: a time (decisions at or after it) or a record's `seq` (after it). */
+export type SuggestionSince = { since?: Date | number | string };
 
 /**
  * The body of a policy write: the fields given, sent as they are (egressd gives the others
@@ -152,4 +154,43 @@ export class Egress {
     const data = await this.http.request<{ managers?: Record<string, string[]> }>("GET", "/v1/egress/package-managers", opts);
     return data?.managers ?? {};
   }
+
+  /**
+   * What to add to a session's policy so that the denials it caused would have been allowed
+   * (`GET /v1/egress/session/{id}/suggestion`), from the recorded decisions since `since`.
+   * Monitor mode plus a suggestion is how a sandbox's allowlist is learnt.
+   */
+  async sessionSuggestion(params: SessionParams & SuggestionSince = {}): Promise<Suggestion> {
+    const sid = this.target.sessionForRead(params.session_id, "sessionSuggestion");
+    return this.http.request<Suggestion>("GET", pathFor("/v1/egress/session/", sid, "/suggestion"), {
+      query: { since: sinceParam(params.since) },
+      signal: params.signal,
+    });
+  }
+
+  /** The same for a VM's policy (`GET /v1/egress/vm/{id}/suggestion`), from all its sessions' decisions. */
+  async vmSuggestion(params: VMParams & SuggestionSince = {}): Promise<Suggestion> {
+    const vid = await this.target.vmForRead(params.vm_id, "vmSuggestion", params);
+    return this.http.request<Suggestion>("GET", pathFor("/v1/egress/vm/", vid, "/suggestion"), {
+      query: { since: sinceParam(params.since) },
+      signal: params.signal,
+    });
+  }
+
+  /**
+   * Set a suggestion's merged policy on its session or VM, and return it as stored; `null`
+   * (and nothing is set) when the suggestion changes nothing.
+   */
+  async applySuggestion(suggestion: Suggestion, opts: RequestOptions = {}): Promise<Policy | null> {
+    if (!suggestion.changed || !suggestion.policy) return null;
+    const body = { ...suggestion.policy };
+    if (suggestion.scope === "vm") return this.vmRequest<Policy>("POST", suggestion.id, body, opts);
+    return this.http.request<Policy>("POST", pathFor("/v1/egress/session/", suggestion.id), { json: body, signal: opts.signal });
+  }
+}
+
+function sinceParam(since: SuggestionSince["since"]): string | undefined {
+  if (since === undefined || since === null) return undefined;
+  if (since instanceof Date) return since.toISOString();
+  return String(since);
 }

@@ -19,6 +19,7 @@ export {
   type SessionParams,
   type SetSessionParams,
   type SetVMParams,
+  type SuggestionSince,
   type VMParams,
 } from "./egress.js";
 export { Events, type EventFilters, type FollowOptions } from "./events.js";

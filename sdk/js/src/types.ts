@@ -321,3 +321,59 @@ export interface Status {
   sessions: number;
   open_connections?: number;
 }
+
+/**
+ * One thing a suggestion adds: a flag name (`"allow_https"`), an `allowed_domains` entry or
+ * an `allowed_tcp` entry, with how many recorded decisions it covers. `names` lists, for a
+ * wildcard that collapses siblings (`"*.example.com"`), the names denied under it.
+ */
+export interface SuggestedEntry {
+  entry: string;
+  covers: number;
+  names?: string[];
+}
+
+/** A group of denials that no entry lifts, with why and what a person could do instead. */
+export interface NotAllowable {
+  /** A code of docs/reasons.md. */
+  reason: string;
+  layer?: Layer;
+  kind: "connect" | "request" | "dns";
+  host?: string;
+  ip?: string;
+  port?: number;
+  transport?: "tcp" | "udp" | "icmp";
+  rule?: string;
+  covers: number;
+  explanation: string;
+}
+
+/**
+ * The answer of `GET /v1/egress/{session,vm}/{id}/suggestion` (DESIGN §2.9): the smallest
+ * change to that layer's policy that would have allowed the denials it caused. Set `policy`
+ * (`applySuggestion`) when `changed` is true.
+ */
+export interface Suggestion {
+  scope: "session" | "vm";
+  id: string;
+  /** A session's VM (absent for a VM's suggestion). */
+  vm_id?: string;
+  /** Whether the layer has a policy, and its revision (0 when none). */
+  policy_set: boolean;
+  revision: number;
+  /** Denials and would-be denials read; `truncated` when there were more. */
+  decisions: number;
+  truncated: boolean;
+  flags: SuggestedEntry[];
+  allowed_domains: SuggestedEntry[];
+  allowed_tcp: SuggestedEntry[];
+  not_allowable: NotAllowable[];
+  /** Denials that another layer caused: its own suggestion fixes them. */
+  other_layers: { layer: Layer; covers: number }[];
+  /** Denials that the policy as it is now allows. */
+  already_allowed: number;
+  notes: string[];
+  changed: boolean;
+  /** The merged policy; null when nothing can be suggested for this layer. */
+  policy: PolicyFields | null;
+}

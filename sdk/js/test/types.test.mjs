@@ -37,7 +37,8 @@ test("the example does use every call of the client", () => {
   const src = readFileSync(join(TYPES, "every-call.ts"), "utf8");
   const calls = [
     "egress.setSession", "egress.getSession", "egress.clearSession", "egress.setVm", "egress.getVm",
-    "egress.clearVm", "egress.effective", "egress.check", "egress.packageManagers", "events.list",
+    "egress.clearVm", "egress.effective", "egress.check", "egress.packageManagers", "egress.sessionSuggestion",
+    "egress.vmSuggestion", "egress.applySuggestion", "events.list",
     "events.follow", "vms.create", "vms.list", "vms.get", "vms.delete", "sessions.create",
     "sessions.list", "sessions.get", "sessions.delete", "secrets.create", "secrets.list",
     "secrets.get", "secrets.rotate", "secrets.setDomains", "secrets.delete", "apiKeys.create",

@@ -51,6 +51,10 @@ from .models import (
     Policy,
     PolicyFields,
     Session,
+    LayerCount,
+    NotAllowable,
+    SuggestedEntry,
+    Suggestion,
 )
 from .resources import APIKeys, Nodes, Sessions, VMs
 from .secrets import Secret, Secrets
@@ -110,4 +114,8 @@ __all__ = [
     "Node",
     "Secret",
     "Grant",
+    "Suggestion",
+    "SuggestedEntry",
+    "NotAllowable",
+    "LayerCount",
 ]

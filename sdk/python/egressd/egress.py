@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, 
 from . import _sse
 from ._http import path_for
 from .errors import EgressdConnectionError, EgressdError, NotFoundError
-from .models import CheckResult, Effective, Event, Model, Policy, format_time
+from .models import CheckResult, Effective, Event, Model, Policy, Suggestion, format_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -443,3 +443,37 @@ class Egress:
         """The package-manager preset in force: registry hosts by manager (``"pip"``, ...)."""
         data = self._http.request("GET", "/v1/egress/package-managers")
         return {name: list(hosts) for name, hosts in ((data or {}).get("managers") or {}).items()}
+
+    # -- suggestions ---------------------------------------------------------------------------
+
+    def session_suggestion(self, session_id: Optional[str] = None, since: Since = None) -> Suggestion:
+        """What to add to a session's policy so that the denials it caused would have been
+        allowed (``GET /v1/egress/session/{id}/suggestion``), from the recorded decisions.
+
+        ``since`` is a datetime or a record's ``seq``: only decisions from there are read.
+        Apply it with :meth:`apply_suggestion` (when ``changed`` is true). Monitor mode plus a
+        suggestion is how a sandbox's allowlist is learnt.
+        """
+        sid = self._client._session_or_existing(session_id, "session_suggestion")
+        data = self._http.request(
+            "GET", path_for("/v1/egress/session/", sid, "/suggestion"), query={"since": _since(since)}
+        )
+        return Suggestion.from_dict(data)
+
+    def vm_suggestion(self, vm_id: Optional[str] = None, since: Since = None) -> Suggestion:
+        """The same for a VM's policy (``GET /v1/egress/vm/{id}/suggestion``), from the
+        decisions of all its sessions."""
+        vid = self._client._vm_or_existing(vm_id, "vm_suggestion")
+        data = self._http.request("GET", path_for("/v1/egress/vm/", vid, "/suggestion"), query={"since": _since(since)})
+        return Suggestion.from_dict(data)
+
+    def apply_suggestion(self, suggestion: Suggestion) -> Optional[Policy]:
+        """Set a suggestion's merged policy on its session or VM and return it as stored;
+        ``None`` (and nothing is set) when the suggestion changes nothing."""
+        if not suggestion.changed or suggestion.policy is None:
+            return None
+        body = suggestion.policy.policy_dict()
+        if suggestion.scope == "vm":
+            return Policy.from_dict(self._vm_request("POST", suggestion.id, body))
+        data = self._http.request("POST", path_for("/v1/egress/session/", suggestion.id), json_body=body)
+        return Policy.from_dict(data)

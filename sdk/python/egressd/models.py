@@ -581,3 +581,96 @@ class Node(Model):
         out["labels"] = dict(data.get("labels") or {})
         out["last_heartbeat"] = parse_time(data.get("last_heartbeat"))
         return out
+
+
+@dataclass(frozen=True)
+class SuggestedEntry(Model):
+    """One thing a suggestion adds: a flag name (``"allow_https"``), an ``allowed_domains``
+    entry or an ``allowed_tcp`` entry, with how many recorded decisions it covers. ``names``
+    lists, for a wildcard that collapses siblings (``"*.example.com"``), the names denied
+    under it."""
+
+    entry: str = ""
+    covers: int = 0
+    names: List[str] = field(default_factory=list)
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        out["names"] = _list(data.get("names"))
+        return out
+
+
+@dataclass(frozen=True)
+class NotAllowable(Model):
+    """A group of denials that no entry lifts (hard denials, ``denied_domains``, IP literals,
+    private addresses...): the reason code, the destination, how many, and ``explanation``,
+    which says why and what a person could do instead."""
+
+    reason: str = ""
+    layer: str = ""
+    kind: str = ""
+    host: str = ""
+    ip: str = ""
+    port: int = 0
+    transport: str = ""
+    rule: str = ""
+    covers: int = 0
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class LayerCount(Model):
+    """A number of denials that another layer caused (``layer``: ``"session"``, ``"vm"``)."""
+
+    layer: str = ""
+    covers: int = 0
+
+
+@dataclass(frozen=True)
+class Suggestion(Model):
+    """The answer of ``GET /v1/egress/{session,vm}/{id}/suggestion`` (DESIGN §2.9): the
+    smallest change to that layer's policy that would have allowed the denials it caused.
+
+    Attributes:
+        scope, id: the layer: ``"session"`` or ``"vm"``, and its ID; ``vm_id``, a session's VM.
+        policy_set, revision: whether the layer has a policy, and its revision (0 when none).
+        decisions: denials and would-be denials read; ``truncated`` when there were more.
+        flags, allowed_domains, allowed_tcp: what to add (:class:`SuggestedEntry`).
+        not_allowable: what no entry lifts (:class:`NotAllowable`).
+        other_layers: denials of the other layer (:class:`LayerCount`): its own suggestion.
+        already_allowed: denials that the policy as it is now allows.
+        notes: what a reader could miss.
+        changed: whether ``policy`` differs from the layer's policy.
+        policy: the merged policy (:class:`PolicyFields`), ``None`` when nothing can be
+            suggested for this layer.
+    """
+
+    scope: str = ""
+    id: str = ""
+    vm_id: str = ""
+    policy_set: bool = False
+    revision: int = 0
+    decisions: int = 0
+    truncated: bool = False
+    flags: List[SuggestedEntry] = field(default_factory=list)
+    allowed_domains: List[SuggestedEntry] = field(default_factory=list)
+    allowed_tcp: List[SuggestedEntry] = field(default_factory=list)
+    not_allowable: List[NotAllowable] = field(default_factory=list)
+    other_layers: List[LayerCount] = field(default_factory=list)
+    already_allowed: int = 0
+    notes: List[str] = field(default_factory=list)
+    changed: bool = False
+    policy: Optional[PolicyFields] = None
+
+    @classmethod
+    def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:
+        out = super()._convert(data)
+        for name in ("flags", "allowed_domains", "allowed_tcp"):
+            out[name] = [SuggestedEntry.from_dict(x) for x in data.get(name) or []]
+        out["not_allowable"] = [NotAllowable.from_dict(x) for x in data.get("not_allowable") or []]
+        out["other_layers"] = [LayerCount.from_dict(x) for x in data.get("other_layers") or []]
+        out["notes"] = _list(data.get("notes"))
+        p = data.get("policy")
+        out["policy"] = PolicyFields.from_dict(p) if p else None
+        return out

@@ -23,6 +23,7 @@ import {
   type Secret,
   type Session,
   type Status,
+  type Suggestion,
   type VM,
 } from "egressd";
 
@@ -77,6 +78,10 @@ async function everyCall(): Promise<void> {
   ];
   const decision: "allow" | "deny" = checks[0]!.decision;
   const managers: Record<string, string[]> = await client.egress.packageManagers({ signal });
+  const sug: Suggestion = await client.egress.sessionSuggestion({ session_id: "ses_1", since: 42, signal });
+  const vmSug: Suggestion = await client.egress.vmSuggestion({ vm_id: "vm-1", since: new Date(), signal });
+  const applied: Policy | null = await client.egress.applySuggestion(sug, { signal });
+  const covers: number = sug.allowed_domains[0]?.covers ?? vmSug.not_allowable[0]?.covers ?? 0;
 
   const events: Event[] = await client.events.list({
     vm_id: "vm-1",

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/internal/testkit/egressdtest"
+	"github.com/egressd/egressd/internal/testkit/testnet"
+)
+
+// learnIP is where the example's names lead: inside --public-cidrs, with nothing listening
+// (monitor mode lets the requests through; they fail there, after being recorded).
+const learnIP = "127.0.0.44"
+
+// TestPolicyDocLearnExample runs the example of docs/policy.md's "Learning a policy" section
+// as written, against a real egressd on loopback with a fake DNS: every command succeeds
+// (bash -e), the suggestion collapses the siblings, and every `egress check` decides what its
+// comment says. Only the setup block is the test's own.
+func TestPolicyDocLearnExample(t *testing.T) {
+	for _, tool := range []string{"bash", "python3", "curl", "sed"} {
+		_, err := exec.LookPath(tool)
+		testnet.Require(t, err == nil, tool+" (the example uses it)")
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "policy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := shellBlocks(t, string(doc), "## Learning a policy: monitor mode and suggestions")
+	script := &strings.Builder{}
+	script.WriteString("set -e\n")
+	setups := 0
+	for _, b := range blocks {
+		if b.setup {
+			setups++
+			continue
+		}
+		script.WriteString(b.code)
+	}
+	if setups != 1 || len(blocks) < 4 {
+		t.Fatalf("the example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
+	}
+	var want []string
+	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
+		want = append(want, m[1])
+	}
+
+	dns := testnet.StartDNS(t, "127.0.0.1")
+	for _, n := range []string{"a.svc.example.com", "b.svc.example.com", "cdn.img.example.com", "api.partner.test"} {
+		dns.Set(n, learnIP)
+	}
+	in := egressdtest.Start(t, "--public-cidrs", "127.0.0.0/26", "--dns-upstream", dns.Addr)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
+	cmd.Dir = dir
+	// No proxy of the developer's shell: curl must use the session's only.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the example failed: %v\n--- script:\n%s--- output:\n%s", err, script.String(), out.String())
+	}
+	var got []string
+	for _, m := range decisionLine.FindAllStringSubmatch(out.String(), -1) {
+		got = append(got, m[1])
+	}
+	if len(want) < 4 || !slices.Equal(got, want) {
+		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out.String())
+	}
+	for _, re := range []string{
+		// Each request is two decisions in monitor mode: the request, and the connection it opened.
+		`(?m)^ +allow_http +true +8$`,
+		`(?m)^ +allowed_domains +\*\.example\.com \(a\.svc\.example\.com, b\.svc\.example\.com, cdn\.img\.example\.com\) +6$`,
+		`(?m)^ +allowed_domains +api\.partner\.test +2$`,
+		`(?m)^ +\+ allowed_domains \*\.example\.com$`,
+		`(?m)^ +~ allow_http: false -> true$`,
+		`(?m)^Applied: the session \S+ policy is now revision \d+\.$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("the output has no line matching %s:\n%s", re, out.String())
+		}
+	}
+}

@@ -1,6 +1,7 @@
 /**
  * The client: `new Client({apiKey, baseUrl, sessionId?, vmId?})`, with a current session.
  */
+import { Grants } from "./grants.js";
 import { Egress } from "./egress.js";
 import { NoSessionError, NotFoundError, NoVMError } from "./errors.js";
 import { Events } from "./events.js";
@@ -43,6 +44,8 @@ export class Client {
     apiKeys;
     /** The fleet's nodes (admin keys only): `list`. */
     nodes;
+    /** Grants on sessions and VMs: `create`, `list`, `revoke`. */
+    grants;
     http;
     _sessionId;
     _vmId;
@@ -76,6 +79,7 @@ export class Client {
         this.secrets = new Secrets(this.http);
         this.apiKeys = new APIKeys(this.http);
         this.nodes = new Nodes(this.http);
+        this.grants = new Grants(this.http);
     }
     /** The API's base URL, without a trailing slash. */
     get baseUrl() {

@@ -118,4 +118,43 @@ export class Egress {
         const data = await this.http.request("GET", "/v1/egress/package-managers", opts);
         return data?.managers ?? {};
     }
+    /**
+     * What to add to a session's policy so that the denials it caused would have been allowed
+     * (`GET /v1/egress/session/{id}/suggestion`), from the recorded decisions since `since`.
+     * Monitor mode plus a suggestion is how a sandbox's allowlist is learnt.
+     */
+    async sessionSuggestion(params = {}) {
+        const sid = this.target.sessionForRead(params.session_id, "sessionSuggestion");
+        return this.http.request("GET", pathFor("/v1/egress/session/", sid, "/suggestion"), {
+            query: { since: sinceParam(params.since) },
+            signal: params.signal,
+        });
+    }
+    /** The same for a VM's policy (`GET /v1/egress/vm/{id}/suggestion`), from all its sessions' decisions. */
+    async vmSuggestion(params = {}) {
+        const vid = await this.target.vmForRead(params.vm_id, "vmSuggestion", params);
+        return this.http.request("GET", pathFor("/v1/egress/vm/", vid, "/suggestion"), {
+            query: { since: sinceParam(params.since) },
+            signal: params.signal,
+        });
+    }
+    /**
+     * Set a suggestion's merged policy on its session or VM, and return it as stored; `null`
+     * (and nothing is set) when the suggestion changes nothing.
+     */
+    async applySuggestion(suggestion, opts = {}) {
+        if (!suggestion.changed || !suggestion.policy)
+            return null;
+        const body = { ...suggestion.policy };
+        if (suggestion.scope === "vm")
+            return this.vmRequest("POST", suggestion.id, body, opts);
+        return this.http.request("POST", pathFor("/v1/egress/session/", suggestion.id), { json: body, signal: opts.signal });
+    }
+}
+function sinceParam(since) {
+    if (since === undefined || since === null)
+        return undefined;
+    if (since instanceof Date)
+        return since.toISOString();
+    return String(since);
 }

@@ -15,4 +15,5 @@ export { Client as InstaVM } from "./client.js";
 export { Egress, } from "./egress.js";
 export { Events } from "./events.js";
 export { APIKeys, Nodes, Secrets, Sessions, VMs } from "./resources.js";
+export { Grants, MAX_GRANT_TTL_SECONDS } from "./grants.js";
 export * from "./errors.js";

@@ -1,7 +1,6 @@
 // One session: its effective policy with the layer of each part, its grants, its denied
 // hosts (live) with "allow for N minutes" and "add to policy", and the suggestion with apply.
 
-import { NotFoundError, MethodNotAllowedError } from "../sdk/index.js";
 import { h, mount, table, row, badge, layerBadges, list, fmtTime, fmtUntil, errorBox, section, action } from "../ui.js";
 import { groupDenials, grantFor, policyAddition, scopeFor, policyFields } from "../logic.js";
 import { renderSuggestion } from "./suggestion.js";
@@ -53,10 +52,9 @@ function layersBox(eff) {
   );
 }
 
-/** A grant list answer, whatever its envelope. */
-function grantsOf(data) {
-  if (Array.isArray(data)) return data;
-  return data?.grants ?? [];
+/** The SDK's name for a layer: {sessionId} or {vmId}. */
+function target(scope, id) {
+  return scope === "vm" ? { vmId: id } : { sessionId: id };
 }
 
 function grantEntries(g) {
@@ -66,7 +64,7 @@ function grantEntries(g) {
 export function render({ client, view, arg: sid, onError }) {
   const ctrl = new AbortController();
   const signal = ctrl.signal;
-  const st = { eff: undefined, events: [], minutes: 5, open: new Map(), grants: { session: [], vm: [] }, grantsMissing: false };
+  const st = { eff: undefined, events: [], minutes: 5, open: new Map(), grants: { session: [], vm: [] } };
 
   const effBox = h("div", { id: "effective" }, h("p", { class: "muted" }, "Loading…"));
   const grantsBox = h("div", { id: "grants" });
@@ -106,27 +104,15 @@ export function render({ client, view, arg: sid, onError }) {
 
   async function loadGrants() {
     const vm = st.eff?.vm_id;
-    try {
-      const [s, v] = await Promise.all([
-        client.request("GET", `/v1/egress/session/${enc(sid)}/grants`, { signal }),
-        vm ? client.request("GET", `/v1/egress/vm/${enc(vm)}/grants`, { signal }) : [],
-      ]);
-      st.grants = { session: grantsOf(s), vm: grantsOf(v) };
-      st.grantsMissing = false;
-    } catch (err) {
-      // An egressd without grants answers 404 or 405 "no such endpoint".
-      if ((err instanceof NotFoundError && err.code === "not_found" && /endpoint/.test(err.message)) || err instanceof MethodNotAllowedError) {
-        st.grantsMissing = true;
-      } else throw err;
-    }
+    const [sg, vg] = await Promise.all([
+      client.grants.list({ sessionId: sid, signal }),
+      vm ? client.grants.list({ vmId: vm, signal }) : [],
+    ]);
+    st.grants = { session: sg, vm: vg };
     drawGrants();
   }
 
   function drawGrants() {
-    if (st.grantsMissing) {
-      mount(grantsBox, h("p", { class: "muted" }, "This egressd has no grants API."));
-      return;
-    }
     const all = [
       ...st.grants.session.map((g) => ({ ...g, scope: "session", owner: sid })),
       ...st.grants.vm.map((g) => ({ ...g, scope: "vm", owner: st.eff?.vm_id })),
@@ -150,8 +136,8 @@ export function render({ client, view, arg: sid, onError }) {
               "Revoke",
               async () => {
                 try {
-                  await client.request("DELETE", `/v1/egress/${g.scope}/${enc(g.owner)}/grants/${enc(g.id ?? g.grant_id)}`, { signal });
-                  say(`Revoked ${g.id ?? g.grant_id}.`);
+                  await client.grants.revoke(g.id, { ...target(g.scope, g.owner), signal });
+                  say(`Revoked ${g.id}.`);
                   await Promise.all([loadGrants(), loadEffective()]);
                 } catch (err) {
                   fail(err);
@@ -159,7 +145,7 @@ export function render({ client, view, arg: sid, onError }) {
               },
               { class: "danger" },
             ),
-          ], { "data-grant": g.id ?? g.grant_id }),
+          ], { "data-grant": g.id }),
         ),
         { class: "cards", id: "grants-table" },
       ),
@@ -169,8 +155,9 @@ export function render({ client, view, arg: sid, onError }) {
   async function grant(g) {
     const plan = grantFor(g, st.minutes);
     if (!plan.body) return;
-    const res = await client.request("POST", `/v1/egress/${plan.scope}/${enc(plan.id)}/grants`, { json: plan.body, signal });
-    const id = res?.id ?? res?.grant_id;
+    const { ttl_seconds: ttlSeconds, ...entries } = plan.body;
+    const res = await client.grants.create({ ...target(plan.scope, plan.id), ...entries, ttlSeconds, signal });
+    const id = res?.id;
     const warn = (res?.warnings ?? []).join(" ");
     say(`Allowed ${g.key} on the ${plan.scope} layer for ${st.minutes} minutes${id ? ` (${id})` : ""}.${warn ? ` ${warn}` : ""}`);
     await Promise.all([loadGrants(), loadEffective()]);
@@ -194,9 +181,9 @@ export function render({ client, view, arg: sid, onError }) {
   function deniedActions(g) {
     const plan = grantFor(g, st.minutes);
     const grantBtn =
-      plan.body && !st.grantsMissing
+      plan.body
         ? action(`Allow for ${st.minutes} minutes`, () => grant(g).catch(fail), { class: "grant" })
-        : h("button", { type: "button", class: "grant secondary", disabled: true, title: plan.why ?? "no grants API" }, `Allow for ${st.minutes} minutes`);
+        : h("button", { type: "button", class: "grant secondary", disabled: true, title: plan.why }, `Allow for ${st.minutes} minutes`);
     const add = policyAddition(basePolicy(g.layer), g);
     const where = scopeFor(g);
     const open = st.open.get(g.key);
@@ -238,7 +225,6 @@ export function render({ client, view, arg: sid, onError }) {
       groups.map((g) => [g.key, g.count, g.layer, g.reason, g.allowedSince, g.would]),
       st.minutes,
       [...st.open.entries()],
-      st.grantsMissing,
       st.eff?.layers.map((l) => [l.layer, l.revision]),
     ]);
     if (!force && sig === drawn) return;

@@ -1,9 +1,7 @@
 // The suggestion (DESIGN §2.9) of a session or its VM: what to add to that layer's policy so
 // that the recorded denials would have been allowed, and a button that sets it.
 
-import { NotFoundError, MethodNotAllowedError } from "../sdk/index.js";
 import { h, mount, table, row, badge, errorBox, action } from "../ui.js";
-import { policyFields } from "../logic.js";
 
 /** What the suggestion adds, in words, from its entries (flags, domains, TCP endpoints). */
 export function additions(s) {
@@ -45,22 +43,16 @@ export function renderSuggestion({ client, box, sid, vmId, signal, fail, say, af
     load().catch(fail);
   });
 
-  const path = () =>
-    scope === "vm"
-      ? `/v1/egress/vm/${encodeURIComponent(vmId)}/suggestion`
-      : `/v1/egress/session/${encodeURIComponent(sid)}/suggestion`;
-
   async function load() {
     mount(body, h("p", { class: "muted" }, "Loading…"));
     let s;
     try {
-      s = await client.request("GET", path(), { signal });
+      s =
+        scope === "vm"
+          ? await client.egress.vmSuggestion({ vm_id: vmId, signal })
+          : await client.egress.sessionSuggestion({ session_id: sid, signal });
     } catch (err) {
       if (onError(err)) return;
-      if ((err instanceof NotFoundError && err.code === "not_found" && /endpoint/.test(err.message)) || err instanceof MethodNotAllowedError) {
-        mount(body, h("p", { class: "muted" }, "This egressd has no suggestion API."));
-        return;
-      }
       mount(body, errorBox(err));
       return;
     }
@@ -69,11 +61,7 @@ export function renderSuggestion({ client, box, sid, vmId, signal, fail, say, af
       s.changed && s.policy
         ? action("Apply", async () => {
             try {
-              const fields = policyFields(s.policy);
-              const p =
-                scope === "vm"
-                  ? await client.egress.setVm({ vm_id: vmId, ...fields, signal })
-                  : await client.egress.setSession({ session_id: sid, ...fields, signal });
+              const p = await client.egress.applySuggestion(s, { signal });
               say(`Applied the suggestion to the ${scope} policy (revision ${p.revision}).`);
               await after();
               await load();

@@ -2,9 +2,9 @@ package console
 
 import (
 	"io/fs"
-	"os"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path"
 	"regexp"
 	"strings"

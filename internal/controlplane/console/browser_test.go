@@ -290,6 +290,8 @@ func TestConsoleInChromium(t *testing.T) {
 		}
 		b.click("#suggestion-apply")
 		b.waitText("#session-status", "Applied the suggestion", 10*time.Second)
+		// The denied hosts follow the new policy: nothing left to add for the learned hosts.
+		b.waitFor(`#denied-table tr[data-target="learn1.example.test:80"] button.add[disabled]`, 10*time.Second)
 		for _, h := range []string{"learn1.example.test", "learn2.example.test"} {
 			if code := l.get(h); code != http.StatusOK {
 				t.Errorf("%s after apply: %d, want 200", h, code)

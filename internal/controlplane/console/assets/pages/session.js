@@ -100,6 +100,8 @@ export function render({ client, view, arg: sid, onError }) {
       h("h3", {}, "Layers in force"),
       layersBox(st.eff),
     );
+    // What "add to policy" would change depends on the layers' policies: redraw with them.
+    drawDenied();
   }
 
   async function loadGrants() {

@@ -289,6 +289,9 @@ func run(ctx context.Context, cfg *config) error {
 			attrs = append(attrs, "socks", cfg.socksListen)
 		}
 	}
+	if cfg.role.servesAPI() {
+		attrs = append(attrs, "console", "http://"+apiLn.Addr().String()+"/ui/")
+	}
 	log.Info("egressd listening", attrs...)
 
 	select {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/controlplane/console"
 	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/dataplane/dialer"
 	"github.com/egressd/egressd/policy"
@@ -199,6 +200,10 @@ func (s *Server) routes(reg *prometheus.Registry) {
 
 	authed("GET /v1/nodes", true, s.listNodes)
 	authed("GET /v1/status", false, s.status)
+
+	// The console (DESIGN §7): static files; it calls the API above with the key the reader
+	// gives it, so it needs no authentication of its own.
+	s.mux.Handle("GET "+console.Prefix, s.instrument("GET "+console.Prefix, console.Handler()))
 
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -174,7 +174,9 @@ export class Transport {
     this.apiKey = opts.apiKey || undefined;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.authHeader = auth;
-    this.fetchImpl = fetchImpl;
+    // Called as a plain function: a browser's fetch refuses to be a method of another object
+    // ("Illegal invocation"), which calling it as this.fetchImpl(...) would make it.
+    this.fetchImpl = (input, init) => fetchImpl(input, init);
     this.userAgent = opts.userAgent;
   }
 

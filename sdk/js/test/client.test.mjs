@@ -500,3 +500,24 @@ describe("AbortSignal", () => {
     }
   });
 });
+
+describe("fetch", () => {
+  test("the global fetch is called as a plain function, as a browser's insists", async () => {
+    // A browser's fetch throws "Illegal invocation" when its this is another object.
+    const real = globalThis.fetch;
+    const strict = function (input, init) {
+      if (this !== undefined && this !== globalThis) throw new TypeError("Illegal invocation");
+      return real(input, init);
+    };
+    globalThis.fetch = strict;
+    try {
+      const c = new Client({ baseUrl: server.url, apiKey: server.adminKey });
+      assert.equal((await c.health()).status, "ok");
+      assert.ok((await c.status()).node_id);
+    } finally {
+      globalThis.fetch = real;
+    }
+    const given = new Client({ baseUrl: server.url, apiKey: server.adminKey, fetch: strict });
+    assert.equal((await given.health()).status, "ok");
+  });
+});

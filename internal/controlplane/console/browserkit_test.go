@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -236,9 +237,16 @@ func eval[T any](b *browser, js string) T {
 	return v
 }
 
-// screenshot takes the page as docs/console/<name>.png of the repository (the pictures that
-// docs/console.md shows). They are written when the test ends, and only if it passed, so that
-// a failing run does not replace the pictures with a broken page.
+// screenshotsTo says where the browser test writes its screenshots: the test's own temporary
+// directory by default (named in the log), so that a test run leaves the work tree as it
+// was; "docs" writes docs/console/<name>.png, the pictures docs/console.md shows:
+//
+//	go test ./internal/controlplane/console -run Chromium -screenshots docs
+var screenshotsTo = flag.String("screenshots", "", `where the browser test writes screenshots: "docs" for docs/console (the committed pictures), else a temporary directory`)
+
+// screenshot takes the page as <name>.png (see screenshotsTo). They are written when the test
+// ends, and only if it passed, so that a failing run does not replace the pictures with a
+// broken page.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
 	ctx, cancel := b.bounded(20 * time.Second)
@@ -251,7 +259,10 @@ func (b *browser) screenshot(name string) {
 	defer b.mu.Unlock()
 	if b.shots == nil {
 		b.shots = map[string][]byte{}
-		dir := filepath.Join(repoRoot(b.t), "docs", "console")
+		dir := b.t.TempDir()
+		if *screenshotsTo == "docs" {
+			dir = filepath.Join(repoRoot(b.t), "docs", "console")
+		}
 		b.t.Cleanup(func() {
 			if b.t.Failed() {
 				b.t.Logf("screenshots not written to %s: the test failed", dir)
@@ -268,6 +279,7 @@ func (b *browser) screenshot(name string) {
 					b.t.Error(err)
 				}
 			}
+			b.t.Logf("%d screenshots written to %s", len(b.shots), dir)
 		})
 	}
 	b.shots[name] = png

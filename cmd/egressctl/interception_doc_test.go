@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"os"
@@ -12,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
@@ -62,23 +59,8 @@ func TestInterceptionDocExample(t *testing.T) {
 	dir := t.TempDir()
 	in := egressdtest.Start(t, "--public-cidrs", "127.0.0.0/26", "--dns-upstream", dns.Addr,
 		"--upstream-ca-file", ca.WriteFile(t, t.TempDir()))
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("the example failed: %v\n--- script:\n%s--- output:\n%s", err, script.String(), out.String())
-	}
-	o := out.String()
+	out := runExample(t, in, dir, script.String())
+	o := out
 	for _, want := range []string{
 		"origin: GET /v1/models with the secret's value\nHTTP/1.1\n",
 		"origin: GET /v1/models with the secret's value\nHTTP/2\n",

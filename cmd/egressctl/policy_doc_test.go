@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
@@ -49,36 +46,21 @@ func TestPolicyDocTCPExample(t *testing.T) {
 
 	in := egressdtest.Start(t)
 	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("the example failed: %v\n--- script:\n%s--- output:\n%s", err, script.String(), out.String())
-	}
+	out := runExample(t, in, dir, script.String())
 	var got []string
-	for _, m := range decisionLine.FindAllStringSubmatch(out.String(), -1) {
+	for _, m := range decisionLine.FindAllStringSubmatch(out, -1) {
 		got = append(got, m[1])
 	}
 	if len(want) < 6 || !slices.Equal(got, want) {
-		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out.String())
+		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out)
 	}
 	for _, re := range []string{
 		`(?m)^allow +\(layer session, reason allowed_tcp, rule allowed_tcp github\.com:22\)`,
 		`(?m)^deny +\(layer session, reason denied_domain`,
 		`(?m)^allowed_tcp: +\*\.db\.example\.com:5432 +\(from session, vm\)`,
 	} {
-		if !regexp.MustCompile(re).MatchString(out.String()) {
-			t.Errorf("the output has no line matching %s:\n%s", re, out.String())
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("the output has no line matching %s:\n%s", re, out)
 		}
 	}
 }

@@ -53,6 +53,32 @@ func exampleScript(t *testing.T, doc, preamble string) *strings.Builder {
 	return script
 }
 
+// runExample runs a document's worked example (from exampleScript) with bash in dir, with
+// egressctl on its PATH (bin/) and in's URL and admin key as EGRESSD_URL and
+// EGRESSD_API_KEY, and nothing else of the developer's shell that would send the requests
+// elsewhere (other EGRESSD_* variables, proxies). It returns what the script printed, and
+// fails the test if the script failed or ran over two minutes.
+func runExample(t *testing.T, in *egressdtest.Instance, dir, script string) string {
+	t.Helper()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the example failed: %v\n--- script:\n%s--- output:\n%s", err, script, out.String())
+	}
+	return out.String()
+}
+
 // shellBlocks returns the ```sh blocks of text between the heading start and the next "## ".
 func shellBlocks(t *testing.T, text, start string) []shellBlock {
 	t.Helper()
@@ -116,37 +142,20 @@ func TestREADMEWorkedExample(t *testing.T) {
 
 	in := egressdtest.Start(t)
 	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
-	cmd.Dir = dir
-	// What the setup block exports, and nothing of the developer's shell that would send the
-	// requests elsewhere (EGRESSD_*, proxies).
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("the worked example failed: %v\n--- script:\n%s--- output:\n%s", err, script.String(), out.String())
-	}
+	out := runExample(t, in, dir, script.String())
 
 	var got []string
-	for _, m := range decisionLine.FindAllStringSubmatch(out.String(), -1) {
+	for _, m := range decisionLine.FindAllStringSubmatch(out, -1) {
 		got = append(got, m[1])
 	}
 	if len(want) < 4 || !slices.Equal(got, want) {
-		t.Errorf("egress check decided %v; the README's comments say %v\n%s", got, want, out.String())
+		t.Errorf("egress check decided %v; the README's comments say %v\n%s", got, want, out)
 	}
 	// The denied request's reason: in curl -v's headers, and in the events.
-	if !regexp.MustCompile(`(?mi)^< X-Egress-Reason: \S`).MatchString(out.String()) {
-		t.Errorf("curl -v did not show X-Egress-Reason:\n%s", out.String())
+	if !regexp.MustCompile(`(?mi)^< X-Egress-Reason: \S`).MatchString(out) {
+		t.Errorf("curl -v did not show X-Egress-Reason:\n%s", out)
 	}
-	if !regexp.MustCompile(`(?m)\bdeny\s+connect\s+ses_\w+\s+example\.com:443\s+\S`).MatchString(out.String()) {
-		t.Errorf("egressctl events did not show the denial with its reason:\n%s", out.String())
+	if !regexp.MustCompile(`(?m)\bdeny\s+connect\s+ses_\w+\s+example\.com:443\s+\S`).MatchString(out) {
+		t.Errorf("egressctl events did not show the denial with its reason:\n%s", out)
 	}
 }

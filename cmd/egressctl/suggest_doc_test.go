@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
@@ -58,29 +55,13 @@ func TestPolicyDocLearnExample(t *testing.T) {
 	}
 	in := egressdtest.Start(t, "--public-cidrs", "127.0.0.0/26", "--dns-upstream", dns.Addr)
 	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(egressdtest.Binary(t, "egressctl"), filepath.Join(dir, "bin", "egressctl")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
-	cmd.Dir = dir
-	// No proxy of the developer's shell: curl must use the session's only.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "EGRESSD_URL=" + in.URL, "EGRESSD_API_KEY=" + in.AdminKey}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("the example failed: %v\n--- script:\n%s--- output:\n%s", err, script.String(), out.String())
-	}
+	out := runExample(t, in, dir, script.String())
 	var got []string
-	for _, m := range decisionLine.FindAllStringSubmatch(out.String(), -1) {
+	for _, m := range decisionLine.FindAllStringSubmatch(out, -1) {
 		got = append(got, m[1])
 	}
 	if len(want) < 4 || !slices.Equal(got, want) {
-		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out.String())
+		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out)
 	}
 	for _, re := range []string{
 		// Each request is two decisions in monitor mode: the request, and the connection it opened.
@@ -91,8 +72,8 @@ func TestPolicyDocLearnExample(t *testing.T) {
 		`(?m)^ +~ allow_http: false -> true$`,
 		`(?m)^Applied: the session \S+ policy is now revision \d+\.$`,
 	} {
-		if !regexp.MustCompile(re).MatchString(out.String()) {
-			t.Errorf("the output has no line matching %s:\n%s", re, out.String())
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("the output has no line matching %s:\n%s", re, out)
 		}
 	}
 }

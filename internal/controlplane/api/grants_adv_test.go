@@ -3,9 +3,11 @@ package api_test
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"testing"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/controlplane/store"
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/policy"
 )
@@ -123,6 +125,21 @@ func TestGrantsAdversarial(t *testing.T) {
 			t.Errorf("check %s:%d = %s, want %s", tc.host, tc.port, got, tc.want)
 		}
 	}
+	// The per-object limit: the 101st active grant is refused, another object is not
+	// affected, and a revoke frees a slot.
+	vmBase := "/v1/egress/vm/v/grants"
+	have := len(a.do("GET", vmBase, nil).must(t, http.StatusOK)["grants"].([]any))
+	var last string
+	for i := have; i < store.MaxGrantsPerObject; i++ {
+		last = a.do("POST", vmBase, map[string]any{"tcp": []string{"many.test:" + strconv.Itoa(1000+i)}, "ttl_seconds": 600}).must(t, http.StatusOK)["id"].(string)
+	}
+	a.do("POST", vmBase, map[string]any{"tcp": []string{"over.test:22"}, "ttl_seconds": 600}).mustError(t, http.StatusConflict, client.CodeConflict, "")
+	b.do("POST", vmBase, map[string]any{"tcp": []string{"b.test:22"}, "ttl_seconds": 600}).must(t, http.StatusOK)
+	if r := a.do("DELETE", vmBase+"/"+last, nil); r.status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.status, r.raw)
+	}
+	a.do("POST", vmBase, map[string]any{"tcp": []string{"over.test:22"}, "ttl_seconds": 600}).must(t, http.StatusOK)
+
 	// A grant on a deleted session is refused.
 	gca := goClient(t, in, keyA.Key)
 	if err := gca.DeleteSession(ctx, sa.SessionID); err != nil {

@@ -202,8 +202,9 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	authed("GET /v1/status", false, s.status)
 
 	// The console (DESIGN §7): static files; it calls the API above with the key the reader
-	// gives it, so it needs no authentication of its own.
-	s.mux.Handle("GET "+console.Prefix, s.instrument("GET "+console.Prefix, console.Handler()))
+	// gives it, so it needs no authentication of its own. Mounted for every method, so that
+	// the console's own 405 (with its CSP) answers a POST, not the API's JSON error.
+	s.mux.Handle(console.Prefix, s.instrument(console.Prefix, console.Handler()))
 
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -60,7 +60,7 @@ var contentTypes = map[string]string{
 	".txt":  "text/plain; charset=utf-8",
 }
 
-// Handler serves the console under Prefix (mount it on "GET /ui/"): /ui/ is the page, other
+// Handler serves the console under Prefix (mount it on "/ui/" for every method: it answers 405 itself, with its headers): /ui/ is the page, other
 // paths are its files; anything else is 404, directories included.
 func Handler() http.Handler {
 	files, err := load()

@@ -3,6 +3,7 @@ package suggest
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,6 +174,9 @@ func (b *builder) record(r *events.Record, shared bool) {
 		b.out.AlreadyAllowed++
 	case !fixable[d.Reason]:
 		b.notAllowable(r, d.Reason, d.Rule) // denied for another reason now, e.g. a new denied_domains entry
+	case b.addressBlocks(r):
+		// The name led to an address that no entry by name opens: listing it would not let
+		// the recorded connection through (a sandbox picks its names' answers).
 	case r.Kind == events.KindDNS:
 		b.dns[host]++
 	case r.Port == 80 || r.Port == 443:
@@ -180,6 +184,23 @@ func (b *builder) record(r *events.Record, shared bool) {
 	default:
 		b.tcp[host+":"+strconv.Itoa(r.Port)]++
 	}
+}
+
+// addressBlocks lists r as not allowable, and says so, when r's recorded address is one
+// that the layer never lets a name reach: hard-denied, or not public and outside its
+// allowed_cidrs. A denial by name comes before the address is judged, so such a record's
+// reason is often only "host not listed".
+func (b *builder) addressBlocks(r *events.Record) bool {
+	ip, err := netip.ParseAddr(r.IP)
+	if err != nil || b.judge.KeepAnswer(ip) {
+		return false
+	}
+	if d := b.judge.Decide(policy.Conn{IP: ip, IPLiteral: true, Port: uint16(r.Port), Transport: policy.TCP}); d.Layer == policy.LayerHard {
+		b.notAllowable(r, d.Reason, d.Rule)
+	} else {
+		b.notAllowable(r, policy.ReasonNotPublic, "the address is not public and not in allowed_cidrs")
+	}
+	return true
 }
 
 // anyHost says that the base allows every public host on the ports whose flag is on.

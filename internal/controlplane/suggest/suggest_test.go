@@ -202,6 +202,19 @@ func TestSuggest(t *testing.T) {
 			return slices.Equal(p.AllowedDomains, []string{"ok.test"}) && len(p.AllowedCIDRs) == 0
 		},
 	}, {
+		// A sandbox controls its names' answers: a name that resolved to the metadata address
+		// or into a private range is never suggested, even beside names that are.
+		name:   "not allowable: names that resolved to the metadata address or a private range",
+		layers: []policy.NamedPolicy{session(denied)},
+		attempts: []attempt{{host: "meta.test", port: 80, ip: "169.254.169.254"}, {host: "meta.test", port: 443, ip: "169.254.169.254"},
+			{host: "inner.test", port: 443, ip: "10.1.2.3"}, {host: "inner.test", port: 22, ip: "10.1.2.3"},
+			{host: "loop.test", port: 443, ip: "127.0.0.1"}},
+		not: []string{"hard_deny loop.test127.0.0.1=1", "hard_deny meta.test169.254.169.254=1", "hard_deny meta.test169.254.169.254=1",
+			"not_public inner.test10.1.2.3=1", "not_public inner.test10.1.2.3=1"},
+		wantPolicy: func(p *policy.Policy) bool {
+			return slices.Equal(p.AllowedDomains, []string{"ok.test"}) && len(p.AllowedTCP) == 0 && len(p.AllowedCIDRs) == 0
+		},
+	}, {
 		name:     "monitor: would-be denials, and the mode stays",
 		layers:   []policy.NamedPolicy{session(monitor)},
 		attempts: []attempt{web("a.example.test", 443), web("a.example.test", 22)},

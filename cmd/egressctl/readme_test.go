@@ -31,12 +31,19 @@ type shellBlock struct {
 }
 
 // exampleScript is the worked example of a document (the ```sh blocks under "## A worked
-// example") as one bash script that starts with preamble. Its one setup block, which the test
-// does itself, is left out; a document without it, or with fewer than four other blocks, fails
-// t.
+// example") as one bash script that starts with preamble: sectionScript with at least four
+// blocks besides the setup.
 func exampleScript(t *testing.T, doc, preamble string) *strings.Builder {
 	t.Helper()
-	blocks := shellBlocks(t, doc, "## A worked example")
+	return sectionScript(t, doc, "## A worked example", preamble, 5)
+}
+
+// sectionScript is the ```sh blocks of the section of doc that starts at heading, as one bash
+// script that starts with preamble. Its one setup block, which the test does itself, is left
+// out; a section without it, or with fewer than minBlocks blocks in all, fails t.
+func sectionScript(t *testing.T, doc, heading, preamble string, minBlocks int) *strings.Builder {
+	t.Helper()
+	blocks := shellBlocks(t, doc, heading)
 	script := &strings.Builder{}
 	script.WriteString(preamble)
 	setups := 0
@@ -47,8 +54,8 @@ func exampleScript(t *testing.T, doc, preamble string) *strings.Builder {
 		}
 		script.WriteString(b.code)
 	}
-	if setups != 1 || len(blocks) < 5 {
-		t.Fatalf("the worked example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
+	if setups != 1 || len(blocks) < minBlocks {
+		t.Fatalf("the example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
 	}
 	return script
 }

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
@@ -30,20 +29,7 @@ func TestPolicyDocLearnExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := shellBlocks(t, string(doc), "## Learning a policy: monitor mode and suggestions")
-	script := &strings.Builder{}
-	script.WriteString("set -e\n")
-	setups := 0
-	for _, b := range blocks {
-		if b.setup {
-			setups++
-			continue
-		}
-		script.WriteString(b.code)
-	}
-	if setups != 1 || len(blocks) < 4 {
-		t.Fatalf("the example has %d blocks, %d of them marked as setup; want one setup block and the example", len(blocks), setups)
-	}
+	script := sectionScript(t, string(doc), "## Learning a policy: monitor mode and suggestions", "set -e\n", 4)
 	var want []string
 	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
 		want = append(want, m[1])

@@ -2,8 +2,6 @@ package firewall
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -41,32 +39,8 @@ func requireKernel(t *testing.T) {
 func newNetNS(t *testing.T, role string) *netNS {
 	t.Helper()
 	requireKernel(t)
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	n := &netNS{name: "egfw-" + role + "-" + hex.EncodeToString(b[:])}
-	run(t, "ip", "netns", "add", n.name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
-		}
-	})
-	h, err := netns.GetFromName(n.name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	host, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	if h <= 0 || h.Equal(host) {
-		t.Fatalf("namespace %s is the test's own namespace: refusing to go on", n.name)
-	}
-	n.h = h
-	n.ip(t, "link", "set", "lo", "up")
+	n := &netNS{}
+	n.name, n.h = testnet.NewNetNS(t, "egfw-"+role)
 	return n
 }
 

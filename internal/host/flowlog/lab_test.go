@@ -3,8 +3,6 @@ package flowlog
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -33,30 +31,8 @@ func newNetNS(t *testing.T, role string) *netNS {
 		_, err := exec.LookPath(tool)
 		testnet.Require(t, err == nil, tool)
 	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	n := &netNS{name: "egfl-" + role + "-" + hex.EncodeToString(b[:])}
-	run(t, "ip", "netns", "add", n.name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
-		}
-	})
-	h, err := netns.GetFromName(n.name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	self, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer self.Close()
-	if h <= 0 || h.Equal(self) {
-		t.Fatalf("namespace %s is the test's own: refusing to go on", n.name)
-	}
-	n.h = h
-	n.ip(t, "link", "set", "lo", "up")
+	n := &netNS{}
+	n.name, n.h = testnet.NewNetNS(t, "egfl-"+role)
 	return n
 }
 

@@ -34,9 +34,9 @@ const (
 	rawMark   = 0xe5
 )
 
-// guardRawPorts drops, in the VM's namespace, the resets its kernel sends from the raw
-// client's ports. The table goes when the test ends (and with the namespace anyway).
-func guardRawPorts(t testing.TB, vm *client.VM) {
+// guardRawPorts drops, in the namespace ns (a VM's, by name), the resets its kernel sends
+// from the raw client's ports. The table goes when the test ends (and with the namespace).
+func guardRawPorts(t testing.TB, ns string) {
 	t.Helper()
 	table := "egressd_evade"
 	script := fmt.Sprintf(`table ip %s {
@@ -47,10 +47,10 @@ func guardRawPorts(t testing.TB, vm *client.VM) {
 }
 `, table, rawPortLo, rawPortHi, rawMark)
 	nft := func(stdin string, args ...string) error {
-		cmd := exec.Command("ip", append([]string{"netns", "exec", vm.Network.Netns, "nft"}, args...)...)
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("nft %s in %s: %v: %s", strings.Join(args, " "), vm.Network.Netns, err, out)
+			return fmt.Errorf("nft %s in %s: %v: %s", strings.Join(args, " "), ns, err, out)
 		}
 		return nil
 	}
@@ -108,10 +108,18 @@ func newRawFlow(t *testing.T, vm *client.VM, dst string) *rawFlow {
 	if err != nil {
 		t.Fatalf("the VM's address %q: %v", vm.Network.Address, err)
 	}
-	c := &rawFlow{t: t, vmID: vm.VMID, src: netip.AddrPortFrom(src, uint16(rawPortLo+rand.IntN(rawPortHi-rawPortLo+1))),
+	c := newRawFlowIn(t, vm.Network.Path, src, dst)
+	c.vmID = vm.VMID
+	return c
+}
+
+// newRawFlowIn is newRawFlow from the namespace at nsPath, whose address is src.
+func newRawFlowIn(t *testing.T, nsPath string, src netip.Addr, dst string) *rawFlow {
+	t.Helper()
+	c := &rawFlow{t: t, src: netip.AddrPortFrom(src, uint16(rawPortLo+rand.IntN(rawPortHi-rawPortLo+1))),
 		dst: netip.MustParseAddrPort(dst), iss: rand.Uint32(), sendFD: -1, recvFD: -1,
 		stop: make(chan struct{}), stopped: make(chan struct{})}
-	err = netns.Do(vm.Network.Path, func() error {
+	err := netns.Do(nsPath, func() error {
 		var err error
 		if c.sendFD, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
 			return fmt.Errorf("raw sending socket: %w", err)
@@ -127,7 +135,7 @@ func newRawFlow(t *testing.T, vm *client.VM, dst string) *rawFlow {
 	})
 	if err != nil {
 		c.closeFDs()
-		t.Fatalf("raw client in %s: %v", vm.Network.Path, err)
+		t.Fatalf("raw client in %s: %v", nsPath, err)
 	}
 	go c.read()
 	t.Cleanup(c.Close)

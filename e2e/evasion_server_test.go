@@ -81,8 +81,16 @@ func TestFastPathEvasionServerView(t *testing.T) {
 // helloRecorder is a TCP server that keeps every byte each connection delivered, in order.
 type helloRecorder struct {
 	mu    sync.Mutex
-	conns []*bytes.Buffer // since the last Clear
-	evil  []string        // every connection that ever delivered evilName: never cleared
+	conns []*recConn // since the last Clear
+	evil  []string   // every connection that ever delivered evilName: never cleared
+}
+
+// recConn is what one connection delivered, and its client's port: a flow the gateway's
+// kernel forwarded keeps the sandbox's port (masquerading changes only the address), one
+// the proxy dialled has a port of the gateway's.
+type recConn struct {
+	port uint16
+	b    bytes.Buffer
 }
 
 func startRecorder(t *testing.T, nsPath, addr string) *helloRecorder {
@@ -113,9 +121,10 @@ func startRecorder(t *testing.T, nsPath, addr string) *helloRecorder {
 // keep reads c until it ends or goes quiet for 20 s (a server that never answers).
 func (r *helloRecorder) keep(c net.Conn) {
 	defer c.Close()
-	b := &bytes.Buffer{}
+	rc := &recConn{port: uint16(c.RemoteAddr().(*net.TCPAddr).Port)}
+	b := &rc.b
 	r.mu.Lock()
-	r.conns = append(r.conns, b)
+	r.conns = append(r.conns, rc)
 	r.mu.Unlock()
 	buf := make([]byte, 4096)
 	for {
@@ -138,10 +147,30 @@ func (r *helloRecorder) Got() [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out [][]byte
-	for _, b := range r.conns {
-		out = append(out, bytes.Clone(b.Bytes()))
+	for _, rc := range r.conns {
+		out = append(out, bytes.Clone(rc.b.Bytes()))
 	}
 	return out
+}
+
+// await waits (bound at most) for a connection since the last Clear, from port (0: any),
+// whose bytes satisfy ok, and returns its port.
+func (r *helloRecorder) await(bound time.Duration, port uint16, ok func([]byte) bool) (uint16, bool) {
+	deadline := time.Now().Add(bound)
+	for {
+		r.mu.Lock()
+		for _, rc := range r.conns {
+			if (port == 0 || rc.port == port) && ok(rc.b.Bytes()) {
+				r.mu.Unlock()
+				return rc.port, true
+			}
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			return 0, false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (r *helloRecorder) Clear() {

@@ -154,30 +154,21 @@ func lookupIn(t testing.TB, vm *client.VM, name string) []string {
 	return addrs
 }
 
-// awaitHello waits (10 s at most) until a connection to the recorder at addr delivered want,
-// and reports whether one did.
-func (e *evasionLab) awaitHello(addr string, want []byte) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if slices.ContainsFunc(e.rec[addr].Got(), func(b []byte) bool { return bytes.Equal(b, want) }) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // blocked checks the outcome of an evasion attempt: no recorder got a byte. With the fast
 // path the sandbox also got a reset, and egressd recorded a denial of the flow (when
-// record). benignMay: the proxy path may forward the benign hello, because that is what its
-// own TCP stack read (as the server's would) and judged.
+// record), and the handshake it let through reached the server: the attempt was judged by
+// the fast path, not by the proxy. benignMay: the proxy path may forward the benign hello,
+// because that is what its own TCP stack read (as the server's would) and judged.
 func (e *evasionLab) blocked(t *testing.T, c *rawFlow, since time.Time, record, benignMay bool) {
 	t.Helper()
 	if e.fast {
 		if !c.WaitReset(10 * time.Second) {
 			t.Errorf("the sandbox got no reset: %s", c.Seen())
+		}
+		if c.SawSYNAck() {
+			if _, ok := e.rec[c.dst.Addr().String()].await(5*time.Second, c.src.Port(), func([]byte) bool { return true }); !ok {
+				t.Errorf("the handshake from port %d did not reach the server: the flow did not take the fast path", c.src.Port())
+			}
 		}
 	} else {
 		c.WaitEnd(3 * time.Second) // the proxy refuses, or forwards what it judged: either will do
@@ -200,11 +191,18 @@ func (e *evasionLab) blocked(t *testing.T, c *rawFlow, since time.Time, record, 
 }
 
 // allowed checks that a flow went through: the recorder at addr got exactly hello, and the
-// sandbox got no reset.
-func (e *evasionLab) allowed(t *testing.T, c *rawFlow, addr string, hello []byte) {
+// sandbox got no reset. With the fast path, the kernel forwarded it (the server saw the
+// sandbox's port) unless viaProxy.
+func (e *evasionLab) allowed(t *testing.T, c *rawFlow, addr string, hello []byte, viaProxy bool) {
 	t.Helper()
-	if !e.awaitHello(addr, hello) {
+	port, ok := e.rec[addr].await(10*time.Second, 0, func(b []byte) bool { return bytes.Equal(b, hello) })
+	switch {
+	case !ok:
 		t.Errorf("the server at %s did not get the %d-byte hello: got %d connections %v; sandbox: %s", addr, len(hello), len(e.rec[addr].Got()), lens(e.rec[addr].Got()), c.Seen())
+	case e.fast && !viaProxy && port != c.src.Port():
+		t.Errorf("the hello came from port %d, not the sandbox's %d: the proxy forwarded it, not the fast path", port, c.src.Port())
+	case e.fast && viaProxy && port == c.src.Port():
+		t.Errorf("the hello came from the sandbox's port %d: the kernel forwarded it, not the proxy", port)
 	}
 	if c.WaitReset(0) {
 		t.Errorf("the sandbox got a reset: %s", c.Seen())
@@ -300,12 +298,12 @@ func evasionCases() []evasionCase {
 		{name: "benign hello in one segment (control)", run: func(t *testing.T, e *evasionLab) {
 			c := e.flow(t, goodAddr)
 			c.Send(psh(0, e.benign))
-			e.allowed(t, c, goodAddr, e.benign)
+			e.allowed(t, c, goodAddr, e.benign, false)
 		}},
 		{name: "benign hello over 1,500 bytes (control)", run: func(t *testing.T, e *evasionLab) {
 			c := e.flow(t, goodAddr)
 			c.SendStream(e.bigBenign, 1000)
-			e.allowed(t, c, goodAddr, e.bigBenign)
+			e.allowed(t, c, goodAddr, e.bigBenign, false)
 		}},
 		{name: "overlap, benign first", benignMay: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, h.benign[:h.nameAt+4]))
@@ -372,9 +370,7 @@ func evasionCases() []evasionCase {
 		{name: "same ports, another destination after a verified hello", run: func(t *testing.T, e *evasionLab) {
 			c := e.flow(t, goodAddr)
 			c.Send(psh(0, e.benign))
-			if !e.awaitHello(goodAddr, e.benign) {
-				t.Fatalf("the benign hello did not arrive: %s", c.Seen())
-			}
+			e.allowed(t, c, goodAddr, e.benign, false)
 			other := netip.MustParseAddr(good2Addr)
 			c.SendTo(other, psh(len(e.benign), e.evil))
 			c.SendTo(other, psh(0, e.evil))
@@ -398,7 +394,7 @@ func evasionCases() []evasionCase {
 				return
 			}
 			// The proxy dials what it resolved itself for the name.
-			e.allowed(t, c, goodAddr, e.benign)
+			e.allowed(t, c, goodAddr, e.benign, true)
 			if got := e.rec[good2Addr].Got(); len(got) != 0 {
 				t.Errorf("the server at %s got %v bytes", good2Addr, lens(got))
 			}
@@ -408,7 +404,7 @@ func evasionCases() []evasionCase {
 			c := newRawFlow(t, vm, goodAddr+":443")
 			c.Handshake()
 			c.Send(psh(0, e.benign))
-			e.allowed(t, c, goodAddr, e.benign)
+			e.allowed(t, c, goodAddr, e.benign, true)
 		}},
 	}
 	// The name split between two segments at each of its positions: the evil name is
@@ -421,7 +417,7 @@ func evasionCases() []evasionCase {
 			c := e.flow(t, goodAddr)
 			c.Send(psh(0, e.benign[:e.nameAt+i]))
 			c.Send(psh(e.nameAt+i, e.benign[e.nameAt+i:]))
-			e.allowed(t, c, goodAddr, e.benign)
+			e.allowed(t, c, goodAddr, e.benign, false)
 		}})
 	}
 	return cases

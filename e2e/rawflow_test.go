@@ -95,7 +95,7 @@ type rawFlow struct {
 	synAck bool
 	reset  bool
 	fin    bool
-	data   []byte // payload the peer sent, in arrival order
+	data   int // payload bytes the peer sent
 	closed bool
 	end    int // the end of the bytes sent, from the first after the SYN
 }
@@ -188,7 +188,7 @@ func (c *rawFlow) read() {
 		if flags&tcpFIN != 0 {
 			c.fin = true
 		}
-		c.data = append(c.data, payload...)
+		c.data += len(payload)
 		c.mu.Unlock()
 	}
 }
@@ -294,14 +294,14 @@ func (c *rawFlow) WaitEnd(d time.Duration) bool {
 func (c *rawFlow) Seen() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return fmt.Sprintf("syn-ack %v, reset %v, fin %v, %d bytes of data", c.synAck, c.reset, c.fin, len(c.data))
+	return fmt.Sprintf("syn-ack %v, reset %v, fin %v, %d bytes of data", c.synAck, c.reset, c.fin, c.data)
 }
 
-// Data is what the peer sent.
-func (c *rawFlow) Data() []byte {
+// SawSYNAck reports whether the peer answered the SYN.
+func (c *rawFlow) SawSYNAck() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]byte(nil), c.data...)
+	return c.synAck
 }
 
 func (c *rawFlow) wait(d time.Duration, cond func() bool) bool {

@@ -155,11 +155,11 @@ func lookupIn(t testing.TB, vm *client.VM, name string) []string {
 }
 
 // blocked checks the outcome of an evasion attempt: no recorder got a byte. With the fast
-// path the sandbox also got a reset, and egressd recorded a denial of the flow (when
-// record), and the handshake it let through reached the server: the attempt was judged by
+// path the sandbox also got a reset, egressd recorded a denial on port 443 (with one of
+// reasons, if any are given), and the handshake it let through reached the server: the attempt was judged by
 // the fast path, not by the proxy. benignMay: the proxy path may forward the benign hello,
 // because that is what its own TCP stack read (as the server's would) and judged.
-func (e *evasionLab) blocked(t *testing.T, c *rawFlow, since time.Time, record, benignMay bool) {
+func (e *evasionLab) blocked(t *testing.T, c *rawFlow, since time.Time, benignMay bool, reasons ...string) {
 	t.Helper()
 	if e.fast {
 		if !c.WaitReset(10 * time.Second) {
@@ -180,9 +180,11 @@ func (e *evasionLab) blocked(t *testing.T, c *rawFlow, since time.Time, record, 
 			}
 		}
 	}
-	if e.fast && record {
+	if e.fast {
 		evs := e.awaitEvents(t, 10*time.Second, client.EventsFilter{VMID: c.vmID, Decision: "deny", Since: since}, func(evs []client.Event) bool {
-			return slices.ContainsFunc(evs, func(ev client.Event) bool { return ev.Port == 443 })
+			return slices.ContainsFunc(evs, func(ev client.Event) bool {
+				return ev.Port == 443 && (len(reasons) == 0 || slices.Contains(reasons, ev.Reason))
+			})
 		})
 		for _, ev := range evs {
 			t.Logf("denial: reason %s, rule %q, host %q, ip %s", ev.Reason, ev.Rule, ev.Host, ev.IP)
@@ -259,7 +261,7 @@ func runEvasion(t *testing.T, fast bool) {
 					c.Handshake()
 				}
 				tc.send(e.hellos, c)
-				e.blocked(t, c, since, true, tc.benignMay)
+				e.blocked(t, c, since, tc.benignMay, tc.reasons...)
 			}
 		})
 	}
@@ -284,7 +286,9 @@ type evasionCase struct {
 	// serverReads: sent straight to a server, these packets deliver the evil name to it
 	// (TestFastPathEvasionServerView shows it): that is what the gateway must stop.
 	serverReadsEvil bool
-	run             func(t *testing.T, e *evasionLab)
+	// reasons: the fast path's denial has one of these reasons (any, if empty).
+	reasons []string
+	run     func(t *testing.T, e *evasionLab)
 	// proxyGap, when set, says why the proxy path does not block the attempt today: it is
 	// skipped in proxy mode with that reason, and must be blocked by the fast path.
 	proxyGap string
@@ -294,6 +298,9 @@ type evasionCase struct {
 // four bytes ("good" against "evil", at nameAt).
 func evasionCases() []evasionCase {
 	psh := func(off int, b []byte) seg { return seg{off: off, data: b, flags: tcpPSH} }
+	// The reasons of the fast path's denials: packets that read more than one way, or a
+	// name read whole and judged (docs/reasons.md).
+	ambiguous, notAllowed := []string{"ambiguous_stream"}, []string{"host_not_allowed"}
 	cases := []evasionCase{
 		{name: "benign hello in one segment (control)", run: func(t *testing.T, e *evasionLab) {
 			c := e.flow(t, goodAddr)
@@ -305,66 +312,66 @@ func evasionCases() []evasionCase {
 			c.SendStream(e.bigBenign, 1000)
 			e.allowed(t, c, goodAddr, e.bigBenign, false)
 		}},
-		{name: "overlap, benign first", benignMay: true, send: func(h *hellos, c *rawFlow) {
+		{name: "overlap, benign first", reasons: ambiguous, benignMay: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, h.benign[:h.nameAt+4]))
 			c.Send(psh(h.nameAt, h.evil[h.nameAt:]))
 		}},
-		{name: "overlap, evil first", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "overlap, evil first", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, h.evil[:h.nameAt+4]))
 			c.Send(psh(h.nameAt, h.benign[h.nameAt:]))
 		}},
 		// The later segment first: the server queues it out of order, then trims it where
 		// the earlier one, arriving second, overlaps it.
-		{name: "out of order, evil in the later segment", benignMay: true, send: func(h *hellos, c *rawFlow) {
+		{name: "out of order, evil in the later segment", reasons: ambiguous, benignMay: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(h.nameAt, h.evil[h.nameAt:]))
 			c.Send(psh(0, h.benign[:h.nameAt+4]))
 		}},
-		{name: "out of order, evil in the earlier segment", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "out of order, evil in the earlier segment", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(h.nameAt, h.benign[h.nameAt:]))
 			c.Send(psh(0, h.evil[:h.nameAt+4]))
 		}},
-		{name: "retransmission with other bytes, benign first", benignMay: true, send: func(h *hellos, c *rawFlow) {
+		{name: "retransmission with other bytes, benign first", reasons: ambiguous, benignMay: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, h.benign))
 			c.Send(psh(0, h.evil))
 		}},
-		{name: "retransmission with other bytes, evil first", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "retransmission with other bytes, evil first", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, h.evil))
 			c.Send(psh(0, h.benign))
 		}},
 		// A control: the gateway's stack and the servers drop a bad checksum (veth does not
 		// vouch for one), as a server behind a real network does; the trick below needs it.
-		{name: "bad checksum alone", send: func(h *hellos, c *rawFlow) {
+		{name: "bad checksum alone", reasons: ambiguous, send: func(h *hellos, c *rawFlow) {
 			c.Send(seg{data: h.benign, flags: tcpPSH, badChecksum: true})
 		}},
 		// The checksum trick: the server drops the benign segment and takes the evil one.
-		{name: "bad checksum on the benign hello, then the evil one", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "bad checksum on the benign hello, then the evil one", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(seg{data: h.benign, flags: tcpPSH, badChecksum: true})
 			c.Send(psh(0, h.evil))
 		}},
 		// The recorders take data on the SYN (acceptFastOpen).
-		{name: "data on the SYN (TCP Fast Open)", noHandshake: true, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "data on the SYN (TCP Fast Open)", reasons: ambiguous, noHandshake: true, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			if c.SYN(h.evil) {
 				c.Send(seg{})
 			}
 		}},
 		// The IP payload (a 20-byte TCP header, then the hello) cut inside the name.
-		{name: "IP fragments", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "IP fragments", reasons: notAllowed, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.SendFragments(psh(0, h.evil), (20+h.nameAt+2)/8*8)
 		}},
-		{name: "40-byte segments past the bound", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "40-byte segments past the bound", reasons: append(ambiguous, notAllowed...), serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.SendStream(h.bigEvil, 40)
 		}},
-		{name: "hello over many records", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "hello over many records", reasons: append(ambiguous, notAllowed...), serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.SendStream(inRecords(h.evil, 16), 1400)
 		}},
-		{name: "a second ClientHello behind the benign one", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "a second ClientHello behind the benign one", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, append(slices.Clone(h.benign), h.evil...)))
 		}, proxyGap: "the transparent proxy judges the first ClientHello and relays every byte read with it " +
 			"(sni.ServerName returns them), so the server gets the second, evil one too " +
 			"(crypto/tls, as a server, refuses a second ClientHello with another name; not every server does)"},
 		// One byte more, marked urgent: a server takes it out of the stream (BSD urgent
 		// pointer, the byte before it) and reads the evil hello.
-		{name: "urgent data", serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		{name: "urgent data", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(seg{data: append(slices.Clone(h.evil), 0), flags: tcpPSH | tcpURG, urg: uint16(len(h.evil) + 1)})
 		}},
 		{name: "same ports, another destination after a verified hello", run: func(t *testing.T, e *evasionLab) {
@@ -390,7 +397,7 @@ func evasionCases() []evasionCase {
 			c := e.flow(t, good2Addr)
 			c.Send(psh(0, e.benign))
 			if e.fast {
-				e.blocked(t, c, since, true, false)
+				e.blocked(t, c, since, false, "address_not_resolved")
 				return
 			}
 			// The proxy dials what it resolved itself for the name.
@@ -410,7 +417,7 @@ func evasionCases() []evasionCase {
 	// The name split between two segments at each of its positions: the evil name is
 	// refused at every split, the benign one goes through at every split (reassembly works).
 	for i := 0; i <= len(goodName); i++ {
-		cases = append(cases, evasionCase{name: fmt.Sprintf("evil name split at %d", i), serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+		cases = append(cases, evasionCase{name: fmt.Sprintf("evil name split at %d", i), reasons: notAllowed, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, h.evil[:h.nameAt+i]))
 			c.Send(psh(h.nameAt+i, h.evil[h.nameAt+i:]))
 		}}, evasionCase{name: fmt.Sprintf("benign name split at %d", i), run: func(t *testing.T, e *evasionLab) {

@@ -202,3 +202,28 @@ func carriesEvil(b []byte) bool {
 	}
 	return bytes.Contains(hs, []byte(evilName))
 }
+
+// FuzzEvasionParsers: the suite's two readers (a received packet; the handshake bytes of TLS
+// records) take any input without panicking, and a packet the raw client builds reads back.
+func FuzzEvasionParsers(f *testing.F) {
+	c := &rawFlow{src: netip.MustParseAddrPort("100.96.0.2:47001"), dst: netip.MustParseAddrPort(goodAddr + ":443")}
+	built := c.segment(c.dst.Addr(), tcpACK|tcpPSH, 7, 9, nil, []byte("\x16\x03\x01\x00\x02hi"), 0, false)
+	f.Add(built)
+	inPieces := inRecords(append([]byte{22, 3, 1, 0, 21}, []byte("\x01\x00\x00\x11"+evilName)...), 3)
+	if !carriesEvil(inPieces) || carriesEvil(bytes.ReplaceAll(inPieces, []byte("e"), []byte("E"))) {
+		f.Fatal("carriesEvil does not read the name across records")
+	}
+	f.Add(inPieces)
+	f.Add([]byte{0x45})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		carriesEvil(b)
+		parseSegment(b)
+	})
+	h, ok := parseSegment(built)
+	if !ok || h.src != c.src || h.dst != c.dst || h.seq != 7 || h.flags != tcpACK|tcpPSH || h.payload != 7 {
+		f.Fatalf("a built segment reads back as %+v, %v", h, ok)
+	}
+	if tcpChecksum(c.src.Addr(), c.dst.Addr(), built[20:]) != 0 {
+		f.Fatal("the checksum of a built segment does not verify")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,16 @@ func guardRawPorts(t testing.TB, ns string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nft("", "delete", "table", "ip", table) })
+}
+
+// rawPort is the last source port given out. Ports go in turn, never at random: a gateway
+// remembers a flow's tuple for a while (conntrack, the fast path's refused flows), and a new
+// flow on a recent tuple would be judged as that one's second SYN.
+var rawPort atomic.Int32
+
+func nextRawPort() uint16 {
+	rawPort.CompareAndSwap(0, int32(rawPortLo+rand.IntN(rawPortHi-rawPortLo+1)))
+	return uint16(rawPortLo + (rawPort.Add(1)-rawPortLo)%(rawPortHi-rawPortLo+1))
 }
 
 // seg is one segment the raw client sends: its bytes at off (from the first byte after the
@@ -116,7 +127,7 @@ func newRawFlow(t *testing.T, vm *client.VM, dst string) *rawFlow {
 // newRawFlowIn is newRawFlow from the namespace at nsPath, whose address is src.
 func newRawFlowIn(t *testing.T, nsPath string, src netip.Addr, dst string) *rawFlow {
 	t.Helper()
-	c := &rawFlow{t: t, src: netip.AddrPortFrom(src, uint16(rawPortLo+rand.IntN(rawPortHi-rawPortLo+1))),
+	c := &rawFlow{t: t, src: netip.AddrPortFrom(src, nextRawPort()),
 		dst: netip.MustParseAddrPort(dst), iss: rand.Uint32(), sendFD: -1, recvFD: -1,
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 	err := netns.Do(nsPath, func() error {
@@ -164,33 +175,55 @@ func (c *rawFlow) read() {
 		if err != nil {
 			continue // the read timeout (or EINTR): look at stop again
 		}
-		p := buf[:n]
-		if n < 20 || p[0]>>4 != 4 {
+		h, ok := parseSegment(buf[:n])
+		if !ok || h.src != c.dst || h.dst != c.src {
 			continue
 		}
-		ihl := int(p[0]&0x0f) * 4
-		if n < ihl+20 || netip.AddrFrom4([4]byte(p[12:16])) != c.dst.Addr() {
-			continue
-		}
-		tcp := p[ihl:]
-		if binary.BigEndian.Uint16(tcp[0:2]) != c.dst.Port() || binary.BigEndian.Uint16(tcp[2:4]) != c.src.Port() {
-			continue
-		}
-		flags := tcp[13]
-		payload := tcp[int(tcp[12]>>4)*4:]
+		flags := h.flags
 		c.mu.Lock()
 		switch {
 		case flags&tcpRST != 0:
 			c.reset = true
 		case flags&(tcpSYN|tcpACK) == tcpSYN|tcpACK && !c.synAck:
-			c.synAck, c.irs = true, binary.BigEndian.Uint32(tcp[4:8])
+			c.synAck, c.irs = true, h.seq
 		}
 		if flags&tcpFIN != 0 {
 			c.fin = true
 		}
-		c.data += len(payload)
+		c.data += h.payload
 		c.mu.Unlock()
 	}
+}
+
+// segmentHead is what the raw client reads of a packet it receives.
+type segmentHead struct {
+	src, dst netip.AddrPort
+	seq      uint32
+	flags    uint8
+	payload  int // bytes of data
+}
+
+// parseSegment reads an IPv4 packet carrying TCP, as a raw socket hands it over; ok is false
+// for anything else or anything cut short.
+func parseSegment(p []byte) (h segmentHead, ok bool) {
+	if len(p) < 20 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_TCP {
+		return h, false
+	}
+	ihl := int(p[0]&0x0f) * 4
+	if ihl < 20 || len(p) < ihl+20 {
+		return h, false
+	}
+	tcp := p[ihl:]
+	off := int(tcp[12]>>4) * 4
+	if off < 20 || off > len(tcp) {
+		return h, false
+	}
+	h.src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[12:16])), binary.BigEndian.Uint16(tcp[0:2]))
+	h.dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[16:20])), binary.BigEndian.Uint16(tcp[2:4]))
+	h.seq = binary.BigEndian.Uint32(tcp[4:8])
+	h.flags = tcp[13]
+	h.payload = len(tcp) - off
+	return h, true
 }
 
 // Handshake sends the SYN (again each second, 5 times at most) and, once the SYN-ACK is

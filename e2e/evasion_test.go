@@ -352,6 +352,20 @@ func evasionCases() []evasionCase {
 			c.Send(psh(0, h.evil))
 			c.Send(psh(0, h.benign))
 		}},
+		// The first bytes before the flow's first byte: a server trims what it already
+		// counts as received (the SYN's sequence number and before) and reads the rest.
+		{name: "a segment starting before the first byte", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+			c.Send(psh(-5, append([]byte("xxxxx"), h.evil...)))
+		}},
+		// A second SYN with another ISN on an open flow: a server answers it with a
+		// challenge ACK and keeps counting from the first, so it drops the benign hello
+		// sent after the second ISN and reads the evil one sent after the first.
+		{name: "a second SYN with another ISN", reasons: append(ambiguous, notAllowed...), serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+			isn := c.iss + 1<<30 | 1
+			c.SecondSYN(isn)
+			c.Send(seg{data: h.benign, flags: tcpPSH, isn: isn})
+			c.Send(psh(0, h.evil))
+		}},
 		// A control: the gateway's stack and the servers drop a bad checksum (veth does not
 		// vouch for one), as a server behind a real network does; the trick below needs it.
 		{name: "bad checksum alone", fastUnjudged: true, reasons: ambiguous, send: func(h *hellos, c *rawFlow) {

@@ -79,6 +79,7 @@ type seg struct {
 	flags       uint8 // besides ACK (always set but on a SYN); e.g. tcpPSH, tcpURG
 	urg         uint16
 	badChecksum bool
+	isn         uint32 // when set, the ISN off counts from instead of the flow's (a second SYN's)
 }
 
 // TCP flags.
@@ -259,8 +260,23 @@ func (c *rawFlow) Send(s seg) { c.SendTo(c.dst.Addr(), s) }
 // "the same flow" as the sandbox would like a gateway to see it.
 func (c *rawFlow) SendTo(dst netip.Addr, s seg) {
 	c.t.Helper()
-	c.write(c.segment(dst, tcpACK|s.flags, c.iss+1+uint32(s.off), c.ack(), nil, s.data, s.urg, s.badChecksum))
+	c.write(c.packet(dst, s))
 	c.end = max(c.end, s.off+len(s.data))
+}
+
+// packet builds segment s of the flow, to dst.
+func (c *rawFlow) packet(dst netip.Addr, s seg) []byte {
+	isn := c.iss
+	if s.isn != 0 {
+		isn = s.isn
+	}
+	return c.segment(dst, tcpACK|s.flags, isn+1+uint32(s.off), c.ack(), nil, s.data, s.urg, s.badChecksum)
+}
+
+// SecondSYN sends another SYN on the flow's ports, with isn, without waiting for an answer.
+func (c *rawFlow) SecondSYN(isn uint32) {
+	c.t.Helper()
+	c.write(c.segment(c.dst.Addr(), tcpSYN, isn, 0, []byte{2, 4, 0x05, 0xb4}, nil, 0, false))
 }
 
 // SendStream sends b from offset 0 in segments of size bytes, in order.
@@ -275,7 +291,7 @@ func (c *rawFlow) SendStream(b []byte, size int) {
 // at each of cuts (multiples of 8, as IP wants).
 func (c *rawFlow) SendFragments(s seg, cuts ...int) {
 	c.t.Helper()
-	pkt := c.segment(c.dst.Addr(), tcpACK|s.flags, c.iss+1+uint32(s.off), c.ack(), nil, s.data, s.urg, s.badChecksum)
+	pkt := c.packet(c.dst.Addr(), s)
 	payload := pkt[20:]
 	id := uint16(rand.IntN(0xffff) + 1)
 	from := 0
@@ -292,7 +308,7 @@ func (c *rawFlow) SendFragments(s seg, cuts ...int) {
 // of its IP payload, with "more fragments" set as more says. For overlapping fragments.
 func (c *rawFlow) SendRawFragment(id uint16, s seg, from, to int, more bool) {
 	c.t.Helper()
-	pkt := c.segment(c.dst.Addr(), tcpACK|s.flags, c.iss+1+uint32(s.off), c.ack(), nil, s.data, s.urg, s.badChecksum)
+	pkt := c.packet(c.dst.Addr(), s)
 	c.write(c.fragment(id, from, pkt[20+from:20+to], more))
 }
 

@@ -276,7 +276,7 @@ func TestFailedApplyKeepsPreviousTable(t *testing.T) {
 	last := p.chains[len(p.chains)-1]
 	last.rules = append(last.rules, newRule("", frag{"goto nowhere", []expr.Any{
 		&expr.Verdict{Kind: expr.VerdictGoto, Chain: "no-such-chain"},
-	}, false}))
+	}, false, 0}))
 	if err := fw.install(p); err == nil {
 		t.Fatal("the kernel accepted a goto to a missing chain")
 	}

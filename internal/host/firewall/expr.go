@@ -140,25 +140,27 @@ func dport(proto string, port uint16) frag {
 	}, l4: p}
 }
 
-// ctEstablished: ct state established,related.
-func ctEstablished() frag {
-	bits := binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
-	return frag{"ct state established,related", []expr.Any{
+// ctState: ct state <text>, the flow's state is one of bits.
+func ctState(text string, bits uint32) frag {
+	return frag{"ct state " + text, []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: make([]byte, 4)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
 		cmp(expr.CmpOpNeq, make([]byte, 4)),
 	}, false, 0}
 }
 
-// ctStateNew: ct state new (the first packet of a flow conntrack has not seen before).
-func ctStateNew() frag {
-	bits := binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW)
-	return frag{"ct state new", []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: make([]byte, 4)},
-		cmp(expr.CmpOpNeq, make([]byte, 4)),
-	}, false, 0}
+// ctEstablished: ct state established,related.
+func ctEstablished() frag {
+	return ctState("established,related", expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
 }
+
+// ctStateNew: ct state new (the first packet of a flow conntrack has not seen before).
+func ctStateNew() frag { return ctState("new", expr.CtStateBitNEW) }
+
+// ctStateInvalid: ct state invalid (conntrack refused the packet, which has no entry: a
+// bad checksum, a segment out of the window, ...).
+func ctStateInvalid() frag { return ctState("invalid", expr.CtStateBitINVALID) }
 
 // ctMarked: ct mark & MarkTCP == MarkTCP, the flow was admitted by a tcp_<name> set.
 func ctMarked() frag { return ctMarkHas(MarkTCP) }
@@ -177,14 +179,7 @@ func ctMarkHas(bit uint32) frag {
 // (anti-spoofing) does not say whose connection conntrack relates it to: an ICMP error is
 // related to the connection its quoted packet belongs to, whoever sends it, so a sandbox
 // could send one quoting another sandbox's connection.
-func ctEstablishedOnly() frag {
-	bits := binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED)
-	return frag{"ct state established", []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: make([]byte, 4)},
-		cmp(expr.CmpOpNeq, make([]byte, 4)),
-	}, false, 0}
-}
+func ctEstablishedOnly() frag { return ctState("established", expr.CtStateBitESTABLISHED) }
 
 // ctMarkSet: ct mark set ct mark | MarkTCP, leaving the other bits of the mark alone.
 func ctMarkSet() frag {

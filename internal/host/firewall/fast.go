@@ -104,7 +104,9 @@ func (f fastFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 // project's lab machines, have the target, and it queues the same way. nft lists it as an
 // xt target it cannot print; Render writes what it does, as nft's own statement.
 func queue(num uint16) frag {
-	info := make([]byte, 6) // struct xt_NFQ_info_v3: queuenum, queues_total, flags (host order)
+	// struct xt_NFQ_info_v3: queuenum, queues_total, flags (host order), padded to 8 bytes
+	// (XT_ALIGN) as iptables sends it and the kernel lists it.
+	info := make([]byte, 8)
 	binary.NativeEndian.PutUint16(info[0:], num)
 	binary.NativeEndian.PutUint16(info[2:], 1)
 	target := xt.Unknown(info)

@@ -49,9 +49,6 @@ func parse(b []byte) (s segment, tupleOK bool, err error) {
 	if b[9] != 6 {
 		return s, false, fmt.Errorf("%w: protocol %d", errNotTCP, b[9])
 	}
-	if checksum(0, b[:ihl]) != 0xffff {
-		return s, false, fmt.Errorf("%w: IPv4 header checksum", ErrChecksum)
-	}
 	src := netip.AddrFrom4([4]byte(b[12:16]))
 	dst := netip.AddrFrom4([4]byte(b[16:20]))
 	s.ttl, s.ipOptions = b[8], ihl > 20
@@ -60,6 +57,9 @@ func parse(b []byte) (s segment, tupleOK bool, err error) {
 	if len(t) >= 4 && frag&0x1fff == 0 { // the first fragment still names its flow
 		s.flow = Flow{netip.AddrPortFrom(src, binary.BigEndian.Uint16(t)), netip.AddrPortFrom(dst, binary.BigEndian.Uint16(t[2:]))}
 		tupleOK = true
+	}
+	if checksum(0, b[:ihl]) != 0xffff {
+		return s, tupleOK, fmt.Errorf("%w: IPv4 header checksum does not match the header", ErrChecksum)
 	}
 	if frag&0x3fff != 0 { // more fragments, or an offset
 		return s, tupleOK, fmt.Errorf("%w: IPv4 fragment (offset %d bytes)", ErrFragment, int(frag&0x1fff)*8)

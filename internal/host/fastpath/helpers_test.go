@@ -90,9 +90,9 @@ func newConn(t testing.TB, l Limits) *conn {
 }
 
 // sibling is another connection on the same verifier.
-func (c *conn) sibling(src netip.AddrPort) *conn {
+func (c *conn) sibling(src string) *conn {
 	d := *c
-	d.src = src
+	d.src = netip.MustParseAddrPort(src)
 	return &d
 }
 

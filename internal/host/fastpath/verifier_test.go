@@ -2,7 +2,6 @@ package fastpath
 
 import (
 	"encoding/binary"
-	"net/netip"
 	"slices"
 	"testing"
 
@@ -231,16 +230,16 @@ func TestRules(t *testing.T) {
 			return []uint32{c.syn(), c.data(0, g, ipOpts(7, 7, 4, 0))}
 		}, []Verdict{A, R}, ErrOption, nil},
 		{"flows per sandbox", Limits{FlowsPerVM: 1}, func(c *conn) []uint32 {
-			d := c.sibling(netip.MustParseAddrPort("100.96.0.2:40001"))
-			o := c.sibling(netip.MustParseAddrPort("100.96.0.3:40001"))
+			d := c.sibling("100.96.0.2:40001")
+			o := c.sibling("100.96.0.3:40001")
 			return []uint32{c.syn(), d.syn(), o.syn()}
 		}, []Verdict{A, R, A}, nil, nil},
 		{"flows overall", Limits{Flows: 1}, func(c *conn) []uint32 {
-			o := c.sibling(netip.MustParseAddrPort("100.96.0.3:40001"))
+			o := c.sibling("100.96.0.3:40001")
 			return []uint32{c.syn(), o.syn()}
 		}, []Verdict{A, R}, ErrLimit, nil},
 		{"bytes per sandbox", Limits{BytesPerVM: 300}, func(c *conn) []uint32 {
-			d := c.sibling(netip.MustParseAddrPort("100.96.0.2:40001"))
+			d := c.sibling("100.96.0.2:40001")
 			return []uint32{c.syn(), d.syn(), c.data(0, g[:200]), d.data(0, g[:200])}
 		}, []Verdict{A, A, H, R}, ErrLimit, nil},
 		{"verified: late duplicate, data after, other bytes", Limits{}, func(c *conn) []uint32 {

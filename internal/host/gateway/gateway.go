@@ -315,6 +315,9 @@ func (g *Gateway) applyLocked(force bool) error {
 	cut = cut || g.tcpBehind
 	key := renderKey(d)
 	if !force && !cut && g.applied != nil && key == g.appliedKey {
+		// The table is the same, but a VM that became ready (or changed) may have a new
+		// book, which the readers that do not take mu must see.
+		g.publishBooksLocked(d)
 		g.flushTCPLocked()
 		g.status.Store(&status{})
 		g.enforced.Advance(rev)
@@ -343,18 +346,26 @@ func (g *Gateway) applyLocked(force bool) error {
 	}
 	g.applied, g.appliedKey, g.tcpBehind = &d, key, false
 	g.inForce = make(map[netip.Addr]string, len(d.Sandboxes))
-	books := make(map[netip.Addr]*vmTCP, len(d.Sandboxes))
 	for _, s := range d.Sandboxes {
 		g.inForce[s.Addr] = s.Name
-		if st := g.tcp[s.Name]; st != nil {
-			books[s.Addr] = st
-		}
 	}
-	g.books.Store(&books)
+	g.publishBooksLocked(d)
 	g.flushTCPLocked()
 	g.status.Store(&status{})
 	g.enforced.Advance(rev)
 	return nil
+}
+
+// publishBooksLocked publishes the books of the sandboxes of d, the table in force, for the
+// readers that do not take mu (books).
+func (g *Gateway) publishBooksLocked(d firewall.Desired) {
+	books := make(map[netip.Addr]*vmTCP, len(d.Sandboxes))
+	for _, s := range d.Sandboxes {
+		if st := g.tcp[s.Name]; st != nil && g.inForce[s.Addr] == s.Name {
+			books[s.Addr] = st
+		}
+	}
+	g.books.Store(&books)
 }
 
 // renderKey is d's rendering without the allowed_tcp elements: what must be applied anew

@@ -368,4 +368,3 @@ func sum16(b []byte) uint16 {
 	}
 	return uint16(s)
 }
-

@@ -294,11 +294,11 @@ func TestFastPathFragments(t *testing.T) {
 	if seen := capture(t, l.inet, sendTCP); hasSYNTo(seen, 5432) {
 		t.Errorf("fast path on: a SYN in fragments arrived: %q", seen)
 	}
-	echo := make([]byte, 8+64) // ICMP echo request, id 7, seq 1, 64 bytes of data
-	echo[0], echo[5], echo[7] = 8, 7, 1
-	binary.BigEndian.PutUint16(echo[2:], ^sum16(echo))
-	if n := icmpEchoes(t, l.inet, func() { sendFragments(t, l.sbx, src, dst, unix.IPPROTO_ICMP, echo) }); n != 1 {
-		t.Errorf("fast path on: %d ICMP echoes in fragments arrived, want 1", n)
+	mark := []byte("an ICMP echo in two fragments")
+	echo := append([]byte{8, 0, 0, 0, 0, 7, 0, 1}, mark...) // echo request, id 7, seq 1
+	binary.BigEndian.PutUint16(echo[2:], checksum(echo))
+	if !receivedICMP(t, l.inet, mark, func() { sendFragments(t, l.sbx, src, dst, unix.IPPROTO_ICMP, echo) }) {
+		t.Error("fast path on: the ICMP echo in fragments did not arrive")
 	}
 }
 
@@ -306,65 +306,15 @@ func TestFastPathFragments(t *testing.T) {
 // first 8 bytes, then the rest.
 func sendFragments(t *testing.T, ns *netNS, src, dst [4]byte, proto byte, payload []byte) {
 	t.Helper()
-	err := ns.do(func() {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
-		if err != nil {
-			t.Error(err)
-			return
+	for i, part := range [][]byte{payload[:8], payload[8:]} {
+		h := ipHeader(src, dst, len(part))
+		h[9] = proto
+		binary.BigEndian.PutUint16(h[4:], 0x4242) // one ID for both: they belong together
+		if i == 0 {
+			binary.BigEndian.PutUint16(h[6:], 0x2000) // more fragments, offset 0
+		} else {
+			binary.BigEndian.PutUint16(h[6:], 1) // offset 1 (8 bytes), the last
 		}
-		defer unix.Close(fd)
-		for i, part := range [][]byte{payload[:8], payload[8:]} {
-			h := ipHeader(src, dst, len(part))
-			h[9] = proto
-			binary.BigEndian.PutUint16(h[4:], 0x4242) // one ID for both: they belong together
-			if i == 0 {
-				binary.BigEndian.PutUint16(h[6:], 0x2000) // more fragments, offset 0
-			} else {
-				binary.BigEndian.PutUint16(h[6:], 1) // offset 1 (8 bytes), the last
-			}
-			if err := unix.Sendto(fd, append(h, part...), 0, &unix.SockaddrInet4{Addr: dst}); err != nil {
-				t.Error(err)
-			}
-		}
-	})
-	if err != nil {
-		t.Error(err)
+		sendRaw(t, ns, dst, append(h, part...))
 	}
-}
-
-// icmpEchoes runs fn while counting the ICMP echo requests ns receives (reassembled).
-func icmpEchoes(t *testing.T, ns *netNS, fn func()) int {
-	t.Helper()
-	var fd int
-	var err error
-	if e := ns.do(func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP) }); e != nil || err != nil {
-		t.Fatalf("raw socket in %s: %v %v", ns.name, e, err)
-	}
-	defer unix.Close(fd)
-	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 300000})
-	fn()
-	n := 0
-	buf := make([]byte, 1500)
-	for i := 0; i < 10; i++ { // bounded: until 300 ms pass without a packet, 10 at most
-		m, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			break
-		}
-		if ihl := int(buf[0]&0x0f) * 4; m > ihl && buf[ihl] == 8 {
-			n++
-		}
-	}
-	return n
-}
-
-// sum16 is the Internet checksum's one's complement sum of b.
-func sum16(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }

@@ -31,14 +31,25 @@ type fastPath struct {
 // If the reader stops, the kernel drops what the queue holds and what comes to it: new
 // fast-path flows fail closed, and verified ones go on by their mark.
 func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
-	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{})
+	// The verdict marks the flow through ctnetlink (firewall.FastMarker), not in the
+	// queue's message: the queue asks for no conntrack, which kernels without
+	// CONFIG_NETFILTER_NETLINK_GLUE_CT refuse.
+	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{WithoutConntrack: true})
 	if err != nil {
+		return nil, fmt.Errorf("fast path: %w", err)
+	}
+	mk, err := firewall.NewFastMarker()
+	if err != nil {
+		q.Close()
 		return nil, fmt.Errorf("fast path: %w", err)
 	}
 	m := newFastMetrics(reg)
 	f := &fastPath{q: q, log: log}
-	f.v = fastpath.New(verdicts{q: q, m: m}, countingJudge{gw, m}, fastpath.Limits{})
-	go f.run(ctx)
+	f.v = fastpath.New(&verdicts{q: q, mk: mk, m: m, log: log}, countingJudge{gw, m}, fastpath.Limits{})
+	go func() {
+		f.run(ctx)
+		mk.Close()
+	}()
 	return f, nil
 }
 
@@ -69,28 +80,35 @@ func (f *fastPath) run(ctx context.Context) {
 	}
 }
 
-// verdicts maps the verifier's verdicts onto the queue's: a verified flow gets the ct mark
-// firewall.MarkFast, a refused one firewall.MarkFastDeny, and is sent through the forward
-// hook again (Repeat), where the firewall answers it with a TCP reset.
+// verdicts maps the verifier's verdicts onto the queue's. Pass and Reset first put the
+// verdict on the flow's conntrack entry (firewall.MarkFast or MarkFastDeny), then send the
+// packet through the forward hook again (NF_REPEAT), where the firewall passes it by the
+// mark, or answers it with a TCP reset. Every such verdict marks anew (one ctnetlink
+// request): a flow's entry may have been cut and made again since its last one, and a
+// packet repeated without its mark would come back to the queue.
 type verdicts struct {
-	q *nfqueue.Queue
-	m *fastMetrics
+	q   *nfqueue.Queue
+	mk  *firewall.FastMarker
+	m   *fastMetrics
+	log *slog.Logger
 }
 
-var (
-	markPass  = &nfqueue.Mark{Value: firewall.MarkFast, Mask: firewall.MarkFast | firewall.MarkFastDeny}
-	markReset = &nfqueue.Mark{Value: firewall.MarkFastDeny, Mask: firewall.MarkFast | firewall.MarkFastDeny}
-)
-
-func (a verdicts) SetVerdict(id uint32, v fastpath.Verdict) error {
+func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) error {
 	a.m.packets.WithLabelValues(verdictName(v)).Inc()
 	switch v {
 	case fastpath.Accept:
 		return a.q.SetVerdict(id, nfqueue.Accept, nil)
-	case fastpath.Pass:
-		return a.q.SetVerdict(id, nfqueue.Accept, markPass)
-	case fastpath.Reset:
-		return a.q.SetVerdict(id, nfqueue.Repeat, markReset)
+	case fastpath.Pass, fastpath.Reset:
+		if !f.Src.IsValid() {
+			return a.q.SetVerdict(id, nfqueue.Drop, nil) // no flow to mark (a fragment)
+		}
+		if err := a.mk.Mark(f.Src, f.Dst, v == fastpath.Reset); err != nil {
+			// No entry to mark (a SYN not confirmed yet, a flow cut meanwhile): the packet
+			// goes, and a retransmission meets the rules again.
+			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
+			return a.q.SetVerdict(id, nfqueue.Drop, nil)
+		}
+		return a.q.SetVerdict(id, nfqueue.Repeat, nil)
 	default:
 		return a.q.SetVerdict(id, nfqueue.Drop, nil)
 	}

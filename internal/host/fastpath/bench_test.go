@@ -10,7 +10,7 @@ import (
 
 type nopVerdicts struct{}
 
-func (nopVerdicts) SetVerdict(uint32, Verdict) error { return nil }
+func (nopVerdicts) SetVerdict(uint32, Verdict, Flow) error { return nil }
 
 type allowJudge struct{}
 

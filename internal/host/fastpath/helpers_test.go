@@ -53,7 +53,12 @@ type recorder struct {
 	order []uint32
 }
 
-func (r *recorder) SetVerdict(id uint32, v Verdict) error {
+func (r *recorder) SetVerdict(id uint32, v Verdict, f Flow) error {
+	// Pass names its flow; Reset too, unless the packet has none (a fragment without
+	// ports); Accept and Drop none.
+	if (v == Pass && !f.Src.IsValid()) || ((v == Accept || v == Drop) && f.Src.IsValid()) {
+		r.t.Errorf("packet %d: verdict %v with flow %v", id, v, f)
+	}
 	if old, ok := r.got[id]; ok {
 		r.t.Errorf("packet %d: verdict %v after %v", id, v, old)
 	}

@@ -16,7 +16,7 @@ func (v *Verifier) refuse(f *flow, key Flow, id uint32, tell bool, err error, no
 	if f != nil && len(f.known) > 0 && f.known[0].lo == 0 {
 		prefix = f.buf[:f.known[0].hi:f.known[0].hi]
 	}
-	v.verdict(id, Reset)
+	v.verdictOn(id, Reset, key)
 	if f != nil {
 		for _, h := range f.held {
 			if h.id != id {

@@ -40,9 +40,12 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
-// Verdicts receives the verdict of each packet, exactly one per Packet.ID, in the order decided.
+// Verdicts receives the verdict of each packet, exactly one per Packet.ID, in the order
+// decided. f is the packet's flow for Pass and Reset, the verdicts that mark their flow
+// (the firewall's conntrack mark), and the zero Flow for the others and for a Reset of a
+// packet without a flow (an IP fragment without ports), which can only be dropped.
 type Verdicts interface {
-	SetVerdict(id uint32, v Verdict) error
+	SetVerdict(id uint32, v Verdict, f Flow) error
 }
 
 // Flow is a TCP flow as the sandbox sent it (Src: the sandbox).
@@ -198,7 +201,10 @@ func (v *Verifier) Stats() Stats {
 	return s
 }
 
-func (v *Verifier) verdict(id uint32, d Verdict) {
+func (v *Verifier) verdict(id uint32, d Verdict) { v.verdictOn(id, d, Flow{}) }
+
+// verdictOn gives packet id of flow f the verdict d.
+func (v *Verifier) verdictOn(id uint32, d Verdict, f Flow) {
 	switch d {
 	case Accept:
 		v.stats.Accepted++
@@ -209,7 +215,7 @@ func (v *Verifier) verdict(id uint32, d Verdict) {
 	case Reset:
 		v.stats.Reset++
 	}
-	if err := v.out.SetVerdict(id, d); err != nil {
+	if err := v.out.SetVerdict(id, d, f); err != nil {
 		v.stats.VerdictErrors++
 	}
 }
@@ -433,7 +439,7 @@ func (v *Verifier) hold(f *flow, s *segment, id uint32, now time.Time) {
 	}
 	v.stats.Verified++
 	for _, h := range f.held {
-		v.verdict(h.id, Pass)
+		v.verdictOn(h.id, Pass, f.key)
 	}
 	v.release(f)
 	f.state, f.held, f.known = verified, nil, nil
@@ -456,9 +462,9 @@ func (v *Verifier) late(f *flow, s *segment, id uint32, now time.Time) {
 			v.refuse(f, s.flow, id, true, fmt.Errorf("%w: a retransmission differs from the verified ClientHello at byte %d", ErrOverlap, off+i), now)
 			return
 		}
-		v.verdict(id, Pass)
+		v.verdictOn(id, Pass, f.key)
 	default:
-		v.verdict(id, Pass)
+		v.verdictOn(id, Pass, f.key)
 	}
 }
 

@@ -315,7 +315,7 @@ func (l *gwLab) fastFlows(outcome string) int {
 }
 
 // fastConnects counts the VM's connect records to host that say the fast path carried
-// the flow ("path":"fast").
+// the flow ("via":"fast_path").
 func (l *gwLab) fastConnects(vm *client.VM, host string) int {
 	l.t.Helper()
 	evs, err := l.api.Events(context.Background(), client.EventsFilter{VMID: vm.VMID, Kind: "connect", Limit: 1000})
@@ -324,7 +324,7 @@ func (l *gwLab) fastConnects(vm *client.VM, host string) int {
 	}
 	n := 0
 	for _, e := range evs {
-		if e.Host == host && e.Path == "fast" {
+		if e.Host == host && e.Via == "fast_path" {
 			n++
 		}
 	}
@@ -333,7 +333,7 @@ func (l *gwLab) fastConnects(vm *client.VM, host string) int {
 
 // carried runs a client that makes at least conns HTTPS connections to host (an allowed
 // name, answered the VM), and proves which path carried them. With the fast path on, the
-// verified counter rises by at least conns and host's connect records say "fast"; in the
+// verified counter rises by at least conns and host's connect records say "fast_path"; in the
 // proxy mode neither moves, which shows the two measures tell the paths apart.
 func (l *gwLab) carried(t *testing.T, m gwMode, vm *client.VM, host string, conns int, run func()) {
 	t.Helper()

@@ -113,11 +113,17 @@ func TestFastPathRouting(t *testing.T) {
 
 // A flow whose first data segment the reader verified (ct mark MarkFast) is forwarded by
 // the kernel from then on: the queue sees its handshake and that one segment, nothing
-// after. CutFast cuts it: the sandbox's next packet is answered with a reset.
+// after. CutFast cuts it: the sandbox's next packet is answered with a reset. A segment
+// conntrack refuses (a bad checksum) never reaches the reader.
 func TestFastPathVerified(t *testing.T) {
 	t.Parallel()
 	l, fw, got := fastLab(t)
 	q := readQueue(t, l.gw, DefaultFastQueue, handshakeThen(MarkFast))
+	// First in the queue, if it got there at all: the reader answers in order.
+	src, dst := ip("100.96.0.2").As4(), ip("203.0.113.10").As4()
+	bad := tcpSegment(src, dst, 40200, 443, tcpSYN)
+	bad[16] ^= 0xff // the checksum
+	sendRaw(t, l.sbx, dst, append(ipHeader(src, dst, len(bad)), bad...))
 	open := func() *conn {
 		c, greet, err := dial(l.sbx, "", "203.0.113.10:443", ok)
 		if err != nil || greet != "srv" {
@@ -147,6 +153,9 @@ func TestFastPathVerified(t *testing.T) {
 	}
 	if syn != 1 || data != 1 {
 		t.Errorf("the queue saw %d SYN and %d data segments of the flow, want 1 and 1 (the first): %v", syn, data, q.packets())
+	}
+	if slices.ContainsFunc(q.packets(), func(p queued) bool { return p.src.Port() == 40200 }) {
+		t.Errorf("a segment with a bad checksum reached the queue: %v", q.packets())
 	}
 	if lines := got(); !slices.Equal(lines, []string{"client hello", "second", "third"}) {
 		t.Errorf("the server got %q", lines)

@@ -16,7 +16,7 @@ import (
 )
 
 // transitionStates are the golden states and two more, so that transitions add, remove
-// and rename sandboxes, change allowed sets, ports, the interface prefix and hard deny.
+// and rename sandboxes, change allowed sets, ports, the interface prefix, hard deny and FastPath.
 func transitionStates() map[string]Desired {
 	m := goldenStates()
 	changed := withSandboxes(
@@ -182,7 +182,7 @@ func checkStructure(t *testing.T, ns *netNS, d Desired) {
 	}
 }
 
-// Random transitions between six states (seeded, bounded) always end in exactly the table
+// Random transitions between seven states (seeded, bounded) always end in exactly the table
 // a fresh Apply of the last state gives; foreign tables are never touched; Remove deletes
 // egressd's table only, and is idempotent.
 func TestTransitions(t *testing.T) {

@@ -40,6 +40,16 @@ func (v *Verifier) refuse(f *flow, key Flow, id uint32, tell bool, err error, no
 	v.remember(&v.refusedQ, r, now.Add(v.lim.Idle))
 }
 
+// close ends an unverified flow the client ended: its held packets are dropped, and it is
+// remembered for Limits.Idle so that the last ACKs of the close are accepted rather than
+// refused as packets of an unknown flow.
+func (v *Verifier) close(f *flow, now time.Time) {
+	v.forget(f)
+	c := &flow{key: f.key, state: closed}
+	v.flows[f.key] = c
+	v.remember(&v.refusedQ, c, now.Add(v.lim.Idle))
+}
+
 // forget drops a flow's held packets and its entry.
 func (v *Verifier) forget(f *flow) {
 	for _, h := range f.held {

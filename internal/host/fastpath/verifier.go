@@ -111,6 +111,7 @@ const (
 	unverified state = iota
 	verified
 	refused
+	closed // the client sent RST, or FIN before any data
 )
 
 // span is a range [lo, hi) of flow offsets whose bytes have arrived.
@@ -128,7 +129,8 @@ type flow struct {
 	isn    uint32
 	synTTL uint8
 	synTS  bool   // the SYN had timestamps: every later segment must too
-	maxTS  uint32 // newest TSval sent so far
+	maxTS  uint32 // newest TSval sent so far, if tsSeen
+	tsSeen bool
 	ack    uint32 // the acknowledgement number every segment must carry
 	ackSet bool
 	// last: the last packet (unverified), or when the entry expires (verified, refused).
@@ -169,7 +171,7 @@ type Verifier struct {
 	vms        map[netip.Addr]*vmUse
 	unverified int
 	heldBytes  int
-	// Verified and refused entries, oldest first (their expiry is flow.last).
+	// Verified, and refused or closed, entries, oldest first (their expiry is flow.last).
 	verified, refusedQ fifo
 	memBytes           int // ClientHello bytes of the verified entries
 
@@ -241,6 +243,13 @@ func (v *Verifier) Handle(p Packet, now time.Time) {
 	switch {
 	case f != nil && f.state == refused:
 		v.verdict(p.ID, Drop)
+	case f != nil && f.state == closed && s.flags&flagSYN == 0:
+		// The last ACKs of a closed flow are harmless; data after the close is not.
+		if len(s.payload) > 0 {
+			v.refuse(f, s.flow, p.ID, true, fmt.Errorf("%w: %d bytes after the client closed", ErrFIN, len(s.payload)), now)
+		} else {
+			v.verdict(p.ID, Accept)
+		}
 	case s.flags&flagSYN != 0:
 		v.syn(f, &s, p.ID, now)
 	case f == nil:
@@ -254,6 +263,9 @@ func (v *Verifier) Handle(p Packet, now time.Time) {
 
 // syn handles a SYN: a new flow, a retransmission, or a second SYN.
 func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
+	if f != nil && f.state == closed {
+		f = nil // a new connection on the tuple of one that ended
+	}
 	fail := func(err error) { v.refuse(f, s.flow, id, true, err, now) }
 	opts, err := parseOptions(s.opts, true)
 	switch {
@@ -288,7 +300,7 @@ func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
 		}
 		vm.flows++
 		v.unverified++
-		v.flows[s.flow] = &flow{key: s.flow, isn: s.seq, synTTL: s.ttl, synTS: opts.hasTS, maxTS: opts.tsval, last: now}
+		v.flows[s.flow] = &flow{key: s.flow, isn: s.seq, synTTL: s.ttl, synTS: opts.hasTS, tsSeen: opts.hasTS, maxTS: opts.tsval, last: now}
 		v.verdict(id, Accept)
 	}
 }
@@ -298,7 +310,7 @@ func (v *Verifier) segment(f *flow, s *segment, id uint32, now time.Time) {
 	fail := func(err error) { v.refuse(f, s.flow, id, true, err, now) }
 	if s.flags&flagRST != 0 {
 		// The client gave up. Its held packets can never be verified.
-		v.forget(f)
+		v.close(f, now)
 		v.verdict(id, Accept)
 		return
 	}
@@ -326,7 +338,7 @@ func (v *Verifier) segment(f *flow, s *segment, id uint32, now time.Time) {
 	case f.synTS && !opts.hasTS:
 		fail(fmt.Errorf("%w: segment without a timestamp after a SYN with one", ErrTimestamp))
 		return
-	case data && opts.hasTS && int32(opts.tsval-f.maxTS) < 0:
+	case data && opts.hasTS && f.tsSeen && int32(opts.tsval-f.maxTS) < 0:
 		// PAWS: the server drops a segment with a timestamp older than one it has seen.
 		fail(fmt.Errorf("%w: %d after %d", ErrTimestamp, opts.tsval, f.maxTS))
 		return
@@ -336,13 +348,13 @@ func (v *Verifier) segment(f *flow, s *segment, id uint32, now time.Time) {
 		return
 	}
 	f.ack, f.ackSet = s.ack, true
-	if opts.hasTS && int32(opts.tsval-f.maxTS) > 0 {
-		f.maxTS = opts.tsval
+	if opts.hasTS && (!f.tsSeen || int32(opts.tsval-f.maxTS) > 0) {
+		f.maxTS, f.tsSeen = opts.tsval, true
 	}
 	f.last = now
 	switch {
 	case s.flags&flagFIN != 0 && !f.sawData && !data:
-		v.forget(f)
+		v.close(f, now)
 		v.verdict(id, Accept)
 	case s.flags&flagFIN != 0:
 		fail(fmt.Errorf("%w: the client closed after %d bytes", ErrFIN, len(f.buf)+len(s.payload)))

@@ -227,11 +227,13 @@ func (v *Verifier) Handle(p Packet, now time.Time) {
 			f = v.flows[s.flow]
 		}
 		switch {
-		case errors.Is(err, ErrFragment), errors.Is(err, ErrChecksum) && tupleOK:
+		case f != nil && f.state == refused:
+			v.verdict(p.ID, Drop)
+		case errors.Is(err, ErrFragment), errors.Is(err, ErrChecksum):
 			// A packet the server would see differently from the verifier: refuse the flow
 			// whether known or not.
 			v.refuse(f, s.flow, p.ID, true, err, now)
-		case f != nil && f.state != refused:
+		case f != nil:
 			v.refuse(f, s.flow, p.ID, true, err, now)
 		default:
 			v.stats.Unparsed++

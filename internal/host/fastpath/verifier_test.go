@@ -129,6 +129,15 @@ func TestRules(t *testing.T) {
 		{"checksum trick", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g, badSum), c.data(0, e)}
 		}, []Verdict{A, R, D}, ErrChecksum, nil},
+		{"refused flow: a fragment or a bad checksum is dropped", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, e), c.data(0, g, fragment(0)), c.data(0, g, badSum)}
+		}, []Verdict{A, R, D, D}, nil, []string{evilName}},
+		{"verified flow: a bad checksum resets", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.data(len(g), []byte("GET"), badSum)}
+		}, []Verdict{A, P, R}, ErrChecksum, []string{goodName}},
+		{"SYN-ACK from the sandbox", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.send(fp.Segment{Seq: c.isn, Ack: 1, Flags: fp.SYN | fp.ACK})}
+		}, []Verdict{R}, ErrMalformed, nil},
 		{"first fragment", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g, fragment(0))}
 		}, []Verdict{A, R}, ErrFragment, nil},

@@ -3,6 +3,7 @@ package fastpath
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -212,4 +213,24 @@ func FuzzScrambled(f *testing.F) {
 		f.Add(seed, seed%2 == 0)
 	}
 	f.Fuzz(checkScrambled)
+}
+
+// TestRememberedBound: verified and refused entries are bounded by Limits.Flows, the
+// refused ones forgotten first.
+func TestRememberedBound(t *testing.T) {
+	hellos(t)
+	c := newConn(t, Limits{Flows: 3})
+	for i := range 3 {
+		d := c.sibling(fmt.Sprintf("100.96.0.2:%d", 30000+i))
+		d.data(0, goodHello) // refused: unknown flow
+	}
+	c.syn()
+	c.data(0, goodHello) // verified
+	if n := len(c.v.verified.q) + len(c.v.refusedQ.q); n != 3 || len(c.v.verified.q) != 1 || len(c.v.flows) != 3 {
+		t.Fatalf("%d remembered (%d verified), %d entries", n, len(c.v.verified.q), len(c.v.flows))
+	}
+	s := c.v.Stats()
+	if s.Verified != 1 || s.Passed != 1 || s.Reset != 3 || s.Refused["unknown_flow"] != 3 {
+		t.Fatalf("stats %+v", s)
+	}
 }

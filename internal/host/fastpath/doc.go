@@ -15,7 +15,8 @@
 //	v.Sweep(time.Now())                                       // every ~100 ms, same goroutine
 //	s := v.Stats()                                            // counters for metrics
 //
-// out (Verdicts) receives exactly one verdict per packet id: at once, or later for a data
+// Only packets from the sandbox are to be queued (a server's packet would be a packet of an
+// unknown flow, and refuse it). out (Verdicts) receives exactly one verdict per packet id: at once, or later for a data
 // packet that is held until its flow's ClientHello is whole. The verdicts:
 //
 //   - Accept: let the packet go; the flow stays unverified (SYN, pure ACK).

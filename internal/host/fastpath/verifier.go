@@ -50,7 +50,8 @@ type Flow struct{ Src, Dst netip.AddrPort }
 
 // Hello is what was read from a flow: the server name of its ClientHello (as sent: the judge
 // normalises) and the ClientHello bytes; or Err, why the flow cannot be verified (then Name
-// is ""; Bytes holds what had arrived in order, possibly nothing). Bytes is the judge's to keep.
+// is ""; Bytes holds what had arrived in order, possibly nothing). The judge may keep
+// Bytes but must not change it: a verified flow's late packets are compared with it.
 type Hello struct {
 	Name  string
 	Bytes []byte

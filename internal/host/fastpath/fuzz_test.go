@@ -86,7 +86,7 @@ func FuzzHandle(f *testing.F) {
 				t.Fatalf("packet %d without a verdict", id)
 			}
 		}
-		if s := c.v.Stats(); s.Flows != 0 || s.HeldBytes != 0 || len(c.v.vms) != 0 || len(c.v.flows) != 0 {
+		if s := c.v.Stats(); s.Flows != 0 || s.HeldBytes != 0 || len(c.v.vms) != 0 || len(c.v.flows) != 0 || len(c.v.live) != 0 {
 			t.Fatalf("after every timeout: %+v, %d sandboxes, %d entries", s, len(c.v.vms), len(c.v.flows))
 		}
 	})

@@ -68,7 +68,7 @@ func (v *Verifier) release(f *flow) {
 	vm.bytes -= f.cost
 	v.heldBytes -= f.cost
 	f.cost = 0
-	v.unverified--
+	delete(v.live, f)
 	if vm.flows == 0 {
 		delete(v.vms, addr)
 	}
@@ -111,10 +111,7 @@ func (v *Verifier) pop(q *fifo) {
 // longer than Limits.Hold is refused (ErrTimeout); an unverified flow that holds nothing and
 // has been quiet for Limits.Idle is forgotten; remembered verified and refused flows expire.
 func (v *Verifier) Sweep(now time.Time) {
-	for _, f := range v.flows {
-		if f.state != unverified {
-			continue
-		}
+	for f := range v.live {
 		switch {
 		case len(f.held) > 0 && now.Sub(f.holdSince) > v.lim.Hold:
 			err := fmt.Errorf("%w: %d segments held for %v without a whole ClientHello", ErrTimeout, len(f.held), now.Sub(f.holdSince).Round(time.Millisecond))

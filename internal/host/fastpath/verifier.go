@@ -168,10 +168,10 @@ type Verifier struct {
 	judge Judge
 	lim   Limits
 
-	flows      map[Flow]*flow
-	vms        map[netip.Addr]*vmUse
-	unverified int
-	heldBytes  int
+	flows     map[Flow]*flow
+	live      map[*flow]struct{} // the unverified entries of flows, for Sweep
+	vms       map[netip.Addr]*vmUse
+	heldBytes int
 	// Verified, and refused or closed, entries, oldest first (their expiry is flow.last).
 	verified, refusedQ fifo
 	memBytes           int // ClientHello bytes of the verified entries
@@ -185,6 +185,7 @@ func New(out Verdicts, j Judge, l Limits) *Verifier {
 	return &Verifier{
 		out: out, judge: j, lim: l.withDefaults(),
 		flows:   make(map[Flow]*flow),
+		live:    make(map[*flow]struct{}),
 		vms:     make(map[netip.Addr]*vmUse),
 		refused: make(map[string]uint64),
 	}
@@ -197,7 +198,7 @@ func (v *Verifier) Stats() Stats {
 	for k, n := range v.refused {
 		s.Refused[k] = n
 	}
-	s.Flows, s.HeldBytes = v.unverified, v.heldBytes
+	s.Flows, s.HeldBytes = len(v.live), v.heldBytes
 	return s
 }
 
@@ -293,8 +294,8 @@ func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
 			fail(fmt.Errorf("%w: sandbox %s has %d flows waiting for verification", ErrLimit, s.flow.Src.Addr(), vm.flows))
 			return
 		}
-		if v.unverified >= v.lim.Flows {
-			fail(fmt.Errorf("%w: %d flows waiting for verification", ErrLimit, v.unverified))
+		if len(v.live) >= v.lim.Flows {
+			fail(fmt.Errorf("%w: %d flows waiting for verification", ErrLimit, len(v.live)))
 			return
 		}
 		if vm == nil {
@@ -302,8 +303,9 @@ func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
 			v.vms[s.flow.Src.Addr()] = vm
 		}
 		vm.flows++
-		v.unverified++
-		v.flows[s.flow] = &flow{key: s.flow, isn: s.seq, synTTL: s.ttl, synTS: opts.hasTS, tsSeen: opts.hasTS, maxTS: opts.tsval, last: now}
+		f := &flow{key: s.flow, isn: s.seq, synTTL: s.ttl, synTS: opts.hasTS, tsSeen: opts.hasTS, maxTS: opts.tsval, last: now}
+		v.flows[s.flow] = f
+		v.live[f] = struct{}{}
 		v.verdict(id, Accept)
 	}
 }

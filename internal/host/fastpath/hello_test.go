@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	fp "github.com/egressd/egressd/internal/host/fastpath/fastpathtest"
 )
 
 // TestSweep: the time limits.
@@ -232,5 +234,28 @@ func TestRememberedBound(t *testing.T) {
 	s := c.v.Stats()
 	if s.Verified != 1 || s.Passed != 1 || s.Reset != 3 || s.Refused["unknown_flow"] != 3 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestLinuxLike: a big ClientHello as a Linux client sends it: SYN with its options,
+// the handshake's ACK, then MSS-sized segments with timestamps.
+func TestLinuxLike(t *testing.T) {
+	hellos(t)
+	for _, tc := range []struct {
+		hello []byte
+		want  Verdict
+	}{{bigGood, P}, {bigEvil, R}} {
+		c := newConn(t, Limits{})
+		fc := fp.Conn{Src: c.src, Dst: srvAddr, ISN: 0xfffff000, Ack: 77, TSval: 0x7ffffff0} // sequence numbers wrap
+		ids := []uint32{c.send(fc.SYN()), c.send(fc.ACK())}
+		offs, pieces := fp.Split(tc.hello, 1448)
+		for i := range pieces {
+			fc.TSval++
+			ids = append(ids, c.send(fc.Data(offs[i], pieces[i])))
+		}
+		got := c.verdicts(ids...)
+		if got[0] != A || got[1] != A || got[len(got)-1] != tc.want {
+			t.Fatalf("verdicts %v, want the last %v", got, tc.want)
+		}
 	}
 }

@@ -15,7 +15,8 @@
 //	v.Sweep(time.Now())                                       // every ~100 ms, same goroutine
 //	s := v.Stats()                                            // counters for metrics
 //
-// out (Verdicts) receives exactly one verdict per packet id: at once, or later for a data
+// Only packets from the sandbox are to be queued (a server's packet would be a packet of an
+// unknown flow, and refuse it). out (Verdicts) receives exactly one verdict per packet id: at once, or later for a data
 // packet that is held until its flow's ClientHello is whole. The verdicts:
 //
 //   - Accept: let the packet go; the flow stays unverified (SYN, pure ACK).
@@ -58,8 +59,10 @@
 //     when its 4+L bytes have arrived, its last record holds nothing after it and no byte
 //     has been seen at or past that record's end. The records go to sni.ServerName
 //     (crypto/tls's own parser).
-//   - RST from the client: accepted, the flow forgotten, its held packets dropped. FIN:
-//     accepted and forgotten if no data was ever sent, else refused.
+//   - RST from the client: accepted, its held packets dropped (they can never be verified).
+//     FIN: accepted if no data was ever sent, else refused (ErrFIN). Either way the flow is
+//     then remembered as closed for Limits.Idle: the last ACKs of the close are accepted
+//     (not refused as packets of an unknown flow), data is refused, a SYN starts anew.
 //
 // After Pass the flow is remembered for 2 s as verified, for packets queued before the
 // mark took effect: bytes overlapping the ClientHello must equal it (else Reset: the

@@ -86,8 +86,20 @@ func FuzzHandle(f *testing.F) {
 				t.Fatalf("packet %d without a verdict", id)
 			}
 		}
-		if s := c.v.Stats(); s.Flows != 0 || s.HeldBytes != 0 || len(c.v.vms) != 0 || len(c.v.flows) != 0 {
+		if s := c.v.Stats(); s.Flows != 0 || s.HeldBytes != 0 || len(c.v.vms) != 0 || len(c.v.flows) != 0 || len(c.v.live) != 0 {
 			t.Fatalf("after every timeout: %+v, %d sandboxes, %d entries", s, len(c.v.vms), len(c.v.flows))
 		}
 	})
+}
+
+// TestChecksumRFC1071: the example of RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to
+// ddf2 in one's complement; with the complement as checksum the total is ffff.
+func TestChecksumRFC1071(t *testing.T) {
+	b := []byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}
+	if got := checksum(0, b); got != 0xddf2 {
+		t.Fatalf("sum %04x, want ddf2", got)
+	}
+	if got := checksum(0, append(b, 0x22, 0x0d)); got != 0xffff {
+		t.Fatalf("with the checksum %04x, want ffff", got)
+	}
 }

@@ -3,10 +3,13 @@ package fastpath
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
+
+	fp "github.com/egressd/egressd/internal/host/fastpath/fastpathtest"
 )
 
 // TestSweep: the time limits.
@@ -212,4 +215,47 @@ func FuzzScrambled(f *testing.F) {
 		f.Add(seed, seed%2 == 0)
 	}
 	f.Fuzz(checkScrambled)
+}
+
+// TestRememberedBound: verified and refused entries are bounded by Limits.Flows, the
+// refused ones forgotten first.
+func TestRememberedBound(t *testing.T) {
+	hellos(t)
+	c := newConn(t, Limits{Flows: 3})
+	for i := range 3 {
+		d := c.sibling(fmt.Sprintf("100.96.0.2:%d", 30000+i))
+		d.data(0, goodHello) // refused: unknown flow
+	}
+	c.syn()
+	c.data(0, goodHello) // verified
+	if n := len(c.v.verified.q) + len(c.v.refusedQ.q); n != 3 || len(c.v.verified.q) != 1 || len(c.v.flows) != 3 {
+		t.Fatalf("%d remembered (%d verified), %d entries", n, len(c.v.verified.q), len(c.v.flows))
+	}
+	s := c.v.Stats()
+	if s.Verified != 1 || s.Passed != 1 || s.Reset != 3 || s.Refused["unknown_flow"] != 3 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestLinuxLike: a big ClientHello as a Linux client sends it: SYN with its options,
+// the handshake's ACK, then MSS-sized segments with timestamps.
+func TestLinuxLike(t *testing.T) {
+	hellos(t)
+	for _, tc := range []struct {
+		hello []byte
+		want  Verdict
+	}{{bigGood, P}, {bigEvil, R}} {
+		c := newConn(t, Limits{})
+		fc := fp.Conn{Src: c.src, Dst: srvAddr, ISN: 0xfffff000, Ack: 77, TSval: 0x7ffffff0} // sequence numbers wrap
+		ids := []uint32{c.send(fc.SYN()), c.send(fc.ACK())}
+		offs, pieces := fp.Split(tc.hello, 1448)
+		for i := range pieces {
+			fc.TSval++
+			ids = append(ids, c.send(fc.Data(offs[i], pieces[i])))
+		}
+		got := c.verdicts(ids...)
+		if got[0] != A || got[1] != A || got[len(got)-1] != tc.want {
+			t.Fatalf("verdicts %v, want the last %v", got, tc.want)
+		}
+	}
 }

@@ -119,13 +119,21 @@ func (c *conn) raw(b []byte) uint32 {
 	return id
 }
 
+// fc is the connection as package fastpathtest makes its segments.
+func (c *conn) fc() fastpathtest.Conn {
+	return fastpathtest.Conn{Src: c.src, Dst: srvAddr, ISN: c.isn, Ack: c.ack}
+}
+
 func (c *conn) syn() uint32 {
-	return c.send(fastpathtest.Segment{Seq: c.isn, Flags: fastpathtest.SYN})
+	s := c.fc().SYN()
+	s.Options = nil
+	return c.send(s)
 }
 
 // data sends b at flow offset off, with ACK|PSH, after applying mods.
 func (c *conn) data(off int, b []byte, mods ...func(*fastpathtest.Segment)) uint32 {
-	s := fastpathtest.Segment{Seq: c.isn + 1 + uint32(off), Ack: c.ack, Flags: fastpathtest.ACK | fastpathtest.PSH, Payload: b}
+	s := c.fc().Data(off, b)
+	s.Flags |= fastpathtest.PSH
 	for _, m := range mods {
 		m(&s)
 	}
@@ -133,7 +141,7 @@ func (c *conn) data(off int, b []byte, mods ...func(*fastpathtest.Segment)) uint
 }
 
 func (c *conn) pureACK() uint32 {
-	return c.send(fastpathtest.Segment{Seq: c.isn + 1, Ack: c.ack, Flags: fastpathtest.ACK})
+	return c.send(c.fc().ACK())
 }
 
 // verdicts is the verdict of each id, 0 for none yet.

@@ -40,6 +40,16 @@ func (v *Verifier) refuse(f *flow, key Flow, id uint32, tell bool, err error, no
 	v.remember(&v.refusedQ, r, now.Add(v.lim.Idle))
 }
 
+// close ends an unverified flow the client ended: its held packets are dropped, and it is
+// remembered for Limits.Idle so that the last ACKs of the close are accepted rather than
+// refused as packets of an unknown flow.
+func (v *Verifier) close(f *flow, now time.Time) {
+	v.forget(f)
+	c := &flow{key: f.key, state: closed}
+	v.flows[f.key] = c
+	v.remember(&v.refusedQ, c, now.Add(v.lim.Idle))
+}
+
 // forget drops a flow's held packets and its entry.
 func (v *Verifier) forget(f *flow) {
 	for _, h := range f.held {
@@ -58,7 +68,7 @@ func (v *Verifier) release(f *flow) {
 	vm.bytes -= f.cost
 	v.heldBytes -= f.cost
 	f.cost = 0
-	v.unverified--
+	delete(v.live, f)
 	if vm.flows == 0 {
 		delete(v.vms, addr)
 	}
@@ -101,10 +111,7 @@ func (v *Verifier) pop(q *fifo) {
 // longer than Limits.Hold is refused (ErrTimeout); an unverified flow that holds nothing and
 // has been quiet for Limits.Idle is forgotten; remembered verified and refused flows expire.
 func (v *Verifier) Sweep(now time.Time) {
-	for _, f := range v.flows {
-		if f.state != unverified {
-			continue
-		}
+	for f := range v.live {
 		switch {
 		case len(f.held) > 0 && now.Sub(f.holdSince) > v.lim.Hold:
 			err := fmt.Errorf("%w: %d segments held for %v without a whole ClientHello", ErrTimeout, len(f.held), now.Sub(f.holdSince).Round(time.Millisecond))

@@ -53,7 +53,8 @@ type Flow struct{ Src, Dst netip.AddrPort }
 
 // Hello is what was read from a flow: the server name of its ClientHello (as sent: the judge
 // normalises) and the ClientHello bytes; or Err, why the flow cannot be verified (then Name
-// is ""; Bytes holds what had arrived in order, possibly nothing). Bytes is the judge's to keep.
+// is ""; Bytes holds what had arrived in order, possibly nothing). The judge may keep
+// Bytes but must not change it: a verified flow's late packets are compared with it.
 type Hello struct {
 	Name  string
 	Bytes []byte
@@ -114,6 +115,7 @@ const (
 	unverified state = iota
 	verified
 	refused
+	closed // the client sent RST, or FIN before any data
 )
 
 // span is a range [lo, hi) of flow offsets whose bytes have arrived.
@@ -131,7 +133,8 @@ type flow struct {
 	isn    uint32
 	synTTL uint8
 	synTS  bool   // the SYN had timestamps: every later segment must too
-	maxTS  uint32 // newest TSval sent so far
+	maxTS  uint32 // newest TSval sent so far, if tsSeen
+	tsSeen bool
 	ack    uint32 // the acknowledgement number every segment must carry
 	ackSet bool
 	// last: the last packet (unverified), or when the entry expires (verified, refused).
@@ -168,11 +171,11 @@ type Verifier struct {
 	judge Judge
 	lim   Limits
 
-	flows      map[Flow]*flow
-	vms        map[netip.Addr]*vmUse
-	unverified int
-	heldBytes  int
-	// Verified and refused entries, oldest first (their expiry is flow.last).
+	flows     map[Flow]*flow
+	live      map[*flow]struct{} // the unverified entries of flows, for Sweep
+	vms       map[netip.Addr]*vmUse
+	heldBytes int
+	// Verified, and refused or closed, entries, oldest first (their expiry is flow.last).
 	verified, refusedQ fifo
 	memBytes           int // ClientHello bytes of the verified entries
 
@@ -185,6 +188,7 @@ func New(out Verdicts, j Judge, l Limits) *Verifier {
 	return &Verifier{
 		out: out, judge: j, lim: l.withDefaults(),
 		flows:   make(map[Flow]*flow),
+		live:    make(map[*flow]struct{}),
 		vms:     make(map[netip.Addr]*vmUse),
 		refused: make(map[string]uint64),
 	}
@@ -197,7 +201,7 @@ func (v *Verifier) Stats() Stats {
 	for k, n := range v.refused {
 		s.Refused[k] = n
 	}
-	s.Flows, s.HeldBytes = v.unverified, v.heldBytes
+	s.Flows, s.HeldBytes = len(v.live), v.heldBytes
 	return s
 }
 
@@ -231,11 +235,13 @@ func (v *Verifier) Handle(p Packet, now time.Time) {
 			f = v.flows[s.flow]
 		}
 		switch {
-		case errors.Is(err, ErrFragment), errors.Is(err, ErrChecksum) && tupleOK:
+		case f != nil && f.state == refused:
+			v.verdict(p.ID, Drop)
+		case errors.Is(err, ErrFragment), errors.Is(err, ErrChecksum):
 			// A packet the server would see differently from the verifier: refuse the flow
 			// whether known or not.
 			v.refuse(f, s.flow, p.ID, true, err, now)
-		case f != nil && f.state != refused:
+		case f != nil:
 			v.refuse(f, s.flow, p.ID, true, err, now)
 		default:
 			v.stats.Unparsed++
@@ -247,6 +253,13 @@ func (v *Verifier) Handle(p Packet, now time.Time) {
 	switch {
 	case f != nil && f.state == refused:
 		v.verdict(p.ID, Drop)
+	case f != nil && f.state == closed && s.flags&flagSYN == 0:
+		// The last ACKs of a closed flow are harmless; data after the close is not.
+		if len(s.payload) > 0 {
+			v.refuse(f, s.flow, p.ID, true, fmt.Errorf("%w: %d bytes after the client closed", ErrFIN, len(s.payload)), now)
+		} else {
+			v.verdict(p.ID, Accept)
+		}
 	case s.flags&flagSYN != 0:
 		v.syn(f, &s, p.ID, now)
 	case f == nil:
@@ -260,6 +273,9 @@ func (v *Verifier) Handle(p Packet, now time.Time) {
 
 // syn handles a SYN: a new flow, a retransmission, or a second SYN.
 func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
+	if f != nil && f.state == closed {
+		f = nil // a new connection on the tuple of one that ended
+	}
 	fail := func(err error) { v.refuse(f, s.flow, id, true, err, now) }
 	opts, err := parseOptions(s.opts, true)
 	switch {
@@ -284,8 +300,8 @@ func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
 			fail(fmt.Errorf("%w: sandbox %s has %d flows waiting for verification", ErrLimit, s.flow.Src.Addr(), vm.flows))
 			return
 		}
-		if v.unverified >= v.lim.Flows {
-			fail(fmt.Errorf("%w: %d flows waiting for verification", ErrLimit, v.unverified))
+		if len(v.live) >= v.lim.Flows {
+			fail(fmt.Errorf("%w: %d flows waiting for verification", ErrLimit, len(v.live)))
 			return
 		}
 		if vm == nil {
@@ -293,8 +309,9 @@ func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
 			v.vms[s.flow.Src.Addr()] = vm
 		}
 		vm.flows++
-		v.unverified++
-		v.flows[s.flow] = &flow{key: s.flow, isn: s.seq, synTTL: s.ttl, synTS: opts.hasTS, maxTS: opts.tsval, last: now}
+		f := &flow{key: s.flow, isn: s.seq, synTTL: s.ttl, synTS: opts.hasTS, tsSeen: opts.hasTS, maxTS: opts.tsval, last: now}
+		v.flows[s.flow] = f
+		v.live[f] = struct{}{}
 		v.verdict(id, Accept)
 	}
 }
@@ -304,7 +321,7 @@ func (v *Verifier) segment(f *flow, s *segment, id uint32, now time.Time) {
 	fail := func(err error) { v.refuse(f, s.flow, id, true, err, now) }
 	if s.flags&flagRST != 0 {
 		// The client gave up. Its held packets can never be verified.
-		v.forget(f)
+		v.close(f, now)
 		v.verdict(id, Accept)
 		return
 	}
@@ -332,7 +349,7 @@ func (v *Verifier) segment(f *flow, s *segment, id uint32, now time.Time) {
 	case f.synTS && !opts.hasTS:
 		fail(fmt.Errorf("%w: segment without a timestamp after a SYN with one", ErrTimestamp))
 		return
-	case data && opts.hasTS && int32(opts.tsval-f.maxTS) < 0:
+	case data && opts.hasTS && f.tsSeen && int32(opts.tsval-f.maxTS) < 0:
 		// PAWS: the server drops a segment with a timestamp older than one it has seen.
 		fail(fmt.Errorf("%w: %d after %d", ErrTimestamp, opts.tsval, f.maxTS))
 		return
@@ -342,13 +359,13 @@ func (v *Verifier) segment(f *flow, s *segment, id uint32, now time.Time) {
 		return
 	}
 	f.ack, f.ackSet = s.ack, true
-	if opts.hasTS && int32(opts.tsval-f.maxTS) > 0 {
-		f.maxTS = opts.tsval
+	if opts.hasTS && (!f.tsSeen || int32(opts.tsval-f.maxTS) > 0) {
+		f.maxTS, f.tsSeen = opts.tsval, true
 	}
 	f.last = now
 	switch {
 	case s.flags&flagFIN != 0 && !f.sawData && !data:
-		v.forget(f)
+		v.close(f, now)
 		v.verdict(id, Accept)
 	case s.flags&flagFIN != 0:
 		fail(fmt.Errorf("%w: the client closed after %d bytes", ErrFIN, len(f.buf)+len(s.payload)))

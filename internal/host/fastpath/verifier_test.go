@@ -129,6 +129,15 @@ func TestRules(t *testing.T) {
 		{"checksum trick", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g, badSum), c.data(0, e)}
 		}, []Verdict{A, R, D}, ErrChecksum, nil},
+		{"refused flow: a fragment or a bad checksum is dropped", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, e), c.data(0, g, fragment(0)), c.data(0, g, badSum)}
+		}, []Verdict{A, R, D, D}, nil, []string{evilName}},
+		{"verified flow: a bad checksum resets", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.data(len(g), []byte("GET"), badSum)}
+		}, []Verdict{A, P, R}, ErrChecksum, []string{goodName}},
+		{"SYN-ACK from the sandbox", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.send(fp.Segment{Seq: c.isn, Ack: 1, Flags: fp.SYN | fp.ACK})}
+		}, []Verdict{R}, ErrMalformed, nil},
 		{"first fragment", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g, fragment(0))}
 		}, []Verdict{A, R}, ErrFragment, nil},
@@ -156,12 +165,17 @@ func TestRules(t *testing.T) {
 		{"urgent pointer without the flag", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g, urgent(3))}
 		}, []Verdict{A, R}, ErrUrgent, nil},
-		{"RST drops what is held and forgets", Limits{}, func(c *conn) []uint32 {
+		{"RST drops what is held and ends the flow", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g[:half]), c.send(fp.Segment{Seq: c.isn + 1, Ack: c.ack, Flags: fp.RST | fp.ACK}), c.data(half, g[half:])}
-		}, []Verdict{A, D, A, R}, ErrUnknownFlow, nil},
-		{"FIN without data", Limits{}, func(c *conn) []uint32 {
-			return []uint32{c.syn(), c.data(0, nil, flags(fp.ACK|fp.FIN)), c.data(0, g)}
-		}, []Verdict{A, A, R}, ErrUnknownFlow, nil},
+		}, []Verdict{A, D, A, R}, ErrFIN, nil},
+		{"FIN without data, then the last ACK, then data", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, nil, flags(fp.ACK|fp.FIN)), c.pureACK(), c.data(0, g)}
+		}, []Verdict{A, A, A, R}, ErrFIN, nil},
+		{"new connection on the tuple of a closed one", Limits{}, func(c *conn) []uint32 {
+			a, b := c.syn(), c.data(0, nil, flags(fp.ACK|fp.FIN))
+			c.isn += 5000
+			return []uint32{a, b, c.syn(), c.data(0, g)}
+		}, []Verdict{A, A, A, P}, nil, []string{goodName}},
 		{"FIN after data", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g[:half]), c.data(half, nil, flags(fp.ACK|fp.FIN))}
 		}, []Verdict{A, D, R}, ErrFIN, nil},

@@ -132,3 +132,47 @@ func fold(s uint32) uint16 {
 	}
 	return uint16(s)
 }
+
+// Conn makes the segments of one connection from a sandbox, as its stack would send them
+// before the server has answered the ClientHello. The segments are values: change any
+// field before calling Bytes to make one wrong.
+type Conn struct {
+	Src, Dst netip.AddrPort
+	ISN      uint32 // the SYN's sequence number; data starts at ISN+1
+	Ack      uint32 // the server's ISN+1, acknowledged by every segment after the SYN
+	// TSval, if not zero, puts the timestamps option on every segment with this value.
+	TSval uint32
+}
+
+// SYN is the connection's SYN, with the options of a Linux client.
+func (c Conn) SYN() Segment {
+	o := []byte{2, 4, 5, 0xb4, 4, 2, 1, 3, 3, 7}
+	if c.TSval != 0 {
+		o = append(o, Timestamps(c.TSval, 0)...)
+	}
+	return Segment{Src: c.Src, Dst: c.Dst, Seq: c.ISN, Flags: SYN, Options: o}
+}
+
+// ACK is a pure acknowledgement (the handshake's last packet).
+func (c Conn) ACK() Segment { return c.Data(0, nil) }
+
+// Data carries b at flow offset off (0: the first byte after the SYN).
+func (c Conn) Data(off int, b []byte) Segment {
+	s := Segment{Src: c.Src, Dst: c.Dst, Seq: c.ISN + 1 + uint32(off), Ack: c.Ack, Flags: ACK, Payload: b}
+	if len(b) > 0 {
+		s.Flags |= PSH
+	}
+	if c.TSval != 0 {
+		s.Options = Timestamps(c.TSval, 1)
+	}
+	return s
+}
+
+// Split cuts b into pieces of at most size bytes (an MSS), with their offsets.
+func Split(b []byte, size int) (offs []int, pieces [][]byte) {
+	for off := 0; off < len(b); off += size {
+		offs = append(offs, off)
+		pieces = append(pieces, b[off:min(off+size, len(b))])
+	}
+	return offs, pieces
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -161,9 +162,12 @@ func (l *lab) run(t testing.TB, q *Queue) <-chan Packet {
 
 // udpServer listens on 127.0.0.1:udpPort in the lab and sends what it receives to the
 // returned channel.
-func (l *lab) udpServer(t testing.TB) <-chan string {
+func (l *lab) udpServer(t testing.TB) <-chan string { return l.udpServerOn(t, udpPort) }
+
+// udpServerOn listens on 127.0.0.1:port: a port other than udpPort is not queued.
+func (l *lab) udpServerOn(t testing.TB, port int) <-chan string {
 	t.Helper()
-	pc, err := netns.ListenPacketIn(l.path(), "udp4", "127.0.0.1:9000")
+	pc, err := netns.ListenPacketIn(l.path(), "udp4", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,9 +187,11 @@ func (l *lab) udpServer(t testing.TB) <-chan string {
 }
 
 // udpClient is a UDP socket of the lab connected to the server: one flow.
-func (l *lab) udpClient(t testing.TB) net.Conn {
+func (l *lab) udpClient(t testing.TB) net.Conn { return l.udpClientTo(t, udpPort) }
+
+func (l *lab) udpClientTo(t testing.TB, port int) net.Conn {
 	t.Helper()
-	c, err := netns.DialIn(l.path())(context.Background(), "udp4", "127.0.0.1:9000")
+	c, err := netns.DialIn(l.path())(context.Background(), "udp4", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,42 @@ func TestNoReaderDrops(t *testing.T) {
 	}
 }
 
+// A full queue drops what comes next (never fails open), and the kernel's count of those
+// shows in Stats; the packets it holds still get their verdicts. A second socket cannot
+// bind a bound queue.
+func TestFullQueueDrops(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 18)
+	got := l.udpServer(t)
+	q := l.openLen(t, 2)
+	if _, err := Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true}); err == nil {
+		t.Error("a second socket bound the queue")
+	}
+	c := l.udpClient(t)
+	for i := range 5 {
+		_, _ = c.Write([]byte{'0' + byte(i)}) // the last three: EPERM, dropped on output
+	}
+	pkts := l.run(t, q)
+	for i := range 2 {
+		p, ok := recv(pkts, wait)
+		if !ok || string(p.Payload[28:]) != string(rune('0'+i)) {
+			t.Fatalf("queued packet %d: %+v, %v", i, p, ok)
+		}
+		if err := q.SetVerdict(p.ID, Accept, nil); err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := recv(got, wait); !ok || s != string(rune('0'+i)) {
+			t.Fatalf("accepted %d: %q, %v", i, s, ok)
+		}
+	}
+	if p, ok := recv(pkts, quiet); ok {
+		t.Errorf("a packet beyond the queue's length: %+v", p)
+	}
+	if s := q.Stats(); s.QueueDropped != 3 || s.UserDropped != 0 || s.Received != 2 {
+		t.Errorf("stats: %+v", s)
+	}
+}
+
 // A queued packet is whole and as sent, with its hook and interface; Accept lets it go on,
 // Drop drops it, Repeat queues it again (the same chain runs again from its first rule).
 func TestVerdicts(t *testing.T) {

@@ -125,12 +125,14 @@ func (l *lab) path() string { return "/run/netns/" + l.name }
 
 // open binds the lab's queue, with conntrack if the kernel can (l.glue), without
 // otherwise; the test's cleanup closes it.
-func (l *lab) open(t testing.TB) *Queue {
+func (l *lab) open(t testing.TB) *Queue { return l.openLen(t, 0) }
+
+func (l *lab) openLen(t testing.TB, maxLen uint32) *Queue {
 	t.Helper()
-	q, err := Open(l.num, Config{NetNSFd: int(l.h)})
+	q, err := Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen})
 	l.glue = err == nil
 	if errors.Is(err, ErrNoConntrack) {
-		q, err = Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true})
+		q, err = Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen, WithoutConntrack: true})
 	}
 	if err != nil {
 		t.Fatal(err)

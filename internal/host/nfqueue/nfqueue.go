@@ -171,6 +171,7 @@ func (q *Queue) setReadBuffer(n int) error {
 // cannot be parsed is dropped here (SetVerdict Drop, when its id is known) and counted in
 // Errors. Run returns ctx.Err() on cancel; only one Run at a time.
 func (q *Queue) Run(ctx context.Context, fn func(Packet)) error {
+	_ = q.c.SetReadDeadline(time.Time{}) // a previous Run's cancel set it
 	stop := context.AfterFunc(ctx, func() { _ = q.c.SetReadDeadline(time.Now()) })
 	defer stop()
 	for _, d := range q.pending {

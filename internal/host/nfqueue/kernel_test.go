@@ -271,19 +271,55 @@ func TestMark(t *testing.T) {
 	}
 }
 
-// TCP through the queue: every queued segment is at most the MTU (GSO segmented before
-// queueing) with a final checksum, and the data read from them is the data sent.
+// TCP through the queue (output hook, loopback): every queued segment is at most the MTU
+// (GSO segmented before queueing) with a final checksum, and the data read from them is
+// the data sent.
 func TestTCPSegmentsAreFinal(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, 14)
-	ln, err := netns.ListenIn(l.path(), "tcp4", "127.0.0.1:9100")
+	q := l.open(t)
+	data := testnet.PiecesBody(200_000, 7)
+	seen := sendTCP(t, q, l.run(t, q), l.path(), l.path(), "127.0.0.1:9100", data)
+	checkSegments(t, seen, data)
+}
+
+// The same through the forward hook, as on the gateway: a sandbox's connection to a fake
+// internet server across two veth pairs, queued between them.
+func TestForwardedTCP(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 19)
+	sbx, inet := l.forward(t)
+	q := l.open(t)
+	data := testnet.PiecesBody(300_000, 8)
+	seen := sendTCP(t, q, l.run(t, q), inet, sbx, "203.0.113.10:443", data)
+	checkSegments(t, seen, data)
+	var in, out *net.Interface
+	err := netns.Do(l.path(), func() (err error) {
+		if in, err = net.InterfaceByName("egsbx0"); err == nil {
+			out, err = net.InterfaceByName("up0")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range seen {
+		if p.Hook != 2 /* NF_INET_FORWARD */ || p.InDev != uint32(in.Index) || p.OutDev != uint32(out.Index) {
+			t.Fatalf("hook %d, in %d, out %d; want 2, %d, %d", p.Hook, p.InDev, p.OutDev, in.Index, out.Index)
+		}
+	}
+}
+
+// sendTCP connects from the namespace at cli to a server at addr in the namespace at srv,
+// writes data and closes, while every queued packet is accepted; it checks that the
+// server read data and returns the packets queued.
+func sendTCP(t *testing.T, q *Queue, pkts <-chan Packet, srv, cli, addr string, data []byte) []Packet {
+	t.Helper()
+	ln, err := netns.ListenIn(srv, "tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	q := l.open(t)
-	pkts := l.run(t, q)
-	data := testnet.PiecesBody(200_000, 7)
 	received := make(chan []byte, 1)
 	go func() {
 		s, err := ln.Accept()
@@ -311,7 +347,7 @@ func TestTCPSegmentsAreFinal(t *testing.T) {
 			}
 		}
 	}()
-	c, err := netns.DialIn(l.path())(t.Context(), "tcp4", "127.0.0.1:9100")
+	c, err := netns.DialIn(cli)(t.Context(), "tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +362,13 @@ func TestTCPSegmentsAreFinal(t *testing.T) {
 	if !ok || !bytes.Equal(b, data) {
 		t.Fatalf("server read %d bytes of %d", len(b), len(data))
 	}
-	// Reassemble the client's data from the queued segments by sequence number.
+	return seen
+}
+
+// checkSegments asserts that the queued packets of a TCP connection are segments of at
+// most labMTU bytes with final checksums, and that their data is data.
+func checkSegments(t *testing.T, seen []Packet, data []byte) {
+	t.Helper()
 	var isn uint32
 	out := make([]byte, len(data))
 	covered := 0
@@ -345,8 +387,7 @@ func TestTCPSegmentsAreFinal(t *testing.T) {
 			continue
 		}
 		if pl := tcp[off:]; len(pl) > 0 {
-			at := int(seq - isn)
-			covered += copy(out[at:], pl)
+			covered += copy(out[int(seq-isn):], pl)
 		}
 	}
 	if covered < len(data) || !bytes.Equal(out, data) {

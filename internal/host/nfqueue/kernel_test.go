@@ -2,6 +2,7 @@ package nfqueue
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -43,6 +44,48 @@ func TestNoReaderDrops(t *testing.T) {
 	}
 	if s, ok := recv(got, wait); !ok || s != "now one reads" {
 		t.Fatalf("after accept: %q, %v", s, ok)
+	}
+}
+
+// Close ends a Run that waits for packets, and the queue can then be bound again; Run
+// after a cancel reads again.
+func TestCloseEndsRun(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 20)
+	q, err := Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := q.Run(ctx, func(Packet) {}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run with a cancelled context: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- q.Run(t.Context(), func(Packet) {}) }()
+	time.Sleep(50 * time.Millisecond) // let Run wait (if it has not yet, it fails at once)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err, ok := recv(done, wait); !ok || err == nil {
+		t.Fatalf("Run after Close: %v, %v", err, ok)
+	}
+	if err := q.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	q = l.open(t) // bound again
+	got := l.udpServer(t)
+	pkts := l.run(t, q)
+	if _, err := l.udpClient(t).Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	p, ok := recv(pkts, wait)
+	if !ok {
+		t.Fatal("not queued after a rebind")
+	}
+	_ = q.SetVerdict(p.ID, Accept, nil)
+	if s, ok := recv(got, wait); !ok || s != "after" {
+		t.Fatalf("accepted: %q, %v", s, ok)
 	}
 }
 

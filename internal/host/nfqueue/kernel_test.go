@@ -153,7 +153,7 @@ func TestVerdicts(t *testing.T) {
 		return p
 	}
 	p := send("accept me")
-	if p.Hook != unix_NF_INET_LOCAL_OUT || p.InDev != 0 || p.OutDev == 0 || p.HasCt != l.glue {
+	if p.Hook != hookLocalOut || p.InDev != 0 || p.OutDev == 0 || p.HasCt != l.glue {
 		t.Errorf("hook %d, in %d, out %d, has ct %v", p.Hook, p.InDev, p.OutDev, p.HasCt)
 	}
 	if !l.glue { // a Mark is refused, and nothing is sent
@@ -209,7 +209,11 @@ func TestVerdicts(t *testing.T) {
 	}
 }
 
-const unix_NF_INET_LOCAL_OUT = 3
+// Netfilter hooks (enum nf_inet_hooks).
+const (
+	hookForward  = 2
+	hookLocalOut = 3
+)
 
 // checkUDP asserts that p is the whole IPv4/UDP packet carrying msg from sport.
 func checkUDP(t *testing.T, p Packet, sport uint16, msg string) {
@@ -295,14 +299,26 @@ func TestMark(t *testing.T) {
 		t.Errorf("a marked flow's packet was queued: %+v", p)
 	}
 
-	// Another flow: Repeat with the reject mark.
+	// Another flow: its first packet accepted (so that its entry is confirmed: a dropped
+	// first packet leaves none), its second repeated with the reject mark.
 	c2 := l.udpClient(t)
 	sport2 := uint16(c2.LocalAddr().(*net.UDPAddr).Port)
-	if _, err := c2.Write([]byte("reject me")); err != nil {
-		t.Fatal(err)
+	for _, msg := range []string{"let me in", "reject me"} {
+		if _, err := c2.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if p, ok = recv(pkts, wait); !ok {
+			t.Fatalf("%q not queued", msg)
+		}
+		if msg == "let me in" {
+			_ = q.SetVerdict(p.ID, Accept, nil)
+			if s, ok := recv(got, wait); !ok || s != msg {
+				t.Fatalf("accepted: %q, %v", s, ok)
+			}
+		}
 	}
-	if p, ok = recv(pkts, wait); !ok {
-		t.Fatal("not queued")
+	if !p.HasCt || p.CtMark != 0 {
+		t.Errorf("a second packet: has ct %v, mark %#x", p.HasCt, p.CtMark)
 	}
 	if err := q.SetVerdict(p.ID, Repeat, &Mark{Value: markReject, Mask: markReject}); err != nil {
 		t.Fatal(err)
@@ -351,7 +367,7 @@ func TestForwardedTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range seen {
-		if p.Hook != 2 /* NF_INET_FORWARD */ || p.InDev != uint32(in.Index) || p.OutDev != uint32(out.Index) {
+		if p.Hook != hookForward || p.InDev != uint32(in.Index) || p.OutDev != uint32(out.Index) {
 			t.Fatalf("hook %d, in %d, out %d; want 2, %d, %d", p.Hook, p.InDev, p.OutDev, in.Index, out.Index)
 		}
 	}

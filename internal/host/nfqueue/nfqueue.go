@@ -180,17 +180,19 @@ func (q *Queue) Run(ctx context.Context, fn func(Packet)) error {
 	q.pending = nil
 	for {
 		n, err := q.recv()
+		if err == nil {
+			q.messages(q.rd.buf[:n], fn) // even after a cancel: the kernel holds them for us
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
-			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EINTR) {
-				q.errs.Add(1)
+			if errors.Is(err, unix.ENOBUFS) {
+				q.errs.Add(1) // the kernel lost messages for us; the socket goes on
 				continue
 			}
 			return fmt.Errorf("nfqueue %d: receive: %w", q.num, err)
 		}
-		q.messages(q.rd.buf[:n], fn)
 	}
 }
 
@@ -208,7 +210,7 @@ type reader struct {
 // fail to parse and be dropped.
 func (r *reader) read(fd uintptr) bool {
 	r.n, r.err = unix.Read(int(fd), r.buf)
-	return r.err != unix.EAGAIN
+	return r.err != unix.EAGAIN && r.err != unix.EINTR // false: wait (or retry) in the poller
 }
 
 // recv reads one datagram into q.rd.buf, waiting in the runtime's poller (so deadlines and
@@ -272,7 +274,7 @@ type sender struct {
 
 func (s *sender) write(fd uintptr) bool {
 	_, s.err = unix.Write(int(fd), s.b[:s.n])
-	return s.err != unix.EAGAIN
+	return s.err != unix.EAGAIN && s.err != unix.EINTR // false: wait (or retry) in the poller
 }
 
 // SetVerdict answers packet id; mark, when non-nil, changes the conntrack mark of its flow

@@ -29,6 +29,8 @@
 // partial checksums (CHECKSUM_PARTIAL), so Payload is one IPv4 packet as it will leave,
 // and every TCP and UDP checksum in it is final and can be verified. A packet longer than
 // the copy range (only a 65,535-byte datagram could be) is dropped, never handed over cut.
+// The client does not look inside: Payload is whatever the rule queued, so the rule belongs
+// in an ip (IPv4) table, and the caller still checks the version and lengths it relies on.
 //
 // The queue asks for conntrack (NFQA_CFG_F_CONNTRACK): HasCt, CtMark and CtInfo come from
 // the flow's entry. A verdict's Mark is applied by ctnetlink before the packet is

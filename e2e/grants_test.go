@@ -44,7 +44,11 @@ else:
 // gateway removes the range from the VM's rules and flushes conntrack, so the established
 // flow stops, and a new connection is refused.
 func TestGrantExpiryCutsAForwardedFlow(t *testing.T) {
-	l := newGWLab(t)
+	eachGWMode(t, testGrantExpiryCutsAForwardedFlow)
+}
+
+func testGrantExpiryCutsAForwardedFlow(t *testing.T, m gwMode) {
+	l := newGWLab(t, m.args...)
 	inet := testnet.In("/run/netns/" + l.inetNS)
 	ln, err := inet.Listen("tcp", privateAddr+":7007")
 	if err != nil {

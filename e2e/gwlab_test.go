@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,7 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,4 +226,152 @@ try:
 except Exception as e:
     print("closed", type(e).__name__)
 `, host, port)
+}
+
+// gwMode is one way the transparent gateway carries HTTPS to an address it answered a VM:
+// through the transparent proxy (today's path), or forwarded by the kernel once egressd has
+// verified the ClientHello from the packets (--fast-path, DESIGN §4 "Kernel fast path").
+// The bypass and client tests of the gateway run in both: whatever the proxy blocks must
+// stay blocked when the kernel forwards, and whatever works must keep working.
+type gwMode struct {
+	name string
+	args []string // egressd's extra arguments
+}
+
+var gwModes = []gwMode{{"proxy", nil}, {"fast-path", []string{"--fast-path"}}}
+
+func (m gwMode) fast() bool { return slices.Contains(m.args, "--fast-path") }
+
+// eachGWMode runs body once per mode, as parallel subtests: each lab has its own namespaces,
+// names and suffix, so two labs never meet, and the package's run time grows little.
+func eachGWMode(t *testing.T, body func(t *testing.T, m gwMode)) {
+	for _, m := range gwModes {
+		t.Run(m.name, func(t *testing.T) {
+			if m.fast() {
+				requireFastPath(t)
+			}
+			t.Parallel()
+			body(t, m)
+		})
+	}
+}
+
+var (
+	fastPathOnce  sync.Once
+	fastPathKnown bool
+)
+
+// requireFastPath skips (fails under CI=true) when the egressd under test has no --fast-path.
+func requireFastPath(t *testing.T) {
+	t.Helper()
+	bin := egressdtest.Binary(t, "egressd")
+	fastPathOnce.Do(func() {
+		out, _ := exec.Command(bin, "--help").CombinedOutput()
+		fastPathKnown = regexp.MustCompile(`(?m)^\s+--?fast-path\b`).Match(out)
+	})
+	testnet.Require(t, fastPathKnown, "egressd --fast-path")
+}
+
+// lookup resolves names inside the VM the way its programs do (resolv.conf names the
+// gateway), so that the gateway has answered the VM these names' addresses: only answered
+// addresses may take the fast path.
+func (l *gwLab) lookup(vm *client.VM, names ...string) {
+	l.t.Helper()
+	var code strings.Builder
+	code.WriteString("import socket\n")
+	for _, n := range names {
+		fmt.Fprintf(&code, "print(socket.gethostbyname(%q))\n", n)
+	}
+	if out, rc := l.py(vm, code.String()); rc != 0 {
+		l.t.Fatalf("looking up %v in the VM: exit %d\n%s", names, rc, out)
+	}
+}
+
+// fastFlows is the sum of egressd_fastpath_flows_total{outcome=...} on the API's /metrics:
+// the flows the fast path verified ("verified") or refused ("refused"). 0 when egressd
+// exports no such series (the proxy mode).
+func (l *gwLab) fastFlows(outcome string) int {
+	l.t.Helper()
+	resp, err := l.in.HTTPClient.Get(l.in.URL + "/metrics")
+	if err != nil {
+		l.t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	label := `outcome="` + outcome + `"`
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "egressd_fastpath_flows_total{") || !strings.Contains(line, label) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			l.t.Fatalf("metrics line %q: %v", line, err)
+		}
+		n += int(v)
+	}
+	return n
+}
+
+// fastConnects counts the VM's connect records to host that say the fast path carried
+// the flow ("via":"fast_path").
+func (l *gwLab) fastConnects(vm *client.VM, host string) int {
+	l.t.Helper()
+	evs, err := l.api.Events(context.Background(), client.EventsFilter{VMID: vm.VMID, Kind: "connect", Limit: 1000})
+	if err != nil {
+		l.t.Fatalf("events: %v", err)
+	}
+	n := 0
+	for _, e := range evs {
+		if e.Host == host && e.Via == "fast_path" {
+			n++
+		}
+	}
+	return n
+}
+
+// carried runs a client that makes at least conns HTTPS connections to host (an allowed
+// name, answered the VM), and proves which path carried them. With the fast path on, the
+// verified counter rises by at least conns and host's connect records say "fast_path"; in the
+// proxy mode neither moves, which shows the two measures tell the paths apart.
+func (l *gwLab) carried(t *testing.T, m gwMode, vm *client.VM, host string, conns int, run func()) {
+	t.Helper()
+	verified, records := l.fastFlows("verified"), l.fastConnects(vm, host)
+	run()
+	if t.Failed() {
+		return
+	}
+	if !m.fast() {
+		if v, r := l.fastFlows("verified"), l.fastConnects(vm, host); v != verified || r != records {
+			t.Errorf("proxy mode: fast-path flows %d→%d, fast records of %s %d→%d", verified, v, host, records, r)
+		}
+		return
+	}
+	got := l.fastFlows("verified") - verified
+	if got < conns {
+		t.Errorf("the fast path verified %d flows, want at least %d (the client's connections to %s)", got, conns, host)
+	}
+	// Records come from the gateway's event stream: give them a moment.
+	var r int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if r = l.fastConnects(vm, host) - records; r >= conns || time.Now().After(deadline) {
+			break
+		}
+	}
+	if r < conns {
+		t.Errorf("%d connect records of %s with path \"fast\", want at least %d", r, host, conns)
+	}
+	t.Logf("fast path: %d flows verified, %d fast records of %s", got, r, host)
+}
+
+// notCarried runs a client whose connections must not take the fast path (an intercepted
+// name, plain HTTP): the verified counter does not move.
+func (l *gwLab) notCarried(t *testing.T, vm *client.VM, host string, run func()) {
+	t.Helper()
+	verified, records := l.fastFlows("verified"), l.fastConnects(vm, host)
+	run()
+	if v, r := l.fastFlows("verified"), l.fastConnects(vm, host); v != verified || r != records {
+		t.Errorf("%s took the fast path: verified flows %d→%d, fast records %d→%d", host, verified, v, records, r)
+	}
 }

@@ -17,8 +17,10 @@ import (
 // an unlisted name, an address it never looked up, and another VM (same policy, no
 // lookup of its own) do not reach the server; removing the entry closes the address; the
 // denied attempts are recorded.
-func TestTransparentAllowedTCPQuick(t *testing.T) {
-	l := newGWLab(t)
+func TestTransparentAllowedTCPQuick(t *testing.T) { eachGWMode(t, testTransparentAllowedTCPQuick) }
+
+func testTransparentAllowedTCPQuick(t *testing.T, m gwMode) {
+	l := newGWLab(t, m.args...)
 	l.dns.Set("git.example.test", webAddr)
 	p := policy.Policy{AllowedTCP: []string{"git.example.test:22"}}
 	// Closed connections leave conntrack at once (in this lab's gateway only), so that a
@@ -122,8 +124,10 @@ func (l *gwLab) awaitEvents(t *testing.T, bound time.Duration, f client.EventsFi
 
 // TestTransparentMonitorEveryPort: a VM whose policy is monitor reaches any port (the
 // kernel lets it through) and each such flow is recorded as a would-be denial.
-func TestTransparentMonitorEveryPort(t *testing.T) {
-	l := newGWLab(t)
+func TestTransparentMonitorEveryPort(t *testing.T) { eachGWMode(t, testTransparentMonitorEveryPort) }
+
+func testTransparentMonitorEveryPort(t *testing.T, mode gwMode) {
+	l := newGWLab(t, mode.args...)
 	m := l.vm("m", &policy.Policy{Mode: policy.Monitor})
 	if out, _ := l.py(m, tcpProbe(webAddr, 22)); strings.TrimSpace(out) != "open" {
 		t.Fatalf("monitor VM to %s:22: %q", webAddr, out)

@@ -18,8 +18,10 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-func TestTransparentHTTPSAndHTTP(t *testing.T) {
-	l := newGWLab(t)
+func TestTransparentHTTPSAndHTTP(t *testing.T) { eachGWMode(t, testTransparentHTTPSAndHTTP) }
+
+func testTransparentHTTPSAndHTTP(t *testing.T, m gwMode) {
+	l := newGWLab(t, m.args...)
 	vm := l.vm("web", &policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}})
 
 	// A client that knows nothing of proxies: DNS goes to the gateway (resolv.conf), TCP 443
@@ -117,10 +119,12 @@ func TestTransparentHTTPSAndHTTP(t *testing.T) {
 	}
 }
 
-func TestTransparentRealClients(t *testing.T) {
+func TestTransparentRealClients(t *testing.T) { eachGWMode(t, testTransparentRealClients) }
+
+func testTransparentRealClients(t *testing.T, m gwMode) {
 	pm := filepath.Join(t.TempDir(), "pm.json")
 	os.WriteFile(pm, []byte(`{"managers": {"npm": ["registry.npm.test"]}}`), 0o600)
-	l := newGWLab(t, "--package-managers-file", pm)
+	l := newGWLab(t, append([]string{"--package-managers-file", pm}, m.args...)...)
 	vm := l.vm("clients", &policy.Policy{AllowPackageManagers: true, AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}})
 
 	t.Run("pip", func(t *testing.T) {
@@ -173,7 +177,11 @@ except urllib.error.URLError as e:
 }
 
 func TestTransparentBypassAttemptsAreBlocked(t *testing.T) {
-	l := newGWLab(t)
+	eachGWMode(t, testTransparentBypassAttemptsAreBlocked)
+}
+
+func testTransparentBypassAttemptsAreBlocked(t *testing.T, m gwMode) {
+	l := newGWLab(t, m.args...)
 	vm := l.vm("bypass", &policy.Policy{AllowHTTPS: true, AllowHTTP: true,
 		AllowedDomains: []string{"api.example.test", "rebind.example.test", "meta.example.test"}})
 	dig := func(args ...string) string {
@@ -181,6 +189,9 @@ func TestTransparentBypassAttemptsAreBlocked(t *testing.T) {
 		return out
 	}
 	testnet.Require(t, haveCmd("dig"), "dig")
+	// The allowed names' address is answered: with the fast path, every TCP 443 to it is
+	// routed to the verifier, so each attempt below meets the fast path, not the proxy.
+	l.lookup(vm, "api.example.test")
 	before := len(l.dns.Queries())
 
 	t.Run("IP literal", func(t *testing.T) {
@@ -355,7 +366,11 @@ except Exception as e:
 }
 
 func TestTransparentCIDRsPolicyChangesAndFailClosed(t *testing.T) {
-	l := newGWLab(t)
+	eachGWMode(t, testTransparentCIDRsPolicyChangesAndFailClosed)
+}
+
+func testTransparentCIDRsPolicyChangesAndFailClosed(t *testing.T, m gwMode) {
+	l := newGWLab(t, m.args...)
 	vm := l.vm("live", &policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}, AllowedCIDRs: []string{"198.51.100.0/24"}})
 
 	// allowed_cidrs: any port, forwarded by the kernel.
@@ -388,6 +403,9 @@ func TestTransparentCIDRsPolicyChangesAndFailClosed(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("the download was not cut (started %v ago)", time.Since(start))
 	}
+	if m.fast() && l.fastConnects(vm, "api.example.test") == 0 {
+		t.Error("the cut download did not take the fast path")
+	}
 	// The very next connection follows the new policy.
 	if out, code := l.curl(vm, "https://api.example.test/"); code == 0 {
 		t.Errorf("the old name still works: %q", out)
@@ -400,6 +418,10 @@ func TestTransparentCIDRsPolicyChangesAndFailClosed(t *testing.T) {
 	l.in.Kill()
 	if out, code := l.curl(vm, "https://other.example.test/"); code == 0 {
 		t.Errorf("with egressd killed, a request got through: %q", out)
+	}
+	// The address was answered before: with the fast path, nothing verifies its ClientHello.
+	if out, code := l.curl(vm, "--resolve", "other.example.test:443:"+webAddr, "https://other.example.test/"); code == 0 {
+		t.Errorf("with egressd killed, a request to an answered address got through: %q", out)
 	}
 	if out, _ := l.py(vm, tcpProbe(webAddr, 443)); !strings.HasPrefix(out, "closed") {
 		t.Errorf("with egressd killed, TCP 443 reached the internet: %q", out)

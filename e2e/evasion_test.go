@@ -2,21 +2,14 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/egressd/egressd/client"
-	"github.com/egressd/egressd/internal/host/netns"
-	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
 )
@@ -70,16 +63,9 @@ func newHellos(t *testing.T) *hellos {
 	return h
 }
 
-func newEvasionLab(t *testing.T, fast bool) *evasionLab {
-	testnet.RequireRoot(t)
+func newEvasionLab(t *testing.T, m gwMode) *evasionLab {
 	testnet.Require(t, haveCmd("nft"), "nft")
-	var args []string
-	if fast {
-		out, _ := exec.Command(egressdtest.Binary(t, "egressd"), "--help").CombinedOutput()
-		testnet.Require(t, bytes.Contains(out, []byte("fast-path")), "egressd --fast-path (the kernel fast path, issue 16)")
-		args = append(args, "--fast-path")
-	}
-	e := &evasionLab{gwLab: newGWLab(t, args...), fast: fast, rec: map[string]*helloRecorder{}}
+	e := &evasionLab{gwLab: newGWLab(t, m.args...), fast: m.fast(), rec: map[string]*helloRecorder{}}
 	inet := "/run/netns/" + e.inetNS
 	acceptFastOpen(t, e.inetNS)
 	for _, a := range []string{goodAddr, good2Addr} {
@@ -102,11 +88,7 @@ func (e *evasionLab) sandbox(name string, lookup bool) *client.VM {
 	vm := e.gwLab.vm(name, &policy.Policy{AllowHTTPS: true, AllowedDomains: []string{goodName, good2Name}})
 	guardRawPorts(e.t, vm.Network.Netns)
 	if lookup {
-		for name, want := range map[string]string{goodName: goodAddr, good2Name: good2Addr} {
-			if got := lookupIn(e.t, vm, name); !slices.Equal(got, []string{want}) {
-				e.t.Fatalf("the sandbox looked up %s: %v, want %s", name, got, want)
-			}
-		}
+		e.lookup(vm, goodName, good2Name)
 	}
 	return vm
 }
@@ -122,36 +104,6 @@ func helloPair(t *testing.T, cfg *tls.Config) (benign, evil []byte, nameAt int) 
 	nameAt = bytes.Index(benign, []byte(goodName))
 	evil = bytes.Replace(benign, []byte(goodName), []byte(evilName), 1)
 	return benign, evil, nameAt
-}
-
-// lookupIn asks the gateway's DNS filter for name's A records from inside the VM.
-func lookupIn(t testing.TB, vm *client.VM, name string) []string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := netns.DialIn(vm.Network.Path)(ctx, "udp", net.JoinHostPort(vm.Network.Gateway, "53"))
-	if err != nil {
-		t.Fatalf("DNS from the sandbox: %v", err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	conn := &dns.Conn{Conn: c}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-	if err := conn.WriteMsg(m); err != nil {
-		t.Fatalf("DNS query for %s: %v", name, err)
-	}
-	r, err := conn.ReadMsg()
-	if err != nil {
-		t.Fatalf("DNS answer for %s: %v", name, err)
-	}
-	var addrs []string
-	for _, rr := range r.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			addrs = append(addrs, a.A.String())
-		}
-	}
-	return addrs
 }
 
 // blocked checks the outcome of an evasion attempt, as tc describes it: no recorder got a
@@ -199,9 +151,10 @@ func (e *evasionLab) blocked(t *testing.T, c *rawFlow, since time.Time, tc evasi
 	}
 }
 
-// allowed checks that a flow went through: the recorder at addr got exactly hello, and the
-// sandbox got no reset. With the fast path, the kernel forwarded it (the server saw the
-// sandbox's port) unless viaProxy.
+// allowed checks that a flow went through: the recorder at addr got exactly hello, the
+// sandbox got no reset, and egressd recorded it as allowed. With the fast path, the kernel
+// forwarded it (the server saw the sandbox's port, the record says "fast_path") unless
+// viaProxy.
 func (e *evasionLab) allowed(t *testing.T, c *rawFlow, addr string, hello []byte, viaProxy bool) {
 	t.Helper()
 	port, ok := e.rec[addr].await(10*time.Second, 0, func(b []byte) bool { return bytes.Equal(b, hello) })
@@ -213,6 +166,14 @@ func (e *evasionLab) allowed(t *testing.T, c *rawFlow, addr string, hello []byte
 	case e.fast && viaProxy && port == c.src.Port():
 		t.Errorf("the hello came from the sandbox's port %d: the kernel forwarded it, not the proxy", port)
 	}
+	// The record of the flow says which path carried it.
+	want := ""
+	if e.fast && !viaProxy {
+		want = "fast_path"
+	}
+	e.awaitEvents(t, 10*time.Second, client.EventsFilter{VMID: c.vmID, Kind: client.EventConnect, Decision: "allow", Since: c.started}, func(evs []client.Event) bool {
+		return slices.ContainsFunc(evs, func(ev client.Event) bool { return ev.Host == goodName && ev.Via == want })
+	})
 	if c.WaitReset(0) {
 		t.Errorf("the sandbox got a reset: %s", c.Seen())
 	}
@@ -241,18 +202,13 @@ func (e *evasionLab) flow(t *testing.T, addr string) *rawFlow {
 	return c
 }
 
-func modeName(fast bool) string {
-	if fast {
-		return "fast path"
-	}
-	return "proxy"
-}
+// TestFastPathEvasion runs every case in both modes of the gateway (gwModes), each in a lab
+// of its own: TestFastPathEvasion/proxy/<case> and TestFastPathEvasion/fast-path/<case>.
+func TestFastPathEvasion(t *testing.T) { eachGWMode(t, runEvasion) }
 
-func TestFastPathEvasionProxy(t *testing.T) { runEvasion(t, false) }
-func TestFastPathEvasionFast(t *testing.T)  { runEvasion(t, true) }
-
-func runEvasion(t *testing.T, fast bool) {
-	e := newEvasionLab(t, fast)
+func runEvasion(t *testing.T, m gwMode) {
+	e := newEvasionLab(t, m)
+	fast := e.fast
 	for _, tc := range evasionCases() {
 		e.clear()
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,7 +231,7 @@ func runEvasion(t *testing.T, fast bool) {
 	// Late bytes too: no connection to a recorder, in the whole run, delivered the evil name.
 	for addr, r := range e.rec {
 		if evil := r.Evil(); len(evil) > 0 {
-			t.Errorf("%s: the server at %s got the evil name from %v", modeName(fast), addr, evil)
+			t.Errorf("the server at %s got the evil name from %v", addr, evil)
 		}
 	}
 }

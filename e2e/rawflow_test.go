@@ -95,7 +95,8 @@ const (
 // rawFlow is one flow of the raw client.
 type rawFlow struct {
 	t        *testing.T
-	vmID     string
+	vmID     string    // of the VM it is sent from (none: another namespace)
+	started  time.Time // when it was opened: its records are not older
 	src, dst netip.AddrPort
 	iss, irs uint32
 	sendFD   int
@@ -130,7 +131,7 @@ func newRawFlowIn(t *testing.T, nsPath string, src netip.Addr, dst string) *rawF
 	t.Helper()
 	c := &rawFlow{t: t, src: netip.AddrPortFrom(src, nextRawPort()),
 		dst: netip.MustParseAddrPort(dst), iss: rand.Uint32(), sendFD: -1, recvFD: -1,
-		stop: make(chan struct{}), stopped: make(chan struct{})}
+		stop: make(chan struct{}), stopped: make(chan struct{}), started: time.Now()}
 	err := netns.Do(nsPath, func() error {
 		var err error
 		if c.sendFD, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {

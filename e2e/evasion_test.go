@@ -308,6 +308,24 @@ func evasionCases() []evasionCase {
 			c.Send(psh(0, h.benign))
 			c.Send(psh(0, h.evil))
 		}},
+		// The same, pressed: the evil retransmission sent back to back, 2,000 times, so that
+		// some arrive while the fast path marks the flow and lets the held benign segment
+		// go; one that the kernel forwarded ahead of the benign segment would be what the
+		// server reads. Five flows, for the race's sake.
+		{name: "retransmissions racing the verdict", run: func(t *testing.T, e *evasionLab) {
+			tc := evasionCase{reasons: ambiguous, benignMay: true, fastBenignMay: true, fastUnjudged: true}
+			for i := 0; i < 5 && !t.Failed(); i++ {
+				e.clear()
+				since := time.Now()
+				c := e.flow(t, goodAddr)
+				c.Send(psh(0, e.benign))
+				for j := 0; j < 2000; j++ {
+					c.Send(psh(0, e.evil))
+				}
+				e.blocked(t, c, since, tc)
+				c.Close()
+			}
+		}},
 		{name: "retransmission with other bytes, evil first", reasons: append(ambiguous, notAllowed...), serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, h.evil))
 			c.Send(psh(0, h.benign))

@@ -80,10 +80,13 @@ func (f *fastPath) run(ctx context.Context) {
 	}
 }
 
-// verdicts maps the verifier's verdicts onto the queue's. Pass and Reset first put the
-// verdict on the flow's conntrack entry (firewall.MarkFast or MarkFastDeny), then send the
-// packet through the forward hook again (NF_REPEAT), where the firewall passes it by the
-// mark, or answers it with a TCP reset. Every such verdict marks anew (one ctnetlink
+// verdicts maps the verifier's verdicts onto the queue's. Pass lets the packet go
+// (NF_ACCEPT) and then marks the flow (firewall.MarkFast): in the other order, a packet the
+// sandbox sends between the mark and the verdict (a retransmission with other bytes) is
+// forwarded by the mark without the queue, ahead of the held one, and the server reads it
+// instead (the evasion suite's "retransmissions racing the verdict"). Reset first marks
+// the flow refused (firewall.MarkFastDeny), then sends the packet through the forward hook
+// again (NF_REPEAT), where the firewall answers it with a TCP reset. Every such verdict marks anew (one ctnetlink
 // request): a flow's entry may have been cut and made again since its last one, and a
 // packet repeated without its mark would come back to the queue.
 type verdicts struct {
@@ -98,7 +101,19 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 	switch v {
 	case fastpath.Accept:
 		return a.q.SetVerdict(id, nfqueue.Accept, nil)
-	case fastpath.Pass, fastpath.Reset:
+	case fastpath.Pass:
+		// The packet goes first, then the flow is marked: a packet that comes after the
+		// mark, which the kernel forwards without the queue, can never overtake it.
+		if err := a.q.SetVerdict(id, nfqueue.Accept, nil); err != nil {
+			return err
+		}
+		if f.Src.IsValid() {
+			if err := a.mk.Mark(f.Src, f.Dst, false); err != nil {
+				a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
+			}
+		}
+		return nil
+	case fastpath.Reset:
 		if !f.Src.IsValid() {
 			return a.q.SetVerdict(id, nfqueue.Drop, nil) // no flow to mark (a fragment)
 		}

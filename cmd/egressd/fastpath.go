@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ type fastPath struct {
 	q   *nfqueue.Queue
 	mu  sync.Mutex // Handle and Sweep take turns
 	v   *fastpath.Verifier
+	out *verdicts
 	log *slog.Logger
 }
 
@@ -45,7 +47,8 @@ func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, r
 	}
 	m := newFastMetrics(reg)
 	f := &fastPath{q: q, log: log}
-	f.v = fastpath.New(&verdicts{q: q, mk: mk, m: m, log: log}, countingJudge{gw, m}, fastpath.Limits{})
+	f.out = &verdicts{q: q, mk: mk, m: m, log: log}
+	f.v = fastpath.New(f.out, countingJudge{gw, m}, fastpath.Limits{})
 	go func() {
 		f.run(ctx)
 		mk.Close()
@@ -65,6 +68,7 @@ func (f *fastPath) run(ctx context.Context) {
 			case now := <-t.C:
 				f.mu.Lock()
 				f.v.Sweep(now)
+				f.out.markPassed()
 				f.mu.Unlock()
 			}
 		}
@@ -72,6 +76,7 @@ func (f *fastPath) run(ctx context.Context) {
 	err := f.q.Run(ctx, func(p nfqueue.Packet) {
 		f.mu.Lock()
 		f.v.Handle(fastpath.Packet{ID: p.ID, Data: p.Payload}, time.Now())
+		f.out.markPassed()
 		f.mu.Unlock()
 	})
 	if ctx.Err() == nil {
@@ -81,19 +86,21 @@ func (f *fastPath) run(ctx context.Context) {
 }
 
 // verdicts maps the verifier's verdicts onto the queue's. Pass lets the packet go
-// (NF_ACCEPT) and then marks the flow (firewall.MarkFast): in the other order, a packet the
-// sandbox sends between the mark and the verdict (a retransmission with other bytes) is
-// forwarded by the mark without the queue, ahead of the held one, and the server reads it
-// instead (the evasion suite's "retransmissions racing the verdict"). Reset first marks
-// the flow refused (firewall.MarkFastDeny), then sends the packet through the forward hook
-// again (NF_REPEAT), where the firewall answers it with a TCP reset. Every such verdict marks anew (one ctnetlink
-// request): a flow's entry may have been cut and made again since its last one, and a
-// packet repeated without its mark would come back to the queue.
+// (NF_ACCEPT) at once and marks its flow (firewall.MarkFast) only in markPassed, after the
+// verifier's turn: once every packet it held has gone. In any other order, a packet the
+// sandbox sends after the mark (a retransmission with other bytes) is forwarded by the
+// mark without the queue, ahead of a held one, and the server reads it instead (the
+// evasion suite's "retransmissions racing the verdict", in e2e). Reset first marks the
+// flow refused (firewall.MarkFastDeny), then sends the packet through the forward hook
+// again (NF_REPEAT), where the firewall answers it with a TCP reset. Every such verdict
+// marks anew (one ctnetlink request): a flow's entry may have been cut and made again
+// since its last one, and a packet repeated without its mark would come back to the queue.
 type verdicts struct {
-	q   *nfqueue.Queue
-	mk  *firewall.FastMarker
-	m   *fastMetrics
-	log *slog.Logger
+	q      *nfqueue.Queue
+	mk     *firewall.FastMarker
+	m      *fastMetrics
+	log    *slog.Logger
+	passed []fastpath.Flow // to mark verified in markPassed
 }
 
 func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) error {
@@ -102,22 +109,15 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 	case fastpath.Accept:
 		return a.q.SetVerdict(id, nfqueue.Accept, nil)
 	case fastpath.Pass:
-		// The packet goes first, then the flow is marked: a packet that comes after the
-		// mark, which the kernel forwards without the queue, can never overtake it.
-		if err := a.q.SetVerdict(id, nfqueue.Accept, nil); err != nil {
-			return err
+		if f.Src.IsValid() && !slices.Contains(a.passed, f) {
+			a.passed = append(a.passed, f)
 		}
-		if f.Src.IsValid() {
-			if err := a.mk.Mark(f.Src, f.Dst, false); err != nil {
-				a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
-			}
-		}
-		return nil
+		return a.q.SetVerdict(id, nfqueue.Accept, nil)
 	case fastpath.Reset:
 		if !f.Src.IsValid() {
 			return a.q.SetVerdict(id, nfqueue.Drop, nil) // no flow to mark (a fragment)
 		}
-		if err := a.mk.Mark(f.Src, f.Dst, v == fastpath.Reset); err != nil {
+		if err := a.mk.Mark(f.Src, f.Dst, true); err != nil {
 			// No entry to mark (a SYN not confirmed yet, a flow cut meanwhile): the packet
 			// goes, and a retransmission meets the rules again.
 			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
@@ -127,6 +127,17 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 	default:
 		return a.q.SetVerdict(id, nfqueue.Drop, nil)
 	}
+}
+
+// markPassed marks the flows passed since its last call verified. Without an entry to
+// mark (a flow cut meanwhile), the flow's next packet meets the rules again.
+func (a *verdicts) markPassed() {
+	for _, f := range a.passed {
+		if err := a.mk.Mark(f.Src, f.Dst, false); err != nil {
+			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", "pass", "err", err)
+		}
+	}
+	a.passed = a.passed[:0]
 }
 
 func verdictName(v fastpath.Verdict) string {

@@ -42,8 +42,11 @@ import (
 //
 // The machine figure counts the client and the servers too, which are the same work on
 // every path: machine-cpu-s/GB minus forwarded's is what the gateway adds per GB, the cost a
-// platform pays for the path; the summary logged at the end prints it, and the ratios of
-// each path to forwarded for bulk and conns/s.
+// platform pays for the path; the summary logged at the end (always printed for a
+// benchmark; -v also shows the skip of "fast") prints it, and the ratios of each path to
+// forwarded for bulk and conns/s. It also prints the machine's background load just before
+// the run: on a small shared machine, other work moves every figure (use -count and
+// benchstat to see how much).
 func BenchmarkFastPath(b *testing.B) {
 	hello := testnet.ClientHello(b, bulkHelloConfig())
 	l := newGWLab(b)
@@ -65,13 +68,14 @@ func BenchmarkFastPath(b *testing.B) {
 		// Removed when --fast-path is merged.
 		paths = append(paths, &fpPath{name: "fast", skip: "egressd has no --fast-path in this tree (its --help lacks it): fast path not measured"})
 	}
+	background := backgroundLoad(b)
 	for _, p := range paths {
 		b.Run("bulk/"+p.name, func(b *testing.B) { benchBulk(b, p, hello) })
 	}
 	for _, p := range paths {
 		b.Run("conns/"+p.name, func(b *testing.B) { benchConns(b, p) })
 	}
-	b.Log(fastPathSummary(paths))
+	b.Log(fastPathSummary(paths, background))
 }
 
 // fpPath is one way from a client to the fake internet's servers, and what it measured.
@@ -225,13 +229,21 @@ func benchConns(b *testing.B, p *fpPath) {
 }
 
 // fastPathSummary is the table of the run, each path beside forwarded: the ratios the issue
-// asks for, measured in the same run.
-func fastPathSummary(paths []*fpPath) string {
-	var fwd *fpPath
+// asks for, measured in the same run. A figure not measured in this run (a -bench filter, a
+// skip) is "-". background is the machine's busy CPUs while the benchmark was idle, just
+// before it: other work on the machine weighs on every figure, machine/GB most.
+func fastPathSummary(paths []*fpPath, background float64) string {
+	fwd := &fpPath{}
 	for _, p := range paths {
 		if p.name == "forwarded" {
 			fwd = p
 		}
+	}
+	num := func(x float64, format string) string {
+		if x == 0 {
+			return "-"
+		}
+		return fmt.Sprintf(format, x)
 	}
 	ratio := func(x, base float64) string {
 		if x == 0 || base == 0 {
@@ -239,20 +251,45 @@ func fastPathSummary(paths []*fpPath) string {
 		}
 		return fmt.Sprintf("%.2f", x/base)
 	}
+	added := func(x, base float64) string {
+		if x == 0 || base == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", x-base)
+	}
 	var s strings.Builder
-	fmt.Fprintf(&s, "\n%-10s %9s %7s %9s %7s %8s %8s %9s %10s %11s %10s\n", "path", "MB/s", "÷fwd", "conns/s", "÷fwd",
+	fmt.Fprintf(&s, "\n%-10s %8s %6s %8s %6s %7s %7s %9s %10s %9s %11s\n", "path", "MB/s", "÷fwd", "conns/s", "÷fwd",
 		"p50-µs", "p99-µs", "cpu-s/GB", "machine/GB", "added/GB", "cpu-µs/conn")
 	for _, p := range paths {
 		if p.skip != "" {
 			fmt.Fprintf(&s, "%-10s skipped: %s\n", p.name, p.skip)
 			continue
 		}
-		bk, cn := p.bulkRes, p.connsRes
-		fmt.Fprintf(&s, "%-10s %9.0f %7s %9.0f %7s %8.0f %8.0f %9.3f %10.3f %11.3f %10.0f\n", p.name,
-			bk.mbps, ratio(bk.mbps, fwd.bulkRes.mbps), cn.perSec, ratio(cn.perSec, fwd.connsRes.perSec),
-			cn.p50, cn.p99, bk.procPerGB, bk.machinePerGB, bk.machinePerGB-fwd.bulkRes.machinePerGB, cn.procPerConn)
+		bk, cn, fb := p.bulkRes, p.connsRes, fwd.bulkRes
+		fmt.Fprintf(&s, "%-10s %8s %6s %8s %6s %7s %7s %9s %10s %9s %11s\n", p.name,
+			num(bk.mbps, "%.0f"), ratio(bk.mbps, fb.mbps), num(cn.perSec, "%.0f"), ratio(cn.perSec, fwd.connsRes.perSec),
+			num(cn.p50, "%.0f"), num(cn.p99, "%.0f"), num(bk.procPerGB, "%.3f"), num(bk.machinePerGB, "%.3f"),
+			added(bk.machinePerGB, fb.machinePerGB), num(cn.procPerConn, "%.0f"))
 	}
-	s.WriteString("added/GB: the machine's CPU seconds per GB beyond forwarded's, what the gateway's path costs a platform.\n" +
-		"cpu-s/GB, cpu-µs/conn: the process on the path in the gateway (egressd; for relay, the relay); forwarded's is egressd's, idle for these flows.")
+	fmt.Fprintf(&s, "background: %.2f of the machine's CPUs were busy just before the run, with the benchmark idle.\n", background)
+	s.WriteString("added/GB: the machine's CPU seconds per GB beyond forwarded's: what the gateway's path costs a platform.\n" +
+		"cpu-s/GB, cpu-µs/conn: the process on the path in the gateway: egressd, or for relay the relay; forwarded's is\n" +
+		"egressd's, spent on flows the kernel forwards (it reads their conntrack events).")
 	return s.String()
+}
+
+// backgroundLoad is how many CPUs the machine keeps busy over a second in which the
+// benchmark does nothing.
+func backgroundLoad(b *testing.B) float64 {
+	before, err := machineCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	time.Sleep(time.Second)
+	after, err := machineCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return (after - before) / time.Since(start).Seconds()
 }

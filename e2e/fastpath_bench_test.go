@@ -18,7 +18,7 @@ import (
 // BenchmarkFastPath measures, in one run in the namespace lab, four paths for allowed HTTPS
 // from a sandbox (issue 16), as root:
 //
-//	go test -run '^$' -bench FastPath -benchtime 2s ./e2e/
+//	go test -run '^$' -bench FastPath -benchtime 2s -v ./e2e/
 //
 //	forwarded  kernel forwarding, no proxy: a VM whose allowed_cidrs holds the servers'
 //	           addresses, to port 8443 (80 and 443 always go to the proxy; other ports of
@@ -42,11 +42,10 @@ import (
 //
 // The machine figure counts the client and the servers too, which are the same work on
 // every path: machine-cpu-s/GB minus forwarded's is what the gateway adds per GB, the cost a
-// platform pays for the path; the summary logged at the end (always printed for a
-// benchmark; -v also shows the skip of "fast") prints it, and the ratios of each path to
-// forwarded for bulk and conns/s. It also prints the machine's background load just before
-// the run: on a small shared machine, other work moves every figure (use -count and
-// benchstat to see how much).
+// platform pays for the path; the summary logged at the end (with -v, which also shows why
+// "fast" was skipped) prints it, and the ratios of each path to forwarded for bulk and
+// conns/s. It also prints the machine's background load just before the run: on a small
+// shared machine, other work moves every figure (use -count and benchstat to see how much).
 func BenchmarkFastPath(b *testing.B) {
 	hello := testnet.ClientHello(b, bulkHelloConfig())
 	l := newGWLab(b)

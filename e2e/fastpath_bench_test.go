@@ -92,8 +92,9 @@ type fpPath struct {
 	names map[string]string // name → the address it must resolve to
 	dns   string            // the gateway's DNS address, for names
 
-	bulkRes  fpBulk
-	connsRes fpConns
+	// One result per run of each sub-benchmark: b.Loop runs its function once per -count.
+	bulkRuns  []fpBulk
+	connsRuns []fpConns
 }
 
 type fpBulk struct{ mbps, procPerGB, machinePerGB float64 }
@@ -142,7 +143,7 @@ func (p *fpPath) cpuNow() (proc, machine float64, err error) {
 	return proc, machine, err
 }
 
-// loop runs op b.N times inside the path's namespace, timed, with the names looked up
+// loop runs op b.Loop's times inside the path's namespace, timed, with the names looked up
 // before and every 20 s (outside the timer), and returns the CPU seconds the gateway
 // process and the machine used meanwhile. It runs on a thread of its own (netns.Do), so
 // it reports errors instead of failing the benchmark.
@@ -156,8 +157,7 @@ func (p *fpPath) loop(b *testing.B, op func() error) (proc, machine float64, err
 		if err != nil {
 			return err
 		}
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
+		for i := 0; b.Loop(); i++ {
 			if p.names != nil && time.Since(asked) > 20*time.Second {
 				b.StopTimer()
 				if err := p.lookUp(); err != nil {
@@ -170,7 +170,6 @@ func (p *fpPath) loop(b *testing.B, op func() error) (proc, machine float64, err
 				return fmt.Errorf("op %d: %w", i, err)
 			}
 		}
-		b.StopTimer()
 		proc1, machine1, err := p.cpuNow()
 		proc, machine = proc1-proc0, machine1-machine0
 		return err
@@ -195,10 +194,11 @@ func benchBulk(b *testing.B, p *fpPath, hello []byte) {
 		b.Fatalf("%s bulk to %s: %v", p.name, p.bulk, err)
 	}
 	bytes := float64(b.N) * fpBulkSize
-	p.bulkRes = fpBulk{mbps: bytes / 1e6 / b.Elapsed().Seconds(), procPerGB: proc / (bytes / 1e9), machinePerGB: machine / (bytes / 1e9)}
-	b.ReportMetric(p.bulkRes.mbps, "MB/s")
-	b.ReportMetric(p.bulkRes.procPerGB, "cpu-s/GB")
-	b.ReportMetric(p.bulkRes.machinePerGB, "machine-cpu-s/GB")
+	r := fpBulk{mbps: bytes / 1e6 / b.Elapsed().Seconds(), procPerGB: proc / (bytes / 1e9), machinePerGB: machine / (bytes / 1e9)}
+	p.bulkRuns = append(p.bulkRuns, r)
+	b.ReportMetric(r.mbps, "MB/s")
+	b.ReportMetric(r.procPerGB, "cpu-s/GB")
+	b.ReportMetric(r.machinePerGB, "machine-cpu-s/GB")
 }
 
 func benchConns(b *testing.B, p *fpPath) {
@@ -207,7 +207,7 @@ func benchConns(b *testing.B, p *fpPath) {
 	}
 	// No ClientSessionCache: every connection makes a full handshake.
 	cfg := &tls.Config{ServerName: fpWebName, RootCAs: p.ca.Pool, NextProtos: []string{"http/1.1"}}
-	lat := make([]float64, 0, b.N)
+	var lat []float64
 	proc, _, err := p.loop(b, func() error {
 		start := time.Now()
 		if err := tlsGet(p.web, cfg); err != nil {
@@ -219,16 +219,47 @@ func benchConns(b *testing.B, p *fpPath) {
 	if err != nil {
 		b.Fatalf("%s TLS GET to %s: %v", p.name, p.web, err)
 	}
-	p.connsRes = fpConns{perSec: float64(b.N) / b.Elapsed().Seconds(), p50: percentile(lat, 50), p99: percentile(lat, 99),
+	r := fpConns{perSec: float64(b.N) / b.Elapsed().Seconds(), p50: percentile(lat, 50), p99: percentile(lat, 99),
 		procPerConn: proc / float64(b.N) * 1e6}
-	b.ReportMetric(p.connsRes.perSec, "conns/s")
-	b.ReportMetric(p.connsRes.p50, "p50-µs")
-	b.ReportMetric(p.connsRes.p99, "p99-µs")
-	b.ReportMetric(p.connsRes.procPerConn, "cpu-µs/conn")
+	p.connsRuns = append(p.connsRuns, r)
+	b.ReportMetric(r.perSec, "conns/s")
+	b.ReportMetric(r.p50, "p50-µs")
+	b.ReportMetric(r.p99, "p99-µs")
+	b.ReportMetric(r.procPerConn, "cpu-µs/conn")
+}
+
+// bulkMedian is the median of each figure over the bulk runs (the upper one for an even count),
+// zero when there were none.
+func (p *fpPath) bulkMedian() fpBulk {
+	return fpBulk{
+		mbps:         median(p.bulkRuns, func(r fpBulk) float64 { return r.mbps }),
+		procPerGB:    median(p.bulkRuns, func(r fpBulk) float64 { return r.procPerGB }),
+		machinePerGB: median(p.bulkRuns, func(r fpBulk) float64 { return r.machinePerGB }),
+	}
+}
+
+// connsMedian is the median of each figure over the conns runs, as bulkMedian.
+func (p *fpPath) connsMedian() fpConns {
+	return fpConns{
+		perSec:      median(p.connsRuns, func(r fpConns) float64 { return r.perSec }),
+		p50:         median(p.connsRuns, func(r fpConns) float64 { return r.p50 }),
+		p99:         median(p.connsRuns, func(r fpConns) float64 { return r.p99 }),
+		procPerConn: median(p.connsRuns, func(r fpConns) float64 { return r.procPerConn }),
+	}
+}
+
+func median[R any](runs []R, f func(R) float64) float64 {
+	xs := make([]float64, len(runs))
+	for i, r := range runs {
+		xs[i] = f(r)
+	}
+	return percentile(xs, 50)
 }
 
 // fastPathSummary is the table of the run, each path beside forwarded: the ratios the issue
-// asks for, measured in the same run. A figure not measured in this run (a -bench filter, a
+// asks for, measured in the same run; with -count N, of each figure's median over the N
+// runs of its sub-benchmark (the runs of one path follow each other, so the median is what
+// stands against the machine's other work). A figure not measured in this run (a -bench filter, a
 // skip) is "-". background is the machine's busy CPUs while the benchmark was idle, just
 // before it: other work on the machine weighs on every figure, machine/GB most.
 func fastPathSummary(paths []*fpPath, background float64) string {
@@ -264,9 +295,9 @@ func fastPathSummary(paths []*fpPath, background float64) string {
 			fmt.Fprintf(&s, "%-10s skipped: %s\n", p.name, p.skip)
 			continue
 		}
-		bk, cn, fb := p.bulkRes, p.connsRes, fwd.bulkRes
+		bk, cn, fb := p.bulkMedian(), p.connsMedian(), fwd.bulkMedian()
 		fmt.Fprintf(&s, "%-10s %8s %6s %8s %6s %7s %7s %9s %10s %9s %11s\n", p.name,
-			num(bk.mbps, "%.0f"), ratio(bk.mbps, fb.mbps), num(cn.perSec, "%.0f"), ratio(cn.perSec, fwd.connsRes.perSec),
+			num(bk.mbps, "%.0f"), ratio(bk.mbps, fb.mbps), num(cn.perSec, "%.0f"), ratio(cn.perSec, fwd.connsMedian().perSec),
 			num(cn.p50, "%.0f"), num(cn.p99, "%.0f"), num(bk.procPerGB, "%.3f"), num(bk.machinePerGB, "%.3f"),
 			added(bk.machinePerGB, fb.machinePerGB), num(cn.procPerConn, "%.0f"))
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -301,7 +302,11 @@ func fastPathSummary(paths []*fpPath, background float64) string {
 			num(cn.p50, "%.0f"), num(cn.p99, "%.0f"), num(bk.procPerGB, "%.3f"), num(bk.machinePerGB, "%.3f"),
 			added(bk.machinePerGB, fb.machinePerGB), num(cn.procPerConn, "%.0f"))
 	}
-	fmt.Fprintf(&s, "background: %.2f of the machine's CPUs were busy just before the run, with the benchmark idle.\n", background)
+	fmt.Fprintf(&s, "background: %.2f of the machine's %d CPUs were busy just before the run, with the benchmark idle", background, runtime.NumCPU())
+	if background > 0.2*float64(runtime.NumCPU()) {
+		s.WriteString(": other work shares the machine, so these figures and ratios are not the paths' own")
+	}
+	s.WriteString(".\n")
 	s.WriteString("added/GB: the machine's CPU seconds per GB beyond forwarded's: what the gateway's path costs a platform.\n" +
 		"cpu-s/GB, cpu-µs/conn: the process on the path in the gateway: egressd, or for relay the relay; forwarded's is\n" +
 		"egressd's, spent on flows the kernel forwards (it reads their conntrack events).")

@@ -144,10 +144,10 @@ func (p *fpPath) cpuNow() (proc, machine float64, err error) {
 	return proc, machine, err
 }
 
-// loop runs op b.Loop's times inside the path's namespace, timed, with the names looked up
-// before and every 20 s (outside the timer), and returns the CPU seconds the gateway
-// process and the machine used meanwhile. It runs on a thread of its own (netns.Do), so
-// it reports errors instead of failing the benchmark.
+// loop runs op as long as b.Loop asks, inside the path's namespace, timed, with the names
+// looked up before and every 20 s (outside the timer), and returns the CPU seconds the
+// gateway process and the machine used meanwhile. It runs on a thread of its own
+// (netns.Do), so it reports errors instead of failing the benchmark.
 func (p *fpPath) loop(b *testing.B, op func() error) (proc, machine float64, err error) {
 	err = netns.Do(p.ns, func() error {
 		if err := p.lookUp(); err != nil {

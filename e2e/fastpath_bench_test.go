@@ -29,7 +29,7 @@ import (
 //	           any design that terminates TCP in the gateway.
 //	proxy      a VM reaching the names on 443 through egressd's transparent proxy.
 //	fast       the same with egressd started with --fast-path (a second lab: the flag is
-//	           process-wide). Skipped while this tree's egressd lacks the flag.
+//	           process-wide); the run fails unless the fast path verified its connections.
 //
 // Sub-benchmarks:
 //
@@ -43,8 +43,7 @@ import (
 //
 // The machine figure counts the client and the servers too, which are the same work on
 // every path: machine-cpu-s/GB minus forwarded's is what the gateway adds per GB, the cost a
-// platform pays for the path; the summary logged at the end (with -v, which also shows why
-// "fast" was skipped) prints it, and the ratios of each path to forwarded for bulk and
+// platform pays for the path; the summary logged at the end (with -v) prints it, and the ratios of each path to forwarded for bulk and
 // conns/s. It also prints the machine's background load just before the run: on a small
 // shared machine, other work moves every figure (use -count and benchstat to see how much).
 func BenchmarkFastPath(b *testing.B) {
@@ -60,14 +59,9 @@ func BenchmarkFastPath(b *testing.B) {
 			web: relayGWAddr + ":443", bulk: relayGWAddr + ":8443"},
 		vmPath(l, "proxy", named, webAddr+":443", fpBulkAddr+":443"),
 	}
-	if hasFastPath(b) {
-		fl := newGWLab(b, "--fast-path")
-		addBulkServer(b, fl, hello)
-		paths = append(paths, vmPath(fl, "fast", named, webAddr+":443", fpBulkAddr+":443"))
-	} else {
-		// Removed when --fast-path is merged.
-		paths = append(paths, &fpPath{name: "fast", skip: "egressd has no --fast-path in this tree (its --help lacks it): fast path not measured"})
-	}
+	fl := newGWLab(b, "--fast-path")
+	addBulkServer(b, fl, hello)
+	paths = append(paths, vmPath(fl, "fast", named, webAddr+":443", fpBulkAddr+":443"))
 	background := backgroundLoad(b)
 	for _, p := range paths {
 		b.Run("bulk/"+p.name, func(b *testing.B) { benchBulk(b, p, hello) })
@@ -75,13 +69,16 @@ func BenchmarkFastPath(b *testing.B) {
 	for _, p := range paths {
 		b.Run("conns/"+p.name, func(b *testing.B) { benchConns(b, p) })
 	}
+	// The fast figures are the fast path's only if it carried the connections.
+	if v, r := fl.fastFlows("verified"), fl.fastFlows("refused"); v == 0 || r != 0 {
+		b.Fatalf("the fast path verified %d flows and refused %d: its figures are not the fast path's", v, r)
+	}
 	b.Log(fastPathSummary(paths, background))
 }
 
 // fpPath is one way from a client to the fake internet's servers, and what it measured.
 type fpPath struct {
 	name    string
-	skip    string // why it is not measured ("" when it is)
 	ns      string // the client's namespace
 	ca      *testnet.CA
 	web     string // the TLS web server (api.example.test) as this path reaches it
@@ -179,9 +176,6 @@ func (p *fpPath) loop(b *testing.B, op func() error) (proc, machine float64, err
 }
 
 func benchBulk(b *testing.B, p *fpPath, hello []byte) {
-	if p.skip != "" {
-		b.Skip(p.skip)
-	}
 	buf := make([]byte, 1<<20)
 	proc, machine, err := p.loop(b, func() error {
 		c, err := net.DialTimeout("tcp", p.bulk, 5*time.Second)
@@ -203,9 +197,6 @@ func benchBulk(b *testing.B, p *fpPath, hello []byte) {
 }
 
 func benchConns(b *testing.B, p *fpPath) {
-	if p.skip != "" {
-		b.Skip(p.skip)
-	}
 	// No ClientSessionCache: every connection makes a full handshake.
 	cfg := &tls.Config{ServerName: fpWebName, RootCAs: p.ca.Pool, NextProtos: []string{"http/1.1"}}
 	var lat []float64
@@ -260,8 +251,7 @@ func median[R any](runs []R, f func(R) float64) float64 {
 // fastPathSummary is the table of the run, each path beside forwarded: the ratios the issue
 // asks for, measured in the same run; with -count N, of each figure's median over the N
 // runs of its sub-benchmark (the runs of one path follow each other, so the median is what
-// stands against the machine's other work). A figure not measured in this run (a -bench filter, a
-// skip) is "-". background is the machine's busy CPUs while the benchmark was idle, just
+// stands against the machine's other work). A figure not measured in this run (a -bench filter) is "-". background is the machine's busy CPUs while the benchmark was idle, just
 // before it: other work on the machine weighs on every figure, machine/GB most.
 func fastPathSummary(paths []*fpPath, background float64) string {
 	fwd := &fpPath{}
@@ -292,10 +282,6 @@ func fastPathSummary(paths []*fpPath, background float64) string {
 	fmt.Fprintf(&s, "\n%-10s %8s %6s %8s %6s %7s %7s %9s %10s %9s %11s\n", "path", "MB/s", "÷fwd", "conns/s", "÷fwd",
 		"p50-µs", "p99-µs", "cpu-s/GB", "machine/GB", "added/GB", "cpu-µs/conn")
 	for _, p := range paths {
-		if p.skip != "" {
-			fmt.Fprintf(&s, "%-10s skipped: %s\n", p.name, p.skip)
-			continue
-		}
 		bk, cn, fb := p.bulkMedian(), p.connsMedian(), fwd.bulkMedian()
 		fmt.Fprintf(&s, "%-10s %8s %6s %8s %6s %7s %7s %9s %10s %9s %11s\n", p.name,
 			num(bk.mbps, "%.0f"), ratio(bk.mbps, fb.mbps), num(cn.perSec, "%.0f"), ratio(cn.perSec, fwd.connsMedian().perSec),

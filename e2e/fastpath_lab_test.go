@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/host/netns"
-	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
 )
 
@@ -348,15 +347,4 @@ func machineCPU() (float64, error) {
 		busy += v
 	}
 	return float64(busy) / cpuTicks, nil
-}
-
-// hasFastPath tells whether this tree's egressd knows --fast-path.
-func hasFastPath(t testing.TB) bool {
-	out, _ := exec.Command(egressdtest.Binary(t, "egressd"), "--help").CombinedOutput()
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && f[0] == "-fast-path" {
-			return true
-		}
-	}
-	return false
 }

@@ -47,7 +47,6 @@ type lab struct {
 	name string
 	h    vnetns.NsHandle
 	num  uint16
-	glue bool // the kernel put conntrack into queue messages: the queue has it
 }
 
 func newLab(t testing.TB, num uint16) *lab {
@@ -163,17 +162,12 @@ func (l *lab) cmd(t testing.TB, in string, args ...string) {
 
 func (l *lab) path() string { return "/run/netns/" + l.name }
 
-// open binds the lab's queue, with conntrack if the kernel can (l.glue), without
-// otherwise; the test's cleanup closes it.
+// open binds the lab's queue; the test's cleanup closes it.
 func (l *lab) open(t testing.TB) *Queue { return l.openLen(t, 0) }
 
 func (l *lab) openLen(t testing.TB, maxLen uint32) *Queue {
 	t.Helper()
 	q, err := Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen})
-	l.glue = err == nil
-	if errors.Is(err, ErrNoConntrack) {
-		q, err = Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen, WithoutConntrack: true})
-	}
 	if err != nil {
 		t.Fatal(err)
 	}

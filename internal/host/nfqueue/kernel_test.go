@@ -7,15 +7,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/testkit/testnet"
-	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -452,100 +448,5 @@ func TestAllocsPerPacket(t *testing.T) {
 	})
 	if n > 1 {
 		t.Errorf("%v allocations per packet", n)
-	}
-}
-
-// Without the conntrack glue (or with it), a caller can set the mark of a confirmed flow
-// with ctnetlink before the verdict: here the first data packet of a TCP connection
-// (queued after its handshake), marked by a conntrack update, then Repeat: the reject
-// rule before the queue meets it, and the server never gets the data.
-func TestMarkByConntrackThenRepeat(t *testing.T) {
-	t.Parallel()
-	l := newLab(t, 21)
-	ln, err := netns.ListenIn(l.path(), "tcp4", "127.0.0.1:9100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	read := make(chan int, 10)
-	go func() { // reports each read's size, until the test closes the listener
-		s, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		t.Cleanup(func() { s.Close() })
-		b := make([]byte, 100)
-		for {
-			n, err := s.Read(b)
-			if err != nil {
-				return
-			}
-			read <- n
-		}
-	}()
-	q := l.open(t)
-	pkts := l.run(t, q)
-	dialed := make(chan net.Conn, 1)
-	go func() {
-		c, err := netns.DialIn(l.path())(t.Context(), "tcp4", "127.0.0.1:9100")
-		if err != nil {
-			t.Error(err)
-			dialed <- nil
-			return
-		}
-		_, _ = c.Write([]byte("held data"))
-		dialed <- c
-	}()
-	var sport uint16
-	for range 10 { // the handshake's packets, then the data
-		p, ok := recv(pkts, wait)
-		if !ok {
-			t.Fatal("no data packet queued")
-		}
-		ip := p.Payload
-		tcp := ip[int(ip[0]&0xf)*4:]
-		if len(tcp[int(tcp[12]>>4)*4:]) == 0 {
-			_ = q.SetVerdict(p.ID, Accept)
-			continue
-		}
-		sport = binary.BigEndian.Uint16(tcp)
-		cc, err := conntrack.Dial(&netlink.Config{NetNS: int(l.h)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		lo := netip.MustParseAddr("127.0.0.1")
-		err = cc.Update(conntrack.NewFlow(unix.IPPROTO_TCP, 0, lo, lo, sport, tcpPort, 0, markReject))
-		cc.Close()
-		if err != nil {
-			t.Fatalf("conntrack update: %v", err)
-		}
-		if err := q.SetVerdict(p.ID, Repeat); err != nil {
-			t.Fatal(err)
-		}
-		break
-	}
-	if sport == 0 {
-		t.Fatal("no data packet among the first ten")
-	}
-	if c, ok := recv(dialed, wait); ok && c != nil {
-		c.Close()
-	}
-	if n, ok := recv(read, quiet); ok {
-		t.Errorf("the server read %d bytes", n)
-	}
-	for {
-		p, ok := recv(pkts, quiet)
-		if !ok {
-			break
-		}
-		ip := p.Payload
-		tcp := ip[int(ip[0]&0xf)*4:]
-		if binary.BigEndian.Uint16(tcp) == sport && len(tcp[int(tcp[12]>>4)*4:]) > 0 {
-			t.Fatalf("the marked flow's data was queued again")
-		}
-		_ = q.SetVerdict(p.ID, Drop)
-	}
-	if m, ok := l.ctMark(t, sport, tcpPort); !ok || m != markReject {
-		t.Errorf("ct mark %#x, %v", m, ok)
 	}
 }

@@ -116,38 +116,3 @@ func holdData(t *testing.T, q *Queue, pkts <-chan Packet) Packet {
 	t.Fatal("no data packet among the first ten")
 	return Packet{}
 }
-
-// tcpServer listens on 127.0.0.1:tcpPort in the lab, accepts one connection, and sends
-// each read's data to the returned channel until the test ends.
-func (l *lab) tcpServer(t *testing.T) <-chan string {
-	t.Helper()
-	ln, err := netns.ListenIn(l.path(), "tcp4", "127.0.0.1:9100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := make(chan net.Conn, 1)
-	t.Cleanup(func() {
-		ln.Close()
-		if c, ok := <-conns; ok {
-			c.Close()
-		}
-	})
-	read := make(chan string, 100)
-	go func() {
-		defer close(conns)
-		s, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		conns <- s
-		b := make([]byte, 100)
-		for {
-			n, err := s.Read(b)
-			if err != nil {
-				return
-			}
-			read <- string(b[:n])
-		}
-	}()
-	return read
-}

@@ -42,9 +42,8 @@ func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, r
 		return nil, fmt.Errorf("fast path: %s must be 0 in the gateway's network namespace (it is %q, %v): with it, segments the server drops would pass unverified", beLiberal, v, err)
 	}
 	// The verdict marks the flow through ctnetlink (firewall.FastMarker), not in the
-	// queue's message: the queue asks for no conntrack, which kernels without
-	// CONFIG_NETFILTER_NETLINK_GLUE_CT refuse.
-	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{WithoutConntrack: true})
+	// queue's message: queues carry no conntrack (see the nfqueue package doc).
+	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("fast path: %w", err)
 	}
@@ -107,20 +106,20 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 	a.m.packets.WithLabelValues(verdictName(v)).Inc()
 	switch v {
 	case fastpath.Accept:
-		return a.q.SetVerdict(id, nfqueue.Accept, nil)
+		return a.q.SetVerdict(id, nfqueue.Accept)
 	case fastpath.Pass, fastpath.Reset:
 		if !f.Src.IsValid() {
-			return a.q.SetVerdict(id, nfqueue.Drop, nil) // no flow to mark (a fragment)
+			return a.q.SetVerdict(id, nfqueue.Drop) // no flow to mark (a fragment)
 		}
 		if err := a.mk.Mark(f.Src, f.Dst, v == fastpath.Reset); err != nil {
 			// No entry to mark (a SYN not confirmed yet, a flow cut meanwhile): the packet
 			// goes, and a retransmission meets the rules again.
 			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
-			return a.q.SetVerdict(id, nfqueue.Drop, nil)
+			return a.q.SetVerdict(id, nfqueue.Drop)
 		}
-		return a.q.SetVerdict(id, nfqueue.Repeat, nil)
+		return a.q.SetVerdict(id, nfqueue.Repeat)
 	default:
-		return a.q.SetVerdict(id, nfqueue.Drop, nil)
+		return a.q.SetVerdict(id, nfqueue.Drop)
 	}
 }
 

@@ -64,8 +64,9 @@ func (f *Firewall) RevokeFast(name string, eps []Endpoint) error {
 
 // CutFast refuses sandbox's verified fast flows (MarkFast set, MarkFastDeny not) for which
 // keep(src, dst) is false (src: the sandbox's address and port; dst: the original
-// destination); keep nil keeps none. It marks their conntrack entries MarkFastDeny
-// (FastMarker) rather than deleting them: the forward chain then answers the sandbox's
+// destination); keep nil keeps none. It adds MarkFastDeny to their conntrack entries
+// (FastMarker.Cut: MarkFast stays, so the flow log still records the flow's close) rather
+// than deleting them: the forward chain then answers the sandbox's
 // next packet of each with a TCP reset, whatever the rest of the table says by then.
 // (A deleted entry's next packet is a new flow, which the nat chain may send to the
 // transparent proxy once the address left fast_<name>, and the lab showed such a cut
@@ -95,7 +96,7 @@ func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort
 		}
 		src, _ := ipOf(fl.Forward.SrcIP)
 		dst, _ := ipOf(fl.Forward.DstIP)
-		err := m.Mark(netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort), true)
+		err := m.Cut(netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort))
 		switch {
 		case err == nil:
 			n++

@@ -265,8 +265,8 @@ func TestCutFastEntries(t *testing.T) {
 	}
 	// The cut flows are refused (the kernel resets their next packet), the other bits of
 	// their mark kept; every other flow is as it was.
-	want := map[uint16]uint32{40001: MarkFastDeny, 40002: MarkFast, 40003: MarkFast | MarkFastDeny, 40004: MarkTCP,
-		40005: 0, 40006: MarkFast, 40007: MarkFastDeny | 0x10, 40008: 0}
+	want := map[uint16]uint32{40001: MarkFast | MarkFastDeny, 40002: MarkFast, 40003: MarkFast | MarkFastDeny, 40004: MarkTCP,
+		40005: 0, 40006: MarkFast, 40007: MarkFast | MarkFastDeny | 0x10, 40008: 0}
 	if got := marks(); !maps.Equal(got, want) {
 		t.Errorf("after CutFast: marks %#x, want %#x", got, want)
 	}

@@ -340,6 +340,26 @@ func evasionCases() []evasionCase {
 			c.Send(seg{data: h.benign, flags: tcpPSH, isn: isn})
 			c.Send(psh(0, h.evil))
 		}},
+		// PAWS (RFC 7323): with timestamps on, a server drops a segment whose TSval is older
+		// than the last it took, and takes the evil one sent after, with a fresh TSval. The
+		// pause lets a verifier that took the old segment judge it and mark the flow.
+		{name: "a segment with an old timestamp (PAWS), then the evil one", noHandshake: true, reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+			c.UseTimestamps(1 << 24)
+			c.Handshake()
+			c.Send(seg{data: h.benign, flags: tcpPSH, tsval: 1})
+			time.Sleep(300 * time.Millisecond)
+			c.Send(psh(0, h.evil))
+		}},
+		// The same with the benign segment carrying no timestamp at all, on a flow that
+		// agreed to them: whether a server takes it is the server's choice (RFC 7323 says
+		// drop; the server view logs what Linux does).
+		{name: "a segment without its timestamp, then the evil one", noHandshake: true, reasons: append(ambiguous, notAllowed...), benignMay: true, fastBenignMay: true, fastUnjudged: true, send: func(h *hellos, c *rawFlow) {
+			c.UseTimestamps(1 << 24)
+			c.Handshake()
+			c.Send(seg{data: h.benign, flags: tcpPSH, noTS: true})
+			time.Sleep(300 * time.Millisecond)
+			c.Send(psh(0, h.evil))
+		}},
 		// A control: the gateway's stack and the servers drop a bad checksum (veth does not
 		// vouch for one), as a server behind a real network does; the trick below needs it.
 		{name: "bad checksum alone", fastUnjudged: true, reasons: ambiguous, send: func(h *hellos, c *rawFlow) {

@@ -80,6 +80,8 @@ type seg struct {
 	urg         uint16
 	badChecksum bool
 	isn         uint32 // when set, the ISN off counts from instead of the flow's (a second SYN's)
+	tsval       uint32 // with UseTimestamps: when set, the segment's TSval instead of the flow's
+	noTS        bool   // with UseTimestamps: this segment carries none
 }
 
 // TCP flags.
@@ -110,7 +112,9 @@ type rawFlow struct {
 	fin    bool
 	data   int // payload bytes the peer sent
 	closed bool
-	end    int // the end of the bytes sent, from the first after the SYN
+	end    int    // the end of the bytes sent, from the first after the SYN
+	ts     uint32 // with UseTimestamps: the TSval of the flow's segments
+	peerTS uint32 // the peer's TSval in its SYN-ACK, which the flow's segments echo
 }
 
 // newRawFlow opens the raw client's sockets inside the VM's namespace, for a flow to dst
@@ -187,7 +191,7 @@ func (c *rawFlow) read() {
 		case flags&tcpRST != 0:
 			c.reset = true
 		case flags&(tcpSYN|tcpACK) == tcpSYN|tcpACK && !c.synAck:
-			c.synAck, c.irs = true, h.seq
+			c.synAck, c.irs, c.peerTS = true, h.seq, h.tsval
 		}
 		if flags&tcpFIN != 0 {
 			c.fin = true
@@ -202,7 +206,8 @@ type segmentHead struct {
 	src, dst netip.AddrPort
 	seq      uint32
 	flags    uint8
-	payload  int // bytes of data
+	payload  int    // bytes of data
+	tsval    uint32 // of a timestamps option, if any
 }
 
 // parseSegment reads an IPv4 packet carrying TCP, as a raw socket hands it over; ok is false
@@ -225,7 +230,50 @@ func parseSegment(p []byte) (h segmentHead, ok bool) {
 	h.seq = binary.BigEndian.Uint32(tcp[4:8])
 	h.flags = tcp[13]
 	h.payload = len(tcp) - off
+	for opts := tcp[20:off]; len(opts) > 0; {
+		switch {
+		case opts[0] == 0: // end of options
+			return h, true
+		case opts[0] == 1: // no-op
+			opts = opts[1:]
+			continue
+		case len(opts) < 2 || int(opts[1]) < 2 || int(opts[1]) > len(opts):
+			return h, true
+		case opts[0] == 8 && opts[1] == 10:
+			h.tsval = binary.BigEndian.Uint32(opts[2:6])
+		}
+		opts = opts[opts[1]:]
+	}
 	return h, true
+}
+
+// UseTimestamps has the flow offer TCP timestamps (RFC 7323) on its SYN and carry them,
+// TSval ts, on every segment; call it before the handshake.
+func (c *rawFlow) UseTimestamps(ts uint32) { c.ts = ts }
+
+func (c *rawFlow) segOptions(s seg) []byte {
+	if s.noTS {
+		return nil
+	}
+	return c.tsOption(s.tsval)
+}
+
+// tsOption is the timestamps option (two no-ops, kind 8, length 10) with tsval and the
+// peer's last TSval; none when the flow does not use timestamps.
+func (c *rawFlow) tsOption(tsval uint32) []byte {
+	if c.ts == 0 {
+		return nil
+	}
+	if tsval == 0 {
+		tsval = c.ts
+	}
+	c.mu.Lock()
+	ecr := c.peerTS
+	c.mu.Unlock()
+	o := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(o[4:8], tsval)
+	binary.BigEndian.PutUint32(o[8:12], ecr)
+	return o
 }
 
 // Handshake sends the SYN (again each second, 5 times at most) and, once the SYN-ACK is
@@ -242,9 +290,9 @@ func (c *rawFlow) Handshake() {
 // Data on the SYN is TCP Fast Open's way, which a server configured so accepts at once.
 func (c *rawFlow) SYN(data []byte) bool {
 	c.t.Helper()
-	mss := []byte{2, 4, 0x05, 0xb4} // MSS 1460
+	opts := append([]byte{2, 4, 0x05, 0xb4}, c.tsOption(0)...) // MSS 1460, timestamps
 	for i := 0; i < 5; i++ {
-		c.write(c.segment(c.dst.Addr(), tcpSYN, c.iss, 0, mss, data, 0, false))
+		c.write(c.segment(c.dst.Addr(), tcpSYN, c.iss, 0, opts, data, 0, false))
 		if c.wait(time.Second, func() bool { return c.synAck || c.reset }) {
 			break
 		}
@@ -271,7 +319,7 @@ func (c *rawFlow) packet(dst netip.Addr, s seg) []byte {
 	if s.isn != 0 {
 		isn = s.isn
 	}
-	return c.segment(dst, tcpACK|s.flags, isn+1+uint32(s.off), c.ack(), nil, s.data, s.urg, s.badChecksum)
+	return c.segment(dst, tcpACK|s.flags, isn+1+uint32(s.off), c.ack(), c.segOptions(s), s.data, s.urg, s.badChecksum)
 }
 
 // SecondSYN sends another SYN on the flow's ports, with isn, without waiting for an answer.

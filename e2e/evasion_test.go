@@ -360,6 +360,14 @@ func evasionCases() []evasionCase {
 			time.Sleep(300 * time.Millisecond)
 			c.Send(psh(0, h.evil))
 		}},
+		// A reset inside the window but not at the next byte: a server answers it with a
+		// challenge ACK and keeps the connection (RFC 5961); a gateway that forgot the flow
+		// on it must not let the evil hello through after.
+		{name: "a reset the server ignores, then the evil hello", reasons: append(ambiguous, notAllowed...), fastDrops: true, fastUnjudged: true, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
+			c.Send(seg{off: 100, flags: tcpRST})
+			time.Sleep(100 * time.Millisecond)
+			c.Send(psh(0, h.evil))
+		}},
 		// A control: the gateway's stack and the servers drop a bad checksum (veth does not
 		// vouch for one), as a server behind a real network does; the trick below needs it.
 		{name: "bad checksum alone", fastUnjudged: true, reasons: ambiguous, send: func(h *hellos, c *rawFlow) {

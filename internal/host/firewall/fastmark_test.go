@@ -36,17 +36,7 @@ func TestFastMarker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	marks := func() map[uint16]uint32 {
-		all, err := ct.Dump(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make(map[uint16]uint32)
-		for _, f := range all {
-			out[f.TupleOrig.Proto.SourcePort] = f.Mark
-		}
-		return out
-	}
+	marks := func() map[uint16]uint32 { return ctMarks(t, ct) }
 	flow := netip.AddrPortFrom(sbx, 40001)
 	dst := netip.AddrPortFrom(web, 443)
 	if err := m.Mark(flow, dst, false); err != nil {
@@ -76,4 +66,19 @@ func TestFastMarker(t *testing.T) {
 	if err := m.Mark(netip.MustParseAddrPort("[2001:db8::1]:1"), dst, false); err == nil {
 		t.Error("IPv6: no error")
 	}
+}
+
+// ctMarks is the ct mark of every conntrack entry of ct's namespace, by source port (the
+// tests give each flow a port of its own).
+func ctMarks(t *testing.T, ct *conntrack.Conn) map[uint16]uint32 {
+	t.Helper()
+	all, err := ct.Dump(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[uint16]uint32)
+	for _, f := range all {
+		out[f.TupleOrig.Proto.SourcePort] = f.Mark
+	}
+	return out
 }

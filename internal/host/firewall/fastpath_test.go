@@ -248,17 +248,7 @@ func TestCutFastEntries(t *testing.T) {
 			t.Fatalf("create %d: %v", f.port, err)
 		}
 	}
-	marks := func() map[uint16]uint32 {
-		all, err := ct.Dump(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make(map[uint16]uint32)
-		for _, f := range all {
-			out[f.TupleOrig.Proto.SourcePort] = f.Mark
-		}
-		return out
-	}
+	marks := func() map[uint16]uint32 { return ctMarks(t, ct) }
 	n, err := fw.CutFast(sbx, func(src, dst netip.AddrPort) bool { return src.Port() == 40002 && dst == netip.AddrPortFrom(web, 443) })
 	if err != nil || n != 2 {
 		t.Errorf("CutFast = %d, %v; want 2", n, err)

@@ -26,15 +26,8 @@ func TestUnreadableClientHelloRefused(t *testing.T) {
 	other := startTLS(t, webIP+":0")
 	_, port, _ := net.SplitHostPort(other)
 
-	hello := testnet.ClientHello(t, &tls.Config{ServerName: "secret.example.test"})
-	alertFirst := append([]byte{0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a}, hello...)
-	oldVersion := append([]byte(nil), hello...)
-	oldVersion[1], oldVersion[2] = 0x01, 0x01
 	for _, target := range []string{webIP + ":443", other, "api.example.test:" + port} {
-		for _, tc := range []struct {
-			name string
-			b    []byte
-		}{{"an alert record first", alertFirst}, {"record version 1.1", oldVersion}, {"a plain ClientHello", hello}} {
+		for _, tc := range helloShapes(t, "secret.example.test") {
 			c, br := l.proxyConn()
 			resp := roundTrip(t, c, br, fmt.Sprintf("CONNECT %s HTTP/1.1\r\nProxy-Authorization: %s\r\n\r\n", target, auth(l.sess.ProxyURL)))
 			if resp.StatusCode != 200 {
@@ -102,15 +95,10 @@ func testTransparentUnreadableClientHelloRefused(t *testing.T, m gwMode) {
 	l.lookup(vm, "api.example.test")
 	dial := netns.DialIn("/run/netns/" + vm.Network.Netns)
 
-	hello := testnet.ClientHello(t, &tls.Config{ServerName: "secret.example.test"})
-	alertFirst := append([]byte{0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a}, hello...)
-	oldVersion := append([]byte(nil), hello...)
-	oldVersion[1], oldVersion[2] = 0x01, 0x01
+	refused := l.fastFlows("refused")
+	shapes := helloShapes(t, "secret.example.test")
 	for _, addr := range []string{webAddr, privateAddr} {
-		for _, tc := range []struct {
-			name string
-			b    []byte
-		}{{"an alert record first", alertFirst}, {"record version 1.1", oldVersion}, {"a plain ClientHello", hello}} {
+		for _, tc := range shapes {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			c, err := dial(ctx, "tcp4", net.JoinHostPort(addr, "443"))
 			cancel()
@@ -129,4 +117,25 @@ func testTransparentUnreadableClientHelloRefused(t *testing.T, m gwMode) {
 	l.awaitEvents(t, 10*time.Second, client.EventsFilter{VMID: vm.VMID, Decision: "deny"}, func(evs []client.Event) bool {
 		return slices.ContainsFunc(evs, func(e client.Event) bool { return e.Kind == "connect" && e.IP == webAddr && e.Port == 443 })
 	})
+	// With the fast path, the answered address's attempts were the verifier's to refuse.
+	if n := l.fastFlows("refused") - refused; m.fast() && n < len(shapes) {
+		t.Errorf("the fast path refused %d flows, want at least %d", n, len(shapes))
+	}
+}
+
+// helloShape is a ClientHello as a test sends it, whole or reshaped.
+type helloShape struct {
+	name string
+	b    []byte
+}
+
+// helloShapes are crypto/tls's ClientHello naming sni, plain and shaped so that a
+// crypto/tls server reads it while a reader that wants a handshake record first does not
+// (an alert record before it, or a record version below 3.x).
+func helloShapes(t *testing.T, sni string) []helloShape {
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: sni})
+	alertFirst := append([]byte{0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a}, hello...)
+	oldVersion := append([]byte(nil), hello...)
+	oldVersion[1], oldVersion[2] = 0x01, 0x01
+	return []helloShape{{"an alert record first", alertFirst}, {"record version 1.1", oldVersion}, {"a plain ClientHello", hello}}
 }

@@ -380,6 +380,18 @@ func (l *gwLab) carried(t *testing.T, m gwMode, vm *client.VM, conns int, run fu
 	t.Logf("fast path: %d flows verified; fast records %v→%v", got, before, r)
 }
 
+// refusedFast runs attempts that must fail, of which at least n go to an address answered
+// the VM: with the fast path on, the verifier refuses those n (the refused counter rises by
+// at least n), so the attempts met the fast path and not the proxy.
+func (l *gwLab) refusedFast(t *testing.T, m gwMode, n int, run func()) {
+	t.Helper()
+	refused := l.fastFlows("refused")
+	run()
+	if got := l.fastFlows("refused") - refused; m.fast() && got < n {
+		t.Errorf("the fast path refused %d flows, want at least %d", got, n)
+	}
+}
+
 // notCarried runs a client whose connections must not take the fast path (an intercepted
 // name, plain HTTP): the verified counter does not move.
 func (l *gwLab) notCarried(t *testing.T, vm *client.VM, host string, run func()) {

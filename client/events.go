@@ -60,6 +60,9 @@ type Event struct {
 	Path    string   `json:"path,omitempty"`
 	Status  int      `json:"status,omitempty"`
 	Secrets []string `json:"secrets,omitempty"`
+	// Via is "fast_path" for a connection the kernel forwards after the gateway verified
+	// its ClientHello from its packets (--fast-path); empty for the proxies'.
+	Via string `json:"via,omitempty"`
 }
 
 // EventList is the answer of GET /v1/egress/events.

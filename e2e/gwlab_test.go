@@ -320,7 +320,7 @@ func (l *gwLab) fastFlows(outcome string) int {
 }
 
 // fastConnects counts the VM's connect records to host that say the fast path carried
-// the flow ("path":"fast").
+// the flow ("via":"fast_path").
 func (l *gwLab) fastConnects(vm *client.VM, host string) int {
 	l.t.Helper()
 	evs, err := l.api.Events(context.Background(), client.EventsFilter{VMID: vm.VMID, Kind: "connect", Limit: 1000})
@@ -329,7 +329,7 @@ func (l *gwLab) fastConnects(vm *client.VM, host string) int {
 	}
 	n := 0
 	for _, e := range evs {
-		if e.Host == host && e.Path == "fast" {
+		if e.Host == host && e.Via == "fast_path" {
 			n++
 		}
 	}
@@ -339,7 +339,7 @@ func (l *gwLab) fastConnects(vm *client.VM, host string) int {
 // carried runs a client that makes at least conns HTTPS connections to hosts (allowed
 // names, answered the VM), and proves which path carried them. With the fast path on, the
 // verified counter rises by at least conns and each host gets new connect records that say
-// "fast"; in the proxy mode neither moves, which shows the two measures tell the paths apart.
+// "via":"fast_path"; in the proxy mode neither moves, which shows the two measures tell the paths apart.
 func (l *gwLab) carried(t *testing.T, m gwMode, vm *client.VM, conns int, run func(), hosts ...string) {
 	t.Helper()
 	records := func() map[string]int {
@@ -374,7 +374,7 @@ func (l *gwLab) carried(t *testing.T, m gwMode, vm *client.VM, conns int, run fu
 	}
 	for _, h := range hosts {
 		if r[h] == before[h] {
-			t.Errorf("no new connect record of %s with path \"fast\" (%d before and after)", h, r[h])
+			t.Errorf("no new connect record of %s via fast_path (%d before and after)", h, r[h])
 		}
 	}
 	t.Logf("fast path: %d flows verified; fast records %v→%v", got, before, r)

@@ -62,6 +62,8 @@ const (
 	ReasonBusy             Reason = "busy"                 // DNS: too many queries in flight
 	ReasonSecretNotForHost Reason = "secret_not_for_host"  // a placeholder toward a host outside its secret's domains
 	ReasonSecretOverHTTP   Reason = "secret_over_http"     // a placeholder in a plain-HTTP request
+	ReasonAmbiguousStream  Reason = "ambiguous_stream"     // fast path: packets that can be read more than one way
+	ReasonNotResolved      Reason = "address_not_resolved" // fast path: the destination was not answered for the TLS server name
 )
 
 // ReasonInfo documents one code.
@@ -115,6 +117,8 @@ var reasonList = []ReasonInfo{
 	{ReasonBusy, false, "too many DNS queries in flight"},
 	{ReasonSecretNotForHost, false, "the request carries a secret's placeholder toward a host outside the secret's domains"},
 	{ReasonSecretOverHTTP, false, "the request carries a secret's placeholder over plain HTTP"},
+	{ReasonAmbiguousStream, false, "the connection's first packets could be read more than one way"},
+	{ReasonNotResolved, false, "the destination is not an address the gateway answered this sandbox for the TLS server name"},
 }
 
 var reasonInfo = func() map[Reason]ReasonInfo {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -34,6 +35,7 @@ type config struct {
 	sandboxCIDR     netip.Prefix
 	transparent     bool
 	transparentPort uint16
+	fastPath        bool
 	dnsPort         uint16
 	rateLimit       float64
 	maxTunnels      int
@@ -190,6 +192,7 @@ func parseFlags(args []string) (*config, error) {
 	})
 	fs.BoolVar(&c.transparent, "transparent", false, "run the transparent gateway: sandbox network namespaces, nftables, the transparent proxy and the DNS filter (Linux, root)")
 	portFlag(fs, &c.transparentPort, "transparent-port", 15001, "port of the transparent proxy on the sandboxes' gateway addresses")
+	fs.BoolVar(&c.fastPath, "fast-path", false, "with --transparent: let the kernel forward TLS on 443 to addresses the DNS filter answered, once egressd has verified the ClientHello from the packets (NFQUEUE); intercepted names and anything unsure stay with the transparent proxy")
 	portFlag(fs, &c.dnsPort, "dns-filter-port", 15353, "port of the DNS filter on the sandboxes' gateway addresses")
 	fs.IntVar(&c.maxTunnels, "proxy-max-tunnels", 1024, "open connections allowed per session through the proxy")
 	fs.Float64Var(&c.rateLimit, "api-rate-limit", 100, "API requests per second allowed per key, bursts of twice that (0: unlimited)")
@@ -235,6 +238,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.eventsKeepBytes != 0 && c.eventsKeepBytes < minEventsKeepBytes {
 		return nil, fmt.Errorf("--events-keep-bytes %d: give 0 (off) or at least 1MiB", c.eventsKeepBytes)
+	}
+	if c.fastPath && !c.transparent {
+		return nil, errors.New("--fast-path needs --transparent: it is part of the transparent gateway")
 	}
 	if c.nodeID == "" {
 		host, err := os.Hostname()

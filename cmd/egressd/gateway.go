@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/internal/controlplane/api"
@@ -43,6 +44,7 @@ type dataPlane struct {
 	dnsUDP      net.PacketConn
 	dnsTCP      net.Listener
 	gw          *gateway.Gateway
+	fast        *fastPath // the kernel fast path's queue reader; nil without --fast-path
 
 	// The interception of DESIGN §2.7: the tenants' secrets as the gateway reads them, and
 	// the engine that serves intercepted connections.
@@ -119,7 +121,7 @@ func (e kernelEnforcer) WaitRevision(ctx context.Context, rev int64) error {
 	return e.gw.WaitApplied(ctx, rev)
 }
 
-func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, env *policy.Env, ix *interception) (*dataPlane, error) {
+func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, sink events.Sink, res *resolve.Resolver, env *policy.Env, ix *interception, reg prometheus.Registerer) (*dataPlane, error) {
 	d := &dataPlane{log: log}
 	dl := &dialer.Dialer{Resolver: res}
 	d.book = secrets.New(st, ix.keys, secrets.Config{Logger: log})
@@ -160,7 +162,7 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 	if !cfg.transparent {
 		return d, nil
 	}
-	if err := d.startTransparent(ctx, cfg, log, st, v, dl, res, sink, env); err != nil {
+	if err := d.startTransparent(ctx, cfg, log, st, v, dl, res, sink, env, reg); err != nil {
 		d.proxyLn.Close()
 		if d.socksLn != nil {
 			d.socksLn.Close()
@@ -175,7 +177,7 @@ func startDataPlane(ctx context.Context, cfg *config, log *slog.Logger, st store
 // gateway, which applies the firewall and reconciles this node's sandbox networks. st is
 // what the gateway writes through (VMs' network states, deletions): it must kick the view
 // and the API's waits, so that a network made or removed is known at once.
-func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, res *resolve.Resolver, sink events.Sink, env *policy.Env) error {
+func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog.Logger, st store.Store, v *view.View, dl *dialer.Dialer, res *resolve.Resolver, sink events.Sink, env *policy.Env, reg prometheus.Registerer) error {
 	var err error
 	d.transparent, err = proxy.New(proxy.Config{
 		Sandboxes:            proxy.SandboxesFromView(v),
@@ -210,12 +212,22 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 		Env:         env,
 		Logger:      log,
 		Sink:        sink,
+		FastPath:    cfg.fastPath,
+		Intercepts:  d.transparent.Intercepts,
 	})
 	if err != nil {
 		return err
 	}
-	// The DNS filter opens allowed_tcp addresses through the gateway before it answers.
+	// The DNS filter opens allowed_tcp (and fast-path) addresses through the gateway before
+	// it answers.
 	d.dns.TCP = d.gw
+	if cfg.fastPath {
+		// The queue before the first apply: from then on the firewall sends it packets, and
+		// a queue without a reader drops them (fail closed).
+		if d.fast, err = startFastPath(ctx, d.gw, log, reg); err != nil {
+			return err
+		}
+	}
 	if err := d.gw.Run(ctx); err != nil {
 		return err
 	}
@@ -239,7 +251,7 @@ func runFlowLog(ctx context.Context, gw *gateway.Gateway, log *slog.Logger) {
 	for ctx.Err() == nil {
 		r := &flowlog.Reader{}
 		err := r.Run(ctx, func(f flowlog.Flow) {
-			if !f.Marked || f.Proto != unix.IPPROTO_TCP {
+			if !(f.Marked || f.Fast) || f.Proto != unix.IPPROTO_TCP {
 				return
 			}
 			var lived time.Duration
@@ -249,6 +261,7 @@ func runFlowLog(ctx context.Context, gw *gateway.Gateway, log *slog.Logger) {
 			gw.RecordFlow(gateway.Flow{
 				Src: f.Src, Dst: f.Dst, DstPort: f.Port, Start: f.Start, Duration: lived,
 				BytesUp: int64(f.BytesOut), BytesDown: int64(f.BytesIn),
+				SrcPort: f.SrcPort, Fast: f.Fast,
 			})
 		}, func(a flowlog.Attempt) {
 			gw.RecordAttempt(gateway.Attempt{

@@ -251,7 +251,7 @@ func run(ctx context.Context, cfg *config) error {
 	if v != nil {
 		// The data plane before the API: with --transparent, the sandbox networks are
 		// re-adopted and the firewall applied before anyone can create a VM.
-		if dp, err = startDataPlane(viewCtx, cfg, log, store.WithHook(st, kick), v, conns, res, env, ix); err != nil {
+		if dp, err = startDataPlane(viewCtx, cfg, log, store.WithHook(st, kick), v, conns, res, env, ix, reg); err != nil {
 			return err
 		}
 		late.Store(dp)

@@ -187,6 +187,7 @@ func TestRecordCarriesNoSecretValues(t *testing.T) {
 		"Seq", "Time", "Kind", "Tenant", "VMID", "SessionID", "Decision", "WouldDeny", "Reason",
 		"Message", "Rule", "Layer", "Mode", "Transport", "Host", "IP", "Port", "QType", "BytesUp",
 		"BytesDown", "DurationMS", "CloseReason", "DialMS", "Method", "Path", "Status", "Secrets",
+		"Via", // "fast_path" or empty: set by the gateway, never from a request
 	}
 	typ := reflect.TypeFor[Record]()
 	var fields []string

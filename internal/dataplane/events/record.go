@@ -73,6 +73,9 @@ type Record struct {
 	Path    string   `json:"path,omitempty"`
 	Status  int      `json:"status,omitempty"`
 	Secrets []string `json:"secrets,omitempty"`
+	// Via is "fast_path" for a connection that the kernel forwards after the gateway
+	// verified its ClientHello from its packets (DESIGN §4); empty for the proxies'.
+	Via string `json:"via,omitempty"`
 }
 
 // Source is whom a record is about: the sandbox a connection or query came from. SessionID

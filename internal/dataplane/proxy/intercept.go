@@ -100,7 +100,27 @@ func (ix *interception) intercepts(s *Source, host string) bool {
 	if ix == nil {
 		return false
 	}
-	return effectiveNow(s).WithIntercepted(ix.secretDomains(s.Tenant)).Intercepts(host)
+	return ix.wants(s.Tenant, effectiveNow(s), host)
+}
+
+// wants reports whether tenant's connections to host, under eff, must go through the
+// engine: an http_rules entry of eff names host, or a secret of the tenant does.
+func (ix *interception) wants(tenant string, eff *policy.Effective, host string) bool {
+	var extra *policy.Domains
+	if ix != nil {
+		extra = ix.secretDomains(tenant)
+	}
+	return eff.WithIntercepted(extra).Intercepts(host)
+}
+
+// Intercepts reports whether tenant's connections to host (in NormalizeName form), under
+// the effective policy eff, are the proxy's to decide request by request: an http_rules
+// entry of eff names host, or one of the tenant's secrets does (DESIGN §2.7). Whatever
+// forwards TLS without the proxy (the gateway's kernel fast path) asks it first, so that
+// no connection to such a host is spliced past the engine, with Config.Interception or
+// without (then the proxy refuses such connections: interception_unavailable).
+func (p *Proxy) Intercepts(tenant string, eff *policy.Effective, host string) bool {
+	return p.ix.wants(tenant, eff, host)
 }
 
 // tenantSecrets is intercept.Secrets over a tenant's current set, read per lookup so that a

@@ -19,8 +19,9 @@ import (
 // Flows whose destination the gateway rewrote (DNS and web DNATed to its own listeners)
 // are left alone: the DNS filter and the transparent proxy enforce policy on those
 // themselves. So are flows admitted by the tcp_<name> set (ct mark MarkTCP): their
-// destination is outside Allowed by nature, and FlushTCP is their cut. It runs in the
-// current network namespace, or the one of WithNetNSFd.
+// destination is outside Allowed by nature, and FlushTCP is their cut; and fast-path
+// flows (routed TCP 443: verified, refused or still held by egressd), which CutFast cuts.
+// It runs in the current network namespace, or the one of WithNetNSFd.
 // It returns how many entries it deleted.
 func FlushConntrack(sandboxAddr netip.Addr, keep []netip.Prefix, opts ...Option) (int, error) {
 	a := sandboxAddr.Unmap()
@@ -114,7 +115,12 @@ type staleFilter struct {
 func (f staleFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 	src, ok1 := ipOf(fl.Forward.SrcIP)
 	dst, ok2 := ipOf(fl.Forward.DstIP)
-	if !ok1 || !ok2 || src != f.src || fl.Mark&MarkTCP != 0 {
+	if !ok1 || !ok2 || src != f.src || fl.Mark&MarkMask != 0 {
+		return false
+	}
+	// Routed TCP 443 is the fast path's (every other 443 is DNATed to the proxy), held
+	// or verified by egressd: not allowed_cidrs' business, even to an address in Allowed.
+	if fl.Forward.Protocol == unix.IPPROTO_TCP && fl.Forward.DstPort == webPortHTTPS {
 		return false
 	}
 	// The reply comes from the original destination unless it was DNATed (to the gateway).

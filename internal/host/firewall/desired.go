@@ -33,8 +33,15 @@ type Sandbox struct {
 	TCP []Endpoint
 	// Monitor: the sandbox's effective policy is in monitor mode in every layer. What the
 	// forward chain would drop is let through (hard deny excepted) and its first packet
-	// logged with the prefix "monitor" instead of "deny".
+	// logged with the prefix "monitor" instead of "deny". A monitor sandbox has no fast
+	// path (Fast must be empty): its HTTPS goes to the proxy.
 	Monitor bool
+	// Fast are the (address, 443) pairs of the fast path (Desired.FastPath): the addresses
+	// the DNS filter answered this sandbox for names the fast path may verify, each with
+	// its remaining lifetime, as for TCP (AdmitFast). TCP 443 to one of them is routed,
+	// not DNATed to the proxy, and held in the fast queue until egressd verified its
+	// ClientHello. Port must be 443. Only with Desired.FastPath.
+	Fast []Endpoint
 }
 
 // Desired is the whole state of the firewall. Apply makes the kernel hold exactly this.
@@ -65,6 +72,13 @@ type Desired struct {
 	// LogGroup is the NFLOG group of the log rules (the first packet of a denied flow);
 	// 0 means DefaultLogGroup. The flow log reader binds the same group.
 	LogGroup uint16
+	// FastPath turns on the kernel fast path (DESIGN §4, doc.go "The fast path"): the
+	// fast_<name> sets, their rules and the frag_pre chain. Off, the table is exactly as
+	// without the fields below.
+	FastPath bool
+	// FastQueue is the NFQUEUE number where the fast path holds a flow's packets until
+	// egressd verified it; 0 means DefaultFastQueue. Used only with FastPath.
+	FastQueue uint16
 }
 
 // floor is the part of the hard-deny set that is always there (DESIGN §2.2 step 1).
@@ -85,6 +99,7 @@ type sandbox struct {
 	addr, gateway netip.Addr
 	allowed       []ipRange
 	tcp           []endpoint // sorted, one per (address, port)
+	fast          []endpoint // likewise, port 443 only
 	monitor       bool
 }
 
@@ -97,6 +112,8 @@ type state struct {
 	sandboxCIDR netip.Prefix // invalid when unset (only allowed without sandboxes)
 	ifacePrefix string
 	logGroup    uint16
+	fastPath    bool
+	fastQueue   uint16 // with fastPath only
 }
 
 // Validate reports whether Apply would accept d, with the error Apply would return. Fakes
@@ -113,6 +130,12 @@ func validate(d Desired) (*state, error) {
 	st := &state{proxyPort: d.ProxyPort, dnsPort: d.DNSPort, ifacePrefix: d.IfacePrefix, logGroup: d.LogGroup}
 	if st.logGroup == 0 {
 		st.logGroup = DefaultLogGroup
+	}
+	if d.FastPath {
+		st.fastPath, st.fastQueue = true, d.FastQueue
+		if st.fastQueue == 0 {
+			st.fastQueue = DefaultFastQueue
+		}
 	}
 	if d.SandboxCIDR.IsValid() {
 		p, ok := prefix4(d.SandboxCIDR)
@@ -194,6 +217,16 @@ func validSandbox(s Sandbox, st *state) (sandbox, error) {
 		return v, fmt.Errorf("TCP: %w", err)
 	}
 	v.monitor = s.Monitor
+	switch {
+	case len(s.Fast) > 0 && !st.fastPath:
+		return v, fmt.Errorf("Fast has %d endpoints, but Desired.FastPath is off", len(s.Fast))
+	case len(s.Fast) > 0 && s.Monitor:
+		return v, fmt.Errorf("Fast has %d endpoints, but a Monitor sandbox has no fast path", len(s.Fast))
+	}
+	v.fast, err = fastEndpoints(s.Fast)
+	if err != nil {
+		return v, fmt.Errorf("Fast: %w", err)
+	}
 	return v, nil
 }
 

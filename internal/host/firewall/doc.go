@@ -10,6 +10,9 @@
 //	err := fw.Admit(name, endpoints)              // a DNS answer for an allowed_tcp name
 //	err := fw.Revoke(name, endpoints)             // an allowed_tcp entry removed
 //	n, err := fw.FlushTCP(addr, keep)             // ... and its connections cut
+//	err := fw.AdmitFast(name, endpoints)          // a DNS answer for a name the fast path may verify
+//	err := fw.RevokeFast(name, endpoints)         // no longer (tightening)
+//	n, err := fw.CutFast(addr, keep)              // ... and its verified fast flows cut
 //	fmt.Print(firewall.Render(desired))            // what Apply installs, for humans and golden files
 //
 // Package firewalltest has a fake of these calls that keeps the table as Render prints
@@ -44,6 +47,8 @@
 //	allow_<name>     ipv4_addr, interval: one sandbox's Allowed, merged (possibly empty)
 //	tcp_<name>       ipv4_addr . inet_service, timeout: one sandbox's allowed_tcp
 //	                 endpoints (Sandbox.TCP, Admit), each with its own timeout
+//	fast_<name>      ipv4_addr . inet_service, timeout: with FastPath, the (address, 443)
+//	                 pairs of the fast path (Sandbox.Fast, AdmitFast); none for a Monitor sandbox
 //	raw_dispatch, nat_dispatch, fwd_dispatch
 //	                 ifname : verdict maps, HostIface → goto <hook>_<name>
 //
@@ -55,6 +60,8 @@
 //
 // The path of a packet from a sandbox, in hook order:
 //
+//	frag_pre (prerouting, -450), with FastPath only:
+//	    iifname @sandbox_ifaces ip frag-off & 0x3fff != 0 ip protocol tcp drop
 //	raw_pre  (prerouting, raw -300) → raw_<name>:
 //	    meta nfproto != ipv4 drop        IPv6 from a sandbox goes nowhere (DESIGN §4)
 //	    ip saddr != Addr drop             anti-spoofing: the sandbox's own address only
@@ -63,6 +70,7 @@
 //	    udp/tcp dport 53 dnat to Gateway:DNSPort   every DNS query goes to the DNS filter,
 //	                                      whatever its destination (DESIGN §2.2), first
 //	    ip daddr @hard_deny return        never redirected: dropped below
+//	    ip daddr . tcp dport @fast_<name> return     (FastPath) routed: the fast path
 //	    tcp dport 80, 443 dnat to Gateway:ProxyPort  web goes to the transparent proxy,
 //	                                      allowed_cidrs destinations included: the proxy
 //	                                      judges the names seen on them (TLS server name,
@@ -77,6 +85,7 @@
 //	forward  (filter 0) → fwd_<name>:
 //	    ip daddr @hard_deny ct state new limit rate 20/second burst 50 packets log prefix "deny" group G
 //	    ip daddr @hard_deny drop          hard deny first, whatever Allowed or TCP says
+//	    (FastPath, not Monitor: the five tcp dport 443 rules of "The fast path")
 //	    ip saddr Addr ip daddr @allow_<name> accept
 //	    ct state established ct mark & MarkTCP == MarkTCP tcp flags != syn / fin,syn,rst,ack accept
 //	    ip saddr Addr tcp flags syn / fin,syn,rst,ack ip daddr . tcp dport @tcp_<name>
@@ -165,6 +174,102 @@
 // the stale entries (connections that were DNATed to the gateway's listeners are left to
 // the proxy and the DNS filter, which enforce policy on those themselves).
 //
+// # The fast path (Desired.FastPath)
+//
+// With the fast path on, TCP 443 from a sandbox to an (address, 443) of its fast_<name>
+// set is not DNATed to the transparent proxy: the kernel routes it (DESIGN §4 "Kernel
+// fast path", issue 16). Its packets from the sandbox go to NFQUEUE Desired.FastQueue
+// (DefaultFastQueue if 0) until egressd has read the whole ClientHello from the packets
+// themselves; egressd then sets the conntrack mark MarkFast on the flow, and the kernel
+// forwards the rest of it by the mark, or MarkFastDeny, and the kernel resets it. The
+// set is filled like tcp_<name>: AdmitFast on the DNS answer path, Sandbox.Fast (the
+// remaining lifetimes) in every Apply, RevokeFast when a name no longer qualifies.
+//
+// The NAT decision is taken on a flow's first packet only: a flow whose SYN met the set
+// is routed for its whole life (however long its element lives), one that did not is
+// the proxy's for its whole life. The rule sits right after the hard-deny return and
+// before the web DNAT, so a hard-denied address is never routed by it.
+//
+// fwd_<name>, after the two hard-deny rules and before allowed_cidrs, has five rules
+// for tcp dport 443, in this order:
+//
+//	ct mark & MarkFastDeny == MarkFastDeny reject with tcp reset           refused
+//	ct state established ct mark & MarkFast == MarkFast tcp flags != syn / fin,syn,rst,ack accept
+//	ct state new tcp flags != syn / fin,syn,rst,ack reject with tcp reset  a cut flow's next packet
+//	ct state invalid drop
+//	queue num Q                                                            held
+//
+// Every TCP 443 packet from a sandbox that reaches forward was routed by the nat rule:
+// all other 443 is DNATed to the proxy (its packets go to input, never forward) or
+// hard-denied (dropped by the rules before). So tcp dport 443 here is exactly the fast
+// flows, and neither the source nor the set needs a second look: raw_<name> already
+// dropped every source but Addr, before conntrack; a set lookup here would cut a
+// verified flow when its element expires (a connection outlives its DNS answer, as
+// with allowed_tcp), and the element was checked where it decides, on the flow's first
+// packet. egressd checks the destination against its own book of answers when it
+// verifies. The exception is a packet conntrack refused (ct state invalid: a bad TCP
+// checksum, a segment out of the window): it has no entry, so it skipped nat and came
+// here whatever its address; the invalid rule drops it, so the reader never sees a
+// segment the kernel itself would not take (the checksum trick of issue 16).
+//
+// Why this order:
+//   - refused first: every packet of a refused flow gets a reset, whatever else holds.
+//   - verified next: the common packet, at kernel speed. Established only, never a SYN,
+//     for the reasons of the allowed_tcp rule (see above): an ICMP error related to the
+//     flow is not the sandbox's to send, and a SYN reopening the four-tuple of a closed
+//     flow would otherwise pass by the old mark; every SYN goes to the queue.
+//   - a new flow without SYN is a cut flow's next packet (CutFast deleted its entry, or
+//     conntrack forgot it): reset, so the sandbox learns at once, as for allowed_tcp.
+//   - invalid: see above.
+//   - queue last: the SYN, the handshake's ACK and every segment until the verdict.
+//     Without bypass and without fanout: with no reader (egressd down or not yet bound)
+//     the kernel drops the packet, so a new flow fails closed, as today's proxy path.
+//   - all five before allowed_cidrs: an address in both must still be verified (the
+//     allow rule would accept its packets unverified).
+//
+// The marks are the two bits above MarkTCP (0x02000000, 0x04000000), clear of the marks
+// in common use for the same reasons (see MarkTCP), each read alone. MarkFastDeny is a
+// bit of its own, not the absence of MarkFast, so that a refused flow is reset by the
+// kernel on every packet without going back to the queue. MarkMask is the three bits:
+// FlushConntrack leaves any flow carrying one alone, and every routed TCP 443 flow too
+// (one egressd still holds has no mark yet).
+//
+// How egressd sets the mark. The NFQUEUE verdict can carry the conntrack mark (NFQA_CT)
+// only on kernels with CONFIG_NETFILTER_NETLINK_GLUE_CT, which the lab machines lack. The
+// way that works on both: set the mark on the flow's entry with ctnetlink (an update by
+// the original tuple; the entry is confirmed once the handshake passed), then give the
+// held packet the verdict NF_REPEAT: it meets the forward chain again and passes by
+// MarkFast, or is reset by MarkFastDeny. The tests do exactly this (fastqueue_test.go).
+// NF_ACCEPT forwards the packet without that second look; NF_DROP loses it (the
+// sandbox's retransmission then meets the rules).
+//
+// The queue rule is installed as the xtables NFQUEUE target (revision 3, through
+// nft_compat), not as nft's own queue statement: the lab machines' kernels have no
+// nft_queue (CONFIG_NFT_QUEUE). It queues the same way. Render prints it as nft's
+// "queue num Q", which `nft -f` loads as nft_queue where the kernel has it. `nft list`
+// cannot print the target in an inet table: it shows "tcp dport 443", libxtables' "XT
+// target NFQUEUE not found" and the comment, and warns that the table is "managed by
+// iptables-nft" (it is not); `nft -j list` shows {"xt": {"type": "target", "name":
+// "NFQUEUE"}}.
+//
+// frag_pre, a base chain at priority -450 (before conntrack's defragmentation at -400,
+// so fragments are seen as such), drops TCP in IP fragments from a sandbox: fragments
+// would let a ClientHello be cut where no segment boundary is, and overlapping
+// fragments are reassembled differently by different stacks. No TCP from a sandbox needs
+// them (Linux sets DF and sizes segments by the path MTU). It is every TCP fragment,
+// not only 443's: a fragment after the first has no port. ip protocol, not meta
+// l4proto, for that reason. Other fragments (ICMP, UDP) pass. ("frag" alone is an nft
+// keyword: `nft -f` refuses a chain of that name.)
+//
+// Cutting: RevokeFast stops new flows to an address; CutFast deletes the entries of
+// verified flows that keep rejects. The sandbox's next packet of a cut flow is a new
+// flow without SYN: if the address is still in the set it is routed and the reset rule
+// answers it; if not, it is DNATed to the proxy, whose TCP stack answers the stray
+// segment with a reset. Either way the sandbox learns at once. A Monitor sandbox has no
+// fast set and none of these rules: its HTTPS goes to the proxy, which applies monitor.
+// If egressd dies, verified flows go on (their mark is in conntrack), held and new ones
+// are dropped by the queue rule: nothing new is verified.
+//
 // # What the gateway host needs
 //
 //   - net.ipv4.ip_forward=1 in the gateway's network namespace (sandbox traffic to
@@ -174,6 +279,8 @@
 //     default) for the reset of a cut connection. route_localnet is not needed: DNAT goes to Gateway, an
 //     address of the host interface, never to 127.0.0.1.
 //   - The host side of each veth holds Gateway (the DNAT target must be a local address).
+//   - For the fast path: nfnetlink_queue, nft_compat with the xtables NFQUEUE target,
+//     and ctnetlink (the mark is set through it).
 //   - The transparent proxy reads SO_ORIGINAL_DST; a sandbox can also connect to
 //     Gateway:ProxyPort directly, so the proxy must refuse a connection whose original
 //     destination is one of the gateway's own addresses.

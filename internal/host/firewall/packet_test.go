@@ -77,6 +77,12 @@ func labState(allowed ...string) Desired {
 // echoes lines. It stops when the test ends.
 func serve(t *testing.T, ns *netNS, network, addr string, greet func(net.Conn) string) {
 	t.Helper()
+	serveLines(t, ns, network, addr, greet, nil)
+}
+
+// serveLines is serve that also hands each line received to got (if not nil) before the echo.
+func serveLines(t *testing.T, ns *netNS, network, addr string, greet func(net.Conn) string, got func(string)) {
+	t.Helper()
 	var ln net.Listener
 	var err error
 	if e := ns.do(func() { ln, err = net.Listen(network, addr) }); e != nil || err != nil {
@@ -95,6 +101,9 @@ func serve(t *testing.T, ns *netNS, network, addr string, greet func(net.Conn) s
 				fmt.Fprintln(c, greet(c))
 				r := bufio.NewScanner(c)
 				for r.Scan() {
+					if got != nil {
+						got(r.Text())
+					}
 					fmt.Fprintln(c, r.Text())
 				}
 			}()

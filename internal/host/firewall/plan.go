@@ -110,6 +110,9 @@ func build(st *state) *plan {
 	p.sets = append(p.sets, ipSet(setHardDeny, st.hardDeny), ifaceSet(setIfaces, st.sandboxes))
 	for _, s := range st.sandboxes {
 		p.sets = append(p.sets, ipSet(prefixAllow+s.name, s.allowed), tcpSet(prefixTCP+s.name, s.tcp))
+		if fast(st, s) {
+			p.sets = append(p.sets, tcpSet(prefixFast+s.name, s.fast))
+		}
 	}
 	p.sets = append(p.sets,
 		dispatchMap(mapRaw, prefixRaw, st.sandboxes),
@@ -162,6 +165,9 @@ func build(st *state) *plan {
 			ipSaddrIn(st.sandboxCIDR), ifaceInSet("oifname", setIfaces, true), masquerade()))
 	}
 
+	if st.fastPath {
+		p.chains = append(p.chains, fragChain())
+	}
 	p.chains = append(p.chains,
 		baseChain(chainRaw, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, "prerouting",
 			nftables.ChainPriorityRaw, "raw", raw...),
@@ -187,23 +193,32 @@ func build(st *state) *plan {
 func sandboxChains(st *state, s sandbox) []*chain {
 	toDNS := dnat(s.gateway, st.dnsPort)
 	toProxy := dnat(s.gateway, st.proxyPort)
+	nat := []rule{
+		newRule("DNS to the DNS filter, whatever the destination", dport("udp", dnsPortDefault), toDNS),
+		newRule("DNS to the DNS filter, whatever the destination", dport("tcp", dnsPortDefault), dnat(s.gateway, st.dnsPort)),
+		newRule("hard deny: not redirected, dropped in forward or input", ipDaddrInSet(setHardDeny), ret()),
+	}
+	if fast(st, s) {
+		nat = append(nat, fastNAT(s))
+	}
+	nat = append(nat,
+		// allowed_cidrs destinations too: the proxy judges the names seen on them
+		// (DESIGN §4) and dials the address; their other ports are routed as they are.
+		newRule("web to the transparent proxy", dport("tcp", webPortHTTP), toProxy),
+		newRule("web to the transparent proxy", dport("tcp", webPortHTTPS), dnat(s.gateway, st.proxyPort)))
 	return []*chain{
 		{name: prefixRaw + s.name, rules: []rule{
 			newRule("no IPv6 from a sandbox", notIPv4(), drop()),
 			newRule("anti-spoofing", ipSaddrNeq(s.addr), drop()),
 		}},
-		{name: prefixNAT + s.name, rules: []rule{
-			newRule("DNS to the DNS filter, whatever the destination", dport("udp", dnsPortDefault), toDNS),
-			newRule("DNS to the DNS filter, whatever the destination", dport("tcp", dnsPortDefault), dnat(s.gateway, st.dnsPort)),
-			newRule("hard deny: not redirected, dropped in forward or input", ipDaddrInSet(setHardDeny), ret()),
-			// allowed_cidrs destinations too: the proxy judges the names seen on them
-			// (DESIGN §4) and dials the address; their other ports are routed as they are.
-			newRule("web to the transparent proxy", dport("tcp", webPortHTTP), toProxy),
-			newRule("web to the transparent proxy", dport("tcp", webPortHTTPS), dnat(s.gateway, st.proxyPort)),
-		}},
+		{name: prefixNAT + s.name, rules: nat},
 		{name: prefixFwd + s.name, rules: fwdRules(st, s)},
 	}
 }
+
+// fast reports whether sandbox s has the fast path: FastPath is on and s is not in
+// monitor (whose HTTPS stays with the proxy, which applies monitor itself).
+func fast(st *state, s sandbox) bool { return st.fastPath && !s.monitor }
 
 // fwdRules is a sandbox's forward chain (the order is explained in doc.go).
 func fwdRules(st *state, s sandbox) []rule {
@@ -212,6 +227,12 @@ func fwdRules(st *state, s sandbox) []rule {
 		newRule("hard deny: the first packet of a flow",
 			ipDaddrInSet(setHardDeny), ctStateNew(), limitRate(logRate, logBurst), nflog(PrefixDeny, st.logGroup)),
 		newRule("hard deny", ipDaddrInSet(setHardDeny), drop()),
+	}
+	if fast(st, s) {
+		// Before allowed_cidrs: an address in both must still be verified.
+		rs = append(rs, fastFwd(st)...)
+	}
+	rs = append(rs,
 		newRule("allowed_cidrs", ipSaddrEq(s.addr), ipDaddrInSet(prefixAllow+s.name), accept()),
 		// Established, not related: another sandbox's ICMP errors can be related to this
 		// sandbox's connections (doc.go), and the mark is not the sender's.
@@ -222,8 +243,7 @@ func fwdRules(st *state, s sandbox) []rule {
 		// New only: a SYN that conntrack finds invalid (a bad checksum, say) has no entry,
 		// so it would leave without masquerade, carrying the sandbox's own address.
 		newRule("allowed_tcp: new connections", ipSaddrEq(s.addr), ctStateNew(), tcpSYNOnly(),
-			daddrDportInSet(prefixTCP+s.name), ctMarkSet(), accept()),
-	}
+			daddrDportInSet(prefixTCP+s.name), ctMarkSet(), accept()))
 	if s.monitor {
 		return append(rs,
 			newRule("monitor: the first packet of a would-be denied flow",

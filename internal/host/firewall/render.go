@@ -9,8 +9,8 @@ import (
 // elements, chains, rules and comments, in the order Apply adds them (sets and maps first,
 // as `nft list` shows them). It is deterministic (sandboxes sorted by name, ranges merged
 // and sorted), so it serves as a golden file and as a human-readable review of a state;
-// `nft -f` loads it into the same ruleset. An invalid d renders as a comment line with the
-// error Apply would return.
+// `nft -f` loads it into the same ruleset (the fast path's queue rule aside: see doc.go
+// "The fast path"). An invalid d renders as a comment line with the error Apply would return.
 func Render(d Desired) string {
 	st, err := validate(d)
 	if err != nil {

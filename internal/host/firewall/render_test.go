@@ -60,7 +60,17 @@ func goldenStates() map[string]Desired {
 	one := sbx(0, "egressd-1a2b3c4d5e", "198.51.100.0/24")
 	one.HostIface = "eg1a2b3c4d5e"
 	one.TCP = []Endpoint{{Addr: ip("203.0.113.10"), Port: 22, Timeout: 120 * time.Second}}
+	fast := withSandboxes(sbx(0, "vm-f", "198.51.100.0/24"), sbx(1, "vm-m"))
+	fast.FastPath, fast.IfacePrefix = true, "eg"
+	fast.Sandboxes[0].Fast = []Endpoint{ // unsorted, an expired one, one also in Allowed
+		{Addr: ip("203.0.113.10"), Port: 443, Timeout: 2 * time.Minute},
+		{Addr: ip("198.51.100.10"), Port: 443, Timeout: 30 * time.Second},
+		{Addr: ip("203.0.113.11"), Port: 443, Timeout: 0},
+	}
+	fast.Sandboxes[0].TCP = []Endpoint{{Addr: ip("203.0.113.10"), Port: 22, Timeout: time.Minute}}
+	fast.Sandboxes[1].Monitor = true
 	return map[string]Desired{
+		"fast":     fast,
 		"empty":    {},
 		"one":      withSandboxes(one),
 		"three":    three,
@@ -167,6 +177,21 @@ func TestValidate(t *testing.T) {
 		"bad prefix":         func(d *Desired) { d.IfacePrefix = "e g" },
 		"invalid allowed":    func(d *Desired) { d.Sandboxes[0].Allowed = []netip.Prefix{{}} },
 		"invalid hard deny":  func(d *Desired) { d.HardDeny = []netip.Prefix{{}} },
+		"fast without FastPath": func(d *Desired) {
+			d.Sandboxes[0].Fast = []Endpoint{{Addr: ip("203.0.113.10"), Port: 443, Timeout: time.Minute}}
+		},
+		"fast in monitor": func(d *Desired) {
+			d.FastPath, d.Sandboxes[0].Monitor = true, true
+			d.Sandboxes[0].Fast = []Endpoint{{Addr: ip("203.0.113.10"), Port: 443, Timeout: time.Minute}}
+		},
+		"fast port not 443": func(d *Desired) {
+			d.FastPath = true
+			d.Sandboxes[0].Fast = []Endpoint{{Addr: ip("203.0.113.10"), Port: 80, Timeout: time.Minute}}
+		},
+		"fast invalid address": func(d *Desired) {
+			d.FastPath = true
+			d.Sandboxes[0].Fast = []Endpoint{{Port: 443, Timeout: time.Minute}}
+		},
 	}
 	for name, mutate := range bad {
 		d := withSandboxes(sbx(0, "a"), sbx(1, "b"))

@@ -17,15 +17,17 @@ import (
 // or not its element is still in the set (DESIGN §2.6: connections outlive the DNS
 // answer), FlushTCP cuts flows by it, and the flow log reports flows that carry it.
 //
-// One bit, always read and written under MarkMask, so the other 31 bits of a ct mark stay
-// whatever other software put there. Bit 24 is clear of the marks in common use on Linux
+// One bit, always read and written alone (ct mark | bit, ct mark & bit), so the other bits
+// of a ct mark stay whatever other software put there. Bit 24 is clear of the marks in common use on Linux
 // gateways: kube-proxy (0x4000, 0x8000), Cilium (0x0f00, 0xf000 and low bits), Tailscale
 // (0xff0000), wg-quick (0xca6c), Istio (0x539), and Calico's bits, which it allocates from
 // the bottom of its mask 0xffff0000 (0x10000 upwards).
 const MarkTCP uint32 = 0x0100_0000
 
-// MarkMask is the part of the ct mark that egressd owns: MarkTCP only.
-const MarkMask = MarkTCP
+// MarkMask is the part of the ct mark that egressd owns: MarkTCP and the fast path's
+// MarkFast and MarkFastDeny. A flow with any of them set is cut by its own call (FlushTCP,
+// CutFast), never by FlushConntrack.
+const MarkMask = MarkTCP | MarkFast | MarkFastDeny
 
 // DefaultLogGroup is the NFLOG group of the log rules when Desired.LogGroup is 0.
 const DefaultLogGroup uint16 = 6567
@@ -173,32 +175,40 @@ func (s *set) nftSet(t *nftables.Table, id uint32) *nftables.Set {
 // either before an Apply (and lost unless that Apply's state has it) or after it.
 // Admitting to a sandbox the table does not have is an error.
 func (f *Firewall) Admit(name string, eps []Endpoint) error {
-	return f.elements("admit", name, eps, true)
+	es, err := endpoints(eps)
+	return f.elements("admit", prefixTCP, name, es, err, true)
 }
 
 // Revoke removes eps from the tcp_<name> set, in one batch; an element not there is no
 // error (the batch adds each before deleting it). Timeouts are ignored. Connections
 // already open stay up: FlushTCP cuts them.
 func (f *Firewall) Revoke(name string, eps []Endpoint) error {
-	keys := make([]Endpoint, len(eps))
-	for i, e := range eps {
-		keys[i] = Endpoint{Addr: e.Addr, Port: e.Port, Timeout: time.Hour} // only the key counts
-	}
-	return f.elements("revoke", name, keys, false)
+	es, err := endpoints(keysOnly(eps))
+	return f.elements("revoke", prefixTCP, name, es, err, false)
 }
 
-func (f *Firewall) elements(op, name string, eps []Endpoint, admit bool) error {
+// keysOnly gives eps a timeout that validation keeps: a removal needs the key only.
+func keysOnly(eps []Endpoint) []Endpoint {
+	keys := make([]Endpoint, len(eps))
+	for i, e := range eps {
+		keys[i] = Endpoint{Addr: e.Addr, Port: e.Port, Timeout: time.Hour}
+	}
+	return keys
+}
+
+// elements is Admit (admit) or Revoke of the validated es (err: their validation) in the
+// set setPrefix+name.
+func (f *Firewall) elements(op, setPrefix, name string, es []endpoint, err error, admit bool) error {
 	if err := checkName(name); err != nil {
 		return fmt.Errorf("firewall: %s: %w", op, err)
 	}
-	es, err := endpoints(eps)
 	if err != nil {
 		return fmt.Errorf("firewall: %s %s: %w", op, name, err)
 	}
 	if len(es) == 0 {
 		return nil
 	}
-	s := tcpSet(prefixTCP+name, es)
+	s := tcpSet(setPrefix+name, es)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.lasting()

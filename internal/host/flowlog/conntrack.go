@@ -93,6 +93,7 @@ func (s *ctSource) record(ev conntrack.Event, now time.Time) (record, bool) {
 		Src: orig.IP.SourceAddress.Unmap(), Dst: orig.IP.DestinationAddress.Unmap(),
 		SrcPort: orig.Proto.SourcePort, Port: orig.Proto.DestinationPort, Proto: orig.Proto.Protocol,
 		Marked: f.Mark&firewall.MarkTCP != 0,
+		Fast:   f.Mark&(firewall.MarkFast|firewall.MarkFastDeny) == firewall.MarkFast,
 	}
 	// A flow DNATed to the gateway's own listeners answers from another address than
 	// the one dialled: the proxy and the DNS filter record those.
@@ -100,7 +101,7 @@ func (s *ctSource) record(ev conntrack.Event, now time.Time) (record, bool) {
 	switch {
 	case !fl.Src.Is4() || !forwarded:
 		return record{}, false
-	case fl.Marked:
+	case fl.Marked, fl.Fast:
 	case s.r.Sandboxes.IsValid() && s.r.Sandboxes.Contains(fl.Src):
 	default:
 		return record{}, false

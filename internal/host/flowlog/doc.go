@@ -2,9 +2,10 @@
 // gateway and turns it into typed records (DESIGN §2.6, §4):
 //
 //   - Flow: one per connection admitted by an allowed_tcp set (ct mark
-//     firewall.MarkTCP), with its bytes, from conntrack's DESTROY event (and, if asked,
-//     an open record from its NEW event). Optionally also every other forwarded flow from
-//     the sandbox range (allowed_cidrs).
+//     firewall.MarkTCP) or verified by the fast path (firewall.MarkFast), with its bytes,
+//     from conntrack's DESTROY event (and, if asked, an open record from its NEW event:
+//     a fast-path flow is marked after its NEW event, so it has none). Optionally also
+//     every other forwarded flow from the sandbox range (allowed_cidrs).
 //   - Attempt: the first packet of a flow the firewall denied (or, for a monitor sandbox,
 //     would have denied), from the firewall's rate-limited log rule, read over NFLOG.
 //

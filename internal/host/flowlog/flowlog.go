@@ -22,7 +22,10 @@ type Flow struct {
 	Proto    uint8  // IP protocol number: 6 TCP, 17 UDP, 1 ICMP
 	// Marked: admitted by the sandbox's allowed_tcp set (ct mark firewall.MarkTCP). The
 	// other flows are reported only with Reader.Sandboxes set.
-	Marked     bool
+	Marked bool
+	// Fast: a fast-path flow that egressd verified (ct mark firewall.MarkFast, and not
+	// firewall.MarkFastDeny: a refused flow was recorded when it was refused).
+	Fast       bool
 	Start, End time.Time
 	BytesOut   uint64 // from the sandbox, IP headers included
 	BytesIn    uint64 // to the sandbox

@@ -29,6 +29,10 @@ type Flow struct {
 	// CloseReason says why it ended, when the flow log knows ("eof", "reset", "policy",
 	// "timeout"); empty otherwise.
 	CloseReason string
+	// SrcPort is the sandbox's port, and Fast says the flow took the fast path (ct mark
+	// firewall.MarkFast): its connect record was made when Judge let it through.
+	SrcPort uint16
+	Fast    bool
 }
 
 // Attempt is the first packet of a flow that the kernel denied for a sandbox, or let
@@ -56,6 +60,10 @@ const untracked = "untracked"
 func (g *Gateway) RecordFlow(f Flow) {
 	vm, ok := g.view.VMByAddr(f.Src.Unmap())
 	if !ok || !g.owns(vm.Network) {
+		return
+	}
+	if f.Fast {
+		g.recordFastFlow(vm, f)
 		return
 	}
 	dst := f.Dst.Unmap()

@@ -60,6 +60,12 @@ type Firewall interface {
 	// FlushTCP cuts the connections that sandbox opened through its set (ct mark) and
 	// that keep does not keep.
 	FlushTCP(sandbox netip.Addr, keep func(dst netip.Addr, port uint16) bool) (int, error)
+	// AdmitFast and RevokeFast put eps into, and take them out of, the fast_<name> set of
+	// the sandbox called name in the table in force (the fast path); serialised with Apply.
+	AdmitFast(name string, eps []firewall.Endpoint) error
+	RevokeFast(name string, eps []firewall.Endpoint) error
+	// CutFast cuts the sandbox's verified fast-path flows that keep does not keep.
+	CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort) bool) (int, error)
 }
 
 // Config is the gateway's setting.
@@ -86,6 +92,14 @@ type Config struct {
 	// Sink takes the records of the kernel's flows and denied attempts (RecordFlow,
 	// RecordAttempt); nil means events.Discard.
 	Sink events.Sink
+	// FastPath turns on the kernel fast path (--fast-path, DESIGN §4): the DNS filter's
+	// answers open their addresses on 443 in the VM's fast_<name> set, and Judge decides
+	// the flows the verifier (package fastpath) read the ClientHello of.
+	FastPath bool
+	// Intercepts says whether a tenant's connections to a host must go through the
+	// interception engine (proxy.Proxy.Intercepts): such names never take the fast path.
+	// nil: the policy's http_rules alone.
+	Intercepts func(tenant string, eff *policy.Effective, host string) bool
 }
 
 // roundTimeout bounds one round's store calls: a store connection that hangs must turn
@@ -301,6 +315,9 @@ func (g *Gateway) applyLocked(force bool) error {
 	cut = cut || g.tcpBehind
 	key := renderKey(d)
 	if !force && !cut && g.applied != nil && key == g.appliedKey {
+		// The table is the same, but a VM that became ready (or changed) may have a new
+		// book, which the readers that do not take mu must see.
+		g.publishBooksLocked(d)
 		g.flushTCPLocked()
 		g.status.Store(&status{})
 		g.enforced.Advance(rev)
@@ -329,18 +346,26 @@ func (g *Gateway) applyLocked(force bool) error {
 	}
 	g.applied, g.appliedKey, g.tcpBehind = &d, key, false
 	g.inForce = make(map[netip.Addr]string, len(d.Sandboxes))
-	books := make(map[netip.Addr]*vmTCP, len(d.Sandboxes))
 	for _, s := range d.Sandboxes {
 		g.inForce[s.Addr] = s.Name
-		if st := g.tcp[s.Name]; st != nil {
-			books[s.Addr] = st
-		}
 	}
-	g.books.Store(&books)
+	g.publishBooksLocked(d)
 	g.flushTCPLocked()
 	g.status.Store(&status{})
 	g.enforced.Advance(rev)
 	return nil
+}
+
+// publishBooksLocked publishes the books of the sandboxes of d, the table in force, for the
+// readers that do not take mu (books).
+func (g *Gateway) publishBooksLocked(d firewall.Desired) {
+	books := make(map[netip.Addr]*vmTCP, len(d.Sandboxes))
+	for _, s := range d.Sandboxes {
+		if st := g.tcp[s.Name]; st != nil && g.inForce[s.Addr] == s.Name {
+			books[s.Addr] = st
+		}
+	}
+	g.books.Store(&books)
 }
 
 // renderKey is d's rendering without the allowed_tcp elements: what must be applied anew
@@ -349,7 +374,7 @@ func (g *Gateway) applyLocked(force bool) error {
 func renderKey(d firewall.Desired) string {
 	d.Sandboxes = slices.Clone(d.Sandboxes)
 	for i := range d.Sandboxes {
-		d.Sandboxes[i].TCP = nil
+		d.Sandboxes[i].TCP, d.Sandboxes[i].Fast = nil, nil
 	}
 	return firewall.Render(d)
 }
@@ -369,6 +394,7 @@ func (g *Gateway) desiredLocked(now time.Time) (d firewall.Desired, cut bool) {
 		SandboxCIDR: g.cfg.SandboxCIDR,
 		HardDeny:    g.cfg.Env.Classifier().HardDenyPrefixes(),
 		IfacePrefix: netns.HostIfacePrefix,
+		FastPath:    g.cfg.FastPath,
 	}
 	live := make(map[string]bool)
 	books := make(map[string]bool)
@@ -399,9 +425,10 @@ func (g *Gateway) desiredLocked(now time.Time) (d firewall.Desired, cut bool) {
 		}
 		s := sandbox(a, vm.Allowed)
 		s.Monitor = vm.Effective != nil && vm.Effective.MonitorOnly()
-		var dropped bool
+		var dropped, fastDropped bool
 		s.TCP, dropped = g.tcpLocked(a.Name, vm, a.Addr, now, books)
-		cut = cut || dropped
+		s.Fast, fastDropped = g.fastLocked(vm, g.tcp[a.Name], now)
+		cut = cut || dropped || fastDropped
 		d.Sandboxes = append(d.Sandboxes, s)
 	}
 	g.dropGoneLocked(books)

@@ -308,6 +308,7 @@ type fw struct {
 	named   map[string]bool
 	inForce map[string][]netip.Prefix // by sandbox name: what the table in force allows it
 	kernel  kernelTCP                 // the tcp_<name> sets and the flows they admitted (tcp_harness_test.go)
+	fast    kernelFast                // the fast_<name> sets and the verified flows (fast_test.go)
 }
 
 func (f *fw) Apply(d firewall.Desired) error {
@@ -325,6 +326,7 @@ func (f *fw) Apply(d firewall.Desired) error {
 		f.inForce[s.Name] = slices.Clone(s.Allowed)
 	}
 	f.kernel.apply(d)
+	f.fast.apply(d, f.kernel.now())
 	return nil
 }
 

@@ -66,6 +66,8 @@ type vmTCP struct {
 	// The forward chain passes them by their mark whatever the set holds, so they are cut
 	// before this sandbox's first policy counts as judged.
 	stale bool
+	// fast is the fast path's part (fast.go).
+	fast *fastState
 }
 
 func newVMTCP(vm VM, addr netip.Addr) *vmTCP {
@@ -74,6 +76,7 @@ func newVMTCP(vm VM, addr netip.Addr) *vmTCP {
 		admits:   make(map[endpoint]admission),
 		admitted: newBounded[endpoint, admission](maxRemembered),
 		names:    newBounded[netip.Addr, string](maxRemembered),
+		fast:     newFastState(),
 	}
 }
 
@@ -101,7 +104,11 @@ func (g *Gateway) OpenTCP(_ context.Context, a dnsfilter.Answered) error {
 		}
 		st.namesMu.Unlock()
 	}
-	if vm.Effective == nil || len(vm.Effective.TCPPorts(a.Name)) == 0 {
+	if vm.Effective == nil {
+		return nil
+	}
+	wantTCP := len(vm.Effective.TCPPorts(a.Name)) > 0
+	if !wantTCP && !g.cfg.FastPath {
 		return nil // a web name, or none: the proxy judges what the sandbox does with it
 	}
 	g.mu.Lock()
@@ -112,10 +119,24 @@ func (g *Gateway) OpenTCP(_ context.Context, a dnsfilter.Answered) error {
 	if !ok || vm.Tenant != a.Tenant || vm.ID != a.VMID || vm.Effective == nil {
 		return fmt.Errorf("gateway: open tcp: %s/%s is gone", a.Tenant, a.VMID)
 	}
-	eff := vm.Effective
-	ports := eff.TCPPorts(a.Name)
 	st := g.bookOf(vm, a.Src)
 	life := max(time.Duration(a.TTL)*time.Second, g.cfg.TCPMinTTL) + g.cfg.TCPGrace
+	if wantTCP {
+		if err := g.openTCPLocked(vm, st, a, now, life); err != nil {
+			return err
+		}
+	}
+	if g.cfg.FastPath {
+		return g.openFastLocked(vm, st, a, now, life)
+	}
+	return nil
+}
+
+// openTCPLocked is OpenTCP's allowed_tcp part, with g.mu held: st is the VM's book in the
+// table in force (nil before its rules are).
+func (g *Gateway) openTCPLocked(vm VM, st *vmTCP, a dnsfilter.Answered, now time.Time, life time.Duration) error {
+	eff := vm.Effective
+	ports := eff.TCPPorts(a.Name)
 	add := make(map[endpoint]admission)
 	for _, ip := range a.Addrs {
 		ip = ip.Unmap()
@@ -178,12 +199,13 @@ func (g *Gateway) tcpLocked(name string, vm VM, addr netip.Addr, now time.Time, 
 	keep[name] = true
 	st := g.tcp[name]
 	if st == nil || st.tenant != vm.Tenant || st.vmID != vm.ID || st.addr != addr {
-		if st != nil && (st.admitted.len() > 0 || st.inherited) {
+		if st != nil && (st.admitted.len() > 0 || st.inherited || st.fastVerified()) {
 			g.goneTCPLocked(st.addr)
 		}
 		st = newVMTCP(vm, addr)
 		st.inherited = g.applied == nil
 		st.stale = g.applied != nil
+		st.fast.inherited, st.fast.stale = st.inherited, st.stale
 		g.tcp[name] = st
 	}
 	st.eff = vm.Effective
@@ -214,7 +236,7 @@ func stillAllowed(eff *policy.Effective, name string, k endpoint) bool {
 func (g *Gateway) dropGoneLocked(keep map[string]bool) {
 	for name, st := range g.tcp {
 		if !keep[name] {
-			if st.admitted.len() > 0 || st.inherited {
+			if st.admitted.len() > 0 || st.inherited || st.fastVerified() {
 				g.goneTCPLocked(st.addr)
 			}
 			delete(g.tcp, name)
@@ -243,6 +265,12 @@ func (g *Gateway) cutGoneLocked() {
 				g.log.Warn("gateway: cutting allowed_tcp connections of a sandbox gone", "addr", a, "err", err)
 				continue // again at the next apply
 			}
+			if g.cfg.FastPath {
+				if _, err := g.fw.CutFast(a, nil); err != nil {
+					g.log.Warn("gateway: cutting fast-path flows of a sandbox gone", "addr", a, "err", err)
+					continue
+				}
+			}
 		}
 		delete(g.tcpGone, a)
 	}
@@ -258,6 +286,7 @@ func (g *Gateway) cutGoneLocked() {
 func (g *Gateway) flushTCPLocked() {
 	g.cutGoneLocked()
 	for name, st := range g.tcp {
+		g.flushFastLocked(name, st)
 		if st.flushed == st.eff && !st.stale {
 			continue
 		}

@@ -270,6 +270,8 @@ export interface Event {
   status?: number;
   /** The names of the secrets applied (never a value). */
   secrets?: string[];
+  /** "fast_path": the kernel forwards the connection after the gateway verified its ClientHello. */
+  via?: string;
 }
 
 /** An API key; `key`, the secret, is there only in the answer that creates it. */

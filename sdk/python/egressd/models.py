@@ -519,6 +519,9 @@ class Event(Model):
     path: str = ""
     status: int = 0
     secrets: List[str] = field(default_factory=list)
+    #: ``"fast_path"`` when the kernel forwards the connection after the gateway verified
+    #: its ClientHello from its packets (``--fast-path``); ``""`` for the proxies'.
+    via: str = ""
 
     @classmethod
     def _convert(cls, data: Mapping[str, Any]) -> Dict[str, Any]:

@@ -7,6 +7,10 @@
 // (Dump shows the elements with the timeouts given; the fake has no clock, nothing
 // expires). Connections opened with Connect stand for the kernel's conntrack entries of
 // allowed_tcp flows, so that FlushTCP has something to cut and a test can see what it cut.
+//
+// The fast path is kept likewise: AdmitFast and RevokeFast change the fast_<name> set,
+// VerifyFast stands for a flow egressd verified (a conntrack entry with MarkFast), which
+// CutFast cuts.
 package firewalltest
 
 import (
@@ -31,8 +35,10 @@ type Fake struct {
 	failWith error             // what every Apply returns while set
 	flushes  []Flush
 	applied  chan struct{}
-	conns    []Conn // open allowed_tcp connections, in the order opened
-	cuts     []Conn // connections FlushTCP cut, since the last call of Cuts
+	conns    []Conn     // open allowed_tcp connections, in the order opened
+	cuts     []Conn     // connections FlushTCP cut, since the last call of Cuts
+	fast     []FastFlow // verified fast-path flows, in the order verified
+	fastCuts []FastFlow // flows CutFast cut, since the last call of FastCuts
 }
 
 // Conn is an open TCP connection admitted by a tcp_<name> set: a conntrack entry carrying
@@ -81,10 +87,10 @@ func (f *Fake) Apply(d firewall.Desired) error {
 	}
 	d.HardDeny = slices.Clone(d.HardDeny)
 	for i := range d.Sandboxes {
-		// What Apply ignores (expired, IPv6) is not in the kernel's set: Connect must not see it.
-		d.Sandboxes[i].TCP = slices.DeleteFunc(slices.Clone(d.Sandboxes[i].TCP), func(e firewall.Endpoint) bool {
-			return !e.Addr.Unmap().Is4() || e.Timeout < time.Millisecond
-		})
+		// What Apply ignores (expired, IPv6) is not in the kernel's sets: Connect and
+		// VerifyFast must not see it.
+		d.Sandboxes[i].TCP = inKernel(d.Sandboxes[i].TCP)
+		d.Sandboxes[i].Fast = inKernel(d.Sandboxes[i].Fast)
 	}
 	f.inForce = &d
 	f.applies++
@@ -95,6 +101,12 @@ func (f *Fake) Apply(d firewall.Desired) error {
 		}
 	}
 	return nil
+}
+
+func inKernel(eps []firewall.Endpoint) []firewall.Endpoint {
+	return slices.DeleteFunc(slices.Clone(eps), func(e firewall.Endpoint) bool {
+		return !e.Addr.Unmap().Is4() || e.Timeout < time.Millisecond
+	})
 }
 
 // FlushConntrack records the call. The fake keeps no flows: it deletes none.
@@ -168,26 +180,35 @@ func (f *Fake) Applied() <-chan struct{} {
 // timeout of an element already there. Like the kernel, it fails for a sandbox the table
 // does not have, and for an endpoint the real Admit refuses (in which case nothing changes).
 func (f *Fake) Admit(name string, eps []firewall.Endpoint) error {
-	return f.change("admit", name, eps, func(tcp []firewall.Endpoint, e firewall.Endpoint) []firewall.Endpoint {
-		tcp = slices.DeleteFunc(tcp, func(x firewall.Endpoint) bool { return same(x, e) })
-		return append(tcp, e)
-	})
+	return f.change("admit", name, eps, false, admit)
+}
+
+func admit(set []firewall.Endpoint, e firewall.Endpoint) []firewall.Endpoint {
+	return append(revoke(set, e), e)
+}
+
+func revoke(set []firewall.Endpoint, e firewall.Endpoint) []firewall.Endpoint {
+	return slices.DeleteFunc(set, func(x firewall.Endpoint) bool { return same(x, e) })
 }
 
 // Revoke removes eps from the tcp set of sandbox name; an element not there is no error.
 func (f *Fake) Revoke(name string, eps []firewall.Endpoint) error {
+	return f.change("revoke", name, keysOnly(eps), false, revoke)
+}
+
+// keysOnly gives eps a timeout that is kept: a removal needs the key only.
+func keysOnly(eps []firewall.Endpoint) []firewall.Endpoint {
 	keys := make([]firewall.Endpoint, len(eps))
 	for i, e := range eps {
 		keys[i] = firewall.Endpoint{Addr: e.Addr, Port: e.Port, Timeout: time.Hour}
 	}
-	return f.change("revoke", name, keys, func(tcp []firewall.Endpoint, e firewall.Endpoint) []firewall.Endpoint {
-		return slices.DeleteFunc(tcp, func(x firewall.Endpoint) bool { return same(x, e) })
-	})
+	return keys
 }
 
 func same(a, b firewall.Endpoint) bool { return a.Addr.Unmap() == b.Addr.Unmap() && a.Port == b.Port }
 
-func (f *Fake) change(op, name string, eps []firewall.Endpoint, apply func([]firewall.Endpoint, firewall.Endpoint) []firewall.Endpoint) error {
+// change applies apply to each of eps in the tcp set (fast: the fast set) of sandbox name.
+func (f *Fake) change(op, name string, eps []firewall.Endpoint, fast bool, apply func([]firewall.Endpoint, firewall.Endpoint) []firewall.Endpoint) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failWith != nil {
@@ -197,17 +218,28 @@ func (f *Fake) change(op, name string, eps []firewall.Endpoint, apply func([]fir
 	if i < 0 {
 		return fmt.Errorf("firewalltest: %s: no sandbox %q in the table", op, name)
 	}
-	tcp := slices.Clone(f.inForce.Sandboxes[i].TCP)
+	sbx := &f.inForce.Sandboxes[i]
+	set := &sbx.TCP
+	if fast {
+		if !f.inForce.FastPath || sbx.Monitor {
+			return fmt.Errorf("firewalltest: %s: sandbox %q has no fast set (FastPath off, or Monitor)", op, name)
+		}
+		set = &sbx.Fast
+	}
+	tcp := slices.Clone(*set)
 	for _, e := range eps {
 		if !e.Addr.IsValid() || e.Port == 0 {
 			return fmt.Errorf("firewalltest: %s %s: endpoint %v:%d: invalid address or port 0", op, name, e.Addr, e.Port)
+		}
+		if fast && e.Port != 443 {
+			return fmt.Errorf("firewalltest: %s %s: endpoint %v:%d: the fast path is for port 443 only", op, name, e.Addr, e.Port)
 		}
 		if !e.Addr.Unmap().Is4() || e.Timeout < time.Millisecond {
 			continue // ignored, as by the real Admit
 		}
 		tcp = apply(tcp, firewall.Endpoint{Addr: e.Addr.Unmap(), Port: e.Port, Timeout: e.Timeout})
 	}
-	f.inForce.Sandboxes[i].TCP = tcp
+	*set = tcp
 	return nil
 }
 
@@ -221,13 +253,17 @@ func (f *Fake) sandboxLocked(name string) int {
 // TCP lists the tcp set of sandbox name in force, as the table holds it: sorted, one per
 // (address, port), as "203.0.113.10 . 22 timeout 2m".
 func (f *Fake) TCP(name string) []string {
+	return f.list(name, func(s firewall.Sandbox) []firewall.Endpoint { return s.TCP })
+}
+
+func (f *Fake) list(name string, set func(firewall.Sandbox) []firewall.Endpoint) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	i := f.sandboxLocked(name)
 	if i < 0 {
 		return nil
 	}
-	eps := slices.Clone(f.inForce.Sandboxes[i].TCP)
+	eps := slices.Clone(set(f.inForce.Sandboxes[i]))
 	slices.SortFunc(eps, func(a, b firewall.Endpoint) int {
 		if c := a.Addr.Compare(b.Addr); c != 0 {
 			return c

@@ -114,6 +114,9 @@ type firewallCalls interface {
 	Admit(string, []firewall.Endpoint) error
 	Revoke(string, []firewall.Endpoint) error
 	FlushTCP(netip.Addr, func(netip.Addr, uint16) bool) (int, error)
+	AdmitFast(string, []firewall.Endpoint) error
+	RevokeFast(string, []firewall.Endpoint) error
+	CutFast(netip.Addr, func(src, dst netip.AddrPort) bool) (int, error)
 }
 
 var (

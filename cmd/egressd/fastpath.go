@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egressd/egressd/internal/host/fastpath"
+	"github.com/egressd/egressd/internal/host/firewall"
+	"github.com/egressd/egressd/internal/host/gateway"
+	"github.com/egressd/egressd/internal/host/nfqueue"
+)
+
+// sweepEvery is how often the verifier's time limits are enforced.
+const sweepEvery = 100 * time.Millisecond
+
+// fastPath wires the kernel fast path (--fast-path): the firewall's queue, read by the
+// verifier, which asks the gateway to judge each ClientHello it read.
+type fastPath struct {
+	q   *nfqueue.Queue
+	mu  sync.Mutex // Handle and Sweep take turns
+	v   *fastpath.Verifier
+	log *slog.Logger
+}
+
+// startFastPath binds the firewall's queue in this namespace and reads it until ctx ends.
+// If the reader stops, the kernel drops what the queue holds and what comes to it: new
+// fast-path flows fail closed, and verified ones go on by their mark.
+func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
+	// The verdict marks the flow through ctnetlink (firewall.FastMarker), not in the
+	// queue's message: the queue asks for no conntrack, which kernels without
+	// CONFIG_NETFILTER_NETLINK_GLUE_CT refuse.
+	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{WithoutConntrack: true})
+	if err != nil {
+		return nil, fmt.Errorf("fast path: %w", err)
+	}
+	mk, err := firewall.NewFastMarker()
+	if err != nil {
+		q.Close()
+		return nil, fmt.Errorf("fast path: %w", err)
+	}
+	m := newFastMetrics(reg)
+	f := &fastPath{q: q, log: log}
+	f.v = fastpath.New(&verdicts{q: q, mk: mk, m: m, log: log}, countingJudge{gw, m}, fastpath.Limits{})
+	go func() {
+		f.run(ctx)
+		mk.Close()
+	}()
+	return f, nil
+}
+
+func (f *fastPath) run(ctx context.Context) {
+	defer f.q.Close()
+	go func() {
+		t := time.NewTicker(sweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				f.mu.Lock()
+				f.v.Sweep(now)
+				f.mu.Unlock()
+			}
+		}
+	}()
+	err := f.q.Run(ctx, func(p nfqueue.Packet) {
+		f.mu.Lock()
+		f.v.Handle(fastpath.Packet{ID: p.ID, Data: p.Payload}, time.Now())
+		f.mu.Unlock()
+	})
+	if ctx.Err() == nil {
+		// Nothing new is verified from now on: the kernel drops the queue's packets.
+		f.log.Error("fast path: reading the queue failed; new TLS flows on the fast path fail until egressd restarts", "err", err)
+	}
+}
+
+// verdicts maps the verifier's verdicts onto the queue's. Pass and Reset first put the
+// verdict on the flow's conntrack entry (firewall.MarkFast or MarkFastDeny), then send the
+// packet through the forward hook again (NF_REPEAT), where the firewall passes it by the
+// mark, or answers it with a TCP reset. Every such verdict marks anew (one ctnetlink
+// request): a flow's entry may have been cut and made again since its last one, and a
+// packet repeated without its mark would come back to the queue.
+type verdicts struct {
+	q   *nfqueue.Queue
+	mk  *firewall.FastMarker
+	m   *fastMetrics
+	log *slog.Logger
+}
+
+func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) error {
+	a.m.packets.WithLabelValues(verdictName(v)).Inc()
+	switch v {
+	case fastpath.Accept:
+		return a.q.SetVerdict(id, nfqueue.Accept, nil)
+	case fastpath.Pass, fastpath.Reset:
+		if !f.Src.IsValid() {
+			return a.q.SetVerdict(id, nfqueue.Drop, nil) // no flow to mark (a fragment)
+		}
+		if err := a.mk.Mark(f.Src, f.Dst, v == fastpath.Reset); err != nil {
+			// No entry to mark (a SYN not confirmed yet, a flow cut meanwhile): the packet
+			// goes, and a retransmission meets the rules again.
+			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
+			return a.q.SetVerdict(id, nfqueue.Drop, nil)
+		}
+		return a.q.SetVerdict(id, nfqueue.Repeat, nil)
+	default:
+		return a.q.SetVerdict(id, nfqueue.Drop, nil)
+	}
+}
+
+func verdictName(v fastpath.Verdict) string {
+	switch v {
+	case fastpath.Accept:
+		return "accept"
+	case fastpath.Pass:
+		return "pass"
+	case fastpath.Reset:
+		return "reset"
+	}
+	return "drop"
+}
+
+// countingJudge counts the gateway's judgements of fast-path flows.
+type countingJudge struct {
+	gw *gateway.Gateway
+	m  *fastMetrics
+}
+
+func (j countingJudge) Judge(f fastpath.Flow, h fastpath.Hello) bool {
+	ok := j.gw.Judge(f, h)
+	switch {
+	case ok:
+		j.m.flows.WithLabelValues("verified").Inc()
+	default:
+		j.m.flows.WithLabelValues("refused").Inc()
+	}
+	return ok
+}
+
+type fastMetrics struct {
+	packets, flows *prometheus.CounterVec
+}
+
+func newFastMetrics(reg prometheus.Registerer) *fastMetrics {
+	m := &fastMetrics{
+		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_fastpath_packets_total",
+			Help: "Packets of the fast path's queue, by verdict: accept (handshake), pass (verified), drop, reset (refused).",
+		}, []string{"verdict"}),
+		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_fastpath_flows_total",
+			Help: "Fast-path flows judged, by outcome: verified (the kernel forwards the rest) or refused (reset).",
+		}, []string{"outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.packets, m.flows)
+	}
+	return m
+}

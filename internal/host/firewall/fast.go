@@ -1,0 +1,156 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The fast path's conntrack marks (doc.go "The fast path"). egressd sets one of them on a
+// flow it held in the fast queue, once it has read the ClientHello: MarkFast lets the
+// kernel forward the rest of the flow, MarkFastDeny makes the kernel reset it. They are
+// the bits above MarkTCP, for the same reasons (clear of the marks in common use, see
+// MarkTCP), and each is read and set alone, so the other bits of a ct mark are left alone.
+const (
+	MarkFast     uint32 = 0x0200_0000 // a fast-path flow egressd verified
+	MarkFastDeny uint32 = 0x0400_0000 // a fast-path flow egressd refused: reset by the kernel
+)
+
+// DefaultFastQueue is the NFQUEUE number of the fast path when Desired.FastQueue is 0:
+// the one after DefaultLogGroup (a queue and a log group are separate numberings; the
+// neighbour is only easy to remember).
+const DefaultFastQueue uint16 = 6568
+
+const (
+	prefixFast   = "fast_"
+	chainFragPre = "frag_pre" // "frag" alone is an nft keyword: nft -f would refuse the chain
+	fragPrio     = -450       // before conntrack's defrag (-400): fragments are seen as such
+)
+
+// fastEndpoints validates the endpoints of a fast_<name> set: those of a tcp_<name> set,
+// with port 443 only.
+func fastEndpoints(eps []Endpoint) ([]endpoint, error) {
+	for _, e := range eps {
+		if e.Port != webPortHTTPS {
+			return nil, fmt.Errorf("endpoint %v:%d: the fast path is for port %d only", e.Addr, e.Port, webPortHTTPS)
+		}
+	}
+	return endpoints(eps)
+}
+
+// AdmitFast puts eps into the fast_<name> set of sandbox name, as Admit does for
+// tcp_<name>: each with its timeout, one batch, an element already there gets the new
+// timeout. Every port must be 443. It fails for a sandbox that has no fast_<name> set (no
+// such sandbox, FastPath off, or a Monitor sandbox).
+func (f *Firewall) AdmitFast(name string, eps []Endpoint) error {
+	es, err := fastEndpoints(eps)
+	return f.elements("admit fast", prefixFast, name, es, err, true)
+}
+
+// RevokeFast removes eps from the fast_<name> set, as Revoke does for tcp_<name>: absent
+// elements are no error, timeouts are ignored. Flows already routed stay so (the NAT
+// decision is taken on a flow's first packet): CutFast cuts the verified ones.
+func (f *Firewall) RevokeFast(name string, eps []Endpoint) error {
+	es, err := fastEndpoints(keysOnly(eps))
+	return f.elements("revoke fast", prefixFast, name, es, err, false)
+}
+
+// CutFast deletes the conntrack entries of sandbox's verified fast flows (MarkFast set,
+// MarkFastDeny not) for which keep(src, dst) is false (src: the sandbox's address and
+// port; dst: the original destination); keep nil keeps none. Refused flows (MarkFastDeny)
+// are reset by the kernel already, and flows egressd still holds are its own to decide.
+// The sandbox's next packet of a cut flow meets the forward chain as a new flow without
+// SYN and is answered with a TCP reset (with nf_conntrack_tcp_loose=1, the default; see
+// FlushTCP). It returns how many entries it deleted.
+func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort) bool) (int, error) {
+	a := sandbox.Unmap()
+	if !a.Is4() {
+		return 0, fmt.Errorf("firewall: cut fast: %v is not an IPv4 address", sandbox)
+	}
+	n, err := deleteFlows(options{netnsFd: f.netnsFd}, fastFilter{src: a, keep: keep})
+	if err != nil {
+		return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
+	}
+	return n, nil
+}
+
+// fastFilter matches the flows CutFast deletes.
+type fastFilter struct {
+	src  netip.Addr
+	keep func(src, dst netip.AddrPort) bool
+}
+
+func (f fastFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	src, ok1 := ipOf(fl.Forward.SrcIP)
+	dst, ok2 := ipOf(fl.Forward.DstIP)
+	if !ok1 || !ok2 || src != f.src || fl.Forward.Protocol != unix.IPPROTO_TCP ||
+		fl.Mark&MarkFast == 0 || fl.Mark&MarkFastDeny != 0 {
+		return false
+	}
+	return f.keep == nil || !f.keep(netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort))
+}
+
+// queue: queue num Q, the packet to NFQUEUE Q, without bypass (no reader: the kernel
+// drops it) and without fanout.
+//
+// Installed as the xtables NFQUEUE target (revision 3) through nft_compat, not as nft's
+// own queue expression: kernels built without nft_queue (CONFIG_NFT_QUEUE), such as the
+// project's lab machines, have the target, and it queues the same way. nft lists it as an
+// xt target it cannot print; Render writes what it does, as nft's own statement.
+func queue(num uint16) frag {
+	// struct xt_NFQ_info_v3: queuenum, queues_total, flags (host order), padded to 8 bytes
+	// (XT_ALIGN) as iptables sends it and the kernel lists it.
+	info := make([]byte, 8)
+	binary.NativeEndian.PutUint16(info[0:], num)
+	binary.NativeEndian.PutUint16(info[2:], 1)
+	target := xt.Unknown(info)
+	return frag{text: fmt.Sprintf("queue num %d", num), exprs: []expr.Any{
+		&expr.Target{Name: "NFQUEUE", Rev: 3, Info: &target},
+	}}
+}
+
+// ipTCPFragment: ip frag-off & 0x3fff != 0 ip protocol tcp, a TCP packet that is a
+// fragment (more fragments, or an offset: the first fragment too). ip protocol, not meta
+// l4proto: the transport protocol of a fragment that is not the first is not known.
+func ipTCPFragment() frag {
+	return frag{text: "ip frag-off & 0x3fff != 0 ip protocol tcp", exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: be16(0x3fff), Xor: []byte{0, 0}},
+		cmp(expr.CmpOpNeq, []byte{0, 0}),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+		cmp(expr.CmpOpEq, []byte{unix.IPPROTO_TCP}),
+	}, ipv4: true}
+}
+
+// fragChain is the base chain that drops TCP in IP fragments from a sandbox (FastPath).
+func fragChain() *chain {
+	return baseChain(chainFragPre, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, "prerouting",
+		nftables.ChainPriorityRef(fragPrio), fmt.Sprint(fragPrio),
+		newRule("fast path: no TCP in IP fragments from a sandbox",
+			ifaceInSet("iifname", setIfaces, false), ipTCPFragment(), drop()))
+}
+
+// fastNAT is the rule of nat_<name> that routes a flow to a fast_<name> endpoint.
+func fastNAT(s sandbox) rule {
+	return newRule("fast path: routed, verified from its packets", daddrDportInSet(prefixFast+s.name), ret())
+}
+
+// fastFwd are the fast path's rules of fwd_<name> (the order is explained in doc.go).
+// Every TCP 443 packet that reaches forward from a sandbox was routed by fastNAT (all other
+// 443 is DNATed to the proxy, or hard-denied and dropped before these).
+func fastFwd(st *state) []rule {
+	https := func(fs ...frag) []frag { return append([]frag{dport("tcp", webPortHTTPS)}, fs...) }
+	return []rule{
+		newRule("fast path: refused", https(ctMarkHas(MarkFastDeny), rejectReset())...),
+		newRule("fast path: verified", https(ctEstablishedOnly(), ctMarkHas(MarkFast), tcpNotSYNOnly(), accept())...),
+		newRule("fast path: a cut flow's next packet", https(ctStateNew(), tcpNotSYNOnly(), rejectReset())...),
+		newRule("fast path: conntrack finds it invalid", https(ctStateInvalid(), drop())...),
+		newRule("fast path: held until egressd verified its ClientHello", https(queue(st.fastQueue))...),
+	}
+}

@@ -1,0 +1,317 @@
+package nfqueue
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Verdict is what becomes of a queued packet.
+type Verdict uint32
+
+const (
+	Drop   Verdict = 0 // NF_DROP
+	Accept Verdict = 1 // NF_ACCEPT: continues with the next hook
+	Repeat Verdict = 4 // NF_REPEAT: the packet traverses the same hook again from its first rule
+)
+
+// Mark is a change of the packet's conntrack mark: mark = (mark &^ Mask) | Value (Value ⊆ Mask;
+// bits of Value outside Mask are ignored).
+type Mark struct{ Value, Mask uint32 }
+
+// Packet is one queued packet.
+type Packet struct {
+	ID            uint32 // the kernel's packet id, for SetVerdict
+	Hook          uint8
+	Payload       []byte // the network packet (IPv4 from its header), whole; owned by the caller
+	HasCt         bool   // the packet has a conntrack entry (the queue asks for them)
+	CtMark        uint32 // its conntrack mark, when HasCt
+	CtInfo        uint32 // enum ip_conntrack_info (NFQA_CT_INFO), when HasCt
+	InDev, OutDev uint32 // interface indexes, 0 when none
+}
+
+// Config configures a queue. The zero value is this namespace and the default length.
+type Config struct {
+	NetNSFd int    // network namespace of the queue (0: the caller's); like flowlog.Reader.NetNSFd
+	MaxLen  uint32 // queue length in the kernel (NFQA_CFG_QUEUE_MAXLEN); 0 means 4096. Full → the kernel drops (never fail-open).
+	// WithoutConntrack binds the queue without NFQA_CFG_F_CONNTRACK, for kernels that
+	// refuse it (ErrNoConntrack): packets then never have HasCt, and SetVerdict refuses
+	// a Mark. Only tests and diagnostics want this: the fast path needs the mark.
+	WithoutConntrack bool
+}
+
+// ErrNoConntrack is Open's error when the kernel cannot carry conntrack in queue messages
+// (built without CONFIG_NETFILTER_NETLINK_GLUE_CT), and SetVerdict's for a Mark on a
+// queue opened WithoutConntrack.
+var ErrNoConntrack = errors.New("nfqueue: the kernel has no conntrack glue for queues (CONFIG_NETFILTER_NETLINK_GLUE_CT)")
+
+// Stats are the queue's counters since Open.
+type Stats struct {
+	Received uint64 // packets handed to Run's callback
+	Verdicts uint64 // verdicts sent
+	// Errors: failed sends, verdicts the kernel refused (an unknown id: answered twice,
+	// or too late), and messages that could not be parsed (their packets were dropped).
+	Errors uint64
+	// Kernel counters of the queue (/proc/net/netfilter/nfnetlink_queue of its
+	// namespace), when readable: packets dropped because the queue was full, and
+	// because they could not be delivered to the socket (its buffer full).
+	QueueDropped, UserDropped uint64
+}
+
+// Queue is one bound NFQUEUE queue.
+type Queue struct {
+	num  uint16
+	ct   bool // bound with NFQA_CFG_F_CONNTRACK
+	c    *netlink.Conn
+	rc   syscall.RawConn
+	proc *os.File // the kernel's queue table in the queue's namespace, or nil
+
+	pending [][]byte // packet messages that came in before the bind was acknowledged
+	buf     []byte   // Run's receive buffer, reused
+	send    sync.Pool
+
+	received, verdicts, errs atomic.Uint64
+	closeOnce                sync.Once
+}
+
+// recvBuffer is Run's buffer: one netlink datagram, at most the largest packet (64 KiB)
+// and its attributes. The socket's own buffer holds many of them.
+const recvBuffer = 96 << 10
+
+// socketBuffer is the receive buffer asked for the socket: some thousands of queued
+// packets while the reader is descheduled (the queue itself is bounded by MaxLen).
+const socketBuffer = 16 << 20
+
+// Open binds queue num in the configured namespace: copy mode packet (range 0xffff), flags
+// NFQA_CFG_F_CONNTRACK (no F_FAIL_OPEN, no F_GSO; see the package doc).
+func Open(num uint16, cfg Config) (*Queue, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: cfg.NetNSFd})
+	if err != nil {
+		return nil, fmt.Errorf("nfqueue %d: netlink: %w", num, err)
+	}
+	q := &Queue{num: num, ct: !cfg.WithoutConntrack, c: c, buf: make([]byte, recvBuffer)}
+	if q.rc, err = c.SyscallConn(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nfqueue %d: %w", num, err)
+	}
+	_ = q.setReadBuffer(socketBuffer) // best effort: losses show in UserDropped
+	// Overflows are counted by the kernel (UserDropped); an ENOBUFS error would only
+	// interrupt Run.
+	_ = c.SetOption(netlink.NoENOBUFS, true)
+	maxLen := cfg.MaxLen
+	if maxLen == 0 {
+		maxLen = defaultMaxLen
+	}
+	if err := q.bind(maxLen); err != nil {
+		c.Close()
+		return nil, err
+	}
+	q.proc = openProc(cfg.NetNSFd) // optional: nil leaves the kernel counters at 0
+	q.send.New = func() any { return new(sender) }
+	return q, nil
+}
+
+// bind sends the config message and waits for its acknowledgement. Packets of the queue
+// may come in before it (another CPU queueing at once): they are kept for Run.
+func (q *Queue) bind(maxLen uint32) error {
+	m, err := configMessage(q.num, maxLen, true, q.ct)
+	if err != nil {
+		return fmt.Errorf("nfqueue %d: config message: %w", q.num, err)
+	}
+	sent, err := q.c.Send(m)
+	if err != nil {
+		return fmt.Errorf("nfqueue %d: bind: %w", q.num, err)
+	}
+	_ = q.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer q.c.SetReadDeadline(time.Time{})
+	for range 1000 { // bounded: the answer is among the first messages
+		msgs, err := q.c.Receive()
+		if err != nil { // a nack: EBUSY when another socket has the queue, EPERM without CAP_NET_ADMIN
+			if q.ct && errors.Is(err, unix.EOPNOTSUPP) { // refused before binding anything
+				err = fmt.Errorf("%w: %w", ErrNoConntrack, err)
+			}
+			return fmt.Errorf("nfqueue %d: bind: %w", q.num, err)
+		}
+		for _, m := range msgs {
+			if m.Header.Type == netlink.Error && m.Header.Sequence == sent.Header.Sequence {
+				return nil
+			}
+			if uint16(m.Header.Type) == typePacket {
+				q.pending = append(q.pending, m.Data) // Receive's buffer is not reused
+			}
+		}
+	}
+	return fmt.Errorf("nfqueue %d: bind: no answer", q.num)
+}
+
+func (q *Queue) setReadBuffer(n int) error {
+	var serr error
+	err := q.rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); serr != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+	})
+	return errors.Join(err, serr)
+}
+
+// Run reads packets and calls fn for each, in order, on the calling goroutine, until ctx
+// ends or the socket fails. fn must not block long: the kernel holds the queued packets
+// (at most MaxLen) meanwhile. Payload is a fresh copy per packet. A packet message that
+// cannot be parsed is dropped here (SetVerdict Drop, when its id is known) and counted in
+// Errors. Run returns ctx.Err() on cancel; only one Run at a time.
+func (q *Queue) Run(ctx context.Context, fn func(Packet)) error {
+	stop := context.AfterFunc(ctx, func() { _ = q.c.SetReadDeadline(time.Now()) })
+	defer stop()
+	for _, d := range q.pending {
+		q.handle(d, fn)
+	}
+	q.pending = nil
+	for {
+		n, err := q.recv()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EINTR) {
+				q.errs.Add(1)
+				continue
+			}
+			return fmt.Errorf("nfqueue %d: receive: %w", q.num, err)
+		}
+		q.messages(q.buf[:n], fn)
+	}
+}
+
+// recv reads one datagram into q.buf, waiting in the runtime's poller (so deadlines and
+// Close interrupt it).
+func (q *Queue) recv() (int, error) {
+	var n int
+	var serr error
+	err := q.rc.Read(func(fd uintptr) bool {
+		n, _, serr = unix.Recvfrom(int(fd), q.buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		return serr != unix.EAGAIN && serr != unix.EWOULDBLOCK
+	})
+	if err == nil {
+		err = serr
+	}
+	if err == nil && n > len(q.buf) { // cannot happen: datagrams are at most 64 KiB and headers
+		q.errs.Add(1)
+		n = 0
+	}
+	return n, err
+}
+
+// messages handles each netlink message of one datagram.
+func (q *Queue) messages(b []byte, fn func(Packet)) {
+	for len(b) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(b))
+		if l < nlmsgHdrLen || l > len(b) {
+			q.errs.Add(1)
+			return
+		}
+		switch typ := binary.NativeEndian.Uint16(b[4:]); typ {
+		case typePacket:
+			q.handle(b[nlmsgHdrLen:l], fn)
+		case unix.NLMSG_ERROR:
+			// A refused verdict (verdicts ask for no acknowledgement, so every
+			// answer is an error), or the answer to the unbind of Close.
+			if l >= nlmsgHdrLen+4 && binary.NativeEndian.Uint32(b[nlmsgHdrLen:]) != 0 {
+				q.errs.Add(1)
+			}
+		}
+		b = b[min(align4(l), len(b)):]
+	}
+}
+
+// handle parses one packet message and hands it to fn with its payload copied.
+func (q *Queue) handle(data []byte, fn func(Packet)) {
+	var p Packet
+	if err := parsePacket(data, &p); err != nil {
+		q.errs.Add(1)
+		if p.ID != 0 { // the header was read: the kernel holds the packet
+			_ = q.SetVerdict(p.ID, Drop, nil) // fail closed rather than hold it until the queue fills
+		}
+		return
+	}
+	p.Payload = append([]byte(nil), p.Payload...)
+	q.received.Add(1)
+	fn(p)
+}
+
+// sender is one verdict's buffer and the function that writes it, kept in a pool so
+// that a verdict allocates nothing.
+type sender struct {
+	b   [verdictMarkLen]byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (s *sender) write(fd uintptr) bool {
+	_, s.err = unix.Write(int(fd), s.b[:s.n])
+	return s.err != unix.EAGAIN
+}
+
+// SetVerdict answers packet id; mark, when non-nil, changes the conntrack mark of its flow
+// in the same message (applied before the packet goes on). It does not wait for the
+// kernel: a refused verdict shows in Stats.Errors. Safe for concurrent use with Run and
+// other SetVerdict calls.
+func (q *Queue) SetVerdict(id uint32, v Verdict, mark *Mark) error {
+	if mark != nil && !q.ct {
+		q.errs.Add(1)
+		return fmt.Errorf("nfqueue %d: verdict for packet %d: %w", q.num, id, ErrNoConntrack)
+	}
+	s := q.send.Get().(*sender)
+	defer q.send.Put(s)
+	if s.fn == nil {
+		s.fn = s.write
+	}
+	s.n = putVerdict(s.b[:], q.num, id, v, mark)
+	s.err = nil
+	err := q.rc.Write(s.fn)
+	if err == nil {
+		err = s.err
+	}
+	if err != nil {
+		q.errs.Add(1)
+		return fmt.Errorf("nfqueue %d: verdict for packet %d: %w", q.num, id, err)
+	}
+	q.verdicts.Add(1)
+	return nil
+}
+
+// Close unbinds and closes. Packets still queued are dropped by the kernel (closing the
+// socket alone would do; the unbind says it).
+func (q *Queue) Close() error {
+	var err error
+	q.closeOnce.Do(func() {
+		if m, merr := configMessage(q.num, 0, false, false); merr == nil {
+			m.Header.Flags = netlink.Request // no answer awaited: Run may be reading
+			_, _ = q.c.Send(m)
+		}
+		if q.proc != nil {
+			q.proc.Close()
+		}
+		err = q.c.Close()
+	})
+	return err
+}
+
+// Stats returns the counters. The kernel's are read from its queue table when that could
+// be opened, and are 0 otherwise.
+func (q *Queue) Stats() Stats {
+	s := Stats{Received: q.received.Load(), Verdicts: q.verdicts.Load(), Errors: q.errs.Load()}
+	if q.proc != nil {
+		s.QueueDropped, s.UserDropped = readProc(q.proc, q.num)
+	}
+	return s
+}

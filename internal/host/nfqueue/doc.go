@@ -29,6 +29,8 @@
 // partial checksums (CHECKSUM_PARTIAL), so Payload is one IPv4 packet as it will leave,
 // and every TCP and UDP checksum in it is final and can be verified. A packet longer than
 // the copy range (only a 65,535-byte datagram could be) is dropped, never handed over cut.
+// The client does not look inside: Payload is whatever the rule queued, so the rule belongs
+// in an ip (IPv4) table, and the caller still checks the version and lengths it relies on.
 //
 // The queue asks for conntrack (NFQA_CFG_F_CONNTRACK): HasCt, CtMark and CtInfo come from
 // the flow's entry. A verdict's Mark is applied by ctnetlink before the packet is
@@ -42,9 +44,12 @@
 //     the xt NFQUEUE target inside an nft rule (the test kernel has only the latter).
 //   - CONFIG_NETFILTER_NETLINK_GLUE_CT (with CONFIG_NF_CT_NETLINK) for conntrack in both
 //     directions. Without it the kernel silently leaves out NFQA_CT (HasCt is false on
-//     every packet) and silently ignores a verdict's Mark. A caller that relies on the
-//     mark must check HasCt on the packets it marks; the kernel tests fail (CI) or skip
-//     without it.
+//     every packet) and silently ignores a verdict's Mark. Recent kernels refuse the
+//     F_CONNTRACK flag then, and Open returns ErrNoConntrack; Config.WithoutConntrack binds
+//     without it (SetVerdict then refuses a Mark rather than drop it silently). On such a
+//     kernel a confirmed flow (one past its handshake) can still be marked by a ctnetlink
+//     update (github.com/ti-mo/conntrack Conn.Update) sent before a Repeat verdict;
+//     TestMarkByConntrackThenRepeat shows it. The mark tests fail (CI) or skip without it.
 //   - CAP_NET_ADMIN in the queue's namespace.
 //
 // # Cost

@@ -2,15 +2,20 @@ package nfqueue
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/testkit/testnet"
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -46,6 +51,84 @@ func TestNoReaderDrops(t *testing.T) {
 	}
 }
 
+// Close ends a Run that waits for packets, and the queue can then be bound again; Run
+// after a cancel reads again.
+func TestCloseEndsRun(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 20)
+	q, err := Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := q.Run(ctx, func(Packet) {}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run with a cancelled context: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- q.Run(t.Context(), func(Packet) {}) }()
+	time.Sleep(50 * time.Millisecond) // let Run wait (if it has not yet, it fails at once)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err, ok := recv(done, wait); !ok || err == nil {
+		t.Fatalf("Run after Close: %v, %v", err, ok)
+	}
+	if err := q.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	q = l.open(t) // bound again
+	got := l.udpServer(t)
+	pkts := l.run(t, q)
+	if _, err := l.udpClient(t).Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	p, ok := recv(pkts, wait)
+	if !ok {
+		t.Fatal("not queued after a rebind")
+	}
+	_ = q.SetVerdict(p.ID, Accept, nil)
+	if s, ok := recv(got, wait); !ok || s != "after" {
+		t.Fatalf("accepted: %q, %v", s, ok)
+	}
+}
+
+// A full queue drops what comes next (never fails open), and the kernel's count of those
+// shows in Stats; the packets it holds still get their verdicts. A second socket cannot
+// bind a bound queue.
+func TestFullQueueDrops(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 18)
+	got := l.udpServer(t)
+	q := l.openLen(t, 2)
+	if _, err := Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true}); err == nil {
+		t.Error("a second socket bound the queue")
+	}
+	c := l.udpClient(t)
+	for i := range 5 {
+		_, _ = c.Write([]byte{'0' + byte(i)}) // the last three: EPERM, dropped on output
+	}
+	pkts := l.run(t, q)
+	for i := range 2 {
+		p, ok := recv(pkts, wait)
+		if !ok || string(p.Payload[28:]) != string(rune('0'+i)) {
+			t.Fatalf("queued packet %d: %+v, %v", i, p, ok)
+		}
+		if err := q.SetVerdict(p.ID, Accept, nil); err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := recv(got, wait); !ok || s != string(rune('0'+i)) {
+			t.Fatalf("accepted %d: %q, %v", i, s, ok)
+		}
+	}
+	if p, ok := recv(pkts, quiet); ok {
+		t.Errorf("a packet beyond the queue's length: %+v", p)
+	}
+	if s := q.Stats(); s.QueueDropped != 3 || s.UserDropped != 0 || s.Received != 2 {
+		t.Errorf("stats: %+v", s)
+	}
+}
+
 // A queued packet is whole and as sent, with its hook and interface; Accept lets it go on,
 // Drop drops it, Repeat queues it again (the same chain runs again from its first rule).
 func TestVerdicts(t *testing.T) {
@@ -70,7 +153,7 @@ func TestVerdicts(t *testing.T) {
 		return p
 	}
 	p := send("accept me")
-	if p.Hook != unix_NF_INET_LOCAL_OUT || p.InDev != 0 || p.OutDev == 0 || p.HasCt != l.glue {
+	if p.Hook != hookLocalOut || p.InDev != 0 || p.OutDev == 0 || p.HasCt != l.glue {
 		t.Errorf("hook %d, in %d, out %d, has ct %v", p.Hook, p.InDev, p.OutDev, p.HasCt)
 	}
 	if !l.glue { // a Mark is refused, and nothing is sent
@@ -126,7 +209,11 @@ func TestVerdicts(t *testing.T) {
 	}
 }
 
-const unix_NF_INET_LOCAL_OUT = 3
+// Netfilter hooks (enum nf_inet_hooks).
+const (
+	hookForward  = 2
+	hookLocalOut = 3
+)
 
 // checkUDP asserts that p is the whole IPv4/UDP packet carrying msg from sport.
 func checkUDP(t *testing.T, p Packet, sport uint16, msg string) {
@@ -212,14 +299,26 @@ func TestMark(t *testing.T) {
 		t.Errorf("a marked flow's packet was queued: %+v", p)
 	}
 
-	// Another flow: Repeat with the reject mark.
+	// Another flow: its first packet accepted (so that its entry is confirmed: a dropped
+	// first packet leaves none), its second repeated with the reject mark.
 	c2 := l.udpClient(t)
 	sport2 := uint16(c2.LocalAddr().(*net.UDPAddr).Port)
-	if _, err := c2.Write([]byte("reject me")); err != nil {
-		t.Fatal(err)
+	for _, msg := range []string{"let me in", "reject me"} {
+		if _, err := c2.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if p, ok = recv(pkts, wait); !ok {
+			t.Fatalf("%q not queued", msg)
+		}
+		if msg == "let me in" {
+			_ = q.SetVerdict(p.ID, Accept, nil)
+			if s, ok := recv(got, wait); !ok || s != msg {
+				t.Fatalf("accepted: %q, %v", s, ok)
+			}
+		}
 	}
-	if p, ok = recv(pkts, wait); !ok {
-		t.Fatal("not queued")
+	if !p.HasCt || p.CtMark != 0 {
+		t.Errorf("a second packet: has ct %v, mark %#x", p.HasCt, p.CtMark)
 	}
 	if err := q.SetVerdict(p.ID, Repeat, &Mark{Value: markReject, Mask: markReject}); err != nil {
 		t.Fatal(err)
@@ -235,19 +334,55 @@ func TestMark(t *testing.T) {
 	}
 }
 
-// TCP through the queue: every queued segment is at most the MTU (GSO segmented before
-// queueing) with a final checksum, and the data read from them is the data sent.
+// TCP through the queue (output hook, loopback): every queued segment is at most the MTU
+// (GSO segmented before queueing) with a final checksum, and the data read from them is
+// the data sent.
 func TestTCPSegmentsAreFinal(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, 14)
-	ln, err := netns.ListenIn(l.path(), "tcp4", "127.0.0.1:9100")
+	q := l.open(t)
+	data := testnet.PiecesBody(200_000, 7)
+	seen := sendTCP(t, q, l.run(t, q), l.path(), l.path(), "127.0.0.1:9100", data)
+	checkSegments(t, seen, data)
+}
+
+// The same through the forward hook, as on the gateway: a sandbox's connection to a fake
+// internet server across two veth pairs, queued between them.
+func TestForwardedTCP(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 19)
+	sbx, inet := l.forward(t)
+	q := l.open(t)
+	data := testnet.PiecesBody(300_000, 8)
+	seen := sendTCP(t, q, l.run(t, q), inet, sbx, "203.0.113.10:443", data)
+	checkSegments(t, seen, data)
+	var in, out *net.Interface
+	err := netns.Do(l.path(), func() (err error) {
+		if in, err = net.InterfaceByName("egsbx0"); err == nil {
+			out, err = net.InterfaceByName("up0")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range seen {
+		if p.Hook != hookForward || p.InDev != uint32(in.Index) || p.OutDev != uint32(out.Index) {
+			t.Fatalf("hook %d, in %d, out %d; want 2, %d, %d", p.Hook, p.InDev, p.OutDev, in.Index, out.Index)
+		}
+	}
+}
+
+// sendTCP connects from the namespace at cli to a server at addr in the namespace at srv,
+// writes data and closes, while every queued packet is accepted; it checks that the
+// server read data and returns the packets queued.
+func sendTCP(t *testing.T, q *Queue, pkts <-chan Packet, srv, cli, addr string, data []byte) []Packet {
+	t.Helper()
+	ln, err := netns.ListenIn(srv, "tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	q := l.open(t)
-	pkts := l.run(t, q)
-	data := testnet.PiecesBody(200_000, 7)
 	received := make(chan []byte, 1)
 	go func() {
 		s, err := ln.Accept()
@@ -275,7 +410,7 @@ func TestTCPSegmentsAreFinal(t *testing.T) {
 			}
 		}
 	}()
-	c, err := netns.DialIn(l.path())(t.Context(), "tcp4", "127.0.0.1:9100")
+	c, err := netns.DialIn(cli)(t.Context(), "tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +425,13 @@ func TestTCPSegmentsAreFinal(t *testing.T) {
 	if !ok || !bytes.Equal(b, data) {
 		t.Fatalf("server read %d bytes of %d", len(b), len(data))
 	}
-	// Reassemble the client's data from the queued segments by sequence number.
+	return seen
+}
+
+// checkSegments asserts that the queued packets of a TCP connection are segments of at
+// most labMTU bytes with final checksums, and that their data is data.
+func checkSegments(t *testing.T, seen []Packet, data []byte) {
+	t.Helper()
 	var isn uint32
 	out := make([]byte, len(data))
 	covered := 0
@@ -309,8 +450,7 @@ func TestTCPSegmentsAreFinal(t *testing.T) {
 			continue
 		}
 		if pl := tcp[off:]; len(pl) > 0 {
-			at := int(seq - isn)
-			covered += copy(out[at:], pl)
+			covered += copy(out[int(seq-isn):], pl)
 		}
 	}
 	if covered < len(data) || !bytes.Equal(out, data) {
@@ -318,32 +458,186 @@ func TestTCPSegmentsAreFinal(t *testing.T) {
 	}
 }
 
-// Packets per second through the queue with an Accept for each (UDP, 64 bytes of data).
+// Packets per second through the queue with an Accept for each (UDP, 64 bytes of data),
+// counted at the verdicts: the receiving socket may drop some when it overflows.
 func BenchmarkAccept(b *testing.B) {
 	l := newLab(b, 15)
-	got := l.udpServer(b)
+	l.udpServer(b)
 	q := l.open(b)
-	q2 := q
-	ctx := b.Context()
-	go func() { _ = q.Run(ctx, func(p Packet) { _ = q2.SetVerdict(p.ID, Accept, nil) }) }()
+	go func() { _ = q.Run(b.Context(), func(p Packet) { _ = q.SetVerdict(p.ID, Accept, nil) }) }()
 	c := l.udpClient(b)
 	msg := make([]byte, 64)
 	b.ResetTimer()
 	start := time.Now()
-	sent := 0
-	go func() {
-		for sent = 0; sent < b.N; {
-			if _, err := c.Write(msg); err == nil {
-				sent++
-			} else {
-				time.Sleep(50 * time.Microsecond) // the queue is full: the kernel dropped it
-			}
-		}
-	}()
-	for n := 0; n < b.N; n++ {
-		if _, ok := recv(got, wait); !ok {
-			b.Fatalf("%d of %d packets arrived; stats %+v", n, b.N, q.Stats())
+	full := 0
+	for sent := 0; sent < b.N; {
+		if _, err := c.Write(msg); err == nil {
+			sent++
+		} else {
+			full++
+			time.Sleep(50 * time.Microsecond) // the queue was full: the kernel dropped it
 		}
 	}
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "packets/s")
+	deadline := time.Now().Add(wait)
+	for q.Stats().Verdicts < uint64(b.N) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Microsecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	s := q.Stats()
+	if s.Verdicts < uint64(b.N) || s.Errors != 0 {
+		b.Fatalf("stats after %d packets: %+v", b.N, s)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "packets/s")
+	b.ReportMetric(float64(full)/float64(b.N), "full/op")
+}
+
+// One packet at a time: the latency a connection's packet pays through the queue (send,
+// queue, Accept, delivery to the server), and without it (a port the lab does not queue).
+func BenchmarkRoundTrip(b *testing.B) {
+	l := newLab(b, 16)
+	q := l.open(b)
+	go func() { _ = q.Run(b.Context(), func(p Packet) { _ = q.SetVerdict(p.ID, Accept, nil) }) }()
+	for _, bb := range []struct {
+		name string
+		port int
+	}{{"queued", udpPort}, {"direct", udpPort + 1}} {
+		b.Run(bb.name, func(b *testing.B) {
+			got := l.udpServerOn(b, bb.port)
+			c := l.udpClientTo(b, bb.port)
+			msg := []byte("ping")
+			for b.Loop() {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, ok := recv(got, wait); !ok {
+					b.Fatalf("lost; stats %+v", q.Stats())
+				}
+			}
+		})
+	}
+}
+
+// Receiving and answering a packet allocates only the copy of its payload. (Drop: no
+// server, whose reads would allocate too.)
+func TestAllocsPerPacket(t *testing.T) {
+	l := newLab(t, 17)
+	q := l.open(t)
+	pkts := l.run(t, q)
+	c := l.udpClient(t)
+	msg := []byte("x")
+	timeout := time.NewTimer(30 * time.Second) // one for the whole run: a timer per packet would allocate
+	defer timeout.Stop()
+	n := testing.AllocsPerRun(200, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		var p Packet
+		select {
+		case p = <-pkts:
+		case <-timeout.C:
+			t.Fatal("not queued")
+		}
+		if err := q.SetVerdict(p.ID, Drop, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n > 1 {
+		t.Errorf("%v allocations per packet", n)
+	}
+}
+
+// Without the conntrack glue (or with it), a caller can set the mark of a confirmed flow
+// with ctnetlink before the verdict: here the first data packet of a TCP connection
+// (queued after its handshake), marked by a conntrack update, then Repeat: the reject
+// rule before the queue meets it, and the server never gets the data.
+func TestMarkByConntrackThenRepeat(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 21)
+	ln, err := netns.ListenIn(l.path(), "tcp4", "127.0.0.1:9100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	read := make(chan int, 10)
+	go func() { // reports each read's size, until the test closes the listener
+		s, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { s.Close() })
+		b := make([]byte, 100)
+		for {
+			n, err := s.Read(b)
+			if err != nil {
+				return
+			}
+			read <- n
+		}
+	}()
+	q := l.open(t)
+	pkts := l.run(t, q)
+	dialed := make(chan net.Conn, 1)
+	go func() {
+		c, err := netns.DialIn(l.path())(t.Context(), "tcp4", "127.0.0.1:9100")
+		if err != nil {
+			t.Error(err)
+			dialed <- nil
+			return
+		}
+		_, _ = c.Write([]byte("held data"))
+		dialed <- c
+	}()
+	var sport uint16
+	for range 10 { // the handshake's packets, then the data
+		p, ok := recv(pkts, wait)
+		if !ok {
+			t.Fatal("no data packet queued")
+		}
+		ip := p.Payload
+		tcp := ip[int(ip[0]&0xf)*4:]
+		if len(tcp[int(tcp[12]>>4)*4:]) == 0 {
+			_ = q.SetVerdict(p.ID, Accept, nil)
+			continue
+		}
+		sport = binary.BigEndian.Uint16(tcp)
+		cc, err := conntrack.Dial(&netlink.Config{NetNS: int(l.h)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo := netip.MustParseAddr("127.0.0.1")
+		err = cc.Update(conntrack.NewFlow(unix.IPPROTO_TCP, 0, lo, lo, sport, tcpPort, 0, markReject))
+		cc.Close()
+		if err != nil {
+			t.Fatalf("conntrack update: %v", err)
+		}
+		if err := q.SetVerdict(p.ID, Repeat, nil); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	if sport == 0 {
+		t.Fatal("no data packet among the first ten")
+	}
+	if c, ok := recv(dialed, wait); ok && c != nil {
+		c.Close()
+	}
+	if n, ok := recv(read, quiet); ok {
+		t.Errorf("the server read %d bytes", n)
+	}
+	for {
+		p, ok := recv(pkts, quiet)
+		if !ok {
+			break
+		}
+		ip := p.Payload
+		tcp := ip[int(ip[0]&0xf)*4:]
+		if binary.BigEndian.Uint16(tcp) == sport && len(tcp[int(tcp[12]>>4)*4:]) > 0 {
+			t.Fatalf("the marked flow's data was queued again")
+		}
+		_ = q.SetVerdict(p.ID, Drop, nil)
+	}
+	if m, ok := l.ctMark(t, sport, tcpPort); !ok || m != markReject {
+		t.Errorf("ct mark %#x, %v", m, ok)
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +41,8 @@ const (
 //	udp dport 9000 queue num N      (nft queue, or the xt NFQUEUE target via nft compat)
 //	tcp dport 9100 queue num N
 //
-// Traffic goes over its loopback (MTU labMTU, so that TCP segments are cut by GSO).
+// and whose forward chain queues TCP to port 443 (see forward). Traffic goes over its
+// loopback (MTU labMTU, so that TCP segments are cut by GSO).
 type lab struct {
 	name string
 	h    vnetns.NsHandle
@@ -63,12 +66,16 @@ func newLab(t testing.TB, num uint16) *lab {
 		ct mark & 0x1000000 == 0x1000000 accept
 		ct mark & 0x2000000 == 0x2000000 reject
 	}
+	chain through {
+		type filter hook forward priority 0; policy accept;
+	}
 }`, "ip", "netns", "exec", l.name, "nft", "-f", "-")
 	for _, r := range []struct {
+		chain string
 		proto byte
 		port  uint16
-	}{{unix.IPPROTO_UDP, udpPort}, {unix.IPPROTO_TCP, tcpPort}} {
-		if err := l.addQueueRule(r.proto, r.port); err != nil {
+	}{{"out", unix.IPPROTO_UDP, udpPort}, {"out", unix.IPPROTO_TCP, tcpPort}, {"through", unix.IPPROTO_TCP, 443}} {
+		if err := l.addQueueRule(r.chain, r.proto, r.port); err != nil {
 			t.Fatalf("queue rule: %v", err)
 		}
 	}
@@ -78,7 +85,7 @@ func newLab(t testing.TB, num uint16) *lab {
 // addQueueRule appends `<proto> dport <port> queue num N`: nft's queue expression where the
 // kernel has it (CONFIG_NFT_QUEUE), else xt's NFQUEUE target (revision 0: struct
 // xt_NFQ_info { __u16 queuenum; }, host order, padded to 8 bytes).
-func (l *lab) addQueueRule(proto byte, port uint16) error {
+func (l *lab) addQueueRule(chain string, proto byte, port uint16) error {
 	var errs []error
 	var info xt.Unknown = make([]byte, 8)
 	binary.NativeEndian.PutUint16(info, l.num)
@@ -91,7 +98,7 @@ func (l *lab) addQueueRule(proto byte, port uint16) error {
 			return err
 		}
 		table := &nftables.Table{Name: "egnfq", Family: nftables.TableFamilyIPv4}
-		c.AddRule(&nftables.Rule{Table: table, Chain: &nftables.Chain{Name: "out", Table: table}, Exprs: []expr.Any{
+		c.AddRule(&nftables.Rule{Table: table, Chain: &nftables.Chain{Name: chain, Table: table}, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
@@ -106,6 +113,40 @@ func (l *lab) addQueueRule(proto byte, port uint16) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// forward makes the lab a gateway between a sandbox and a fake internet, each a namespace
+// of its own (DESIGN §10 addresses), and returns their paths:
+//
+//	sbx eth0 100.96.0.2/30 ── egsbx0 100.96.0.1/30 lab up0 198.18.0.2/30 ── eth0 198.18.0.1/30 inet
+//	inet lo: 203.0.113.10
+func (l *lab) forward(t testing.TB) (sbx, inet string) {
+	t.Helper()
+	sbx, _ = testnet.NewNetNS(t, "egnfq-sbx")
+	inet, _ = testnet.NewNetNS(t, "egnfq-inet")
+	for _, args := range [][]string{
+		{sbx, "link", "add", "eth0", "type", "veth", "peer", "name", "egsbx0", "netns", l.name},
+		{l.name, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", inet},
+		{sbx, "addr", "add", "100.96.0.2/30", "dev", "eth0"},
+		{sbx, "link", "set", "eth0", "up"},
+		{sbx, "route", "add", "default", "via", "100.96.0.1"},
+		{l.name, "addr", "add", "100.96.0.1/30", "dev", "egsbx0"},
+		{l.name, "addr", "add", "198.18.0.2/30", "dev", "up0"},
+		{l.name, "link", "set", "egsbx0", "up"},
+		{l.name, "link", "set", "up0", "up"},
+		{l.name, "route", "add", "203.0.113.0/24", "via", "198.18.0.1"},
+		{inet, "addr", "add", "198.18.0.1/30", "dev", "eth0"},
+		{inet, "addr", "add", "203.0.113.10/32", "dev", "lo"},
+		{inet, "link", "set", "eth0", "up"},
+		{inet, "route", "add", "100.96.0.0/16", "via", "198.18.0.2"},
+	} {
+		l.cmd(t, "", append([]string{"ip", "-n"}, args...)...)
+	}
+	err := netns.Do(l.path(), func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "/run/netns/" + sbx, "/run/netns/" + inet
 }
 
 // cmd runs a command (stdin: in) with a bound time.
@@ -124,12 +165,14 @@ func (l *lab) path() string { return "/run/netns/" + l.name }
 
 // open binds the lab's queue, with conntrack if the kernel can (l.glue), without
 // otherwise; the test's cleanup closes it.
-func (l *lab) open(t testing.TB) *Queue {
+func (l *lab) open(t testing.TB) *Queue { return l.openLen(t, 0) }
+
+func (l *lab) openLen(t testing.TB, maxLen uint32) *Queue {
 	t.Helper()
-	q, err := Open(l.num, Config{NetNSFd: int(l.h)})
+	q, err := Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen})
 	l.glue = err == nil
 	if errors.Is(err, ErrNoConntrack) {
-		q, err = Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true})
+		q, err = Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen, WithoutConntrack: true})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -161,9 +204,12 @@ func (l *lab) run(t testing.TB, q *Queue) <-chan Packet {
 
 // udpServer listens on 127.0.0.1:udpPort in the lab and sends what it receives to the
 // returned channel.
-func (l *lab) udpServer(t testing.TB) <-chan string {
+func (l *lab) udpServer(t testing.TB) <-chan string { return l.udpServerOn(t, udpPort) }
+
+// udpServerOn listens on 127.0.0.1:port: a port other than udpPort is not queued.
+func (l *lab) udpServerOn(t testing.TB, port int) <-chan string {
 	t.Helper()
-	pc, err := netns.ListenPacketIn(l.path(), "udp4", "127.0.0.1:9000")
+	pc, err := netns.ListenPacketIn(l.path(), "udp4", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,9 +229,11 @@ func (l *lab) udpServer(t testing.TB) <-chan string {
 }
 
 // udpClient is a UDP socket of the lab connected to the server: one flow.
-func (l *lab) udpClient(t testing.TB) net.Conn {
+func (l *lab) udpClient(t testing.TB) net.Conn { return l.udpClientTo(t, udpPort) }
+
+func (l *lab) udpClientTo(t testing.TB, port int) net.Conn {
 	t.Helper()
-	c, err := netns.DialIn(l.path())(context.Background(), "udp4", "127.0.0.1:9000")
+	c, err := netns.DialIn(l.path())(context.Background(), "udp4", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ type Queue struct {
 	proc *os.File // the kernel's queue table in the queue's namespace, or nil
 
 	pending [][]byte // packet messages that came in before the bind was acknowledged
-	buf     []byte   // Run's receive buffer, reused
+	rd      reader   // Run's receive buffer and call, reused
 	send    sync.Pool
 
 	received, verdicts, errs atomic.Uint64
@@ -98,7 +98,9 @@ func Open(num uint16, cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nfqueue %d: netlink: %w", num, err)
 	}
-	q := &Queue{num: num, ct: !cfg.WithoutConntrack, c: c, buf: make([]byte, recvBuffer)}
+	q := &Queue{num: num, ct: !cfg.WithoutConntrack, c: c}
+	q.rd.buf = make([]byte, recvBuffer)
+	q.rd.fn = q.rd.read
 	if q.rc, err = c.SyscallConn(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("nfqueue %d: %w", num, err)
@@ -169,6 +171,7 @@ func (q *Queue) setReadBuffer(n int) error {
 // cannot be parsed is dropped here (SetVerdict Drop, when its id is known) and counted in
 // Errors. Run returns ctx.Err() on cancel; only one Run at a time.
 func (q *Queue) Run(ctx context.Context, fn func(Packet)) error {
+	_ = q.c.SetReadDeadline(time.Time{}) // a previous Run's cancel set it
 	stop := context.AfterFunc(ctx, func() { _ = q.c.SetReadDeadline(time.Now()) })
 	defer stop()
 	for _, d := range q.pending {
@@ -177,37 +180,50 @@ func (q *Queue) Run(ctx context.Context, fn func(Packet)) error {
 	q.pending = nil
 	for {
 		n, err := q.recv()
+		if err == nil {
+			q.messages(q.rd.buf[:n], fn) // even after a cancel: the kernel holds them for us
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
-			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EINTR) {
-				q.errs.Add(1)
+			if errors.Is(err, unix.ENOBUFS) {
+				q.errs.Add(1) // the kernel lost messages for us; the socket goes on
 				continue
 			}
 			return fmt.Errorf("nfqueue %d: receive: %w", q.num, err)
 		}
-		q.messages(q.buf[:n], fn)
 	}
 }
 
-// recv reads one datagram into q.buf, waiting in the runtime's poller (so deadlines and
+// reader is Run's receive buffer and the function that fills it, made once so that a
+// receive allocates nothing.
+type reader struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+// read is read(2), not recvfrom(2): x/sys's Recvfrom allocates the sender's address. The
+// socket is non-blocking. A datagram longer than buf (none is) would be cut, and then
+// fail to parse and be dropped.
+func (r *reader) read(fd uintptr) bool {
+	r.n, r.err = unix.Read(int(fd), r.buf)
+	return r.err != unix.EAGAIN && r.err != unix.EINTR // false: wait (or retry) in the poller
+}
+
+// recv reads one datagram into q.rd.buf, waiting in the runtime's poller (so deadlines and
 // Close interrupt it).
 func (q *Queue) recv() (int, error) {
-	var n int
-	var serr error
-	err := q.rc.Read(func(fd uintptr) bool {
-		n, _, serr = unix.Recvfrom(int(fd), q.buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		return serr != unix.EAGAIN && serr != unix.EWOULDBLOCK
-	})
-	if err == nil {
-		err = serr
+	q.rd.n, q.rd.err = 0, nil
+	if err := q.rc.Read(q.rd.fn); err != nil {
+		return 0, err
 	}
-	if err == nil && n > len(q.buf) { // cannot happen: datagrams are at most 64 KiB and headers
-		q.errs.Add(1)
-		n = 0
+	if q.rd.err != nil {
+		return 0, q.rd.err
 	}
-	return n, err
+	return q.rd.n, nil
 }
 
 // messages handles each netlink message of one datagram.
@@ -258,7 +274,7 @@ type sender struct {
 
 func (s *sender) write(fd uintptr) bool {
 	_, s.err = unix.Write(int(fd), s.b[:s.n])
-	return s.err != unix.EAGAIN
+	return s.err != unix.EAGAIN && s.err != unix.EINTR // false: wait (or retry) in the poller
 }
 
 // SetVerdict answers packet id; mark, when non-nil, changes the conntrack mark of its flow

@@ -24,7 +24,7 @@ import (
 // reach allowed HTTPS names in both gateway modes. With --fast-path every connection they
 // make to a name the fast path may take is verified from its packets and forwarded by the
 // kernel: the verified counter rises by at least the client's connections, and the connect
-// records say "path":"fast". That includes ClientHellos far over one packet: Python with
+// records say "via":"fast_path". That includes ClientHellos far over one packet: Python with
 // many long ALPN protocols (over 1,500 bytes) and Go's crypto/tls with its post-quantum key
 // share and a longer ALPN list (over 4 KiB). An intercepted name on the same address keeps
 // going through the proxy (the sandbox sees egressd's certificate) and is never counted.

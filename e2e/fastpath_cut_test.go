@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -43,24 +40,7 @@ func TestTighteningCutsAnIdleConnection(t *testing.T) {
 func testTighteningCutsAnIdleConnection(t *testing.T, m gwMode) {
 	l := newGWLab(t, m.args...)
 	vm := l.vm("idle", &policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"api.example.test"}})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", vm.Network.Netns, "python3", "-c", idlePy)
-	cmd.Env = append(cleanProxyEnv(), "SSL_CERT_FILE="+l.caFile)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	r := bufio.NewReader(stdout)
-	if line, err := r.ReadString('\n'); line != "started\n" {
-		t.Fatalf("the connection did not start: %q %v\n%s", line, err, stderr.String())
-	}
+	r, stderr := l.startPy(t, vm, 20*time.Second, []string{"SSL_CERT_FILE=" + l.caFile}, idlePy)
 	if m.fast() && l.fastConnects(vm, "api.example.test") == 0 {
 		t.Error("the connection did not take the fast path")
 	}

@@ -221,6 +221,33 @@ func (l *gwLab) py(vm *client.VM, code string) (string, int) {
 	return l.run(vm, 30*time.Second, "python3", "-c", code)
 }
 
+// startPy runs a Python script with args inside the VM, in the background, for limit at
+// most, with env added to the sandbox's environment, and waits for its first line, which
+// must be "started": the script has set up what the test then changes. It returns the rest
+// of the script's output and its stderr; the script is waited for when the test ends.
+func (l *gwLab) startPy(t *testing.T, vm *client.VM, limit time.Duration, env []string, script string, args ...string) (*bufio.Reader, *strings.Builder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", vm.Network.Netns, "python3", "-c", script}, args...)...)
+	cmd.Env = append(cleanProxyEnv(), env...)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		cancel()
+		t.Fatalf("python3 in the VM: %v", err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	r := bufio.NewReader(stdout)
+	if line, err := r.ReadString('\n'); line != "started\n" {
+		t.Fatalf("the script did not start: %q %v\n%s", line, err, stderr.String())
+	}
+	return r, stderr
+}
+
 // tcpProbe is a Python snippet that connects to host:port and prints "open" or the error.
 func tcpProbe(host string, port int) string {
 	return fmt.Sprintf(`

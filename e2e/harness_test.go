@@ -20,7 +20,10 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-func TestMain(m *testing.M) { egressdtest.Main(m) }
+func TestMain(m *testing.M) {
+	runBareRelayIfAsked() // BenchmarkFastPath's relay process, a re-exec of this binary
+	egressdtest.Main(m)
+}
 
 // webIP is the fake public internet's one web server.
 const webIP = "127.0.0.2"

@@ -12,8 +12,12 @@ import (
 	"github.com/egressd/egressd/internal/host/fastpath"
 	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/gateway"
+	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/host/nfqueue"
 )
+
+// beLiberal is the sysctl that makes conntrack accept TCP segments outside the window.
+const beLiberal = "net.netfilter.nf_conntrack_tcp_be_liberal"
 
 // sweepEvery is how often the verifier's time limits are enforced.
 const sweepEvery = 100 * time.Millisecond
@@ -31,10 +35,15 @@ type fastPath struct {
 // If the reader stops, the kernel drops what the queue holds and what comes to it: new
 // fast-path flows fail closed, and verified ones go on by their mark.
 func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
+	// The verifier cannot see the server's side; it leaves to conntrack's TCP window
+	// tracking the segments the server would drop (the ruleset drops "ct state invalid"
+	// before the queue). A liberal tracker takes them as valid: refuse to run on one.
+	if v, err := netns.Sysctl(beLiberal); err != nil || v != "0" {
+		return nil, fmt.Errorf("fast path: %s must be 0 in the gateway's network namespace (it is %q, %v): with it, segments the server drops would pass unverified", beLiberal, v, err)
+	}
 	// The verdict marks the flow through ctnetlink (firewall.FastMarker), not in the
-	// queue's message: the queue asks for no conntrack, which kernels without
-	// CONFIG_NETFILTER_NETLINK_GLUE_CT refuse.
-	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{WithoutConntrack: true})
+	// queue's message: queues carry no conntrack (see the nfqueue package doc).
+	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("fast path: %w", err)
 	}
@@ -97,20 +106,20 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 	a.m.packets.WithLabelValues(verdictName(v)).Inc()
 	switch v {
 	case fastpath.Accept:
-		return a.q.SetVerdict(id, nfqueue.Accept, nil)
+		return a.q.SetVerdict(id, nfqueue.Accept)
 	case fastpath.Pass, fastpath.Reset:
 		if !f.Src.IsValid() {
-			return a.q.SetVerdict(id, nfqueue.Drop, nil) // no flow to mark (a fragment)
+			return a.q.SetVerdict(id, nfqueue.Drop) // no flow to mark (a fragment)
 		}
 		if err := a.mk.Mark(f.Src, f.Dst, v == fastpath.Reset); err != nil {
 			// No entry to mark (a SYN not confirmed yet, a flow cut meanwhile): the packet
 			// goes, and a retransmission meets the rules again.
 			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
-			return a.q.SetVerdict(id, nfqueue.Drop, nil)
+			return a.q.SetVerdict(id, nfqueue.Drop)
 		}
-		return a.q.SetVerdict(id, nfqueue.Repeat, nil)
+		return a.q.SetVerdict(id, nfqueue.Repeat)
 	default:
-		return a.q.SetVerdict(id, nfqueue.Drop, nil)
+		return a.q.SetVerdict(id, nfqueue.Drop)
 	}
 }
 

@@ -76,6 +76,27 @@ func (f *Firewall) FlushTCP(sandboxAddr netip.Addr, keep func(dst netip.Addr, po
 }
 
 func deleteFlows(o options, filter netlink.CustomConntrackFilter) (int, error) {
+	h, err := conntrackHandle(o)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filter)
+	return int(n), err
+}
+
+// listFlows lists the IPv4 conntrack entries of the namespace.
+func listFlows(o options) ([]*netlink.ConntrackFlow, error) {
+	h, err := conntrackHandle(o)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+}
+
+// conntrackHandle is a netlink handle on conntrack in the namespace of o.
+func conntrackHandle(o options) (*netlink.Handle, error) {
 	var h *netlink.Handle
 	var err error
 	if o.netnsFd != 0 {
@@ -84,11 +105,9 @@ func deleteFlows(o options, filter netlink.CustomConntrackFilter) (int, error) {
 		h, err = netlink.NewHandle(unix.NETLINK_NETFILTER)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("netlink: %w", err)
+		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	defer h.Close()
-	n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filter)
-	return int(n), err
+	return h, nil
 }
 
 // tcpFilter matches the flows FlushTCP deletes.

@@ -218,8 +218,8 @@
 //     for the reasons of the allowed_tcp rule (see above): an ICMP error related to the
 //     flow is not the sandbox's to send, and a SYN reopening the four-tuple of a closed
 //     flow would otherwise pass by the old mark; every SYN goes to the queue.
-//   - a new flow without SYN is a cut flow's next packet (CutFast deleted its entry, or
-//     conntrack forgot it): reset, so the sandbox learns at once, as for allowed_tcp.
+//   - a new flow without SYN is a packet of a flow conntrack forgot (or whose entry was
+//     deleted): reset, so the sandbox learns at once, as for allowed_tcp.
 //   - invalid: see above.
 //   - queue last: the SYN, the handshake's ACK and every segment until the verdict.
 //     Without bypass and without fanout: with no reader (egressd down or not yet bound)
@@ -261,11 +261,12 @@
 // l4proto, for that reason. Other fragments (ICMP, UDP) pass. ("frag" alone is an nft
 // keyword: `nft -f` refuses a chain of that name.)
 //
-// Cutting: RevokeFast stops new flows to an address; CutFast deletes the entries of
-// verified flows that keep rejects. The sandbox's next packet of a cut flow is a new
-// flow without SYN: if the address is still in the set it is routed and the reset rule
-// answers it; if not, it is DNATed to the proxy, whose TCP stack answers the stray
-// segment with a reset. Either way the sandbox learns at once. A Monitor sandbox has no
+// Cutting: RevokeFast stops new flows to an address; CutFast marks the verified flows
+// that keep rejects refused (MarkFastDeny), so that the first rule answers the sandbox's
+// next packet of each with a reset, whatever the nat chain would now do with a new flow
+// (deleting the entry instead made the next packet a new flow, DNATed to the proxy once
+// the address left the set, and in the lab such a cut download stalled rather than
+// reset). The server's packets still reach the sandbox until then; its answer is reset. A Monitor sandbox has no
 // fast set and none of these rules: its HTTPS goes to the proxy, which applies monitor.
 // If egressd dies, verified flows go on (their mark is in conntrack), held and new ones
 // are dropped by the queue rule: nothing new is verified.

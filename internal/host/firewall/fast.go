@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -61,26 +62,53 @@ func (f *Firewall) RevokeFast(name string, eps []Endpoint) error {
 	return f.elements("revoke fast", prefixFast, name, es, err, false)
 }
 
-// CutFast deletes the conntrack entries of sandbox's verified fast flows (MarkFast set,
-// MarkFastDeny not) for which keep(src, dst) is false (src: the sandbox's address and
-// port; dst: the original destination); keep nil keeps none. Refused flows (MarkFastDeny)
-// are reset by the kernel already, and flows egressd still holds are its own to decide.
-// The sandbox's next packet of a cut flow meets the forward chain as a new flow without
-// SYN and is answered with a TCP reset (with nf_conntrack_tcp_loose=1, the default; see
-// FlushTCP). It returns how many entries it deleted.
+// CutFast refuses sandbox's verified fast flows (MarkFast set, MarkFastDeny not) for which
+// keep(src, dst) is false (src: the sandbox's address and port; dst: the original
+// destination); keep nil keeps none. It adds MarkFastDeny to their conntrack entries
+// (FastMarker.Cut: MarkFast stays, so the flow log still records the flow's close) rather
+// than deleting them: the forward chain then answers the sandbox's
+// next packet of each with a TCP reset, whatever the rest of the table says by then.
+// (A deleted entry's next packet is a new flow, which the nat chain may send to the
+// transparent proxy once the address left fast_<name>, and the lab showed such a cut
+// download stall instead of reset.) Refused flows are reset by the kernel already, and
+// flows egressd still holds are its own to decide. It returns how many flows it refused.
 func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort) bool) (int, error) {
 	a := sandbox.Unmap()
 	if !a.Is4() {
 		return 0, fmt.Errorf("firewall: cut fast: %v is not an IPv4 address", sandbox)
 	}
-	n, err := deleteFlows(options{netnsFd: f.netnsFd}, fastFilter{src: a, keep: keep})
+	flows, err := listFlows(options{netnsFd: f.netnsFd})
 	if err != nil {
-		return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
+		return 0, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
+	}
+	var m *FastMarker
+	n := 0
+	filter := fastFilter{src: a, keep: keep}
+	for _, fl := range flows {
+		if !filter.MatchConntrackFlow(fl) {
+			continue
+		}
+		if m == nil {
+			if m, err = NewFastMarker(WithNetNSFd(f.netnsFd)); err != nil {
+				return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
+			}
+			defer m.Close()
+		}
+		src, _ := ipOf(fl.Forward.SrcIP)
+		dst, _ := ipOf(fl.Forward.DstIP)
+		err := m.Cut(netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort))
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, ErrNoFlow): // it ended meanwhile
+		default:
+			return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
+		}
 	}
 	return n, nil
 }
 
-// fastFilter matches the flows CutFast deletes.
+// fastFilter matches the flows CutFast refuses.
 type fastFilter struct {
 	src  netip.Addr
 	keep func(src, dst netip.AddrPort) bool

@@ -62,7 +62,22 @@ func NewFastMarker(opts ...Option) (*FastMarker, error) {
 // DNATed), clearing the other of the two. It returns ErrNoFlow when conntrack has no
 // confirmed entry for it.
 func (m *FastMarker) Mark(src, dst netip.AddrPort, refused bool) error {
-	msg, err := fastMarkMessage(src, dst, refused)
+	if refused {
+		return m.set(src, dst, MarkFastDeny, MarkFast|MarkFastDeny)
+	}
+	return m.set(src, dst, MarkFast, MarkFast|MarkFastDeny)
+}
+
+// Cut sets MarkFastDeny on a verified flow and keeps its MarkFast: the kernel resets it
+// from its next packet on, and the flow log still reports it, bytes and all, as a flow
+// that was verified (its close record).
+func (m *FastMarker) Cut(src, dst netip.AddrPort) error {
+	return m.set(src, dst, MarkFastDeny, MarkFastDeny)
+}
+
+// set changes the flow's ct mark to (mark &^ mask) | value.
+func (m *FastMarker) set(src, dst netip.AddrPort, value, mask uint32) error {
+	msg, err := fastMarkMessage(src, dst, value, mask)
 	if err != nil {
 		return err
 	}
@@ -80,15 +95,12 @@ func (m *FastMarker) Mark(src, dst netip.AddrPort, refused bool) error {
 // Close closes the socket.
 func (m *FastMarker) Close() error { return m.c.Close() }
 
-// fastMarkMessage is the ctnetlink update that puts the fast path's verdict on a flow.
-func fastMarkMessage(src, dst netip.AddrPort, refused bool) (netlink.Message, error) {
+// fastMarkMessage is the ctnetlink update that sets the bits value under mask in a flow's
+// ct mark.
+func fastMarkMessage(src, dst netip.AddrPort, value, mask uint32) (netlink.Message, error) {
 	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
 	if !s.Is4() || !d.Is4() {
 		return netlink.Message{}, fmt.Errorf("firewall: mark flow %s → %s: not IPv4", src, dst)
-	}
-	mark := MarkFast
-	if refused {
-		mark = MarkFastDeny
 	}
 	s4, d4 := s.As4(), d.As4()
 	tuple := netfilter.Attribute{Type: ctaTupleOrig, Nested: true, Children: []netfilter.Attribute{
@@ -109,7 +121,7 @@ func fastMarkMessage(src, dst netip.AddrPort, refused bool) (netlink.Message, er
 		Flags:       netlink.Request | netlink.Acknowledge,
 	}, []netfilter.Attribute{
 		tuple,
-		{Type: ctaMark, Data: binary.BigEndian.AppendUint32(nil, mark)},
-		{Type: ctaMarkMask, Data: binary.BigEndian.AppendUint32(nil, MarkFast|MarkFastDeny)},
+		{Type: ctaMark, Data: binary.BigEndian.AppendUint32(nil, value)},
+		{Type: ctaMarkMask, Data: binary.BigEndian.AppendUint32(nil, mask)},
 	})
 }

@@ -61,6 +61,15 @@ func TestFastMarker(t *testing.T) {
 	if got := marks(); got[40001] != other|MarkFastDeny {
 		t.Errorf("refused: mark %#x, want %#x (MarkFast cleared)", got[40001], other|MarkFastDeny)
 	}
+	if err := m.Mark(flow, dst, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Cut(flow, dst); err != nil {
+		t.Fatal(err)
+	}
+	if got := marks(); got[40001] != other|MarkFast|MarkFastDeny {
+		t.Errorf("cut: mark %#x, want %#x (MarkFast kept)", got[40001], other|MarkFast|MarkFastDeny)
+	}
 	if err := m.Mark(netip.AddrPortFrom(sbx, 40009), dst, false); !errors.Is(err, ErrNoFlow) {
 		t.Errorf("a flow conntrack does not have: %v, want ErrNoFlow", err)
 	}

@@ -23,8 +23,9 @@ type Flow struct {
 	// Marked: admitted by the sandbox's allowed_tcp set (ct mark firewall.MarkTCP). The
 	// other flows are reported only with Reader.Sandboxes set.
 	Marked bool
-	// Fast: a fast-path flow that egressd verified (ct mark firewall.MarkFast, and not
-	// firewall.MarkFastDeny: a refused flow was recorded when it was refused).
+	// Fast: a fast-path flow that egressd verified (ct mark firewall.MarkFast; a verified
+	// flow cut by a tightening keeps it beside MarkFastDeny; one refused after its
+	// verification loses it, and its close was recorded then).
 	Fast       bool
 	Start, End time.Time
 	BytesOut   uint64 // from the sandbox, IP headers included

@@ -1,14 +1,14 @@
 // Package nfqueue is a small NFQUEUE client (nfnetlink_queue) for the gateway's kernel fast
 // path (DESIGN §4, issue 16): the forward chain sends the packets of not-yet-verified TLS
-// flows to a queue, egressd reads each one and answers a verdict, optionally changing the
-// flow's conntrack mark in the same message.
+// flows to a queue, egressd reads each one and answers a verdict.
 //
 // # Use
 //
 //	q, err := nfqueue.Open(num, nfqueue.Config{NetNSFd: fd}) // binds queue num
 //	defer q.Close()
-//	go q.Run(ctx, func(p nfqueue.Packet) { ... q.SetVerdict(p.ID, nfqueue.Accept, nil) })
-//	q.SetVerdict(id, nfqueue.Repeat, &nfqueue.Mark{Value: verified, Mask: verified})
+//	go q.Run(ctx, func(p nfqueue.Packet) { ... q.SetVerdict(p.ID, nfqueue.Accept) })
+//	marker.Mark(src, dst, false)          // ctnetlink: the flow's ct mark (firewall.FastMarker)
+//	q.SetVerdict(id, nfqueue.Repeat)      // the same chain again: its `ct mark` rules decide
 //
 // Run calls its function on its own goroutine, in the kernel's order; verdicts may be sent
 // from any goroutine, at any time, in any order. Every packet must get exactly one verdict:
@@ -32,28 +32,37 @@
 // The client does not look inside: Payload is whatever the rule queued, so the rule belongs
 // in an ip (IPv4) table, and the caller still checks the version and lengths it relies on.
 //
-// The queue asks for conntrack (NFQA_CFG_F_CONNTRACK): HasCt, CtMark and CtInfo come from
-// the flow's entry. A verdict's Mark is applied by ctnetlink before the packet is
-// reinjected, so a Repeat verdict that sets a mark is seen by the same chain's `ct mark`
-// rules at once: this is how a verified flow leaves the queue for good.
+// # No conntrack in the queue
+//
+// A packet carries no conntrack entry (no NFQA_CT, NFQA_CT_INFO) and a verdict carries no
+// ct mark: the queue is bound without NFQA_CFG_F_CONNTRACK. Both directions need the
+// kernel's conntrack glue for queues (CONFIG_NETFILTER_NETLINK_GLUE_CT), which common
+// kernels, the CI's and the lab machines' among them, are built without: they refuse the
+// flag (EOPNOTSUPP); older kernels took it, then left the conntrack out and ignored a
+// verdict's mark, silently. So the one way that works on every kernel is the only one
+// here. To put a verdict on
+// a flow, the caller first sets the flow's ct mark through ctnetlink (an update of the
+// entry by its original tuple: firewall.FastMarker, or github.com/ti-mo/conntrack
+// Conn.Update), then answers the held packet Repeat: it traverses the same hook again from
+// its first rule, where the chain's `ct mark` rules pass or reject it, and the flow's later
+// packets never come back to the queue. The entry must be confirmed (the flow's first
+// packet went through): a flow whose first packet is still held has none to update, so
+// the caller accepts (or drops) that one. TestMarkByConntrackThenRepeat shows both marks.
+// A caller that wants a flow's state reads conntrack itself; the payload's addresses and
+// ports name the flow.
 //
 // # Kernel requirements
 //
 //   - CONFIG_NETFILTER_NETLINK_QUEUE, and the queue rule: CONFIG_NFT_QUEUE for nft's
 //     `queue` statement, or CONFIG_NFT_COMPAT with CONFIG_NETFILTER_XT_TARGET_NFQUEUE for
 //     the xt NFQUEUE target inside an nft rule (the test kernel has only the latter).
-//   - CONFIG_NETFILTER_NETLINK_GLUE_CT (with CONFIG_NF_CT_NETLINK) for conntrack in both
-//     directions. Without it the kernel silently leaves out NFQA_CT (HasCt is false on
-//     every packet) and silently ignores a verdict's Mark. Recent kernels refuse the
-//     F_CONNTRACK flag then, and Open returns ErrNoConntrack; Config.WithoutConntrack binds
-//     without it (SetVerdict then refuses a Mark rather than drop it silently). On such a
-//     kernel a confirmed flow (one past its handshake) can still be marked by a ctnetlink
-//     update (github.com/ti-mo/conntrack Conn.Update) sent before a Repeat verdict;
-//     TestMarkByConntrackThenRepeat shows it. The mark tests fail (CI) or skip without it.
+//   - For marking flows as above: CONFIG_NF_CONNTRACK_MARK (the `ct mark` rules and the
+//     entry's mark) and CONFIG_NF_CT_NETLINK (ctnetlink, to update it).
+//     CONFIG_NETFILTER_NETLINK_GLUE_CT is not needed, nor used when present.
 //   - CAP_NET_ADMIN in the queue's namespace.
 //
 // # Cost
 //
-// One recvfrom per queued packet into a reused buffer and one write per verdict from a
+// One read per queued packet into a reused buffer and one write per verdict from a
 // pooled buffer; the only allocation per packet is the copy of its payload.
 package nfqueue

@@ -7,15 +7,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/testkit/testnet"
-	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -43,7 +39,7 @@ func TestNoReaderDrops(t *testing.T) {
 	if !ok {
 		t.Fatal("no packet queued")
 	}
-	if err := q.SetVerdict(p.ID, Accept, nil); err != nil {
+	if err := q.SetVerdict(p.ID, Accept); err != nil {
 		t.Fatal(err)
 	}
 	if s, ok := recv(got, wait); !ok || s != "now one reads" {
@@ -56,7 +52,7 @@ func TestNoReaderDrops(t *testing.T) {
 func TestCloseEndsRun(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, 20)
-	q, err := Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true})
+	q, err := Open(l.num, Config{NetNSFd: int(l.h)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +83,7 @@ func TestCloseEndsRun(t *testing.T) {
 	if !ok {
 		t.Fatal("not queued after a rebind")
 	}
-	_ = q.SetVerdict(p.ID, Accept, nil)
+	_ = q.SetVerdict(p.ID, Accept)
 	if s, ok := recv(got, wait); !ok || s != "after" {
 		t.Fatalf("accepted: %q, %v", s, ok)
 	}
@@ -101,7 +97,7 @@ func TestFullQueueDrops(t *testing.T) {
 	l := newLab(t, 18)
 	got := l.udpServer(t)
 	q := l.openLen(t, 2)
-	if _, err := Open(l.num, Config{NetNSFd: int(l.h), WithoutConntrack: true}); err == nil {
+	if _, err := Open(l.num, Config{NetNSFd: int(l.h)}); err == nil {
 		t.Error("a second socket bound the queue")
 	}
 	c := l.udpClient(t)
@@ -114,7 +110,7 @@ func TestFullQueueDrops(t *testing.T) {
 		if !ok || string(p.Payload[28:]) != string(rune('0'+i)) {
 			t.Fatalf("queued packet %d: %+v, %v", i, p, ok)
 		}
-		if err := q.SetVerdict(p.ID, Accept, nil); err != nil {
+		if err := q.SetVerdict(p.ID, Accept); err != nil {
 			t.Fatal(err)
 		}
 		if s, ok := recv(got, wait); !ok || s != string(rune('0'+i)) {
@@ -153,15 +149,10 @@ func TestVerdicts(t *testing.T) {
 		return p
 	}
 	p := send("accept me")
-	if p.Hook != hookLocalOut || p.InDev != 0 || p.OutDev == 0 || p.HasCt != l.glue {
-		t.Errorf("hook %d, in %d, out %d, has ct %v", p.Hook, p.InDev, p.OutDev, p.HasCt)
+	if p.Hook != hookLocalOut || p.InDev != 0 || p.OutDev == 0 {
+		t.Errorf("hook %d, in %d, out %d", p.Hook, p.InDev, p.OutDev)
 	}
-	if !l.glue { // a Mark is refused, and nothing is sent
-		if err := q.SetVerdict(p.ID, Accept, &Mark{Value: 1, Mask: 1}); !errors.Is(err, ErrNoConntrack) {
-			t.Errorf("a mark on a queue without conntrack: %v", err)
-		}
-	}
-	if err := q.SetVerdict(p.ID, Accept, nil); err != nil {
+	if err := q.SetVerdict(p.ID, Accept); err != nil {
 		t.Fatal(err)
 	}
 	if s, ok := recv(got, wait); !ok || s != "accept me" {
@@ -169,7 +160,7 @@ func TestVerdicts(t *testing.T) {
 	}
 
 	p = send("drop me")
-	if err := q.SetVerdict(p.ID, Drop, nil); err != nil {
+	if err := q.SetVerdict(p.ID, Drop); err != nil {
 		t.Fatal(err)
 	}
 	if s, ok := recv(got, quiet); ok {
@@ -177,14 +168,14 @@ func TestVerdicts(t *testing.T) {
 	}
 
 	p = send("repeat me")
-	if err := q.SetVerdict(p.ID, Repeat, nil); err != nil {
+	if err := q.SetVerdict(p.ID, Repeat); err != nil {
 		t.Fatal(err)
 	}
 	again, ok := recv(pkts, wait)
 	if !ok || !bytes.Equal(again.Payload, p.Payload) || again.ID == p.ID {
 		t.Fatalf("repeated packet: %+v (first id %d), %v", again, p.ID, ok)
 	}
-	if err := q.SetVerdict(again.ID, Accept, nil); err != nil {
+	if err := q.SetVerdict(again.ID, Accept); err != nil {
 		t.Fatal(err)
 	}
 	if s, ok := recv(got, wait); !ok || s != "repeat me" {
@@ -192,19 +183,15 @@ func TestVerdicts(t *testing.T) {
 	}
 
 	// A second verdict for an id is refused by the kernel, and counted.
-	if err := q.SetVerdict(again.ID, Accept, nil); err != nil {
+	if err := q.SetVerdict(again.ID, Accept); err != nil {
 		t.Fatal(err)
 	}
-	wantErrs := uint64(1)
-	if !l.glue {
-		wantErrs++ // the refused Mark
-	}
 	deadline := time.Now().Add(wait)
-	for q.Stats().Errors < wantErrs && time.Now().Before(deadline) {
+	for q.Stats().Errors < 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s := q.Stats()
-	if s.Received != 4 || s.Verdicts != 5 || s.Errors != wantErrs || s.QueueDropped != 0 || s.UserDropped != 0 {
+	if s.Received != 4 || s.Verdicts != 5 || s.Errors != 1 || s.QueueDropped != 0 || s.UserDropped != 0 {
 		t.Errorf("stats: %+v", s)
 	}
 }
@@ -249,89 +236,6 @@ func checksumOK(b []byte) bool {
 		sum = sum&0xffff + sum>>16
 	}
 	return sum == 0xffff
-}
-
-// requireGlue fails (CI) or skips unless the kernel puts conntrack into queue messages
-// (CONFIG_NETFILTER_NETLINK_GLUE_CT).
-func requireGlue(t *testing.T, l *lab) {
-	t.Helper()
-	testnet.Require(t, l.glue, "kernel CONFIG_NETFILTER_NETLINK_GLUE_CT (conntrack in NFQUEUE messages and verdicts)")
-}
-
-// A verdict with a Mark sets the flow's ct mark: conntrack shows it, and the flow's next
-// packet skips the queue by the `ct mark` rule. A Repeat verdict with the reject mark
-// meets the reject rule before the queue.
-func TestMark(t *testing.T) {
-	t.Parallel()
-	l := newLab(t, 13)
-	got := l.udpServer(t)
-	q := l.open(t)
-	requireGlue(t, l)
-	pkts := l.run(t, q)
-	c := l.udpClient(t)
-	sport := uint16(c.LocalAddr().(*net.UDPAddr).Port)
-	if _, err := c.Write([]byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	p, ok := recv(pkts, wait)
-	if !ok {
-		t.Fatal("not queued")
-	}
-	if !p.HasCt || p.CtMark != 0 || p.CtInfo != 2 /* IP_CT_NEW */ {
-		t.Errorf("conntrack of a new flow: mark %#x, info %d", p.CtMark, p.CtInfo)
-	}
-	if err := q.SetVerdict(p.ID, Accept, &Mark{Value: markPass, Mask: markPass | 0xff}); err != nil {
-		t.Fatal(err)
-	}
-	if s, ok := recv(got, wait); !ok || s != "first" {
-		t.Fatalf("accepted: %q, %v", s, ok)
-	}
-	if m, ok := l.ctMark(t, sport, udpPort); !ok || m != markPass {
-		t.Errorf("ct mark after the verdict: %#x, %v", m, ok)
-	}
-	if _, err := c.Write([]byte("second")); err != nil {
-		t.Fatal(err)
-	}
-	if s, ok := recv(got, wait); !ok || s != "second" {
-		t.Fatalf("a marked flow's packet: %q, %v", s, ok)
-	}
-	if p, ok := recv(pkts, quiet); ok {
-		t.Errorf("a marked flow's packet was queued: %+v", p)
-	}
-
-	// Another flow: its first packet accepted (so that its entry is confirmed: a dropped
-	// first packet leaves none), its second repeated with the reject mark.
-	c2 := l.udpClient(t)
-	sport2 := uint16(c2.LocalAddr().(*net.UDPAddr).Port)
-	for _, msg := range []string{"let me in", "reject me"} {
-		if _, err := c2.Write([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		if p, ok = recv(pkts, wait); !ok {
-			t.Fatalf("%q not queued", msg)
-		}
-		if msg == "let me in" {
-			_ = q.SetVerdict(p.ID, Accept, nil)
-			if s, ok := recv(got, wait); !ok || s != msg {
-				t.Fatalf("accepted: %q, %v", s, ok)
-			}
-		}
-	}
-	if !p.HasCt || p.CtMark != 0 {
-		t.Errorf("a second packet: has ct %v, mark %#x", p.HasCt, p.CtMark)
-	}
-	if err := q.SetVerdict(p.ID, Repeat, &Mark{Value: markReject, Mask: markReject}); err != nil {
-		t.Fatal(err)
-	}
-	if s, ok := recv(got, quiet); ok {
-		t.Fatalf("rejected packet arrived: %q", s)
-	}
-	if p, ok := recv(pkts, quiet); ok {
-		t.Errorf("the repeated packet was queued again: %+v", p)
-	}
-	if m, ok := l.ctMark(t, sport2, udpPort); !ok || m != markReject {
-		t.Errorf("ct mark after the repeat: %#x, %v", m, ok)
-	}
 }
 
 // TCP through the queue (output hook, loopback): every queued segment is at most the MTU
@@ -404,7 +308,7 @@ func sendTCP(t *testing.T, q *Queue, pkts <-chan Packet, srv, cli, addr string, 
 			select {
 			case p := <-pkts:
 				seen = append(seen, p)
-				_ = q.SetVerdict(p.ID, Accept, nil)
+				_ = q.SetVerdict(p.ID, Accept)
 			case <-stop:
 				return
 			}
@@ -464,7 +368,7 @@ func BenchmarkAccept(b *testing.B) {
 	l := newLab(b, 15)
 	l.udpServer(b)
 	q := l.open(b)
-	go func() { _ = q.Run(b.Context(), func(p Packet) { _ = q.SetVerdict(p.ID, Accept, nil) }) }()
+	go func() { _ = q.Run(b.Context(), func(p Packet) { _ = q.SetVerdict(p.ID, Accept) }) }()
 	c := l.udpClient(b)
 	msg := make([]byte, 64)
 	b.ResetTimer()
@@ -497,7 +401,7 @@ func BenchmarkAccept(b *testing.B) {
 func BenchmarkRoundTrip(b *testing.B) {
 	l := newLab(b, 16)
 	q := l.open(b)
-	go func() { _ = q.Run(b.Context(), func(p Packet) { _ = q.SetVerdict(p.ID, Accept, nil) }) }()
+	go func() { _ = q.Run(b.Context(), func(p Packet) { _ = q.SetVerdict(p.ID, Accept) }) }()
 	for _, bb := range []struct {
 		name string
 		port int
@@ -538,106 +442,11 @@ func TestAllocsPerPacket(t *testing.T) {
 		case <-timeout.C:
 			t.Fatal("not queued")
 		}
-		if err := q.SetVerdict(p.ID, Drop, nil); err != nil {
+		if err := q.SetVerdict(p.ID, Drop); err != nil {
 			t.Fatal(err)
 		}
 	})
 	if n > 1 {
 		t.Errorf("%v allocations per packet", n)
-	}
-}
-
-// Without the conntrack glue (or with it), a caller can set the mark of a confirmed flow
-// with ctnetlink before the verdict: here the first data packet of a TCP connection
-// (queued after its handshake), marked by a conntrack update, then Repeat: the reject
-// rule before the queue meets it, and the server never gets the data.
-func TestMarkByConntrackThenRepeat(t *testing.T) {
-	t.Parallel()
-	l := newLab(t, 21)
-	ln, err := netns.ListenIn(l.path(), "tcp4", "127.0.0.1:9100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	read := make(chan int, 10)
-	go func() { // reports each read's size, until the test closes the listener
-		s, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		t.Cleanup(func() { s.Close() })
-		b := make([]byte, 100)
-		for {
-			n, err := s.Read(b)
-			if err != nil {
-				return
-			}
-			read <- n
-		}
-	}()
-	q := l.open(t)
-	pkts := l.run(t, q)
-	dialed := make(chan net.Conn, 1)
-	go func() {
-		c, err := netns.DialIn(l.path())(t.Context(), "tcp4", "127.0.0.1:9100")
-		if err != nil {
-			t.Error(err)
-			dialed <- nil
-			return
-		}
-		_, _ = c.Write([]byte("held data"))
-		dialed <- c
-	}()
-	var sport uint16
-	for range 10 { // the handshake's packets, then the data
-		p, ok := recv(pkts, wait)
-		if !ok {
-			t.Fatal("no data packet queued")
-		}
-		ip := p.Payload
-		tcp := ip[int(ip[0]&0xf)*4:]
-		if len(tcp[int(tcp[12]>>4)*4:]) == 0 {
-			_ = q.SetVerdict(p.ID, Accept, nil)
-			continue
-		}
-		sport = binary.BigEndian.Uint16(tcp)
-		cc, err := conntrack.Dial(&netlink.Config{NetNS: int(l.h)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		lo := netip.MustParseAddr("127.0.0.1")
-		err = cc.Update(conntrack.NewFlow(unix.IPPROTO_TCP, 0, lo, lo, sport, tcpPort, 0, markReject))
-		cc.Close()
-		if err != nil {
-			t.Fatalf("conntrack update: %v", err)
-		}
-		if err := q.SetVerdict(p.ID, Repeat, nil); err != nil {
-			t.Fatal(err)
-		}
-		break
-	}
-	if sport == 0 {
-		t.Fatal("no data packet among the first ten")
-	}
-	if c, ok := recv(dialed, wait); ok && c != nil {
-		c.Close()
-	}
-	if n, ok := recv(read, quiet); ok {
-		t.Errorf("the server read %d bytes", n)
-	}
-	for {
-		p, ok := recv(pkts, quiet)
-		if !ok {
-			break
-		}
-		ip := p.Payload
-		tcp := ip[int(ip[0]&0xf)*4:]
-		if binary.BigEndian.Uint16(tcp) == sport && len(tcp[int(tcp[12]>>4)*4:]) > 0 {
-			t.Fatalf("the marked flow's data was queued again")
-		}
-		_ = q.SetVerdict(p.ID, Drop, nil)
-	}
-	if m, ok := l.ctMark(t, sport, tcpPort); !ok || m != markReject {
-		t.Errorf("ct mark %#x, %v", m, ok)
 	}
 }

@@ -47,7 +47,6 @@ type lab struct {
 	name string
 	h    vnetns.NsHandle
 	num  uint16
-	glue bool // the kernel put conntrack into queue messages: the queue has it
 }
 
 func newLab(t testing.TB, num uint16) *lab {
@@ -163,17 +162,12 @@ func (l *lab) cmd(t testing.TB, in string, args ...string) {
 
 func (l *lab) path() string { return "/run/netns/" + l.name }
 
-// open binds the lab's queue, with conntrack if the kernel can (l.glue), without
-// otherwise; the test's cleanup closes it.
+// open binds the lab's queue; the test's cleanup closes it.
 func (l *lab) open(t testing.TB) *Queue { return l.openLen(t, 0) }
 
 func (l *lab) openLen(t testing.TB, maxLen uint32) *Queue {
 	t.Helper()
 	q, err := Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen})
-	l.glue = err == nil
-	if errors.Is(err, ErrNoConntrack) {
-		q, err = Open(l.num, Config{NetNSFd: int(l.h), MaxLen: maxLen, WithoutConntrack: true})
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +220,41 @@ func (l *lab) udpServerOn(t testing.TB, port int) <-chan string {
 		}
 	}()
 	return ch
+}
+
+// tcpServer listens on 127.0.0.1:tcpPort in the lab, accepts one connection, and sends
+// each read's data to the returned channel until the test ends.
+func (l *lab) tcpServer(t *testing.T) <-chan string {
+	t.Helper()
+	ln, err := netns.ListenIn(l.path(), "tcp4", "127.0.0.1:9100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 1)
+	t.Cleanup(func() {
+		ln.Close()
+		if c, ok := <-conns; ok {
+			c.Close()
+		}
+	})
+	read := make(chan string, 100)
+	go func() {
+		defer close(conns)
+		s, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		conns <- s
+		b := make([]byte, 100)
+		for {
+			n, err := s.Read(b)
+			if err != nil {
+				return
+			}
+			read <- string(b[:n])
+		}
+	}()
+	return read
 }
 
 // udpClient is a UDP socket of the lab connected to the server: one flow.

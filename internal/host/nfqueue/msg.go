@@ -10,8 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nfnetlink_queue's message types, attributes and values (linux/netfilter/nfnetlink_queue.h,
-// nfnetlink_conntrack.h).
+// nfnetlink_queue's message types, attributes and values (linux/netfilter/nfnetlink_queue.h).
 const (
 	nfqnlMsgPacket  = 0
 	nfqnlMsgVerdict = 1
@@ -22,8 +21,6 @@ const (
 	nfqaInDev      = 5
 	nfqaOutDev     = 6
 	nfqaPayload    = 10
-	nfqaCt         = 11
-	nfqaCtInfo     = 12
 	nfqaCapLen     = 13
 
 	nfqaCfgCmd      = 1
@@ -36,14 +33,9 @@ const (
 	nfqnlCfgCmdUnbind = 2
 	nfqnlCopyPacket   = 2
 	nfqaCfgFFailOpen  = 1
-	nfqaCfgFConntrack = 2
 	nfqaCfgFGSO       = 4
-	nfqaCfgFMask      = nfqaCfgFFailOpen | nfqaCfgFConntrack | nfqaCfgFGSO
+	nfqaCfgFMask      = nfqaCfgFFailOpen | nfqaCfgFGSO // the flags Open decides: both off
 
-	ctaMark     = 8
-	ctaMarkMask = 21
-
-	nlaFNested    = 0x8000
 	nlaTypeMask   = 0x3fff // without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 	nlmsgHdrLen   = 16
 	nfgenHdrLen   = 4 // struct nfgenmsg: family, version, res_id (be16)
@@ -88,18 +80,8 @@ func parsePacket(data []byte, p *Packet) error {
 			p.InDev = be32(b)
 		case nfqaOutDev:
 			p.OutDev = be32(b)
-		case nfqaCtInfo:
-			p.CtInfo = be32(b)
 		case nfqaCapLen:
 			capLen, origLen = true, be32(b)
-		case nfqaCt:
-			p.HasCt = true
-			return walk(b, func(typ uint16, b []byte) error {
-				if typ == ctaMark {
-					p.CtMark = be32(b)
-				}
-				return nil
-			})
 		}
 		return nil
 	})
@@ -146,23 +128,17 @@ func be32(b []byte) uint32 {
 	return binary.BigEndian.Uint32(b)
 }
 
-// Sizes of a verdict message without and with the conntrack mark.
-const (
-	verdictLen     = nlmsgHdrLen + nfgenHdrLen + 12
-	verdictMarkLen = verdictLen + 4 + 2*8
-)
+// verdictLen is the size of a verdict message: nlmsghdr, nfgenmsg, NFQA_VERDICT_HDR.
+const verdictLen = nlmsgHdrLen + nfgenHdrLen + 12
 
 // putVerdict writes NFQNL_MSG_VERDICT for packet id of queue num into b (at least
-// verdictMarkLen bytes) and returns its length. It asks for no acknowledgement: the kernel
+// verdictLen bytes) and returns its length. The message carries no NFQA_CT: the
+// conntrack glue that would apply it is missing on common kernels (see doc.go). It asks for no acknowledgement: the kernel
 // answers only a failed verdict, with an NLMSG_ERROR that Run counts. Byte order: the
 // netlink and attribute headers are the host's, the nfnetlink fields big-endian.
-func putVerdict(b []byte, num uint16, id uint32, v Verdict, mark *Mark) int {
-	n := verdictLen
-	if mark != nil {
-		n = verdictMarkLen
-	}
+func putVerdict(b []byte, num uint16, id uint32, v Verdict) int {
 	ne, be := binary.NativeEndian, binary.BigEndian
-	ne.PutUint32(b[0:], uint32(n))
+	ne.PutUint32(b[0:], verdictLen)
 	ne.PutUint16(b[4:], typeVerdict)
 	ne.PutUint16(b[6:], uint16(netlink.Request))
 	ne.PutUint32(b[8:], 0)  // sequence: nothing waits for an answer
@@ -173,25 +149,13 @@ func putVerdict(b []byte, num uint16, id uint32, v Verdict, mark *Mark) int {
 	ne.PutUint16(b[22:], nfqaVerdictHdr)
 	be.PutUint32(b[24:], uint32(v)) // struct nfqnl_msg_verdict_hdr { __be32 verdict; __be32 id; }
 	be.PutUint32(b[28:], id)
-	if mark != nil {
-		// NFQA_CT { CTA_MARK, CTA_MARK_MASK }: ctnetlink computes
-		// (old & ^mask) ^ value, which is (old &^ Mask) | Value only for Value ⊆ Mask.
-		ne.PutUint16(b[32:], 20)
-		ne.PutUint16(b[34:], nfqaCt|nlaFNested)
-		ne.PutUint16(b[36:], 8)
-		ne.PutUint16(b[38:], ctaMark)
-		be.PutUint32(b[40:], mark.Value&mark.Mask)
-		ne.PutUint16(b[44:], 8)
-		ne.PutUint16(b[46:], ctaMarkMask)
-		be.PutUint32(b[48:], mark.Mask)
-	}
-	return n
+	return verdictLen
 }
 
 // configMessage binds queue num (or unbinds it) and, on bind, sets the whole packet to be
-// copied, the queue length and the conntrack flag in the same message: packets queued
-// between a bind and a later parameter message would come without payload.
-func configMessage(num uint16, maxLen uint32, bind, ct bool) (netlink.Message, error) {
+// copied, the queue length and the flags in the same message: packets queued between a
+// bind and a later parameter message would come without payload.
+func configMessage(num uint16, maxLen uint32, bind bool) (netlink.Message, error) {
 	h := netfilter.Header{
 		SubsystemID: netfilter.NFSubsysQueue,
 		MessageType: nfqnlMsgConfig,
@@ -207,17 +171,15 @@ func configMessage(num uint16, maxLen uint32, bind, ct bool) (netlink.Message, e
 	params := make([]byte, 5) // struct nfqnl_msg_config_params { __be32 copy_range; __u8 copy_mode; } packed
 	binary.BigEndian.PutUint32(params, copyRange)
 	params[4] = nfqnlCopyPacket
-	// Flags: at most F_CONNTRACK; never F_FAIL_OPEN (a full queue drops) nor F_GSO (see
-	// doc.go). The mask names every flag, so those are cleared on a queue bound before.
-	var flags uint32
-	if ct {
-		flags = nfqaCfgFConntrack
-	}
+	// Flags: none. Not F_FAIL_OPEN (a full queue drops), not F_GSO (see doc.go), and not
+	// F_CONNTRACK, which kernels without the conntrack glue refuse (see doc.go). The mask
+	// names the flags that are set to 0 here: a kernel refuses a flag only when it is
+	// both set and in the mask.
 	return netfilter.MarshalNetlink(h, []netfilter.Attribute{
 		{Type: nfqaCfgCmd, Data: []byte{nfqnlCfgCmdBind, 0, 0, unix.AF_INET}},
 		{Type: nfqaCfgParams, Data: params},
 		{Type: nfqaCfgQueueMax, Data: netfilter.Uint32Bytes(maxLen)},
-		{Type: nfqaCfgFlags, Data: netfilter.Uint32Bytes(flags)},
+		{Type: nfqaCfgFlags, Data: netfilter.Uint32Bytes(0)},
 		{Type: nfqaCfgMask, Data: netfilter.Uint32Bytes(nfqaCfgFMask)},
 	})
 }

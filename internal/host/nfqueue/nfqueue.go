@@ -24,18 +24,11 @@ const (
 	Repeat Verdict = 4 // NF_REPEAT: the packet traverses the same hook again from its first rule
 )
 
-// Mark is a change of the packet's conntrack mark: mark = (mark &^ Mask) | Value (Value ⊆ Mask;
-// bits of Value outside Mask are ignored).
-type Mark struct{ Value, Mask uint32 }
-
 // Packet is one queued packet.
 type Packet struct {
 	ID            uint32 // the kernel's packet id, for SetVerdict
 	Hook          uint8
 	Payload       []byte // the network packet (IPv4 from its header), whole; owned by the caller
-	HasCt         bool   // the packet has a conntrack entry (the queue asks for them)
-	CtMark        uint32 // its conntrack mark, when HasCt
-	CtInfo        uint32 // enum ip_conntrack_info (NFQA_CT_INFO), when HasCt
 	InDev, OutDev uint32 // interface indexes, 0 when none
 }
 
@@ -43,16 +36,7 @@ type Packet struct {
 type Config struct {
 	NetNSFd int    // network namespace of the queue (0: the caller's); like flowlog.Reader.NetNSFd
 	MaxLen  uint32 // queue length in the kernel (NFQA_CFG_QUEUE_MAXLEN); 0 means 4096. Full → the kernel drops (never fail-open).
-	// WithoutConntrack binds the queue without NFQA_CFG_F_CONNTRACK, for kernels that
-	// refuse it (ErrNoConntrack): packets then never have HasCt, and SetVerdict refuses
-	// a Mark. Only tests and diagnostics want this: the fast path needs the mark.
-	WithoutConntrack bool
 }
-
-// ErrNoConntrack is Open's error when the kernel cannot carry conntrack in queue messages
-// (built without CONFIG_NETFILTER_NETLINK_GLUE_CT), and SetVerdict's for a Mark on a
-// queue opened WithoutConntrack.
-var ErrNoConntrack = errors.New("nfqueue: the kernel has no conntrack glue for queues (CONFIG_NETFILTER_NETLINK_GLUE_CT)")
 
 // Stats are the queue's counters since Open.
 type Stats struct {
@@ -70,7 +54,6 @@ type Stats struct {
 // Queue is one bound NFQUEUE queue.
 type Queue struct {
 	num  uint16
-	ct   bool // bound with NFQA_CFG_F_CONNTRACK
 	c    *netlink.Conn
 	rc   syscall.RawConn
 	proc *os.File // the kernel's queue table in the queue's namespace, or nil
@@ -91,14 +74,14 @@ const recvBuffer = 96 << 10
 // packets while the reader is descheduled (the queue itself is bounded by MaxLen).
 const socketBuffer = 16 << 20
 
-// Open binds queue num in the configured namespace: copy mode packet (range 0xffff), flags
-// NFQA_CFG_F_CONNTRACK (no F_FAIL_OPEN, no F_GSO; see the package doc).
+// Open binds queue num in the configured namespace: copy mode packet (range 0xffff), no
+// flags (no F_FAIL_OPEN, no F_GSO, no F_CONNTRACK; see the package doc).
 func Open(num uint16, cfg Config) (*Queue, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: cfg.NetNSFd})
 	if err != nil {
 		return nil, fmt.Errorf("nfqueue %d: netlink: %w", num, err)
 	}
-	q := &Queue{num: num, ct: !cfg.WithoutConntrack, c: c}
+	q := &Queue{num: num, c: c}
 	q.rd.buf = make([]byte, recvBuffer)
 	q.rd.fn = q.rd.read
 	if q.rc, err = c.SyscallConn(); err != nil {
@@ -125,7 +108,7 @@ func Open(num uint16, cfg Config) (*Queue, error) {
 // bind sends the config message and waits for its acknowledgement. Packets of the queue
 // may come in before it (another CPU queueing at once): they are kept for Run.
 func (q *Queue) bind(maxLen uint32) error {
-	m, err := configMessage(q.num, maxLen, true, q.ct)
+	m, err := configMessage(q.num, maxLen, true)
 	if err != nil {
 		return fmt.Errorf("nfqueue %d: config message: %w", q.num, err)
 	}
@@ -138,9 +121,6 @@ func (q *Queue) bind(maxLen uint32) error {
 	for range 1000 { // bounded: the answer is among the first messages
 		msgs, err := q.c.Receive()
 		if err != nil { // a nack: EBUSY when another socket has the queue, EPERM without CAP_NET_ADMIN
-			if q.ct && errors.Is(err, unix.EOPNOTSUPP) { // refused before binding anything
-				err = fmt.Errorf("%w: %w", ErrNoConntrack, err)
-			}
 			return fmt.Errorf("nfqueue %d: bind: %w", q.num, err)
 		}
 		for _, m := range msgs {
@@ -254,7 +234,7 @@ func (q *Queue) handle(data []byte, fn func(Packet)) {
 	if err := parsePacket(data, &p); err != nil {
 		q.errs.Add(1)
 		if p.ID != 0 { // the header was read: the kernel holds the packet
-			_ = q.SetVerdict(p.ID, Drop, nil) // fail closed rather than hold it until the queue fills
+			_ = q.SetVerdict(p.ID, Drop) // fail closed rather than hold it until the queue fills
 		}
 		return
 	}
@@ -266,32 +246,27 @@ func (q *Queue) handle(data []byte, fn func(Packet)) {
 // sender is one verdict's buffer and the function that writes it, kept in a pool so
 // that a verdict allocates nothing.
 type sender struct {
-	b   [verdictMarkLen]byte
-	n   int
+	b   [verdictLen]byte
 	err error
 	fn  func(fd uintptr) bool
 }
 
 func (s *sender) write(fd uintptr) bool {
-	_, s.err = unix.Write(int(fd), s.b[:s.n])
+	_, s.err = unix.Write(int(fd), s.b[:])
 	return s.err != unix.EAGAIN && s.err != unix.EINTR // false: wait (or retry) in the poller
 }
 
-// SetVerdict answers packet id; mark, when non-nil, changes the conntrack mark of its flow
-// in the same message (applied before the packet goes on). It does not wait for the
-// kernel: a refused verdict shows in Stats.Errors. Safe for concurrent use with Run and
-// other SetVerdict calls.
-func (q *Queue) SetVerdict(id uint32, v Verdict, mark *Mark) error {
-	if mark != nil && !q.ct {
-		q.errs.Add(1)
-		return fmt.Errorf("nfqueue %d: verdict for packet %d: %w", q.num, id, ErrNoConntrack)
-	}
+// SetVerdict answers packet id. It does not wait for the kernel: a refused verdict shows
+// in Stats.Errors. Safe for concurrent use with Run and other SetVerdict calls. To change
+// the flow's conntrack mark with the verdict, update the entry through ctnetlink first,
+// then answer Repeat (see the package doc).
+func (q *Queue) SetVerdict(id uint32, v Verdict) error {
 	s := q.send.Get().(*sender)
 	defer q.send.Put(s)
 	if s.fn == nil {
 		s.fn = s.write
 	}
-	s.n = putVerdict(s.b[:], q.num, id, v, mark)
+	putVerdict(s.b[:], q.num, id, v) // always verdictLen bytes
 	s.err = nil
 	err := q.rc.Write(s.fn)
 	if err == nil {
@@ -310,7 +285,7 @@ func (q *Queue) SetVerdict(id uint32, v Verdict, mark *Mark) error {
 func (q *Queue) Close() error {
 	var err error
 	q.closeOnce.Do(func() {
-		if m, merr := configMessage(q.num, 0, false, false); merr == nil {
+		if m, merr := configMessage(q.num, 0, false); merr == nil {
 			m.Header.Flags = netlink.Request // no answer awaited: Run may be reading
 			_, _ = q.c.Send(m)
 		}

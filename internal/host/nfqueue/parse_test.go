@@ -51,18 +51,17 @@ func plus(t testing.TB, msg string, attrs ...[]byte) []byte {
 
 func be(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
-// withCt is a captured message with the conntrack attributes a kernel with the glue adds
-// (NFQA_CT nested: a tuple, CTA_STATUS, CTA_MARK; NFQA_CT_INFO) inserted before the payload.
-func withCt(t testing.TB, mark uint32, nested bool) []byte {
+// withOthers is a captured message with attributes the client does not read inserted
+// before the payload: NFQA_MARK, NFQA_HWADDR, and a nested NFQA_CT with NFQA_CT_INFO as a
+// queue bound with F_CONNTRACK would get (a tuple, CTA_STATUS, CTA_MARK). They are
+// skipped whole.
+func withOthers(t testing.TB) []byte {
 	b := unhex(t, captured[0])
-	ctType := uint16(nfqaCt)
-	if nested {
-		ctType |= nlaFNested
-	}
-	tuple := attr(1|nlaFNested, attr(1|nlaFNested, attr(1, []byte{127, 0, 0, 1})))
-	ct := attr(ctType, bytes.Join([][]byte{tuple, attr(3, be(0x188)), attr(ctaMark, be(mark))}, nil))
+	const nested = 0x8000 // NLA_F_NESTED
+	tuple := attr(1|nested, attr(1|nested, attr(1, []byte{127, 0, 0, 1})))
+	ct := attr(11|nested, bytes.Join([][]byte{tuple, attr(3, be(0x188)), attr(8, be(7))}, nil))
 	head, payload := b[:4+12+8], b[4+12+8:]
-	return bytes.Join([][]byte{head, ct, attr(nfqaCtInfo, be(2)), payload}, nil)
+	return bytes.Join([][]byte{head, attr(3, be(5)), attr(9, make([]byte, 12)), ct, attr(12, be(2)), payload}, nil)
 }
 
 func TestParsePacket(t *testing.T) {
@@ -74,10 +73,7 @@ func TestParsePacket(t *testing.T) {
 		err  error
 	}{
 		{"captured UDP", udp, Packet{ID: 1, Hook: 3, OutDev: 1, Payload: udp[4+12+8+4:]}, nil},
-		{"conntrack, nested flag", withCt(t, 0x1000000, true),
-			Packet{ID: 1, Hook: 3, OutDev: 1, Payload: udp[4+12+8+4:], HasCt: true, CtMark: 0x1000000, CtInfo: 2}, nil},
-		{"conntrack, no nested flag", withCt(t, 7, false),
-			Packet{ID: 1, Hook: 3, OutDev: 1, Payload: udp[4+12+8+4:], HasCt: true, CtMark: 7, CtInfo: 2}, nil},
+		{"other attributes skipped", withOthers(t), Packet{ID: 1, Hook: 3, OutDev: 1, Payload: udp[4+12+8+4:]}, nil},
 		{"in device", plus(t, captured[0], attr(nfqaInDev, be(9))),
 			Packet{ID: 1, Hook: 3, InDev: 9, OutDev: 1, Payload: udp[4+12+8+4:]}, nil},
 		{"whole despite a cap length", plus(t, captured[0], attr(nfqaCapLen, be(37))),
@@ -112,11 +108,11 @@ func TestParsePacket(t *testing.T) {
 func TestParsePacketMalformed(t *testing.T) {
 	udp := unhex(t, captured[0])
 	for name, data := range map[string][]byte{
-		"payload past the end": udp[:len(udp)-1],
-		"attribute length 2":   append(unhex(t, captured[0])[:24], 2, 0, 10, 0),
-		"trailing bytes":       plus(t, captured[0], []byte{1, 2}),
-		"short header":         append(udp[:4:4], attr(nfqaPacketHdr, []byte{0, 0, 0, 1, 8, 0})...),
-		"bad nested ct":        plus(t, captured[0], attr(nfqaCt|nlaFNested, []byte{9, 0, 8, 0})),
+		"payload past the end":   udp[:len(udp)-1],
+		"attribute length 2":     append(unhex(t, captured[0])[:24], 2, 0, 10, 0),
+		"trailing bytes":         plus(t, captured[0], []byte{1, 2}),
+		"short header":           append(udp[:4:4], attr(nfqaPacketHdr, []byte{0, 0, 0, 1, 8, 0})...),
+		"attribute past the end": append(unhex(t, captured[0])[:24], 9, 0, 11, 0x80, 1, 2, 3, 4),
 	} {
 		var p Packet
 		if err := parsePacket(data, &p); err == nil {
@@ -131,30 +127,54 @@ func TestPutVerdict(t *testing.T) {
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 		t.Skip("golden bytes are little-endian")
 	}
-	var b [verdictMarkLen]byte
-	n := putVerdict(b[:], 0x1234, 0xa0b0c0d, Accept, nil)
-	want := "20000000" + "0103" + "0100" + "00000000" + "00000000" + // nlmsghdr: 32 bytes, NFQNL_MSG_VERDICT, NLM_F_REQUEST
-		"0000" + "1234" + // nfgenmsg: AF_UNSPEC, v0, queue 0x1234
-		"0c000200" + "00000001" + "0a0b0c0d" // NFQA_VERDICT_HDR
-	if got := hex.EncodeToString(b[:n]); got != want {
-		t.Errorf("accept:\n got %s\nwant %s", got, want)
-	}
-	n = putVerdict(b[:], 5, 7, Repeat, &Mark{Value: 0x1000001, Mask: 0x1000000})
-	want = "34000000" + "0103" + "0100" + "00000000" + "00000000" +
-		"0000" + "0005" +
-		"0c000200" + "00000004" + "00000007" +
-		"14000b80" + // NFQA_CT | NLA_F_NESTED
-		"08000800" + "01000000" + // CTA_MARK: Value & Mask
-		"08001500" + "01000000" // CTA_MARK_MASK
-	if got := hex.EncodeToString(b[:n]); got != want {
-		t.Errorf("repeat with mark:\n got %s\nwant %s", got, want)
+	for _, tt := range []struct {
+		name string
+		num  uint16
+		id   uint32
+		v    Verdict
+		want string
+	}{
+		{"accept", 0x1234, 0xa0b0c0d, Accept,
+			"20000000" + "0103" + "0100" + "00000000" + "00000000" + // nlmsghdr: 32 bytes, NFQNL_MSG_VERDICT, NLM_F_REQUEST
+				"0000" + "1234" + // nfgenmsg: AF_UNSPEC, v0, queue 0x1234
+				"0c000200" + "00000001" + "0a0b0c0d"}, // NFQA_VERDICT_HDR: NF_ACCEPT, id
+		{"repeat", 5, 7, Repeat,
+			"20000000" + "0103" + "0100" + "00000000" + "00000000" +
+				"0000" + "0005" +
+				"0c000200" + "00000004" + "00000007"}, // NF_REPEAT, and no NFQA_CT
+		{"drop", 6568, 1, Drop,
+			"20000000" + "0103" + "0100" + "00000000" + "00000000" +
+				"0000" + "19a8" +
+				"0c000200" + "00000000" + "00000001"},
+	} {
+		b := make([]byte, verdictLen+8) // the bytes after the message stay as they were
+		n := putVerdict(b, tt.num, tt.id, tt.v)
+		if got := hex.EncodeToString(b[:n]); got != tt.want {
+			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)
+		}
+		if n != verdictLen || !bytes.Equal(b[n:], make([]byte, 8)) {
+			t.Errorf("%s: %d bytes written: % x", tt.name, n, b)
+		}
 	}
 }
 
-// The bind message: command, params, length, flags and mask.
+// The bind message: command, params, length, flags and mask; the unbind message. The
+// flags are all off, F_CONNTRACK (2) too, and the mask names F_FAIL_OPEN and F_GSO only.
 func TestConfigMessage(t *testing.T) {
-	for _, ct := range []bool{true, false} {
-		m, err := configMessage(3, 100, true, ct)
+	for _, tt := range []struct {
+		bind bool
+		want map[uint16][]byte
+	}{
+		{true, map[uint16][]byte{
+			nfqaCfgCmd:      {nfqnlCfgCmdBind, 0, 0, 2},
+			nfqaCfgParams:   {0, 0, 0xff, 0xff, nfqnlCopyPacket},
+			nfqaCfgQueueMax: be(100),
+			nfqaCfgFlags:    be(0),
+			nfqaCfgMask:     be(5),
+		}},
+		{false, map[uint16][]byte{nfqaCfgCmd: {nfqnlCfgCmdUnbind, 0, 0, 0}}},
+	} {
+		m, err := configMessage(3, 100, tt.bind)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,24 +182,8 @@ func TestConfigMessage(t *testing.T) {
 		if err := walk(m.Data[4:], func(typ uint16, b []byte) error { got[typ] = b; return nil }); err != nil {
 			t.Fatal(err)
 		}
-		flags := uint32(0)
-		if ct {
-			flags = nfqaCfgFConntrack
-		}
-		want := map[uint16][]byte{
-			nfqaCfgCmd:      {nfqnlCfgCmdBind, 0, 0, 2},
-			nfqaCfgParams:   {0, 0, 0xff, 0xff, nfqnlCopyPacket},
-			nfqaCfgQueueMax: be(100),
-			nfqaCfgFlags:    be(flags),
-			nfqaCfgMask:     be(7),
-		}
-		for typ, w := range want {
-			if !bytes.Equal(got[typ], w) {
-				t.Errorf("ct %v: attribute %d: % x, want % x", ct, typ, got[typ], w)
-			}
-		}
-		if len(got) != len(want) || binary.BigEndian.Uint16(m.Data[2:]) != 3 {
-			t.Errorf("ct %v: attributes %v, header % x", ct, got, m.Data[:4])
+		if !reflect.DeepEqual(got, tt.want) || binary.BigEndian.Uint16(m.Data[2:]) != 3 {
+			t.Errorf("bind %v: attributes % x, want % x; header % x", tt.bind, got, tt.want, m.Data[:4])
 		}
 	}
 }
@@ -204,7 +208,7 @@ func FuzzParsePacket(f *testing.F) {
 	for _, s := range captured {
 		f.Add(unhex(f, s))
 	}
-	f.Add(withCt(f, 0x1000000, true))
+	f.Add(withOthers(f))
 	f.Add(plus(f, captured[0], attr(nfqaCapLen, be(1000))))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var p Packet
@@ -219,20 +223,19 @@ func FuzzParsePacket(f *testing.F) {
 
 // Parsing allocates nothing: the payload aliases the message.
 func TestParseAllocs(t *testing.T) {
-	data := withCt(t, 1, true)
+	data := withOthers(t)
 	var p Packet
 	if n := testing.AllocsPerRun(100, func() { _ = parsePacket(data, &p) }); n != 0 {
 		t.Errorf("%v allocations per parse", n)
 	}
-	var b [verdictMarkLen]byte
-	m := &Mark{Value: 1, Mask: 1}
-	if n := testing.AllocsPerRun(100, func() { putVerdict(b[:], 1, 2, Accept, m) }); n != 0 {
+	var b [verdictLen]byte
+	if n := testing.AllocsPerRun(100, func() { putVerdict(b[:], 1, 2, Accept) }); n != 0 {
 		t.Errorf("%v allocations per verdict message", n)
 	}
 }
 
 func BenchmarkParsePacket(b *testing.B) {
-	data := withCt(b, 1, true)
+	data := withOthers(b)
 	var p Packet
 	b.ReportAllocs()
 	for b.Loop() {

@@ -10,7 +10,8 @@ import (
 
 // idlePy opens one HTTPS connection to api.example.test, gets an answer on it, says
 // "started", then waits up to 10 s for the connection to end, idle: the sandbox sends
-// nothing more. It prints how the wait ended: "closed" (EOF), "cut <error>" or "survived".
+// nothing more. It prints how the wait ended: "closed" (EOF), "cut <error>" or "survived",
+// and after "survived" what became of a second request on the connection.
 const idlePy = `
 import socket, ssl
 ctx = ssl.create_default_context()
@@ -23,7 +24,13 @@ s.settimeout(10)
 try:
     print("closed" if not s.recv(1) else "data")
 except socket.timeout:
-    print("survived")
+    # Not told: does the connection still carry a request?
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+        s.settimeout(3)
+        print("survived, then", "answered" if s.recv(4096).startswith(b"HTTP/1.1 200") else "not answered")
+    except Exception as e:
+        print("survived, then cut", type(e).__name__)
 except Exception as e:
     print("cut", type(e).__name__)
 `

@@ -90,6 +90,12 @@ func TestProbeSegment(t *testing.T) {
 		}
 		checkProbe(t, pkt, src, dst, tc.seq, tc.ack)
 	}
+	// A known answer, independent of onesSum (the tests' checksum is onesSum too): the
+	// TCP checksum tcpdump found correct for this probe in the lab.
+	pkt, err := probeSegment(netip.MustParseAddrPort("203.0.113.10:443"), netip.MustParseAddrPort("100.96.0.2:45602"), probeSeq, probeSeq+probeSpan/2)
+	if got := binary.BigEndian.Uint16(pkt[36:]); err != nil || got != 0x5dae {
+		t.Errorf("probe 203.0.113.10:443 → 100.96.0.2:45602: TCP checksum %#04x, %v; want 0x5dae", got, err)
+	}
 	for _, bad := range [][2]string{{"[2001:db8::1]:443", "100.96.0.2:1"}, {"203.0.113.10:443", "[2001:db8::2]:1"}} {
 		if _, err := probeSegment(netip.MustParseAddrPort(bad[0]), netip.MustParseAddrPort(bad[1]), 0, 0); err == nil {
 			t.Errorf("%s → %s: no error", bad[0], bad[1])

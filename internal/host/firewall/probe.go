@@ -84,12 +84,12 @@ func newProber(netnsFd int) (*prober, error) {
 // probe sends the two probe segments of the flow from client (the sandbox's address and
 // port) to server (its original destination), as if server sent them.
 func (p *prober) probe(client, server netip.AddrPort) error {
-	to := &unix.SockaddrInet4{Addr: client.Addr().As4()}
 	for _, seq := range []uint32{probeSeq, probeSeq + probeSpan} {
 		seg, err := probeSegment(server, client, seq, seq+probeSpan/2)
 		if err != nil {
 			return err
 		}
+		to := &unix.SockaddrInet4{Addr: client.Addr().Unmap().As4()} // IPv4: probeSegment checked
 		if err := unix.Sendto(p.fd, seg, 0, to); err != nil {
 			return fmt.Errorf("firewall: probe %s → %s: %w", server, client, err)
 		}

@@ -266,7 +266,17 @@
 // next packet of each with a reset, whatever the nat chain would now do with a new flow
 // (deleting the entry instead made the next packet a new flow, DNATed to the proxy once
 // the address left the set, and in the lab such a cut download stalled rather than
-// reset). The server's packets still reach the sandbox until then; its answer is reset. A Monitor sandbox has no
+// reset). The server's packets still reach the sandbox until then; its answer is reset.
+// An idle flow has no next packet, so CutFast makes the sandbox send one: after marking a
+// flow it sends the sandbox, from the gateway's namespace (a raw socket), a segment with
+// the server's address and port, FIN and ACK set and a sequence number outside the
+// sandbox's window (two of them, 2^31 apart: one is out of window for certain). The
+// sandbox's TCP answers it with an ACK (RFC 793), which meets the first rule and is
+// answered with a reset carrying the sequence number the sandbox expects: the connection
+// is reset at once. FIN, not a bare ACK: conntrack would take a bare ACK for a new flow
+// from the server (picked up mid-stream) whose reply tuple clashes with the cut flow, and
+// NAT's null binding would change its source port; a FIN starts no flow, so conntrack
+// lets it pass untracked. See probe.go. A Monitor sandbox has no
 // fast set and none of these rules: its HTTPS goes to the proxy, which applies monitor.
 // If egressd dies, verified flows go on (their mark is in conntrack), held and new ones
 // are dropped by the queue rule: nothing new is verified.

@@ -70,8 +70,13 @@ func (f *Firewall) RevokeFast(name string, eps []Endpoint) error {
 // next packet of each with a TCP reset, whatever the rest of the table says by then.
 // (A deleted entry's next packet is a new flow, which the nat chain may send to the
 // transparent proxy once the address left fast_<name>, and the lab showed such a cut
-// download stall instead of reset.) Refused flows are reset by the kernel already, and
-// flows egressd still holds are its own to decide. It returns how many flows it refused.
+// download stall instead of reset.) An idle flow sends no next packet, so CutFast then
+// makes the sandbox send one: it sends the sandbox a probe from the server's address that
+// the sandbox's TCP answers with an ACK, which the rule resets (probe.go). Refused flows
+// are reset by the kernel already, and flows egressd still holds are its own to decide.
+// It returns how many flows it refused. A probe that could not be sent does not undo the
+// cut and does not stop the others; CutFast then returns the count and an error saying
+// so (a sandbox the gateway no longer routes to is not told, and that is no error).
 func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort) bool) (int, error) {
 	a := sandbox.Unmap()
 	if !a.Is4() {
@@ -82,6 +87,8 @@ func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort
 		return 0, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
 	}
 	var m *FastMarker
+	var p *prober
+	var unprobed []error // the cut stands; only the sandbox may learn of it later
 	n := 0
 	filter := fastFilter{src: a, keep: keep}
 	for _, fl := range flows {
@@ -93,17 +100,31 @@ func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort
 				return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
 			}
 			defer m.Close()
+			if p, err = newProber(f.netnsFd); err != nil {
+				unprobed = append(unprobed, err)
+			} else {
+				defer p.Close()
+			}
 		}
 		src, _ := ipOf(fl.Forward.SrcIP)
 		dst, _ := ipOf(fl.Forward.DstIP)
-		err := m.Cut(netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort))
+		client, server := netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort)
+		err := m.Cut(client, server)
 		switch {
 		case err == nil:
 			n++
+			if p != nil {
+				if err := p.probe(client, server); err != nil && !gone(err) {
+					unprobed = append(unprobed, err)
+				}
+			}
 		case errors.Is(err, ErrNoFlow): // it ended meanwhile
 		default:
-			return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
+			return n, errors.Join(fmt.Errorf("firewall: cut fast flows of %v: %w", a, err), errors.Join(unprobed...))
 		}
+	}
+	if len(unprobed) > 0 {
+		return n, fmt.Errorf("firewall: cut %d fast flows of %v, but an idle one learns of it only when it next sends: %w", n, a, errors.Join(unprobed...))
 	}
 	return n, nil
 }

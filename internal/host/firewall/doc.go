@@ -100,7 +100,8 @@
 //	    ip saddr SandboxCIDR oifname != @sandbox_ifaces masquerade
 //
 // Towards a sandbox, forward accepts only ct state established,related (replies to what
-// it was allowed to open) and drops the rest. Base chains have policy accept so that the
+// it was allowed to open) and drops the rest; with FastPath, a server's packets of a
+// released fast flow (MarkFastWait) go to the fast queue first ("The fast path"). Base chains have policy accept so that the
 // host's other traffic is not this package's business; every packet from or to a sandbox
 // interface is decided by a rule.
 //

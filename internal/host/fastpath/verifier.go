@@ -78,7 +78,7 @@ type Limits struct {
 	// so a larger bound would only hold bytes to refuse later.
 	HelloBytes int
 	Segments   int           // most data segments held per flow (default 32)
-	Hold       time.Duration // most time a flow may hold data before it is refused (default 5 s)
+	Hold       time.Duration // most time a flow may hold data before it is refused (default 5 s); also most time a released flow waits for its server's confirmation before it is forgotten
 	Idle       time.Duration // a flow seen (SYN) but sending nothing is forgotten after this (default 30 s); refused flows are remembered this long
 	FlowsPerVM int           // most unverified flows tracked per sandbox address (default 512)
 	BytesPerVM int           // most held bytes per sandbox address (default 1 MiB)

@@ -10,4 +10,13 @@
 // repository, a fake PostgreSQL server and a byte source, reached with OpenSSH's ssh, git,
 // psql and curl through the HTTP proxy's CONNECT, the SOCKS5 listener and the transparent
 // gateway's kernel sets.
+//
+// The evasion suite of the kernel fast path (evasion_test.go, TestFastPathEvasion*) sends
+// hand-made packets from inside a sandbox with raw sockets (rawflow_test.go): overlapping,
+// out-of-order and retransmitted segments that disagree, the checksum trick, data on the
+// SYN, IP fragments, urgent data, hellos cut at every byte of the name. A recorder in the
+// fake internet keeps every byte each connection delivers; each case must reach it with
+// nothing of the denied hello, once through the transparent proxy and once with
+// --fast-path. TestFastPathEvasionServerView sends the same packets straight to a recorder
+// to show that a server does read the denied name from them.
 package e2e

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -89,12 +90,20 @@ func (f *fastPath) run(ctx context.Context) {
 	}
 }
 
-// verdicts maps the verifier's verdicts onto the queue's. Pass and Reset first put the
-// verdict on the flow's conntrack entry (firewall.MarkFast or MarkFastDeny), then send the
-// packet through the forward hook again (NF_REPEAT), where the firewall passes it by the
-// mark, or answers it with a TCP reset. Every such verdict marks anew (one ctnetlink
-// request): a flow's entry may have been cut and made again since its last one, and a
-// packet repeated without its mark would come back to the queue.
+// verdicts maps the verifier's verdicts onto the queue's. Pass, Confirm and Reset first
+// put the verdict on the flow's conntrack entry, then give the packet its verdict:
+//   - Pass (the ClientHello was judged allowed): firewall.MarkFastWait, then NF_ACCEPT.
+//     The kernel does not forward the flow yet: its packets, the server's too, still come
+//     to the queue, so that no other bytes at the ClientHello's offsets reach the server
+//     before it has the judged ones (firewall doc.go "Why wait for the server").
+//   - Confirm (a server's packet acknowledging the whole ClientHello): firewall.MarkFast,
+//     then NF_ACCEPT: from then on the kernel forwards the flow.
+//   - Reset: firewall.MarkFastDeny, then NF_REPEAT: the packet meets the forward chain
+//     again, which answers it with a TCP reset.
+//
+// Every such verdict marks anew (one ctnetlink request): a flow's entry may have been cut
+// and made again since its last one. If the mark cannot be set (no entry: a flow cut
+// meanwhile), the packet is dropped, and a retransmission meets the rules again.
 type verdicts struct {
 	q   *nfqueue.Queue
 	mk  *firewall.FastMarker
@@ -107,17 +116,23 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 	switch v {
 	case fastpath.Accept:
 		return a.q.SetVerdict(id, nfqueue.Accept)
-	case fastpath.Pass, fastpath.Reset:
+	case fastpath.Pass, fastpath.Confirm, fastpath.Reset:
 		if !f.Src.IsValid() {
 			return a.q.SetVerdict(id, nfqueue.Drop) // no flow to mark (a fragment)
 		}
-		if err := a.mk.Mark(f.Src, f.Dst, v == fastpath.Reset); err != nil {
-			// No entry to mark (a SYN not confirmed yet, a flow cut meanwhile): the packet
-			// goes, and a retransmission meets the rules again.
+		mark, then := a.mk.Release, nfqueue.Accept
+		switch v {
+		case fastpath.Confirm:
+			mark = a.mk.Confirm
+		case fastpath.Reset:
+			mark = func(src, dst netip.AddrPort) error { return a.mk.Mark(src, dst, true) }
+			then = nfqueue.Repeat
+		}
+		if err := mark(f.Src, f.Dst); err != nil {
 			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
 			return a.q.SetVerdict(id, nfqueue.Drop)
 		}
-		return a.q.SetVerdict(id, nfqueue.Repeat)
+		return a.q.SetVerdict(id, then)
 	default:
 		return a.q.SetVerdict(id, nfqueue.Drop)
 	}
@@ -131,6 +146,8 @@ func verdictName(v fastpath.Verdict) string {
 		return "pass"
 	case fastpath.Reset:
 		return "reset"
+	case fastpath.Confirm:
+		return "confirm"
 	}
 	return "drop"
 }
@@ -160,7 +177,7 @@ func newFastMetrics(reg prometheus.Registerer) *fastMetrics {
 	m := &fastMetrics{
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_fastpath_packets_total",
-			Help: "Packets of the fast path's queue, by verdict: accept (handshake), pass (verified), drop, reset (refused).",
+			Help: "Packets of the fast path's queue, by verdict: accept (handshake, checked packets of a released flow), pass (released: judged allowed), confirm (the server acknowledged the ClientHello: the kernel forwards the rest), drop, reset (refused).",
 		}, []string{"verdict"}),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_fastpath_flows_total",

@@ -21,9 +21,11 @@ import (
 //
 //	go test -run '^$' -bench Gateway -benchtime 3s ./e2e/
 //
-// Each compares the path through egressd's enforcement (DNS filter, transparent proxy) with
-// the same traffic when enforcement is off for it: the VM's allowed_cidrs covers the web
-// server, so the firewall forwards it in the kernel without the proxy.
+// Each compares the path by name (DNS filter, transparent proxy) with the same traffic to an
+// address that the VM's allowed_cidrs covers. Both go through the transparent proxy: TCP 80
+// and 443 are always redirected to it, allowed_cidrs destinations included (a name seen there
+// is judged), so "forwarded" is the proxy relaying by address without a name to judge.
+// BenchmarkFastPath (fastpath_bench_test.go) compares with forwarding by the kernel.
 
 // benchVMs makes two VMs: "enforced" reaches the web server by name only, "forwarded" has the
 // server's address in allowed_cidrs.

@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +23,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/client"
+	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
 	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
@@ -216,6 +221,33 @@ func (l *gwLab) py(vm *client.VM, code string) (string, int) {
 	return l.run(vm, 30*time.Second, "python3", "-c", code)
 }
 
+// startPy runs a Python script with args inside the VM, in the background, for limit at
+// most, with env added to the sandbox's environment, and waits for its first line, which
+// must be "started": the script has set up what the test then changes. It returns the rest
+// of the script's output and its stderr; the script is waited for when the test ends.
+func (l *gwLab) startPy(t *testing.T, vm *client.VM, limit time.Duration, env []string, script string, args ...string) (*bufio.Reader, *strings.Builder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", vm.Network.Netns, "python3", "-c", script}, args...)...)
+	cmd.Env = append(cleanProxyEnv(), env...)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		cancel()
+		t.Fatalf("python3 in the VM: %v", err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	r := bufio.NewReader(stdout)
+	if line, err := r.ReadString('\n'); line != "started\n" {
+		t.Fatalf("the script did not start: %q %v\n%s", line, err, stderr.String())
+	}
+	return r, stderr
+}
+
 // tcpProbe is a Python snippet that connects to host:port and prints "open" or the error.
 func tcpProbe(host string, port int) string {
 	return fmt.Sprintf(`
@@ -331,38 +363,60 @@ func (l *gwLab) fastConnects(vm *client.VM, host string) int {
 	return n
 }
 
-// carried runs a client that makes at least conns HTTPS connections to host (an allowed
-// name, answered the VM), and proves which path carried them. With the fast path on, the
-// verified counter rises by at least conns and host's connect records say "fast_path"; in the
-// proxy mode neither moves, which shows the two measures tell the paths apart.
-func (l *gwLab) carried(t *testing.T, m gwMode, vm *client.VM, host string, conns int, run func()) {
+// carried runs a client that makes at least conns HTTPS connections to hosts (allowed
+// names, answered the VM), and proves which path carried them. With the fast path on, the
+// verified counter rises by at least conns and each host gets new connect records that say
+// "via":"fast_path"; in the proxy mode neither moves, which shows the two measures tell the paths apart.
+func (l *gwLab) carried(t *testing.T, m gwMode, vm *client.VM, conns int, run func(), hosts ...string) {
 	t.Helper()
-	verified, records := l.fastFlows("verified"), l.fastConnects(vm, host)
+	records := func() map[string]int {
+		n := map[string]int{}
+		for _, h := range hosts {
+			n[h] = l.fastConnects(vm, h)
+		}
+		return n
+	}
+	verified, before := l.fastFlows("verified"), records()
 	run()
 	if t.Failed() {
 		return
 	}
 	if !m.fast() {
-		if v, r := l.fastFlows("verified"), l.fastConnects(vm, host); v != verified || r != records {
-			t.Errorf("proxy mode: fast-path flows %d→%d, fast records of %s %d→%d", verified, v, host, records, r)
+		if v, r := l.fastFlows("verified"), records(); v != verified || !maps.Equal(r, before) {
+			t.Errorf("proxy mode: fast-path flows %d→%d, fast records %v→%v", verified, v, before, r)
 		}
 		return
 	}
 	got := l.fastFlows("verified") - verified
 	if got < conns {
-		t.Errorf("the fast path verified %d flows, want at least %d (the client's connections to %s)", got, conns, host)
+		t.Errorf("the fast path verified %d flows, want at least %d (the client's connections to %v)", got, conns, hosts)
 	}
-	// Records come from the gateway's event stream: give them a moment.
-	var r int
+	// Records come through the gateway's event hub: give them a moment.
+	var r map[string]int
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if r = l.fastConnects(vm, host) - records; r >= conns || time.Now().After(deadline) {
+		r = records()
+		if !slices.ContainsFunc(hosts, func(h string) bool { return r[h] == before[h] }) || time.Now().After(deadline) {
 			break
 		}
 	}
-	if r < conns {
-		t.Errorf("%d connect records of %s with path \"fast\", want at least %d", r, host, conns)
+	for _, h := range hosts {
+		if r[h] == before[h] {
+			t.Errorf("no new connect record of %s via fast_path (%d before and after)", h, r[h])
+		}
 	}
-	t.Logf("fast path: %d flows verified, %d fast records of %s", got, r, host)
+	t.Logf("fast path: %d flows verified; fast records %v→%v", got, before, r)
+}
+
+// refusedFast runs attempts that must fail, of which at least n go to an address answered
+// the VM: with the fast path on, the verifier refuses those n (the refused counter rises by
+// at least n), so the attempts met the fast path and not the proxy.
+func (l *gwLab) refusedFast(t *testing.T, m gwMode, n int, run func()) {
+	t.Helper()
+	refused := l.fastFlows("refused")
+	run()
+	if got := l.fastFlows("refused") - refused; m.fast() && got < n {
+		t.Errorf("the fast path refused %d flows, want at least %d", got, n)
+	}
 }
 
 // notCarried runs a client whose connections must not take the fast path (an intercepted
@@ -374,4 +428,28 @@ func (l *gwLab) notCarried(t *testing.T, vm *client.VM, host string, run func())
 	if v, r := l.fastFlows("verified"), l.fastConnects(vm, host); v != verified || r != records {
 		t.Errorf("%s took the fast path: verified flows %d→%d, fast records %d→%d", host, verified, v, records, r)
 	}
+}
+
+// vmHTTPClient is an HTTP client of the test process that behaves as a program inside the
+// VM: its sockets are made in the VM's namespace and it looks names up through the VM's
+// gateway, so the addresses it dials were answered to the VM. cfg is its TLS configuration.
+func (l *gwLab) vmHTTPClient(vm *client.VM, cfg *tls.Config) *http.Client {
+	dial := netns.DialIn("/run/netns/" + vm.Network.Netns)
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return dial(ctx, network, net.JoinHostPort(vm.Network.Gateway, "53"))
+	}}
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: cfg,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ips, err := resolver.LookupNetIP(ctx, "ip4", host)
+			if err != nil {
+				return nil, fmt.Errorf("looking up %s through the VM's gateway: %w", host, err)
+			}
+			return dial(ctx, "tcp4", net.JoinHostPort(ips[0].String(), port))
+		},
+	}}
 }

@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -258,24 +256,7 @@ except Exception as e:
 // would have.
 func nsCutDuringSlow(t *testing.T, l *gwLab, vm *client.VM, ixCA, rawURL string, change func()) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", vm.Network.Netns, "python3", "-c", slowPy, rawURL)
-	cmd.Env = append(cleanProxyEnv(), "SSL_CERT_FILE="+ixCA)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	r := bufio.NewReader(stdout)
-	if line, err := r.ReadString('\n'); line != "started\n" {
-		t.Fatalf("the download did not start: %q %v\n%s", line, err, stderr.String())
-	}
+	r, stderr := l.startPy(t, vm, 20*time.Second, []string{"SSL_CERT_FILE=" + ixCA}, slowPy, rawURL)
 	start := time.Now()
 	change()
 	rest, _ := io.ReadAll(r)

@@ -46,6 +46,7 @@ func testTransparentNamesAtAddresses(t *testing.T, m gwMode) {
 	// from the packets, so a denied name sent there meets the verifier.
 	l.lookup(vm, "api.example.test", "other.example.test")
 
+	refused := l.fastFlows("refused")
 	for _, addr := range []string{webAddr, privateAddr} {
 		for _, sni := range []string{"secret.example.test", "SECRET.Example.TEST"} {
 			if out, _ := l.py(vm, sniProbe(addr, sni)); !strings.HasPrefix(out, "closed") {
@@ -61,6 +62,10 @@ func testTransparentNamesAtAddresses(t *testing.T, m gwMode) {
 				t.Errorf("HTTP to %s with Host %s: %q, want 403", addr, host, out)
 			}
 		}
+	}
+	// The three TLS attempts at the answered address were the fast path's to refuse.
+	if n := l.fastFlows("refused") - refused; m.fast() && n < 3 {
+		t.Errorf("the fast path refused %d flows, want at least 3", n)
 	}
 	events, err := l.api.Events(context.Background(), client.EventsFilter{VMID: l.id("names"), Decision: "deny"})
 	if err != nil {

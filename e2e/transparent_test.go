@@ -195,9 +195,11 @@ func testTransparentBypassAttemptsAreBlocked(t *testing.T, m gwMode) {
 	before := len(l.dns.Queries())
 
 	t.Run("IP literal", func(t *testing.T) {
-		if out, code := l.curl(vm, "-k", "https://"+webAddr+"/"); code == 0 {
-			t.Errorf("HTTPS to an IP literal: %q", out)
-		}
+		l.refusedFast(t, m, 1, func() { // a ClientHello without a server name
+			if out, code := l.curl(vm, "-k", "https://"+webAddr+"/"); code == 0 {
+				t.Errorf("HTTPS to an IP literal: %q", out)
+			}
+		})
 		if out, _ := l.curl(vm, "-o", "/dev/null", "-w", "%{http_code}", "http://"+webAddr+"/"); out != "403" {
 			t.Errorf("HTTP to an IP literal: %q, want 403", out)
 		}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -29,7 +29,6 @@ type fastPath struct {
 	q   *nfqueue.Queue
 	mu  sync.Mutex // Handle and Sweep take turns
 	v   *fastpath.Verifier
-	out *verdicts
 	log *slog.Logger
 }
 
@@ -56,8 +55,7 @@ func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, r
 	}
 	m := newFastMetrics(reg)
 	f := &fastPath{q: q, log: log}
-	f.out = &verdicts{q: q, mk: mk, m: m, log: log}
-	f.v = fastpath.New(f.out, countingJudge{gw, m}, fastpath.Limits{})
+	f.v = fastpath.New(&verdicts{q: q, mk: mk, m: m, log: log}, countingJudge{gw, m}, fastpath.Limits{})
 	go func() {
 		f.run(ctx)
 		mk.Close()
@@ -77,7 +75,6 @@ func (f *fastPath) run(ctx context.Context) {
 			case now := <-t.C:
 				f.mu.Lock()
 				f.v.Sweep(now)
-				f.out.markPassed()
 				f.mu.Unlock()
 			}
 		}
@@ -85,7 +82,6 @@ func (f *fastPath) run(ctx context.Context) {
 	err := f.q.Run(ctx, func(p nfqueue.Packet) {
 		f.mu.Lock()
 		f.v.Handle(fastpath.Packet{ID: p.ID, Data: p.Payload}, time.Now())
-		f.out.markPassed()
 		f.mu.Unlock()
 	})
 	if ctx.Err() == nil {
@@ -94,22 +90,25 @@ func (f *fastPath) run(ctx context.Context) {
 	}
 }
 
-// verdicts maps the verifier's verdicts onto the queue's. Pass lets the packet go
-// (NF_ACCEPT) at once and marks its flow (firewall.MarkFast) only in markPassed, after the
-// verifier's turn: once every packet it held has gone. In any other order, a packet the
-// sandbox sends after the mark (a retransmission with other bytes) is forwarded by the
-// mark without the queue, ahead of a held one, and the server reads it instead (the
-// evasion suite's "retransmissions racing the verdict", in e2e). Reset first marks the
-// flow refused (firewall.MarkFastDeny), then sends the packet through the forward hook
-// again (NF_REPEAT), where the firewall answers it with a TCP reset. Every such verdict
-// marks anew (one ctnetlink request): a flow's entry may have been cut and made again
-// since its last one, and a packet repeated without its mark would come back to the queue.
+// verdicts maps the verifier's verdicts onto the queue's. Pass, Confirm and Reset first
+// put the verdict on the flow's conntrack entry, then give the packet its verdict:
+//   - Pass (the ClientHello was judged allowed): firewall.MarkFastWait, then NF_ACCEPT.
+//     The kernel does not forward the flow yet: its packets, the server's too, still come
+//     to the queue, so that no other bytes at the ClientHello's offsets reach the server
+//     before it has the judged ones (firewall doc.go "Why wait for the server").
+//   - Confirm (a server's packet acknowledging the whole ClientHello): firewall.MarkFast,
+//     then NF_ACCEPT: from then on the kernel forwards the flow.
+//   - Reset: firewall.MarkFastDeny, then NF_REPEAT: the packet meets the forward chain
+//     again, which answers it with a TCP reset.
+//
+// Every such verdict marks anew (one ctnetlink request): a flow's entry may have been cut
+// and made again since its last one. If the mark cannot be set (no entry: a flow cut
+// meanwhile), the packet is dropped, and a retransmission meets the rules again.
 type verdicts struct {
-	q      *nfqueue.Queue
-	mk     *firewall.FastMarker
-	m      *fastMetrics
-	log    *slog.Logger
-	passed []fastpath.Flow // to mark verified in markPassed
+	q   *nfqueue.Queue
+	mk  *firewall.FastMarker
+	m   *fastMetrics
+	log *slog.Logger
 }
 
 func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) error {
@@ -117,36 +116,26 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 	switch v {
 	case fastpath.Accept:
 		return a.q.SetVerdict(id, nfqueue.Accept)
-	case fastpath.Pass:
-		if f.Src.IsValid() && !slices.Contains(a.passed, f) {
-			a.passed = append(a.passed, f)
-		}
-		return a.q.SetVerdict(id, nfqueue.Accept)
-	case fastpath.Reset:
+	case fastpath.Pass, fastpath.Confirm, fastpath.Reset:
 		if !f.Src.IsValid() {
 			return a.q.SetVerdict(id, nfqueue.Drop) // no flow to mark (a fragment)
 		}
-		if err := a.mk.Mark(f.Src, f.Dst, true); err != nil {
-			// No entry to mark (a SYN not confirmed yet, a flow cut meanwhile): the packet
-			// goes, and a retransmission meets the rules again.
+		mark, then := a.mk.Release, nfqueue.Accept
+		switch v {
+		case fastpath.Confirm:
+			mark = a.mk.Confirm
+		case fastpath.Reset:
+			mark = func(src, dst netip.AddrPort) error { return a.mk.Mark(src, dst, true) }
+			then = nfqueue.Repeat
+		}
+		if err := mark(f.Src, f.Dst); err != nil {
 			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", verdictName(v), "err", err)
 			return a.q.SetVerdict(id, nfqueue.Drop)
 		}
-		return a.q.SetVerdict(id, nfqueue.Repeat)
+		return a.q.SetVerdict(id, then)
 	default:
 		return a.q.SetVerdict(id, nfqueue.Drop)
 	}
-}
-
-// markPassed marks the flows passed since its last call verified. Without an entry to
-// mark (a flow cut meanwhile), the flow's next packet meets the rules again.
-func (a *verdicts) markPassed() {
-	for _, f := range a.passed {
-		if err := a.mk.Mark(f.Src, f.Dst, false); err != nil {
-			a.log.Debug("fast path: marking a flow", "src", f.Src.String(), "dst", f.Dst.String(), "verdict", "pass", "err", err)
-		}
-	}
-	a.passed = a.passed[:0]
 }
 
 func verdictName(v fastpath.Verdict) string {
@@ -157,6 +146,8 @@ func verdictName(v fastpath.Verdict) string {
 		return "pass"
 	case fastpath.Reset:
 		return "reset"
+	case fastpath.Confirm:
+		return "confirm"
 	}
 	return "drop"
 }
@@ -186,7 +177,7 @@ func newFastMetrics(reg prometheus.Registerer) *fastMetrics {
 	m := &fastMetrics{
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_fastpath_packets_total",
-			Help: "Packets of the fast path's queue, by verdict: accept (handshake), pass (verified), drop, reset (refused).",
+			Help: "Packets of the fast path's queue, by verdict: accept (handshake, checked packets of a released flow), pass (released: judged allowed), confirm (the server acknowledged the ClientHello: the kernel forwards the rest), drop, reset (refused).",
 		}, []string{"verdict"}),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_fastpath_flows_total",

@@ -17,6 +17,10 @@ func seedPackets(t testing.TB) [][]byte {
 		fp.Segment{Src: vmAddr, Dst: srvAddr, Seq: 1000, Flags: fp.SYN, Options: fp.Timestamps(1, 0)}.Bytes(),
 		s.Bytes(),
 		{0x45, 0, 0, 20},
+		// A whole hello, then the server's side: its acknowledgement of it, its RST.
+		fp.Segment{Src: vmAddr, Dst: srvAddr, Seq: 1001, Ack: 5000, Flags: fp.ACK | fp.PSH, Payload: goodHello}.Bytes(),
+		fp.Segment{Src: srvAddr, Dst: vmAddr, Seq: 4999, Ack: 1001 + uint32(len(goodHello)), Flags: fp.ACK}.Bytes(),
+		fp.Segment{Src: srvAddr, Dst: vmAddr, Seq: 5000, Ack: 1001, Flags: fp.RST | fp.ACK}.Bytes(),
 	}
 	for _, m := range []func(*fp.Segment){badSum, fragment(0), fragment(3), ipOpts(7, 7, 4, 0), opts(19, 4, 0, 0), opts(5, 10, 0, 0, 0, 0, 0, 0, 0, 0)} {
 		c := s
@@ -60,7 +64,8 @@ func FuzzWalk(f *testing.F) {
 }
 
 // FuzzHandle: any sequence of packets, at any times, gets exactly one verdict per packet
-// once every flow has timed out, and the accounting returns to zero.
+// once every flow has timed out, the accounting returns to zero, and no flow is confirmed
+// that was not judged allowed.
 func FuzzHandle(f *testing.F) {
 	var seed []byte
 	for _, p := range seedPackets(f) {
@@ -88,6 +93,9 @@ func FuzzHandle(f *testing.F) {
 		}
 		if s := c.v.Stats(); s.Flows != 0 || s.HeldBytes != 0 || len(c.v.vms) != 0 || len(c.v.flows) != 0 || len(c.v.live) != 0 {
 			t.Fatalf("after every timeout: %+v, %d sandboxes, %d entries", s, len(c.v.vms), len(c.v.flows))
+		}
+		if s := c.v.Stats(); s.Confirmed > s.Verified {
+			t.Fatalf("%d flows confirmed, %d judged allowed", s.Confirmed, s.Verified)
 		}
 	})
 }

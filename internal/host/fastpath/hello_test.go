@@ -49,6 +49,49 @@ func TestSweep(t *testing.T) {
 		}
 		wantErr(t, c.refusal(), ErrUnknownFlow)
 	})
+	t.Run("released flow the server never confirms is forgotten after Hold", func(t *testing.T) {
+		c := newConn(t, Limits{})
+		c.syn()
+		c.data(0, g)
+		c.v.Sweep(t0.Add(5*time.Second - time.Millisecond))
+		c.now = t0.Add(5*time.Second - time.Millisecond)
+		if got := c.verdicts(c.data(len(g), []byte("GET"))); got[0] != A {
+			t.Fatalf("released flow before Hold: %v", got)
+		}
+		c.v.Sweep(t0.Add(5 * time.Second))
+		if len(c.v.flows) != 0 || c.v.memBytes != 0 {
+			t.Fatalf("%d entries, %d bytes left", len(c.v.flows), c.v.memBytes)
+		}
+		c.now = t0.Add(6 * time.Second)
+		if got := c.verdicts(c.reply(len(g), 0), c.data(len(g), []byte("GET"))); !slices.Equal(got, []Verdict{D, R}) {
+			t.Fatalf("after forgetting: %v, want server dropped, client reset", got)
+		}
+		wantErr(t, c.refusal(), ErrUnknownFlow)
+		if s := c.v.Stats(); s.Confirmed != 0 || s.Passed != 1 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+	t.Run("confirmed flow expires after the linger", func(t *testing.T) {
+		c := newConn(t, Limits{})
+		c.syn()
+		c.data(0, g)
+		c.now = t0.Add(4 * time.Second)
+		if got := c.verdicts(c.reply(len(g), 0)); got[0] != C {
+			t.Fatalf("server ACK: %v", got)
+		}
+		c.v.Sweep(t0.Add(5*time.Second + time.Millisecond)) // the released entry expires, not the verified one
+		c.now = t0.Add(5*time.Second + time.Millisecond)
+		if got := c.verdicts(c.data(0, g), c.reply(len(g), 0)); !slices.Equal(got, []Verdict{A, A}) {
+			t.Fatalf("verified flow after the release's Hold: %v", got)
+		}
+		c.v.Sweep(t0.Add(6*time.Second + time.Millisecond))
+		if len(c.v.flows) != 0 || c.v.memBytes != 0 {
+			t.Fatalf("%d entries, %d bytes left", len(c.v.flows), c.v.memBytes)
+		}
+		if s := c.v.Stats(); s.Confirmed != 1 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
 	t.Run("verified and refused entries expire", func(t *testing.T) {
 		c := newConn(t, Limits{})
 		d := c.sibling(vmAddr.Addr().Next().String() + ":1")
@@ -56,7 +99,7 @@ func TestSweep(t *testing.T) {
 		c.data(0, g)
 		d.data(0, g) // refused: unknown flow
 		c.now = t0.Add(time.Second)
-		if got := c.verdicts(c.data(0, g), d.data(0, g)); !slices.Equal(got, []Verdict{P, D}) {
+		if got := c.verdicts(c.data(0, g), d.data(0, g)); !slices.Equal(got, []Verdict{A, D}) {
 			t.Fatalf("while remembered: %v", got)
 		}
 		c.v.Sweep(t0.Add(31 * time.Second))
@@ -217,7 +260,7 @@ func FuzzScrambled(f *testing.F) {
 	f.Fuzz(checkScrambled)
 }
 
-// TestRememberedBound: verified and refused entries are bounded by Limits.Flows, the
+// TestRememberedBound: released, verified and refused entries are bounded by Limits.Flows, the
 // refused ones forgotten first.
 func TestRememberedBound(t *testing.T) {
 	hellos(t)
@@ -228,8 +271,8 @@ func TestRememberedBound(t *testing.T) {
 	}
 	c.syn()
 	c.data(0, goodHello) // verified
-	if n := len(c.v.verified.q) + len(c.v.refusedQ.q); n != 3 || len(c.v.verified.q) != 1 || len(c.v.flows) != 3 {
-		t.Fatalf("%d remembered (%d verified), %d entries", n, len(c.v.verified.q), len(c.v.flows))
+	if n := len(c.v.releasedQ.q) + len(c.v.refusedQ.q); n != 3 || len(c.v.releasedQ.q) != 1 || len(c.v.flows) != 3 {
+		t.Fatalf("%d remembered (%d released), %d entries", n, len(c.v.releasedQ.q), len(c.v.flows))
 	}
 	s := c.v.Stats()
 	if s.Verified != 1 || s.Passed != 1 || s.Reset != 3 || s.Refused["unknown_flow"] != 3 {

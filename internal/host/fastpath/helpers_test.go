@@ -144,6 +144,15 @@ func (c *conn) pureACK() uint32 {
 	return c.send(c.fc().ACK())
 }
 
+// reply is a server's segment of the connection: from srvAddr to c.src, acknowledging n
+// bytes of the client's (ack ISN+1+n), with flags (ACK if 0).
+func (c *conn) reply(n int, flags uint8) uint32 {
+	if flags == 0 {
+		flags = fastpathtest.ACK
+	}
+	return c.send(fastpathtest.Segment{Src: srvAddr, Dst: c.src, Seq: c.ack - 1, Ack: c.isn + 1 + uint32(n), Flags: flags})
+}
+
 // verdicts is the verdict of each id, 0 for none yet.
 func (c *conn) verdicts(ids ...uint32) []Verdict {
 	out := make([]Verdict, len(ids))

@@ -74,8 +74,8 @@ func (v *Verifier) release(f *flow) {
 	}
 }
 
-// fifo holds remembered (verified or refused) entries in the order they expire: each
-// queue's entries all live equally long.
+// fifo holds remembered (released, verified or refused) entries in the order they expire:
+// each queue's entries all live equally long.
 type fifo struct{ q []*flow }
 
 func (v *Verifier) remember(q *fifo, f *flow, until time.Time) {
@@ -83,17 +83,24 @@ func (v *Verifier) remember(q *fifo, f *flow, until time.Time) {
 	q.q = append(q.q, f)
 	v.memBytes += len(f.buf)
 	// Over a bound, refused entries go first: forgetting one only turns a late packet's
-	// Drop into a Reset, while forgetting a verified one refuses a good flow's straggler.
+	// Drop into a Reset, while forgetting a verified one refuses a good flow's straggler,
+	// and forgetting a released one refuses the flow (fail closed).
 	for v.memBytes > maxRememberedBytes {
-		v.pop(&v.verified)
+		v.pop(v.oldest(&v.verified, &v.releasedQ))
 	}
-	for len(v.verified.q)+len(v.refusedQ.q) > v.lim.Flows {
-		if len(v.refusedQ.q) > 0 {
-			v.pop(&v.refusedQ)
-		} else {
-			v.pop(&v.verified)
+	for len(v.releasedQ.q)+len(v.verified.q)+len(v.refusedQ.q) > v.lim.Flows {
+		v.pop(v.oldest(&v.refusedQ, &v.verified, &v.releasedQ))
+	}
+}
+
+// oldest is the first of qs that is not empty.
+func (v *Verifier) oldest(qs ...*fifo) *fifo {
+	for _, q := range qs {
+		if len(q.q) > 0 {
+			return q
 		}
 	}
+	return qs[len(qs)-1] // not reached: the callers' bounds count only these queues
 }
 
 // pop forgets the oldest entry of q, unless the map has moved on to a newer one.
@@ -109,7 +116,10 @@ func (v *Verifier) pop(q *fifo) {
 
 // Sweep applies the time limits; call it every 100 ms or so. A flow that has held data for
 // longer than Limits.Hold is refused (ErrTimeout); an unverified flow that holds nothing and
-// has been quiet for Limits.Idle is forgotten; remembered verified and refused flows expire.
+// has been quiet for Limits.Idle is forgotten; a released flow the server has not confirmed
+// Limits.Hold after its release is forgotten (not refused: the server got the bytes
+// judged; its packets are then an unknown flow's); remembered verified and refused flows
+// expire.
 func (v *Verifier) Sweep(now time.Time) {
 	for f := range v.live {
 		switch {
@@ -120,7 +130,7 @@ func (v *Verifier) Sweep(now time.Time) {
 			v.forget(f)
 		}
 	}
-	for _, q := range []*fifo{&v.verified, &v.refusedQ} {
+	for _, q := range []*fifo{&v.releasedQ, &v.verified, &v.refusedQ} {
 		for len(q.q) > 0 && !now.Before(q.q[0].last) {
 			v.pop(q)
 		}

@@ -20,10 +20,11 @@ type Packet struct {
 type Verdict uint8
 
 const (
-	Accept Verdict = iota + 1 // let this packet go; the flow stays unverified (SYN, pure ACK)
-	Pass                      // let it go and mark the flow verified: the kernel forwards the rest
-	Drop                      // drop this packet only
-	Reset                     // refuse the flow: mark it refused (the firewall answers it, and every later packet, with a TCP reset)
+	Accept  Verdict = iota + 1 // let this packet go, and nothing more (SYN, pure ACK, a checked packet of a released flow)
+	Pass                       // let it go and mark the flow released: its ClientHello was judged allowed, the server is to get it; the kernel still queues the flow
+	Drop                       // drop this packet only
+	Reset                      // refuse the flow: mark it refused (the firewall answers it, and every later packet, with a TCP reset)
+	Confirm                    // a server's packet acknowledging the whole ClientHello: let it go and mark the flow verified: the kernel forwards the rest
 )
 
 func (v Verdict) String() string {
@@ -36,14 +37,17 @@ func (v Verdict) String() string {
 		return "drop"
 	case Reset:
 		return "reset"
+	case Confirm:
+		return "confirm"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
 // Verdicts receives the verdict of each packet, exactly one per Packet.ID, in the order
-// decided. f is the packet's flow for Pass and Reset, the verdicts that mark their flow
-// (the firewall's conntrack mark), and the zero Flow for the others and for a Reset of a
-// packet without a flow (an IP fragment without ports), which can only be dropped.
+// decided. f is the packet's flow for Pass, Reset and Confirm, the verdicts that mark
+// their flow (the firewall's conntrack mark), as the sandbox sent it (also for Confirm,
+// which is given to a server's packet), and the zero Flow for the others and for a Reset
+// of a packet without a flow (an IP fragment without ports), which can only be dropped.
 type Verdicts interface {
 	SetVerdict(id uint32, v Verdict, f Flow) error
 }
@@ -74,7 +78,7 @@ type Limits struct {
 	// so a larger bound would only hold bytes to refuse later.
 	HelloBytes int
 	Segments   int           // most data segments held per flow (default 32)
-	Hold       time.Duration // most time a flow may hold data before it is refused (default 5 s)
+	Hold       time.Duration // most time a flow may hold data before it is refused (default 5 s); also most time a released flow waits for its server's confirmation before it is forgotten
 	Idle       time.Duration // a flow seen (SYN) but sending nothing is forgotten after this (default 30 s); refused flows are remembered this long
 	FlowsPerVM int           // most unverified flows tracked per sandbox address (default 512)
 	BytesPerVM int           // most held bytes per sandbox address (default 1 MiB)
@@ -101,7 +105,7 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// Verified flows are remembered this long after Pass, for the packets the queue took
+// Verified flows are remembered this long after Confirm, for the packets the queue took
 // before the mark took effect.
 const verifiedLinger = 2 * time.Second
 
@@ -115,7 +119,8 @@ const (
 	unverified state = iota
 	verified
 	refused
-	closed // the client sent RST, or FIN before any data
+	closed   // the client sent RST, or FIN before any data
+	released // judged allowed (Pass), waiting for the server to acknowledge the ClientHello (Confirm)
 )
 
 // span is a range [lo, hi) of flow offsets whose bytes have arrived.
@@ -137,7 +142,7 @@ type flow struct {
 	tsSeen bool
 	ack    uint32 // the acknowledgement number every segment must carry
 	ackSet bool
-	// last: the last packet (unverified), or when the entry expires (verified, refused).
+	// last: the last packet (unverified), or when the entry expires (released, verified, refused).
 	last      time.Time
 	holdSince time.Time // arrival of the oldest held packet
 	held      []heldPacket
@@ -155,6 +160,7 @@ type vmUse struct{ flows, bytes int }
 type Stats struct {
 	Packets                          uint64
 	Accepted, Passed, Dropped, Reset uint64 // verdicts given
+	Confirmed                        uint64 // Confirm verdicts given: flows the server acknowledged
 	VerdictErrors                    uint64 // SetVerdict failed
 	Unparsed                         uint64 // packets dropped without a flow: not IPv4/TCP, or malformed before the ports
 	Verified                         uint64 // flows the judge let through
@@ -175,9 +181,10 @@ type Verifier struct {
 	live      map[*flow]struct{} // the unverified entries of flows, for Sweep
 	vms       map[netip.Addr]*vmUse
 	heldBytes int
-	// Verified, and refused or closed, entries, oldest first (their expiry is flow.last).
-	verified, refusedQ fifo
-	memBytes           int // ClientHello bytes of the verified entries
+	// Released, verified, and refused or closed, entries, oldest first (their expiry is
+	// flow.last).
+	releasedQ, verified, refusedQ fifo
+	memBytes                      int // ClientHello bytes of the released and verified entries
 
 	stats   Stats
 	refused map[string]uint64
@@ -218,6 +225,8 @@ func (v *Verifier) verdictOn(id uint32, d Verdict, f Flow) {
 		v.stats.Dropped++
 	case Reset:
 		v.stats.Reset++
+	case Confirm:
+		v.stats.Confirmed++
 	}
 	if err := v.out.SetVerdict(id, d, f); err != nil {
 		v.stats.VerdictErrors++
@@ -229,6 +238,10 @@ func (v *Verifier) verdictOn(id uint32, d Verdict, f Flow) {
 func (v *Verifier) Handle(p Packet, now time.Time) {
 	v.stats.Packets++
 	s, tupleOK, err := parse(p.Data)
+	if tupleOK && v.fromServer(s.flow) {
+		v.server(&s, err, p.ID, now)
+		return
+	}
 	if err != nil {
 		var f *flow
 		if tupleOK {
@@ -264,7 +277,7 @@ func (v *Verifier) Handle(p Packet, now time.Time) {
 		v.syn(f, &s, p.ID, now)
 	case f == nil:
 		v.refuse(nil, s.flow, p.ID, true, fmt.Errorf("%w (flags %s)", ErrUnknownFlow, flagString(s.flags)), now)
-	case f.state == verified:
+	case f.state == verified || f.state == released:
 		v.late(f, &s, p.ID, now)
 	default:
 		v.segment(f, &s, p.ID, now)
@@ -287,7 +300,7 @@ func (v *Verifier) syn(f *flow, s *segment, id uint32, now time.Time) {
 		fail(fmt.Errorf("%w: IP options on the SYN", ErrOption))
 	case err != nil:
 		fail(err)
-	case f != nil && f.state == verified:
+	case f != nil && (f.state == verified || f.state == released):
 		fail(fmt.Errorf("%w: on a verified flow", ErrSecondSYN))
 	case f != nil && (f.isn != s.seq || f.sawData):
 		fail(fmt.Errorf("%w: sequence %d after %d", ErrSecondSYN, s.seq, f.isn))
@@ -459,12 +472,16 @@ func (v *Verifier) hold(f *flow, s *segment, id uint32, now time.Time) {
 		v.verdictOn(h.id, Pass, f.key)
 	}
 	v.release(f)
-	f.state, f.held, f.known = verified, nil, nil
+	f.state, f.held, f.known = released, nil, nil
 	f.buf = hello
-	v.remember(&v.verified, f, now.Add(verifiedLinger))
+	// Not forwarded by the kernel until the server confirms (server.go); if it never
+	// does, the entry expires and the flow's packets are then an unknown flow's.
+	v.remember(&v.releasedQ, f, now.Add(v.lim.Hold))
 }
 
-// late handles a packet of a verified flow that the queue took before the mark took effect.
+// late handles a client packet of a released flow (every one comes to the queue until
+// the server confirms) or of a verified one (the queue took it before the mark took
+// effect): bytes at the ClientHello's offsets must be the judged ones; bytes past it go.
 func (v *Verifier) late(f *flow, s *segment, id uint32, now time.Time) {
 	off := int(int32(s.seq - (f.isn + 1)))
 	end := off + len(s.payload)
@@ -479,9 +496,9 @@ func (v *Verifier) late(f *flow, s *segment, id uint32, now time.Time) {
 			v.refuse(f, s.flow, id, true, fmt.Errorf("%w: a retransmission differs from the verified ClientHello at byte %d", ErrOverlap, off+i), now)
 			return
 		}
-		v.verdictOn(id, Pass, f.key)
+		v.verdict(id, Accept)
 	default:
-		v.verdictOn(id, Pass, f.key)
+		v.verdict(id, Accept)
 	}
 }
 

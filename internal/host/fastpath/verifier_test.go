@@ -14,6 +14,7 @@ const (
 	P = Pass
 	D = Drop
 	R = Reset
+	C = Confirm
 	H = Verdict(0) // held: no verdict yet
 )
 
@@ -256,12 +257,47 @@ func TestRules(t *testing.T) {
 			d := c.sibling("100.96.0.2:40001")
 			return []uint32{c.syn(), d.syn(), c.data(0, g[:200]), d.data(0, g[:200])}
 		}, []Verdict{A, A, H, R}, ErrLimit, nil},
-		{"verified: late duplicate, data after, other bytes", Limits{}, func(c *conn) []uint32 {
+		{"released: late duplicate, data after, other bytes", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g), c.data(0, g[:half]), c.data(len(g), []byte("GET")), c.data(0, e[:half])}
-		}, []Verdict{A, P, P, P, R}, ErrOverlap, []string{goodName}},
-		{"verified: SYN again", Limits{}, func(c *conn) []uint32 {
+		}, []Verdict{A, P, A, A, R}, ErrOverlap, []string{goodName}},
+		{"released: SYN again", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, g), c.syn()}
 		}, []Verdict{A, P, R}, ErrSecondSYN, []string{goodName}},
+		// The server's side (server.go).
+		{"server: SYN-ACK and a partial ACK accepted, the whole hello's ACK confirms", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g[:half]), c.data(half, g[half:]), c.reply(0, fp.SYN|fp.ACK), c.reply(half, 0), c.reply(len(g), 0)}
+		}, []Verdict{A, P, P, A, A, C}, nil, []string{goodName}},
+		{"server: an ACK past the hello (data after it) confirms", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.data(len(g), []byte("GET")), c.reply(len(g)+3, 0)}
+		}, []Verdict{A, P, A, C}, nil, []string{goodName}},
+		{"server: an ACK behind the first byte does not confirm", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.reply(-1, 0), c.reply(len(g)-1, 0)}
+		}, []Verdict{A, P, A, A}, nil, []string{goodName}},
+		{"server: no confirmation before the hello is judged", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g[:half]), c.reply(half, 0), c.data(half, g[half:])}
+		}, []Verdict{A, P, D, P}, nil, []string{goodName}},
+		{"server: packet without ACK does not confirm", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.send(fp.Segment{Src: srvAddr, Dst: c.src, Ack: c.isn + 1 + uint32(len(g)), Flags: fp.PSH})}
+		}, []Verdict{A, P, A}, nil, []string{goodName}},
+		{"server: the racing retransmission after release is reset, not confirmed after", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.data(0, e), c.reply(len(g), 0)}
+		}, []Verdict{A, P, R, D}, ErrOverlap, []string{goodName}},
+		{"server: confirmed flow: late client packets checked, server packets accepted", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.reply(len(g), 0), c.reply(len(g), 0), c.data(0, g), c.data(0, e)}
+		}, []Verdict{A, P, C, A, A, R}, ErrOverlap, []string{goodName}},
+		{"server: unknown flow dropped, never reset", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.reply(10, 0), c.reply(0, fp.SYN|fp.ACK), c.send(fp.Segment{Src: srvAddr, Dst: c.src, Flags: fp.ACK, BadChecksum: true})}
+		}, []Verdict{D, D, D}, nil, nil},
+		{"server: a packet of an unverified flow dropped", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.reply(0, fp.SYN|fp.ACK), c.data(0, g)}
+		}, []Verdict{A, D, P}, nil, []string{goodName}},
+		{"server: a bad checksum is dropped, the flow goes on", Limits{}, func(c *conn) []uint32 {
+			bad := fp.Segment{Src: srvAddr, Dst: c.src, Ack: c.isn + 1 + uint32(len(g)), Flags: fp.ACK, BadChecksum: true}
+			return []uint32{c.syn(), c.data(0, g), c.send(bad), c.reply(len(g), 0)}
+		}, []Verdict{A, P, D, C}, nil, []string{goodName}},
+		{"server: RST forgets the flow", Limits{}, func(c *conn) []uint32 {
+			return []uint32{c.syn(), c.data(0, g), c.reply(len(g), fp.RST|fp.ACK), c.reply(len(g), 0), c.data(len(g), []byte("GET"))}
+		}, []Verdict{A, P, A, D, R}, ErrUnknownFlow, []string{goodName}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -100,7 +100,8 @@
 //	    ip saddr SandboxCIDR oifname != @sandbox_ifaces masquerade
 //
 // Towards a sandbox, forward accepts only ct state established,related (replies to what
-// it was allowed to open) and drops the rest. Base chains have policy accept so that the
+// it was allowed to open) and drops the rest; with FastPath, a server's packets of a
+// released fast flow (MarkFastWait) go to the fast queue first ("The fast path"). Base chains have policy accept so that the
 // host's other traffic is not this package's business; every packet from or to a sandbox
 // interface is decided by a rule.
 //
@@ -180,8 +181,11 @@
 // set is not DNATed to the transparent proxy: the kernel routes it (DESIGN §4 "Kernel
 // fast path", issue 16). Its packets from the sandbox go to NFQUEUE Desired.FastQueue
 // (DefaultFastQueue if 0) until egressd has read the whole ClientHello from the packets
-// themselves; egressd then sets the conntrack mark MarkFast on the flow, and the kernel
-// forwards the rest of it by the mark, or MarkFastDeny, and the kernel resets it. The
+// themselves. If egressd refuses it, it sets the conntrack mark MarkFastDeny and the
+// kernel resets the flow. If it allows it, it sets MarkFastWait and lets the held packets
+// go; the flow's packets, both ways, still go to the queue, until the server acknowledges
+// the ClientHello's last byte; then egressd sets MarkFast (clearing MarkFastWait) and the
+// kernel forwards the rest by the mark (see "Why wait for the server" below). The
 // set is filled like tcp_<name>: AdmitFast on the DNS answer path, Sandbox.Fast (the
 // remaining lifetimes) in every Apply, RevokeFast when a name no longer qualifies.
 //
@@ -212,6 +216,30 @@
 // here whatever its address; the invalid rule drops it, so the reader never sees a
 // segment the kernel itself would not take (the checksum trick of issue 16).
 //
+// With the fast path on, the forward base chain has one more rule, right after the
+// dispatch and before the rule accepting replies:
+//
+//	oifname @sandbox_ifaces tcp sport 443 ct mark & MarkFastWait == MarkFastWait queue num Q
+//
+// the server's packets of a released flow, to the same queue. At forward, a reply's
+// destination is the sandbox again (the masquerade is undone in prerouting), so egressd
+// sees the flow's tuple reversed.
+//
+// Why wait for the server. Between the verdict and the held packet's arrival at the
+// server, the sandbox can send more segments at the ClientHello's offsets with other bytes
+// (retransmissions racing the verdict); if the kernel forwarded the flow from the verdict
+// on, one of them could reach the server first (packets released on different CPUs may
+// overtake each other), and the server's TCP keeps the first bytes it receives at an
+// offset. So the verdict only releases the held packets (NF_ACCEPT) and marks the flow
+// MarkFastWait: its client packets carry no MarkFast, so they still go to the queue, and
+// egressd resets the flow if one disagrees with the judged bytes; its server packets go
+// to the queue by the rule above. Once a server packet acknowledges the ClientHello's last
+// byte, those bytes are in the server's receive buffer and any other bytes at their
+// offsets are duplicates it drops: only then does egressd set MarkFast (and accept that
+// packet), and the kernel forwards both ways. A released flow the server never confirms
+// is forgotten by egressd after its hold time; its next client packet is then an unknown
+// flow's (reset), its server's dropped: it fails closed.
+//
 // Why this order:
 //   - refused first: every packet of a refused flow gets a reset, whatever else holds.
 //   - verified next: the common packet, at kernel speed. Established only, never a SYN,
@@ -227,21 +255,23 @@
 //   - all five before allowed_cidrs: an address in both must still be verified (the
 //     allow rule would accept its packets unverified).
 //
-// The marks are the two bits above MarkTCP (0x02000000, 0x04000000), clear of the marks
-// in common use for the same reasons (see MarkTCP), each read alone. MarkFastDeny is a
-// bit of its own, not the absence of MarkFast, so that a refused flow is reset by the
-// kernel on every packet without going back to the queue. MarkMask is the three bits:
+// The marks are the three bits above MarkTCP (0x02000000, 0x04000000, 0x08000000), clear
+// of the marks in common use for the same reasons (see MarkTCP), each read alone.
+// MarkFastDeny is a bit of its own, not the absence of MarkFast, so that a refused flow
+// (released or verified, whatever its other bits) is reset by the kernel on every packet
+// without going back to the queue. MarkMask is the four bits:
 // FlushConntrack leaves any flow carrying one alone, and every routed TCP 443 flow too
 // (one egressd still holds has no mark yet).
 //
 // How egressd sets the mark. The NFQUEUE verdict can carry the conntrack mark (NFQA_CT)
 // only on kernels with CONFIG_NETFILTER_NETLINK_GLUE_CT, which the lab machines lack. The
 // way that works on both: set the mark on the flow's entry with ctnetlink (an update by
-// the original tuple; the entry is confirmed once the handshake passed), then give the
-// held packet the verdict NF_REPEAT: it meets the forward chain again and passes by
-// MarkFast, or is reset by MarkFastDeny. The tests do exactly this (fastqueue_test.go).
-// NF_ACCEPT forwards the packet without that second look; NF_DROP loses it (the
-// sandbox's retransmission then meets the rules).
+// the original tuple; the entry is confirmed once the handshake passed; FastMarker), then
+// give the packet its verdict: a refused flow's NF_REPEAT, so that it meets the forward
+// chain again and is reset by MarkFastDeny; a released flow's held packets, and the
+// server's packet that confirms it, NF_ACCEPT, which forwards the packet without that
+// second look. NF_DROP loses a packet (the sender's retransmission then meets the rules).
+// The tests do exactly this (fastqueue_test.go, fastwait_test.go).
 //
 // The queue rule is installed as the xtables NFQUEUE target (revision 3, through
 // nft_compat), not as nft's own queue statement: the lab machines' kernels have no
@@ -261,12 +291,23 @@
 // l4proto, for that reason. Other fragments (ICMP, UDP) pass. ("frag" alone is an nft
 // keyword: `nft -f` refuses a chain of that name.)
 //
-// Cutting: RevokeFast stops new flows to an address; CutFast marks the verified flows
-// that keep rejects refused (MarkFastDeny), so that the first rule answers the sandbox's
+// Cutting: RevokeFast stops new flows to an address; CutFast marks the verified and
+// released flows that keep rejects refused (MarkFastDeny; FastMarker.Confirm leaves it
+// set, so a flow cut while it waited stays refused), so that the first rule answers the sandbox's
 // next packet of each with a reset, whatever the nat chain would now do with a new flow
 // (deleting the entry instead made the next packet a new flow, DNATed to the proxy once
 // the address left the set, and in the lab such a cut download stalled rather than
-// reset). The server's packets still reach the sandbox until then; its answer is reset. A Monitor sandbox has no
+// reset). The server's packets still reach the sandbox until then; its answer is reset.
+// An idle flow has no next packet, so CutFast makes the sandbox send one: after marking a
+// flow it sends the sandbox, from the gateway's namespace (a raw socket), a segment with
+// the server's address and port, FIN and ACK set and a sequence number outside the
+// sandbox's window (two of them, 2^31 apart: one is out of window for certain). The
+// sandbox's TCP answers it with an ACK (RFC 793), which meets the first rule and is
+// answered with a reset carrying the sequence number the sandbox expects: the connection
+// is reset at once. FIN, not a bare ACK: conntrack would take a bare ACK for a new flow
+// from the server (picked up mid-stream) whose reply tuple clashes with the cut flow, and
+// NAT's null binding would change its source port; a FIN starts no flow, so conntrack
+// lets it pass untracked. See probe.go. A Monitor sandbox has no
 // fast set and none of these rules: its HTTPS goes to the proxy, which applies monitor.
 // If egressd dies, verified flows go on (their mark is in conntrack), held and new ones
 // are dropped by the queue rule: nothing new is verified.

@@ -129,13 +129,19 @@ func ipDaddrInSet(set string) frag {
 }
 
 // dport: tcp dport N / udp dport N.
-func dport(proto string, port uint16) frag {
+func dport(proto string, port uint16) frag { return portIs(proto, "dport", 2, port) }
+
+// sport: tcp sport P (or udp), with its l4proto dependency.
+func sport(proto string, port uint16) frag { return portIs(proto, "sport", 0, port) }
+
+// portIs: <proto> <field> P, the 16-bit port at offset off of the transport header.
+func portIs(proto, field string, off uint32, port uint16) frag {
 	p := byte(unix.IPPROTO_TCP)
 	if proto == "udp" {
 		p = unix.IPPROTO_UDP
 	}
-	return frag{text: fmt.Sprintf("%s dport %d", proto, port), exprs: []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+	return frag{text: fmt.Sprintf("%s %s %d", proto, field, port), exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
 		cmp(expr.CmpOpEq, be16(port)),
 	}, l4: p}
 }

@@ -13,15 +13,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The fast path's conntrack marks (doc.go "The fast path"). egressd sets one of them on a
-// flow it held in the fast queue, once it has read the ClientHello: MarkFast lets the
-// kernel forward the rest of the flow, MarkFastDeny makes the kernel reset it. They are
-// the bits above MarkTCP, for the same reasons (clear of the marks in common use, see
+// The fast path's conntrack marks (doc.go "The fast path"). egressd sets them on a flow
+// it held in the fast queue: MarkFastWait once it has judged the ClientHello allowed and
+// released the held packets (the server's packets then come to the queue too, until one
+// acknowledges the whole ClientHello), MarkFast once the server has (the kernel forwards
+// the rest of the flow), MarkFastDeny if it refused the flow (the kernel resets it). They
+// are the bits above MarkTCP, for the same reasons (clear of the marks in common use, see
 // MarkTCP), and each is read and set alone, so the other bits of a ct mark are left alone.
 const (
-	MarkFast     uint32 = 0x0200_0000 // a fast-path flow egressd verified
+	MarkFast     uint32 = 0x0200_0000 // a fast-path flow egressd verified, and its server confirmed
 	MarkFastDeny uint32 = 0x0400_0000 // a fast-path flow egressd refused: reset by the kernel
+	MarkFastWait uint32 = 0x0800_0000 // a fast-path flow egressd released: waiting for the server to acknowledge the ClientHello
 )
+
+// markFastAll is the fast path's marks: every verdict mark clears the others but a cut's
+// MarkFastDeny (FastMarker).
+const markFastAll = MarkFast | MarkFastWait | MarkFastDeny
 
 // DefaultFastQueue is the NFQUEUE number of the fast path when Desired.FastQueue is 0:
 // the one after DefaultLogGroup (a queue and a log group are separate numberings; the
@@ -62,7 +69,8 @@ func (f *Firewall) RevokeFast(name string, eps []Endpoint) error {
 	return f.elements("revoke fast", prefixFast, name, es, err, false)
 }
 
-// CutFast refuses sandbox's verified fast flows (MarkFast set, MarkFastDeny not) for which
+// CutFast refuses sandbox's verified or released fast flows (MarkFast or MarkFastWait set,
+// MarkFastDeny not: a released flow's ClientHello was judged as a verified one's) for which
 // keep(src, dst) is false (src: the sandbox's address and port; dst: the original
 // destination); keep nil keeps none. It adds MarkFastDeny to their conntrack entries
 // (FastMarker.Cut: MarkFast stays, so the flow log still records the flow's close) rather
@@ -70,8 +78,13 @@ func (f *Firewall) RevokeFast(name string, eps []Endpoint) error {
 // next packet of each with a TCP reset, whatever the rest of the table says by then.
 // (A deleted entry's next packet is a new flow, which the nat chain may send to the
 // transparent proxy once the address left fast_<name>, and the lab showed such a cut
-// download stall instead of reset.) Refused flows are reset by the kernel already, and
-// flows egressd still holds are its own to decide. It returns how many flows it refused.
+// download stall instead of reset.) An idle flow sends no next packet, so CutFast then
+// makes the sandbox send one: it sends the sandbox a probe from the server's address that
+// the sandbox's TCP answers with an ACK, which the rule resets (probe.go). Refused flows
+// are reset by the kernel already, and flows egressd still holds are its own to decide.
+// It returns how many flows it refused. A probe that could not be sent does not undo the
+// cut and does not stop the others; CutFast then returns the count and an error saying
+// so (a sandbox the gateway no longer routes to is not told, and that is no error).
 func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort) bool) (int, error) {
 	a := sandbox.Unmap()
 	if !a.Is4() {
@@ -82,6 +95,8 @@ func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort
 		return 0, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
 	}
 	var m *FastMarker
+	var p *prober
+	var unprobed []error // the cut stands; only the sandbox may learn of it later
 	n := 0
 	filter := fastFilter{src: a, keep: keep}
 	for _, fl := range flows {
@@ -93,17 +108,31 @@ func (f *Firewall) CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort
 				return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
 			}
 			defer m.Close()
+			if p, err = newProber(f.netnsFd); err != nil {
+				unprobed = append(unprobed, err)
+			} else {
+				defer p.Close()
+			}
 		}
 		src, _ := ipOf(fl.Forward.SrcIP)
 		dst, _ := ipOf(fl.Forward.DstIP)
-		err := m.Cut(netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort))
+		client, server := netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort)
+		err := m.Cut(client, server)
 		switch {
 		case err == nil:
 			n++
+			if p != nil {
+				if err := p.probe(client, server); err != nil && !gone(err) {
+					unprobed = append(unprobed, err)
+				}
+			}
 		case errors.Is(err, ErrNoFlow): // it ended meanwhile
 		default:
-			return n, fmt.Errorf("firewall: cut fast flows of %v: %w", a, err)
+			return n, errors.Join(fmt.Errorf("firewall: cut fast flows of %v: %w", a, err), errors.Join(unprobed...))
 		}
+	}
+	if len(unprobed) > 0 {
+		return n, fmt.Errorf("firewall: cut %d fast flows of %v, but an idle one learns of it only when it next sends: %w", n, a, errors.Join(unprobed...))
 	}
 	return n, nil
 }
@@ -118,7 +147,7 @@ func (f fastFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 	src, ok1 := ipOf(fl.Forward.SrcIP)
 	dst, ok2 := ipOf(fl.Forward.DstIP)
 	if !ok1 || !ok2 || src != f.src || fl.Forward.Protocol != unix.IPPROTO_TCP ||
-		fl.Mark&MarkFast == 0 || fl.Mark&MarkFastDeny != 0 {
+		fl.Mark&(MarkFast|MarkFastWait) == 0 || fl.Mark&MarkFastDeny != 0 {
 		return false
 	}
 	return f.keep == nil || !f.keep(netip.AddrPortFrom(src, fl.Forward.SrcPort), netip.AddrPortFrom(dst, fl.Forward.DstPort))
@@ -167,6 +196,15 @@ func fragChain() *chain {
 // fastNAT is the rule of nat_<name> that routes a flow to a fast_<name> endpoint.
 func fastNAT(s sandbox) rule {
 	return newRule("fast path: routed, verified from its packets", daddrDportInSet(prefixFast+s.name), ret())
+}
+
+// fastReplies is the forward base chain's rule, before the one accepting replies, that
+// queues the server's packets of a released flow (MarkFastWait) until egressd confirms it
+// (doc.go "The fast path"). At forward, a reply's destination is the sandbox again (the
+// masquerade is undone in prerouting).
+func fastReplies(st *state) rule {
+	return newRule("fast path: the server's packets until it acknowledged the ClientHello",
+		ifaceInSet("oifname", setIfaces, false), sport("tcp", webPortHTTPS), ctMarkHas(MarkFastWait), queue(st.fastQueue))
 }
 
 // fastFwd are the fast path's rules of fwd_<name> (the order is explained in doc.go).

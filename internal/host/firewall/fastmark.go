@@ -31,13 +31,15 @@ const (
 // was cut, or is not confirmed yet: a SYN still on its way).
 var ErrNoFlow = errors.New("firewall: conntrack has no such flow")
 
-// FastMarker sets the fast path's verdicts on flows: MarkFast on a flow egressd verified,
-// MarkFastDeny on one it refused, in the flow's conntrack entry, under the mask
-// MarkFast|MarkFastDeny, so that the other bits of the ct mark stay whatever other software
-// put there. The queue's verdict could carry the mark itself (NFQA_CT), but only on kernels
-// with CONFIG_NETFILTER_NETLINK_GLUE_CT; an update through ctnetlink works on every kernel
-// with conntrack's netlink interface. The caller then gives the held packet NF_REPEAT, and
-// the forward chain passes it by MarkFast or resets it by MarkFastDeny (see doc.go).
+// FastMarker sets the fast path's verdicts on flows, in the flow's conntrack entry, under
+// a mask of the fast path's bits only, so that the other bits of the ct mark stay whatever
+// other software put there: MarkFastWait on a flow egressd released (Release: its held
+// packets then get NF_ACCEPT, and its packets, the server's too, keep coming to the queue),
+// MarkFast once the server acknowledged the ClientHello (Confirm: the kernel forwards the
+// rest), MarkFastDeny on one it refused (Mark; the held packet then gets NF_REPEAT and
+// the forward chain resets it) or cut (Cut). The queue's verdict could carry the mark
+// itself (NFQA_CT), but only on kernels with CONFIG_NETFILTER_NETLINK_GLUE_CT; an update
+// through ctnetlink works on every kernel with conntrack's netlink interface (see doc.go).
 //
 // It keeps one netlink socket open, so that a verdict costs one request and its
 // acknowledgement; calls are serialised. It is safe for concurrent use.
@@ -59,18 +61,32 @@ func NewFastMarker(opts ...Option) (*FastMarker, error) {
 
 // Mark sets MarkFast (refused false) or MarkFastDeny (refused true) on the TCP flow from
 // src to dst as the sandbox sent it (the original tuple: fast-path flows are routed, not
-// DNATed), clearing the other of the two. It returns ErrNoFlow when conntrack has no
+// DNATed), clearing the other fast-path marks. It returns ErrNoFlow when conntrack has no
 // confirmed entry for it.
 func (m *FastMarker) Mark(src, dst netip.AddrPort, refused bool) error {
 	if refused {
-		return m.set(src, dst, MarkFastDeny, MarkFast|MarkFastDeny)
+		return m.set(src, dst, MarkFastDeny, markFastAll)
 	}
-	return m.set(src, dst, MarkFast, MarkFast|MarkFastDeny)
+	return m.set(src, dst, MarkFast, markFastAll)
 }
 
-// Cut sets MarkFastDeny on a verified flow and keeps its MarkFast: the kernel resets it
-// from its next packet on, and the flow log still reports it, bytes and all, as a flow
-// that was verified (its close record).
+// Release sets MarkFastWait on the flow from src to dst, clearing the other fast-path
+// marks: its ClientHello was judged allowed, and the server's packets now go to the queue
+// until one acknowledges it. ErrNoFlow as Mark.
+func (m *FastMarker) Release(src, dst netip.AddrPort) error {
+	return m.set(src, dst, MarkFastWait, markFastAll)
+}
+
+// Confirm sets MarkFast on a released flow from src to dst and clears MarkFastWait: the
+// kernel forwards the rest. It leaves MarkFastDeny as it is, so that a flow cut (Cut)
+// while it waited stays refused. ErrNoFlow as Mark.
+func (m *FastMarker) Confirm(src, dst netip.AddrPort) error {
+	return m.set(src, dst, MarkFast, MarkFast|MarkFastWait)
+}
+
+// Cut sets MarkFastDeny on a verified (or released) flow and keeps its MarkFast (or
+// MarkFastWait): the kernel resets it from its next packet on, and the flow log still
+// reports it, bytes and all, as a flow that was verified (its close record).
 func (m *FastMarker) Cut(src, dst netip.AddrPort) error {
 	return m.set(src, dst, MarkFastDeny, MarkFastDeny)
 }

@@ -212,7 +212,7 @@ func TestFastPathRefused(t *testing.T) {
 	}
 }
 
-// CutFast deletes exactly the verified fast flows of the sandbox that keep does not keep;
+// CutFast refuses exactly the verified and released fast flows of the sandbox that keep does not keep;
 // FlushConntrack (allowed_cidrs shrinking) leaves every fast flow alone, held ones included.
 func TestCutFastEntries(t *testing.T) {
 	t.Parallel()
@@ -242,31 +242,22 @@ func TestCutFastEntries(t *testing.T) {
 		{other, 40006, web, 443, MarkFast},              // another sandbox's
 		{sbx, 40007, web, 443, MarkFast | 0x10},         // other bits of the mark: cut
 		{sbx, 40008, ip("198.51.100.10"), 5432, 0},      // allowed_cidrs: FlushConntrack's
+		{sbx, 40009, web, 443, MarkFastWait},            // released, not yet confirmed: cut
 	}
 	for _, f := range flows {
 		if err := ct.Create(conntrack.NewFlow(unix.IPPROTO_TCP, 0, f.src, f.dst, f.port, f.dprt, 120, f.mark)); err != nil {
 			t.Fatalf("create %d: %v", f.port, err)
 		}
 	}
-	marks := func() map[uint16]uint32 {
-		all, err := ct.Dump(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make(map[uint16]uint32)
-		for _, f := range all {
-			out[f.TupleOrig.Proto.SourcePort] = f.Mark
-		}
-		return out
-	}
+	marks := func() map[uint16]uint32 { return ctMarks(t, ct) }
 	n, err := fw.CutFast(sbx, func(src, dst netip.AddrPort) bool { return src.Port() == 40002 && dst == netip.AddrPortFrom(web, 443) })
-	if err != nil || n != 2 {
-		t.Errorf("CutFast = %d, %v; want 2", n, err)
+	if err != nil || n != 3 {
+		t.Errorf("CutFast = %d, %v; want 3", n, err)
 	}
 	// The cut flows are refused (the kernel resets their next packet), the other bits of
 	// their mark kept; every other flow is as it was.
 	want := map[uint16]uint32{40001: MarkFast | MarkFastDeny, 40002: MarkFast, 40003: MarkFast | MarkFastDeny, 40004: MarkTCP,
-		40005: 0, 40006: MarkFast, 40007: MarkFast | MarkFastDeny | 0x10, 40008: 0}
+		40005: 0, 40006: MarkFast, 40007: MarkFast | MarkFastDeny | 0x10, 40008: 0, 40009: MarkFastWait | MarkFastDeny}
 	if got := marks(); !maps.Equal(got, want) {
 		t.Errorf("after CutFast: marks %#x, want %#x", got, want)
 	}

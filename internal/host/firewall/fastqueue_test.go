@@ -29,7 +29,8 @@ type queueReader struct {
 	seen   []queued
 }
 
-// queued is the part of a queued packet the tests look at: a TCP segment from a sandbox.
+// queued is the part of a queued packet the tests look at: a TCP segment from a sandbox,
+// or from a server (source port 443) to a sandbox.
 type queued struct {
 	src, dst netip.AddrPort
 	flags    byte
@@ -120,7 +121,11 @@ func (q *queueReader) run(t *testing.T, done chan struct{}) {
 			q.seen = append(q.seen, p)
 			q.mu.Unlock()
 			if mark != 0 {
-				f := conntrack.NewFlow(unix.IPPROTO_TCP, 0, p.src.Addr(), p.dst.Addr(), p.src.Port(), p.dst.Port(), 0, mark)
+				src, dst := p.src, p.dst
+				if src.Port() == webPortHTTPS { // a server's packet: its flow is the reverse
+					src, dst = dst, src
+				}
+				f := conntrack.NewFlow(unix.IPPROTO_TCP, 0, src.Addr(), dst.Addr(), src.Port(), dst.Port(), 0, mark)
 				f.TupleReply = conntrack.Tuple{} // the original tuple finds the entry
 				if err := q.ct.Update(f); err != nil {
 					t.Errorf("conntrack mark %#x on %s: %v", mark, p, err)

@@ -150,11 +150,14 @@ func build(st *state) *plan {
 	}
 
 	toSbx := ifaceInSet("oifname", setIfaces, false)
-	forward := []rule{
-		newRule("each sandbox interface to its chain", ifaceVmap("iifname", mapFwd)),
+	forward := []rule{newRule("each sandbox interface to its chain", ifaceVmap("iifname", mapFwd))}
+	if st.fastPath {
+		forward = append(forward, fastReplies(st))
+	}
+	forward = append(forward,
 		newRule("replies to what a sandbox was allowed to open", toSbx, ctEstablished(), accept()),
 		newRule("nothing else reaches a sandbox", ifaceInSet("oifname", setIfaces, false), drop()),
-	}
+	)
 	if st.ifacePrefix != "" {
 		forward = append(forward, newRule("sandbox interface not (yet) known: fail closed",
 			ifaceWildcard("oifname", st.ifacePrefix), drop()))

@@ -42,19 +42,8 @@ func icmpError(src, dst [4]byte, inner, payload []byte) []byte {
 	return append(h, m...)
 }
 
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
+// checksum is the Internet checksum of b (probe.go's onesSum, complemented).
+func checksum(b []byte) uint16 { return ^onesSum(0, b) }
 
 // sendRaw sends one IPv4 packet (header included) from ns.
 func sendRaw(t *testing.T, ns *netNS, dst [4]byte, pkt []byte) {

@@ -25,9 +25,9 @@ import (
 const MarkTCP uint32 = 0x0100_0000
 
 // MarkMask is the part of the ct mark that egressd owns: MarkTCP and the fast path's
-// MarkFast and MarkFastDeny. A flow with any of them set is cut by its own call (FlushTCP,
-// CutFast), never by FlushConntrack.
-const MarkMask = MarkTCP | MarkFast | MarkFastDeny
+// MarkFast, MarkFastDeny and MarkFastWait. A flow with any of them set is cut by its own
+// call (FlushTCP, CutFast), never by FlushConntrack.
+const MarkMask = MarkTCP | MarkFast | MarkFastDeny | MarkFastWait
 
 // DefaultLogGroup is the NFLOG group of the log rules when Desired.LogGroup is 0.
 const DefaultLogGroup uint16 = 6567

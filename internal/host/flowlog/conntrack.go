@@ -93,7 +93,7 @@ func (s *ctSource) record(ev conntrack.Event, now time.Time) (record, bool) {
 		Src: orig.IP.SourceAddress.Unmap(), Dst: orig.IP.DestinationAddress.Unmap(),
 		SrcPort: orig.Proto.SourcePort, Port: orig.Proto.DestinationPort, Proto: orig.Proto.Protocol,
 		Marked: f.Mark&firewall.MarkTCP != 0,
-		Fast:   f.Mark&firewall.MarkFast != 0,
+		Fast:   f.Mark&(firewall.MarkFast|firewall.MarkFastWait) != 0, // released flows were judged allowed too
 	}
 	// A flow DNATed to the gateway's own listeners answers from another address than
 	// the one dialled: the proxy and the DNS filter record those.

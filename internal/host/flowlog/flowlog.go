@@ -23,7 +23,8 @@ type Flow struct {
 	// Marked: admitted by the sandbox's allowed_tcp set (ct mark firewall.MarkTCP). The
 	// other flows are reported only with Reader.Sandboxes set.
 	Marked bool
-	// Fast: a fast-path flow that egressd verified (ct mark firewall.MarkFast; a verified
+	// Fast: a fast-path flow that egressd verified (ct mark firewall.MarkFast, or
+	// firewall.MarkFastWait while its server had not yet acknowledged the ClientHello; a verified
 	// flow cut by a tightening keeps it beside MarkFastDeny; one refused after its
 	// verification loses it, and its close was recorded then).
 	Fast       bool

@@ -114,13 +114,14 @@ func (g *Gateway) openFastLocked(vm VM, st *vmTCP, a dnsfilter.Answered, now tim
 	}
 	var add, revoke []firewall.Endpoint
 	exp := now.Add(life)
+	intercepted := g.intercepts(vm.Tenant, vm.Effective, host)
 	fs.mu.Lock()
 	for _, ip := range a.Addrs {
 		ip = ip.Unmap()
 		if !ip.Is4() {
 			continue
 		}
-		if g.intercepts(vm.Tenant, vm.Effective, host) {
+		if intercepted {
 			if t := fs.slow[ip]; t.Before(exp) {
 				fs.slow[ip] = exp
 			}

@@ -208,13 +208,10 @@ func TestFastPathEvasion(t *testing.T) { eachGWMode(t, runEvasion) }
 
 func runEvasion(t *testing.T, m gwMode) {
 	e := newEvasionLab(t, m)
-	fast := e.fast
 	for _, tc := range evasionCases() {
 		e.clear()
 		t.Run(tc.name, func(t *testing.T) {
 			switch {
-			case !fast && tc.proxyGap != "":
-				t.Skip("a gap of the proxy path: " + tc.proxyGap)
 			case tc.run != nil:
 				tc.run(t, e)
 			default:
@@ -259,9 +256,6 @@ type evasionCase struct {
 	// invalid state, TCP in IP fragments), so no denial is recorded either.
 	fastDrops, fastUnjudged bool
 	run                     func(t *testing.T, e *evasionLab)
-	// proxyGap, when set, says why the proxy path does not block the attempt today: it is
-	// skipped in proxy mode with that reason, and must be blocked by the fast path.
-	proxyGap string
 }
 
 // evasionCases are the cases of issue 16. The overlapping ones disagree on the name's first
@@ -396,9 +390,7 @@ func evasionCases() []evasionCase {
 		}},
 		{name: "a second ClientHello behind the benign one", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {
 			c.Send(psh(0, append(slices.Clone(h.benign), h.evil...)))
-		}, proxyGap: "the transparent proxy judges the first ClientHello and relays every byte read with it " +
-			"(sni.ServerName returns them), so the server gets the second, evil one too " +
-			"(crypto/tls, as a server, refuses a second ClientHello with another name; not every server does)"},
+		}},
 		// One byte more, marked urgent: a server takes it out of the stream (BSD urgent
 		// pointer, the byte before it) and reads the evil hello.
 		{name: "urgent data", reasons: ambiguous, serverReadsEvil: true, send: func(h *hellos, c *rawFlow) {

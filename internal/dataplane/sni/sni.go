@@ -44,6 +44,10 @@ var (
 	ErrTooLarge = errors.New("TLS ClientHello is larger than the gateway reads")
 	// ErrMalformed: crypto/tls does not accept the ClientHello.
 	ErrMalformed = errors.New("malformed TLS ClientHello")
+	// ErrBeyondHello: bytes follow the ClientHello that no client sends before the server
+	// has answered: another handshake record (a second ClientHello), or, for HelloEnd,
+	// anything in the hello's last record after it.
+	ErrBeyondHello = errors.New("bytes after the ClientHello")
 )
 
 // errAbort stops the handshake once the ClientHello has been parsed.
@@ -82,6 +86,11 @@ func ServerName(r io.Reader) (name string, read []byte, err error) {
 	case hello != nil && hello.ServerName == "":
 		return "", rec.buf, ErrNoServerName
 	case hello != nil:
+		// The client sent more at once: a handshake record there would be a second
+		// ClientHello, which the destination might take instead of the one judged.
+		if end, err := HelloEnd(rec.buf, MaxHelloBytes); err == nil && end > 0 && end < len(rec.buf) && rec.buf[end] == 0x16 {
+			return "", rec.buf, fmt.Errorf("%w: a TLS handshake record follows the ClientHello at byte %d", ErrBeyondHello, end)
+		}
 		return hello.ServerName, rec.buf, nil
 	case rec.err != nil:
 		return "", rec.buf, readErr(rec.err)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 	"testing/iotest"
 
@@ -58,6 +59,11 @@ func TestServerName(t *testing.T) {
 		{"SSH banner", []byte("SSH-2.0-OpenSSH_9.6\r\n"), "", ErrNotTLS},
 		{"alert record", []byte{0x15, 3, 3, 0, 2, 2, 40}, "", ErrNotTLS},
 		{"handshake record, not a ClientHello", []byte{0x16, 3, 1, 0, 4, 2, 0, 0, 0}, "", ErrMalformed},
+		// Sent at once with the hello: a second ClientHello (the destination might take it
+		// instead of the one judged) is refused; early data (an application_data record)
+		// is not the gateway's to judge.
+		{"a second ClientHello behind the first", append(slices.Clone(withSNI), clientHello(t, &tls.Config{ServerName: "evil.example.com"})...), "", ErrBeyondHello},
+		{"early data behind the hello", append(slices.Clone(withSNI), 0x17, 3, 3, 0, 2, 'h', 'i'), "api.example.com", nil},
 		{"garbage in a handshake record", append([]byte{0x16, 3, 1, 0, 32}, bytes.Repeat([]byte{0xff}, 32)...), "", ErrMalformed},
 		{"oversized ClientHello", bigHello(), "", ErrTooLarge},
 	}
@@ -69,6 +75,14 @@ func TestServerName(t *testing.T) {
 					r = iotest.OneByteReader(r)
 				}
 				got, read, err := ServerName(r)
+				if slow && errors.Is(tt.wantErr, ErrBeyondHello) {
+					// Read a byte at a time, the hello ends before the next record is read:
+					// only bytes sent with the hello are seen.
+					if err != nil || got != "api.example.com" {
+						t.Fatalf("slow: %q, %v; want the first hello's name", got, err)
+					}
+					continue
+				}
 				if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
 					t.Fatalf("slow=%v: error %v, want %v", slow, err, tt.wantErr)
 				}

@@ -21,12 +21,12 @@ var (
 	ErrAck             = errors.New("acknowledgement number the server would not take")
 	ErrTimestamp       = errors.New("TCP timestamp older than one already sent")
 	ErrOverlap         = errors.New("segments disagree")
-	ErrBeyondHello     = errors.New("bytes after the ClientHello")
-	ErrTooLarge        = errors.New("ClientHello too large")
+	ErrBeyondHello     = sni.ErrBeyondHello
+	ErrTooLarge        = sni.ErrTooLarge
 	ErrTooManySegments = errors.New("ClientHello in too many segments")
 	ErrTimeout         = errors.New("ClientHello not complete in time")
 	ErrLimit           = errors.New("too many flows or bytes held")
-	ErrNotTLS          = errors.New("not a TLS ClientHello")
+	ErrNotTLS          = sni.ErrNotTLS
 	ErrFIN             = errors.New("FIN before the ClientHello was judged")
 	ErrNoServerName    = sni.ErrNoServerName
 	errDenied          = errors.New("denied by policy")
@@ -44,7 +44,7 @@ var kinds = []struct {
 	{ErrTooManySegments, "too_many_segments"}, {ErrTimeout, "timeout"}, {ErrLimit, "limit"},
 	{ErrNotTLS, "not_tls"}, {ErrFIN, "fin"}, {ErrMalformed, "malformed"},
 	{sni.ErrNoServerName, "no_server_name"}, {sni.ErrMalformed, "malformed_hello"},
-	{sni.ErrNotTLS, "not_tls"}, {sni.ErrTooLarge, "too_large"}, {errDenied, "denied"},
+	{errDenied, "denied"},
 }
 
 // kindOf is the Stats name of a refusal.

@@ -56,7 +56,7 @@ func FuzzWalk(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, p []byte, limit int) {
 		limit = max(0, min(limit, sni.MaxHelloBytes))
-		end, err := walk(p, limit)
+		end, err := sni.HelloEnd(p, limit)
 		if err != nil && end != 0 || end > len(p) || end > limit {
 			t.Fatalf("end %d, err %v, for %d bytes, limit %d", end, err, len(p), limit)
 		}

@@ -302,3 +302,40 @@ func TestLinuxLike(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondHelloAfterRelease: once the hello is let go, a handshake record right after it
+// (a second ClientHello) is refused until the server has acknowledged the first; early
+// data is let go; after the server's acknowledgement the bytes are the connection's.
+func TestSecondHelloAfterRelease(t *testing.T) {
+	hellos(t)
+	g := goodHello
+	for _, tc := range []struct {
+		name    string
+		confirm bool
+		next    []byte
+		want    Verdict
+	}{
+		{"second ClientHello before the server answered", false, evilHello, R},
+		{"early data before the server answered", false, []byte{0x17, 3, 3, 0, 2, 'h', 'i'}, A},
+		{"handshake record after the server answered", true, []byte{0x16, 3, 3, 0, 1, 0}, A},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newConn(t, Limits{})
+			c.syn()
+			if got := c.verdicts(c.data(0, g)); got[0] != P {
+				t.Fatalf("hello: %v", got)
+			}
+			if tc.confirm {
+				if got := c.verdicts(c.reply(len(g), 0)); got[0] != C {
+					t.Fatalf("server ACK: %v", got)
+				}
+			}
+			if got := c.verdicts(c.data(len(g), tc.next)); got[0] != tc.want {
+				t.Fatalf("next record: %v, want %v", got, tc.want)
+			}
+			if tc.want == R {
+				wantErr(t, c.refusal(), ErrBeyondHello)
+			}
+		})
+	}
+}

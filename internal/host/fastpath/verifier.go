@@ -446,7 +446,7 @@ func (v *Verifier) hold(f *flow, s *segment, id uint32, now time.Time) {
 	if f.known[0].lo == 0 {
 		prefix = f.buf[:f.known[0].hi]
 	}
-	helloEnd, err := walk(prefix, v.lim.HelloBytes)
+	helloEnd, err := sni.HelloEnd(prefix, v.lim.HelloBytes)
 	switch {
 	case err != nil:
 		fail(err)
@@ -496,10 +496,22 @@ func (v *Verifier) late(f *flow, s *segment, id uint32, now time.Time) {
 			v.refuse(f, s.flow, id, true, fmt.Errorf("%w: a retransmission differs from the verified ClientHello at byte %d", ErrOverlap, off+i), now)
 			return
 		}
-		v.verdict(id, Accept)
+		v.pastHello(f, s, id, off, end, now)
 	default:
-		v.verdict(id, Accept)
+		v.pastHello(f, s, id, off, end, now)
 	}
+}
+
+// pastHello lets go the bytes of a late packet past the verified ClientHello, except, while the
+// server has not acknowledged the hello (released), a handshake record right after it: no
+// client sends another handshake message before the server has answered its ClientHello,
+// and a second ClientHello there would reach the server as if it were the first.
+func (v *Verifier) pastHello(f *flow, s *segment, id uint32, off, end int, now time.Time) {
+	if at := len(f.buf) - off; f.state == released && off <= len(f.buf) && len(f.buf) < end && s.payload[at] == 0x16 {
+		v.refuse(f, s.flow, id, true, fmt.Errorf("%w: a TLS handshake record at byte %d, before the server answered the ClientHello (a second ClientHello)", ErrBeyondHello, len(f.buf)), now)
+		return
+	}
+	v.verdict(id, Accept)
 }
 
 // mismatch is the index of the first byte where a and b (of one length) differ, or -1.

@@ -100,7 +100,7 @@ func TestRules(t *testing.T) {
 		}, []Verdict{A, P}, nil, []string{goodName}},
 		{"non-handshake record inside the hello", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.syn(), c.data(0, badSecondRecord)}
-		}, []Verdict{A, R}, ErrMalformed, nil},
+		}, []Verdict{A, R}, sni.ErrMalformed, nil},
 		{"SYN with data (Fast Open)", Limits{}, func(c *conn) []uint32 {
 			return []uint32{c.send(fp.Segment{Seq: c.isn, Flags: fp.SYN, Payload: g})}
 		}, []Verdict{R}, ErrFastOpen, nil},

@@ -1,4 +1,4 @@
-package fastpath
+package sni
 
 import (
 	"encoding/binary"
@@ -9,12 +9,17 @@ import (
 // ClientHello over 16 KiB needs two; more is someone probing the verifier.
 const maxRecords = 16
 
-// walk reads the TLS records at the start of a flow from p, the contiguous bytes from
-// offset 0, and says whether they hold a whole ClientHello: end is then the end of the
+// HelloEnd reads the TLS records at the start of a connection from p, the first bytes the
+// client sent, and says whether they hold a whole ClientHello: end is then the end of the
 // hello's last record (the bytes to judge are p[:end]). limit bounds end. An error (wrapping
 // ErrNotTLS, ErrMalformed, ErrTooLarge or ErrBeyondHello) is final: more bytes cannot
-// mend it. With neither, more bytes are needed.
-func walk(p []byte, limit int) (end int, err error) {
+// mend it. With neither (end 0, err nil), more bytes are needed.
+//
+// It reads the framing only (record headers, the handshake message's type and length);
+// the hello itself is ServerName's to parse. The kernel fast path (package fastpath)
+// holds a flow's packets until HelloEnd finds the end, and refuses bytes past it; the
+// proxies read with ServerName, which refuses a handshake record after it.
+func HelloEnd(p []byte, limit int) (end int, err error) {
 	if len(p) >= 1 && p[0] != 0x16 {
 		return 0, fmt.Errorf("%w: first byte 0x%02x is not a TLS handshake record", ErrNotTLS, p[0])
 	}

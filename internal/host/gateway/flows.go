@@ -30,7 +30,8 @@ type Flow struct {
 	// "timeout"); empty otherwise.
 	CloseReason string
 	// SrcPort is the sandbox's port, and Fast says the flow took the fast path (ct mark
-	// firewall.MarkFast): its connect record was made when Judge let it through.
+	// firewall.MarkFast, or MarkFastWait: released, not yet confirmed by its server): its
+	// connect record was made when Judge let it through.
 	SrcPort uint16
 	Fast    bool
 }

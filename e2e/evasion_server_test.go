@@ -100,20 +100,11 @@ func startRecorder(t *testing.T, nsPath, addr string) *helloRecorder {
 		t.Fatal(err)
 	}
 	r := &helloRecorder{}
-	var open sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); open.Wait() })
+	served := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-served })
 	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			open.Add(1)
-			go func() {
-				defer open.Done()
-				r.keep(c)
-			}()
-		}
+		defer close(served)
+		testnet.ServeEach(ln, r.keep)
 	}()
 	return r
 }

@@ -85,27 +85,20 @@ func addBulkServer(t testing.TB, l *gwLab, hello []byte) {
 
 func serveTLSFrontedRaw(ln net.Listener, hello []byte, n int) {
 	chunk := bytes.Repeat([]byte{'x'}, 256<<10)
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
+	testnet.ServeEach(ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		got, err := readTLSRecord(c)
+		if err != nil || !bytes.Equal(got, hello) {
+			return // the client sees a short read and fails
 		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Minute))
-			got, err := readTLSRecord(c)
-			if err != nil || !bytes.Equal(got, hello) {
-				return // the client sees a short read and fails
+		for left := n; left > 0; {
+			k, err := c.Write(chunk[:min(left, len(chunk))])
+			if err != nil {
+				return
 			}
-			for left := n; left > 0; {
-				k, err := c.Write(chunk[:min(left, len(chunk))])
-				if err != nil {
-					return
-				}
-				left -= k
-			}
-		}()
-	}
+			left -= k
+		}
+	})
 }
 
 // readTLSRecord reads one TLS handshake record, header included.
@@ -263,15 +256,7 @@ func runBareRelayIfAsked() {
 			fmt.Fprintf(os.Stderr, "bare relay: %v\n", err)
 			os.Exit(1)
 		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go relayOne(c.(*net.TCPConn), upstream)
-			}
-		}()
+		go testnet.ServeEach(ln, func(c net.Conn) { relayOne(c.(*net.TCPConn), upstream) })
 	}
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)

@@ -144,16 +144,7 @@ func (l *gwLab) serveCounters(inet testnet.Net) {
 		l.t.Fatal(err)
 	}
 	l.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			l.tcp22.Add(1)
-			c.Close()
-		}
-	}()
+	go testnet.ServeEach(ln, func(net.Conn) { l.tcp22.Add(1) })
 }
 
 // vm creates a VM with a sandbox network and the given VM policy; it is deleted (with its

@@ -192,7 +192,7 @@ func parseFlags(args []string) (*config, error) {
 	})
 	fs.BoolVar(&c.transparent, "transparent", false, "run the transparent gateway: sandbox network namespaces, nftables, the transparent proxy and the DNS filter (Linux, root)")
 	portFlag(fs, &c.transparentPort, "transparent-port", 15001, "port of the transparent proxy on the sandboxes' gateway addresses")
-	fs.BoolVar(&c.fastPath, "fast-path", false, "with --transparent: let the kernel forward TLS on 443 to addresses the DNS filter answered, once egressd has verified the ClientHello from the packets (NFQUEUE); intercepted names and anything unsure stay with the transparent proxy")
+	fs.BoolVar(&c.fastPath, "fast-path", false, "with --transparent: let the kernel forward TLS on 443 to addresses the DNS filter answered, once egressd has verified the ClientHello from the packets (NFQUEUE); intercepted names and allowed_cidrs destinations stay with the transparent proxy, and a flow that cannot be verified is reset")
 	portFlag(fs, &c.dnsPort, "dns-filter-port", 15353, "port of the DNS filter on the sandboxes' gateway addresses")
 	fs.IntVar(&c.maxTunnels, "proxy-max-tunnels", 1024, "open connections allowed per session through the proxy")
 	fs.Float64Var(&c.rateLimit, "api-rate-limit", 100, "API requests per second allowed per key, bursts of twice that (0: unlimited)")

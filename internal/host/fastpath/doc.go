@@ -114,8 +114,9 @@
 // the payload of its held packets, so both the verifier's buffer and the kernel's queued
 // packets are bounded). Verified and refused entries are at most Limits.Flows more, with
 // at most 64 MiB of remembered ClientHellos; past these the oldest are forgotten (refused
-// ones first, released ones last). An unverified flow that sent nothing is forgotten after Idle (30 s); its
-// data then is ErrUnknownFlow, as after a restart of egressd (fail closed).
+// ones first, released ones last). An unverified flow that sent nothing is forgotten after
+// Idle (30 s); its data then is ErrUnknownFlow, as after a restart of egressd (fail
+// closed).
 //
 // # Tests
 //

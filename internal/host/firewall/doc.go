@@ -99,11 +99,11 @@
 //	nat_post (postrouting, srcnat 100):
 //	    ip saddr SandboxCIDR oifname != @sandbox_ifaces masquerade
 //
-// Towards a sandbox, forward accepts only ct state established,related (replies to what
-// it was allowed to open) and drops the rest; with FastPath, a server's packets of a
-// released fast flow (MarkFastWait) go to the fast queue first ("The fast path"). Base chains have policy accept so that the
-// host's other traffic is not this package's business; every packet from or to a sandbox
-// interface is decided by a rule.
+// Towards a sandbox, forward accepts only ct state established,related (replies to what it
+// was allowed to open) and drops the rest; with FastPath, a server's packets of a released
+// fast flow (MarkFastWait) go to the fast queue first ("The fast path"). Base chains have
+// policy accept so that the host's other traffic is not this package's business; every
+// packet from or to a sandbox interface is decided by a rule.
 //
 // # allowed_tcp: the tcp_<name> set and the connection mark
 //
@@ -293,24 +293,24 @@
 //
 // Cutting: RevokeFast stops new flows to an address; CutFast marks the verified and
 // released flows that keep rejects refused (MarkFastDeny; FastMarker.Confirm leaves it
-// set, so a flow cut while it waited stays refused), so that the first rule answers the sandbox's
-// next packet of each with a reset, whatever the nat chain would now do with a new flow
-// (deleting the entry instead made the next packet a new flow, DNATed to the proxy once
-// the address left the set, and in the lab such a cut download stalled rather than
-// reset). The server's packets still reach the sandbox until then; its answer is reset.
-// An idle flow has no next packet, so CutFast makes the sandbox send one: after marking a
-// flow it sends the sandbox, from the gateway's namespace (a raw socket), a segment with
-// the server's address and port, FIN and ACK set and a sequence number outside the
-// sandbox's window (two of them, 2^31 apart: one is out of window for certain). The
-// sandbox's TCP answers it with an ACK (RFC 793), which meets the first rule and is
-// answered with a reset carrying the sequence number the sandbox expects: the connection
-// is reset at once. FIN, not a bare ACK: conntrack would take a bare ACK for a new flow
-// from the server (picked up mid-stream) whose reply tuple clashes with the cut flow, and
-// NAT's null binding would change its source port; a FIN starts no flow, so conntrack
-// lets it pass untracked. See probe.go. A Monitor sandbox has no
-// fast set and none of these rules: its HTTPS goes to the proxy, which applies monitor.
-// If egressd dies, verified flows go on (their mark is in conntrack), held and new ones
-// are dropped by the queue rule: nothing new is verified.
+// set, so a flow cut while it waited stays refused), so that the first rule answers the
+// sandbox's next packet of each with a reset, whatever the nat chain would now do with a
+// new flow (deleting the entry instead made the next packet a new flow, DNATed to the
+// proxy once the address left the set, and in the lab such a cut download stalled rather
+// than reset). The server's packets still reach the sandbox until then; its answer is
+// reset. An idle flow has no next packet, so CutFast makes the sandbox send one: after
+// marking a flow it sends the sandbox, from the gateway's namespace (a raw socket), a
+// segment with the server's address and port, FIN and ACK set and a sequence number
+// outside the sandbox's window (two of them, 2^31 apart: one is out of window for
+// certain). The sandbox's TCP answers it with an ACK (RFC 793), which meets the first rule
+// and is answered with a reset carrying the sequence number the sandbox expects: the
+// connection is reset at once. FIN, not a bare ACK: conntrack would take a bare ACK for a
+// new flow from the server (picked up mid-stream) whose reply tuple clashes with the cut
+// flow, and NAT's null binding would change its source port; a FIN starts no flow, so
+// conntrack lets it pass untracked. See probe.go. A Monitor sandbox has no fast set and
+// none of these rules: its HTTPS goes to the proxy, which applies monitor. If egressd
+// dies, verified flows go on (their mark is in conntrack), held and new ones are dropped
+// by the queue rule: nothing new is verified.
 //
 // # What the gateway host needs
 //
@@ -318,11 +318,13 @@
 //     allowed_cidrs and allowed_tcp endpoints is routed).
 //   - net.netfilter.nf_conntrack_acct=1 there too, for the byte counts of flow records
 //     (package flowlog; without it the counts are 0), and nf_conntrack_tcp_loose=1 (the
-//     default) for the reset of a cut connection. route_localnet is not needed: DNAT goes to Gateway, an
-//     address of the host interface, never to 127.0.0.1.
+//     default) for the reset of a cut connection. route_localnet is not needed: DNAT goes
+//     to Gateway, an address of the host interface, never to 127.0.0.1.
 //   - The host side of each veth holds Gateway (the DNAT target must be a local address).
 //   - For the fast path: nfnetlink_queue, nft_compat with the xtables NFQUEUE target,
-//     and ctnetlink (the mark is set through it).
+//     and ctnetlink (the mark is set through it); nf_conntrack_tcp_be_liberal=0 (the
+//     default; egressd refuses to start the fast path otherwise: the queue relies on
+//     "ct state invalid" being dropped before it); a raw IPv4 socket for CutFast's probes.
 //   - The transparent proxy reads SO_ORIGINAL_DST; a sandbox can also connect to
 //     Gateway:ProxyPort directly, so the proxy must refuse a connection whose original
 //     destination is one of the gateway's own addresses.

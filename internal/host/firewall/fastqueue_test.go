@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -10,20 +11,21 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/internal/host/nfqueue"
 )
 
-// queueReader is a minimal NFQUEUE reader, standing in for egressd's in these tests: it
-// binds a queue in the gateway's namespace and answers every packet with what decide
-// says. A decision with a mark sets it on the packet's conntrack entry first (ctnetlink:
-// this kernel lacks the NFQA_CT verdict attribute, CONFIG_NETFILTER_NETLINK_GLUE_CT) and
-// is then given as NF_REPEAT, so that the packet meets the forward chain again, mark and
-// all: the way egressd hands a flow to the kernel (doc.go "The fast path").
+// queueReader reads a queue with package nfqueue, standing in for egressd's verifier in
+// these tests: it answers every packet with what decide says. A decision with a mark sets
+// it on the packet's conntrack entry first (ctnetlink: this kernel lacks the NFQA_CT
+// verdict attribute, CONFIG_NETFILTER_NETLINK_GLUE_CT), then gives the verdict: NF_REPEAT
+// makes the packet meet the forward chain again, mark and all, the way egressd resets a
+// refused flow; NF_ACCEPT lets it go on, the way egressd releases and confirms one (doc.go
+// "The fast path").
 type queueReader struct {
-	nl     *netlink.Conn
+	q      *nfqueue.Queue
 	ct     *conntrack.Conn
-	num    uint16
 	decide func(p queued) (verdict, mark uint32)
 	mu     sync.Mutex
 	seen   []queued
@@ -41,109 +43,64 @@ func (q queued) String() string {
 	return fmt.Sprintf("%s>%s %#02x +%d", q.src, q.dst, q.flags, q.payload)
 }
 
-// Netfilter queue constants (linux/netfilter/nfnetlink_queue.h).
+// The verdicts decide returns, as numbers (nfqueue's).
 const (
-	nfqnlMsgPacket  = 0
-	nfqnlMsgVerdict = 1
-	nfqnlMsgConfig  = 2
-	nfqaPacketHdr   = 1
-	nfqaVerdictHdr  = 2
-	nfqaPayload     = 10
-	nfqaCfgCmd      = 1
-	nfqaCfgParams   = 2
-	nfqnlCmdBind    = 1
-	nfqnlCopyPacket = 2
-	nfDrop          = 0
-	nfAccept        = 1
-	nfRepeat        = 4
+	nfDrop   = uint32(nfqueue.Drop)
+	nfAccept = uint32(nfqueue.Accept)
+	nfRepeat = uint32(nfqueue.Repeat)
 )
 
 // readQueue binds queue num in ns and answers its packets until the test ends.
 func readQueue(t *testing.T, ns *netNS, num uint16, decide func(queued) (verdict, mark uint32)) *queueReader {
 	t.Helper()
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(ns.h)})
+	q, err := nfqueue.Open(num, nfqueue.Config{NetNSFd: int(ns.h)})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("bind queue %d: %v", num, err)
 	}
 	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(ns.h)})
 	if err != nil {
-		nl.Close()
+		q.Close()
 		t.Fatal(err)
 	}
-	q := &queueReader{nl: nl, ct: ct, num: num, decide: decide}
-	params := binary.BigEndian.AppendUint32(nil, 0xffff) // copy_range
-	if _, err := nl.Execute(q.msg(nfqnlMsgConfig, netlink.Request|netlink.Acknowledge,
-		netfilter.Attribute{Type: nfqaCfgCmd, Data: []byte{nfqnlCmdBind, 0, 0, 0}},
-		netfilter.Attribute{Type: nfqaCfgParams, Data: append(params, nfqnlCopyPacket)})); err != nil {
-		t.Fatalf("bind queue %d: %v", num, err)
-	}
+	r := &queueReader{q: q, ct: ct, decide: decide}
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go q.run(t, done)
-	t.Cleanup(func() { nl.Close(); <-done; ct.Close() })
-	return q
+	go func() {
+		defer close(done)
+		q.Run(ctx, func(p nfqueue.Packet) { r.answer(t, p) })
+	}()
+	t.Cleanup(func() { cancel(); <-done; q.Close(); ct.Close() })
+	return r
 }
 
-func (q *queueReader) msg(typ netfilter.MessageType, flags netlink.HeaderFlags, attrs ...netfilter.Attribute) netlink.Message {
-	m, err := netfilter.MarshalNetlink(netfilter.Header{SubsystemID: netfilter.NFSubsysQueue, MessageType: typ,
-		Family: netfilter.ProtoUnspec, ResourceID: q.num, Flags: flags}, attrs)
-	if err != nil {
-		panic(err) // fixed attributes: cannot fail
+// answer gives p the verdict decide says, after its mark if any.
+func (r *queueReader) answer(t *testing.T, pkt nfqueue.Packet) {
+	p := parseTCP(pkt.Payload)
+	verdict, mark := r.decide(p)
+	r.mu.Lock()
+	r.seen = append(r.seen, p)
+	r.mu.Unlock()
+	if mark != 0 {
+		src, dst := p.src, p.dst
+		if src.Port() == webPortHTTPS { // a server's packet: its flow is the reverse
+			src, dst = dst, src
+		}
+		f := conntrack.NewFlow(unix.IPPROTO_TCP, 0, src.Addr(), dst.Addr(), src.Port(), dst.Port(), 0, mark)
+		f.TupleReply = conntrack.Tuple{} // the original tuple finds the entry
+		if err := r.ct.Update(f); err != nil {
+			t.Errorf("conntrack mark %#x on %s: %v", mark, p, err)
+		}
 	}
-	return m
-}
-
-// run answers packets until the socket is closed; at most 10,000 (a bound, never met).
-func (q *queueReader) run(t *testing.T, done chan struct{}) {
-	defer close(done)
-	for n := 0; n < 10000; {
-		msgs, err := q.nl.Receive()
-		if err != nil {
-			return // closed at the end of the test
-		}
-		for _, m := range msgs {
-			h, attrs, err := netfilter.UnmarshalNetlink(m)
-			if err != nil || h.MessageType != nfqnlMsgPacket {
-				continue
-			}
-			n++
-			var id uint32
-			var p queued
-			for _, a := range attrs {
-				switch a.Type {
-				case nfqaPacketHdr:
-					id = binary.BigEndian.Uint32(a.Data)
-				case nfqaPayload:
-					p = parseTCP(a.Data)
-				}
-			}
-			verdict, mark := q.decide(p)
-			q.mu.Lock()
-			q.seen = append(q.seen, p)
-			q.mu.Unlock()
-			if mark != 0 {
-				src, dst := p.src, p.dst
-				if src.Port() == webPortHTTPS { // a server's packet: its flow is the reverse
-					src, dst = dst, src
-				}
-				f := conntrack.NewFlow(unix.IPPROTO_TCP, 0, src.Addr(), dst.Addr(), src.Port(), dst.Port(), 0, mark)
-				f.TupleReply = conntrack.Tuple{} // the original tuple finds the entry
-				if err := q.ct.Update(f); err != nil {
-					t.Errorf("conntrack mark %#x on %s: %v", mark, p, err)
-				}
-			}
-			hdr := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, verdict), id)
-			if _, err := q.nl.Send(q.msg(nfqnlMsgVerdict, netlink.Request, netfilter.Attribute{Type: nfqaVerdictHdr, Data: hdr})); err != nil {
-				return
-			}
-		}
+	if err := r.q.SetVerdict(pkt.ID, nfqueue.Verdict(verdict)); err != nil {
+		t.Errorf("verdict on %s: %v", p, err)
 	}
 }
 
 // packets are the packets the reader answered so far.
-func (q *queueReader) packets() []queued {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return append([]queued(nil), q.seen...)
+func (r *queueReader) packets() []queued {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]queued(nil), r.seen...)
 }
 
 func parseTCP(b []byte) queued {

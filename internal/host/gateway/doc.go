@@ -100,6 +100,51 @@
 // The grain is the address: another name that shares an admitted address and port is
 // reachable too, for this VM, while the admission lasts.
 //
+// # The fast path: what a sandbox's lookups open on 443
+//
+// With Config.FastPath (--fast-path, DESIGN §4 "Kernel fast path"), OpenTCP also opens the
+// answer's addresses for the kernel fast path (openFastLocked, fast.go), under the same
+// lock and with the same lifetime as allowed_tcp: each IPv4 address a of the answer goes
+// into the VM's fast_<name> set as (a, 443) (firewall.AdmitFast) if Decide({name, a, 443,
+// tcp}) allows it without would_deny, Decide({a, 443, tcp, ip literal}) does not (an
+// address that allowed_cidrs opens stays with the proxy, which judges the name it sees
+// there), the name is not intercepted (Config.Intercepts: http_rules, secrets), and the VM
+// is not monitor only. The book remembers, per address, the names whose answers gave it,
+// each until its admission ends; the set element lives until the last of them. An answer
+// for an intercepted name takes its addresses out of the set (firewall.RevokeFast) and
+// keeps them out while it lasts, so that a CDN address shared with a fast name never
+// takes the intercepted name's connections from the proxy. Every apply carries the live
+// answers whose names the VM's policy still lets through the fast path (fastLocked); one
+// no longer allowed is dropped, which forces an apply.
+//
+// Judge is the verifier's judgement (fastpath.Judge, wired by cmd/egressd): for a flow
+// whose whole ClientHello package fastpath read from the packets, the VM is the one whose
+// network has the source address (owned by this node, live); the server name, normalised,
+// must be allowed on 443 at the destination by the VM's effective policy (Decide), not
+// intercepted, and the destination must be an address the DNS filter answered this VM for
+// that very name, in an answer still in force (else address_not_resolved). true releases
+// the flow (the verifier then waits for the server's acknowledgement of the ClientHello
+// before the kernel forwards it: see package fastpath).
+//
+// Every judgement is recorded as the proxy records a connection: a "connect" record, via
+// "fast_path" (ViaFastPath), with the decision's reason and rule; a refusal the verifier
+// made (Hello.Err: ambiguous_stream, not_tls, no_host) is recorded too. An allowed flow is
+// remembered in the book (key: its four-tuple) with its name and decision. Its "close"
+// record, with bytes each way and duration, comes from the flow log when conntrack reports
+// it ended (RecordFlow, firewall.MarkFast or MarkFastWait set); a flow allowed and then
+// refused (its later packets disagreed with the judged ClientHello) gets its close, reason
+// "reset", with the refusal. A flow the book does not know (an earlier run verified it)
+// gets a connect record without a name, then its close.
+//
+// Cuts, as for allowed_tcp: when a VM's effective policy changes, its verified and released
+// flows are judged again by the name they were verified with, at their address
+// (flushFastLocked, fastDecide), and those no longer allowed, and those the book does not
+// know, are cut (firewall.CutFast: the flow's conntrack entry gets MarkFastDeny and keeps
+// MarkFast, so the kernel resets the sandbox's next packet, an idle flow is probed into
+// sending one, and the close is still recorded as a verified flow's). A VM that goes
+// away has all its fast flows cut; a new VM at its address cuts every one it did not
+// verify itself. A failed cut is logged and tried again at the next apply.
+//
 // # Records of the kernel's flows
 //
 // The flow log (package flowlog, wired by cmd/egressd) reports the connections that

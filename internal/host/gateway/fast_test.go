@@ -118,14 +118,7 @@ func (k *kernelFast) takeCuts() []flowKey {
 // fastNode is a tcpNode whose gateway runs the fast path.
 func (w *world) fastNode() *tcpNode {
 	w.t.Helper()
-	n := w.nodeA()
-	n.gw.cfg.FastPath = true
-	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	n.gw.now = c.Now
-	n.fw.kernel.clock = c
-	r := &recorder{}
-	n.gw.cfg.Sink = r
-	return &tcpNode{node: n.run(), clock: c, recs: r}
+	return w.clockedNode(true)
 }
 
 // judged numbers the flows of judge, so that each has a source port of its own.

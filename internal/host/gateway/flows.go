@@ -30,7 +30,8 @@ type Flow struct {
 	// "timeout"); empty otherwise.
 	CloseReason string
 	// SrcPort is the sandbox's port, and Fast says the flow took the fast path (ct mark
-	// firewall.MarkFast): its connect record was made when Judge let it through.
+	// firewall.MarkFast, or MarkFastWait: released, not yet confirmed by its server): its
+	// connect record was made when Judge let it through.
 	SrcPort uint16
 	Fast    bool
 }
@@ -56,7 +57,8 @@ const untracked = "untracked"
 // address and port (reason allowed_tcp, the rule, the name looked up as host), at its
 // start, then its "close" record with bytes each way and duration. A flow of an address
 // no VM of this node has is dropped; one whose admission is forgotten is recorded with
-// the address and no name.
+// the address and no name. A fast-path flow (Fast) gets only its "close" record, its
+// "connect" having been made by Judge (recordFastFlow).
 func (g *Gateway) RecordFlow(f Flow) {
 	vm, ok := g.view.VMByAddr(f.Src.Unmap())
 	if !ok || !g.owns(vm.Network) {

@@ -64,7 +64,8 @@ type Firewall interface {
 	// the sandbox called name in the table in force (the fast path); serialised with Apply.
 	AdmitFast(name string, eps []firewall.Endpoint) error
 	RevokeFast(name string, eps []firewall.Endpoint) error
-	// CutFast cuts the sandbox's verified fast-path flows that keep does not keep.
+	// CutFast cuts the sandbox's verified and released fast-path flows that keep does not
+	// keep.
 	CutFast(sandbox netip.Addr, keep func(src, dst netip.AddrPort) bool) (int, error)
 }
 

@@ -199,7 +199,14 @@ type tcpNode struct {
 
 func (w *world) tcpNode() *tcpNode {
 	w.t.Helper()
+	return w.clockedNode(false)
+}
+
+// clockedNode is a tcpNode, its gateway running the fast path if fast.
+func (w *world) clockedNode(fast bool) *tcpNode {
+	w.t.Helper()
 	n := w.nodeA()
+	n.gw.cfg.FastPath = fast
 	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	n.gw.now = c.Now
 	n.fw.kernel.clock = c

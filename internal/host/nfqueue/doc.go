@@ -7,7 +7,7 @@
 //	q, err := nfqueue.Open(num, nfqueue.Config{NetNSFd: fd}) // binds queue num
 //	defer q.Close()
 //	go q.Run(ctx, func(p nfqueue.Packet) { ... q.SetVerdict(p.ID, nfqueue.Accept) })
-//	marker.Mark(src, dst, false)          // ctnetlink: the flow's ct mark (firewall.FastMarker)
+//	marker.Mark(src, dst, true)           // ctnetlink: the flow's ct mark (firewall.FastMarker)
 //	q.SetVerdict(id, nfqueue.Repeat)      // the same chain again: its `ct mark` rules decide
 //
 // Run calls its function on its own goroutine, in the kernel's order; verdicts may be sent
@@ -40,16 +40,19 @@
 // kernels, the CI's and the lab machines' among them, are built without: they refuse the
 // flag (EOPNOTSUPP); older kernels took it, then left the conntrack out and ignored a
 // verdict's mark, silently. So the one way that works on every kernel is the only one
-// here. To put a verdict on
-// a flow, the caller first sets the flow's ct mark through ctnetlink (an update of the
-// entry by its original tuple: firewall.FastMarker, or github.com/ti-mo/conntrack
-// Conn.Update), then answers the held packet Repeat: it traverses the same hook again from
-// its first rule, where the chain's `ct mark` rules pass or reject it, and the flow's later
-// packets never come back to the queue. The entry must be confirmed (the flow's first
-// packet went through): a flow whose first packet is still held has none to update, so
-// the caller accepts (or drops) that one. TestMarkByConntrackThenRepeat shows both marks.
-// A caller that wants a flow's state reads conntrack itself; the payload's addresses and
-// ports name the flow.
+// here. To put a verdict on a flow, the caller first sets the flow's ct mark through
+// ctnetlink (an update of the entry by its original tuple: firewall.FastMarker, or
+// github.com/ti-mo/conntrack Conn.Update), then answers the held packet. Repeat: it
+// traverses the same hook again from its first rule, where the chain's `ct mark` rules
+// pass or reject it (egressd's refused flows: the rule resets them). Accept: it goes on
+// without that second look (egressd's released and confirmed flows, see package fastpath).
+// Either way the flow's later packets meet the rules by the new mark: whether they come
+// back to the queue is the ruleset's choice (egressd's queues a released flow's packets
+// until its server confirms it). The entry must be confirmed (the flow's first packet went
+// through): a flow whose first packet is still held has none to update, so the caller
+// accepts (or drops) that one. TestMarkByConntrackThenRepeat shows both marks. A caller
+// that wants a flow's state reads conntrack itself; the payload's addresses and ports name
+// the flow.
 //
 // # Kernel requirements
 //

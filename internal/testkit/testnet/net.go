@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"net"
+	"sync"
 	"testing"
 
 	"github.com/egressd/egressd/internal/host/netns"
@@ -35,14 +36,26 @@ func ServeBanner(t testing.TB, n Net, addr, banner string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(banner))
-			c.Close()
+	go ServeEach(ln, func(c net.Conn) { c.Write([]byte(banner)) })
+}
+
+// ServeEach accepts connections on ln until it is closed (Accept fails) and serves each
+// with fn on a goroutine of its own, closing the connection when fn returns (fn may close
+// it too). It returns once ln is closed and every fn has returned: a test that closes ln
+// at cleanup and waits for ServeEach knows that no server of its is still running.
+func ServeEach(ln net.Listener, fn func(net.Conn)) {
+	var open sync.WaitGroup
+	defer open.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
 		}
-	}()
+		open.Add(1)
+		go func() {
+			defer open.Done()
+			defer c.Close()
+			fn(c)
+		}()
+	}
 }

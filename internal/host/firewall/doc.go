@@ -85,7 +85,7 @@
 //	forward  (filter 0) → fwd_<name>:
 //	    ip daddr @hard_deny ct state new limit rate 20/second burst 50 packets log prefix "deny" group G
 //	    ip daddr @hard_deny drop          hard deny first, whatever Allowed or TCP says
-//	    (FastPath, not Monitor: the five tcp dport 443 rules of "The fast path")
+//	    (FastPath, not Monitor: the six tcp dport 443 rules of "The fast path")
 //	    ip saddr Addr ip daddr @allow_<name> accept
 //	    ct state established ct mark & MarkTCP == MarkTCP tcp flags != syn / fin,syn,rst,ack accept
 //	    ip saddr Addr tcp flags syn / fin,syn,rst,ack ip daddr . tcp dport @tcp_<name>

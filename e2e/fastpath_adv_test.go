@@ -3,11 +3,15 @@ package e2e
 import (
 	"crypto/tls"
 	"net"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/host/firewall"
 	"github.com/egressd/egressd/internal/host/netns"
 	"github.com/egressd/egressd/internal/testkit/testnet"
 	"github.com/egressd/egressd/policy"
@@ -127,4 +131,56 @@ func TestFastPathAdvReopenAfterServerReset(t *testing.T) {
 	if !reset {
 		t.Errorf("the reopened flow with an unjudged hello was not reset: %s", second.Seen())
 	}
+}
+
+// queueStats reads the fast queue's line of /proc/net/netfilter/nfnetlink_queue in the
+// gateway's namespace: packets waiting for a verdict, and those the kernel dropped because
+// the queue was full.
+func queueStats(t *testing.T, ns string) (waiting, dropped int) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/netfilter/nfnetlink_queue").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nfnetlink_queue in %s: %v: %s", ns, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 7 && f[0] == strconv.Itoa(int(firewall.DefaultFastQueue)) {
+			waiting, _ = strconv.Atoi(f[2])
+			dropped, _ = strconv.Atoi(f[5])
+			return waiting, dropped
+		}
+	}
+	t.Fatalf("no fast queue in %s: %s", ns, out)
+	return 0, 0
+}
+
+// TestFastPathAdvOneSandboxCannotFillTheQueue: one sandbox opens many flows to an allowed
+// address and holds in each as many one-byte pieces of a ClientHello as a flow may, never
+// completing one. Every held packet waits in the kernel's fast queue, which all sandboxes
+// share (4096 packets; full, the kernel drops): the sandbox must not fill it, or every
+// other sandbox's new HTTPS connections are dropped for as long as it keeps at it.
+func TestFastPathAdvOneSandboxCannotFillTheQueue(t *testing.T) {
+	requireFastPath(t)
+	e := newEvasionLab(t, gwMode{"fast-path", []string{"--fast-path"}})
+	const flows, pieces = 140, 31 // 4340 packets, more than the queue's 4096
+	var cs []*rawFlow
+	for i := 0; i < flows; i++ {
+		cs = append(cs, e.flow(t, goodAddr))
+	}
+	for _, c := range cs {
+		for off := 0; off < pieces; off++ {
+			c.Send(seg{off: off, data: e.benign[off : off+1], flags: tcpPSH})
+		}
+	}
+	waiting, dropped := queueStats(t, e.gwNS)
+	t.Logf("fast queue: %d packets waiting, %d dropped", waiting, dropped)
+	if waiting >= 4096 || dropped > 0 {
+		t.Errorf("one sandbox filled the shared queue: %d packets waiting, %d dropped", waiting, dropped)
+	}
+	// Another sandbox's connection meanwhile.
+	other := e.sandbox("victim", true)
+	c := newRawFlow(t, other, goodAddr+":443")
+	c.Handshake()
+	c.SendStream(e.benign, 1000)
+	e.allowed(t, c, goodAddr, e.benign, false)
 }

@@ -110,6 +110,8 @@
 // HelloBytes per flow (default sni.MaxHelloBytes, which already counts record headers:
 // sni.ServerName reads no more), Segments held per flow (32), Hold time (5 s, then
 // ErrTimeout from Sweep), unverified flows per sandbox address (512) and overall (1<<16),
+// held packets per sandbox address (256: each stays in the kernel's queue, which all
+// sandboxes share and which drops what does not fit, so one sandbox must not fill it),
 // bytes per sandbox address (1 MiB; a flow is charged the larger of its furthest byte and
 // the payload of its held packets, so both the verifier's buffer and the kernel's queued
 // packets are bounded). Verified and refused entries are at most Limits.Flows more, with

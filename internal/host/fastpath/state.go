@@ -55,17 +55,19 @@ func (v *Verifier) forget(f *flow) {
 	for _, h := range f.held {
 		v.verdict(h.id, Drop)
 	}
-	f.held = nil
 	v.release(f)
+	f.held = nil
 	delete(v.flows, f.key)
 }
 
-// release gives back what an unverified flow had charged to its sandbox and to the total.
+// release gives back what an unverified flow had charged to its sandbox and to the total
+// (its held packets: call it before f.held is emptied).
 func (v *Verifier) release(f *flow) {
 	addr := f.key.Src.Addr()
 	vm := v.vms[addr]
 	vm.flows--
 	vm.bytes -= f.cost
+	vm.packets -= len(f.held)
 	v.heldBytes -= f.cost
 	f.cost = 0
 	delete(v.live, f)

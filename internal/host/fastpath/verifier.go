@@ -81,8 +81,13 @@ type Limits struct {
 	Hold       time.Duration // most time a flow may hold data before it is refused (default 5 s); also most time a released flow waits for its server's confirmation before it is forgotten
 	Idle       time.Duration // a flow seen (SYN) but sending nothing is forgotten after this (default 30 s); refused flows are remembered this long
 	FlowsPerVM int           // most unverified flows tracked per sandbox address (default 512)
-	BytesPerVM int           // most held bytes per sandbox address (default 1 MiB)
-	Flows      int           // most unverified flows overall (default 1<<16); also most verified or refused flows remembered
+	// PacketsPerVM: most data packets held per sandbox address (default 256). Each held
+	// packet stays in the kernel's queue, which every sandbox shares and which drops what
+	// does not fit (nfqueue's MaxLen, 4096 by default): without this bound, FlowsPerVM
+	// flows of Segments tiny segments each would let one sandbox fill it.
+	PacketsPerVM int
+	BytesPerVM   int // most held bytes per sandbox address (default 1 MiB)
+	Flows        int // most unverified flows overall (default 1<<16); also most verified or refused flows remembered
 }
 
 func (l Limits) withDefaults() Limits {
@@ -95,6 +100,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.Segments, 32)
 	def(&l.FlowsPerVM, 512)
 	def(&l.BytesPerVM, 1<<20)
+	def(&l.PacketsPerVM, 256)
 	def(&l.Flows, 1<<16)
 	if l.Hold <= 0 {
 		l.Hold = 5 * time.Second
@@ -153,8 +159,8 @@ type flow struct {
 	cost      int    // bytes charged to the sandbox: max(len(buf), heldBytes)
 }
 
-// vmUse is what one sandbox address holds.
-type vmUse struct{ flows, bytes int }
+// vmUse is what one sandbox address holds: unverified flows, bytes charged, held packets.
+type vmUse struct{ flows, bytes, packets int }
 
 // Stats counts outcomes since New.
 type Stats struct {
@@ -405,6 +411,9 @@ func (v *Verifier) hold(f *flow, s *segment, id uint32, now time.Time) {
 	case len(f.held) >= v.lim.Segments:
 		fail(fmt.Errorf("%w: more than %d segments", ErrTooManySegments, v.lim.Segments))
 		return
+	case v.vms[f.key.Src.Addr()].packets >= v.lim.PacketsPerVM:
+		fail(fmt.Errorf("%w: sandbox %s holds %d packets", ErrLimit, f.key.Src.Addr(), v.lim.PacketsPerVM))
+		return
 	}
 	for _, k := range f.known {
 		lo, hi := max(k.lo, off), min(k.hi, end)
@@ -423,6 +432,7 @@ func (v *Verifier) hold(f *flow, s *segment, id uint32, now time.Time) {
 		return
 	}
 	vm.bytes += cost - f.cost
+	vm.packets++
 	v.heldBytes += cost - f.cost
 	f.cost = cost
 	if end > len(f.buf) {

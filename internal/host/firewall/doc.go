@@ -85,7 +85,7 @@
 //	forward  (filter 0) → fwd_<name>:
 //	    ip daddr @hard_deny ct state new limit rate 20/second burst 50 packets log prefix "deny" group G
 //	    ip daddr @hard_deny drop          hard deny first, whatever Allowed or TCP says
-//	    (FastPath, not Monitor: the five tcp dport 443 rules of "The fast path")
+//	    (FastPath, not Monitor: the six tcp dport 443 rules of "The fast path")
 //	    ip saddr Addr ip daddr @allow_<name> accept
 //	    ct state established ct mark & MarkTCP == MarkTCP tcp flags != syn / fin,syn,rst,ack accept
 //	    ip saddr Addr tcp flags syn / fin,syn,rst,ack ip daddr . tcp dport @tcp_<name>
@@ -194,13 +194,14 @@
 // the proxy's for its whole life. The rule sits right after the hard-deny return and
 // before the web DNAT, so a hard-denied address is never routed by it.
 //
-// fwd_<name>, after the two hard-deny rules and before allowed_cidrs, has five rules
+// fwd_<name>, after the two hard-deny rules and before allowed_cidrs, has six rules
 // for tcp dport 443, in this order:
 //
 //	ct mark & MarkFastDeny == MarkFastDeny reject with tcp reset           refused
 //	ct state established ct mark & MarkFast == MarkFast tcp flags != syn / fin,syn,rst,ack accept
 //	ct state new tcp flags != syn / fin,syn,rst,ack reject with tcp reset  a cut flow's next packet
 //	ct state invalid drop
+//	tcp flags syn / fin,syn,rst,ack ct mark set ct mark & ~(MarkFast|MarkFastWait)   (no verdict)
 //	queue num Q                                                            held
 //
 // Every TCP 443 packet from a sandbox that reaches forward was routed by the nat rule:
@@ -249,10 +250,16 @@
 //   - a new flow without SYN is a packet of a flow conntrack forgot (or whose entry was
 //     deleted): reset, so the sandbox learns at once, as for allowed_tcp.
 //   - invalid: see above.
+//   - a SYN clears MarkFast and MarkFastWait before it is queued: after the server resets
+//     a flow (no FIN seen, the reset not the client's), conntrack keeps the entry (state
+//     CLOSE) and takes a SYN of the same four-tuple into it, mark and "seen reply" status
+//     included, so the new connection's data would be established and marked, and pass the
+//     verified rule with a ClientHello egressd never read (e2e/fastpath_adv_test.go).
+//     MarkFastDeny stays (the refused rule already answered such a SYN).
 //   - queue last: the SYN, the handshake's ACK and every segment until the verdict.
 //     Without bypass and without fanout: with no reader (egressd down or not yet bound)
 //     the kernel drops the packet, so a new flow fails closed, as today's proxy path.
-//   - all five before allowed_cidrs: an address in both must still be verified (the
+//   - all six before allowed_cidrs: an address in both must still be verified (the
 //     allow rule would accept its packets unverified).
 //
 // The marks are the three bits above MarkTCP (0x02000000, 0x04000000, 0x08000000), clear

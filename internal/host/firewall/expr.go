@@ -197,6 +197,16 @@ func ctMarkSet() frag {
 	}, false, 0}
 }
 
+// ctMarkClear: ct mark set ct mark & ~bits, leaving the other bits of the mark alone.
+func ctMarkClear(bits uint32) frag {
+	return frag{fmt.Sprintf("ct mark set ct mark & %#08x", ^bits), []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^bits), Xor: make([]byte, 4)},
+		&expr.Ct{Register: 1, SourceRegister: true, Key: expr.CtKeyMARK},
+	}, false, 0}
+}
+
 const (
 	tcpFlagsOff = 13
 	tcpFIN      = 0x01

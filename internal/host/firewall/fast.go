@@ -217,6 +217,10 @@ func fastFwd(st *state) []rule {
 		newRule("fast path: verified", https(ctEstablishedOnly(), ctMarkHas(MarkFast), tcpNotSYNOnly(), accept())...),
 		newRule("fast path: a cut flow's next packet", https(ctStateNew(), tcpNotSYNOnly(), rejectReset())...),
 		newRule("fast path: conntrack finds it invalid", https(ctStateInvalid(), drop())...),
+		// A SYN starts a flow anew, also when conntrack takes it into the entry of a closed
+		// one (state CLOSE after the server's reset), marks included: without this, the new
+		// connection's data would pass by the old flow's MarkFast unverified.
+		newRule("fast path: a SYN starts unverified", https(tcpSYNOnly(), ctMarkClear(MarkFast|MarkFastWait))...),
 		newRule("fast path: held until egressd verified its ClientHello", https(queue(st.fastQueue))...),
 	}
 }

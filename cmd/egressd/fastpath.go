@@ -55,7 +55,7 @@ func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, r
 	}
 	m := newFastMetrics(reg)
 	f := &fastPath{q: q, log: log}
-	f.v = fastpath.New(&verdicts{q: q, mk: mk, m: m, log: log}, countingJudge{gw, m}, fastpath.Limits{})
+	f.v = fastpath.New(&verdicts{q: q, mk: mk, gw: gw, m: m, log: log}, countingJudge{gw, m}, fastpath.Limits{})
 	go func() {
 		f.run(ctx)
 		mk.Close()
@@ -107,8 +107,15 @@ func (f *fastPath) run(ctx context.Context) {
 type verdicts struct {
 	q   *nfqueue.Queue
 	mk  *firewall.FastMarker
+	gw  stillAllowed
 	m   *fastMetrics
 	log *slog.Logger
+}
+
+// stillAllowed is the gateway's second look at a flow, when its server confirms it
+// (gateway.Gateway.StillAllowed).
+type stillAllowed interface {
+	StillAllowed(f fastpath.Flow) bool
 }
 
 func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) error {
@@ -124,6 +131,11 @@ func (a *verdicts) SetVerdict(id uint32, v fastpath.Verdict, f fastpath.Flow) er
 		switch v {
 		case fastpath.Confirm:
 			mark = a.mk.Confirm
+			if !a.gw.StillAllowed(f) {
+				// A tightening since the verdict: refused before the kernel forwards it.
+				a.m.flows.WithLabelValues("refused").Inc()
+				mark, then = func(src, dst netip.AddrPort) error { return a.mk.Mark(src, dst, true) }, nfqueue.Drop
+			}
 		case fastpath.Reset:
 			mark = func(src, dst netip.AddrPort) error { return a.mk.Mark(src, dst, true) }
 			then = nfqueue.Repeat

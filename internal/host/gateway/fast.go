@@ -274,6 +274,41 @@ func (g *Gateway) Judge(f fastpath.Flow, h fastpath.Hello) bool {
 	return true
 }
 
+// StillAllowed reports whether a flow that Judge let through may be forwarded by the kernel
+// now that its server has acknowledged the ClientHello: the VM's policy of now still lets
+// its name through the fast path at its address. The cut of a tightening reads the kernel's
+// marks, so a tightening between Judge and the flow's first mark would miss it; this second
+// look, at the confirmation, closes that gap. A flow refused here has its close recorded
+// (the caller refuses it in the kernel).
+func (g *Gateway) StillAllowed(f fastpath.Flow) bool {
+	src, dst := f.Src.Addr().Unmap(), netip.AddrPortFrom(f.Dst.Addr().Unmap(), f.Dst.Port())
+	vm, ok := g.view.VMByAddr(src)
+	if !ok || !g.owns(vm.Network) || !vm.Network.Live() {
+		return false
+	}
+	st := g.book(vm, src)
+	if st == nil {
+		return false
+	}
+	key := flowKey{netip.AddrPortFrom(src, f.Src.Port()), dst}
+	st.fast.mu.Lock()
+	v, ok := st.fast.verified.get(key)
+	st.fast.mu.Unlock()
+	if !ok || v.closed {
+		return false
+	}
+	if _, ok := g.fastDecide(vm.Tenant, vm.Effective, v.host, dst.Addr()); ok {
+		return true
+	}
+	st.fast.mu.Lock()
+	v.closed = true
+	st.fast.verified.put(key, v)
+	st.fast.mu.Unlock()
+	rs := events.Source{Tenant: vm.Tenant, VMID: vm.ID}
+	g.cfg.Sink.Record(fastClosed(rs, policy.Conn{Host: v.host, IP: dst.Addr(), Port: dst.Port(), Transport: policy.TCP}, 0, 0, g.now().Sub(v.at), "policy"))
+	return false
+}
+
 // refusal is the decision recorded for a flow the verifier could not verify.
 func refusal(err error) policy.Decision {
 	switch {

@@ -327,3 +327,29 @@ func TestFastRecords(t *testing.T) {
 		t.Errorf("records %+v, want the close then the refusal", recs)
 	}
 }
+
+// TestFastStillAllowed: the second look at the server's confirmation follows the policy of
+// now: a tightening between the verdict and the flow's first mark refuses it then, and
+// records its close.
+func TestFastStillAllowed(t *testing.T) {
+	a := newTCPWorld(t).fastNode()
+	_, addr := a.vm("t", "a", webPolicy)
+	must(t, a.answer(addr, "t", "a", "api.example.test", 30, "203.0.113.10"))
+	flow := fastpath.Flow{Src: netip.AddrPortFrom(addr, 40100), Dst: netip.MustParseAddrPort("203.0.113.10:443")}
+	if !a.judgeFlow(flow, "api.example.test", nil) || !a.gw.StillAllowed(flow) {
+		t.Fatal("not allowed")
+	}
+	a.recs.take()
+	a.setTCPPolicy("t", "a", policy.Policy{AllowHTTPS: true, AllowedDomains: []string{"other.example.test"}})
+	if a.gw.StillAllowed(flow) {
+		t.Fatal("still allowed after the tightening")
+	}
+	recs := a.recs.take()
+	if len(recs) != 1 || recs[0].Kind != events.KindClose || recs[0].CloseReason != "policy" || recs[0].Via != ViaFastPath {
+		t.Errorf("records %+v, want the flow's close", recs)
+	}
+	other := fastpath.Flow{Src: netip.AddrPortFrom(addr, 40101), Dst: flow.Dst}
+	if a.gw.StillAllowed(other) {
+		t.Error("a flow Judge never let through")
+	}
+}

@@ -30,6 +30,8 @@ import (
 //	proxy      a VM reaching the names on 443 through egressd's transparent proxy.
 //	fast       the same with egressd started with --fast-path (a second lab: the flag is
 //	           process-wide); the run fails unless the fast path verified its connections.
+//	fwd-fp     "forwarded" again, in the second lab: kernel forwarding on a gateway that
+//	           runs the fast path (the base "fast" compares with on the same gateway).
 //
 // Sub-benchmarks:
 //
@@ -61,7 +63,12 @@ func BenchmarkFastPath(b *testing.B) {
 	}
 	fl := newGWLab(b, "--fast-path")
 	addBulkServer(b, fl, hello)
-	paths = append(paths, vmPath(fl, "fast", named, webAddr+":443", fpBulkAddr+":443"))
+	paths = append(paths, vmPath(fl, "fast", named, webAddr+":443", fpBulkAddr+":443"),
+		// The same kernel forwarding as "forwarded", on the gateway that runs the fast
+		// path: what turning it on costs other traffic (its fragment chain, its rules), and
+		// the fairest base of "fast".
+		vmPath(fl, "fwd-fp", &policy.Policy{AllowedCIDRs: []string{webAddr + "/32", fpBulkAddr + "/32"}},
+			webAddr+":"+fpAltPort, fpBulkAddr+":"+fpAltPort))
 	background := backgroundLoad(b)
 	for _, p := range paths {
 		b.Run("bulk/"+p.name, func(b *testing.B) { benchBulk(b, p, hello) })

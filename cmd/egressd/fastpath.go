@@ -35,23 +35,23 @@ type fastPath struct {
 // startFastPath binds the firewall's queue in this namespace and reads it until ctx ends.
 // If the reader stops, the kernel drops what the queue holds and what comes to it: new
 // fast-path flows fail closed, and verified ones go on by their mark.
-func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, reg prometheus.Registerer) (*fastPath, error) {
+func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, reg prometheus.Registerer) error {
 	// The verifier cannot see the server's side; it leaves to conntrack's TCP window
 	// tracking the segments the server would drop (the ruleset drops "ct state invalid"
 	// before the queue). A liberal tracker takes them as valid: refuse to run on one.
 	if v, err := netns.Sysctl(beLiberal); err != nil || v != "0" {
-		return nil, fmt.Errorf("fast path: %s must be 0 in the gateway's network namespace (it is %q, %v): with it, segments the server drops would pass unverified", beLiberal, v, err)
+		return fmt.Errorf("fast path: %s must be 0 in the gateway's network namespace (it is %q, %v): with it, segments the server drops would pass unverified", beLiberal, v, err)
 	}
 	// The verdict marks the flow through ctnetlink (firewall.FastMarker), not in the
 	// queue's message: queues carry no conntrack (see the nfqueue package doc).
 	q, err := nfqueue.Open(firewall.DefaultFastQueue, nfqueue.Config{})
 	if err != nil {
-		return nil, fmt.Errorf("fast path: %w", err)
+		return fmt.Errorf("fast path: %w", err)
 	}
 	mk, err := firewall.NewFastMarker()
 	if err != nil {
 		q.Close()
-		return nil, fmt.Errorf("fast path: %w", err)
+		return fmt.Errorf("fast path: %w", err)
 	}
 	m := newFastMetrics(reg)
 	f := &fastPath{q: q, log: log}
@@ -60,7 +60,7 @@ func startFastPath(ctx context.Context, gw *gateway.Gateway, log *slog.Logger, r
 		f.run(ctx)
 		mk.Close()
 	}()
-	return f, nil
+	return nil
 }
 
 func (f *fastPath) run(ctx context.Context) {

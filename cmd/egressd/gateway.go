@@ -44,7 +44,6 @@ type dataPlane struct {
 	dnsUDP      net.PacketConn
 	dnsTCP      net.Listener
 	gw          *gateway.Gateway
-	fast        *fastPath // the kernel fast path's queue reader; nil without --fast-path
 
 	// The interception of DESIGN §2.7: the tenants' secrets as the gateway reads them, and
 	// the engine that serves intercepted connections.
@@ -224,7 +223,7 @@ func (d *dataPlane) startTransparent(ctx context.Context, cfg *config, log *slog
 	if cfg.fastPath {
 		// The queue before the first apply: from then on the firewall sends it packets, and
 		// a queue without a reader drops them (fail closed).
-		if d.fast, err = startFastPath(ctx, d.gw, log, reg); err != nil {
+		if err := startFastPath(ctx, d.gw, log, reg); err != nil {
 			return err
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -29,10 +28,7 @@ const docValue = "sk-example-0123456789abcdef"
 // and the value is nowhere in what the example prints.
 func TestInterceptionDocExample(t *testing.T) {
 	testnet.RequireRoot(t) // the fake origin listens on port 443
-	for _, tool := range []string{"bash", "curl", "python3", "awk", "grep"} {
-		_, err := exec.LookPath(tool)
-		testnet.Require(t, err == nil, tool+" (the example uses it)")
-	}
+	requireTools(t, "the example", "bash", "curl", "python3", "awk", "grep")
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "interception.md"))
 	if err != nil {
 		t.Fatal(err)

@@ -2,41 +2,30 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"testing"
 
 	"github.com/egressd/egressd/internal/testkit/egressdtest"
-	"github.com/egressd/egressd/internal/testkit/testnet"
 )
 
 // TestPolicyDocTCPExample runs the example of docs/policy.md's allowed_tcp section as
 // written, against a real egressd on loopback: every command succeeds (bash -e) and every
 // `egress check` decides what its comment says. Only the setup block is the test's own.
 func TestPolicyDocTCPExample(t *testing.T) {
-	for _, tool := range []string{"bash", "python3"} {
-		_, err := exec.LookPath(tool)
-		testnet.Require(t, err == nil, tool+" (the example uses it)")
-	}
+	requireTools(t, "the example", "bash", "python3")
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "policy.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	script := sectionScript(t, string(doc), "## TCP by name: `allowed_tcp`", "set -e\n", 3)
-	var want []string
-	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
-		want = append(want, m[1])
-	}
+	want := decisions(checkComment, script.String())
 
 	in := egressdtest.Start(t)
 	dir := t.TempDir()
 	out := runExample(t, in, dir, script.String())
-	var got []string
-	for _, m := range decisionLine.FindAllStringSubmatch(out, -1) {
-		got = append(got, m[1])
-	}
+	got := decisions(decisionLine, out)
 	if len(want) < 6 || !slices.Equal(got, want) {
 		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out)
 	}

@@ -126,6 +126,26 @@ var checkComment = regexp.MustCompile(`egress check .*#\s*(allow|deny)\b`)
 // decisionLine is egressctl's answer to a check: "allow (layer ...)" or "deny  (layer ...)".
 var decisionLine = regexp.MustCompile(`(?m)^(allow|deny) +\(layer `)
 
+// decisions lists, in order, the decision each match of re (checkComment or decisionLine)
+// in s names.
+func decisions(re *regexp.Regexp, s string) []string {
+	var out []string
+	for _, m := range re.FindAllStringSubmatch(s, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// requireTools fails (CI) or skips unless every tool an example uses is on PATH; whose
+// names the example in the message.
+func requireTools(t *testing.T, whose string, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		_, err := exec.LookPath(tool)
+		testnet.Require(t, err == nil, tool+" ("+whose+" uses it)")
+	}
+}
+
 // TestREADMEWorkedExample runs the README's worked example top to bottom, as written, against
 // a real egressd on loopback, so that the README cannot drift from what egressd and egressctl
 // do: every command succeeds (bash -e), every `egress check` decides what its comment says, and
@@ -133,28 +153,19 @@ var decisionLine = regexp.MustCompile(`(?m)^(allow|deny) +\(layer `)
 // own: it builds the binaries and points EGRESSD_URL and EGRESSD_API_KEY at a fresh egressd on
 // free ports.
 func TestREADMEWorkedExample(t *testing.T) {
-	for _, tool := range []string{"bash", "curl", "python3"} {
-		_, err := exec.LookPath(tool)
-		testnet.Require(t, err == nil, tool+" (the README's example uses it)")
-	}
+	requireTools(t, "the README's example", "bash", "curl", "python3")
 	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	script := exampleScript(t, string(readme), "set -e\n")
-	var want []string
-	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
-		want = append(want, m[1])
-	}
+	want := decisions(checkComment, script.String())
 
 	in := egressdtest.Start(t)
 	dir := t.TempDir()
 	out := runExample(t, in, dir, script.String())
 
-	var got []string
-	for _, m := range decisionLine.FindAllStringSubmatch(out, -1) {
-		got = append(got, m[1])
-	}
+	got := decisions(decisionLine, out)
 	if len(want) < 4 || !slices.Equal(got, want) {
 		t.Errorf("egress check decided %v; the README's comments say %v\n%s", got, want, out)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -21,19 +20,13 @@ const learnIP = "127.0.0.44"
 // (bash -e), the suggestion collapses the siblings, and every `egress check` decides what its
 // comment says. Only the setup block is the test's own.
 func TestPolicyDocLearnExample(t *testing.T) {
-	for _, tool := range []string{"bash", "python3", "curl", "sed"} {
-		_, err := exec.LookPath(tool)
-		testnet.Require(t, err == nil, tool+" (the example uses it)")
-	}
+	requireTools(t, "the example", "bash", "python3", "curl", "sed")
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "policy.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	script := sectionScript(t, string(doc), "## Learning a policy: monitor mode and suggestions", "set -e\n", 4)
-	var want []string
-	for _, m := range checkComment.FindAllStringSubmatch(script.String(), -1) {
-		want = append(want, m[1])
-	}
+	want := decisions(checkComment, script.String())
 
 	dns := testnet.StartDNS(t, "127.0.0.1")
 	for _, n := range []string{"a.svc.example.com", "b.svc.example.com", "cdn.img.example.com", "api.partner.test"} {
@@ -42,10 +35,7 @@ func TestPolicyDocLearnExample(t *testing.T) {
 	in := egressdtest.Start(t, "--public-cidrs", "127.0.0.0/26", "--dns-upstream", dns.Addr)
 	dir := t.TempDir()
 	out := runExample(t, in, dir, script.String())
-	var got []string
-	for _, m := range decisionLine.FindAllStringSubmatch(out, -1) {
-		got = append(got, m[1])
-	}
+	got := decisions(decisionLine, out)
 	if len(want) < 4 || !slices.Equal(got, want) {
 		t.Errorf("egress check decided %v; the comments say %v\n%s", got, want, out)
 	}

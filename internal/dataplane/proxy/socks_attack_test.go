@@ -430,15 +430,7 @@ func TestPort80TunnelAfterTheSessionEnds(t *testing.T) {
 			if !ok {
 				t.Fatal("refused")
 			}
-			get := func() (*http.Response, error) {
-				io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
-				resp, err := http.ReadResponse(br, nil)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				return resp, err
-			}
+			get := func() (*http.Response, error) { return getOver(c, br) }
 			if resp, err := get(); err != nil || resp.StatusCode != 200 {
 				t.Fatalf("first request: %v %v", resp, err)
 			}
@@ -471,15 +463,7 @@ func TestPort80TunnelAfterTheSessionEndsInTheView(t *testing.T) {
 			if !ok {
 				t.Fatal("refused")
 			}
-			get := func() (*http.Response, error) {
-				io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
-				resp, err := http.ReadResponse(br, nil)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				return resp, err
-			}
+			get := func() (*http.Response, error) { return getOver(c, br) }
 			if resp, err := get(); err != nil || resp.StatusCode != 200 {
 				t.Fatalf("first request: %v %v", resp, err)
 			}
@@ -568,4 +552,15 @@ func TestSOCKSLayersAndGrantInTheView(t *testing.T) {
 			t.Errorf("close reason %q", cl.CloseReason)
 		}
 	})
+}
+
+// getOver sends GET / for api.example.test on a tunnel and reads the whole answer.
+func getOver(c io.Writer, br *bufio.Reader) (*http.Response, error) {
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return resp, err
 }
